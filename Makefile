@@ -1,0 +1,49 @@
+# hecate: every entry point sets up what it needs from nothing (a venv in .venv, Debian's nginx).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup test lint unit demo demo-stop bench validate clean
+
+$(STAMP): setup.cfg pyproject.toml requirements-test.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $$($(PY) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(c["options"]["install_requires"])')
+	$(PIP) install -q -r requirements-test.txt
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null \
+	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null; }; \
+	  else echo "nginx is missing: install Debian's nginx-light for the nginx -t tests" >&2; exit 1; fi; }
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	TMPDIR=/tmp $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+validate: $(STAMP)
+	$(VENV)/bin/python -m hecate_cli pillar/hecate.sls
+
+demo: $(STAMP)
+	$(PY) demo/run.py
+
+demo-stop:
+	$(PY) demo/run.py --stop
+
+bench: $(STAMP)
+	TMPDIR=/tmp $(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache demo-run
