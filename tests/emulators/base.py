@@ -269,9 +269,7 @@ class Emulator:
                 body = json.loads(text)
             except ValueError:
                 body = text
-        request = Request(
-            http.command, unquote(split.path), split.path, parse_qs(split.query, keep_blank_values=True), headers, body
-        )
+        request = Request(http.command, unquote(split.path), split.path, parse_qs(split.query, keep_blank_values=True), headers, body)
         with self.lock:
             self.requests.append(request)
             fault = next((f for f in self.faults if f.matches(request)), None)
