@@ -1,0 +1,419 @@
+"""Caddy's admin API, over a unix socket or loopback only.
+
+Every mutation of Caddy's admin API re-provisions the whole config (a reload): the state module
+(``caddy.routes_managed``) therefore diffs client-side and sends at most one write per run. This
+module is the thin client underneath it, plus views for debugging on an edge minion.
+
+The admin address comes from pillar ``hecate:reverse_proxy:caddy:admin`` (``unix//path`` or
+``host:port``; default ``127.0.0.1:<ports.admin>``), or the same key in the minion config.
+"""
+
+import http.client
+import json
+import logging
+import os
+import socket
+import ssl
+
+import hecate_caddy
+import hecate_schema
+from hecate_spec import Report
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "caddy"
+
+READ_TIMEOUT = 30
+PROBE_AGENT = "hecate-verify/1.0"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+class AdminError(CommandExecutionError):
+    """Caddy's admin API refused a request; ``status`` is the HTTP status."""
+
+    def __init__(self, message, status=0, body=None):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class EtagMismatch(AdminError):
+    """412: the config changed since it was read (someone else wrote). Re-read and retry."""
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+def admin_address():
+    """The admin address this minion talks to, checked: a unix socket or a loopback host:port.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.admin_address
+    """
+    address = __salt__["config.get"]("hecate:reverse_proxy:caddy:admin", None)
+    if not address:
+        port = __salt__["config.get"]("hecate:reverse_proxy:caddy:ports:admin", 2019)
+        address = f"127.0.0.1:{port}"
+    report = Report()
+    hecate_schema.AdminAddress()(address, "hecate:reverse_proxy:caddy:admin", report)
+    if report.errors:
+        raise SaltInvocationError("; ".join(f"{p}: {r}" for p, r in report.errors))
+    return address
+
+
+def _connection(address, timeout=READ_TIMEOUT):
+    if address.startswith("unix//"):
+        return _UnixConnection(address[len("unix/") :], timeout)
+    host, _, port = address.rpartition(":")
+    return http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)
+
+
+def _request(method, path, body=None, headers=None, content_type="application/json"):
+    """One admin request. Returns ``(status, headers, parsed body)``; raises AdminError on >= 400."""
+    address = admin_address()
+    payload = None
+    if body is not None:
+        payload = body if isinstance(body, (bytes, str)) else json.dumps(body, separators=(",", ":"))
+        if isinstance(payload, str):
+            payload = payload.encode()
+    send = {"Host": "localhost" if address.startswith("unix//") else address, **(headers or {})}
+    if payload is not None:
+        send["Content-Type"] = content_type
+    conn = _connection(address)
+    try:
+        conn.request(method, path, body=payload, headers=send)
+        response = conn.getresponse()
+        raw = response.read()
+        answer_headers = dict(response.getheaders())
+    except OSError as exc:
+        raise AdminError(f"Caddy admin API at {address} unreachable: {exc}") from exc
+    finally:
+        conn.close()
+    text = raw.decode("utf-8", "replace")
+    try:
+        parsed = json.loads(text) if text.strip() else None
+    except ValueError:
+        parsed = text
+    if response.status >= 400:
+        message = parsed.get("error") if isinstance(parsed, dict) else text
+        error = EtagMismatch if response.status == 412 else AdminError
+        raise error(f"Caddy refused {method} {path}: HTTP {response.status}: {message}", response.status, parsed)
+    return response.status, answer_headers, parsed
+
+
+def _tree():
+    """The validated ``hecate`` pillar tree (raises SaltInvocationError naming every bad key)."""
+    try:
+        return hecate_schema.validate(__salt__["config.get"]("hecate", None))
+    except hecate_schema.PillarError as exc:
+        raise SaltInvocationError(str(exc)) from exc
+
+
+def config(path=""):
+    """Return Caddy's live config, or the part at ``path`` (``apps/http/servers``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.config
+        salt-call caddy.config apps/http/servers/hecate/listen
+    """
+    return _request("GET", f"/config/{path.strip('/')}")[2]
+
+
+def snapshot(path=None):
+    """Read the whole config with its ``Etag``: ``{"config": ..., "etag": ...}``. With ``path``, also
+    write it to that file (mode 0600) for a later :py:func:`restore`.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.snapshot
+        salt-call caddy.snapshot path=/var/backups/caddy-before.json
+    """
+    _, headers, body = _request("GET", "/config/")
+    etag = next((v for k, v in headers.items() if k.lower() == "etag"), None)
+    snap = {"config": body, "etag": etag}
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(snap, handle, indent=2, sort_keys=True)
+    return snap
+
+
+def routes(server=None):
+    """List every route of every HTTP server: id, hosts, upstreams, and whether hecate owns it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.routes
+        salt-call caddy.routes server=hecate
+    """
+    live = config("apps/http/servers") or {}
+    found = []
+    for name, srv in sorted(live.items()):
+        if server and name != server:
+            continue
+        for position, route in enumerate(srv.get("routes") or []):
+            rid = route.get("@id", "")
+            summary = hecate_caddy.route_summary(route)
+            found.append(
+                {
+                    "server": name,
+                    "position": position,
+                    "id": rid,
+                    "hosts": summary["hosts"],
+                    "upstreams": summary["upstreams"],
+                    "managed": rid.startswith(hecate_caddy.ROUTE_PREFIX) or rid == hecate_caddy.CATCH_ALL_ID,
+                }
+            )
+    return found
+
+
+def route(route_id):
+    """Return one route by its ``@id`` (``hecate_route_<service>``), or None when absent.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.route hecate_route_grafana
+    """
+    try:
+        return _request("GET", f"/id/{route_id}")[2]
+    except AdminError as exc:
+        if exc.status == 404 or "unknown object ID" in str(exc):
+            return None
+        raise
+
+
+def upstreams():
+    """Upstream health as Caddy sees it: address, active requests, recent failures.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.upstreams
+    """
+    return _request("GET", "/reverse_proxy/upstreams")[2] or []
+
+
+def adapt(source, adapter="caddyfile"):
+    """Adapt a Caddyfile (text, or a path to one) to Caddy JSON with the running Caddy's adapter.
+    Returns ``{"config": ..., "warnings": [...]}``. Changes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.adapt /etc/caddy/Caddyfile
+    """
+    if "\n" not in source and os.path.isfile(source):
+        with open(source, encoding="utf-8") as handle:
+            source = handle.read()
+    body = _request("POST", "/adapt", source, content_type=f"text/{adapter}")[2] or {}
+    return {"config": body.get("result"), "warnings": body.get("warnings", [])}
+
+
+def _with_admin(new_config):
+    if isinstance(new_config, str):
+        new_config = json.loads(new_config)
+    new_config = dict(new_config or {})
+    # Without an admin block Caddy moves its admin endpoint to the default: keep ours.
+    admin = dict(new_config.get("admin") or {})
+    admin.setdefault("listen", admin_address())
+    new_config["admin"] = admin
+    return new_config
+
+
+def load(new_config):
+    """Replace the whole config (``POST /load``): one reload. The admin block is kept pointing
+    at this minion's admin address. Caddy refuses an invalid config and keeps the old one.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.load '{"apps": {}}'
+    """
+    _request("POST", "/load", _with_admin(new_config))
+    return True
+
+
+def apply(new_config, etag):
+    """Replace the whole config only if it is still the one read with ``etag`` (``If-Match``):
+    one reload. Raises ``EtagMismatch`` when someone else changed it in between.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.apply "$(cat new.json)" etag='"/config/ 6ccd2f668d2a6caf"'
+    """
+    headers = {"If-Match": etag} if etag else {}
+    _request("POST", "/config/", _with_admin(new_config), headers=headers)
+    return True
+
+
+def patch(route_id, value, etag=None):
+    """Replace the object with ``@id`` ``route_id`` in place (``PATCH /id/...``), with ``If-Match``
+    when ``etag`` is given. One reload.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.patch hecate_route_grafana '{"@id": "hecate_route_grafana", ...}'
+    """
+    if isinstance(value, str):
+        value = json.loads(value)
+    _request("PATCH", f"/id/{route_id}", value, headers={"If-Match": etag} if etag else None)
+    return True
+
+
+def insert(path, value, etag=None):
+    """Insert ``value`` at ``path`` (``PUT /config/<path>``; for an array index, before that element),
+    with ``If-Match`` when ``etag`` is given. One reload.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.insert apps/http/servers/hecate/routes/0 '{"@id": "hecate_route_x", ...}'
+    """
+    if isinstance(value, str):
+        value = json.loads(value)
+    _request("PUT", f"/config/{path.strip('/')}", value, headers={"If-Match": etag} if etag else None)
+    return True
+
+
+def delete(route_id, etag=None):
+    """Delete the object with ``@id`` ``route_id`` (``If-Match`` when ``etag`` is given). One reload.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.delete hecate_route_grafana
+    """
+    _request("DELETE", f"/id/{route_id}", headers={"If-Match": etag} if etag else None)
+    return True
+
+
+def restore(snap):
+    """Load a snapshot taken by :py:func:`snapshot` (the dict, or the path of its file).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.restore /var/backups/caddy-before.json
+    """
+    if isinstance(snap, str):
+        with open(snap, encoding="utf-8") as handle:
+            snap = json.load(handle)
+    if not isinstance(snap, dict) or "config" not in snap:
+        raise SaltInvocationError("restore needs a snapshot: {'config': ..., 'etag': ...} or the path of one")
+    return load(snap["config"] or {})
+
+
+def compile():  # the verb operators look for; shadows a builtin only inside this module
+    """Compile the pillar into the config Caddy should have (pure; reads nothing from Caddy).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.compile
+    """
+    return hecate_caddy.bootstrap_config(_tree())
+
+
+def plan():
+    """What ``caddy.routes_managed`` would change, without changing it: one GET.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.plan
+    """
+    tree = _tree()
+    live = snapshot()["config"]
+    desired = hecate_caddy.desired_config(live, tree)
+    return hecate_caddy.diff(live, desired) if desired != live else {}
+
+
+def _local_ca():
+    body = _request("GET", "/pki/ca/local")[2] or {}
+    return body.get("root_certificate")
+
+
+def probe(domain, path="/", timeout=None):
+    """Request ``path`` on ``domain`` through this Caddy (127.0.0.1, the pillar's ports, SNI = domain)
+    and say whether hecate routed it: ``{"domain", "status", "ok", "reason"}``. A 502/503/504, the
+    catch-all's answer or a refused connection is not ok. With ``tls: acme`` a certificate that is
+    not issued yet is reported as pending, not as a failure.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.probe grafana.example.org
+    """
+    caddy = _tree()["reverse_proxy"]["caddy"]
+    timeout = timeout or caddy["verify"]["timeout"]
+    mode = caddy["tls"]["mode"]
+    host = domain.replace("*", "hecate-probe")
+    port = caddy["ports"]["http" if mode == "off" else "https"]
+    result = {"domain": domain, "status": None, "ok": False, "reason": ""}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if mode != "off":
+            context = ssl.create_default_context()
+            if mode == "internal":
+                context.load_verify_locations(cadata=_local_ca())
+            sock = context.wrap_socket(sock, server_hostname=host)
+        conn.sock = sock
+        conn.request("GET", path, headers={"Host": host, "User-Agent": PROBE_AGENT})
+        response = conn.getresponse()
+        response.read()
+        result["status"] = response.status
+        if response.getheader(hecate_caddy.NO_ROUTE_HEADER):
+            result["reason"] = "not routed (answered by the catch-all)"
+        elif response.status in (502, 503, 504):
+            result["reason"] = f"HTTP {response.status}: Caddy could not reach the backend"
+        else:
+            result["ok"] = True
+    except ssl.SSLError as exc:
+        if mode == "acme":
+            result.update(ok=True, reason=f"certificate pending (ACME): {exc}")
+        else:
+            result["reason"] = f"TLS failed: {exc}"
+    except OSError as exc:
+        result["reason"] = f"no answer on 127.0.0.1:{port}: {exc}"
+    finally:
+        conn.close()
+    return result

@@ -1,0 +1,207 @@
+"""Converge Caddy's routes from pillar: read once, diff, one write, verify, roll back on failure.
+
+.. code-block:: yaml
+
+    hecate_routes:
+      caddy.routes_managed: []
+
+``routes_managed`` owns hecate's server in Caddy (see ``hecate_caddy`` for exactly which keys) and
+leaves every other part of the config alone. A run costs one ``GET /config/`` when nothing differs,
+and one ``GET`` + one ``POST /config/`` (``If-Match``: one reload) when something does, however many
+routes changed. After writing it requests every changed host through Caddy; if Caddy refused the
+config or a host does not answer, the snapshot taken before the write is loaded back.
+"""
+
+import copy
+
+import hecate_caddy
+import hecate_schema
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+__virtualname__ = "caddy"
+
+ETAG_RETRIES = 3
+
+
+def __virtual__():
+    if "caddy.snapshot" in __salt__:
+        return __virtualname__
+    return (False, "the caddy execution module is not available")
+
+
+def _ret(name):
+    return {"name": name, "result": False, "changes": {}, "comment": ""}
+
+
+def _tree(hecate):
+    return hecate_schema.validate(hecate if hecate is not None else __salt__["config.get"]("hecate", None))
+
+
+def _verify(tree, domains):
+    """Request each domain through Caddy; return the failures."""
+    if not tree["reverse_proxy"]["caddy"]["verify"]["enabled"]:
+        return []
+    return [result for result in (__salt__["caddy.probe"](d) for d in domains) if not result["ok"]]
+
+
+def _roll_back(snap, failures):
+    lines = [f"{f['domain']}: {f['reason']}" for f in failures]
+    try:
+        __salt__["caddy.restore"](snap)
+        outcome = "restored the config from before this run"
+    except CommandExecutionError as exc:
+        outcome = f"AND restoring the previous config failed: {exc}"
+    return "post-write check failed, " + outcome + ":\n  " + "\n  ".join(lines)
+
+
+def routes_managed(name, hecate=None):
+    """Make Caddy serve exactly the routes in pillar ``hecate:reverse_proxy:caddy:routes``.
+
+    name
+        A label for the state; it does not select anything.
+    hecate
+        The ``hecate`` tree to use instead of pillar (the orchestration passes it).
+
+    Creates hecate's server when Caddy runs with nothing but an admin endpoint; prunes only
+    hecate's own routes; ``test=True`` returns the diff and writes nothing.
+    """
+    ret = _ret(name)
+    try:
+        tree = _tree(hecate)
+    except hecate_schema.PillarError as exc:
+        ret["comment"] = f"nothing was changed: {exc}"
+        return ret
+    count = len(tree["reverse_proxy"]["caddy"]["routes"])
+    try:
+        for _ in range(ETAG_RETRIES):
+            snap = __salt__["caddy.snapshot"]()
+            live = snap["config"]
+            desired = hecate_caddy.desired_config(live, tree)
+            if desired == live:
+                ret.update(result=True, comment=f"Caddy already serves the {count} pillar route(s); nothing sent")
+                return ret
+            changes = hecate_caddy.diff(live, desired)
+            if __opts__["test"]:
+                ret.update(result=None, changes=changes, comment="would apply these changes in one reload")
+                return ret
+            try:
+                __salt__["caddy.apply"](desired, snap["etag"])
+                break
+            except CommandExecutionError as exc:
+                if getattr(exc, "status", None) != 412:
+                    ret["comment"] = f"Caddy rejected the new config and keeps serving the previous one: {exc}"
+                    return ret
+        else:
+            ret["comment"] = f"Caddy's config changed under us {ETAG_RETRIES} times in a row (another writer?); nothing applied"
+            return ret
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret["comment"] = str(exc)
+        return ret
+    failures = _verify(tree, hecate_caddy.changed_domains(live, desired))
+    if failures:
+        ret["comment"] = _roll_back(snap, failures)
+        return ret
+    ret.update(result=True, changes=changes, comment=f"applied in one reload; {count} route(s) in place")
+    return ret
+
+
+def _single_route(name, route_args, hecate):
+    tree = copy.deepcopy(_tree(hecate))
+    route = {"service": name, **route_args}
+    tree["reverse_proxy"]["caddy"]["routes"] = [route]
+    tree = hecate_schema.validate(tree)  # the route gets the same checks and defaults as pillar routes
+    return tree, hecate_caddy.compile_route(tree["reverse_proxy"]["caddy"]["routes"][0], tree)
+
+
+def route_present(name, domain, backend=None, backends=None, hecate=None, **kwargs):
+    """One route, by service ``name``, outside the pillar's route list (a manual or temporary route).
+
+    Accepts the same keys as a pillar route (``tls_skip_verify``, ``profile``, ``lb_policy``,
+    ``health``, ...). Note that ``routes_managed`` prunes hecate routes that are not in pillar.
+
+    .. code-block:: yaml
+
+        maintenance_page:
+          caddy.route_present:
+            - name: status
+            - domain: status.example.org
+            - backend: 10.0.0.9:8080
+    """
+    ret = _ret(name)
+    args = {k: v for k, v in kwargs.items() if not k.startswith("__")}
+    args["domain"] = domain
+    if backend:
+        args["backend"] = backend
+    if backends:
+        args["backends"] = backends
+    try:
+        tree, compiled = _single_route(name, args, hecate)
+        snap = __salt__["caddy.snapshot"]()
+        routes = hecate_caddy.owned_routes(snap["config"])
+        rid = compiled["@id"]
+        if routes.get(rid) == compiled:
+            ret.update(result=True, comment=f"route {rid} is in place")
+            return ret
+        server = (snap["config"] or {}).get("apps", {}).get("http", {}).get("servers", {}).get(hecate_caddy.SERVER)
+        if server is None:
+            ret["comment"] = "hecate's server does not exist in Caddy yet: apply hecate.routes (caddy.routes_managed) first"
+            return ret
+        verb = "replace" if rid in routes else "add"
+        ret["changes"] = {rid: {"old": hecate_caddy.route_summary(routes[rid]) if rid in routes else None,
+                                "new": hecate_caddy.route_summary(compiled)}}  # fmt: skip
+        if __opts__["test"]:
+            ret.update(result=None, comment=f"would {verb} route {rid}")
+            return ret
+        if rid in routes:
+            __salt__["caddy.patch"](rid, compiled, etag=snap["etag"])
+        else:
+            position = next(i for i, r in enumerate(server["routes"]) if r.get("@id") == hecate_caddy.CATCH_ALL_ID)
+            __salt__["caddy.insert"](f"apps/http/servers/{hecate_caddy.SERVER}/routes/{position}", compiled, etag=snap["etag"])
+    except hecate_schema.PillarError as exc:
+        ret.update(changes={}, comment=f"nothing was changed: {exc}")
+        return ret
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret.update(changes={}, comment=f"nothing was changed: {exc}")
+        return ret
+    failures = _verify(tree, [domain])
+    if failures:
+        ret.update(changes={}, comment=_roll_back(snap, failures))
+        return ret
+    ret.update(result=True, comment=f"route {rid}: {verb}d")
+    return ret
+
+
+def route_absent(name):
+    """Remove hecate's route for service ``name`` if present.
+
+    .. code-block:: yaml
+
+        old_app:
+          caddy.route_absent:
+            - name: legacy
+    """
+    ret = _ret(name)
+    rid = f"{hecate_caddy.ROUTE_PREFIX}{name}"
+    try:
+        snap = __salt__["caddy.snapshot"]()
+        routes = hecate_caddy.owned_routes(snap["config"])
+        if rid not in routes:
+            ret.update(result=True, comment=f"route {rid} is absent")
+            return ret
+        ret["changes"] = {rid: {"old": hecate_caddy.route_summary(routes[rid]), "new": None}}
+        if __opts__["test"]:
+            ret.update(result=None, comment=f"would remove route {rid}")
+            return ret
+        __salt__["caddy.delete"](rid, etag=snap["etag"])
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        ret.update(changes={}, comment=str(exc))
+        return ret
+    ret.update(result=True, comment=f"route {rid} removed")
+    return ret
+
+
+def mod_watch(name, sfun=None, **kwargs):
+    """``watch``: re-converge the routes when a watched state changed (e.g. the pillar file or the Caddy job)."""
+    if sfun == "routes_managed":
+        return routes_managed(name, **kwargs)
+    return {"name": name, "result": False, "changes": {}, "comment": f"watch is not supported for caddy.{sfun}"}
