@@ -12,14 +12,15 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+FIXTURES = REPO / "tests" / "fixtures"  # copies of ../shared: the seed, vendor specs, reference configs
 UTILS = REPO / "_utils"
 if str(UTILS) not in sys.path:
     sys.path.insert(0, str(UTILS))  # tests import the shared helpers as Salt's loader does
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-SPECS = pathlib.Path(os.environ.get("HECATE_SPECS", SHARED / "specs"))
+SPECS = pathlib.Path(os.environ.get("HECATE_SPECS", FIXTURES / "specs"))
+SEED = FIXTURES / "seed"
 
 
 def pytest_configure(config):
