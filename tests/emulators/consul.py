@@ -1,0 +1,544 @@
+"""A Consul HTTP API v1 emulator: KV (cas, acquire/release, blocking queries), sessions (TTL, renew,
+destroy, invalidation with lock-delay), ACL tokens, ``X-Consul-Index``.
+
+Consul publishes no OpenAPI document, so :class:`ConsulRequestChecker` encodes the request shapes of
+the HTTP API documentation (https://developer.hashicorp.com/consul/api-docs/kv and .../session) as used
+by py-consul (``import consul``): the method of each endpoint, the query parameters it takes, their
+types, and the session-create body. Anything else lands in ``emulator.violations``.
+
+Time: the emulator has its own clock (``clock()``), running ``speed`` times faster than the wall clock
+and movable with :meth:`ConsulEmulator.advance`, so a 10 s session TTL (Consul's minimum) can expire in
+half a second of a test. Blocking queries (``?index=&wait=``) wait in wall time.
+
+    with ConsulEmulator(tokens={"root": "write"}) as consul_emu:
+        client = consul.Consul(host="127.0.0.1", port=consul_emu.port, token="root")
+"""
+
+import base64
+import io
+import json
+import re
+import threading
+import time
+import uuid
+
+from tests.emulators.base import Emulator, Response
+
+MAX_VALUE = 512 * 1024  # Consul's default kv_max_value_size
+MAX_WAIT = 600.0  # Consul caps a blocking query's wait at 10 minutes
+TTL_MIN, TTL_MAX = 10.0, 86400.0
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h))+$")
+_UINT = re.compile(r"^\d+$")
+
+_COMMON = {"dc", "ns", "partition"}
+_READ = _COMMON | {"index", "wait", "consistent", "stale", "cached"}
+# endpoint kind -> method -> accepted query parameters (documented ones)
+ENDPOINTS = {
+    "kv": {
+        "GET": _READ | {"recurse", "keys", "separator", "raw"},
+        "PUT": _COMMON | {"cas", "flags", "acquire", "release"},
+        "DELETE": _COMMON | {"recurse", "cas"},
+    },
+    "session/create": {"PUT": _COMMON},
+    "session/destroy": {"PUT": _COMMON},
+    "session/renew": {"PUT": _COMMON},
+    "session/info": {"GET": _READ},
+    "session/node": {"GET": _READ},
+    "session/list": {"GET": _READ},
+    "status/leader": {"GET": set()},
+    "agent/self": {"GET": set()},
+}
+SESSION_FIELDS = {"lockdelay", "name", "node", "checks", "nodechecks", "servicechecks", "behavior", "ttl", "namespace"}
+
+
+def parse_duration(text):
+    """A Go duration ("10s", "1m30s", "150ms") -> seconds; None when malformed."""
+    if not isinstance(text, str) or not _DURATION.match(text):
+        return None
+    return sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text))
+
+
+def endpoint_of(path):
+    """``/v1/kv/a/b`` -> ("kv", "a/b"); ``/v1/session/info/<id>`` -> ("session/info", "<id>")."""
+    if path.startswith("/v1/kv/") or path == "/v1/kv":
+        return "kv", path[len("/v1/kv/") :]
+    for kind in ENDPOINTS:
+        prefix = f"/v1/{kind}"
+        if path == prefix or path.startswith(prefix + "/"):
+            return kind, path[len(prefix) + 1 :]
+    return None, None
+
+
+class ConsulRequestChecker:
+    """Request shapes from Consul's HTTP API documentation (no vendor OpenAPI exists)."""
+
+    def check(self, request, base_path=""):
+        kind, rest = endpoint_of(request.path)
+        if kind is None:
+            return [f"{request.method} {request.path}: not a Consul API endpoint this emulator knows"]
+        methods = ENDPOINTS[kind]
+        if request.method not in methods:
+            return [f"{request.method} /v1/{kind}: method not allowed (Consul answers 405)"]
+        problems = []
+        allowed = methods[request.method]
+        for name in request.query:
+            if name == "token":
+                problems.append(f"{request.method} /v1/{kind}: token in the query string (use X-Consul-Token)")
+            elif name not in allowed:
+                problems.append(f"{request.method} /v1/{kind}: unknown query parameter {name!r}")
+        for name in ("index", "cas", "flags"):
+            if name in request.query and not _UINT.match(request.arg(name) or ""):
+                problems.append(f"{request.method} /v1/{kind}: {name}={request.arg(name)!r} is not an unsigned integer")
+        if "wait" in request.query:
+            if parse_duration(request.arg("wait")) is None:
+                problems.append(f"{request.method} /v1/{kind}: wait={request.arg('wait')!r} is not a duration")
+            if "index" not in request.query:
+                problems.append(f"{request.method} /v1/{kind}: wait without index (ignored by Consul)")
+        if kind == "kv":
+            if rest.startswith("/"):
+                problems.append(f"{request.method} /v1/kv/{rest}: key starts with a slash")
+            if request.method == "PUT" and not rest:
+                problems.append("PUT /v1/kv/: missing key name")
+            if "acquire" in request.query and "release" in request.query:
+                problems.append("PUT /v1/kv: conflicting flags acquire and release")
+        elif kind in ("session/destroy", "session/renew", "session/info", "session/node") and not rest:
+            problems.append(f"{request.method} /v1/{kind}: missing path parameter")
+        elif kind == "session/create":
+            problems.extend(self._session_body(request.body))
+        return problems
+
+    @staticmethod
+    def _session_body(body):
+        if body in (None, ""):
+            return []
+        if not isinstance(body, dict):
+            return ["PUT /v1/session/create: body must be a JSON object"]
+        problems = []
+        for name, value in body.items():
+            low = name.lower()
+            if low not in SESSION_FIELDS:
+                problems.append(f"PUT /v1/session/create: unknown field {name!r}")
+            elif low == "behavior" and value not in ("release", "delete"):
+                problems.append(f"PUT /v1/session/create: Behavior must be release or delete, got {value!r}")
+            elif low == "ttl" and (not isinstance(value, str) or parse_duration(value) is None):
+                problems.append(f"PUT /v1/session/create: TTL must be a duration string, got {value!r}")
+            elif low == "lockdelay" and not (
+                (isinstance(value, str) and parse_duration(value) is not None)
+                or (isinstance(value, (int, float)) and not isinstance(value, bool))
+            ):
+                problems.append(f"PUT /v1/session/create: LockDelay must be a duration, got {value!r}")
+        return problems
+
+
+class ConsulEmulator(Emulator):
+    """Consul agent + server in one: state lives in ``kv``, ``sessions``, ``index``.
+
+    ``tokens``: None disables ACLs; otherwise ``{token: policy}`` where policy is ``"write"``,
+    ``"read"`` or ``{key_prefix: "read"|"write"|"deny", ..., "session": "read"|"write"}``.
+    """
+
+    name = "consul"
+
+    def __init__(self, tokens=None, node="hecate-emu", datacenter="dc1", speed=1.0):
+        super().__init__()
+        self.checker = ConsulRequestChecker()
+        self.tokens = tokens
+        self.node = node
+        self.datacenter = datacenter
+        self.speed = speed
+        self._t0 = time.monotonic()
+        self._offset = 0.0
+        self.index = 10  # Raft index; every write bumps it
+        self.kv_index = 1
+        self.kv = {}  # key -> entry dict (Value as bytes or None)
+        self.tombstones = {}  # deleted key -> index of the delete
+        self.sessions = {}  # id -> session dict (+ "_expires")
+        self.lock_delays = {}  # key -> clock() until which acquire is refused
+        self.invalidated = []  # (session id, reason) in order
+        self.renew_counts = {}  # session id -> successful renewals
+        self.changed = threading.Condition(self.lock)
+        self._raw = threading.local()
+        self.route("GET", r"/v1/kv/(?P<key>.*)", self.kv_get)
+        self.route("PUT", r"/v1/kv/(?P<key>.*)", self.kv_put)
+        self.route("DELETE", r"/v1/kv/(?P<key>.*)", self.kv_delete)
+        self.route("PUT", r"/v1/session/create", self.session_create)
+        self.route("PUT", r"/v1/session/destroy/(?P<sid>[^/]+)", self.session_destroy)
+        self.route("PUT", r"/v1/session/renew/(?P<sid>[^/]+)", self.session_renew)
+        self.route("GET", r"/v1/session/info/(?P<sid>[^/]+)", self.session_info)
+        self.route("GET", r"/v1/session/node/(?P<node>[^/]+)", self.session_node)
+        self.route("GET", r"/v1/session/list", self.session_list)
+        self.route("GET", r"/v1/status/leader", lambda r: '"127.0.0.1:8300"')
+        self.route("GET", r"/v1/agent/self", self.agent_self)
+
+    # -- clock -----------------------------------------------------------------------------------
+    def clock(self):
+        return (time.monotonic() - self._t0) * self.speed + self._offset
+
+    def advance(self, seconds):
+        """Move the emulator's clock forward (sessions expire, lock-delays end)."""
+        with self.lock:
+            self._offset += seconds
+            self._expire()
+            self.changed.notify_all()
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def _dispatch(self, http):
+        # Keep the raw body: a KV value is bytes, not JSON (the base class decodes JSON bodies).
+        length = int(http.headers.get("Content-Length") or 0)
+        raw = http.rfile.read(length) if length else b""
+        self._raw.body = raw
+        original, http.rfile = http.rfile, io.BytesIO(raw)
+        try:
+            super()._dispatch(http)
+        finally:
+            http.rfile = original  # the connection is kept alive: later requests read the socket again
+
+    def _send(self, http, response):
+        # Every answer carries the agent headers; 4xx/5xx bodies are plain text as in Consul.
+        response.headers.setdefault("X-Consul-Knownleader", "true")
+        response.headers.setdefault("X-Consul-Lastcontact", "0")
+        if response.status >= 400 and isinstance(response.body, (dict, list)):
+            body = response.body.get("error") if isinstance(response.body, dict) else None
+            response.body = body if isinstance(body, str) else json.dumps(response.body)
+        if response.status >= 400:
+            response.headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+        super()._send(http, response)
+
+    def not_found(self, request):
+        return Response(404, f"no route for {request.method} {request.path}", {"Content-Type": "text/plain"})
+
+    def _bump(self):
+        self.index += 1
+        return self.index
+
+    def _notify(self):
+        self.changed.notify_all()
+
+    def _expire(self):
+        now = self.clock()
+        for sid, session in list(self.sessions.items()):
+            expires = session.get("_expires")
+            if expires is not None and now >= expires:
+                self._invalidate(sid, "ttl expired")
+
+    def _invalidate(self, sid, reason):
+        session = self.sessions.pop(sid, None)
+        if session is None:
+            return
+        self.invalidated.append((sid, reason))
+        idx = self._bump()
+        delay_until = self.clock() + session["LockDelay"] / 1e9
+        for key, entry in list(self.kv.items()):
+            if entry.get("Session") != sid:
+                continue
+            if session["LockDelay"]:
+                self.lock_delays[key] = delay_until
+            if session["Behavior"] == "delete":
+                del self.kv[key]
+                self.tombstones[key] = idx
+            else:
+                entry.pop("Session", None)
+                entry["ModifyIndex"] = idx
+            self.kv_index = idx
+        self._notify()
+
+    # -- ACL -------------------------------------------------------------------------------------
+    def authenticate(self, request):
+        with self.lock:
+            self._expire()
+        if self.tokens is None:
+            return None
+        kind, rest = endpoint_of(request.path)
+        if kind == "status/leader":
+            return None
+        token = request.headers.get("x-consul-token")
+        auth = request.headers.get("authorization", "")
+        if token is None and auth.lower().startswith("bearer "):
+            token = auth[7:]
+        if not token:
+            return self._denied("anonymous token", kind, rest, request)
+        if token not in self.tokens:
+            return Response(403, "ACL not found")
+        return self._allowed(self.tokens[token], kind, rest, request)
+
+    def _allowed(self, policy, kind, rest, request):
+        need = "read" if request.method == "GET" else "write"
+        if kind == "kv":
+            level = self._level(policy, rest)
+            resource = f'key:{need} on "{rest}"'
+        elif kind.startswith("session"):
+            level = policy if isinstance(policy, str) else policy.get("session", "deny")
+            resource = f'session:{need} on "{self.node}"'
+        else:
+            level = policy if isinstance(policy, str) else policy.get("agent", "deny")
+            resource = f'agent:{need} on "{self.node}"'
+        rank = {"deny": 0, "read": 1, "write": 2}
+        if rank.get(level, 0) >= rank[need]:
+            return None
+        return Response(403, f"Permission denied: token lacks permission '{resource}'")
+
+    @staticmethod
+    def _level(policy, key):
+        if isinstance(policy, str):
+            return policy
+        best, level = -1, "deny"
+        for prefix, value in policy.items():
+            if prefix in ("session", "agent"):
+                continue
+            if key.startswith(prefix) and len(prefix) > best:
+                best, level = len(prefix), value
+        return level
+
+    def _denied(self, who, kind, rest, request):
+        if self.tokens and "" in self.tokens:  # an explicit anonymous policy
+            return self._allowed(self.tokens[""], kind, rest, request)
+        return Response(403, f"Permission denied: {who} lacks permission")
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _dc_error(self, request):
+        dc = request.arg("dc")
+        if dc and dc != self.datacenter:
+            return Response(500, "No path to datacenter")
+        return None
+
+    def _block(self, request, current):
+        """Blocking query: wait until ``current()`` passes ``?index=`` or ``wait`` elapses (wall time)."""
+        if "index" not in request.query:
+            return current()
+        wanted = int(request.arg("index"))
+        wait = parse_duration(request.arg("wait")) if "wait" in request.query else 300.0
+        deadline = time.monotonic() + min(wait or 0.0, MAX_WAIT)
+        while True:
+            self._expire()
+            idx = current()
+            if idx > wanted:
+                return idx
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return idx
+            self.changed.wait(min(left, 0.05))
+
+    def _answer(self, status, body, idx, content_type="application/json"):
+        return Response(status, body, {"X-Consul-Index": str(max(1, idx)), "Content-Type": content_type})
+
+    @staticmethod
+    def _public(entry):
+        out = {k: v for k, v in entry.items() if k != "Value"}
+        value = entry.get("Value")
+        out["Value"] = base64.b64encode(value).decode() if value is not None else None
+        return out
+
+    # -- KV ----------------------------------------------------------------------------------------
+    def _matching(self, key, recurse):
+        if recurse:
+            return [self.kv[k] for k in sorted(self.kv) if k.startswith(key)]
+        return [self.kv[key]] if key in self.kv else []
+
+    def _kv_index(self, key, recurse):
+        if recurse:
+            found = [e["ModifyIndex"] for k, e in self.kv.items() if k.startswith(key)]
+            found += [i for k, i in self.tombstones.items() if k.startswith(key)]
+            return max(found) if found else self.kv_index
+        entry = self.kv.get(key)
+        return entry["ModifyIndex"] if entry else self.kv_index
+
+    def kv_get(self, request):
+        error = self._dc_error(request)
+        if error:
+            return error
+        key = request.params["key"]
+        recurse = "recurse" in request.query or "keys" in request.query
+        idx = self._block(request, lambda: self._kv_index(key, recurse))
+        entries = self._matching(key, recurse)
+        if not entries:
+            return self._answer(404, None, idx)
+        if "keys" in request.query:
+            separator = request.arg("separator")
+            keys = []
+            for entry in entries:
+                name = entry["Key"]
+                if separator:
+                    cut = name.find(separator, len(key))
+                    if cut >= 0:
+                        name = name[: cut + len(separator)]
+                if name not in keys:
+                    keys.append(name)
+            return self._answer(200, keys, idx)
+        if "raw" in request.query:
+            return self._answer(200, entries[0].get("Value") or b"", idx, "application/octet-stream")
+        return self._answer(200, [self._public(e) for e in entries], idx)
+
+    def kv_put(self, request):
+        error = self._dc_error(request)
+        if error:
+            return error
+        key = request.params["key"]
+        if not key:
+            return Response(400, "Missing key name")
+        value = getattr(self._raw, "body", b"")
+        if len(value) > MAX_VALUE:
+            return Response(413, f"Value exceeds {MAX_VALUE} byte limit")
+        acquire, release = request.arg("acquire"), request.arg("release")
+        if acquire and release:
+            return Response(400, "Conflicting flags: acquire&release")
+        entry = self.kv.get(key)
+        if "cas" in request.query:
+            cas = int(request.arg("cas"))
+            if (cas == 0 and entry is not None) or (cas and (entry is None or entry["ModifyIndex"] != cas)):
+                return self._answer(200, False, self.index)
+        flags = int(request.arg("flags", "0") or 0)
+        if acquire:
+            if acquire not in self.sessions:
+                return Response(500, f'invalid session "{acquire}"')
+            if entry is not None and entry.get("Session") and entry["Session"] != acquire:
+                return self._answer(200, False, self.index)
+            if self.lock_delays.get(key, -1) > self.clock():
+                return self._answer(200, False, self.index)
+        if release and (entry is None or entry.get("Session") != release):
+            return self._answer(200, False, self.index)
+        idx = self._bump()
+        if entry is None:
+            entry = {"LockIndex": 0, "Key": key, "Flags": flags, "Value": None, "CreateIndex": idx}
+            self.kv[key] = entry
+            self.tombstones.pop(key, None)
+        entry["Flags"] = flags
+        entry["Value"] = value if value else None
+        entry["ModifyIndex"] = idx
+        if acquire:
+            if entry.get("Session") != acquire:
+                entry["LockIndex"] += 1
+            entry["Session"] = acquire
+        if release:
+            entry.pop("Session", None)
+        self.kv_index = idx
+        self._notify()
+        return self._answer(200, True, idx)
+
+    def kv_delete(self, request):
+        error = self._dc_error(request)
+        if error:
+            return error
+        key = request.params["key"]
+        recurse = "recurse" in request.query
+        if "cas" in request.query:
+            cas = int(request.arg("cas"))
+            entry = self.kv.get(key)
+            if recurse or cas == 0 or entry is None or entry["ModifyIndex"] != cas:
+                return self._answer(200, False, self.index)
+        targets = [k for k in self.kv if k.startswith(key)] if recurse else [key]
+        idx = self._bump()
+        for name in targets:
+            if self.kv.pop(name, None) is not None:
+                self.tombstones[name] = idx
+        self.kv_index = idx
+        self._notify()
+        return self._answer(200, True, idx)
+
+    # -- sessions ----------------------------------------------------------------------------------
+    def session_create(self, request):
+        error = self._dc_error(request)
+        if error:
+            return error
+        body = request.body if isinstance(request.body, dict) else {}
+        fields = {k.lower(): v for k, v in body.items()}
+        node = fields.get("node") or self.node
+        if node != self.node:
+            return Response(500, f"Missing node registration for '{node}'")
+        checks = fields.get("checks", fields.get("nodechecks", ["serfHealth"]))
+        for check in checks or []:
+            if check != "serfHealth":
+                return Response(500, f"Missing check '{check}' registration")
+        ttl = fields.get("ttl")
+        if ttl:
+            seconds = parse_duration(ttl)
+            if seconds is None or not TTL_MIN <= seconds <= TTL_MAX:
+                return Response(400, f"Invalid Session TTL '{ttl}', must be between [10s=24h0m0s]")
+        delay = fields.get("lockdelay", "15s")
+        if isinstance(delay, str):
+            delay_ns = int((parse_duration(delay) or 0) * 1e9)
+        else:
+            delay_ns = int(delay * 1e9) if delay < 1000 else int(delay)
+        behavior = fields.get("behavior") or "release"
+        idx = self._bump()
+        sid = str(uuid.uuid4())
+        session = {
+            "ID": sid,
+            "Name": fields.get("name", ""),
+            "Node": node,
+            "LockDelay": delay_ns,
+            "Behavior": behavior,
+            "TTL": ttl or "",
+            "NodeChecks": list(checks or []),
+            "ServiceChecks": None,
+            "CreateIndex": idx,
+            "ModifyIndex": idx,
+        }
+        session["_expires"] = self.clock() + parse_duration(ttl) if ttl else None
+        self.sessions[sid] = session
+        self._notify()
+        return self._answer(200, {"ID": sid}, idx)
+
+    @staticmethod
+    def _session_public(session):
+        return {k: v for k, v in session.items() if not k.startswith("_")}
+
+    def session_destroy(self, request):
+        error = self._dc_error(request)
+        if error:
+            return error
+        self._invalidate(request.params["sid"], "destroyed")
+        return self._answer(200, True, self.index)
+
+    def session_renew(self, request):
+        error = self._dc_error(request)
+        if error:
+            return error
+        sid = request.params["sid"]
+        session = self.sessions.get(sid)
+        if session is None:
+            return Response(404, f"Session id '{sid}' not found")
+        if session["TTL"]:
+            session["_expires"] = self.clock() + parse_duration(session["TTL"])
+        self.renew_counts[sid] = self.renew_counts.get(sid, 0) + 1
+        return self._answer(200, [self._session_public(session)], self.index)
+
+    def _session_index(self):
+        return self.index
+
+    def session_info(self, request):
+        error = self._dc_error(request)
+        if error:
+            return error
+        sid = request.params["sid"]
+        idx = self._block(request, self._session_index)
+        session = self.sessions.get(sid)
+        return self._answer(200, [self._session_public(session)] if session else [], idx)
+
+    def session_node(self, request):
+        idx = self._block(request, self._session_index)
+        found = [self._session_public(s) for s in self.sessions.values() if s["Node"] == request.params["node"]]
+        return self._answer(200, found, idx)
+
+    def session_list(self, request):
+        idx = self._block(request, self._session_index)
+        return self._answer(200, [self._session_public(s) for s in self.sessions.values()], idx)
+
+    def agent_self(self, request):
+        return {"Config": {"Datacenter": self.datacenter, "NodeName": self.node}, "Member": {"Name": self.node}}
+
+    # -- test conveniences -------------------------------------------------------------------------
+    def value(self, key):
+        """The stored value of ``key`` as bytes (None when missing or null)."""
+        with self.lock:
+            entry = self.kv.get(key)
+            return entry.get("Value") if entry else None
+
+    def holder(self, key):
+        with self.lock:
+            entry = self.kv.get(key)
+            return entry.get("Session") if entry else None
+
+    def renewals(self, sid):
+        with self.lock:
+            return self.renew_counts.get(sid, 0)
