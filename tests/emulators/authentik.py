@@ -1,0 +1,1303 @@
+"""An authentik API v3 emulator, plus the embedded outpost's Caddy forward-auth endpoint.
+
+What it keeps as real state (plain dicts, keyed by pk): flows (the default ones a fresh install has),
+the server-managed OAuth scope mappings, users, groups, expression policies, proxy providers,
+applications, policy bindings, outposts (the embedded one is there from the start), tokens and
+blueprint instances. Behaviour follows authentik where hecate depends on it:
+
+- Bearer token auth on ``/api/v3/``: a missing, unknown or expired token gets 403 (DRF's
+  ``{"detail": ...}``), never 401.
+- Lists page with ``page``/``page_size`` (``max_page_size`` caps it, default 100 = authentik's
+  PAGE_SIZE); ``pagination.next`` is a page number, 0 on the last page.
+- ``GET /core/applications/`` hides applications the token's user cannot access (policy bindings),
+  unless ``superuser_full_list=true`` and the user is a superuser; ``GET /core/applications/<slug>/``
+  always answers.
+- 400 with DRF field errors (``{"field": ["message"]}``) for unique names/slugs, unknown references,
+  a provider already used by another application, ``mode: proxy`` without ``internal_host``.
+- Proxy providers get the managed scope mappings added on create and update (``set_oauth_defaults``):
+  the server adds its own entries to ``property_mappings``.
+- Deleting a provider removes it from outposts and unsets applications' ``provider``; deleting an
+  application or group deletes its policy bindings (database cascades).
+- Version-dependent: groups have ``parent`` before 2025.12 and ``parents`` from 2025.12 on;
+  blueprint ``apply`` is synchronous before 2025.8 and queued (status changes later) from 2025.8 on.
+
+Every ``/api/v3/`` request is checked against the authentik OpenAPI document of ``spec_version``
+(2025.6.1 or 2026.5.6), strictly: unknown body fields, unknown query parameters and malformed query
+values (integers, booleans, UUIDs) are violations, as are bodies the schema rejects.
+
+The embedded outpost (same server, like authentik's own port 9000) answers
+``/outpost.goauthentik.io/auth/caddy``: it finds the proxy provider for the request's host among the
+embedded outpost's providers (forward_single: the external_host's hostname; forward_domain: the
+cookie_domain), then
+
+- no valid session cookie -> 302 to ``<public_url>/application/o/authorize/?client_id=...`` (which itself
+  302s to the authentication flow ``/if/flow/default-authentication-flow/``), as the real outpost does;
+- a session whose user passes the application's policy bindings -> 200 with ``X-Authentik-*`` headers;
+- a session whose user does not pass -> 403 (simplification: the real chain shows authentik's
+  "permission denied" page during authorization instead).
+
+Sessions come from :meth:`AuthentikEmulator.login` (a test's stand-in for logging in through the flow).
+"""
+
+import datetime
+import hashlib
+import itertools
+import math
+import re
+import secrets
+import threading
+import time
+import uuid
+from urllib.parse import quote, urlencode, urlsplit
+
+import jsonschema
+
+from tests.emulators.base import Emulator, OpenAPIRequestChecker, Response, _openapi30_to_jsonschema
+
+SPEC_VERSIONS = ("2025.6.1", "2026.5.6")
+EMBEDDED = "goauthentik.io/outposts/embedded"
+API = "/api/v3"
+SESSION_COOKIE = "authentik_proxy_emulated"
+AK_HEADERS = (
+    "X-Authentik-Username",
+    "X-Authentik-Groups",
+    "X-Authentik-Entitlements",
+    "X-Authentik-Email",
+    "X-Authentik-Name",
+    "X-Authentik-Uid",
+    "X-Authentik-Jwt",
+    "X-Authentik-Meta-Jwks",
+    "X-Authentik-Meta-Outpost",
+    "X-Authentik-Meta-Provider",
+    "X-Authentik-Meta-App",
+    "X-Authentik-Meta-Version",
+)
+MANAGED_SCOPES = (
+    ("goauthentik.io/providers/oauth2/scope-openid", "authentik default OAuth Mapping: OpenID 'openid'", "openid"),
+    ("goauthentik.io/providers/oauth2/scope-email", "authentik default OAuth Mapping: OpenID 'email'", "email"),
+    ("goauthentik.io/providers/oauth2/scope-profile", "authentik default OAuth Mapping: OpenID 'profile'", "profile"),
+    ("goauthentik.io/providers/proxy/scope-proxy", "authentik default OAuth Mapping: Proxy outpost", "ak_proxy"),
+)
+DEFAULT_FLOWS = (
+    ("default-authentication-flow", "Welcome to authentik!", "authentication"),
+    ("default-invalidation-flow", "Default Invalidation Flow", "invalidation"),
+    ("default-provider-authorization-implicit-consent", "Authorize Application", "authorization"),
+    ("default-provider-authorization-explicit-consent", "Authorize Application", "authorization"),
+    ("default-provider-invalidation-flow", "Logged out of application", "invalidation"),
+)
+
+
+def version_tuple(text):
+    return tuple(int(p) for p in re.findall(r"\d+", str(text))[:3])
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+# -- spec checking --------------------------------------------------------------------------------------
+_CHECKERS = {}
+_CHECKERS_LOCK = threading.Lock()
+
+
+def spec_path(version):
+    from tests.conftest import SPECS
+
+    return str(SPECS / "authentik" / f"authentik-{version}-schema.yml")
+
+
+def checker_for(version):
+    """The strict request checker for one authentik spec version, parsed once per process."""
+    with _CHECKERS_LOCK:
+        if version not in _CHECKERS:
+            import yaml
+
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            with open(spec_path(version), encoding="utf-8") as handle:
+                spec = yaml.load(handle, Loader=loader)  # noqa: S506 - a safe loader (C or Python)
+            _CHECKERS[version] = StrictRequestChecker(spec)
+        return _CHECKERS[version]
+
+
+def _strict(schema):
+    """Close every object schema that lists its properties: unknown request fields are errors."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) if k in ("properties", "items", "anyOf", "allOf", "oneOf") else v for k, v in schema.items()}
+    if "properties" in out:
+        out["properties"] = {k: _strict(v) for k, v in schema["properties"].items()}
+        if "additionalProperties" not in out and "allOf" not in out:
+            out["additionalProperties"] = False
+    return out
+
+
+class StrictRequestChecker(OpenAPIRequestChecker):
+    """OpenAPI 3.0 request checks (nullable, Draft 7), strict: closed bodies, known query parameters with
+    well-formed values, UUID formats. Prepared validators are cached per operation."""
+
+    def __init__(self, spec):
+        super().__init__(spec, draft=jsonschema.Draft7Validator, nullable=True)
+        self._validators = {}
+        self._lock = threading.Lock()
+
+    def check(self, request, base_path=""):
+        if not request.raw_path.startswith(API + "/"):
+            return []  # the outpost, flows and health endpoints are not part of the API document
+        problems = super().check(request, API)
+        path = request.raw_path[len(API) :]
+        template, ops, _ = self.match(path)
+        if template is None or ops.get(request.method.lower()) is None:
+            return problems
+        op = ops[request.method.lower()]
+        params = {}
+        for param in op.get("parameters", []) + ops.get("parameters", []):
+            param = self.resolve(param)
+            if param.get("in") == "query":
+                params[param["name"]] = param
+        for name, values in request.query.items():
+            if name not in params:
+                problems.append(f"{request.method} {template}: unknown query parameter {name!r}")
+                continue
+            schema = params[name].get("schema", {})
+            if schema.get("type") != "array" and len(values) > 1:
+                problems.append(f"{request.method} {template}: query parameter {name!r} given {len(values)} times")
+            item = schema.get("items", {}) if schema.get("type") == "array" else schema
+            for value in values:
+                reason = _query_value_problem(value, item)
+                if reason:
+                    problems.append(f"{request.method} {template}: query parameter {name}={value!r}: {reason}")
+        return problems
+
+    def validate(self, instance, schema):
+        key = id(schema)
+        with self._lock:
+            validator = self._validators.get(key)
+            if validator is None:
+                prepared = _strict(_openapi30_to_jsonschema(schema, self))
+                validator = self.draft(prepared, format_checker=self.draft.FORMAT_CHECKER)
+                self._validators[key] = validator
+        return [f"{'/'.join(map(str, e.absolute_path)) or '<body>'}: {e.message}" for e in validator.iter_errors(instance)]
+
+
+def _query_value_problem(value, schema):
+    kind = schema.get("type")
+    if kind == "integer" and not re.fullmatch(r"-?\d+", value):
+        return "not an integer"
+    if kind == "number" and not re.fullmatch(r"-?\d+(\.\d+)?", value):
+        return "not a number"
+    if kind == "boolean" and value.lower() not in ("true", "false", "1", "0"):
+        return "not a boolean"
+    if schema.get("format") == "uuid":
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            return "not a UUID"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"not one of {schema['enum']}"
+    return None
+
+
+def _truthy(value):
+    return str(value).lower() in ("true", "1")
+
+
+# -- the emulator ----------------------------------------------------------------------------------------
+class AuthentikEmulator(Emulator):
+    """authentik at ``spec_version`` (the OpenAPI document requests are checked against) reporting
+    ``version`` (defaults to the spec version; set an older one to test refusals)."""
+
+    name = "authentik"
+
+    def __init__(self, spec_version="2025.6.1", version=None, token="ak-emulator-token", max_page_size=100):
+        super().__init__()
+        self.spec_version = spec_version
+        self.version = version or spec_version
+        self.checker = checker_for(spec_version)
+        self.max_page_size = max_page_size
+        self.public_url = None  # defaults to self.url once started
+        self.blueprint_delay = 0.2  # seconds a queued blueprint apply takes (2025.8+)
+        self._ids = itertools.count(1)
+        self.flows, self.scopes, self.users, self.groups = {}, {}, {}, {}
+        self.policies, self.providers, self.applications, self.bindings = {}, {}, {}, {}
+        self.outposts, self.tokens, self.blueprints, self.sessions = {}, {}, {}, {}
+        self._seed(token)
+        self._routes()
+
+    # -- version-dependent behaviour ---------------------------------------------------------------------
+    @property
+    def has_parents(self):
+        return version_tuple(self.version) >= (2025, 12)
+
+    @property
+    def async_blueprints(self):
+        return version_tuple(self.version) >= (2025, 8)
+
+    @property
+    def base_url(self):
+        return self.public_url or self.url
+
+    # -- initial state -----------------------------------------------------------------------------------
+    def _seed(self, token):
+        for slug, title, designation in DEFAULT_FLOWS:
+            pk = str(uuid.uuid4())
+            self.flows[pk] = {"pk": pk, "slug": slug, "name": title, "title": title, "designation": designation}
+        for managed, name, scope in MANAGED_SCOPES:
+            pk = str(uuid.uuid4())
+            self.scopes[pk] = {"pk": pk, "managed": managed, "name": name, "scope_name": scope}
+        admins = self._new_group("authentik Admins", is_superuser=True)
+        admin = self.add_user("akadmin", groups=[], superuser=True)
+        admins["users"].append(admin["pk"])
+        self.token_user = admin["pk"]
+        self.add_token("hecate-api", token, user=admin["pk"], expires_in=86400 * 30)
+        pk = str(uuid.uuid4())
+        self.outposts[pk] = {
+            "pk": pk,
+            "name": "authentik Embedded Outpost",
+            "type": "proxy",
+            "providers": [],
+            "service_connection": None,
+            "config": {"authentik_host": "", "log_level": "info", "object_naming_template": "ak-outpost-%(name)s"},
+            "managed": EMBEDDED,
+        }
+        for name, path in (
+            ("Default - Authentication flow", "default/flow-default-authentication-flow.yaml"),
+            (
+                "Default - Provider authorization flow (implicit consent)",
+                "default/flow-default-provider-authorization-implicit-consent.yaml",
+            ),
+        ):
+            pk = str(uuid.uuid4())
+            self.blueprints[pk] = {
+                "pk": pk,
+                "name": name,
+                "path": path,
+                "context": {},
+                "last_applied": _now(),
+                "last_applied_hash": hashlib.sha256(path.encode()).hexdigest(),
+                "status": "successful",
+                "enabled": True,
+                "content": "",
+                "_pending": None,
+            }
+        # A flow binding a fresh install has, so binding lists are never trivially empty.
+        auth_flow = self.flow_by_slug("default-authentication-flow")
+        binding_pk = str(uuid.uuid4())
+        self.bindings[binding_pk] = self._binding_defaults({"pk": binding_pk, "target": auth_flow["pk"], "group": admins["pk"]})
+
+    def _new_group(self, name, is_superuser=False, parents=None, attributes=None):
+        pk = str(uuid.uuid4())
+        group = {
+            "pk": pk,
+            "num_pk": next(self._ids),
+            "name": name,
+            "is_superuser": is_superuser,
+            "parents": list(parents or []),
+            "users": [],
+            "attributes": dict(attributes or {}),
+            "roles": [],
+        }
+        self.groups[pk] = group
+        return group
+
+    # -- test helpers ------------------------------------------------------------------------------------
+    def add_user(self, username, groups=(), superuser=False):
+        """Create a user and put it in the named groups (which must exist). Returns the user dict."""
+        pk = next(self._ids)
+        user = {"pk": pk, "username": username, "name": username.title(), "email": f"{username}@example.org", "is_superuser": superuser}
+        user["uid"] = hashlib.sha256(username.encode()).hexdigest()
+        self.users[pk] = user
+        for name in groups:
+            group = self.group_by_name(name)
+            if group is None:
+                raise KeyError(f"no group {name!r}")
+            group["users"].append(pk)
+        return user
+
+    def add_token(self, identifier, key, user=None, expires_in=None, intent="api"):
+        pk = str(uuid.uuid4())
+        expires = None
+        if expires_in is not None:
+            expires = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=expires_in)).isoformat()
+        self.tokens[pk] = {
+            "pk": pk,
+            "managed": None,
+            "identifier": identifier,
+            "key": key,
+            "intent": intent,
+            "user": user or self.token_user,
+            "description": "",
+            "expires": expires,
+            "expiring": expires is not None,
+        }
+        return self.tokens[pk]
+
+    def login(self, username):
+        """A proxy session for ``username`` (what logging in through the flow leaves behind).
+        Returns the ``Cookie`` header value to send."""
+        user = self.user_by_name(username)
+        if user is None:
+            raise KeyError(f"no user {username!r}")
+        session = secrets.token_urlsafe(24)
+        self.sessions[session] = user["pk"]
+        return f"{SESSION_COOKIE}={session}"
+
+    def flow_by_slug(self, slug):
+        return next((f for f in self.flows.values() if f["slug"] == slug), None)
+
+    def group_by_name(self, name):
+        return next((g for g in self.groups.values() if g["name"] == name), None)
+
+    def user_by_name(self, name):
+        return next((u for u in self.users.values() if u["username"] == name), None)
+
+    def provider_by_name(self, name):
+        return next((p for p in self.providers.values() if p["name"] == name), None)
+
+    def application_by_slug(self, slug):
+        return next((a for a in self.applications.values() if a["slug"] == slug), None)
+
+    def embedded_outpost(self):
+        return next(o for o in self.outposts.values() if o.get("managed") == EMBEDDED)
+
+    # -- routing -----------------------------------------------------------------------------------------
+    def _routes(self):
+        uuid_re = r"(?P<pk>[0-9a-fA-F-]{36})"
+        r = self.route
+        r("GET", API + r"/admin/version/", self.get_version)
+        r("GET", API + r"/core/users/me/", self.get_me)
+        r("GET", API + r"/flows/instances/", self.list_flows)
+        r("GET", API + r"/flows/instances/(?P<slug>[^/]+)/", self.get_flow)
+        r("GET", API + r"/propertymappings/provider/scope/", self.list_scopes)
+        # groups
+        r("GET", API + r"/core/groups/", self.list_groups)
+        r("POST", API + r"/core/groups/", self.create_group)
+        r("GET", API + rf"/core/groups/{uuid_re}/", self.get_group)
+        r("PATCH", API + rf"/core/groups/{uuid_re}/", self.update_group)
+        r("PUT", API + rf"/core/groups/{uuid_re}/", self.update_group)
+        r("DELETE", API + rf"/core/groups/{uuid_re}/", self.delete_group)
+        # expression policies
+        r("GET", API + r"/policies/expression/", self.list_policies)
+        r("POST", API + r"/policies/expression/", self.create_policy)
+        r("GET", API + rf"/policies/expression/{uuid_re}/", self.get_policy)
+        r("PATCH", API + rf"/policies/expression/{uuid_re}/", self.update_policy)
+        r("PUT", API + rf"/policies/expression/{uuid_re}/", self.update_policy)
+        r("DELETE", API + rf"/policies/expression/{uuid_re}/", self.delete_policy)
+        # proxy providers
+        r("GET", API + r"/providers/proxy/", self.list_providers)
+        r("POST", API + r"/providers/proxy/", self.create_provider)
+        r("GET", API + r"/providers/proxy/(?P<pk>\d+)/", self.get_provider)
+        r("PATCH", API + r"/providers/proxy/(?P<pk>\d+)/", self.update_provider)
+        r("PUT", API + r"/providers/proxy/(?P<pk>\d+)/", self.update_provider)
+        r("DELETE", API + r"/providers/proxy/(?P<pk>\d+)/", self.delete_provider)
+        # applications
+        r("GET", API + r"/core/applications/", self.list_applications)
+        r("POST", API + r"/core/applications/", self.create_application)
+        r("GET", API + r"/core/applications/(?P<slug>[^/]+)/", self.get_application)
+        r("PATCH", API + r"/core/applications/(?P<slug>[^/]+)/", self.update_application)
+        r("PUT", API + r"/core/applications/(?P<slug>[^/]+)/", self.update_application)
+        r("DELETE", API + r"/core/applications/(?P<slug>[^/]+)/", self.delete_application)
+        # bindings
+        r("GET", API + r"/policies/bindings/", self.list_bindings)
+        r("POST", API + r"/policies/bindings/", self.create_binding)
+        r("GET", API + rf"/policies/bindings/{uuid_re}/", self.get_binding)
+        r("PATCH", API + rf"/policies/bindings/{uuid_re}/", self.update_binding)
+        r("PUT", API + rf"/policies/bindings/{uuid_re}/", self.update_binding)
+        r("DELETE", API + rf"/policies/bindings/{uuid_re}/", self.delete_binding)
+        # outposts
+        r("GET", API + r"/outposts/instances/", self.list_outposts)
+        r("GET", API + rf"/outposts/instances/{uuid_re}/", self.get_outpost)
+        r("PATCH", API + rf"/outposts/instances/{uuid_re}/", self.update_outpost)
+        r("PUT", API + rf"/outposts/instances/{uuid_re}/", self.update_outpost)
+        # tokens
+        r("GET", API + r"/core/tokens/", self.list_tokens)
+        r("GET", API + r"/core/tokens/(?P<identifier>[^/]+)/", self.get_token)
+        # blueprints
+        r("GET", API + r"/managed/blueprints/", self.list_blueprints)
+        r("GET", API + rf"/managed/blueprints/{uuid_re}/", self.get_blueprint)
+        r("POST", API + rf"/managed/blueprints/{uuid_re}/apply/", self.apply_blueprint)
+        # outside the API: health, the embedded outpost, the OAuth authorize step and flows
+        r("GET", r"/-/health/live/", lambda req: Response(200, ""))
+        r("GET", r"/-/health/ready/", lambda req: Response(200, ""))
+        r("GET", r"/outpost\.goauthentik\.io/auth/caddy", self.outpost_auth_caddy)
+        r("GET", r"/outpost\.goauthentik\.io/start", self.outpost_start)
+        r("GET", r"/outpost\.goauthentik\.io/callback", lambda req: Response(302, "", {"Location": "/"}))
+        r("GET", r"/application/o/authorize/", self.authorize)
+        r("GET", r"/if/flow/(?P<slug>[^/]+)/", lambda req: Response(200, "<html>authentik login</html>", {"Content-Type": "text/html"}))
+
+    # -- auth ----------------------------------------------------------------------------------------------
+    def authenticate(self, request):
+        if not request.path.startswith(API + "/"):
+            return None
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Bearer "):
+            return Response(403, {"detail": "Authentication credentials were not provided."})
+        key = header[len("Bearer ") :]
+        token = next((t for t in self.tokens.values() if t["key"] == key and t["intent"] == "api"), None)
+        if token is None or (token["expiring"] and token["expires"] and token["expires"] < _iso_now_offset()):
+            return Response(403, {"detail": "Token invalid/expired"})
+        request.user = token["user"]
+        return None
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _page(self, request, items):
+        try:
+            page = int(request.arg("page", 1))
+            size = int(request.arg("page_size", 100))
+        except ValueError:
+            return Response(404, {"detail": "Invalid page."})
+        size = max(1, min(size, self.max_page_size))
+        total = len(items)
+        pages = max(1, math.ceil(total / size))
+        if page < 1 or page > pages:
+            return Response(404, {"detail": "Invalid page."})
+        chunk = items[(page - 1) * size : page * size]
+        start = (page - 1) * size + 1 if chunk else 0
+        return {
+            "pagination": {
+                "next": page + 1 if page < pages else 0,
+                "previous": page - 1 if page > 1 else 0,
+                "count": total,
+                "current": page,
+                "total_pages": pages,
+                "start_index": start,
+                "end_index": start + len(chunk) - 1 if chunk else 0,
+            },
+            "results": chunk,
+        }
+
+    @staticmethod
+    def _not_found(what):
+        return Response(404, {"detail": f"No {what} matches the given query."})
+
+    @staticmethod
+    def _field_errors(errors):
+        return Response(400, errors)
+
+    def _search(self, request, items, *fields):
+        term = request.arg("search")
+        if not term:
+            return items
+        return [i for i in items if any(term.lower() in str(i.get(f, "")).lower() for f in fields)]
+
+    # -- version, me, flows, scopes ----------------------------------------------------------------------
+    def get_version(self, request):
+        return {
+            "version_current": self.version,
+            "version_latest": self.version,
+            "version_latest_valid": True,
+            "build_hash": "",
+            "outdated": False,
+            "outpost_outdated": False,
+        }
+
+    def get_me(self, request):
+        user = self.users[request.user]
+        groups = [{"name": g["name"], "pk": g["pk"]} for g in self.groups.values() if user["pk"] in g["users"]]
+        body = {
+            "pk": user["pk"],
+            "username": user["username"],
+            "name": user["name"],
+            "is_active": True,
+            "is_superuser": user["is_superuser"] or any(g["is_superuser"] for g in self.groups.values() if user["pk"] in g["users"]),
+            "groups": groups,
+            "email": user["email"],
+            "avatar": "",
+            "uid": user["uid"],
+            "settings": {},
+            "type": "internal",
+            "system_permissions": [],
+        }
+        if version_tuple(self.spec_version) >= (2025, 12):
+            body["roles"] = []
+        return {"user": body}
+
+    def _flow_out(self, flow):
+        out = {
+            "pk": flow["pk"],
+            "policybindingmodel_ptr_id": flow["pk"],
+            "name": flow["name"],
+            "slug": flow["slug"],
+            "title": flow["title"],
+            "designation": flow["designation"],
+            "background": "/static/dist/assets/images/flow_background.jpg",
+            "stages": [],
+            "policies": [],
+            "cache_count": 0,
+            "policy_engine_mode": "any",
+            "compatibility_mode": False,
+            "export_url": f"{API}/flows/instances/{flow['slug']}/export/",
+            "layout": "stacked",
+            "denied_action": "message_continue",
+            "authentication": "none",
+        }
+        if version_tuple(self.spec_version) >= (2025, 12):
+            out["background_url"] = out["background"]
+            out["background_themed_urls"] = None
+        return out
+
+    def list_flows(self, request):
+        items = sorted(self.flows.values(), key=lambda f: f["slug"])
+        if request.arg("slug"):
+            items = [f for f in items if f["slug"] == request.arg("slug")]
+        if request.arg("designation"):
+            items = [f for f in items if f["designation"] == request.arg("designation")]
+        items = self._search(request, items, "slug", "name", "title")
+        return self._page(request, [self._flow_out(f) for f in items])
+
+    def get_flow(self, request):
+        flow = self.flow_by_slug(request.params["slug"])
+        return self._flow_out(flow) if flow else self._not_found("Flow")
+
+    def list_scopes(self, request):
+        items = sorted(self.scopes.values(), key=lambda s: s["name"])
+        if request.arg("managed"):
+            wanted = set(request.query.get("managed"))
+            items = [s for s in items if s["managed"] in wanted]
+        out = [
+            {
+                **s,
+                "expression": "return {}",
+                "component": "ak-property-mapping-provider-scope-form",
+                "verbose_name": "Scope Mapping",
+                "verbose_name_plural": "Scope Mappings",
+                "meta_model_name": "authentik_providers_oauth2.scopemapping",
+                "description": "",
+            }
+            for s in items
+        ]
+        return self._page(request, out)
+
+    # -- groups --------------------------------------------------------------------------------------------
+    def _group_out(self, group, include_users=True):
+        out = {
+            "pk": group["pk"],
+            "num_pk": group["num_pk"],
+            "name": group["name"],
+            "is_superuser": group["is_superuser"],
+            "users": list(group["users"]),
+            "users_obj": [self._partial_user(self.users[u]) for u in group["users"]] if include_users else None,
+            "attributes": group["attributes"],
+            "roles": [],
+            "roles_obj": [],
+        }
+        if self.has_parents:
+            out["parents"] = list(group["parents"])
+            out["parents_obj"] = [self._related_group(self.groups[p]) for p in group["parents"] if p in self.groups]
+            out["inherited_roles_obj"] = []
+            children = [g["pk"] for g in self.groups.values() if group["pk"] in g["parents"]]
+            out["children"] = children
+            out["children_obj"] = [self._related_group(self.groups[c]) for c in children]
+        else:
+            parent = group["parents"][0] if group["parents"] else None
+            out["parent"] = parent
+            out["parent_name"] = self.groups[parent]["name"] if parent in self.groups else None
+        return out
+
+    def _related_group(self, group):
+        return {
+            "pk": group["pk"],
+            "num_pk": group["num_pk"],
+            "name": group["name"],
+            "is_superuser": group["is_superuser"],
+            "attributes": group["attributes"],
+        }
+
+    def _partial_user(self, user):
+        return {
+            "pk": user["pk"],
+            "username": user["username"],
+            "name": user["name"],
+            "is_active": True,
+            "last_login": None,
+            "email": user["email"],
+            "attributes": {},
+            "uid": user["uid"],
+        }
+
+    def list_groups(self, request):
+        items = sorted(self.groups.values(), key=lambda g: g["name"])
+        if request.arg("name"):
+            items = [g for g in items if g["name"] == request.arg("name")]
+        items = self._search(request, items, "name")
+        include_users = _truthy(request.arg("include_users", "true"))
+        return self._page(request, [self._group_out(g, include_users) for g in items])
+
+    def get_group(self, request):
+        group = self.groups.get(request.params["pk"])
+        return self._group_out(group, _truthy(request.arg("include_users", "true"))) if group else self._not_found("Group")
+
+    def _group_fields(self, body, current=None):
+        errors = {}
+        if "name" in body:
+            other = self.group_by_name(body["name"])
+            if other is not None and (current is None or other["pk"] != current["pk"]):
+                errors["name"] = ["group with this name already exists."]
+        parents = None
+        if "parent" in body:  # < 2025.12 (the strict checker refuses it on newer specs)
+            parents = [body["parent"]] if body["parent"] else []
+        if "parents" in body:
+            parents = list(body["parents"])
+        if parents is not None:
+            for parent in parents:
+                if parent not in self.groups:
+                    errors.setdefault("parents" if "parents" in body else "parent", []).append(
+                        f'Invalid pk "{parent}" - object does not exist.'
+                    )
+        for user in body.get("users", []):
+            if user not in self.users:
+                errors.setdefault("users", []).append(f'Invalid pk "{user}" - object does not exist.')
+        return errors, parents
+
+    def create_group(self, request):
+        body = request.body or {}
+        errors, parents = self._group_fields(body)
+        if errors:
+            return self._field_errors(errors)
+        group = self._new_group(body["name"], body.get("is_superuser", False), parents, body.get("attributes"))
+        group["users"] = list(body.get("users", []))
+        return Response(201, self._group_out(group))
+
+    def update_group(self, request):
+        group = self.groups.get(request.params["pk"])
+        if group is None:
+            return self._not_found("Group")
+        body = request.body or {}
+        errors, parents = self._group_fields(body, group)
+        if errors:
+            return self._field_errors(errors)
+        for field in ("name", "is_superuser", "users", "attributes"):
+            if field in body:
+                group[field] = body[field]
+        if parents is not None:
+            group["parents"] = parents
+        return self._group_out(group)
+
+    def delete_group(self, request):
+        group = self.groups.pop(request.params["pk"], None)
+        if group is None:
+            return self._not_found("Group")
+        for pk in [pk for pk, b in self.bindings.items() if b["group"] == group["pk"]]:
+            del self.bindings[pk]
+        for other in self.groups.values():
+            if group["pk"] in other["parents"]:
+                other["parents"].remove(group["pk"])
+        return Response(204, None)
+
+    # -- expression policies -------------------------------------------------------------------------------
+    def _policy_out(self, policy):
+        return {
+            **policy,
+            "component": "ak-policy-expression-form",
+            "verbose_name": "Expression Policy",
+            "verbose_name_plural": "Expression Policies",
+            "meta_model_name": "authentik_policies_expression.expressionpolicy",
+            "bound_to": sum(1 for b in self.bindings.values() if b["policy"] == policy["pk"]),
+        }
+
+    def list_policies(self, request):
+        items = sorted(self.policies.values(), key=lambda p: p["name"])
+        if request.arg("name"):
+            items = [p for p in items if p["name"] == request.arg("name")]
+        items = self._search(request, items, "name")
+        return self._page(request, [self._policy_out(p) for p in items])
+
+    def get_policy(self, request):
+        policy = self.policies.get(request.params["pk"])
+        return self._policy_out(policy) if policy else self._not_found("ExpressionPolicy")
+
+    def _policy_errors(self, body, current=None):
+        errors = {}
+        if "name" in body:
+            other = next((p for p in self.policies.values() if p["name"] == body["name"]), None)
+            if other is not None and (current is None or other["pk"] != current["pk"]):
+                errors["name"] = ["policy with this name already exists."]
+        if "expression" in body:
+            try:
+                compile(body["expression"], "<expression>", "exec")
+            except SyntaxError as exc:
+                errors["expression"] = [f"invalid syntax: {exc.msg}"]
+        return errors
+
+    def create_policy(self, request):
+        body = request.body or {}
+        errors = self._policy_errors(body)
+        if errors:
+            return self._field_errors(errors)
+        pk = str(uuid.uuid4())
+        self.policies[pk] = {
+            "pk": pk,
+            "name": body["name"],
+            "execution_logging": body.get("execution_logging", False),
+            "expression": body["expression"],
+        }
+        return Response(201, self._policy_out(self.policies[pk]))
+
+    def update_policy(self, request):
+        policy = self.policies.get(request.params["pk"])
+        if policy is None:
+            return self._not_found("ExpressionPolicy")
+        body = request.body or {}
+        errors = self._policy_errors(body, policy)
+        if errors:
+            return self._field_errors(errors)
+        policy.update({k: v for k, v in body.items() if k in ("name", "execution_logging", "expression")})
+        return self._policy_out(policy)
+
+    def delete_policy(self, request):
+        policy = self.policies.pop(request.params["pk"], None)
+        if policy is None:
+            return self._not_found("ExpressionPolicy")
+        for pk in [pk for pk, b in self.bindings.items() if b["policy"] == policy["pk"]]:
+            del self.bindings[pk]
+        return Response(204, None)
+
+    # -- proxy providers ---------------------------------------------------------------------------------
+    PROVIDER_FIELDS = (
+        "name",
+        "authentication_flow",
+        "authorization_flow",
+        "invalidation_flow",
+        "property_mappings",
+        "internal_host",
+        "external_host",
+        "internal_host_ssl_validation",
+        "certificate",
+        "skip_path_regex",
+        "basic_auth_enabled",
+        "basic_auth_password_attribute",
+        "basic_auth_user_attribute",
+        "mode",
+        "intercept_header_auth",
+        "cookie_domain",
+        "jwt_federation_sources",
+        "jwt_federation_providers",
+        "access_token_validity",
+        "refresh_token_validity",
+    )
+
+    def _provider_app(self, provider):
+        return next((a for a in self.applications.values() if a["provider"] == provider["pk"]), None)
+
+    def _provider_base(self, provider):
+        app = self._provider_app(provider)
+        return {
+            "pk": provider["pk"],
+            "name": provider["name"],
+            "authentication_flow": provider["authentication_flow"],
+            "authorization_flow": provider["authorization_flow"],
+            "invalidation_flow": provider["invalidation_flow"],
+            "property_mappings": list(provider["property_mappings"]),
+            "component": "ak-provider-proxy-form",
+            "assigned_application_slug": app["slug"] if app else None,
+            "assigned_application_name": app["name"] if app else None,
+            "assigned_backchannel_application_slug": None,
+            "assigned_backchannel_application_name": None,
+            "verbose_name": "Proxy Provider",
+            "verbose_name_plural": "Proxy Providers",
+            "meta_model_name": "authentik_providers_proxy.proxyprovider",
+        }
+
+    def _provider_out(self, provider):
+        out = self._provider_base(provider)
+        for field in self.PROVIDER_FIELDS:
+            out.setdefault(field, provider[field])
+        out["client_id"] = provider["client_id"]
+        out["redirect_uris"] = [
+            {
+                "matching_mode": "strict",
+                "url": provider["external_host"].rstrip("/") + "/outpost.goauthentik.io/callback?X-authentik-auth-callback=true",
+            }
+        ]
+        out["outpost_set"] = [f"Outpost {o['name']}" for o in self.outposts.values() if provider["pk"] in o["providers"]]
+        return out
+
+    def list_providers(self, request):
+        items = sorted(self.providers.values(), key=lambda p: p["pk"])
+        for param, field in (("name__iexact", "name"), ("mode__iexact", "mode"), ("external_host__iexact", "external_host")):
+            if request.arg(param):
+                items = [p for p in items if str(p[field]).lower() == request.arg(param).lower()]
+        if request.arg("application__isnull") is not None:
+            want_null = _truthy(request.arg("application__isnull"))
+            items = [p for p in items if (self._provider_app(p) is None) == want_null]
+        items = self._search(request, items, "name", "external_host")
+        return self._page(request, [self._provider_out(p) for p in items])
+
+    def get_provider(self, request):
+        provider = self.providers.get(int(request.params["pk"]))
+        return self._provider_out(provider) if provider else self._not_found("ProxyProvider")
+
+    def _provider_errors(self, merged, current=None):
+        errors = {}
+        other = self.provider_by_name(merged.get("name"))
+        if other is not None and (current is None or other["pk"] != current["pk"]):
+            errors["name"] = ["provider with this name already exists."]
+        for field in ("authorization_flow", "invalidation_flow", "authentication_flow"):
+            value = merged.get(field)
+            if value and value not in self.flows:
+                errors[field] = [f'Invalid pk "{value}" - object does not exist.']
+        for mapping in merged.get("property_mappings", []):
+            if mapping not in self.scopes:
+                errors.setdefault("property_mappings", []).append(f'Invalid pk "{mapping}" - object does not exist.')
+        if merged.get("mode", "proxy") == "proxy" and not merged.get("internal_host"):
+            errors["internal_host"] = ["Internal host cannot be empty when forward auth is disabled."]
+        return errors
+
+    def _oauth_defaults(self, provider):
+        """authentik's ProxyProvider.set_oauth_defaults(): the managed scopes are always added."""
+        mappings = list(provider["property_mappings"])
+        for pk in self.scopes:
+            if pk not in mappings:
+                mappings.append(pk)
+        provider["property_mappings"] = mappings
+
+    def create_provider(self, request):
+        body = request.body or {}
+        provider = {
+            "authentication_flow": None,
+            "property_mappings": [],
+            "internal_host": "",
+            "internal_host_ssl_validation": True,
+            "certificate": None,
+            "skip_path_regex": "",
+            "basic_auth_enabled": False,
+            "basic_auth_password_attribute": "",
+            "basic_auth_user_attribute": "",
+            "mode": "proxy",
+            "intercept_header_auth": True,
+            "cookie_domain": "",
+            "jwt_federation_sources": [],
+            "jwt_federation_providers": [],
+            "access_token_validity": "hours=24",
+            "refresh_token_validity": "days=30",
+            **{k: v for k, v in body.items() if k in self.PROVIDER_FIELDS},
+        }
+        errors = self._provider_errors(provider)
+        if errors:
+            return self._field_errors(errors)
+        provider["pk"] = next(self._ids)
+        provider["client_id"] = secrets.token_hex(20)
+        self._oauth_defaults(provider)
+        self.providers[provider["pk"]] = provider
+        return Response(201, self._provider_out(provider))
+
+    def update_provider(self, request):
+        provider = self.providers.get(int(request.params["pk"]))
+        if provider is None:
+            return self._not_found("ProxyProvider")
+        body = request.body or {}
+        merged = {**provider, **{k: v for k, v in body.items() if k in self.PROVIDER_FIELDS}}
+        errors = self._provider_errors(merged, provider)
+        if errors:
+            return self._field_errors(errors)
+        provider.update(merged)
+        self._oauth_defaults(provider)
+        return self._provider_out(provider)
+
+    def delete_provider(self, request):
+        provider = self.providers.pop(int(request.params["pk"]), None)
+        if provider is None:
+            return self._not_found("ProxyProvider")
+        for outpost in self.outposts.values():
+            if provider["pk"] in outpost["providers"]:
+                outpost["providers"].remove(provider["pk"])
+        for app in self.applications.values():
+            if app["provider"] == provider["pk"]:
+                app["provider"] = None
+        return Response(204, None)
+
+    # -- applications --------------------------------------------------------------------------------------
+    APP_FIELDS = ("name", "slug", "provider", "backchannel_providers", "open_in_new_tab", "meta_launch_url", "meta_description",
+                  "meta_publisher", "policy_engine_mode", "group", "meta_icon", "meta_hide")  # fmt: skip
+
+    def _app_out(self, app):
+        provider = self.providers.get(app["provider"]) if app["provider"] is not None else None
+        out = {k: app[k] for k in self.APP_FIELDS if k in app}
+        out["pk"] = app["pk"]
+        out["provider_obj"] = self._provider_base(provider) if provider else None
+        out["backchannel_providers_obj"] = []
+        out["launch_url"] = app.get("meta_launch_url") or (provider["external_host"] if provider else None)
+        if version_tuple(self.spec_version) >= (2025, 12):
+            out.setdefault("meta_icon", "")
+            out["meta_icon_url"] = None
+            out["meta_icon_themed_urls"] = None
+            out.setdefault("meta_hide", False)
+        else:
+            out["meta_icon"] = None
+            out.pop("meta_hide", None)
+        return out
+
+    def user_passes(self, user_pk, app):
+        """authentik's policy engine for an application, for group and user bindings (``any`` / ``all``)."""
+        bindings = [b for b in self.bindings.values() if b["target"] == app["pk"] and b["enabled"]]
+        if not bindings:
+            return True
+        results = []
+        for binding in bindings:
+            if binding["group"]:
+                group = self.groups.get(binding["group"])
+                passed = bool(group) and user_pk in group["users"]
+            elif binding["user"] is not None:
+                passed = binding["user"] == user_pk
+            else:
+                passed = False  # expression policies are not evaluated by the emulator: fail closed
+            results.append(passed != binding["negate"])
+        return all(results) if app["policy_engine_mode"] == "all" else any(results)
+
+    def list_applications(self, request):
+        items = sorted(self.applications.values(), key=lambda a: a["slug"])
+        user = self.users[request.user]
+        if not (_truthy(request.arg("superuser_full_list", "false")) and self._is_superuser(user)):
+            items = [a for a in items if self.user_passes(user["pk"], a)]
+        for param in ("slug", "name", "meta_publisher", "group"):
+            if request.arg(param) is not None:
+                items = [a for a in items if a.get(param) == request.arg(param)]
+        items = self._search(request, items, "name", "slug")
+        return self._page(request, [self._app_out(a) for a in items])
+
+    def _is_superuser(self, user):
+        return user["is_superuser"] or any(g["is_superuser"] for g in self.groups.values() if user["pk"] in g["users"])
+
+    def get_application(self, request):
+        app = self.application_by_slug(request.params["slug"])
+        return self._app_out(app) if app else self._not_found("Application")
+
+    def _app_errors(self, merged, current=None):
+        errors = {}
+        other = self.application_by_slug(merged.get("slug"))
+        if other is not None and (current is None or other["pk"] != current["pk"]):
+            errors["slug"] = ["Application with this slug already exists."]
+        provider = merged.get("provider")
+        if provider is not None:
+            if provider not in self.providers:
+                errors["provider"] = [f'Invalid pk "{provider}" - object does not exist.']
+            else:
+                holder = next((a for a in self.applications.values() if a["provider"] == provider), None)
+                if holder is not None and (current is None or holder["pk"] != current["pk"]):
+                    errors["provider"] = ["Application with this provider already exists."]
+        return errors
+
+    def create_application(self, request):
+        body = request.body or {}
+        app = {"provider": None, "open_in_new_tab": False, "meta_launch_url": "", "meta_description": "", "meta_publisher": "",
+               "policy_engine_mode": "any", "group": "", "backchannel_providers": []}  # fmt: skip
+        app.update({k: v for k, v in body.items() if k in self.APP_FIELDS})
+        errors = self._app_errors(app)
+        if errors:
+            return self._field_errors(errors)
+        app["pk"] = str(uuid.uuid4())
+        self.applications[app["pk"]] = app
+        return Response(201, self._app_out(app))
+
+    def update_application(self, request):
+        app = self.application_by_slug(request.params["slug"])
+        if app is None:
+            return self._not_found("Application")
+        body = request.body or {}
+        merged = {**app, **{k: v for k, v in body.items() if k in self.APP_FIELDS}}
+        errors = self._app_errors(merged, app)
+        if errors:
+            return self._field_errors(errors)
+        app.update(merged)
+        return self._app_out(app)
+
+    def delete_application(self, request):
+        app = self.application_by_slug(request.params["slug"])
+        if app is None:
+            return self._not_found("Application")
+        del self.applications[app["pk"]]
+        for pk in [pk for pk, b in self.bindings.items() if b["target"] == app["pk"]]:
+            del self.bindings[pk]
+        return Response(204, None)
+
+    # -- policy bindings ---------------------------------------------------------------------------------
+    def _binding_defaults(self, body):
+        return {
+            "policy": None,
+            "group": None,
+            "user": None,
+            "negate": False,
+            "enabled": True,
+            "order": 0,
+            "timeout": 30,
+            "failure_result": False,
+            **body,
+        }
+
+    def _binding_out(self, binding):
+        group = self.groups.get(binding["group"]) if binding["group"] else None
+        policy = self.policies.get(binding["policy"]) if binding["policy"] else None
+        user = self.users.get(binding["user"]) if binding["user"] is not None else None
+        out = dict(binding)
+        out["group_obj"] = self._related_group(group) if group and self.has_parents else (self._group_out(group, False) if group else None)
+        out["policy_obj"] = (
+            {
+                "pk": policy["pk"],
+                "name": policy["name"],
+                "execution_logging": policy["execution_logging"],
+                "component": "ak-policy-expression-form",
+                "verbose_name": "Expression Policy",
+                "verbose_name_plural": "Expression Policies",
+                "meta_model_name": "authentik_policies_expression.expressionpolicy",
+                "bound_to": 1,
+            }
+            if policy
+            else None
+        )
+        out["user_obj"] = self._partial_user(user) if user else None
+        return out
+
+    def _targets(self):
+        return set(self.applications) | set(self.flows)
+
+    def _binding_errors(self, merged):
+        errors = {}
+        if merged.get("target") not in self._targets():
+            errors["target"] = [f'Invalid pk "{merged.get("target")}" - object does not exist.']
+        set_count = sum(1 for f in ("policy", "group", "user") if merged.get(f) is not None)
+        if set_count != 1:
+            errors["non_field_errors"] = ["Only one of 'policy', 'group' or 'user' can be set."]
+        if merged.get("group") is not None and merged["group"] not in self.groups:
+            errors["group"] = [f'Invalid pk "{merged["group"]}" - object does not exist.']
+        if merged.get("policy") is not None and merged["policy"] not in self.policies:
+            errors["policy"] = [f'Invalid pk "{merged["policy"]}" - object does not exist.']
+        if merged.get("user") is not None and merged["user"] not in self.users:
+            errors["user"] = [f'Invalid pk "{merged["user"]}" - object does not exist.']
+        return errors
+
+    def list_bindings(self, request):
+        items = list(self.bindings.values())
+        if request.arg("target"):
+            items = [b for b in items if b["target"] == request.arg("target")]
+        if "target_in" in request.query:
+            wanted = set(request.query["target_in"])
+            items = [b for b in items if b["target"] in wanted]
+        if request.arg("policy"):
+            items = [b for b in items if b["policy"] == request.arg("policy")]
+        if request.arg("enabled") is not None:
+            items = [b for b in items if b["enabled"] == _truthy(request.arg("enabled"))]
+        items.sort(key=lambda b: (b["target"], b["order"], b["pk"]))
+        return self._page(request, [self._binding_out(b) for b in items])
+
+    def get_binding(self, request):
+        binding = self.bindings.get(request.params["pk"])
+        return self._binding_out(binding) if binding else self._not_found("PolicyBinding")
+
+    def create_binding(self, request):
+        body = request.body or {}
+        binding = self._binding_defaults({k: v for k, v in body.items()})
+        errors = self._binding_errors(binding)
+        if errors:
+            return self._field_errors(errors)
+        binding["pk"] = str(uuid.uuid4())
+        self.bindings[binding["pk"]] = binding
+        return Response(201, self._binding_out(binding))
+
+    def update_binding(self, request):
+        binding = self.bindings.get(request.params["pk"])
+        if binding is None:
+            return self._not_found("PolicyBinding")
+        merged = {**binding, **(request.body or {})}
+        errors = self._binding_errors(merged)
+        if errors:
+            return self._field_errors(errors)
+        binding.update(merged)
+        return self._binding_out(binding)
+
+    def delete_binding(self, request):
+        if self.bindings.pop(request.params["pk"], None) is None:
+            return self._not_found("PolicyBinding")
+        return Response(204, None)
+
+    # -- outposts ------------------------------------------------------------------------------------------
+    def _outpost_out(self, outpost):
+        out = dict(outpost)
+        out["providers"] = list(outpost["providers"])
+        out["providers_obj"] = [self._provider_base(self.providers[p]) for p in outpost["providers"] if p in self.providers]
+        out["service_connection_obj"] = None
+        out["refresh_interval_s"] = 150
+        out["token_identifier"] = f"ak-outpost-{outpost['pk']}-api"
+        if not out["config"].get("authentik_host"):
+            out["config"] = {**out["config"], "authentik_host": self.base_url}
+        return out
+
+    def list_outposts(self, request):
+        items = sorted(self.outposts.values(), key=lambda o: o["name"])
+        for param, field in (("managed__iexact", "managed"), ("name__iexact", "name")):
+            if request.arg(param):
+                items = [o for o in items if str(o.get(field) or "").lower() == request.arg(param).lower()]
+        items = self._search(request, items, "name")
+        return self._page(request, [self._outpost_out(o) for o in items])
+
+    def get_outpost(self, request):
+        outpost = self.outposts.get(request.params["pk"])
+        return self._outpost_out(outpost) if outpost else self._not_found("Outpost")
+
+    def update_outpost(self, request):
+        outpost = self.outposts.get(request.params["pk"])
+        if outpost is None:
+            return self._not_found("Outpost")
+        body = request.body or {}
+        errors = {}
+        for provider in body.get("providers", []):
+            if provider not in self.providers:
+                errors.setdefault("providers", []).append(f'Invalid pk "{provider}" - object does not exist.')
+        if errors:
+            return self._field_errors(errors)
+        for field in ("name", "type", "service_connection", "config", "managed"):
+            if field in body:
+                outpost[field] = body[field]
+        if "providers" in body:
+            outpost["providers"] = list(dict.fromkeys(body["providers"]))
+        return self._outpost_out(outpost)
+
+    # -- tokens --------------------------------------------------------------------------------------------
+    def _token_out(self, token):
+        user = self.users[token["user"]]
+        out = {k: v for k, v in token.items() if k != "key"}
+        out["user_obj"] = {
+            **self._partial_user(user),
+            "is_superuser": self._is_superuser(user),
+            "groups": [],
+            "groups_obj": None,
+            "roles": [],
+            "roles_obj": None,
+            "avatar": "",
+            "date_joined": _now(),
+            "last_updated": _now(),
+            "uuid": str(uuid.UUID(user["uid"][:32])),
+            "path": "users",
+            "type": "internal",
+            "password_change_date": _now(),
+            "last_login": None,
+        }
+        return out
+
+    def list_tokens(self, request):
+        items = sorted(self.tokens.values(), key=lambda t: t["identifier"])
+        if request.arg("identifier"):
+            items = [t for t in items if t["identifier"] == request.arg("identifier")]
+        if request.arg("intent"):
+            items = [t for t in items if t["intent"] == request.arg("intent")]
+        if request.arg("user__username"):
+            items = [t for t in items if self.users[t["user"]]["username"] == request.arg("user__username")]
+        return self._page(request, [self._token_out(t) for t in items])
+
+    def get_token(self, request):
+        token = next((t for t in self.tokens.values() if t["identifier"] == request.params["identifier"]), None)
+        return self._token_out(token) if token else self._not_found("Token")
+
+    # -- blueprints ----------------------------------------------------------------------------------------
+    def _settle(self, blueprint):
+        pending = blueprint.get("_pending")
+        if pending and time.monotonic() >= pending:
+            blueprint["_pending"] = None
+            blueprint["last_applied"] = _now()
+            blueprint["status"] = "successful"
+
+    def _blueprint_out(self, blueprint):
+        self._settle(blueprint)
+        out = {k: v for k, v in blueprint.items() if not k.startswith("_")}
+        out["managed_models"] = []
+        out["metadata"] = {}
+        return out
+
+    def list_blueprints(self, request):
+        items = sorted(self.blueprints.values(), key=lambda b: b["name"])
+        for param in ("name", "path"):
+            if request.arg(param):
+                items = [b for b in items if b[param] == request.arg(param)]
+        return self._page(request, [self._blueprint_out(b) for b in items])
+
+    def get_blueprint(self, request):
+        blueprint = self.blueprints.get(request.params["pk"])
+        return self._blueprint_out(blueprint) if blueprint else self._not_found("BlueprintInstance")
+
+    def apply_blueprint(self, request):
+        blueprint = self.blueprints.get(request.params["pk"])
+        if blueprint is None:
+            return self._not_found("BlueprintInstance")
+        if self.async_blueprints:
+            out = self._blueprint_out(blueprint)  # queued: the answer is the instance before the apply
+            blueprint["_pending"] = time.monotonic() + self.blueprint_delay
+            return out
+        time.sleep(0.001)  # so last_applied moves even on coarse clocks
+        blueprint["last_applied"] = _now()
+        blueprint["status"] = "successful"
+        return self._blueprint_out(blueprint)
+
+    # -- the embedded outpost --------------------------------------------------------------------------
+    def provider_for_host(self, host):
+        """The provider the embedded outpost serves ``host`` with (forward modes only)."""
+        host = (host or "").split(":")[0].lower()
+        outpost = self.embedded_outpost()
+        candidates = [self.providers[p] for p in outpost["providers"] if p in self.providers]
+        for provider in candidates:
+            if provider["mode"] == "forward_single" and (urlsplit(provider["external_host"]).hostname or "").lower() == host:
+                return provider
+        for provider in candidates:
+            domain = (provider["cookie_domain"] or "").lower().lstrip(".")
+            if provider["mode"] == "forward_domain" and domain and (host == domain or host.endswith("." + domain)):
+                return provider
+        return None
+
+    def _session_user(self, request):
+        cookies = {}
+        for part in request.headers.get("cookie", "").split(";"):
+            name, _, value = part.strip().partition("=")
+            cookies[name] = value
+        pk = self.sessions.get(cookies.get(SESSION_COOKIE, ""))
+        return self.users.get(pk) if pk is not None else None
+
+    def outpost_auth_caddy(self, request):
+        host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
+        provider = self.provider_for_host(host)
+        if provider is None:
+            return Response(400, f"no provider of the embedded outpost serves {host!r}\n", {"Content-Type": "text/plain"})
+        app = self._provider_app(provider)
+        if app is None:
+            return Response(500, "provider has no application\n", {"Content-Type": "text/plain"})
+        user = self._session_user(request)
+        if user is None:
+            proto = request.headers.get("x-forwarded-proto", "https")
+            redirect = f"{proto}://{host}/outpost.goauthentik.io/callback?X-authentik-auth-callback=true"
+            query = urlencode(
+                {"client_id": provider["client_id"], "redirect_uri": redirect, "response_type": "code", "state": secrets.token_urlsafe(8)}
+            )
+            return Response(302, "", {"Location": f"{self.base_url}/application/o/authorize/?{query}", "Content-Type": "text/plain"})
+        if not self.user_passes(user["pk"], app):
+            return Response(403, "permission denied\n", {"Content-Type": "text/plain"})
+        groups = [g["name"] for g in sorted(self.groups.values(), key=lambda g: g["name"]) if user["pk"] in g["users"]]
+        headers = {
+            "X-Authentik-Username": user["username"],
+            "X-Authentik-Groups": "|".join(groups),
+            "X-Authentik-Entitlements": "",
+            "X-Authentik-Email": user["email"],
+            "X-Authentik-Name": user["name"],
+            "X-Authentik-Uid": user["uid"],
+            "X-Authentik-Jwt": "",
+            "X-Authentik-Meta-Jwks": f"{self.base_url}/application/o/{app['slug']}/jwks/",
+            "X-Authentik-Meta-Outpost": self.embedded_outpost()["name"],
+            "X-Authentik-Meta-Provider": provider["name"],
+            "X-Authentik-Meta-App": app["slug"],
+            "X-Authentik-Meta-Version": f"goauthentik.io/outpost/{self.version}",
+            "Content-Type": "text/plain",
+        }
+        return Response(200, "", headers)
+
+    def outpost_start(self, request):
+        provider = self.provider_for_host(request.headers.get("host", ""))
+        if provider is None:
+            return Response(400, "no provider\n", {"Content-Type": "text/plain"})
+        query = urlencode({"client_id": provider["client_id"], "response_type": "code"})
+        return Response(302, "", {"Location": f"{self.base_url}/application/o/authorize/?{query}"})
+
+    def authorize(self, request):
+        flow = self.flow_by_slug("default-authentication-flow")
+        target = quote(request.raw_path + ("?" + urlencode(request.query, doseq=True) if request.query else ""), safe="")
+        return Response(302, "", {"Location": f"{self.base_url}/if/flow/{flow['slug']}/?next={target}"})
+
+
+def _iso_now_offset():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()

@@ -1,0 +1,214 @@
+"""hecate_secrets.resolve against the Vault (KV v2) and Consul (KV) emulators, through hvac and py-consul."""
+
+import json
+
+import pytest
+
+import hecate_secrets
+from hecate_secrets import SecretError, resolve
+from tests.conftest import assert_no_violations
+from tests.emulators.consul import ConsulEmulator
+from tests.emulators.vault import ROOT, VaultEmulator
+
+VAULT_TOKEN = "hvs.root-token-for-tests"
+CONSUL_TOKEN = "consul-master-token"
+SECRET = "Sup3r-s3cret-value"
+
+
+@pytest.fixture
+def vault():
+    emulator = VaultEmulator(
+        tokens={VAULT_TOKEN: ROOT, "hvs.reader": {"policies": ["hecate"], "read": ["secret/data/hecate/*"]}}
+    ).start()
+    yield emulator
+    emulator.stop()
+    assert_no_violations(emulator)
+
+
+@pytest.fixture
+def consul_emu():
+    emulator = ConsulEmulator(tokens={CONSUL_TOKEN: "write", "reader": {"hecate/": "read"}}).start()
+    yield emulator
+    emulator.stop()
+    assert_no_violations(emulator)
+
+
+def opts_for(vault=None, consul_emu=None, **vault_extra):
+    section = {}
+    if vault is not None:
+        section["vault"] = {"url": vault.url, "token": VAULT_TOKEN, "retries": 0, "timeout": 2, **vault_extra}
+    if consul_emu is not None:
+        section["consul"] = {"host": "127.0.0.1", "port": consul_emu.port, "token": CONSUL_TOKEN, "retries": 0}
+    return {"hecate_ext_pillar": section}
+
+
+def test_resolves_vault_and_consul_references_in_a_nested_tree(vault, consul_emu):
+    vault.put("secret", "hecate/authentik/token", {"value": SECRET})
+    vault.put("secret", "hecate/authentik/db", {"user": "authentik", "password": "db-pass"})
+    vault.put("secret", "hecate/hetzner/token", {"token": "hz-token"})  # one key: taken without #key
+    consul_emu.kv["hecate/nomad/token"] = {"Key": "hecate/nomad/token", "Value": b"nomad-tok", "Flags": 0,
+                                           "LockIndex": 0, "CreateIndex": 5, "ModifyIndex": 5}  # fmt: skip
+    consul_emu.kv["hecate/config"] = {"Key": "hecate/config", "Value": json.dumps({"region": "eu"}).encode(),
+                                      "Flags": 0, "LockIndex": 0, "CreateIndex": 6, "ModifyIndex": 6}  # fmt: skip
+    tree = {
+        "authentik": {
+            "token": "vault:secret/hecate/authentik/token",
+            "database": {"password": "vault:secret/hecate/authentik/db#password"},
+        },
+        "dns": {"token": "vault:secret/hecate/hetzner/token"},
+        "nomad": {"token": "consul:hecate/nomad/token", "region": "consul:hecate/config#region"},
+        "reverse_proxy": {"caddy": {"routes": [{"backend": "consul://authentik-server"}]}},
+    }
+    out = resolve(tree, opts_for(vault, consul_emu))
+    assert out["authentik"] == {"token": SECRET, "database": {"password": "db-pass"}}
+    assert out["dns"]["token"] == "hz-token"
+    assert out["nomad"] == {"token": "nomad-tok", "region": "eu"}
+    assert out["reverse_proxy"] == tree["reverse_proxy"]  # a consul:// URL is not a reference
+    assert tree["authentik"]["token"].startswith("vault:")  # the input is not modified
+    # hvac sent the token in X-Vault-Token, py-consul in X-Consul-Token; every request was a read
+    assert {r.headers.get("x-vault-token") for r in vault.requests} == {VAULT_TOKEN}
+    assert {r.headers.get("x-consul-token") for r in consul_emu.requests} == {CONSUL_TOKEN}
+    assert not vault.writes and not consul_emu.writes
+
+
+def test_each_secret_path_is_read_once(vault):
+    vault.put("secret", "hecate/authentik/db", {"user": "authentik", "password": "db-pass"})
+    tree = {"a": "vault:secret/hecate/authentik/db#user", "b": "vault:secret/hecate/authentik/db#password",
+            "c": ["vault:secret/hecate/authentik/db#password"]}  # fmt: skip
+    out = resolve(tree, opts_for(vault))
+    assert out == {"a": "authentik", "b": "db-pass", "c": ["db-pass"]}
+    assert [r.path for r in vault.requests] == ["/v1/secret/data/hecate/authentik/db"]
+
+
+def test_default_key_rules_and_errors_name_path_not_secret(vault):
+    vault.put("secret", "hecate/many", {"user": "u", "password": SECRET})
+    vault.put("secret", "hecate/withvalue", {"value": SECRET, "other": "x"})
+    assert resolve({"k": "vault:secret/hecate/withvalue"}, opts_for(vault)) == {"k": SECRET}
+    with pytest.raises(SecretError) as caught:
+        resolve({"authentik": {"token": "vault:secret/hecate/many"}, "x": "vault:secret/hecate/many#nope"}, opts_for(vault))
+    text = str(caught.value)
+    assert "hecate:authentik:token: vault:secret/hecate/many: the secret secret/hecate/many has 2 keys" in text
+    assert "vault:secret/hecate/many#password" in text  # a did-you-mean with the first key name
+    assert "hecate:x: vault:secret/hecate/many#nope: the secret secret/hecate/many has no key 'nope'" in text
+    assert SECRET not in text and VAULT_TOKEN not in text
+
+
+def test_missing_deleted_and_destroyed_secrets(vault):
+    vault.put("secret", "hecate/gone", {"value": SECRET})
+    vault.soft_delete("secret", "hecate/gone")
+    vault.put("secret", "hecate/wiped", {"value": SECRET})
+    vault.mounts["secret"]["hecate/wiped"].versions[1].update(destroyed=True, data=None)
+    tree = {"a": "vault:secret/hecate/missing", "b": "vault:secret/hecate/gone", "c": "vault:secret/hecate/wiped",
+            "d": "vault:kv/hecate/x"}  # fmt: skip
+    with pytest.raises(SecretError) as caught:
+        resolve(tree, opts_for(vault))
+    problems = dict(caught.value.problems)
+    assert "no secret at secret/hecate/missing" in problems["hecate:a"]
+    assert "the latest version (1) of secret/hecate/gone is deleted" in problems["hecate:b"]
+    assert "version 1 of secret/hecate/wiped is destroyed" in problems["hecate:c"]
+    assert "no secret at kv/hecate/x" in problems["hecate:d"] and "route entry not found" in problems["hecate:d"]
+    assert SECRET not in str(caught.value)
+
+
+def test_a_newer_version_is_read_after_an_update(vault):
+    vault.put("secret", "hecate/rotating", {"value": "v1-secret"})
+    assert resolve({"k": "vault:secret/hecate/rotating"}, opts_for(vault)) == {"k": "v1-secret"}
+    vault.put("secret", "hecate/rotating", {"value": "v2-secret"})
+    assert resolve({"k": "vault:secret/hecate/rotating"}, opts_for(vault)) == {"k": "v2-secret"}  # no stale cache
+
+
+def test_bad_token_gets_permission_denied_without_leaking_it(vault):
+    vault.put("secret", "hecate/authentik/token", {"value": SECRET})
+    opts = opts_for(vault)
+    opts["hecate_ext_pillar"]["vault"]["token"] = "hvs.wrong-token"
+    with pytest.raises(SecretError) as caught:
+        resolve({"authentik": {"token": "vault:secret/hecate/authentik/token"}}, opts)
+    text = str(caught.value)
+    assert "hecate:authentik:token" in text and "permission denied" in text
+    assert "hvs.wrong-token" not in text and SECRET not in text
+    assert vault.denied == [("hvs.wrong-token", "GET", "/v1/secret/data/hecate/authentik/token")]
+
+
+def test_policy_limits_what_a_token_reads(vault):
+    vault.put("secret", "hecate/ok", {"value": "fine"})
+    vault.put("secret", "other/team", {"value": SECRET})
+    opts = opts_for(vault)
+    opts["hecate_ext_pillar"]["vault"]["token"] = "hvs.reader"
+    assert resolve({"a": "vault:secret/hecate/ok"}, opts) == {"a": "fine"}
+    with pytest.raises(SecretError, match=r"hecate:b: .*denied reading secret/data/other/team"):
+        resolve({"b": "vault:secret/other/team"}, opts)
+
+
+def test_vault_down_gives_one_clear_error_per_key_and_stops_asking(vault):
+    url = vault.url
+    vault.stop()
+    opts = {"hecate_ext_pillar": {"vault": {"url": url, "token": VAULT_TOKEN, "retries": 1, "timeout": 2}}}
+    tree = {"authentik": {"token": "vault:secret/hecate/authentik/token"}, "dns": {"token": "vault:secret/hecate/dns"}}
+    with pytest.raises(SecretError) as caught:
+        resolve(tree, opts)
+    assert [p for p, _ in caught.value.problems] == ["hecate:authentik:token", "hecate:dns:token"]
+    for _, reason in caught.value.problems:
+        assert f"Vault at {url} is unreachable (ConnectionError)" in reason
+    assert VAULT_TOKEN not in str(caught.value)
+
+
+def test_sealed_vault_and_server_errors_are_retried_then_reported(vault):
+    vault.put("secret", "hecate/x", {"value": "ok"})
+    vault.inject(status=500, times=1, path="/v1/secret/data/hecate/x", body={"errors": ["internal error"]})
+    opts = opts_for(vault)
+    opts["hecate_ext_pillar"]["vault"]["retries"] = 1
+    assert resolve({"k": "vault:secret/hecate/x"}, opts) == {"k": "ok"}  # one 500, then the retry succeeds
+    assert len(vault.requests) == 2
+    vault.sealed = True
+    with pytest.raises(SecretError, match="is sealed or not initialised"):
+        resolve({"k": "vault:secret/hecate/x"}, opts)
+
+
+def test_a_slow_vault_times_out_clearly(vault):
+    vault.put("secret", "hecate/x", {"value": "ok"})
+    vault.inject(delay=1.5, times=5, path="/v1/secret/data/")
+    opts = opts_for(vault, timeout=0.5)
+    with pytest.raises(SecretError, match="did not answer in time"):
+        resolve({"k": "vault:secret/hecate/x"}, opts)
+
+
+def test_multi_segment_mount_from_config(vault):
+    vault.mounts["kv/team"] = {}
+    vault.config["kv/team"] = {"max_versions": 0, "cas_required": False, "delete_version_after": "0s"}
+    vault.put("kv/team", "hecate/token", {"value": "team-secret"})
+    out = resolve({"k": "vault:kv/team/hecate/token"}, opts_for(vault, mounts=["kv/team"]))
+    assert out == {"k": "team-secret"}
+    assert vault.requests[-1].path == "/v1/kv/team/data/hecate/token"
+
+
+def test_consul_errors(consul_emu):
+    consul_emu.kv["hecate/empty"] = {"Key": "hecate/empty", "Value": None, "Flags": 0, "LockIndex": 0,
+                                     "CreateIndex": 3, "ModifyIndex": 3}  # fmt: skip
+    consul_emu.kv["hecate/text"] = {"Key": "hecate/text", "Value": b"plain", "Flags": 0, "LockIndex": 0,
+                                    "CreateIndex": 4, "ModifyIndex": 4}  # fmt: skip
+    tree = {"a": "consul:hecate/missing", "b": "consul:hecate/empty", "c": "consul:hecate/text#field"}
+    with pytest.raises(SecretError) as caught:
+        resolve(tree, opts_for(consul_emu=consul_emu))
+    problems = dict(caught.value.problems)
+    assert problems["hecate:a"].endswith(f"no key hecate/missing in Consul at http://127.0.0.1:{consul_emu.port}")
+    assert "has no value" in problems["hecate:b"]
+    assert "is not JSON" in problems["hecate:c"]
+    opts = opts_for(consul_emu=consul_emu)
+    opts["hecate_ext_pillar"]["consul"]["token"] = "reader"
+    assert resolve({"t": "consul:hecate/text"}, opts) == {"t": "plain"}
+    with pytest.raises(SecretError, match=r"hecate:o: consul:other/key: .*denied reading key other/key"):
+        resolve({"o": "consul:other/key"}, opts)
+
+
+def test_consul_down(consul_emu):
+    port = consul_emu.port
+    consul_emu.stop()
+    opts = {"hecate_ext_pillar": {"consul": {"port": port, "token": CONSUL_TOKEN, "retries": 0}}}
+    with pytest.raises(SecretError, match=rf"hecate:n: consul:hecate/n: Consul at http://127.0.0.1:{port} is unreachable"):
+        resolve({"n": "consul:hecate/n"}, opts)
+
+
+def test_ready_clients_can_be_passed_in(vault):
+    vault.put("secret", "hecate/x", {"value": "ok"})
+    client = hecate_secrets.vault_client({"url": vault.url, "token": VAULT_TOKEN})
+    assert resolve({"k": "vault:secret/hecate/x"}, opts={}, vault=client) == {"k": "ok"}
