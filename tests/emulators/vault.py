@@ -22,6 +22,7 @@ import uuid
 from datetime import datetime, timezone
 
 from tests.emulators.base import READ_METHODS, Emulator, Response
+from tests.emulators.consul import FastStop
 
 ROOT = {"policies": ["root"]}
 _DURATION = re.compile(r"^(\d+(ns|us|µs|ms|s|m|h))+$|^\d+$")
@@ -172,7 +173,7 @@ class Secret:
         }
 
 
-class VaultEmulator(Emulator):
+class VaultEmulator(FastStop, Emulator):
     name = "vault"
 
     def __init__(self, tokens=None, mounts=("secret",), version="1.17.6"):

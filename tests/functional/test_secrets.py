@@ -2,10 +2,10 @@
 
 import json
 
-import pytest
-
 import hecate_secrets
+import pytest
 from hecate_secrets import SecretError, resolve
+
 from tests.conftest import assert_no_violations
 from tests.emulators.consul import ConsulEmulator
 from tests.emulators.vault import ROOT, VaultEmulator
@@ -17,9 +17,7 @@ SECRET = "Sup3r-s3cret-value"
 
 @pytest.fixture
 def vault():
-    emulator = VaultEmulator(
-        tokens={VAULT_TOKEN: ROOT, "hvs.reader": {"policies": ["hecate"], "read": ["secret/data/hecate/*"]}}
-    ).start()
+    emulator = VaultEmulator(tokens={VAULT_TOKEN: ROOT, "hvs.reader": {"policies": ["hecate"], "read": ["secret/data/hecate/*"]}}).start()
     yield emulator
     emulator.stop()
     assert_no_violations(emulator)
@@ -160,8 +158,12 @@ def test_sealed_vault_and_server_errors_are_retried_then_reported(vault):
     assert resolve({"k": "vault:secret/hecate/x"}, opts) == {"k": "ok"}  # one 500, then the retry succeeds
     assert len(vault.requests) == 2
     vault.sealed = True
-    with pytest.raises(SecretError, match="is sealed or not initialised"):
-        resolve({"k": "vault:secret/hecate/x"}, opts)
+    vault.reset_counts()
+    with pytest.raises(SecretError) as caught:
+        resolve({"k": "vault:secret/hecate/x", "l": "vault:secret/hecate/y"}, opts)
+    assert [p for p, _ in caught.value.problems] == ["hecate:k", "hecate:l"]
+    assert all("is sealed or not initialised" in reason for _, reason in caught.value.problems)
+    assert len(vault.requests) == 2  # the first path and its one retry; a sealed Vault is not asked again
 
 
 def test_a_slow_vault_times_out_clearly(vault):

@@ -1,8 +1,7 @@
 """vault:/consul: reference syntax and discovery (pure, no I/O)."""
 
-import pytest
-
 import hecate_secrets
+import pytest
 from hecate_secrets import Reference, find_references, is_reference, parse_reference, resolve
 
 
@@ -74,9 +73,7 @@ def test_missing_configuration_is_reported_per_key_path(monkeypatch):
 def test_plain_http_to_a_remote_vault_is_refused():
     with pytest.raises(hecate_secrets.CommandExecutionError, match="refusing plain http"):
         hecate_secrets.vault_client({"url": "http://vault.example.org:8200", "token": "t0ken"})
-    client = hecate_secrets.vault_client(
-        {"url": "http://vault.example.org:8200", "token": "t0ken", "allow_insecure_endpoint": True}
-    )
+    client = hecate_secrets.vault_client({"url": "http://vault.example.org:8200", "token": "t0ken", "allow_insecure_endpoint": True})
     assert client.url == "http://vault.example.org:8200"
 
 
