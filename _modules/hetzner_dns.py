@@ -1,0 +1,628 @@
+"""Hetzner Cloud DNS: zones, record sets (RRSets) and actions on the Cloud API.
+
+The DNS Console API (dns.hetzner.com) was shut down in 2026; DNS lives in the Hetzner Cloud API,
+``https://api.hetzner.cloud/v1``. RRSets are keyed by (name, type); names are relative to the zone and
+lower-case, ``@`` is the apex. Every write returns an action to wait for; this module waits for many at
+once (``GET /actions?id=..&id=..``).
+
+Configuration (pillar or minion config, read with ``config.get``; the token is never an argument):
+
+.. code-block:: yaml
+
+    hecate:
+      dns:
+        token: <Hetzner Cloud API token, read+write>
+        endpoint: https://api.hetzner.cloud/v1      # default; override for a local emulator
+        allow_insecure_endpoint: false              # plain http only for local emulators
+        timeout: 15                                 # seconds per request
+        max_wait: 120                               # bound on rate-limit and action waits, seconds
+
+Behaviour: names are URL-escaped; TXT values are written as quoted chunks of at most 255 bytes; the
+``RateLimit-Limit/Remaining/Reset`` headers and 429 answers are honoured (wait, bounded by ``max_wait``);
+reads are retried on 5xx with backoff; a write that timed out (or got a 5xx) is never sent again: the
+RRSet is read back and the write counts as done only when the read shows it applied.
+"""
+
+import logging
+import time
+from urllib.parse import quote
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import hecate_http  # imports requests
+
+    HAS_REQUESTS = True
+except ImportError:  # pragma: no cover - exercised only where requests is missing
+    HAS_REQUESTS = False
+
+import hecate_dns
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "hetzner_dns"
+
+CONTEXT_KEY = "hetzner_dns.client"
+ACTION_BATCH = 50  # ids per GET /actions
+MAX_429 = 10
+
+
+def __virtual__():
+    if not HAS_REQUESTS:
+        return False, "hetzner_dns: the python 'requests' library is not installed"
+    return __virtualname__
+
+
+if HAS_REQUESTS:
+
+    class HetznerClient(hecate_http.ApiClient):
+        """``hecate_http.ApiClient`` plus the Cloud API's rate limiting.
+
+        Every response's ``RateLimit-*`` headers are recorded. Before a request, when the last answer said
+        no request is left, the client waits for one to come back; a 429 is waited out the same way (the
+        wait doubles on each consecutive 429) and the request is sent again (a 429 was not processed).
+        All waiting for one request is bounded by ``max_wait`` seconds.
+        """
+
+        def __init__(self, base_url, token, timeout=15, max_wait=120, verify=True, backoff=0.5, sleep=time.sleep):
+            super().__init__(base_url, "hetzner_dns", token=token, timeout=timeout, verify=verify, backoff=backoff)
+            self.max_wait = max_wait
+            self.sleep = sleep
+            self.limit = self.remaining = self.reset = None
+            self.rate_waits = 0
+            self.rate_waited = 0.0
+            self.session.hooks["response"].append(self._observe)
+
+        def _observe(self, response, *args, **kwargs):
+            headers = response.headers
+            for attr, name in (("limit", "RateLimit-Limit"), ("remaining", "RateLimit-Remaining"), ("reset", "RateLimit-Reset")):
+                value = headers.get(name)
+                if value is not None:
+                    try:
+                        setattr(self, attr, int(float(value)))
+                    except ValueError:
+                        pass
+            return response
+
+        def _rate_wait(self, strikes, budget):
+            """Seconds to wait before the next request (0 if none), derived from the headers."""
+            if strikes == 0 and (self.remaining is None or self.remaining > 0):
+                return 0.0
+            now = time.time()
+            until_reset = (self.reset - now) if self.reset else None
+            if until_reset is not None and until_reset > 0:
+                # The Cloud API refills gradually: Reset is when the bucket is full again, so one request
+                # comes back every (Reset - now) / (Limit - Remaining) seconds.
+                missing = max((self.limit or 0) - (self.remaining or 0), 1)
+                seconds = until_reset / missing * (2 ** max(strikes - 1, 0))
+                seconds = min(max(seconds, 0.05), until_reset + 0.05)
+            elif until_reset is not None:
+                seconds = 0.05 * (2 ** max(strikes - 1, 0))
+            else:
+                seconds = min(0.5 * (2 ** max(strikes - 1, 0)), 30.0)
+            if seconds > budget:
+                raise hecate_http.ApiError(
+                    f"hetzner_dns: rate limited (RateLimit-Remaining {self.remaining}, reset at {self.reset}); "
+                    f"waiting {seconds:.1f}s more would exceed hecate:dns:max_wait ({self.max_wait}s)",
+                    429,
+                )
+            return seconds
+
+        def request(self, method, path, params=None, json=None, data=None, headers=None, ok=(200, 201, 202, 204)):
+            strikes, waited = 0, 0.0
+            while True:
+                seconds = self._rate_wait(strikes, self.max_wait - waited)
+                if seconds:
+                    log.debug("hetzner_dns: rate limit: waiting %.2fs before %s %s", seconds, method, path)
+                    self.sleep(seconds)
+                    waited += seconds
+                    self.rate_waits += 1
+                    self.rate_waited += seconds
+                    self.remaining = None  # unknown until the next answer
+                response = super().request(method, path, params=params, json=json, data=data, headers=headers, ok=(*ok, 429))
+                if response.status_code != 429 or 429 in ok:
+                    return response
+                strikes += 1
+                self.remaining = 0
+                if strikes > MAX_429:
+                    raise self.error(method, path, response)
+
+
+def _config(name, default=None):
+    value = __salt__["config.get"](f"hecate:dns:{name}", default)
+    return default if value in (None, "") else value
+
+
+def check_config():
+    """Check the DNS configuration without sending a request: a token is set (and is not an unresolved
+    ``vault:``/``consul:`` reference) and the endpoint is HTTPS (or explicitly allowed to be plain HTTP).
+
+    Returns the endpoint and whether a token is set; never the token.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.check_config
+    """
+    token = _config("token")
+    hecate_http.check_token(token, "hecate:dns:token")
+    endpoint = _config("endpoint", hecate_dns.API_ENDPOINT)
+    problem = hecate_dns.endpoint_problem(endpoint, _config("allow_insecure_endpoint", False))
+    if problem:
+        raise CommandExecutionError(f"hecate:dns:endpoint {problem}")
+    return {"endpoint": endpoint, "token": "set"}
+
+
+def _client():
+    config = check_config()
+    token = _config("token")
+    cache_key = (config["endpoint"], hash(token))
+    cached = __context__.get(CONTEXT_KEY)
+    if cached and cached[0] == cache_key:
+        return cached[1]
+    client = HetznerClient(config["endpoint"], token, timeout=float(_config("timeout", 15)), max_wait=float(_config("max_wait", 120)))
+    __context__[CONTEXT_KEY] = (cache_key, client)
+    return client
+
+
+def _q(part):
+    return quote(str(part), safe="")
+
+
+def _zone_key(zone):
+    if zone is None or str(zone).strip() == "":
+        raise SaltInvocationError("zone is required (a zone name like example.org, or its id)")
+    zone = str(zone).strip()
+    return zone if zone.isdigit() else hecate_dns.to_ascii(zone)
+
+
+def _rrset_key(zone, name, type):
+    """(zone, relative name, upper-case type); SaltInvocationError on bad input, before any request."""
+    zone = _zone_key(zone)
+    rtype = str(type or "").strip().upper()
+    if rtype not in hecate_dns.TYPES:
+        raise SaltInvocationError(f"type {type!r} is not a record type: {', '.join(hecate_dns.TYPES)}")
+    if name is None or str(name).strip() == "":
+        raise SaltInvocationError("name is required (relative like www, @ for the apex, or www.<zone>)")
+    try:
+        rel = hecate_dns.relative_name(name, zone) if not zone.isdigit() else _relative_only(name)
+    except ValueError as exc:
+        raise SaltInvocationError(f"name {exc}") from None
+    return zone, rel, rtype
+
+
+def _relative_only(name):
+    name = str(name).strip()
+    if name == "@":
+        return name
+    problem = hecate_dns.name_problem(hecate_dns.to_ascii(name) + ".zone")
+    if problem:
+        raise ValueError(f"{name!r} {problem}")
+    return hecate_dns.to_ascii(name)
+
+
+def _values(rtype, values, zone):
+    if values is None:
+        raise SaltInvocationError("values is required (a list of record values)")
+    if isinstance(values, (str, int)):
+        values = [str(values)]
+    values = [v["value"] if isinstance(v, dict) and "value" in v else v for v in values]
+    try:
+        records = hecate_dns.normalise_records(rtype, values)
+    except ValueError as exc:
+        raise SaltInvocationError(f"{rtype} {exc}") from None
+    if not records:
+        raise SaltInvocationError("values must not be empty")
+    if len(records) > hecate_dns.MAX_RECORDS:
+        raise SaltInvocationError(f"at most {hecate_dns.MAX_RECORDS} values per request, got {len(records)}")
+    return records
+
+
+def _ttl(ttl, allow_none=True):
+    if ttl is None or (isinstance(ttl, str) and ttl.lower() in ("", "none", "null")):
+        if allow_none:
+            return None
+        raise SaltInvocationError("ttl is required")
+    try:
+        ttl = int(ttl)
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"ttl must be an integer, got {ttl!r}") from None
+    if not hecate_dns.TTL_MIN <= ttl <= hecate_dns.TTL_MAX:
+        raise SaltInvocationError(f"ttl {ttl} is out of range {hecate_dns.TTL_MIN}..{hecate_dns.TTL_MAX}")
+    return ttl
+
+
+def _rrset_path(zone, rel, rtype, suffix=""):
+    return f"zones/{_q(zone)}/rrsets/{_q(rel)}/{_q(rtype)}{suffix}"
+
+
+def _pages(path, item_key, params=None):
+    client = _client()
+    out, page = [], 1
+    while page:
+        body = client.get(path, params={**(params or {}), "page": page, "per_page": hecate_dns.PAGE_SIZE}) or {}
+        out.extend(body.get(item_key) or [])
+        pagination = (body.get("meta") or {}).get("pagination") or {}
+        next_page = pagination.get("next_page")
+        page = next_page if next_page and next_page > page else None
+    return out
+
+
+def zones(name=None):
+    """List the zones of the token's project (every page).
+
+    name
+        Only the zone with this name.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.zones
+        salt-call hetzner_dns.zones name=example.org
+    """
+    params = {"name": hecate_dns.to_ascii(name)} if name else {}
+    return _pages("zones", "zones", params)
+
+
+def zone(zone):
+    """Get one zone by name or id.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.zone example.org
+    """
+    return (_client().get(f"zones/{_q(_zone_key(zone))}") or {}).get("zone")
+
+
+def rrsets(zone, name=None, type=None, label_selector=None):
+    """List a zone's RRSets, every page (``ceil(N/50)`` requests for N sets).
+
+    zone
+        Zone name or id.
+    name
+        Only the set with this name (relative, ``@``, or a name inside the zone).
+    type
+        Only sets of this type (a list for several).
+    label_selector
+        Hetzner label selector, e.g. ``managed-by=hecate``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.rrsets zone=example.org
+        salt-call hetzner_dns.rrsets example.org type=TXT label_selector=managed-by=hecate
+    """
+    zone = _zone_key(zone)
+    params = {}
+    if name is not None:
+        try:
+            params["name"] = hecate_dns.relative_name(name, zone) if not zone.isdigit() else _relative_only(name)
+        except ValueError as exc:
+            raise SaltInvocationError(f"name {exc}") from None
+    if type:
+        types = [type] if isinstance(type, str) else list(type)
+        types = [str(t).upper() for t in types]
+        bad = [t for t in types if t not in hecate_dns.TYPES]
+        if bad:
+            raise SaltInvocationError(f"type {', '.join(bad)} is not a record type")
+        params["type"] = types
+    if label_selector:
+        params["label_selector"] = label_selector
+    return _pages(f"zones/{_q(zone)}/rrsets", "rrsets", params)
+
+
+def rrset(zone, name, type):
+    """Get one RRSet; ``None`` when it does not exist.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.rrset example.org www A
+        salt-call hetzner_dns.rrset example.org @ MX
+    """
+    zone, rel, rtype = _rrset_key(zone, name, type)
+    try:
+        return (_client().get(_rrset_path(zone, rel, rtype)) or {}).get("rrset")
+    except hecate_http.ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _unknown_outcome(exc):
+    return exc.timed_out or exc.status == 0 or exc.status >= 500
+
+
+def _write(method, path, body, verify, what):
+    """Send one write. When its outcome is unknown (timeout, connection lost, 5xx) never send it again:
+    read back and report ``{"action": None, "reread": True}`` when the read shows it applied."""
+    client = _client()
+    try:
+        return client.json(method, path, json=body) or {}
+    except hecate_http.ApiError as exc:
+        if not _unknown_outcome(exc):
+            raise
+        log.warning("hetzner_dns: %s: outcome unknown (%s); re-reading instead of sending it again", what, exc)
+        try:
+            applied = verify()
+        except hecate_http.ApiError as read_error:
+            raise CommandExecutionError(f"{what}: outcome unknown ({exc}); the re-read failed too: {read_error}") from None
+        if applied:
+            return {"action": None, "reread": True}
+        raise CommandExecutionError(
+            f"{what}: {exc}; a re-read shows it was not applied (it may still land). Not sent again: run again to converge"
+        ) from None
+
+
+def _same_records(zone, current, records):
+    return current is not None and hecate_dns.actual_records(current, zone) == records
+
+
+def _finish(result, wait):
+    action = result.get("action")
+    if wait and action and action.get("status") == "running":
+        done = wait_actions([action["id"]])
+        action = done[0] if done else action
+        result["action"] = action
+    if wait and action and action.get("status") == "error":
+        raise CommandExecutionError(f"hetzner_dns: action {action['id']} ({action.get('command')}) failed: {action.get('error')}")
+    return result
+
+
+def _records_body(records):
+    return [{"value": value} for value in records]
+
+
+def create_rrset(zone, name, type, values, ttl=None, labels=None, wait=True):
+    """Create an RRSet. A 409 means it exists already (use ``set_records``).
+
+    zone
+        Zone name or id.
+    name
+        Relative name (``www``, ``@`` for the apex, ``*`` for a wildcard) or a name inside the zone.
+    type
+        Record type (A, AAAA, CNAME, TXT, MX, SRV, CAA, ...).
+    values
+        List of record values in presentation form. TXT text is split into quoted chunks of at most 255
+        bytes; host names (CNAME, MX, SRV, NS) are absolute.
+    ttl
+        Seconds (60..2147483647); ``None`` uses the zone's default.
+    labels
+        Dict of labels.
+    wait
+        Wait for the action to finish (default). ``False`` returns the running action to wait for later
+        with ``wait_actions``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.create_rrset example.org www A '["192.0.2.10"]' ttl=300
+        salt-call hetzner_dns.create_rrset example.org _dmarc TXT '["v=DMARC1; p=reject"]'
+    """
+    zone, rel, rtype = _rrset_key(zone, name, type)
+    records = _values(rtype, values, zone)
+    ttl = _ttl(ttl)
+    body = {"name": rel, "type": rtype, "records": _records_body(records)}
+    if ttl is not None:
+        body["ttl"] = ttl
+    if labels:
+        body["labels"] = {str(k): str(v) for k, v in dict(labels).items()}
+
+    def verify():
+        return _same_records(zone, rrset(zone, rel, rtype), records)
+
+    result = _write("POST", f"zones/{_q(zone)}/rrsets", body, verify, f"create {rel} {rtype} in {zone}")
+    return _finish(result, wait)
+
+
+def set_records(zone, name, type, values, wait=True):
+    """Replace all records of an RRSet.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.set_records example.org www A '["192.0.2.10", "192.0.2.11"]'
+    """
+    zone, rel, rtype = _rrset_key(zone, name, type)
+    records = _values(rtype, values, zone)
+
+    def verify():
+        return _same_records(zone, rrset(zone, rel, rtype), records)
+
+    body = {"records": _records_body(records)}
+    result = _write("POST", _rrset_path(zone, rel, rtype, "/actions/set_records"), body, verify, f"set records of {rel} {rtype}")
+    return _finish(result, wait)
+
+
+def add_records(zone, name, type, values, ttl=None, wait=True):
+    """Add records to an RRSet (the API creates the set when it does not exist).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.add_records example.org www AAAA '["2001:db8::10"]'
+    """
+    zone, rel, rtype = _rrset_key(zone, name, type)
+    records = _values(rtype, values, zone)
+    ttl = _ttl(ttl)
+
+    def verify():
+        current = rrset(zone, rel, rtype)
+        return current is not None and set(records) <= set(hecate_dns.actual_records(current, zone))
+
+    body = {"records": _records_body(records)}
+    if ttl is not None:
+        body["ttl"] = ttl
+    result = _write("POST", _rrset_path(zone, rel, rtype, "/actions/add_records"), body, verify, f"add records to {rel} {rtype}")
+    return _finish(result, wait)
+
+
+def remove_records(zone, name, type, values, wait=True):
+    """Remove records from an RRSet (the API deletes the set when it becomes empty).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.remove_records example.org www A '["192.0.2.11"]'
+    """
+    zone, rel, rtype = _rrset_key(zone, name, type)
+    records = _values(rtype, values, zone)
+
+    def verify():
+        current = rrset(zone, rel, rtype)
+        return current is None or not set(records) & set(hecate_dns.actual_records(current, zone))
+
+    body = {"records": _records_body(records)}
+    what = f"remove records from {rel} {rtype}"
+    result = _write("POST", _rrset_path(zone, rel, rtype, "/actions/remove_records"), body, verify, what)
+    return _finish(result, wait)
+
+
+def change_ttl(zone, name, type, ttl, wait=True):
+    """Change an RRSet's TTL (``ttl=None`` falls back to the zone's default).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.change_ttl example.org www A 600
+    """
+    zone, rel, rtype = _rrset_key(zone, name, type)
+    ttl = _ttl(ttl)
+
+    def verify():
+        current = rrset(zone, rel, rtype)
+        return current is not None and current.get("ttl") == ttl
+
+    body = {"ttl": ttl}
+    result = _write("POST", _rrset_path(zone, rel, rtype, "/actions/change_ttl"), body, verify, f"change TTL of {rel} {rtype}")
+    return _finish(result, wait)
+
+
+def change_protection(zone, name, type, change, wait=True):
+    """Turn an RRSet's change protection on or off (a protected set refuses changes and deletion).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.change_protection example.org @ MX true
+    """
+    zone, rel, rtype = _rrset_key(zone, name, type)
+    if isinstance(change, str):
+        change = change.strip().lower() in ("1", "true", "yes", "on")
+    change = bool(change)
+
+    def verify():
+        current = rrset(zone, rel, rtype)
+        return current is not None and bool((current.get("protection") or {}).get("change")) is change
+
+    body = {"change": change}
+    what = f"change protection of {rel} {rtype}"
+    result = _write("POST", _rrset_path(zone, rel, rtype, "/actions/change_protection"), body, verify, what)
+    return _finish(result, wait)
+
+
+def set_labels(zone, name, type, labels):
+    """Replace an RRSet's labels (the whole label set; no action to wait for).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.set_labels example.org www A '{"managed-by": "hecate"}'
+    """
+    zone, rel, rtype = _rrset_key(zone, name, type)
+    labels = {str(k): str(v) for k, v in dict(labels or {}).items()}
+
+    def verify():
+        current = rrset(zone, rel, rtype)
+        return current is not None and (current.get("labels") or {}) == labels
+
+    result = _write("PUT", _rrset_path(zone, rel, rtype), {"labels": labels}, verify, f"set labels of {rel} {rtype}")
+    return result.get("rrset") if "rrset" in result else result
+
+
+def delete_rrset(zone, name, type, wait=True):
+    """Delete an RRSet. SOA and the apex NS set are refused here, before any request.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.delete_rrset example.org old A
+    """
+    zone, rel, rtype = _rrset_key(zone, name, type)
+    if hecate_dns.is_hetzners({"name": rel, "type": rtype}):
+        raise SaltInvocationError(f"{rel} {rtype} belongs to Hetzner (SOA / apex NS); refusing to delete it")
+
+    def verify():
+        return rrset(zone, rel, rtype) is None
+
+    result = _write("DELETE", _rrset_path(zone, rel, rtype), None, verify, f"delete {rel} {rtype} in {zone}")
+    return _finish(result, wait)
+
+
+def wait_actions(ids, timeout=None, interval=0.1):
+    """Wait until every action in ``ids`` finished; poll them together (``GET /actions?id=..&id=..``,
+    50 ids per request). Returns the final actions; an action in state ``error`` is returned, not raised.
+
+    timeout
+        Seconds; default ``hecate:dns:max_wait`` (120).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.wait_actions '[101, 102, 103]'
+    """
+    if isinstance(ids, (int, str)):
+        ids = [ids]
+    try:
+        pending = list(dict.fromkeys(int(i) for i in ids or []))
+    except (TypeError, ValueError):
+        raise SaltInvocationError(f"ids must be action ids (integers), got {ids!r}") from None
+    if not pending:
+        return []
+    client = _client()
+    timeout = float(timeout if timeout is not None else _config("max_wait", 120))
+    deadline = time.monotonic() + timeout
+    done = {}
+    while pending:
+        time.sleep(interval)
+        for start in range(0, len(pending), ACTION_BATCH):
+            batch = pending[start : start + ACTION_BATCH]
+            body = client.get("actions", params={"id": batch}) or {}
+            for action in body.get("actions") or []:
+                if action.get("status") != "running":
+                    done[action["id"]] = action
+        pending = [i for i in pending if i not in done]
+        if pending and time.monotonic() > deadline:
+            raise CommandExecutionError(f"hetzner_dns: actions {pending} still running after {timeout:.0f}s")
+        interval = min(interval * 2, 2.0)
+    return [done[i] for i in dict.fromkeys(int(i) for i in ids)]
+
+
+def txt_value(text):
+    """Show how a TXT text is written: quoted chunks of at most 255 bytes (UTF-8), escaped.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.txt_value "v=DKIM1; k=rsa; p=MIIBIjANBg..."
+    """
+    try:
+        return hecate_dns.txt_value(str(text))
+    except ValueError as exc:
+        raise SaltInvocationError(str(exc)) from None

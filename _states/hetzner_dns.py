@@ -1,0 +1,359 @@
+"""Hetzner Cloud DNS states: one RRSet (``rrset_present`` / ``rrset_absent``) and a whole zone's worth of
+hecate's RRSets (``rrsets_managed``).
+
+``rrsets_managed`` is the one the ``hecate.dns`` SLS uses. For a zone it:
+
+1. validates the whole ``hecate`` pillar (or the explicit ``rrsets`` list) and the token/endpoint
+   configuration, before any request;
+2. reads the zone once: ``ceil(N/50)`` requests for N RRSets;
+3. diffs on normalised values (IPv6 compressed, host names absolute, TXT chunks re-quoted...);
+4. writes the minimum: one request per RRSet that differs (create, set_records, change_ttl, labels),
+   deletes only sets labelled as hecate's (and only with ``prune``), never SOA or the apex NS set;
+5. waits for all actions together, 50 per poll.
+
+A change-protected set that differs is reported as a failure (the rest still converges). ``test=True``
+shows the diff and sends no write; its result is ``None`` only when something would change.
+
+.. code-block:: yaml
+
+    hecate-dns-example.org:
+      hetzner_dns.rrsets_managed:
+        - name: example.org          # the zone; desired sets come from the hecate pillar
+
+    legacy-mail:
+      hetzner_dns.rrset_present:
+        - name: "@"
+        - zone: example.org
+        - type: MX
+        - values: ["10 mail.example.org"]
+        - ttl: 3600
+"""
+
+import logging
+
+import hecate_dns
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import hecate_schema
+except ImportError:  # pragma: no cover - the schema ships with hecate; kept optional for standalone use
+    hecate_schema = None
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "hetzner_dns"
+
+
+def __virtual__():
+    if "hetzner_dns.rrsets" not in __salt__:
+        return False, "hetzner_dns state: the hetzner_dns execution module is not available (requests missing?)"
+    return __virtualname__
+
+
+def _ret(name, result=True, changes=None, comment=""):
+    return {"name": name, "result": result, "changes": changes or {}, "comment": comment}
+
+
+def _test():
+    return bool(__opts__.get("test"))
+
+
+def _key(name, rtype):
+    return f"{name} {rtype}"
+
+
+def rrset_present(name, zone, type, values, ttl=None, labels=None):
+    """Ensure one RRSet exists with exactly ``values`` (and ``ttl``; ``None`` is the zone default).
+
+    name
+        Relative name (``www``, ``@``, ``*``) or a name inside ``zone``.
+    zone
+        Zone name or id.
+    type
+        Record type.
+    values
+        List of values (presentation form; TXT text is chunked, host names are absolute).
+    ttl
+        Seconds, 60..2147483647, or ``None`` for the zone's default.
+    labels
+        Labels to ensure on the set (other labels are kept).
+
+    .. code-block:: yaml
+
+        www:
+          hetzner_dns.rrset_present:
+            - zone: example.org
+            - type: A
+            - values: [192.0.2.10]
+            - ttl: 300
+    """
+    ret = _ret(name)
+    zone_key = str(zone).strip()
+    try:
+        zone_name = hecate_dns.to_ascii(zone_key)
+        rel = hecate_dns.relative_name(name, zone_name)
+        rtype = str(type).upper()
+        records = hecate_dns.normalise_records(rtype, [values] if isinstance(values, str) else list(values or []))
+        problems = hecate_dns.rrset_problems(rel, rtype, records, ttl)
+        if problems:
+            raise ValueError("; ".join(problems))
+        __salt__["hetzner_dns.check_config"]()
+    except (ValueError, CommandExecutionError, SaltInvocationError) as exc:
+        return _ret(name, False, comment=f"{name} {type}: {exc}")
+    labels = {str(k): str(v) for k, v in dict(labels or {}).items()}
+    try:
+        current = __salt__["hetzner_dns.rrset"](zone_name, rel, rtype)
+    except CommandExecutionError as exc:
+        return _ret(name, False, comment=str(exc))
+    label = _key(hecate_dns.absolute_name(rel, zone_name), rtype)
+    if current is None:
+        ret["changes"] = {label: {"old": None, "new": {"records": records, "ttl": ttl}}}
+        if _test():
+            return {**ret, "result": None, "comment": f"{label} would be created"}
+        try:
+            result = __salt__["hetzner_dns.create_rrset"](zone_name, rel, rtype, records, ttl=ttl, labels=labels or None)
+        except CommandExecutionError as exc:
+            return _ret(name, False, comment=str(exc))
+        return {**ret, "comment": f"{label} created" + (" (confirmed by re-read)" if result.get("reread") else "")}
+
+    old_records = hecate_dns.actual_records(current, zone_name)
+    diff = {}
+    if old_records != records:
+        diff["records"] = {"old": old_records, "new": records}
+    if current.get("ttl") != ttl:
+        diff["ttl"] = {"old": current.get("ttl"), "new": ttl}
+    have_labels = current.get("labels") or {}
+    if any(have_labels.get(k) != v for k, v in labels.items()):
+        diff["labels"] = {"old": have_labels, "new": {**have_labels, **labels}}
+    if not diff:
+        return {**ret, "comment": f"{label} is in the desired state"}
+    if (current.get("protection") or {}).get("change") and ("records" in diff or "ttl" in diff):
+        return _ret(name, False, {}, f"{label} is change-protected; it differs from the desired state: {diff}")
+    if _test():
+        return {**ret, "result": None, "changes": {label: diff}, "comment": f"{label} would be updated"}
+    try:
+        actions = []
+        if "records" in diff:
+            actions.append(__salt__["hetzner_dns.set_records"](zone_name, rel, rtype, records, wait=False).get("action"))
+        if "ttl" in diff:
+            actions.append(__salt__["hetzner_dns.change_ttl"](zone_name, rel, rtype, ttl, wait=False).get("action"))
+        if "labels" in diff:
+            __salt__["hetzner_dns.set_labels"](zone_name, rel, rtype, diff["labels"]["new"])
+        failed = _wait(actions)
+    except CommandExecutionError as exc:
+        return _ret(name, False, comment=str(exc))
+    if failed:
+        return _ret(name, False, {label: diff}, "; ".join(failed))
+    return {**ret, "changes": {label: diff}, "comment": f"{label} updated"}
+
+
+def rrset_absent(name, zone, type):
+    """Ensure an RRSet does not exist. SOA and the apex NS set are never deleted.
+
+    .. code-block:: yaml
+
+        old-host:
+          hetzner_dns.rrset_absent:
+            - zone: example.org
+            - type: A
+    """
+    try:
+        zone_name = hecate_dns.to_ascii(str(zone))
+        rel = hecate_dns.relative_name(name, zone_name)
+        rtype = str(type).upper()
+        if rtype not in hecate_dns.TYPES:
+            raise ValueError(f"unknown record type {type!r}")
+        if hecate_dns.is_hetzners({"name": rel, "type": rtype}):
+            raise ValueError("SOA and the apex NS set belong to Hetzner; hecate never deletes them")
+        __salt__["hetzner_dns.check_config"]()
+        current = __salt__["hetzner_dns.rrset"](zone_name, rel, rtype)
+    except (ValueError, CommandExecutionError, SaltInvocationError) as exc:
+        return _ret(name, False, comment=f"{name} {type}: {exc}")
+    label = _key(hecate_dns.absolute_name(rel, zone_name), rtype)
+    if current is None:
+        return _ret(name, True, comment=f"{label} is already absent")
+    if (current.get("protection") or {}).get("change"):
+        return _ret(name, False, comment=f"{label} is change-protected; not deleting it")
+    changes = {label: {"old": {"records": hecate_dns.actual_records(current, zone_name), "ttl": current.get("ttl")}, "new": None}}
+    if _test():
+        return _ret(name, None, changes, f"{label} would be deleted")
+    try:
+        failed = _wait([__salt__["hetzner_dns.delete_rrset"](zone_name, rel, rtype, wait=False).get("action")])
+    except CommandExecutionError as exc:
+        return _ret(name, False, comment=str(exc))
+    if failed:
+        return _ret(name, False, changes, "; ".join(failed))
+    return _ret(name, True, changes, f"{label} deleted")
+
+
+def _wait(actions):
+    """Wait for all running actions together; return failure texts of actions that ended in error."""
+    ids = [a["id"] for a in actions if a and a.get("status") == "running"]
+    final = {a["id"]: a for a in actions if a}
+    if ids:
+        final.update({a["id"]: a for a in __salt__["hetzner_dns.wait_actions"](ids)})
+    return [
+        f"action {a['id']} ({a.get('command')}) failed: {(a.get('error') or {}).get('message', a.get('error'))}"
+        for a in final.values()
+        if a.get("status") == "error"
+    ]
+
+
+def _desired_from_pillar(zone, targets):
+    """Validate the whole ``hecate`` pillar tree, compile this zone's desired RRSets.
+    Returns ``(desired, labels, prune, problems)``."""
+    raw = __pillar__.get("hecate")
+    problems = []
+    tree = raw
+    if hecate_schema is not None:
+        tree, report = hecate_schema.check(raw)
+        problems.extend(report.errors)
+    if not problems:
+        tree, report = hecate_dns.check(tree)
+        problems.extend(report.errors)
+    if problems:
+        return None, None, None, problems
+    if not hecate_dns.enabled(tree):
+        return None, None, None, [("hecate:dns", "not configured (no zone): nothing to converge")]
+    if zone not in hecate_dns.managed_zones(tree["dns"]):
+        return None, None, None, [("hecate:dns:zones", f"{zone} is not a managed zone ({', '.join(tree['dns']['zones'])})")]
+    report = hecate_dns.Report("hecate")
+    compiled = hecate_dns.compile_zones(tree, targets=targets, report=report)
+    if report.errors:
+        return None, None, None, report.errors
+    return compiled[zone], hecate_dns.owner_labels(tree), bool(tree["dns"].get("prune")), []
+
+
+def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None):
+    """Converge hecate's RRSets in zone ``name``: read once, diff, write the minimum, wait in batches.
+
+    name
+        The zone (e.g. ``example.org``).
+    rrsets
+        Explicit desired sets ``[{name, type, values, ttl}]``. When omitted (the usual case) they are
+        compiled from the validated ``hecate`` pillar: every route domain in the zone gets A/AAAA to the
+        edge targets (or its ``dns: {cname}``), plus ``hecate:dns:records``.
+    targets
+        ``{ipv4: [...], ipv6: [...]}`` overriding ``hecate:dns:targets`` (terraform outputs).
+    prune
+        Delete RRSets labelled as this deployment's (``managed-by: hecate``, ``hecate-owner: <owner>``) that
+        are no longer desired. Default: ``hecate:dns:prune`` (false). Unlabelled sets, SOA and the apex NS
+        set are never deleted.
+    owner
+        The ``hecate-owner`` label value. Default: ``hecate:dns:owner``, else ``hecate:global:environment``.
+
+    .. code-block:: yaml
+
+        hecate-dns-example.org:
+          hetzner_dns.rrsets_managed:
+            - name: example.org
+    """
+    zone = hecate_dns.to_ascii(str(name))
+    if rrsets is None:
+        desired, labels, pillar_prune, problems = _desired_from_pillar(zone, targets)
+        if owner:
+            labels = hecate_dns.owner_labels(owner=owner)
+    else:
+        desired, problems = hecate_dns.desired_from_list(rrsets, zone)
+        labels, pillar_prune = hecate_dns.owner_labels(__pillar__.get("hecate") or {}, owner=owner), False
+    if problems:
+        lines = "\n".join(f"  {path}: {reason}" for path, reason in problems)
+        return _ret(name, False, comment=f"refusing to touch zone {zone}; invalid input:\n{lines}")
+    prune = pillar_prune if prune is None else bool(prune)
+    try:
+        __salt__["hetzner_dns.check_config"]()
+        actual = __salt__["hetzner_dns.rrsets"](zone)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _ret(name, False, comment=f"zone {zone}: {exc}")
+
+    plan = hecate_dns.plan(desired, actual, zone, labels, prune=prune)
+    changes = hecate_dns.describe(plan, zone)
+    writes = hecate_dns.write_count(plan)
+    failures = [f"{_key(hecate_dns.absolute_name(f['name'], zone), f['type'])}: {f['reason']}" for f in plan["failures"]]
+    summary = (
+        f"{len(plan['create'])} to create, "
+        f"{len({(i['name'], i['type']) for k in ('set_records', 'change_ttl', 'set_labels') for i in plan[k]})} to update, "
+        f"{len(plan['delete'])} to delete, {plan['unchanged']} unchanged"
+    )
+    if _test():
+        comment = f"zone {zone}: " + (f"would write: {summary}" if writes else "in the desired state")
+        if failures:
+            return _ret(name, False, changes, comment + "\nwould fail:\n  " + "\n  ".join(failures))
+        return _ret(name, None if writes else True, changes, comment)
+    if not writes:
+        comment = f"zone {zone}: in the desired state ({plan['unchanged']} record sets)"
+        if failures:
+            return _ret(name, False, {}, comment + "\nfailures:\n  " + "\n  ".join(failures))
+        return _ret(name, True, {}, comment)
+
+    applied, errors = _apply(zone, plan)
+    applied_changes = {k: v for k, v in changes.items() if k in applied}
+    failures.extend(errors)
+    comment = f"zone {zone}: {summary}"
+    if failures:
+        return _ret(name, False, applied_changes, comment + "\nfailures:\n  " + "\n  ".join(failures))
+    return _ret(name, True, applied_changes, comment)
+
+
+def _apply(zone, plan):
+    """Send the plan's writes; wait for their actions in batches. Returns (applied change keys, errors).
+
+    Deletes that make room for a desired set (A -> CNAME) go first and are waited for; everything else is
+    sent in one go and waited for together."""
+    applied, errors, pending = set(), [], []  # pending: (change key, action)
+
+    def label(item):
+        return _key(hecate_dns.absolute_name(item["name"], zone), item["type"])
+
+    def send(item, call, *args, **kwargs):
+        try:
+            result = __salt__[f"hetzner_dns.{call}"](zone, item["name"], item["type"], *args, **kwargs)
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            errors.append(f"{label(item)}: {call}: {exc}")
+            return
+        action = result.get("action") if isinstance(result, dict) else None
+        pending.append((label(item), action))
+
+    def settle():
+        actions = [a for _, a in pending if a]
+        try:
+            final = {a["id"]: a for a in actions}
+            ids = [a["id"] for a in actions if a.get("status") == "running"]
+            if ids:
+                final.update({a["id"]: a for a in __salt__["hetzner_dns.wait_actions"](ids)})
+        except CommandExecutionError as exc:
+            errors.append(str(exc))
+            pending.clear()
+            return
+        for change_key, action in pending:
+            outcome = final.get(action["id"]) if action else None
+            if outcome and outcome.get("status") == "error":
+                errors.append(f"{change_key}: action {outcome['id']} ({outcome.get('command')}) failed: {outcome.get('error')}")
+            else:
+                applied.add(change_key)
+        pending.clear()
+
+    replacing = [d for d in plan["delete"] if d["why"].startswith("replaced by")]
+    for item in replacing:
+        send(item, "delete_rrset", wait=False)
+    if replacing:
+        settle()
+    for item in plan["delete"]:
+        if item not in replacing:
+            send(item, "delete_rrset", wait=False)
+    for item in plan["create"]:
+        send(item, "create_rrset", item["records"], ttl=item["ttl"], labels=plan["labels"], wait=False)
+    for item in plan["set_records"]:
+        send(item, "set_records", item["new"], wait=False)
+    for item in plan["change_ttl"]:
+        send(item, "change_ttl", item["new"], wait=False)
+    for item in plan["set_labels"]:
+        try:
+            __salt__["hetzner_dns.set_labels"](zone, item["name"], item["type"], item["new"])
+            pending.append((label(item), None))
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            errors.append(f"{label(item)}: set_labels: {exc}")
+    settle()
+    # A change key is applied only when every write for it went through.
+    failed_keys = {e.split(":", 1)[0] for e in errors}
+    return applied - failed_keys, errors
