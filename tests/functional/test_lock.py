@@ -1,0 +1,260 @@
+"""hecate_lock against the Consul emulator through py-consul: sessions, acquire/release, renewal,
+waiting holders (blocking queries), lost locks, and the deployment records."""
+
+import json
+import threading
+import time
+
+import consul
+import hecate_lock
+import pytest
+from hecate_lock import ConsulLock, LockError, LockLost, LockTimeout, RecordError
+
+from tests.conftest import assert_no_violations
+from tests.emulators.consul import ConsulEmulator
+
+TOKEN = "consul-deploy-token"
+KEY = "hecate/locks/production"
+
+
+@pytest.fixture
+def emu():
+    emulator = ConsulEmulator(tokens={TOKEN: "write", "reader": "read"}).start()
+    yield emulator
+    emulator.stop()
+    assert_no_violations(emulator)
+
+
+def client_for(emulator, token=TOKEN):
+    return consul.Consul(host="127.0.0.1", port=emulator.port, token=token)
+
+
+def test_acquire_stores_holder_and_release_frees_without_lock_delay(emu):
+    lock = ConsulLock(client_for(emu), KEY, ttl=15, info={"deployment": "20250101T000000Z-abc123"})
+    with lock:
+        lock.check()
+        session = lock.session
+        assert emu.holder(KEY) == session
+        stored = json.loads(emu.value(KEY))
+        assert stored["deployment"] == "20250101T000000Z-abc123" and "@" in stored["holder"]
+        assert emu.sessions[session]["TTL"] == "15s" and emu.sessions[session]["Behavior"] == "release"
+    assert emu.holder(KEY) is None and emu.sessions == {}  # released, session destroyed
+    assert "released_at" in json.loads(emu.value(KEY))
+    release = [r for r in emu.writes if "release" in r.query]
+    assert len(release) == 1 and release[0].headers["x-consul-token"] == TOKEN
+    # a clean release carries no lock-delay: the next holder gets the key at once
+    start = time.monotonic()
+    with ConsulLock(client_for(emu), KEY, ttl=10, timeout=0):
+        pass
+    assert time.monotonic() - start < 0.5
+    with pytest.raises(LockLost, match="is not held"):
+        lock.check()
+
+
+def test_two_concurrent_holders_never_interleave(emu):
+    log, errors = [], []
+    log_lock = threading.Lock()
+
+    def deploy(name):
+        try:
+            for round_ in range(3):
+                with ConsulLock(client_for(emu), KEY, ttl=10, timeout=20, retry_interval=0.05, info={"name": name}):
+                    with log_lock:
+                        log.append(("enter", name, round_))
+                    time.sleep(0.03)
+                    with log_lock:
+                        log.append(("exit", name, round_))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deploy, args=(f"deploy-{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert len(log) == 4 * 3 * 2
+    for i in range(0, len(log), 2):  # strictly enter/exit pairs of the same holder
+        assert log[i][0] == "enter" and log[i + 1][:2] == ("exit", log[i][1]), log
+    # waiters blocked on the key (X-Consul-Index) instead of polling in a tight loop
+    blocking = [r for r in emu.reads if "index" in r.query]
+    assert blocking and all(r.arg("wait", "").endswith("ms") for r in blocking)
+    assert len(emu.reads) < 120
+    assert emu.sessions == {}
+
+
+def test_second_holder_times_out_naming_the_holder(emu):
+    first = ConsulLock(client_for(emu), KEY, ttl=10, info={"deployment": "20250101T000000Z-first1"})
+    first.acquire()
+    try:
+        second = ConsulLock(client_for(emu), KEY, ttl=10, timeout=0.4)
+        start = time.monotonic()
+        with pytest.raises(LockTimeout) as caught:
+            second.acquire()
+        waited = time.monotonic() - start
+        assert 0.35 < waited < 2.0
+        message = str(caught.value)
+        assert f"another deploy holds the Consul lock {KEY}: {first.info['holder']}" in message
+        assert "deployment 20250101T000000Z-first1" in message and "waited 0.4s" in message
+        assert caught.value.holder["session"] == first.session
+        assert list(emu.sessions) == [first.session]  # the loser's session is gone
+        assert emu.holder(KEY) == first.session
+        with pytest.raises(LockTimeout, match="did not wait"):
+            ConsulLock(client_for(emu), KEY, ttl=10, timeout=0).acquire()
+    finally:
+        first.release()
+
+
+def test_a_waiting_holder_gets_the_lock_when_released(emu):
+    first = ConsulLock(client_for(emu), KEY, ttl=10)
+    first.acquire()
+    got = {}
+
+    def wait_for_it():
+        with ConsulLock(client_for(emu), KEY, ttl=10, timeout=10) as lock:
+            got["at"] = time.monotonic()
+            got["session"] = lock.session
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    time.sleep(0.3)
+    released_at = time.monotonic()
+    first.release()
+    waiter.join(10)
+    assert "session" in got and got["at"] - released_at < 0.5  # woken by the blocking query, not a poll
+
+
+def test_renewal_keeps_the_lock_beyond_its_ttl(emu):
+    emu.speed = 20.0  # a 10 s TTL lasts 0.5 s of wall time
+    lock = ConsulLock(client_for(emu), KEY, ttl=10, renew_interval=0.1)
+    with lock:
+        time.sleep(1.5)  # three TTLs
+        lock.check()
+        assert emu.holder(KEY) == lock.session
+        assert lock.renewals >= 5 and emu.renewals(lock.session) == lock.renewals
+    assert emu.invalidated[-1][1] == "destroyed"
+
+
+def test_default_renewal_interval_is_half_the_ttl(emu):
+    assert ConsulLock(client_for(emu), KEY, ttl=30).renew_interval == 15
+    with pytest.raises(LockError, match=r"10\.\.86400"):
+        ConsulLock(client_for(emu), KEY, ttl=5)
+
+
+def test_a_crashed_holder_frees_the_key_after_ttl_and_lock_delay(emu):
+    emu.speed = 20.0  # TTL 10 s -> 0.5 s; lock-delay 15 s -> 0.75 s
+    crashed = ConsulLock(client_for(emu), KEY, ttl=10, renew_interval=0.1)
+    crashed.acquire()
+    crashed._stop.set()  # the process "dies": no more renewals, no release
+    start = time.monotonic()
+    with ConsulLock(client_for(emu), KEY, ttl=10, timeout=10, retry_interval=0.05, renew_interval=0.1) as lock:
+        waited = time.monotonic() - start
+        assert emu.holder(KEY) == lock.session
+    assert (crashed.session, "ttl expired") in emu.invalidated
+    assert 1.0 < waited < 3.0  # the TTL (0.5 s) plus the lock-delay (0.75 s), no earlier
+
+
+def test_lost_session_is_detected(emu):
+    lock = ConsulLock(client_for(emu), KEY, ttl=10, renew_interval=0.05)
+    lock.acquire()
+    client_for(emu).session.destroy(lock.session)  # an operator destroys it
+    assert lock.lost.wait(2)
+    with pytest.raises(LockLost, match=f"lost the Consul lock {KEY}"):
+        lock.check()
+    assert lock.release() is False  # nothing to release any more, and no exception
+
+
+def test_transient_renewal_errors_do_not_lose_the_lock(emu):
+    lock = ConsulLock(client_for(emu), KEY, ttl=10, renew_interval=0.05)
+    with lock:
+        emu.inject(status=500, times=2, path="/v1/session/renew/", body="rpc error")
+        time.sleep(0.4)
+        lock.check()
+        assert lock.renewals >= 3
+    assert len([r for r in emu.requests if r.path.startswith("/v1/session/renew/")]) >= 5
+
+
+def test_wrong_token_fails_clearly_without_the_token(emu):
+    with pytest.raises(LockError) as caught:
+        ConsulLock(client_for(emu, token="not-a-token-1234"), KEY, ttl=10).acquire()
+    assert "ACLPermissionDenied" in str(caught.value) and "not-a-token-1234" not in str(caught.value)
+    with pytest.raises(LockError, match="ACLPermissionDenied"):
+        ConsulLock(client_for(emu, token="reader"), KEY, ttl=10).acquire()
+    assert emu.sessions == {}
+
+
+def test_consul_down_is_a_lock_error(emu):
+    port = emu.port
+    emu.stop()
+    with pytest.raises(LockError, match="ConnectionError"):
+        ConsulLock(consul.Consul(host="127.0.0.1", port=port, token=TOKEN), KEY, ttl=10).acquire()
+
+
+# -- deployment records ----------------------------------------------------------------------------
+def test_records_are_created_once_and_listed_in_order(emu):
+    client = client_for(emu)
+    first = hecate_lock.write_record(client, "production", {"status": "success", "components": {"caddy": "2.11"}},
+                                     deployment_id="20250101T000000Z-aaaaaa")  # fmt: skip
+    assert first["id"] == "20250101T000000Z-aaaaaa" and first["environment"] == "production"
+    stored = json.loads(emu.value("hecate/deployments/production/20250101T000000Z-aaaaaa"))
+    assert stored["components"] == {"caddy": "2.11"} and stored["schema"] == 1
+    assert [r.arg("cas") for r in emu.writes] == ["0"]
+    with pytest.raises(RecordError, match="already exists; records are never overwritten"):
+        hecate_lock.write_record(client, "production", {"status": "failed"}, deployment_id="20250101T000000Z-aaaaaa")
+    assert json.loads(emu.value("hecate/deployments/production/20250101T000000Z-aaaaaa"))["status"] == "success"
+    hecate_lock.write_record(client, "production", {"status": "failed"}, deployment_id="20250102T000000Z-bbbbbb")
+    hecate_lock.write_record(client, "staging", {"status": "success"}, deployment_id="20250103T000000Z-cccccc")
+    ids = [r["id"] for r in hecate_lock.list_records(client, "production")]
+    assert ids == ["20250101T000000Z-aaaaaa", "20250102T000000Z-bbbbbb"]
+    assert [r["id"] for r in hecate_lock.list_records(client, "production", status="success")] == [ids[0]]
+    assert [r["id"] for r in hecate_lock.list_records(client, "production", limit=1)] == [ids[1]]
+    assert hecate_lock.list_records(client, "nowhere") == []
+    generated = hecate_lock.write_record(client, "production", {"status": "running"})
+    assert generated["id"] > ids[1]  # generated ids sort after older ones
+
+
+def test_update_record_uses_check_and_set_and_retries_on_conflict(emu):
+    client, other = client_for(emu), client_for(emu)
+    hecate_lock.write_record(client, "production", {"status": "running", "stages": []}, deployment_id="d-1")
+    calls = []
+
+    def add_stage(record):
+        calls.append(1)
+        if len(calls) == 1:  # someone else writes between our read and our write
+            hecate_lock.update_record(other, "production", "d-1", {"note": "concurrent"})
+        return {**record, "stages": [*record["stages"], "terraform"], "status": "success"}
+
+    updated = hecate_lock.update_record(client, "production", "d-1", add_stage)
+    assert len(calls) == 2
+    assert updated["status"] == "success" and updated["note"] == "concurrent" and updated["stages"] == ["terraform"]
+    stored = hecate_lock.read_record(client, "production", "d-1")
+    assert {k: stored[k] for k in ("status", "note", "stages")} == {"status": "success", "note": "concurrent",
+                                                                    "stages": ["terraform"]}  # fmt: skip
+    cas_writes = [r.arg("cas") for r in emu.writes]
+    assert cas_writes[0] == "0" and all(c not in (None, "0") for c in cas_writes[1:])
+    with pytest.raises(RecordError, match="does not exist"):
+        hecate_lock.update_record(client, "production", "nope", {"status": "x"})
+
+
+def test_bad_records_are_refused_before_any_write(emu):
+    client = client_for(emu)
+    with pytest.raises(RecordError, match="not JSON-serialisable"):
+        hecate_lock.write_record(client, "production", {"when": object()}, deployment_id="d-2")
+    with pytest.raises(RecordError, match="Consul KV takes at most"):
+        hecate_lock.write_record(client, "production", {"blob": "x" * (600 * 1024)}, deployment_id="d-3")
+    with pytest.raises(RecordError, match="not a valid key segment"):
+        hecate_lock.write_record(client, "prod/../x", {"status": "x"}, deployment_id="d-4")
+    assert emu.writes == []
+
+
+def test_consul_settings_merge_pillar_over_master_config():
+    opts = {"hecate_ext_pillar": {"consul": {"host": "10.0.0.2", "token": "master-token", "port": 8500}}}
+    hecate = {
+        "global": {"environment": "staging"},
+        "consul": {"address": "https://consul.example.org:8501", "token": "pillar-token", "lock": {"ttl": 60}},
+    }
+    got = hecate_lock.consul_settings(hecate, opts)
+    assert got["address"] == "https://consul.example.org:8501" and got["token"] == "pillar-token"
+    assert got["lock"] == {"key": "hecate/locks/staging", "ttl": 60, "wait": 600, "lock_delay": 15}
+    assert got["deployments"] == {"prefix": "hecate/deployments"} and got["environment"] == "staging"
+    assert hecate_lock.consul_settings(None, opts)["lock"]["key"] == "hecate/locks/production"
