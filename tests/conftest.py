@@ -24,6 +24,11 @@ SEED = FIXTURES / "seed"
 
 
 def pytest_configure(config):
+    # Salt's log handlers outlive pytest's captured streams; without this every late record prints a
+    # "--- Logging error ---" traceback at exit that hides the real output.
+    import logging
+
+    logging.raiseExceptions = False
     config.addinivalue_line("markers", "fault: fault-injection and bad-input suite (part of make test)")
     config.addinivalue_line("markers", "integration: needs a real salt-master + salt-minion")
 

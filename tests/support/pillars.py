@@ -3,27 +3,14 @@
 import copy
 import pathlib
 
-import jinja2
-import yaml
+import hecate_cli
 
 SEED = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "seed" / "hecate.sls"
 
 
-class _SaltStub(dict):
-    """``salt['vault.read_secret'](path)`` in the seed's Jinja -> a plain placeholder string."""
-
-    def __getitem__(self, function):
-        return lambda *args, **kwargs: f"rendered-{function}-{'-'.join(map(str, args)).replace('/', '_')}"
-
-
-def render_sls(path=SEED):
-    text = pathlib.Path(path).read_text()
-    return yaml.safe_load(jinja2.Template(text).render(salt=_SaltStub(), pillar={}, grains={}))
-
-
 def seed_tree():
-    """The seed's ``hecate`` tree, exactly as the user wrote it (vault calls rendered to strings)."""
-    return render_sls()["hecate"]
+    """The seed's ``hecate`` tree, exactly as the user wrote it (its vault calls rendered to strings)."""
+    return hecate_cli.render_sls(SEED)["hecate"]
 
 
 def local_seed_tree(backends, https_backend_port, ports, admin, tls_mode="off"):

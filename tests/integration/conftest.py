@@ -1,0 +1,106 @@
+"""A real salt-master + salt-minion (pytest-salt-factories) shipping hecate the file_roots way:
+the repo in file_roots, ``saltutil.sync_all`` on the minion, ``salt-run saltutil.sync_all`` on the master."""
+
+import pathlib
+import shutil
+import tempfile
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.support.caddy import Backend, Caddy, free_port
+from tests.support.pillars import local_seed_tree, seed_tree
+
+
+@pytest.fixture(scope="package")
+def integration_dir():
+    path = pathlib.Path(tempfile.mkdtemp(prefix="hi", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="package")
+def edge_caddy(integration_dir):
+    caddy = Caddy(integration_dir / "caddy").start()
+    yield caddy
+    caddy.stop()
+
+
+@pytest.fixture(scope="package")
+def edge_backends(integration_dir):
+    plain = {r["service"]: Backend(r["service"]).start() for r in seed_tree()["reverse_proxy"]["caddy"]["routes"]}
+    secure = Backend("wazuh-https", tls_dir=integration_dir / "tls").start()
+    yield plain, secure
+    for backend in [*plain.values(), secure]:
+        backend.stop()
+
+
+@pytest.fixture(scope="package")
+def edge_tree(edge_caddy, edge_backends):
+    plain, secure = edge_backends
+    ports = {"http": free_port(), "https": free_port(), "admin": free_port()}
+    return local_seed_tree({k: b.port for k, b in plain.items()}, secure.port, ports, edge_caddy.admin)
+
+
+class PillarFiles:
+    """The master's pillar_roots: top.sls + hecate.sls, rewritten by tests that need another pillar."""
+
+    def __init__(self, root):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "top.sls").write_text("base:\n  '*':\n    - hecate\n")
+
+    def write(self, tree):
+        (self.root / "hecate.sls").write_text(yaml.safe_dump({"hecate": tree}, sort_keys=False))
+
+
+@pytest.fixture(scope="package")
+def pillar_files(integration_dir, edge_tree):
+    files = PillarFiles(integration_dir / "pillar")
+    files.write(edge_tree)
+    return files
+
+
+@pytest.fixture(scope="package")
+def salt_master(salt_factories, pillar_files):
+    overrides = {
+        "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+        "pillar_roots": {"base": [str(pillar_files.root)]},
+        "ext_pillar": [{"hecate": {}}],
+    }
+    factory = salt_factories.salt_master_daemon("hecate-master", overrides=overrides)
+    with factory.started():
+        yield factory
+
+
+@pytest.fixture(scope="package")
+def salt_minion(salt_master):
+    factory = salt_master.salt_minion_daemon("hecate-edge")
+    with factory.started():
+        yield factory
+
+
+@pytest.fixture(scope="package")
+def salt_call_cli(salt_minion):
+    return salt_minion.salt_call_cli(timeout=120)
+
+
+@pytest.fixture(scope="package")
+def salt_run_cli(salt_master):
+    return salt_master.salt_run_cli(timeout=120)
+
+
+@pytest.fixture(scope="package")
+def synced(salt_call_cli, salt_run_cli):
+    """Ship hecate the classic way and check that each kind of module arrived."""
+    master = salt_run_cli.run("saltutil.sync_all")
+    assert master.returncode == 0, master
+    assert "runners.hecate" in master.data["runners"] and "pillar.hecate" in master.data["pillar"], master.data
+    minion = salt_call_cli.run("saltutil.sync_all")
+    assert minion.returncode == 0, minion
+    assert "modules.caddy" in minion.data["modules"] and "states.caddy" in minion.data["states"], minion.data
+    assert "utils.hecate_caddy" in minion.data["utils"], minion.data
+    refreshed = salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+    assert refreshed.returncode == 0
+    return True
