@@ -1,0 +1,1047 @@
+"""authentik API v3: a thin client for what hecate manages (flows, groups, expression policies, proxy
+providers, applications, outposts, policy bindings, tokens, blueprints).
+
+Configuration (pillar or minion config, read with ``config.get``):
+
+- ``hecate:authentik:url``: authentik's URL (``https://auth.example.org``); ``hecate:authentik:endpoint``
+  overrides it for the API only (for example an internal address).
+- ``hecate:authentik:token``: an API token (Directory > Tokens, intent *API*). Never a function argument.
+- ``hecate:authentik:allow_insecure_endpoint``: allow ``http://`` (labs and tests only).
+- ``hecate:authentik:ca_bundle``: a CA file to verify authentik's certificate with.
+
+Objects are addressed by their natural keys: flow slug, group name, policy name, provider name,
+application slug; functions also accept the pk where authentik uses one. The server version is checked
+before the first call (cached for five minutes): authentik older than 2024.10 is refused (proxy providers
+need ``invalidation_flow`` from 2024.10 on), and groups are read and written with ``parents`` (2025.12+)
+or ``parent`` (before) transparently: this module always shows a ``parents`` list.
+
+A 403 from authentik means the token is invalid, expired or lacks the permission (authentik answers 403,
+not 401, to a bad token); the error says so.
+"""
+
+import datetime
+import hashlib
+import logging
+import re
+import time
+
+import salt.utils.args
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import hecate_http
+
+    HAS_HTTP = True
+    _IMPORT_ERROR = ""
+except ImportError as _exc:  # pragma: no cover - only without hecate's utils
+    HAS_HTTP = False
+    _IMPORT_ERROR = str(_exc)
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "authentik"
+
+MIN_VERSION = (2024, 10)
+PARENTS_VERSION = (2025, 12)
+ASYNC_BLUEPRINTS_VERSION = (2025, 8)
+EMBEDDED_MANAGED = "goauthentik.io/outposts/embedded"
+PAGE_SIZE = 100
+VERSION_TTL = 300
+DEFAULT_AUTHORIZATION_FLOW = "default-provider-authorization-implicit-consent"
+DEFAULT_INVALIDATION_FLOW = "default-provider-invalidation-flow"
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+PROVIDER_FIELDS = (
+    "name",
+    "authentication_flow",
+    "authorization_flow",
+    "invalidation_flow",
+    "property_mappings",
+    "internal_host",
+    "external_host",
+    "internal_host_ssl_validation",
+    "certificate",
+    "skip_path_regex",
+    "basic_auth_enabled",
+    "basic_auth_password_attribute",
+    "basic_auth_user_attribute",
+    "mode",
+    "intercept_header_auth",
+    "cookie_domain",
+    "access_token_validity",
+    "refresh_token_validity",
+)
+APPLICATION_FIELDS = (
+    "name",
+    "slug",
+    "provider",
+    "open_in_new_tab",
+    "meta_launch_url",
+    "meta_description",
+    "meta_publisher",
+    "policy_engine_mode",
+    "group",
+)
+BINDING_FIELDS = ("policy", "group", "user", "target", "negate", "enabled", "order", "timeout", "failure_result")
+
+
+def __virtual__():
+    if not HAS_HTTP:
+        return False, f"authentik: hecate's HTTP helper (hecate_http) is not importable: {_IMPORT_ERROR}"
+    return __virtualname__
+
+
+# -- the client ----------------------------------------------------------------------------------------------
+if HAS_HTTP:
+
+    class AuthentikClient(hecate_http.ApiClient):
+        """hecate's ApiClient with authentik's error vocabulary and pagination."""
+
+        def error(self, method, path, response):
+            try:
+                body = response.json()
+            except ValueError:
+                body = response.text[:500]
+            status = response.status_code
+            if status == 403:
+                detail = body.get("detail") if isinstance(body, dict) else body
+                text = (
+                    f"HTTP 403 ({detail}): authentik refused the API token: it is invalid or expired, or its user "
+                    "lacks the permission for this call. Create a token with intent API (Directory > Tokens) and "
+                    "put it in pillar hecate:authentik:token"
+                )
+            elif status == 400 and isinstance(body, dict):
+                fields = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in sorted(body.items()))
+                text = f"HTTP 400, authentik rejected the request: {fields}"
+            elif status == 404:
+                text = f"HTTP 404: not found ({body.get('detail') if isinstance(body, dict) else body})"
+            else:
+                text = f"HTTP {status}: {body}"
+            return hecate_http.ApiError(self._say(method, path, text), status, body)
+
+        def list(self, path, params=None):
+            """Every result of a paged list: ``pagination.next`` is the next page number, 0 on the last."""
+            params = dict(params or {})
+            params.setdefault("page_size", PAGE_SIZE)
+            page, results = 1, []
+            while True:
+                params["page"] = page
+                body = self.get(path, params=params) or {}
+                results.extend(body.get("results") or [])
+                following = int((body.get("pagination") or {}).get("next") or 0)
+                if not following:
+                    return results
+                if following <= page:
+                    raise hecate_http.ApiError(self._say("GET", path, f"pagination went from page {page} to {following}"))
+                page = following
+
+
+def _cfg(name, default=None):
+    return __salt__["config.get"](f"hecate:authentik:{name}", default)
+
+
+def _client():
+    """The API client for the configured authentik, version-checked (both cached in ``__context__``)."""
+    url = _cfg("endpoint") or _cfg("url")
+    if not url:
+        raise CommandExecutionError("authentik: hecate:authentik:url is not set (pillar or minion config)")
+    url = str(url).rstrip("/")
+    if not url.startswith("https://"):
+        if not (url.startswith("http://") and _cfg("allow_insecure_endpoint", False) is True):
+            raise CommandExecutionError(
+                f"authentik: refusing the non-HTTPS endpoint {url} (set hecate:authentik:allow_insecure_endpoint: true "
+                "for a lab or a test emulator only)"
+            )
+    token = hecate_http.check_token(_cfg("token"), "hecate:authentik:token")
+    verify = _cfg("ca_bundle") or True
+    fingerprint = (url, hashlib.sha256(str(token).encode()).hexdigest(), str(verify))
+    cache = __context__.setdefault("hecate_authentik", {})
+    entry = cache.get("client")
+    if entry is None or entry[0] != fingerprint:
+        client = AuthentikClient(url + "/api/v3", "authentik", token=token, verify=verify)
+        client.root = url
+        entry = (fingerprint, client, None, 0.0)
+        cache["client"] = entry
+    fingerprint, client, version, checked = entry
+    if version is None or time.monotonic() - checked > VERSION_TTL:
+        info = client.get("admin/version/") or {}
+        version = _parse_version(info.get("version_current"))
+        if version < MIN_VERSION:
+            raise CommandExecutionError(
+                f"authentik {info.get('version_current')} is too old: hecate needs 2024.10 or newer "
+                "(proxy providers need invalidation_flow since 2024.10)"
+            )
+        cache["client"] = (fingerprint, client, version, time.monotonic())
+        cache["version_info"] = info
+    client.version = version
+    return client
+
+
+def _parse_version(text):
+    parts = re.findall(r"\d+", str(text or ""))
+    if len(parts) < 2:
+        raise CommandExecutionError(f"authentik: cannot read the server version from {text!r}")
+    return tuple(int(p) for p in parts[:3])
+
+
+def _kwargs(kwargs):
+    return salt.utils.args.clean_kwargs(**kwargs)
+
+
+def _is_uuid(value):
+    return isinstance(value, str) and bool(_UUID.match(value))
+
+
+def _not_found(exc):
+    return isinstance(exc, hecate_http.ApiError) and exc.status == 404
+
+
+# -- version, health, me ---------------------------------------------------------------------------------
+def version():
+    """
+    The running authentik version (``version_current`` and friends) and whether hecate supports it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.version
+    """
+    client = _client()
+    info = dict(__context__["hecate_authentik"].get("version_info") or client.get("admin/version/"))
+    info["supported"] = client.version >= MIN_VERSION
+    info["groups_have_parents"] = client.version >= PARENTS_VERSION
+    return info
+
+
+def health():
+    """
+    authentik's liveness and readiness (``/-/health/live/``, ``/-/health/ready/``) plus the version.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.health
+    """
+    client = _client()
+    out = {}
+    for name in ("live", "ready"):
+        try:
+            client.request("GET", f"{client.root}/-/health/{name}/", ok=(200, 204))
+            out[name] = True
+        except hecate_http.ApiError as exc:
+            out[name] = False
+            out[f"{name}_error"] = str(exc)
+    out["version"] = version()["version_current"]
+    return out
+
+
+def whoami():
+    """
+    The user the API token belongs to (``username``, ``is_superuser``, groups).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.whoami
+    """
+    return (_client().get("core/users/me/") or {}).get("user") or {}
+
+
+# -- flows -----------------------------------------------------------------------------------------------
+def flows(designation=None):
+    """
+    All flows, optionally of one designation (``authorization``, ``invalidation``, ``authentication``...).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.flows designation=authorization
+    """
+    params = {"designation": designation} if designation else {}
+    return _client().list("flows/instances/", params)
+
+
+def flow(slug):
+    """
+    One flow by slug, or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.flow default-provider-authorization-implicit-consent
+    """
+    try:
+        return _client().get(f"flows/instances/{slug}/")
+    except hecate_http.ApiError as exc:
+        if _not_found(exc):
+            return None
+        raise
+
+
+def _flow_pk(value):
+    if value is None or _is_uuid(value):
+        return value
+    found = flow(value)
+    if found is None:
+        raise CommandExecutionError(f"authentik: there is no flow with slug {value!r}")
+    return found["pk"]
+
+
+# -- groups ----------------------------------------------------------------------------------------------
+def _group_view(group):
+    """Normalise a group to carry ``parents`` (a list) on every version."""
+    if group is None:
+        return None
+    group = dict(group)
+    if "parents" not in group:
+        group["parents"] = [group["parent"]] if group.get("parent") else []
+    return group
+
+
+def _group_payload(client, fields):
+    body = {}
+    for field in ("name", "is_superuser", "attributes", "users", "roles"):
+        if fields.get(field) is not None:
+            body[field] = fields[field]
+    if fields.get("parents") is not None:
+        parents = [_group_pk(p) for p in fields["parents"]]
+        if client.version >= PARENTS_VERSION:
+            body["parents"] = parents
+        else:
+            if len(parents) > 1:
+                raise SaltInvocationError(f"authentik {'.'.join(map(str, client.version))} allows one parent group, got {len(parents)}")
+            body["parent"] = parents[0] if parents else None
+    return body
+
+
+def groups(name=None, include_users=False):
+    """
+    All groups (or the one called ``name``), each with a ``parents`` list whatever the version.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.groups
+        salt-call authentik.groups name=admins include_users=True
+    """
+    params = {"include_users": "true" if include_users else "false"}
+    if name:
+        params["name"] = name
+    return [_group_view(g) for g in _client().list("core/groups/", params)]
+
+
+def group(name):
+    """
+    One group by name (or pk), or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.group admins
+    """
+    if _is_uuid(name):
+        try:
+            return _group_view(_client().get(f"core/groups/{name}/", params={"include_users": "false"}))
+        except hecate_http.ApiError as exc:
+            if _not_found(exc):
+                return None
+            raise
+    return next((g for g in groups(name=name) if g["name"] == name), None)
+
+
+def _group_pk(value):
+    if _is_uuid(value):
+        return value
+    found = group(value)
+    if found is None:
+        raise CommandExecutionError(f"authentik: there is no group named {value!r}")
+    return found["pk"]
+
+
+def group_create(name, parents=None, attributes=None, is_superuser=False):
+    """
+    Create a group. ``parents``: group names or pks (authentik before 2025.12 allows one).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.group_create admins
+        salt-call authentik.group_create ops parents='[staff]' attributes='{"team": "ops"}'
+    """
+    client = _client()
+    body = _group_payload(client, {"name": name, "parents": parents, "attributes": attributes, "is_superuser": is_superuser})
+    return _group_view(client.json("POST", "core/groups/", json=body))
+
+
+def group_update(name, **kwargs):
+    """
+    Change a group's ``name`` (as ``new_name``), ``parents``, ``attributes`` or ``is_superuser``.
+    Only the given fields are sent (PATCH).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.group_update admins attributes='{"owner": "ops"}'
+    """
+    kwargs = _kwargs(kwargs)
+    unknown = set(kwargs) - {"new_name", "parents", "attributes", "is_superuser"}
+    if unknown:
+        raise SaltInvocationError(f"authentik.group_update: unknown field(s) {', '.join(sorted(unknown))}")
+    client = _client()
+    pk = _group_pk(name)
+    fields = dict(kwargs)
+    if "new_name" in fields:
+        fields["name"] = fields.pop("new_name")
+    return _group_view(client.json("PATCH", f"core/groups/{pk}/", json=_group_payload(client, fields)))
+
+
+def group_delete(name):
+    """
+    Delete a group by name or pk (its policy bindings go with it). Returns False when there was none.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.group_delete old-team
+    """
+    pk = name if _is_uuid(name) else (group(name) or {}).get("pk")
+    if pk is None:
+        return False
+    try:
+        _client().request("DELETE", f"core/groups/{pk}/")
+    except hecate_http.ApiError as exc:
+        if _not_found(exc):
+            return False
+        raise
+    return True
+
+
+# -- expression policies ---------------------------------------------------------------------------------
+def expression_policies(name=None):
+    """
+    All expression policies (or the one called ``name``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.expression_policies
+    """
+    return _client().list("policies/expression/", {"name": name} if name else {})
+
+
+def expression_policy(name):
+    """
+    One expression policy by name, or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.expression_policy office-hours
+    """
+    return next((p for p in expression_policies(name) if p["name"] == name), None)
+
+
+def _policy_pk(value):
+    if _is_uuid(value):
+        return value
+    found = expression_policy(value)
+    if found is None:
+        raise CommandExecutionError(f"authentik: there is no expression policy named {value!r}")
+    return found["pk"]
+
+
+def expression_policy_create(name, expression, execution_logging=False):
+    """
+    Create an expression policy (Python evaluated by authentik).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.expression_policy_create office-hours 'return 8 <= request.context["now"].hour < 18'
+    """
+    body = {"name": name, "expression": expression, "execution_logging": bool(execution_logging)}
+    return _client().json("POST", "policies/expression/", json=body)
+
+
+def expression_policy_update(name, **kwargs):
+    """
+    Change an expression policy's ``expression``, ``execution_logging`` or name (``new_name``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.expression_policy_update office-hours expression='return True'
+    """
+    kwargs = _kwargs(kwargs)
+    unknown = set(kwargs) - {"new_name", "expression", "execution_logging"}
+    if unknown:
+        raise SaltInvocationError(f"authentik.expression_policy_update: unknown field(s) {', '.join(sorted(unknown))}")
+    if "new_name" in kwargs:
+        kwargs["name"] = kwargs.pop("new_name")
+    return _client().json("PATCH", f"policies/expression/{_policy_pk(name)}/", json=kwargs)
+
+
+def expression_policy_delete(name):
+    """
+    Delete an expression policy (and its bindings). Returns False when there was none.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.expression_policy_delete office-hours
+    """
+    found = expression_policy(name)
+    if found is None:
+        return False
+    _client().request("DELETE", f"policies/expression/{found['pk']}/")
+    return True
+
+
+# -- property mappings -----------------------------------------------------------------------------------
+def scope_mappings(managed=None):
+    """
+    OAuth scope mappings (the ones proxy providers use); ``managed`` filters by managed id.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.scope_mappings managed=goauthentik.io/providers/proxy/scope-proxy
+    """
+    return _client().list("propertymappings/provider/scope/", {"managed": managed} if managed else {})
+
+
+def _mapping_pks(values):
+    if values is None:
+        return None
+    pks, wanted = [], []
+    for value in values:
+        (pks if _is_uuid(value) else wanted).append(value)
+    if wanted:
+        known = scope_mappings()
+        for value in wanted:
+            found = next((m for m in known if value in (m.get("managed"), m.get("name"))), None)
+            if found is None:
+                raise CommandExecutionError(f"authentik: there is no scope mapping {value!r} (name or managed id)")
+            pks.append(found["pk"])
+    return pks
+
+
+# -- proxy providers -------------------------------------------------------------------------------------
+def proxy_providers(name=None):
+    """
+    All proxy providers (or those named ``name``, case-insensitively filtered by the server).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.proxy_providers
+    """
+    return _client().list("providers/proxy/", {"name__iexact": name} if name else {})
+
+
+def proxy_provider(name):
+    """
+    One proxy provider by name (or numeric pk), or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.proxy_provider hecate-grafana
+    """
+    if isinstance(name, int) or (isinstance(name, str) and name.isdigit()):
+        try:
+            return _client().get(f"providers/proxy/{int(name)}/")
+        except hecate_http.ApiError as exc:
+            if _not_found(exc):
+                return None
+            raise
+    return next((p for p in proxy_providers(name) if p["name"] == name), None)
+
+
+def _provider_pk(value):
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    found = proxy_provider(value)
+    if found is None:
+        raise CommandExecutionError(f"authentik: there is no proxy provider named {value!r}")
+    return found["pk"]
+
+
+def _provider_payload(fields):
+    body = {k: v for k, v in fields.items() if k in PROVIDER_FIELDS and v is not None}
+    for flow_field in ("authorization_flow", "invalidation_flow", "authentication_flow"):
+        if flow_field in body:
+            body[flow_field] = _flow_pk(body[flow_field])
+    if "property_mappings" in body:
+        body["property_mappings"] = _mapping_pks(body["property_mappings"])
+    return body
+
+
+def proxy_provider_create(
+    name,
+    external_host,
+    mode="forward_single",
+    authorization_flow=DEFAULT_AUTHORIZATION_FLOW,
+    invalidation_flow=DEFAULT_INVALIDATION_FLOW,
+    **kwargs,
+):
+    """
+    Create a proxy provider. ``mode`` is always sent (authentik's default is ``proxy``, which needs an
+    ``internal_host``); flows are slugs or pks. Further fields as keyword arguments: ``cookie_domain``,
+    ``property_mappings`` (names, managed ids or pks), ``skip_path_regex``, ``internal_host``...
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.proxy_provider_create hecate-grafana https://grafana.example.org
+        salt-call authentik.proxy_provider_create hecate-domain https://auth.example.org mode=forward_domain cookie_domain=example.org
+    """
+    kwargs = _kwargs(kwargs)
+    unknown = set(kwargs) - set(PROVIDER_FIELDS)
+    if unknown:
+        raise SaltInvocationError(f"authentik.proxy_provider_create: unknown field(s) {', '.join(sorted(unknown))}")
+    fields = {
+        **kwargs,
+        "name": name,
+        "external_host": external_host,
+        "mode": mode,
+        "authorization_flow": authorization_flow,
+        "invalidation_flow": invalidation_flow,
+    }
+    return _client().json("POST", "providers/proxy/", json=_provider_payload(fields))
+
+
+def proxy_provider_update(name, **kwargs):
+    """
+    Change the given fields of a proxy provider (PATCH); rename with ``new_name``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.proxy_provider_update hecate-grafana external_host=https://grafana2.example.org
+    """
+    kwargs = _kwargs(kwargs)
+    if "new_name" in kwargs:
+        kwargs["name"] = kwargs.pop("new_name")
+    unknown = set(kwargs) - set(PROVIDER_FIELDS)
+    if unknown:
+        raise SaltInvocationError(f"authentik.proxy_provider_update: unknown field(s) {', '.join(sorted(unknown))}")
+    pk = _provider_pk(name)
+    return _client().json("PATCH", f"providers/proxy/{pk}/", json=_provider_payload(kwargs))
+
+
+def proxy_provider_delete(name):
+    """
+    Delete a proxy provider by name or pk (authentik drops it from outposts). Returns False when there
+    was none.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.proxy_provider_delete hecate-grafana
+    """
+    if isinstance(name, int) or (isinstance(name, str) and name.isdigit()):
+        pk = int(name)
+    else:
+        pk = (proxy_provider(name) or {}).get("pk")
+    if pk is None:
+        return False
+    try:
+        _client().request("DELETE", f"providers/proxy/{pk}/")
+    except hecate_http.ApiError as exc:
+        if _not_found(exc):
+            return False
+        raise
+    return True
+
+
+# -- applications ----------------------------------------------------------------------------------------
+def applications(full=True):
+    """
+    Applications. authentik's list hides the ones the token's user cannot access; ``full`` (default)
+    asks for every application (``superuser_full_list``, honoured for superusers only). Use
+    :func:`application` to find one for sure.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.applications
+    """
+    return _client().list("core/applications/", {"superuser_full_list": "true"} if full else {})
+
+
+def application(slug):
+    """
+    One application by slug (looked up directly: lists can hide it), or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.application hecate-grafana
+    """
+    try:
+        return _client().get(f"core/applications/{slug}/")
+    except hecate_http.ApiError as exc:
+        if _not_found(exc):
+            return None
+        raise
+
+
+def _application_payload(fields):
+    body = {k: v for k, v in fields.items() if k in APPLICATION_FIELDS and v is not None}
+    if "provider" in fields:
+        body["provider"] = _provider_pk(fields["provider"])
+    return body
+
+
+def application_create(slug, name=None, provider=None, **kwargs):
+    """
+    Create an application. ``provider``: a provider name or pk. Further fields: ``meta_launch_url``,
+    ``meta_publisher``, ``meta_description``, ``policy_engine_mode`` (``any``/``all``), ``group``,
+    ``open_in_new_tab``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.application_create hecate-grafana name=Grafana provider=hecate-grafana
+    """
+    kwargs = _kwargs(kwargs)
+    unknown = set(kwargs) - set(APPLICATION_FIELDS)
+    if unknown:
+        raise SaltInvocationError(f"authentik.application_create: unknown field(s) {', '.join(sorted(unknown))}")
+    fields = {**kwargs, "slug": slug, "name": name or slug, "provider": provider}
+    return _client().json("POST", "core/applications/", json=_application_payload(fields))
+
+
+def application_update(slug, **kwargs):
+    """
+    Change the given fields of an application (PATCH); ``provider`` by name or pk, ``new_slug`` renames.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.application_update hecate-grafana meta_launch_url=https://grafana.example.org/
+    """
+    kwargs = _kwargs(kwargs)
+    if "new_slug" in kwargs:
+        kwargs["slug"] = kwargs.pop("new_slug")
+    unknown = set(kwargs) - set(APPLICATION_FIELDS)
+    if unknown:
+        raise SaltInvocationError(f"authentik.application_update: unknown field(s) {', '.join(sorted(unknown))}")
+    return _client().json("PATCH", f"core/applications/{slug}/", json=_application_payload(kwargs))
+
+
+def application_delete(slug):
+    """
+    Delete an application (its policy bindings go with it). Returns False when there was none.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.application_delete hecate-grafana
+    """
+    try:
+        _client().request("DELETE", f"core/applications/{slug}/")
+    except hecate_http.ApiError as exc:
+        if _not_found(exc):
+            return False
+        raise
+    return True
+
+
+# -- outposts --------------------------------------------------------------------------------------------
+def outposts():
+    """
+    All outposts.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.outposts
+    """
+    return _client().list("outposts/instances/")
+
+
+def outpost(name=None):
+    """
+    One outpost by name; without a name (or ``embedded``), authentik's embedded outpost (the one
+    ``managed: goauthentik.io/outposts/embedded``). None when there is none.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.outpost
+        salt-call authentik.outpost edge-outpost
+    """
+    if not name or name == "embedded":
+        found = _client().list("outposts/instances/", {"managed__iexact": EMBEDDED_MANAGED})
+        return next((o for o in found if o.get("managed") == EMBEDDED_MANAGED), None)
+    found = _client().list("outposts/instances/", {"name__iexact": name})
+    return next((o for o in found if o["name"] == name), None)
+
+
+def outpost_update_providers(add=None, remove=None, outpost_name=None):
+    """
+    Add and remove providers (names or pks) on an outpost in one read-modify-write of its ``providers``
+    list; providers already there (or already absent) are left alone. Returns the outpost, or the
+    unchanged one without writing when there is nothing to do.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.outpost_update_providers add='[hecate-grafana]'
+        salt-call authentik.outpost_update_providers remove='[hecate-old]' outpost_name=edge-outpost
+    """
+    found = outpost(outpost_name)
+    if found is None:
+        raise CommandExecutionError(f"authentik: there is no outpost {outpost_name or 'embedded'!r}")
+    current = list(found.get("providers") or [])
+    adds = [_provider_pk(p) for p in add or []]
+    removes = set()
+    for item in remove or []:
+        try:
+            removes.add(_provider_pk(item))
+        except CommandExecutionError:
+            continue  # a provider that no longer exists is not on the outpost either
+    wanted = [p for p in current if p not in removes] + [p for p in adds if p not in current and p not in removes]
+    if wanted == current:
+        return found
+    return _client().json("PATCH", f"outposts/instances/{found['pk']}/", json={"providers": wanted})
+
+
+# -- policy bindings -------------------------------------------------------------------------------------
+def policy_bindings(application=None, targets=None):
+    """
+    Policy bindings: those of one application (slug), of several targets (pks), or all.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.policy_bindings application=hecate-grafana
+    """
+    client = _client()
+    if application:
+        app = _application_or_fail(application)
+        return client.list("policies/bindings/", {"target": app["pk"]})
+    if targets is not None:
+        targets = list(targets)
+        out = []
+        for start in range(0, len(targets), 50):
+            out.extend(client.list("policies/bindings/", {"target_in": targets[start : start + 50]}))
+        return out
+    return client.list("policies/bindings/")
+
+
+def _application_or_fail(slug):
+    found = application(slug)
+    if found is None:
+        raise CommandExecutionError(f"authentik: there is no application with slug {slug!r}")
+    return found
+
+
+def policy_binding_create(application, group=None, policy=None, user=None, order=0, negate=False, enabled=True, timeout=None):
+    """
+    Bind a group (name or pk), an expression policy (name or pk) or a user (pk) to an application
+    (slug or pk). Exactly one of ``group``, ``policy``, ``user``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.policy_binding_create hecate-grafana group=admins
+    """
+    if sum(x is not None for x in (group, policy, user)) != 1:
+        raise SaltInvocationError("authentik.policy_binding_create: give exactly one of group, policy, user")
+    target = application if _is_uuid(application) else _application_or_fail(application)["pk"]
+    body = {"target": target, "order": int(order), "negate": bool(negate), "enabled": bool(enabled)}
+    if group is not None:
+        body["group"] = _group_pk(group)
+    if policy is not None:
+        body["policy"] = _policy_pk(policy)
+    if user is not None:
+        body["user"] = int(user)
+    if timeout is not None:
+        body["timeout"] = int(timeout)
+    return _client().json("POST", "policies/bindings/", json=body)
+
+
+def policy_binding_update(pk, **kwargs):
+    """
+    Change the given fields of a policy binding (by pk): ``order``, ``negate``, ``enabled``, ``timeout``...
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.policy_binding_update 9f0c...e1 order=5
+    """
+    kwargs = _kwargs(kwargs)
+    unknown = set(kwargs) - set(BINDING_FIELDS)
+    if unknown:
+        raise SaltInvocationError(f"authentik.policy_binding_update: unknown field(s) {', '.join(sorted(unknown))}")
+    return _client().json("PATCH", f"policies/bindings/{pk}/", json=kwargs)
+
+
+def policy_binding_delete(pk):
+    """
+    Delete a policy binding by pk. Returns False when there was none.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.policy_binding_delete 9f0c...e1
+    """
+    try:
+        _client().request("DELETE", f"policies/bindings/{pk}/")
+    except hecate_http.ApiError as exc:
+        if _not_found(exc):
+            return False
+        raise
+    return True
+
+
+# -- tokens ----------------------------------------------------------------------------------------------
+def _token_view(token):
+    out = {k: v for k, v in token.items() if k not in ("key", "user_obj")}
+    out["username"] = (token.get("user_obj") or {}).get("username")
+    expires = token.get("expires")
+    out["expires_in_days"] = None
+    if token.get("expiring") and expires:
+        when = datetime.datetime.fromisoformat(str(expires).replace("Z", "+00:00"))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        out["expires_in_days"] = round((when - now).total_seconds() / 86400, 1)
+    return out
+
+
+def tokens(user=None, intent=None):
+    """
+    Tokens (never their keys): identifier, intent, user, ``expires`` and ``expires_in_days``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.tokens user=akadmin intent=api
+    """
+    params = {}
+    if user:
+        params["user__username"] = user
+    if intent:
+        params["intent"] = intent
+    return [_token_view(t) for t in _client().list("core/tokens/", params)]
+
+
+def token(identifier):
+    """
+    One token by identifier (never its key), with its expiry; None when there is none.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.token hecate-api
+    """
+    try:
+        return _token_view(_client().get(f"core/tokens/{identifier}/"))
+    except hecate_http.ApiError as exc:
+        if _not_found(exc):
+            return None
+        raise
+
+
+# -- blueprints ------------------------------------------------------------------------------------------
+def blueprints():
+    """
+    Blueprint instances with their status and last apply.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.blueprints
+    """
+    return _client().list("managed/blueprints/")
+
+
+def blueprint(name):
+    """
+    One blueprint instance by name (or pk), or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.blueprint "Default - Authentication flow"
+    """
+    if _is_uuid(name):
+        try:
+            return _client().get(f"managed/blueprints/{name}/")
+        except hecate_http.ApiError as exc:
+            if _not_found(exc):
+                return None
+            raise
+    return next((b for b in _client().list("managed/blueprints/", {"name": name}) if b["name"] == name), None)
+
+
+def blueprint_apply(name, wait=True, timeout=120, interval=1.0):
+    """
+    Apply a blueprint instance. From authentik 2025.8 on the apply is queued: with ``wait`` (default)
+    this polls until ``last_applied`` moves and reports the final ``status`` (error after ``timeout``
+    seconds). Earlier versions apply synchronously.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call authentik.blueprint_apply "Default - Authentication flow"
+    """
+    found = blueprint(name)
+    if found is None:
+        raise CommandExecutionError(f"authentik: there is no blueprint instance {name!r}")
+    client = _client()
+    before = found.get("last_applied")
+    result = client.json("POST", f"managed/blueprints/{found['pk']}/apply/")
+    if client.version < ASYNC_BLUEPRINTS_VERSION or not wait:
+        return result
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        current = client.get(f"managed/blueprints/{found['pk']}/")
+        if current.get("last_applied") != before and current.get("status") not in (None, "unknown"):
+            if current["status"] == "error":
+                raise CommandExecutionError(f"authentik: blueprint {found['name']!r} failed to apply (status error)")
+            return current
+        if time.monotonic() > deadline:
+            raise CommandExecutionError(f"authentik: blueprint {found['name']!r} was not applied within {timeout}s")
+        time.sleep(float(interval))

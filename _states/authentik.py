@@ -1,0 +1,545 @@
+"""authentik states: protected routes from pillar, and the objects behind them one by one.
+
+``protected_routes`` is the one hecate's state tree uses (``salt/hecate/authentik.sls``): it derives every
+object from the pillar routes that have ``auth:`` and converges authentik in one pass: read once, plan
+(pure, ``hecate_authentik.plan``), then write in dependency order (groups -> providers -> applications ->
+outpost -> bindings), pruning what hecate owns in reverse (bindings -> outpost -> applications ->
+providers [-> groups with ``prune_groups``]). A second run sends no write; ``test=True`` sends none.
+
+The single-object states (``group_present``, ``proxy_provider_present``, ``application_present``,
+``policy_binding_present``, ``outpost_providers_present`` and their ``_absent``) address objects by
+natural key and PATCH only the declared fields that differ. Lists the server adds to
+(``property_mappings``, an outpost's ``providers``) are compared as sets: what is declared must be there.
+"""
+
+import hecate_authentik
+import hecate_schema
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+__virtualname__ = "authentik"
+
+
+def __virtual__():
+    if "authentik.version" not in __salt__:
+        return False, "the authentik execution module is not available (hecate's _modules/authentik.py)"
+    return __virtualname__
+
+
+def _ret(name):
+    return {"name": name, "result": True, "changes": {}, "comment": ""}
+
+
+def _test():
+    return bool(__opts__.get("test"))
+
+
+def _fail(ret, exc, done=None):
+    ret["result"] = False
+    ret["comment"] = str(exc)
+    if done:
+        ret["changes"] = done
+    return ret
+
+
+def _diff(current, wanted):
+    """The declared fields whose value differs: ``{field: {"old": ..., "new": ...}}``."""
+    return {k: {"old": current.get(k), "new": v} for k, v in wanted.items() if v is not None and current.get(k) != v}
+
+
+def _converge(ret, kind, label, current, wanted, create, update):
+    """Shared present-logic: create when absent, PATCH the differing declared fields, honour test."""
+    if current is None:
+        if _test():
+            ret.update(result=None, comment=f"{kind} {label} would be created", changes={"new": wanted})
+            return ret
+        created = create()
+        ret.update(comment=f"{kind} {label} created", changes={"new": wanted, "pk": created.get("pk")})
+        return ret
+    diff = _diff(current, wanted)
+    if not diff:
+        ret["comment"] = f"{kind} {label} is as declared"
+        return ret
+    if _test():
+        ret.update(result=None, comment=f"{kind} {label} would be updated", changes=diff)
+        return ret
+    update({k: v["new"] for k, v in diff.items()})
+    ret.update(comment=f"{kind} {label} updated", changes=diff)
+    return ret
+
+
+def _absent(ret, kind, label, current, delete):
+    if current is None:
+        ret["comment"] = f"{kind} {label} is already absent"
+        return ret
+    if _test():
+        ret.update(result=None, comment=f"{kind} {label} would be deleted", changes={"old": label, "new": None})
+        return ret
+    delete()
+    ret.update(comment=f"{kind} {label} deleted", changes={"old": label, "new": None})
+    return ret
+
+
+# -- groups ------------------------------------------------------------------------------------------------
+def group_present(name, parents=None, attributes=None, is_superuser=None):
+    """A group called ``name``.
+
+    parents
+        Group names; compared as a set (authentik before 2025.12 allows one).
+    attributes
+        Keys to have with these values; other keys on the server are left alone.
+    is_superuser
+        Members become superusers (compared only when given).
+    """
+    ret = _ret(name)
+    try:
+        current = __salt__["authentik.group"](name)
+        if current is None:
+            wanted = {"name": name, "parents": parents, "attributes": attributes, "is_superuser": bool(is_superuser)}
+            return _converge(
+                ret,
+                "group",
+                name,
+                None,
+                wanted,
+                lambda: __salt__["authentik.group_create"](name, parents=parents, attributes=attributes, is_superuser=bool(is_superuser)),
+                None,
+            )
+        diff = {}
+        if parents is not None:
+            names = {g["pk"]: g["name"] for g in __salt__["authentik.groups"]()}
+            have = sorted(names.get(p, p) for p in current.get("parents") or [])
+            if have != sorted(parents):
+                diff["parents"] = {"old": have, "new": sorted(parents)}
+        if attributes is not None:
+            merged = {**(current.get("attributes") or {}), **attributes}
+            if merged != (current.get("attributes") or {}):
+                diff["attributes"] = {"old": current.get("attributes"), "new": merged}
+        if is_superuser is not None and bool(is_superuser) != current.get("is_superuser"):
+            diff["is_superuser"] = {"old": current.get("is_superuser"), "new": bool(is_superuser)}
+        if not diff:
+            ret["comment"] = f"group {name} is as declared"
+            return ret
+        if _test():
+            ret.update(result=None, comment=f"group {name} would be updated", changes=diff)
+            return ret
+        __salt__["authentik.group_update"](current["pk"], **{k: v["new"] for k, v in diff.items()})
+        ret.update(comment=f"group {name} updated", changes=diff)
+        return ret
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+
+
+def group_absent(name):
+    """No group called ``name`` (its policy bindings go with it)."""
+    ret = _ret(name)
+    try:
+        current = __salt__["authentik.group"](name)
+        return _absent(ret, "group", name, current, lambda: __salt__["authentik.group_delete"](current["pk"]))
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+
+
+# -- proxy providers ---------------------------------------------------------------------------------------
+def proxy_provider_present(
+    name,
+    external_host,
+    mode="forward_single",
+    authorization_flow=hecate_authentik.DEFAULT_FLOWS["authorization"],
+    invalidation_flow=hecate_authentik.DEFAULT_FLOWS["invalidation"],
+    cookie_domain=None,
+    property_mappings=None,
+    skip_path_regex=None,
+    internal_host=None,
+):
+    """A proxy provider called ``name``.
+
+    mode
+        ``forward_single`` (default), ``forward_domain`` or ``proxy`` (then ``internal_host`` is needed).
+    authorization_flow / invalidation_flow
+        Flow slugs (defaults: authentik's implicit-consent authorization and provider invalidation flows).
+    property_mappings
+        Scope mappings (names or managed ids) that must be attached; authentik adds its own defaults and
+        those are kept (set semantics).
+    """
+    ret = _ret(name)
+    try:
+        flows = {}
+        for field, slug in (("authorization_flow", authorization_flow), ("invalidation_flow", invalidation_flow)):
+            found = __salt__["authentik.flow"](slug)
+            if found is None:
+                raise CommandExecutionError(f"there is no flow with slug {slug!r} ({field})")
+            flows[field] = found["pk"]
+        wanted = {
+            "external_host": external_host,
+            "mode": mode,
+            **flows,
+            "cookie_domain": cookie_domain,
+            "skip_path_regex": skip_path_regex,
+            "internal_host": internal_host,
+        }
+        mapping_pks = None
+        if property_mappings is not None:
+            known = __salt__["authentik.scope_mappings"]()
+            mapping_pks = []
+            for item in property_mappings:
+                found = next((m for m in known if item in (m["pk"], m.get("managed"), m.get("name"))), None)
+                if found is None:
+                    raise CommandExecutionError(f"there is no scope mapping {item!r}")
+                mapping_pks.append(found["pk"])
+        current = __salt__["authentik.proxy_provider"](name)
+        if current is None:
+            fields = {k: v for k, v in wanted.items() if v is not None}
+            if mapping_pks is not None:
+                fields["property_mappings"] = mapping_pks
+            if _test():
+                ret.update(result=None, comment=f"proxy provider {name} would be created", changes={"new": {"name": name, **fields}})
+                return ret
+            created = __salt__["authentik.proxy_provider_create"](name, **fields)
+            ret.update(comment=f"proxy provider {name} created", changes={"new": {"name": name, **fields}, "pk": created["pk"]})
+            return ret
+        diff = _diff(current, wanted)
+        if mapping_pks is not None and not set(mapping_pks) <= set(current.get("property_mappings") or []):
+            union = sorted(set(current.get("property_mappings") or []) | set(mapping_pks))
+            diff["property_mappings"] = {"old": sorted(current.get("property_mappings") or []), "new": union}
+        if not diff:
+            ret["comment"] = f"proxy provider {name} is as declared"
+            return ret
+        if _test():
+            ret.update(result=None, comment=f"proxy provider {name} would be updated", changes=diff)
+            return ret
+        __salt__["authentik.proxy_provider_update"](current["pk"], **{k: v["new"] for k, v in diff.items()})
+        ret.update(comment=f"proxy provider {name} updated", changes=diff)
+        return ret
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+
+
+def proxy_provider_absent(name):
+    """No proxy provider called ``name`` (authentik drops it from outposts)."""
+    ret = _ret(name)
+    try:
+        current = __salt__["authentik.proxy_provider"](name)
+        return _absent(ret, "proxy provider", name, current, lambda: __salt__["authentik.proxy_provider_delete"](current["pk"]))
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+
+
+# -- applications ------------------------------------------------------------------------------------------
+def application_present(
+    name,
+    display_name=None,
+    provider=None,
+    meta_launch_url=None,
+    meta_publisher=None,
+    meta_description=None,
+    policy_engine_mode=None,
+    group=None,
+):
+    """An application with slug ``name`` (looked up by slug: authentik's list can hide applications).
+
+    display_name
+        The application's name (default: the slug on create; compared only when given).
+    provider
+        The provider's name.
+    """
+    ret = _ret(name)
+    try:
+        provider_pk = None
+        if provider is not None:
+            found = __salt__["authentik.proxy_provider"](provider)
+            if found is None:
+                raise CommandExecutionError(f"there is no proxy provider named {provider!r}")
+            provider_pk = found["pk"]
+        wanted = {
+            "name": display_name,
+            "provider": provider_pk,
+            "meta_launch_url": meta_launch_url,
+            "meta_publisher": meta_publisher,
+            "meta_description": meta_description,
+            "policy_engine_mode": policy_engine_mode,
+            "group": group,
+        }
+        current = __salt__["authentik.application"](name)
+        fields = {k: v for k, v in wanted.items() if v is not None}
+        return _converge(
+            ret,
+            "application",
+            name,
+            current,
+            {"slug": name, **fields},
+            lambda: __salt__["authentik.application_create"](name, **{"name": display_name or name, **fields}),
+            lambda changed: __salt__["authentik.application_update"](name, **changed),
+        )
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+
+
+def application_absent(name):
+    """No application with slug ``name`` (its policy bindings go with it)."""
+    ret = _ret(name)
+    try:
+        current = __salt__["authentik.application"](name)
+        return _absent(ret, "application", name, current, lambda: __salt__["authentik.application_delete"](name))
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+
+
+# -- policy bindings ---------------------------------------------------------------------------------------
+def _find_binding(application, group, policy):
+    if (group is None) == (policy is None):
+        raise SaltInvocationError("give exactly one of group, policy")
+    app = __salt__["authentik.application"](application)
+    if app is None:
+        raise CommandExecutionError(f"there is no application with slug {application!r}")
+    if group is not None:
+        found = __salt__["authentik.group"](group)
+        if found is None:
+            raise CommandExecutionError(f"there is no group named {group!r}")
+        field, pk = "group", found["pk"]
+    else:
+        found = __salt__["authentik.expression_policy"](policy)
+        if found is None:
+            raise CommandExecutionError(f"there is no expression policy named {policy!r}")
+        field, pk = "policy", found["pk"]
+    bindings = __salt__["authentik.policy_bindings"](targets=[app["pk"]])
+    return app, field, pk, next((b for b in bindings if b.get(field) == pk), None)
+
+
+def policy_binding_present(name, application, group=None, policy=None, order=None, negate=False, enabled=True):
+    """A binding of a group (by name) or an expression policy (by name) to the application with slug
+    ``application``. The pair is the key; ``order``, ``negate``, ``enabled`` are compared."""
+    ret = _ret(name)
+    try:
+        app, field, pk, current = _find_binding(application, group, policy)
+        label = f"{application} <- {field} {group or policy}"
+        wanted = {"order": order, "negate": bool(negate), "enabled": bool(enabled)}
+        return _converge(
+            ret,
+            "policy binding",
+            label,
+            current,
+            wanted,
+            lambda: __salt__["authentik.policy_binding_create"](app["pk"], **{field: pk}, order=order or 0, negate=negate, enabled=enabled),
+            lambda changed: __salt__["authentik.policy_binding_update"](current["pk"], **changed),
+        )
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+
+
+def policy_binding_absent(name, application, group=None, policy=None):
+    """No binding of that group or policy to the application (absent application: nothing to do)."""
+    ret = _ret(name)
+    try:
+        if __salt__["authentik.application"](application) is None:
+            ret["comment"] = f"application {application} is absent, so is the binding"
+            return ret
+        _, field, _, current = _find_binding(application, group, policy)
+        label = f"{application} <- {field} {group or policy}"
+        return _absent(ret, "policy binding", label, current, lambda: __salt__["authentik.policy_binding_delete"](current["pk"]))
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+
+
+# -- outposts ----------------------------------------------------------------------------------------------
+def _outpost_membership(name, providers, present):
+    ret = _ret(name)
+    try:
+        outpost = __salt__["authentik.outpost"](name)
+        if outpost is None:
+            raise CommandExecutionError(f"there is no outpost {name!r}")
+        members = set(outpost.get("providers") or [])
+        pending = []
+        for provider in providers:
+            found = __salt__["authentik.proxy_provider"](provider)
+            if found is None:
+                if present:
+                    raise CommandExecutionError(f"there is no proxy provider named {provider!r}")
+                continue
+            if (found["pk"] in members) != present:
+                pending.append(provider)
+        if not pending:
+            ret["comment"] = f"outpost {name}: providers already {'present' if present else 'absent'}"
+            return ret
+        verb = "added" if present else "removed"
+        if _test():
+            ret.update(result=None, comment=f"outpost {name}: providers would be {verb}", changes={verb: pending})
+            return ret
+        __salt__["authentik.outpost_update_providers"](
+            add=pending if present else None, remove=None if present else pending, outpost_name=name
+        )
+        ret.update(comment=f"outpost {name}: providers {verb}", changes={verb: pending})
+        return ret
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+
+
+def outpost_providers_present(name, providers):
+    """The outpost ``name`` (``embedded``: authentik's embedded outpost) serves these providers (names).
+    Other providers on it are left alone."""
+    return _outpost_membership(name, providers, True)
+
+
+def outpost_providers_absent(name, providers):
+    """The outpost ``name`` (``embedded``: authentik's embedded outpost) does not serve these providers."""
+    return _outpost_membership(name, providers, False)
+
+
+# -- the set-level state -------------------------------------------------------------------------------------
+def _tree(hecate):
+    tree = hecate_schema.validate(hecate if hecate is not None else __salt__["config.get"]("hecate", None))
+    return hecate_authentik.validate_tree(tree)
+
+
+def _snapshot(desired):
+    """Read authentik once: everything the plan compares, natural keys -> objects."""
+    prefix = desired["prefix"]
+    flows = {}
+    for role, slug in desired["flows"].items():
+        if slug in flows:
+            continue
+        found = __salt__["authentik.flow"](slug)
+        if found is None:
+            raise CommandExecutionError(f"there is no flow with slug {slug!r} (hecate:authentik:flows:{role})")
+        flows[slug] = found["pk"]
+    groups = {g["name"]: g for g in __salt__["authentik.groups"]()}
+    providers = {p["name"]: p for p in __salt__["authentik.proxy_providers"]()}
+    me = __salt__["authentik.whoami"]()
+    if me.get("is_superuser"):
+        # superuser_full_list is honoured for superusers only: then the list is complete
+        apps = {a["slug"]: a for a in __salt__["authentik.applications"](full=True)}
+    else:
+        apps = {a["slug"]: a for a in __salt__["authentik.applications"](full=False)}
+        wanted = set(desired["applications"])
+        wanted |= {p.get("assigned_application_slug") for p in providers.values() if hecate_authentik.owns_provider(p, prefix)}
+        for slug in sorted(s for s in wanted - set(apps) if s):
+            found = __salt__["authentik.application"](slug)
+            if found is not None:
+                apps[slug] = found
+    outpost = __salt__["authentik.outpost"](desired["outpost"])
+    if outpost is None:
+        raise CommandExecutionError(f"there is no outpost {desired['outpost']!r} (hecate:authentik:outpost:name)")
+    targets = [a["pk"] for s, a in sorted(apps.items()) if s in desired["applications"] or hecate_authentik.owns_application(a, prefix)]
+    bindings = {}
+    if targets:
+        for binding in __salt__["authentik.policy_bindings"](targets=targets):
+            bindings.setdefault(binding["target"], []).append(binding)
+    return {"flows": flows, "groups": groups, "providers": providers, "applications": apps, "outpost": outpost, "bindings": bindings}
+
+
+def _execute(actions, snapshot, desired, done):
+    """Carry out the plan in order; ``done`` collects what happened (for a partial failure's report)."""
+    salt = __salt__
+    flows = snapshot["flows"]
+
+    def mark(kind, verb, value):
+        done.setdefault(kind, {}).setdefault(verb, []).append(value)
+
+    for item in actions["groups_create"]:
+        snapshot["groups"][item["name"]] = salt["authentik.group_create"](item["name"], attributes=item["attributes"])
+        mark("groups", "created", item["name"])
+    for item in actions["providers_create"]:
+        fields = dict(item)
+        name = fields.pop("name")
+        external_host = fields.pop("external_host")
+        fields["authorization_flow"] = flows.get(fields["authorization_flow"], fields["authorization_flow"])
+        fields["invalidation_flow"] = flows.get(fields["invalidation_flow"], fields["invalidation_flow"])
+        snapshot["providers"][name] = salt["authentik.proxy_provider_create"](name, external_host, **fields)
+        mark("providers", "created", name)
+    for item in actions["providers_update"]:
+        snapshot["providers"][item["name"]] = salt["authentik.proxy_provider_update"](
+            item["pk"], **{k: v["new"] for k, v in item["diff"].items()}
+        )
+        mark("providers", "updated", item["name"])
+    for item in actions["applications_create"]:
+        fields = dict(item)
+        slug = fields.pop("slug")
+        fields["provider"] = snapshot["providers"][fields["provider"]]["pk"]
+        snapshot["applications"][slug] = salt["authentik.application_create"](slug, **fields)
+        mark("applications", "created", slug)
+    for item in actions["applications_update"]:
+        changed = {k: v["new"] for k, v in item["diff"].items()}
+        if "provider" in changed:
+            changed["provider"] = snapshot["providers"][desired["applications"][item["slug"]]["provider"]]["pk"]
+        snapshot["applications"][item["slug"]] = salt["authentik.application_update"](item["slug"], **changed)
+        mark("applications", "updated", item["slug"])
+    if actions["outpost_add"] or actions["outpost_remove"]:
+        add = [snapshot["providers"][n]["pk"] for n in actions["outpost_add"]]
+        remove = [snapshot["providers"][n]["pk"] for n in actions["outpost_remove"]]
+        salt["authentik.outpost_update_providers"](add=add, remove=remove, outpost_name=desired["outpost"])
+        for name in actions["outpost_add"]:
+            mark("outpost", "providers_added", name)
+        for name in actions["outpost_remove"]:
+            mark("outpost", "providers_removed", name)
+    for item in actions["bindings_create"]:
+        app = snapshot["applications"][item["application"]]
+        group = snapshot["groups"][item["group"]]
+        salt["authentik.policy_binding_create"](app["pk"], group=group["pk"], order=item["order"])
+        mark("bindings", "created", f"{item['application']} <- group {item['group']}")
+    for item in actions["bindings_update"]:
+        salt["authentik.policy_binding_update"](item["pk"], **{k: v["new"] for k, v in item["diff"].items()})
+        mark("bindings", "updated", f"{item['application']} <- group {item['group']}")
+    for item in actions["bindings_delete"]:
+        salt["authentik.policy_binding_delete"](item["pk"])
+        mark("bindings", "deleted", f"{item['application']} <- {item['what']}")
+    for slug in actions["applications_delete"]:
+        salt["authentik.application_delete"](slug)
+        mark("applications", "deleted", slug)
+    for name in actions["providers_delete"]:
+        salt["authentik.proxy_provider_delete"](snapshot["providers"][name]["pk"])
+        mark("providers", "deleted", name)
+    for name in actions["groups_delete"]:
+        salt["authentik.group_delete"](snapshot["groups"][name]["pk"])
+        mark("groups", "deleted", name)
+
+
+def protected_routes(name, hecate=None, prune=None):
+    """Make authentik guard exactly the pillar routes that have ``auth:``.
+
+    For each such route (``forward_single``, the default): a proxy provider and an application named
+    ``<name_prefix><service>``, the provider on the outpost (the embedded one by default), one policy
+    binding per group in ``auth:groups`` (none: any signed-in user), the groups created when missing.
+    ``forward_domain`` routes share one provider/application per cookie domain. hecate's objects that no
+    route needs any more are removed (``prune``, default ``hecate:authentik:prune``, true).
+
+    name
+        The state's ID (free text).
+    hecate
+        The ``hecate`` tree to use instead of pillar (the orchestration passes it).
+    prune
+        Override ``hecate:authentik:prune``.
+    """
+    ret = _ret(name)
+    try:
+        tree = _tree(hecate)
+    except hecate_schema.PillarError as exc:
+        return _fail(ret, exc)
+    settings = hecate_authentik.section(tree)
+    desired = hecate_authentik.desired_objects(tree)
+    if not desired["providers"] and not settings.get("url") and not settings.get("endpoint"):
+        ret["comment"] = "no route has auth: and authentik is not configured (hecate:authentik:url); nothing to do"
+        return ret
+    prune = settings["prune"] if prune is None else bool(prune)
+    done = {}
+    try:
+        snapshot = _snapshot(desired)
+        actions = hecate_authentik.plan(desired, snapshot, prune=prune, prune_groups=settings["prune_groups"])
+        changes = hecate_authentik.plan_changes(actions)
+        count = len(desired["providers"])
+        if not changes:
+            ret["comment"] = f"authentik already guards the {count} protected route object(s) as declared; nothing sent"
+            return ret
+        if _test():
+            ret.update(result=None, changes=changes, comment="authentik would change (test=True: nothing sent)")
+            return ret
+        _execute(actions, snapshot, desired, done)
+        ret.update(changes=changes, comment=f"authentik converged: {count} protected application(s)")
+        return ret
+    except (CommandExecutionError, SaltInvocationError, KeyError) as exc:
+        return _fail(ret, f"authentik: {exc} (done before the failure: {done or 'nothing'})", done)
+
+
+def mod_watch(name, sfun=None, **kwargs):
+    """``watch``: re-converge the protected routes when a watched state changed."""
+    if sfun == "protected_routes":
+        return protected_routes(name, **kwargs)
+    return {"name": name, "result": False, "changes": {}, "comment": f"watch is not supported by authentik.{sfun}"}

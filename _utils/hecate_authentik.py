@@ -1,0 +1,638 @@
+"""authentik's part of hecate, pure (no I/O): the pillar schema of ``hecate:authentik`` and of a route's
+``auth``, the semantic checks across them, the objects authentik must hold for the protected routes,
+the plan that turns a snapshot of authentik into those objects, and the Caddy JSON for forward auth.
+
+Ownership. hecate marks what it creates and only ever prunes what carries its mark:
+
+- proxy providers are named ``<name_prefix><service>`` (``hecate-`` by default);
+- applications have the slug ``<name_prefix><service>`` *and* ``meta_publisher: hecate``;
+- groups hecate had to create carry ``attributes: {hecate_managed: true}`` (pruned only with
+  ``prune_groups: true``: deleting a group drops its members);
+- policy bindings on an owned application are hecate's: the pillar is the access list.
+
+Routes in ``forward_domain`` mode share one provider and one application per cookie domain
+(``<name_prefix>domain-<cookie domain with dashes>``), as authentik's domain-level forward auth works.
+"""
+
+import re
+from urllib.parse import urlsplit
+
+from hecate_spec import Bool, Field, Hostname, ListOf, Map, Port, Secret, Str, index, key
+
+AK_HEADERS = (
+    "X-Authentik-Username",
+    "X-Authentik-Groups",
+    "X-Authentik-Entitlements",
+    "X-Authentik-Email",
+    "X-Authentik-Name",
+    "X-Authentik-Uid",
+    "X-Authentik-Jwt",
+    "X-Authentik-Meta-Jwks",
+    "X-Authentik-Meta-Outpost",
+    "X-Authentik-Meta-Provider",
+    "X-Authentik-Meta-App",
+    "X-Authentik-Meta-Version",
+)
+OUTPOST_PATH = "/outpost.goauthentik.io/*"
+AUTH_URI = "/outpost.goauthentik.io/auth/caddy"
+MODES = ("forward_single", "forward_domain")
+PUBLISHER = "hecate"
+GROUP_MARK = "hecate_managed"
+EMBEDDED = "embedded"  # outpost name meaning "authentik's embedded outpost" (managed goauthentik.io/outposts/embedded)
+DEFAULT_FLOWS = {
+    "authorization": "default-provider-authorization-implicit-consent",
+    "invalidation": "default-provider-invalidation-flow",
+}
+SLUG = r"^[-a-zA-Z0-9_]+$"
+SLUG_MAX = 50  # authentik <= 2025.x limits slugs to 50 characters
+
+
+class Url(Str):
+    """An http(s) URL with a host and nothing after the path."""
+
+    def __call__(self, value, path, report):
+        value = super().__call__(value, path, report)
+        if isinstance(value, str):
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+                report.error(path, f"must be an http(s) URL like https://auth.example.org, got {value!r}")
+            value = value.rstrip("/")
+        return value
+
+
+class Cidr(Str):
+    def __call__(self, value, path, report):
+        import ipaddress
+
+        value = super().__call__(value, path, report)
+        if isinstance(value, str):
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                if value != "private_ranges":
+                    report.error(path, f"must be a CIDR (10.0.0.0/8) or private_ranges, got {value!r}")
+        return value
+
+
+class Upstream(Str):
+    """Where Caddy reaches the outpost: ``host:port``, ``http(s)://host[:port]`` or ``consul://service[:port]``."""
+
+    def __call__(self, value, path, report):
+        value = super().__call__(value, path, report)
+        if isinstance(value, str):
+            import hecate_schema
+
+            try:
+                hecate_schema.parse_backend(value)
+            except ValueError as exc:
+                report.error(path, str(exc))
+        return value
+
+
+GROUP_NAME = Str(max_len=150, what="group name")
+FLOW_SLUG = Str(pattern=SLUG, max_len=SLUG_MAX, what="flow slug")
+
+PILLAR_SCHEMA = Map(
+    {
+        # the seed's keys (the Nomad job deploys authentik with them)
+        "version": Str(pattern=r"^[A-Za-z0-9._-]+$", what="image tag"),
+        "database": Map(
+            {
+                "name": Str(pattern=r"^[A-Za-z0-9_]+$", what="database name"),
+                "user": Str(pattern=r"^[A-Za-z0-9_]+$", what="database user"),
+                "password": Secret(),
+                "host": Str(),
+                "port": Field(Str(pattern=r"^\d+$", what="port")),
+            }
+        ),
+        "secret_key": Secret(),
+        "ports": Map({"http": Port(), "https": Port()}),
+        # the API and the routes
+        "url": Url(),
+        "endpoint": Url(),
+        "token": Secret(),
+        "allow_insecure_endpoint": Field(Bool(), default=False),
+        "ca_bundle": Str(pattern=r"^/", what="absolute path"),
+        "service": Field(Str(pattern=r"^[a-z0-9]([a-z0-9_-]{0,62})$", what="service name"), default="authentik"),
+        "mode": Field(Str(choices=list(MODES)), default="forward_single"),
+        "cookie_domain": Hostname(),
+        "outpost": Field(Map({"name": Field(Str(max_len=150), default=EMBEDDED), "upstream": Upstream()}), default=dict),
+        "flows": Field(
+            Map(
+                {
+                    "authorization": Field(FLOW_SLUG, default=DEFAULT_FLOWS["authorization"]),
+                    "invalidation": Field(FLOW_SLUG, default=DEFAULT_FLOWS["invalidation"]),
+                }
+            ),
+            default=dict,
+        ),
+        "name_prefix": Field(Str(pattern=r"^[a-z0-9][a-z0-9_-]{0,19}$", what="name prefix"), default="hecate-"),
+        "prune": Field(Bool(), default=True),
+        "prune_groups": Field(Bool(), default=False),
+        "trusted_proxies": ListOf(Cidr(), unique=True),
+    }
+)
+
+
+class _RouteAuth:
+    """A route's ``auth``: a mapping, or ``true`` (any signed-in user); ``false``/null: not protected."""
+
+    MAP = Map(
+        {
+            "groups": Field(ListOf(GROUP_NAME, unique=True), default=list),
+            "mode": Str(choices=list(MODES)),
+            "cookie_domain": Hostname(),
+            "name": Str(max_len=150, what="application name"),
+        }
+    )
+
+    def __call__(self, value, path, report):
+        if value is None or value is False:
+            return value
+        if value is True:
+            value = {}
+        return self.MAP(value, path, report)
+
+
+ROUTE_AUTH_SCHEMA = _RouteAuth()
+
+
+# -- settings derived from the tree ----------------------------------------------------------------------
+def section(tree):
+    """``hecate:authentik`` with its defaults (works on an unvalidated tree too)."""
+    ak = dict((tree or {}).get("authentik") or {})
+    ak.setdefault("service", "authentik")
+    ak.setdefault("mode", "forward_single")
+    ak.setdefault("name_prefix", "hecate-")
+    ak.setdefault("prune", True)
+    ak.setdefault("prune_groups", False)
+    ak.setdefault("allow_insecure_endpoint", False)
+    ak["outpost"] = {"name": EMBEDDED, **(ak.get("outpost") or {})}
+    ak["flows"] = {**DEFAULT_FLOWS, **(ak.get("flows") or {})}
+    return ak
+
+
+def _routes(tree):
+    return (((tree or {}).get("reverse_proxy") or {}).get("caddy") or {}).get("routes") or []
+
+
+def _service(route):
+    if route.get("service"):
+        return route["service"]
+    import hecate_schema
+
+    return hecate_schema.route_service(route)
+
+
+def auth_routes(tree):
+    """The routes that have ``auth`` (in pillar order)."""
+    return [r for r in _routes(tree) if r.get("auth") or r.get("auth") == {}]
+
+
+def authentik_route(tree):
+    """The route that serves authentik itself (``service`` = ``hecate:authentik:service``), or None."""
+    service = section(tree)["service"]
+    return next((r for r in _routes(tree) if _service(r) == service), None)
+
+
+def public_url(tree):
+    """authentik's public URL: ``hecate:authentik:url``, else https://<domain of authentik's route>."""
+    ak = section(tree)
+    if ak.get("url"):
+        return ak["url"].rstrip("/")
+    route = authentik_route(tree)
+    if route is not None and route.get("domain") and "*" not in route["domain"]:
+        return f"https://{route['domain']}"
+    return None
+
+
+def outpost_upstream(tree):
+    """Where Caddy reaches the outpost: ``outpost.upstream``, else the backend of authentik's route."""
+    ak = section(tree)
+    if ak["outpost"].get("upstream"):
+        return ak["outpost"]["upstream"]
+    route = authentik_route(tree)
+    if route is not None:
+        backends = ([route["backend"]] if route.get("backend") else []) + list(route.get("backends") or [])
+        if backends:
+            return backends[0]
+    return None
+
+
+def route_mode(route, tree):
+    auth = route.get("auth") if isinstance(route.get("auth"), dict) else {}
+    return auth.get("mode") or section(tree)["mode"]
+
+
+def route_cookie_domain(route, tree):
+    auth = route.get("auth") if isinstance(route.get("auth"), dict) else {}
+    return auth.get("cookie_domain") or section(tree).get("cookie_domain") or ((tree or {}).get("global") or {}).get("domain")
+
+
+def route_groups(route):
+    auth = route.get("auth") if isinstance(route.get("auth"), dict) else {}
+    return list(auth.get("groups") or [])
+
+
+def _scheme(tree):
+    tls = ((((tree or {}).get("reverse_proxy") or {}).get("caddy") or {}).get("tls") or {}).get("mode", "acme")
+    return "http" if tls in ("off", False) else "https"
+
+
+def validate_tree(tree):
+    """Apply :data:`PILLAR_SCHEMA`, :data:`ROUTE_AUTH_SCHEMA` and :func:`check_pillar` to a tree that
+    ``hecate_schema`` already validated (idempotent: a tree normalised once comes back unchanged).
+    Returns the tree; raises ``PillarError`` naming every bad key path."""
+    from hecate_spec import Report
+
+    report = Report("hecate")
+    tree = dict(tree or {})
+    tree["authentik"] = PILLAR_SCHEMA(tree.get("authentik"), "hecate:authentik", report)
+    for i, route in enumerate(_routes(tree)):
+        if "auth" in route:
+            route["auth"] = ROUTE_AUTH_SCHEMA(route["auth"], key(index("hecate:reverse_proxy:caddy:routes", i), "auth"), report)
+    if not report.errors:
+        check_pillar(tree, report)
+    report.raise_if_errors()
+    return tree
+
+
+# -- semantic checks ---------------------------------------------------------------------------------------
+def check_pillar(tree, report):
+    """Checks spanning keys, added to ``report`` with key paths. ``tree`` is the normalised hecate tree."""
+    ak = section(tree)
+    base = "hecate:authentik"
+    for name in ("url", "endpoint"):
+        value = ak.get(name)
+        if isinstance(value, str) and value.startswith("http://") and not ak["allow_insecure_endpoint"]:
+            report.error(key(base, name), "must be https:// (allow_insecure_endpoint: true is for labs and tests only)")
+    protected = [(i, r) for i, r in enumerate(_routes(tree)) if r.get("auth") or r.get("auth") == {}]
+    if not protected:
+        return
+    prefix = ak["name_prefix"]
+    domains = {}
+    service = ak["service"]
+    for i, route in protected:
+        where = key(index("hecate:reverse_proxy:caddy:routes", i), "auth")
+        if public_url(tree) is None:
+            report.error(where, f"needs authentik: set {base}:url (or add a route with service: {service})")
+        if outpost_upstream(tree) is None:
+            report.error(where, f"needs the outpost's address: set {base}:outpost:upstream (or add a route with service: {service})")
+        if _service(route) == service:
+            report.error(where, "authentik's own route cannot be behind authentik (nobody could sign in)")
+        if "*" in route.get("domain", "") and route_mode(route, tree) == "forward_single":
+            report.error(where, "a wildcard domain needs mode: forward_domain (forward_single protects one host)")
+        if route_mode(route, tree) == "forward_domain":
+            cookie = route_cookie_domain(route, tree)
+            domain = route.get("domain", "").lstrip("*.")
+            if not cookie:
+                report.error(where, f"forward_domain needs a cookie_domain (here, in {base}:cookie_domain or hecate:global:domain)")
+                continue
+            if not (domain == cookie or domain.endswith("." + cookie)):
+                report.error(where, f"domain {route.get('domain')!r} is outside cookie_domain {cookie!r}")
+            groups = sorted(route_groups(route))
+            if cookie in domains and domains[cookie][1] != groups:
+                report.error(
+                    key(where, "groups"),
+                    f"routes in forward_domain mode under {cookie!r} share one authentik application: their groups must be "
+                    f"the same (routes[{domains[cookie][0]}] has {domains[cookie][1]})",
+                )
+            domains.setdefault(cookie, (i, groups))
+            name = domain_object_name(cookie, prefix)
+        else:
+            name = f"{prefix}{_service(route)}"
+        if len(name) > SLUG_MAX or not re.match(SLUG, name):
+            report.error(where, f"the authentik application slug {name!r} would be invalid (at most {SLUG_MAX} of a-z 0-9 - _)")
+
+
+def domain_object_name(cookie_domain, prefix):
+    return f"{prefix}domain-{cookie_domain.replace('.', '-')}"
+
+
+# -- desired objects ---------------------------------------------------------------------------------------
+def desired_objects(tree):
+    """What authentik must hold for the protected routes. Pure.
+
+    Returns ``{"flows": {role: slug}, "groups": [names], "providers": {name: fields},
+    "applications": {slug: fields}, "bindings": {slug: [group, ...]}, "outpost": name,
+    "prefix": str}``. Provider fields name flows by slug; applications name their provider by name.
+    """
+    ak = section(tree)
+    prefix = ak["name_prefix"]
+    scheme = _scheme(tree)
+    out = {
+        "flows": dict(ak["flows"]),
+        "groups": [],
+        "providers": {},
+        "applications": {},
+        "bindings": {},
+        "outpost": ak["outpost"]["name"],
+        "prefix": prefix,
+    }
+    for route in auth_routes(tree):
+        mode = route_mode(route, tree)
+        auth = route["auth"] if isinstance(route.get("auth"), dict) else {}
+        if mode == "forward_domain":
+            cookie = route_cookie_domain(route, tree)
+            name = domain_object_name(cookie, prefix)
+            if name in out["providers"]:
+                continue
+            provider = {
+                "name": name,
+                "mode": mode,
+                "external_host": public_url(tree),
+                "cookie_domain": cookie,
+                "authorization_flow": ak["flows"]["authorization"],
+                "invalidation_flow": ak["flows"]["invalidation"],
+            }
+            display = auth.get("name") or cookie
+        else:
+            name = f"{prefix}{_service(route)}"
+            provider = {
+                "name": name,
+                "mode": mode,
+                "external_host": f"{scheme}://{route['domain']}",
+                "authorization_flow": ak["flows"]["authorization"],
+                "invalidation_flow": ak["flows"]["invalidation"],
+            }
+            display = auth.get("name") or _service(route)
+        out["providers"][name] = provider
+        out["applications"][name] = {
+            "slug": name,
+            "name": display,
+            "provider": name,
+            "meta_launch_url": f"{scheme}://{route['domain'].lstrip('*.')}/",
+            "meta_publisher": PUBLISHER,
+            "policy_engine_mode": "any",
+        }
+        groups = route_groups(route)
+        out["bindings"][name] = groups
+        for group in groups:
+            if group not in out["groups"]:
+                out["groups"].append(group)
+    return out
+
+
+# -- the plan: snapshot of authentik + desired -> ordered actions ------------------------------------------
+def owns_provider(provider, prefix):
+    return str(provider.get("name", "")).startswith(prefix)
+
+
+def owns_application(app, prefix):
+    return str(app.get("slug", "")).startswith(prefix) and app.get("meta_publisher") == PUBLISHER
+
+
+def owns_group(group):
+    return bool((group.get("attributes") or {}).get(GROUP_MARK))
+
+
+def _differs(current, wanted):
+    return {f: {"old": current.get(f), "new": v} for f, v in wanted.items() if current.get(f) != v}
+
+
+def plan(desired, snapshot, prune=True, prune_groups=False):
+    """Compare ``desired`` (from :func:`desired_objects`) with ``snapshot`` and return the actions.
+
+    ``snapshot`` holds what was read, natural keys resolved to pks::
+
+        {"flows": {slug: pk}, "groups": {name: group}, "providers": {name: provider},
+         "applications": {slug: app}, "outpost": outpost (its "providers" are pks),
+         "bindings": {app_pk: [binding, ...]}}
+
+    Provider ``property_mappings`` and the outpost's ``providers`` are compared as sets (authentik adds
+    its own entries). Returns ``{"groups_create", "providers_create", "providers_update",
+    "applications_create", "applications_update", "outpost_add", "outpost_remove", "bindings_create",
+    "bindings_update", "bindings_delete", "applications_delete", "providers_delete", "groups_delete"}``;
+    each a list in execution order. Updates carry only the declared fields that differ.
+    """
+    prefix = desired["prefix"]
+    flows = snapshot["flows"]
+    actions = {name: [] for name in ACTION_ORDER}
+    for name in desired["groups"]:
+        if name not in snapshot["groups"]:
+            actions["groups_create"].append({"name": name, "attributes": {GROUP_MARK: True}})
+
+    for name, fields in desired["providers"].items():
+        wanted = {**fields}
+        for role in ("authorization", "invalidation"):
+            slug = wanted[f"{role}_flow"]
+            wanted[f"{role}_flow"] = flows.get(slug, slug)
+        current = snapshot["providers"].get(name)
+        if current is None:
+            actions["providers_create"].append(wanted)
+            continue
+        diff = _differs(current, {k: v for k, v in wanted.items() if k != "property_mappings"})
+        wanted_maps = set(fields.get("property_mappings") or [])
+        have_maps = set(current.get("property_mappings") or [])
+        if not wanted_maps <= have_maps:
+            diff["property_mappings"] = {"old": sorted(have_maps), "new": sorted(have_maps | wanted_maps)}
+        if diff:
+            actions["providers_update"].append({"name": name, "pk": current["pk"], "diff": diff})
+
+    for slug, fields in desired["applications"].items():
+        current = snapshot["applications"].get(slug)
+        if current is None:
+            actions["applications_create"].append(dict(fields))
+            continue
+        provider = snapshot["providers"].get(fields["provider"])
+        wanted = {k: v for k, v in fields.items() if k != "provider"}
+        diff = _differs(current, wanted)
+        if provider is None or current.get("provider") != provider["pk"]:
+            diff["provider"] = {"old": current.get("provider"), "new": fields["provider"]}
+        if diff:
+            actions["applications_update"].append({"slug": slug, "diff": diff})
+
+    # outpost membership: desired providers in, owned-but-undesired providers out
+    outpost = snapshot.get("outpost") or {"providers": []}
+    members = set(outpost.get("providers") or [])
+    for name in desired["providers"]:
+        current = snapshot["providers"].get(name)
+        if current is None or current["pk"] not in members:
+            actions["outpost_add"].append(name)
+    doomed_providers = []
+    if prune:
+        doomed_providers = [
+            p for n, p in sorted(snapshot["providers"].items()) if owns_provider(p, prefix) and n not in desired["providers"]
+        ]
+        actions["outpost_remove"] = [p["name"] for p in doomed_providers if p["pk"] in members]
+
+    # bindings on owned/desired applications: exactly the pillar's groups
+    for slug, groups in desired["bindings"].items():
+        app = snapshot["applications"].get(slug)
+        existing = list(snapshot["bindings"].get(app["pk"], [])) if app else []
+        by_group = {}
+        for binding in existing:
+            if binding.get("group") and binding.get("policy") is None and binding.get("user") is None:
+                by_group.setdefault(binding["group"], []).append(binding)
+        keep = set()
+        for order, group_name in enumerate(groups):
+            group = snapshot["groups"].get(group_name)
+            found = by_group.get(group["pk"], []) if group else []
+            if not found:
+                actions["bindings_create"].append({"application": slug, "group": group_name, "order": order})
+                continue
+            binding = found[0]
+            keep.add(binding["pk"])
+            diff = _differs(binding, {"order": order, "enabled": True, "negate": False})
+            if diff:
+                actions["bindings_update"].append({"application": slug, "group": group_name, "pk": binding["pk"], "diff": diff})
+        for binding in existing:
+            if binding["pk"] not in keep:
+                actions["bindings_delete"].append({"application": slug, "pk": binding["pk"], "what": _binding_label(binding, snapshot)})
+
+    if prune:
+        for slug, app in sorted(snapshot["applications"].items()):
+            if owns_application(app, prefix) and slug not in desired["applications"]:
+                actions["applications_delete"].append(slug)
+        actions["providers_delete"] = [p["name"] for p in doomed_providers]
+        if prune_groups:
+            for name, group in sorted(snapshot["groups"].items()):
+                if owns_group(group) and name not in desired["groups"]:
+                    actions["groups_delete"].append(name)
+    return actions
+
+
+ACTION_ORDER = (
+    "groups_create",
+    "providers_create",
+    "providers_update",
+    "applications_create",
+    "applications_update",
+    "outpost_add",
+    "outpost_remove",
+    "bindings_create",
+    "bindings_update",
+    "bindings_delete",
+    "applications_delete",
+    "providers_delete",
+    "groups_delete",
+)
+
+
+def _binding_label(binding, snapshot):
+    if binding.get("group"):
+        name = next((n for n, g in snapshot["groups"].items() if g["pk"] == binding["group"]), binding["group"])
+        return f"group {name}"
+    if binding.get("policy"):
+        return f"policy {binding['policy']}"
+    return f"user {binding.get('user')}"
+
+
+def plan_changes(actions):
+    """A human-readable ``changes`` dict for Salt (empty when there is nothing to do)."""
+    changes = {}
+
+    def put(kind, verb, value):
+        if value:
+            changes.setdefault(kind, {})[verb] = value
+
+    put("groups", "created", [a["name"] for a in actions["groups_create"]])
+    put("providers", "created", [a["name"] for a in actions["providers_create"]])
+    put("providers", "updated", {a["name"]: a["diff"] for a in actions["providers_update"]})
+    put("applications", "created", [a["slug"] for a in actions["applications_create"]])
+    put("applications", "updated", {a["slug"]: a["diff"] for a in actions["applications_update"]})
+    put("outpost", "providers_added", list(actions["outpost_add"]))
+    put("outpost", "providers_removed", list(actions["outpost_remove"]))
+    put("bindings", "created", [f"{a['application']} <- group {a['group']}" for a in actions["bindings_create"]])
+    put("bindings", "updated", {f"{a['application']} <- group {a['group']}": a["diff"] for a in actions["bindings_update"]})
+    put("bindings", "deleted", [f"{a['application']} <- {a['what']}" for a in actions["bindings_delete"]])
+    put("applications", "deleted", list(actions["applications_delete"]))
+    put("providers", "deleted", list(actions["providers_delete"]))
+    put("groups", "deleted", list(actions["groups_delete"]))
+    return changes
+
+
+# -- Caddy -------------------------------------------------------------------------------------------------
+def _proxy_handler(upstream):
+    """A reverse_proxy handler to the outpost (``host:port``, ``http(s)://...`` or ``consul://...``)."""
+    import hecate_schema
+
+    backend = hecate_schema.parse_backend(upstream)
+    handler = {"handler": "reverse_proxy"}
+    if backend["scheme"] == "consul":
+        name = f"{backend['host']}.service.consul"
+        if backend["port"]:
+            handler["dynamic_upstreams"] = {"source": "a", "name": name, "port": str(backend["port"]), "refresh": "5s"}
+        else:
+            handler["dynamic_upstreams"] = {"source": "srv", "name": name, "refresh": "5s"}
+    else:
+        host = backend["host"]
+        host = f"[{host}]" if ":" in host else host
+        handler["upstreams"] = [{"dial": f"{host}:{backend['port']}"}]
+    if backend["scheme"] == "https":
+        handler["transport"] = {"protocol": "http", "tls": {}}
+    return handler
+
+
+def strip_route():
+    """Delete every client-sent ``X-Authentik-*`` request header (the explicit list and a wildcard for any
+    future one): the backend must only ever see what the outpost vouched for."""
+    return {"handle": [{"handler": "headers", "request": {"delete": [*AK_HEADERS, "X-Authentik-*"]}}]}
+
+
+def forward_auth_handler(tree):
+    """Caddy's ``forward_auth`` expanded, as authentik documents it for Caddy (reference/caddy)."""
+    upstream = outpost_upstream(tree)
+    if upstream is None:
+        raise ValueError("no outpost upstream: set hecate:authentik:outpost:upstream or add authentik's route")
+    handler = _proxy_handler(upstream)
+    handler["rewrite"] = {"method": "GET", "uri": AUTH_URI}
+    handler["headers"] = {"request": {"set": {"X-Forwarded-Method": ["{http.request.method}"], "X-Forwarded-Uri": ["{http.request.uri}"]}}}
+    handler["handle_response"] = [
+        {
+            "match": {"status_code": [2]},
+            "routes": [
+                {
+                    "handle": [
+                        {
+                            "handler": "headers",
+                            "request": {"set": {name: [f"{{http.reverse_proxy.header.{name}}}"] for name in sorted(AK_HEADERS)}},
+                        }
+                    ]
+                }
+            ],
+        }
+    ]
+    trusted = section(tree).get("trusted_proxies")
+    if trusted:
+        handler["trusted_proxies"] = _expand_trusted(trusted)
+    return handler
+
+
+PRIVATE_RANGES = ["192.168.0.0/16", "172.16.0.0/12", "10.0.0.0/8", "127.0.0.1/8", "fd00::/8", "::1"]
+
+
+def _expand_trusted(items):
+    out = []
+    for item in items:
+        for cidr in PRIVATE_RANGES if item == "private_ranges" else [item]:
+            if cidr not in out:
+                out.append(cidr)
+    return out
+
+
+def caddy_auth_handlers(route, hecate_tree):
+    """The routes to put in a protected route's subroute before its reverse_proxy: strip the client's
+    ``X-Authentik-*`` headers, then forward auth to the outpost (2xx: copy its ``X-Authentik-*`` headers
+    onto the request and go on; anything else, like the 302 to the login flow, goes back to the client)."""
+    if not (route.get("auth") or route.get("auth") == {}):
+        return []
+    return [strip_route(), {"handle": [forward_auth_handler(hecate_tree)]}]
+
+
+def caddy_outpost_route(route, hecate_tree):
+    """Server-level routes placed before a protected route: ``/outpost.goauthentik.io/*`` on its host goes
+    to the outpost (sign-in callback, start, sign-out), ahead of forward auth, with the same stripping."""
+    if not (route.get("auth") or route.get("auth") == {}):
+        return []
+    upstream = outpost_upstream(hecate_tree)
+    if upstream is None:
+        raise ValueError("no outpost upstream: set hecate:authentik:outpost:upstream or add authentik's route")
+    return [
+        {
+            "@id": f"hecate_route_{_service(route)}.outpost",
+            "match": [{"host": [route["domain"]], "path": [OUTPOST_PATH]}],
+            "handle": [{"handler": "subroute", "routes": [strip_route(), {"handle": [_proxy_handler(upstream)]}]}],
+            "terminal": True,
+        }
+    ]
