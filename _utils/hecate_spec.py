@@ -75,7 +75,9 @@ class Map:
         out = {}
         for name, item in value.items():
             if name not in self.fields:
-                close = difflib.get_close_matches(str(name), list(self.fields), n=1, cutoff=0.6)
+                close = difflib.get_close_matches(str(name), list(self.fields), n=1, cutoff=0.6) or [
+                    known for known in self.fields if str(name).startswith(known) or known.startswith(str(name))
+                ]
                 hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(self.fields))}"
                 report.error(key(path, name), "unknown key" + hint)
                 continue

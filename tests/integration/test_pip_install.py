@@ -1,0 +1,98 @@
+"""The second way of shipping: ``pip install .`` registers everything through the ``salt.loader``
+entry point, no sync. Installed into its own target dir so it cannot borrow the repo's files."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, SEED
+from tests.support.http import backend_of, get
+
+pytestmark = pytest.mark.integration
+BIN = pathlib.Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def installed(integration_dir):
+    site = integration_dir / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(REPO)],
+        check=True,
+        cwd=integration_dir,
+    )
+    assert (site / "hecate_salt" / "modules" / "caddy.py").is_file()
+    return site
+
+
+@pytest.fixture(scope="module")
+def masterless(integration_dir, edge_tree):
+    """A minion and master config for salt-call --local / salt-run without daemons: only salt/ in
+    file_roots, no module_dirs, nothing synced."""
+    root = integration_dir / "ml"
+    conf = root / "conf"
+    pillar = root / "pillar"
+    # salt-run without a master daemon: it still wants the master's job cache directory.
+    for path in (conf, pillar, root / "var" / "cache" / "salt" / "master" / "proc"):
+        path.mkdir(parents=True, exist_ok=True)
+    (pillar / "top.sls").write_text("base:\n  '*':\n    - hecate\n")
+    (pillar / "hecate.sls").write_text(yaml.safe_dump({"hecate": edge_tree}))
+    common = {
+        "root_dir": str(root),
+        "file_roots": {"base": [str(REPO / "salt")]},
+        "pillar_roots": {"base": [str(pillar)]},
+        "log_file": str(root / "salt.log"),
+        "user": os.environ.get("USER") or "root",
+    }
+    (conf / "minion").write_text(yaml.safe_dump({**common, "id": "edge-pip", "file_client": "local"}))
+    (conf / "master").write_text(yaml.safe_dump({**common, "id": "master-pip", "ext_pillar": [{"hecate": {}}]}))
+    return conf
+
+
+def salt(tool, conf, site, *args):
+    env = dict(os.environ)
+    if site:
+        env["PYTHONPATH"] = str(site)
+    cmd = [str(BIN / tool), "-c", str(conf), "--out=json", *(["--local"] if tool == "salt-call" else []), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+
+
+def test_without_the_package_salt_has_no_hecate(masterless):
+    result = salt("salt-call", masterless, None, "sys.list_modules")
+    assert result.returncode == 0, result.stderr
+    assert "caddy" not in json.loads(result.stdout)["local"]
+
+
+def test_pip_installed_pack_converges_masterless(installed, masterless, edge_tree, edge_caddy):
+    result = salt("salt-call", masterless, installed, "state.apply", "hecate.routes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    ret = next(iter(json.loads(result.stdout)["local"].values()))
+    assert ret["result"] is True, ret["comment"]
+    status, _, body = get(edge_tree["reverse_proxy"]["caddy"]["ports"]["http"], "s3api.cybermonkey.dev")
+    assert (status, backend_of(body)) == (200, "minio-api")
+    routes = salt("salt-call", masterless, installed, "caddy.routes", "server=hecate")
+    assert {r["id"] for r in json.loads(routes.stdout)["local"]} >= {"hecate_route_minio-api", "hecate_catch_all"}
+
+
+def test_pip_installed_runner_and_ext_pillar(installed, masterless):
+    result = salt("salt-run", masterless, installed, "hecate.validate", "minion=edge-pip")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["valid"] is True
+
+
+def test_pip_installed_validator_for_pillar_repo_ci(installed, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    good = subprocess.run([str(installed / "bin" / "hecate-validate"), str(SEED / "hecate.sls")], capture_output=True, text=True, env=env)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "valid: 8 route(s)" in good.stdout
+    broken = tmp_path / "hecate.sls"
+    broken.write_text(
+        (SEED / "hecate.sls").read_text().replace("admin: 2019", "admin: 2019\n      admin_address: 0.0.0.0:2019")
+    )
+    bad = subprocess.run([str(installed / "bin" / "hecate-validate"), str(broken)], capture_output=True, text=True, env=env)
+    assert bad.returncode == 1
+    assert "hecate:reverse_proxy:caddy:admin_address: unknown key; did you mean 'admin'?" in bad.stdout
