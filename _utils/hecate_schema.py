@@ -103,6 +103,8 @@ def parse_backend(value):
         else:
             host, port = hostport
     else:
+        if re.match(r"^(https?|consul)://", value):
+            raise ValueError(f"{value!r} is neither host:port nor http(s)://host[:port] (no path allowed)")
         if "://" in value:
             raise ValueError(f"{value!r}: scheme must be http, https or consul")
         hostport = parse_hostport(value)
