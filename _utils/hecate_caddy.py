@@ -13,6 +13,7 @@ What hecate owns in a Caddy config (everything else is left as found):
 
 import copy
 
+import hecate_authentik
 import hecate_schema
 
 SERVER = "hecate"
@@ -107,8 +108,6 @@ def compile_route(route, tree):
     profile = caddy["profiles"][route["profile"]]
     inner = profile_routes(profile)
     if route.get("auth"):
-        import hecate_authentik  # imported here: only auth routes need it
-
         inner.extend(hecate_authentik.caddy_auth_handlers(route, tree))
     inner.append({"handle": [*profile_handlers(profile), reverse_proxy(route, caddy)]})
     return {
@@ -136,8 +135,6 @@ def compile_server(tree):
     routes = []
     for route in caddy["routes"]:
         if route.get("auth"):
-            import hecate_authentik
-
             routes.extend(hecate_authentik.caddy_outpost_route(route, tree) or [])
         routes.append(compile_route(route, tree))
     server = {"@id": SERVER_ID, "listen": [f":{port}"], "routes": [*routes, catch_all()]}

@@ -10,8 +10,11 @@ schema next to their compiler (``hecate_<backend>.PILLAR_SCHEMA`` / ``check_pill
 
 import re
 
+import hecate_authentik
+import hecate_dns
+import hecate_nomad
+import hecate_terraform
 from hecate_spec import (
-    Anything,
     Bool,
     Duration,
     Field,
@@ -221,8 +224,8 @@ ROUTE = Map(
             default="round_robin",
         ),
         "health": HEALTH,
-        "auth": Anything(),  # schema: hecate_authentik.ROUTE_AUTH_SCHEMA
-        "dns": Anything(),  # schema: hecate_dns.ROUTE_DNS_SCHEMA
+        "auth": hecate_authentik.ROUTE_AUTH_SCHEMA,
+        "dns": hecate_dns.ROUTE_DNS_SCHEMA,
     }
 )
 
@@ -285,11 +288,11 @@ SCHEMA = Map(
             ),
             default=dict,
         ),
-        "authentik": Anything(),  # schema: hecate_authentik.PILLAR_SCHEMA
-        "dns": Anything(),  # schema: hecate_dns.PILLAR_SCHEMA
-        "nomad": Anything(),  # schema: hecate_nomad.PILLAR_SCHEMA
-        "terraform": Anything(),  # schema: hecate_terraform.PILLAR_SCHEMA
-        "consul": Anything(),  # schema: hecate_terraform.CONSUL_SCHEMA
+        "authentik": hecate_authentik.PILLAR_SCHEMA,
+        "dns": hecate_dns.PILLAR_SCHEMA,
+        "nomad": hecate_nomad.PILLAR_SCHEMA,
+        "terraform": hecate_terraform.PILLAR_SCHEMA,
+        "consul": hecate_terraform.CONSUL_SCHEMA,
         "resources": Map(
             {
                 "reverse_proxy": RESOURCE,
@@ -331,6 +334,9 @@ def check(tree):
         _check_caddy(out, report)
         _check_nginx(out, report)
         _check_coturn(out, report)
+    if not report.errors:  # backend checks rely on the normalised caddy section (services, defaults)
+        for backend in (hecate_authentik, hecate_dns, hecate_nomad, hecate_terraform):
+            backend.check_pillar(out, report)
     return out, report
 
 
