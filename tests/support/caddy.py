@@ -129,9 +129,10 @@ class Caddy:
 class Backend:
     """A local HTTP (or HTTPS) server that answers with JSON describing the request it got."""
 
-    def __init__(self, name, tls_dir=None):
+    def __init__(self, name, tls_dir=None, port=0):
         self.name = name
         self.tls_dir = tls_dir
+        self.wanted_port = port
         self.server = None
         self.hits = 0
 
@@ -144,7 +145,7 @@ class Backend:
             def log_message(self, *args):
                 pass
 
-            def do_GET(self):  # noqa: N802 - http.server's naming
+            def do_GET(self):
                 backend.hits += 1
                 body = json.dumps(
                     {"backend": backend.name, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}
@@ -156,7 +157,7 @@ class Backend:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.wanted_port), Handler)
         self.server.daemon_threads = True
         if self.tls_dir:
             cert, key = self_signed(self.tls_dir)

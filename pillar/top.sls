@@ -1,0 +1,6 @@
+base:
+  'roles:hecate-*':
+    - match: grain
+    - hecate
+  '*':
+    - hecate
