@@ -62,7 +62,7 @@ def _key(name, rtype):
     return f"{name} {rtype}"
 
 
-def rrset_present(name, zone, type, values, ttl=None, labels=None):
+def rrset_present(name, zone, type, values, ttl=None, labels=None, **kwargs):
     """Ensure one RRSet exists with exactly ``values`` (and ``ttl``; ``None`` is the zone default).
 
     name
@@ -147,7 +147,7 @@ def rrset_present(name, zone, type, values, ttl=None, labels=None):
     return {**ret, "changes": {label: diff}, "comment": f"{label} updated"}
 
 
-def rrset_absent(name, zone, type):
+def rrset_absent(name, zone, type, **kwargs):
     """Ensure an RRSet does not exist. SOA and the apex NS set are never deleted.
 
     .. code-block:: yaml
@@ -224,7 +224,7 @@ def _desired_from_pillar(zone, targets):
     return compiled[zone], hecate_dns.owner_labels(tree), bool(tree["dns"].get("prune")), []
 
 
-def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None):
+def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None, **kwargs):
     """Converge hecate's RRSets in zone ``name``: read once, diff, write the minimum, wait in batches.
 
     name

@@ -824,13 +824,14 @@ def plan(desired, actual, zone, labels, prune=False):
         blockers = [
             r for r in by_name.get(name, []) if r["type"] != rtype and (rtype == "CNAME" or r["type"] == "CNAME") and not is_hetzners(r)
         ]
+        foreign = [r for r in blockers if not is_ours(r, labels)]
+        if foreign:  # leave everything at this name alone, ours included: half a replacement helps no one
+            for r in foreign:
+                fail(name, rtype, f"conflicts with an existing {r['type']} set hecate does not own (no {MANAGED_BY} label)")
+            continue
         blocked = False
         for r in blockers:
-            if is_ours(r, labels):
-                blocked |= not delete(r, f"replaced by {rtype}")
-            else:
-                blocked = True
-                fail(name, rtype, f"conflicts with an existing {r['type']} set hecate does not own (no {MANAGED_BY} label)")
+            blocked |= not delete(r, f"replaced by {rtype}")
         if blocked:
             continue
         have = index_.get((name, rtype))
