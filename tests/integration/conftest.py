@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.emulators.consul import ConsulEmulator
+from tests.emulators.vault import VaultEmulator
 from tests.support.caddy import Backend, Caddy, free_port
 from tests.support.pillars import local_seed_tree, seed_tree
 
@@ -36,11 +38,39 @@ def edge_backends(integration_dir):
         backend.stop()
 
 
+VAULT_TOKEN = "hvs.integration-root"
+CONSUL_TOKEN = "consul-integration-token"
+COTURN_SECRET = "s3cr3t-coturn-from-vault"
+AUTHENTIK_KEY = "s3cr3t-authentik-from-consul"
+
+
+@pytest.fixture(scope="package")
+def vault():
+    emulator = VaultEmulator(tokens={VAULT_TOKEN: {"policies": ["root"]}}).start()
+    emulator.put("secret", "hecate/coturn", {"auth_secret": COTURN_SECRET})
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="package")
+def consul():
+    emulator = ConsulEmulator(tokens={CONSUL_TOKEN: "write"}).start()
+    import consul as consul_client
+
+    consul_client.Consul(host="127.0.0.1", port=emulator.port, token=CONSUL_TOKEN).kv.put("hecate/authentik/secret_key", AUTHENTIK_KEY)
+    yield emulator
+    emulator.stop()
+
+
 @pytest.fixture(scope="package")
 def edge_tree(edge_caddy, edge_backends):
+    """The seed pillar on local backends, with its secrets as vault:/consul: references for the ext_pillar."""
     plain, secure = edge_backends
     ports = {"http": free_port(), "https": free_port(), "admin": free_port()}
-    return local_seed_tree({k: b.port for k, b in plain.items()}, secure.port, ports, edge_caddy.admin)
+    tree = local_seed_tree({k: b.port for k, b in plain.items()}, secure.port, ports, edge_caddy.admin)
+    tree["reverse_proxy"]["coturn"]["static_auth_secret"] = "vault:secret/hecate/coturn#auth_secret"
+    tree["authentik"]["secret_key"] = "consul:hecate/authentik/secret_key"
+    return tree
 
 
 class PillarFiles:
@@ -63,11 +93,15 @@ def pillar_files(integration_dir, edge_tree):
 
 
 @pytest.fixture(scope="package")
-def salt_master(salt_factories, pillar_files):
+def salt_master(salt_factories, pillar_files, vault, consul):
     overrides = {
         "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
         "pillar_roots": {"base": [str(pillar_files.root)]},
         "ext_pillar": [{"hecate": {}}],
+        "hecate_ext_pillar": {
+            "vault": {"url": vault.url, "token": VAULT_TOKEN},
+            "consul": {"host": "127.0.0.1", "port": consul.port, "scheme": "http", "token": CONSUL_TOKEN},
+        },
     }
     factory = salt_factories.salt_master_daemon("hecate-master", overrides=overrides)
     with factory.started():

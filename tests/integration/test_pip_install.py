@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, SEED
+from tests.integration.conftest import CONSUL_TOKEN, VAULT_TOKEN
 from tests.support.http import backend_of, get
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ def installed(integration_dir):
 
 
 @pytest.fixture(scope="module")
-def masterless(integration_dir, edge_tree):
+def masterless(integration_dir, edge_tree, vault, consul):
     """A minion and master config for salt-call --local / salt-run without daemons: only salt/ in
     file_roots, no module_dirs, nothing synced."""
     root = integration_dir / "ml"
@@ -49,7 +50,13 @@ def masterless(integration_dir, edge_tree):
         "user": os.environ.get("USER") or "root",
     }
     (conf / "minion").write_text(yaml.safe_dump({**common, "id": "edge-pip", "file_client": "local"}))
-    (conf / "master").write_text(yaml.safe_dump({**common, "id": "master-pip", "ext_pillar": [{"hecate": {}}]}))
+    secrets = {
+        "vault": {"url": vault.url, "token": VAULT_TOKEN},
+        "consul": {"host": "127.0.0.1", "port": consul.port, "scheme": "http", "token": CONSUL_TOKEN},
+    }
+    (conf / "master").write_text(
+        yaml.safe_dump({**common, "id": "master-pip", "ext_pillar": [{"hecate": {}}], "hecate_ext_pillar": secrets})
+    )
     return conf
 
 
@@ -90,9 +97,7 @@ def test_pip_installed_validator_for_pillar_repo_ci(installed, tmp_path):
     assert good.returncode == 0, good.stdout + good.stderr
     assert "valid: 8 route(s)" in good.stdout
     broken = tmp_path / "hecate.sls"
-    broken.write_text(
-        (SEED / "hecate.sls").read_text().replace("admin: 2019", "admin: 2019\n      admin_address: 0.0.0.0:2019")
-    )
+    broken.write_text((SEED / "hecate.sls").read_text().replace("admin: 2019", "admin: 2019\n      admin_address: 0.0.0.0:2019"))
     bad = subprocess.run([str(installed / "bin" / "hecate-validate"), str(broken)], capture_output=True, text=True, env=env)
     assert bad.returncode == 1
     assert "hecate:reverse_proxy:caddy:admin_address: unknown key; did you mean 'admin'?" in bad.stdout

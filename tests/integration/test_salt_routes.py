@@ -15,6 +15,7 @@ def _state(result):
 
 
 def test_state_apply_routes_converges_then_is_a_no_op(synced, salt_call_cli, edge_caddy, edge_tree):
+    edge_caddy.reset()
     first = _state(salt_call_cli.run("state.apply", "hecate.routes"))
     assert first["result"] is True, first["comment"]
     assert len(first["changes"]["added"]) == 8
@@ -22,6 +23,7 @@ def test_state_apply_routes_converges_then_is_a_no_op(synced, salt_call_cli, edg
     status, _, body = get(http_port, "observe.cybermonkey.dev")
     assert (status, backend_of(body)) == (200, "grafana")
     mutations = edge_caddy.mutations()
+    assert mutations[-1:] == [("POST", "/config/")]
 
     dry = _state(salt_call_cli.run("state.apply", "hecate.routes", test=True))
     second = _state(salt_call_cli.run("state.apply", "hecate.routes"))

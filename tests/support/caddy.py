@@ -95,6 +95,21 @@ class Caddy:
         conn.close()
         return response.status, body
 
+    def reset(self):
+        """Back to nothing but the admin endpoint (a test's starting point), logged like any mutation."""
+        import http.client
+
+        conn = http.client.HTTPConnection("localhost", timeout=10)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(self.socket_path)
+        conn.sock = sock
+        body = json.dumps({"admin": {"listen": self.admin}})
+        conn.request(
+            "POST", "/load", body=body, headers={"Host": "localhost", "Content-Type": "application/json", "User-Agent": "hecate-tests"}
+        )
+        assert conn.getresponse().status == 200
+        conn.close()
+
     def config_bytes(self):
         return self.admin_get("/config/")[1]
 
