@@ -25,6 +25,11 @@ def __virtual__():
     return __virtualname__
 
 
+class _Missing(CommandExecutionError):
+    """A referenced object does not exist: an error, except in test mode, where an earlier state of the
+    same run may be about to create it."""
+
+
 def _ret(name):
     return {"name": name, "result": True, "changes": {}, "comment": ""}
 
@@ -34,6 +39,9 @@ def _test():
 
 
 def _fail(ret, exc, done=None):
+    if isinstance(exc, _Missing) and _test():
+        ret.update(result=None, comment=f"{exc} (yet): it may be created by an earlier state of this run")
+        return ret
     ret["result"] = False
     ret["comment"] = str(exc)
     if done:
@@ -248,7 +256,7 @@ def application_present(
         if provider is not None:
             found = __salt__["authentik.proxy_provider"](provider)
             if found is None:
-                raise CommandExecutionError(f"there is no proxy provider named {provider!r}")
+                raise _Missing(f"there is no proxy provider named {provider!r}")
             provider_pk = found["pk"]
         wanted = {
             "name": display_name,
@@ -290,36 +298,39 @@ def _find_binding(application, group, policy):
         raise SaltInvocationError("give exactly one of group, policy")
     app = __salt__["authentik.application"](application)
     if app is None:
-        raise CommandExecutionError(f"there is no application with slug {application!r}")
+        raise _Missing(f"there is no application with slug {application!r}")
     if group is not None:
         found = __salt__["authentik.group"](group)
         if found is None:
-            raise CommandExecutionError(f"there is no group named {group!r}")
+            raise _Missing(f"there is no group named {group!r}")
         field, pk = "group", found["pk"]
     else:
         found = __salt__["authentik.expression_policy"](policy)
         if found is None:
-            raise CommandExecutionError(f"there is no expression policy named {policy!r}")
+            raise _Missing(f"there is no expression policy named {policy!r}")
         field, pk = "policy", found["pk"]
     bindings = __salt__["authentik.policy_bindings"](targets=[app["pk"]])
     return app, field, pk, next((b for b in bindings if b.get(field) == pk), None)
 
 
-def policy_binding_present(name, application, group=None, policy=None, order=None, negate=False, enabled=True):
+def policy_binding_present(name, application, group=None, policy=None, binding_order=None, negate=False, enabled=True):
     """A binding of a group (by name) or an expression policy (by name) to the application with slug
-    ``application``. The pair is the key; ``order``, ``negate``, ``enabled`` are compared."""
+    ``application``. The pair is the key; ``binding_order`` (authentik's ``order``; Salt reserves
+    ``order`` for state ordering), ``negate`` and ``enabled`` are compared."""
     ret = _ret(name)
     try:
         app, field, pk, current = _find_binding(application, group, policy)
         label = f"{application} <- {field} {group or policy}"
-        wanted = {"order": order, "negate": bool(negate), "enabled": bool(enabled)}
+        wanted = {"order": binding_order, "negate": bool(negate), "enabled": bool(enabled)}
         return _converge(
             ret,
             "policy binding",
             label,
             current,
             wanted,
-            lambda: __salt__["authentik.policy_binding_create"](app["pk"], **{field: pk}, order=order or 0, negate=negate, enabled=enabled),
+            lambda: __salt__["authentik.policy_binding_create"](
+                app["pk"], **{field: pk}, order=binding_order or 0, negate=negate, enabled=enabled
+            ),
             lambda changed: __salt__["authentik.policy_binding_update"](current["pk"], **changed),
         )
     except (CommandExecutionError, SaltInvocationError) as exc:
@@ -353,7 +364,7 @@ def _outpost_membership(name, providers, present):
             found = __salt__["authentik.proxy_provider"](provider)
             if found is None:
                 if present:
-                    raise CommandExecutionError(f"there is no proxy provider named {provider!r}")
+                    raise _Missing(f"there is no proxy provider named {provider!r}")
                 continue
             if (found["pk"] in members) != present:
                 pending.append(provider)
@@ -410,7 +421,7 @@ def _snapshot(desired):
     else:
         apps = {a["slug"]: a for a in __salt__["authentik.applications"](full=False)}
         wanted = set(desired["applications"])
-        wanted |= {p.get("assigned_application_slug") for p in providers.values() if hecate_authentik.owns_provider(p, prefix)}
+        wanted |= {p.get("assigned_application_slug") for p in providers.values() if hecate_authentik.owns_provider(p, prefix, apps)}
         for slug in sorted(s for s in wanted - set(apps) if s):
             found = __salt__["authentik.application"](slug)
             if found is not None:

@@ -4,9 +4,10 @@ the plan that turns a snapshot of authentik into those objects, and the Caddy JS
 
 Ownership. hecate marks what it creates and only ever prunes what carries its mark:
 
-- proxy providers are named ``<name_prefix><service>`` (``hecate-`` by default);
+- proxy providers are named ``<name_prefix><service>`` (``hecate-`` by default) and serve no application
+  or one of hecate's (a prefixed provider on somebody else's application is theirs);
 - applications have the slug ``<name_prefix><service>`` *and* ``meta_publisher: hecate``;
-- groups hecate had to create carry ``attributes: {hecate_managed: true}`` (pruned only with
+- groups hecate had to create carry ``attributes: {hecate_managed: <name_prefix>}`` (pruned only with
   ``prune_groups: true``: deleting a group drops its members);
 - policy bindings on an owned application are hecate's: the pillar is the access list.
 
@@ -276,7 +277,7 @@ def check_pillar(tree, report):
         where = key(index("hecate:reverse_proxy:caddy:routes", i), "auth")
         if public_url(tree) is None:
             report.error(where, f"needs authentik: set {base}:url (or add a route with service: {service})")
-        if outpost_upstream(tree) is None:
+        elif outpost_upstream(tree) is None:
             report.error(where, f"needs the outpost's address: set {base}:outpost:upstream (or add a route with service: {service})")
         if _service(route) == service:
             report.error(where, "authentik's own route cannot be behind authentik (nobody could sign in)")
@@ -374,16 +375,22 @@ def desired_objects(tree):
 
 
 # -- the plan: snapshot of authentik + desired -> ordered actions ------------------------------------------
-def owns_provider(provider, prefix):
-    return str(provider.get("name", "")).startswith(prefix)
+def owns_provider(provider, prefix, applications=None):
+    """A provider is hecate's when its name has the prefix and it serves no application, or one of
+    hecate's (a prefixed provider attached to somebody else's application is theirs)."""
+    if not str(provider.get("name", "")).startswith(prefix):
+        return False
+    slug = provider.get("assigned_application_slug")
+    app = (applications or {}).get(slug) if slug else None
+    return app is None or owns_application(app, prefix)
 
 
 def owns_application(app, prefix):
     return str(app.get("slug", "")).startswith(prefix) and app.get("meta_publisher") == PUBLISHER
 
 
-def owns_group(group):
-    return bool((group.get("attributes") or {}).get(GROUP_MARK))
+def owns_group(group, prefix):
+    return (group.get("attributes") or {}).get(GROUP_MARK) == prefix
 
 
 def _differs(current, wanted):
@@ -410,7 +417,7 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
     actions = {name: [] for name in ACTION_ORDER}
     for name in desired["groups"]:
         if name not in snapshot["groups"]:
-            actions["groups_create"].append({"name": name, "attributes": {GROUP_MARK: True}})
+            actions["groups_create"].append({"name": name, "attributes": {GROUP_MARK: prefix}})
 
     for name, fields in desired["providers"].items():
         wanted = {**fields}
@@ -452,7 +459,9 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
     doomed_providers = []
     if prune:
         doomed_providers = [
-            p for n, p in sorted(snapshot["providers"].items()) if owns_provider(p, prefix) and n not in desired["providers"]
+            p
+            for n, p in sorted(snapshot["providers"].items())
+            if n not in desired["providers"] and owns_provider(p, prefix, snapshot["applications"])
         ]
         actions["outpost_remove"] = [p["name"] for p in doomed_providers if p["pk"] in members]
 
@@ -487,7 +496,7 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
         actions["providers_delete"] = [p["name"] for p in doomed_providers]
         if prune_groups:
             for name, group in sorted(snapshot["groups"].items()):
-                if owns_group(group) and name not in desired["groups"]:
+                if owns_group(group, prefix) and name not in desired["groups"]:
                     actions["groups_delete"].append(name)
     return actions
 

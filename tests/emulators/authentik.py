@@ -225,6 +225,15 @@ class AuthentikEmulator(Emulator):
         self._seed(token)
         self._routes()
 
+    def start(self, port=0):
+        super().start(port)
+        # The handler writes headers and body separately: without TCP_NODELAY every answer waits ~40 ms
+        # for the client's delayed ACK. The handler class is local to this server, so this is ours alone.
+        self.server.RequestHandlerClass.disable_nagle_algorithm = True
+        if self.public_url is None:
+            self.public_url = self.url
+        return self
+
     # -- version-dependent behaviour ---------------------------------------------------------------------
     @property
     def has_parents(self):
@@ -715,7 +724,9 @@ class AuthentikEmulator(Emulator):
                 errors["name"] = ["policy with this name already exists."]
         if "expression" in body:
             try:
-                compile(body["expression"], "<expression>", "exec")
+                compile(
+                    "def expression():\n" + "\n".join("    " + line for line in body["expression"].splitlines()), "<expression>", "exec"
+                )
             except SyntaxError as exc:
                 errors["expression"] = [f"invalid syntax: {exc.msg}"]
         return errors
