@@ -206,7 +206,7 @@ def consul_client(cfg):
         host, port, scheme = parts.hostname, parts.port, parts.scheme
     host = host or "127.0.0.1"
     scheme = scheme or "http"
-    port = int(port or (443 if scheme == "https" and address else 8500))
+    port = int(port or (8501 if scheme == "https" else 8500))  # Consul's default HTTP / HTTPS ports
     _check_scheme(scheme, host, cfg, "consul address")
     token = _token(cfg, "CONSUL_HTTP_TOKEN", "consul")
     kwargs = {

@@ -85,3 +85,5 @@ def test_consul_client_from_address_and_token_file(tmp_path, monkeypatch):
     assert (client.http.host, client.http.port, client.http.scheme) == ("consul.example.org", 8501, "https")
     assert client.token == "from-file"  # the configured token wins over $CONSUL_HTTP_TOKEN
     assert hecate_secrets.consul_client({}).token == "from-env"
+    assert hecate_secrets.consul_client({"address": "https://consul.example.org"}).http.port == 8501
+    assert hecate_secrets.consul_client({"address": "127.0.0.1"}).http.base_uri == "http://127.0.0.1:8500"
