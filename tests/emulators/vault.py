@@ -102,7 +102,7 @@ class VaultRequestChecker:
 
     @staticmethod
     def _listing(request):
-        return request.method == "LIST" or request.arg("list") == "true"
+        return request.method == "LIST" or _go_bool(request.arg("list"))
 
     @staticmethod
     def _body(request, mount, operation):
@@ -247,7 +247,7 @@ class VaultEmulator(FastStop, Emulator):
         }
         if self.sealed:
             status = int(request.arg("sealedcode", "503"))
-        elif self.standby and request.arg("standbyok") != "true":
+        elif self.standby and not _go_bool(request.arg("standbyok")):
             status = int(request.arg("standbycode", "429"))
         else:
             status = int(request.arg("activecode", "200"))
@@ -354,7 +354,7 @@ class VaultEmulator(FastStop, Emulator):
         return Response(204, None)
 
     def _op_metadata(self, request, mount, store, sub):
-        if request.method == "LIST" or (request.method == "GET" and request.arg("list") == "true"):
+        if request.method == "LIST" or (request.method == "GET" and _go_bool(request.arg("list"))):
             prefix = sub.rstrip("/") + "/" if sub else ""
             keys = sorted(
                 {k[len(prefix) :].split("/", 1)[0] + ("/" if "/" in k[len(prefix) :] else "") for k in store if k.startswith(prefix)}
@@ -391,6 +391,11 @@ class VaultEmulator(FastStop, Emulator):
         with self.lock:
             secret = self.mounts[mount][path]
             secret.versions[version or secret.current]["deletion_time"] = now_rfc3339()
+
+
+def _go_bool(text):
+    """Vault parses flags with Go's strconv.ParseBool."""
+    return text in ("1", "t", "T", "TRUE", "true", "True")
 
 
 def _error(status, *messages):

@@ -214,3 +214,16 @@ def test_ready_clients_can_be_passed_in(vault):
     vault.put("secret", "hecate/x", {"value": "ok"})
     client = hecate_secrets.vault_client({"url": vault.url, "token": VAULT_TOKEN})
     assert resolve({"k": "vault:secret/hecate/x"}, opts={}, vault=client) == {"k": "ok"}
+
+
+def test_consul_server_error_is_retried(consul_emu):
+    consul_emu.kv["hecate/n"] = {"Key": "hecate/n", "Value": b"tok", "Flags": 0, "LockIndex": 0,
+                                 "CreateIndex": 2, "ModifyIndex": 2}  # fmt: skip
+    consul_emu.inject(status=500, times=1, path="/v1/kv/hecate/n", body="No cluster leader")
+    opts = opts_for(consul_emu=consul_emu)
+    opts["hecate_ext_pillar"]["consul"]["retries"] = 1
+    assert resolve({"n": "consul:hecate/n"}, opts) == {"n": "tok"}
+    assert len(consul_emu.requests) == 2
+    consul_emu.inject(status=500, times=5, path="/v1/kv/hecate/n", body="No cluster leader")
+    with pytest.raises(SecretError, match=r"hecate:n: consul:hecate/n: Consul at .* failed: 500 No cluster leader"):
+        resolve({"n": "consul:hecate/n"}, opts)
