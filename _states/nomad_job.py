@@ -308,7 +308,7 @@ def _follow(ret, name, parsed, dep, policy, timeout, verb, absolute=False):
         for alloc in outcome["failing_allocations"][:3]:
             for task, state in alloc["tasks"].items():
                 if state["events"]:
-                    events.append(f"{alloc['name']} {task}: {state['events'][-1]}")
+                    events.append(f"{alloc['name']} {task}: {' / '.join(state['events'][-2:])}")
         if events:
             comment += "; " + "; ".join(events)
     if outcome["reverted_to"] is not None:

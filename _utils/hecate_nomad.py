@@ -205,6 +205,7 @@ def check_pillar(tree, report):
                      "(or allow_insecure_endpoint: true for a local lab)")  # fmt: skip
     jobs = nomad.get("jobs") or {}
     ids = {}
+    global_deadlines = []
     for name in jobs:
         if name not in JOBS:
             report.warn(key(f"{path}:jobs", name), f"not a job hecate ships ({', '.join(JOBS)}); used only by your own templates")
@@ -219,26 +220,34 @@ def check_pillar(tree, report):
             report.error(key(where, "id"), f"job ID {job['id']!r} is also the ID of jobs:{ids[job['id']]}")
         ids[job["id"]] = name
         update = job["update"]
-        if update["canary"] and update["canary"] > job["count"] > 0 and name in ("postgresql", "redis"):
-            report.error(key(where, "update:canary"), "more canaries than instances")
         if name in ("postgresql", "redis") and update["canary"]:
             report.error(key(where, "update:canary"), "a stateful job with a host volume and a static port cannot run canaries")
         if name == "reverse-proxy" and update["canary"]:
             report.warn(key(where, "update:canary"), "canaries of a job with static ports (80/443) need a spare edge node each")
-        timeout = job.get("deploy_timeout") or nomad.get("deploy_timeout")
+        own = (jobs.get(name) or {}).get("deploy_timeout")
         deadline = seconds(update["progress_deadline"])
-        if timeout is not None and isinstance(timeout, (int, float)) and timeout <= deadline:
+        if isinstance(own, (int, float)) and own <= deadline:
             report.error(
-                key(where, "deploy_timeout") if job.get("deploy_timeout") else f"{path}:deploy_timeout",
-                f"{timeout:g}s is not longer than the progress deadline of {name} ({update['progress_deadline']}): "
+                key(where, "deploy_timeout"),
+                f"{own:g}s is not longer than the progress deadline of {name} ({update['progress_deadline']}): "
                 "the watch would give up before Nomad decides",
             )
-    for i, constraint in enumerate((jobs.get("reverse-proxy") or {}).get("constraints") or []):
-        if constraint.get("operator") == "regexp":
-            try:
-                re.compile(constraint.get("value") or "")
-            except re.error as exc:
-                report.error(key(index(f"{path}:jobs:reverse-proxy:constraints", i), "value"), f"bad regexp: {exc}")
+        elif own is None:
+            global_deadlines.append((deadline, name, update["progress_deadline"]))
+    timeout = nomad.get("deploy_timeout")
+    if isinstance(timeout, (int, float)) and global_deadlines and timeout <= max(global_deadlines)[0]:
+        _, name, text = max(global_deadlines)
+        report.error(
+            f"{path}:deploy_timeout",
+            f"{timeout:g}s is not longer than the progress deadline of {name} ({text}): the watch would give up before Nomad decides",
+        )
+    for name, job in jobs.items():
+        for i, constraint in enumerate(job.get("constraints") or []):
+            if constraint.get("operator") == "regexp":
+                try:
+                    re.compile(constraint.get("value") or "")
+                except re.error as exc:
+                    report.error(key(index(f"{path}:jobs:{name}:constraints", i), "value"), f"bad regexp: {exc}")
 
 
 # -- settings and per-job defaults -----------------------------------------------------------------
@@ -358,7 +367,7 @@ def _split(total, shares, floor):
 def task_resources(tree, name, tasks, job):
     """cpu/memory per task: ``hecate:resources`` totals split by fixed shares, per-task overrides on top."""
     resources = tree.get("resources") or {}
-    shares = {"caddy": 2, "nginx": 1, "coturn": 1, "server": 3, "worker": 2}
+    shares = {"caddy": 2, "nginx-stream": 1, "coturn": 1, "server": 3, "worker": 2}
     if name == "reverse-proxy":
         total = resources.get("reverse_proxy") or {"cpu": 1000, "memory": 1024}
     elif name == "authentik":
@@ -592,7 +601,7 @@ def job_context(tree, name):
             proxy["port_label"] = f"stream_{proxy['upstream']}"
         stream = hecate_nginx.render_stream(proxies)
         coturn = rp.get("coturn") or None
-        tasks = ["caddy"] + (["nginx"] if proxies else []) + (["coturn"] if coturn else [])
+        tasks = ["caddy"] + (["nginx-stream"] if proxies else []) + (["coturn"] if coturn else [])
         ctx.update(
             images=job["images"],
             caddy_ports={"http": ports["http"], "https": ports["https"]},
@@ -646,7 +655,7 @@ def job_context(tree, name):
                 ),
                 "helen-bridge nginx.conf",
             ),
-            resources=task_resources(tree, name, ["nginx"], job),
+            resources=task_resources(tree, name, ["tailscale-proxy"], job),
         )
     return ctx
 
@@ -797,7 +806,7 @@ def deploy_timeout(job, configured=None, promote=None):
     soak = 0.0
     if promote and promote.get("mode") == "after":
         soak = float(promote.get("healthy_seconds") or 0)
-    floor = progress_deadline(job) + soak + max(5.0, 0.1 * progress_deadline(job))
+    floor = progress_deadline(job) + soak + max(2.0, 0.1 * progress_deadline(job))
     return max(float(configured), floor) if configured else floor
 
 

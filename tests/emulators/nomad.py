@@ -132,9 +132,8 @@ def _camel(name):
 
 class _Values:
     """Decodes python-hcl2's serialized values: quoted strings (escapes, ``${var.x}`` interpolation,
-    ``$${`` literals), heredocs, bare expressions (only ``var.x``)."""
-
-    RUNTIME = ("attr.", "node.", "meta.", "NOMAD_", "env", "device.", "unique.")
+    ``$${`` literals), heredocs, bare expressions (only ``var.x``). Like Nomad, references to anything
+    but input variables (``${attr...}``, ``${NOMAD_...}``, an env var) stay as written for runtime."""
 
     def __init__(self, variables):
         self.variables = variables
@@ -201,8 +200,8 @@ class _Values:
         return "".join(out)
 
     def template(self, text):
-        """HCL2 template sequences: ``$${`` / ``%%{`` are literals, ``${var.x}`` interpolates, Nomad's
-        runtime references (``${attr...}``, ``${NOMAD_...}``) stay as written."""
+        """HCL2 template sequences: ``$${`` / ``%%{`` are literals, ``${var.x}`` interpolates, other
+        references stay as written."""
         out, i = [], 0
         while i < len(text):
             if text.startswith("$${", i) or text.startswith("%%{", i):
@@ -214,7 +213,7 @@ class _Values:
                 if end < 0:
                     raise HCLError("unterminated template interpolation")
                 inner = text[i + 2 : end].strip()
-                if inner.startswith(self.RUNTIME):
+                if not inner.startswith(("var.", "local.")):  # Nomad keeps unknown roots for runtime
                     out.append(text[i : end + 1])
                 else:
                     value = self.expression(inner)
@@ -648,6 +647,7 @@ class NomadEmulator(Emulator):
         self.evaluations = {}
         self.outcomes = {}  # job id -> [outcome dict, ...] consumed one per deployment
         self.blocking = []  # (path, index, wait seconds asked, seconds held)
+        self.enforce_deadlines = True  # False: a deployment that makes no progress runs forever
         self.hooks = []  # [method, path regex, fn(request), times]: run before a matching request is handled
         self._timeline = []
         self._seq = itertools.count()
@@ -707,6 +707,20 @@ class NomadEmulator(Emulator):
                 self.outcomes.setdefault(job_id, []).append(
                     {"kind": kind, "delay": self.delay if delay is None else delay, "events": events}
                 )
+
+    def reset(self):
+        """Forget every job, deployment, scripted outcome, hook and recorded request (the server keeps
+        running: one emulator can serve a whole test module)."""
+        with self.lock:
+            for table in (self.jobs, self.deployments, self.allocations, self.evaluations, self.outcomes):
+                table.clear()
+            self.hooks.clear()
+            self.requests.clear()
+            self.violations.clear()
+            self.blocking.clear()
+            self.faults.clear()
+            self._timeline.clear()
+            self.enforce_deadlines = True
 
     def before(self, method, path, fn, times=1):
         """Run ``fn(request)`` (under the state lock) before the next ``times`` matching requests are
@@ -946,6 +960,7 @@ class NomadEmulator(Emulator):
         previous = entry["current"]
         index = self._next("jobs")
         job = copy.deepcopy(job)
+        job.setdefault("Stop", False)
         job.update(
             Version=(previous["Version"] + 1) if previous else 0,
             JobModifyIndex=index,
@@ -1158,6 +1173,8 @@ class NomadEmulator(Emulator):
             self._store_version(entry, copy.deepcopy(revert_to), rollback=True)
 
     def _check_deadlines(self, now):
+        if not self.enforce_deadlines:
+            return
         for dep in list(self.deployments.values()):
             if dep["Status"] != "running":
                 continue

@@ -1,0 +1,3 @@
+# hecate.nomad.core: the reverse proxy (stage "core").
+include:
+  - hecate.nomad.reverse-proxy

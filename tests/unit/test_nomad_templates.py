@@ -1,0 +1,274 @@
+"""The seed's Nomad jobs as templates: rendered from the (validated) seed pillar, parsed the way Nomad
+parses HCL2 (the emulator's parser), and checked against the seed's defects listed in DESIGN.md."""
+
+import copy
+import json
+
+import hecate_caddy
+import hecate_nginx
+import hecate_nomad
+import hecate_schema
+import pytest
+
+from tests.conftest import REPO, SEED
+from tests.emulators.nomad import HCLError, hcl_to_job
+from tests.support.pillars import seed_tree
+from tests.unit.test_nginx_render import nginx_test
+
+TEMPLATES = REPO / "salt" / "hecate" / "nomad"
+
+
+def include(name):
+    path = TEMPLATES / name
+    return path.read_text() if path.exists() else None
+
+
+def render(tree, job):
+    return hecate_nomad.render_job((TEMPLATES / f"{job}.nomad.j2").read_text(), tree, job, include=include)
+
+
+def parsed(tree, job):
+    return hcl_to_job(render(tree, job))
+
+
+@pytest.fixture(scope="module")
+def tree():
+    return hecate_schema.validate(seed_tree())
+
+
+def group(job, name):
+    return next(g for g in job["TaskGroups"] if g["Name"] == name)
+
+
+def task(job, group_name, name):
+    return next(t for t in group(job, group_name)["Tasks"] if t["Name"] == name)
+
+
+@pytest.mark.parametrize("job", hecate_nomad.JOBS)
+def test_every_seed_job_renders_parses_and_keeps_the_seeds_identity(tree, job):
+    ours = parsed(tree, job)
+    seed = hcl_to_job((SEED / f"hecate-{job}.nomad").read_text())
+    assert ours["ID"] == seed["ID"] == f"hecate-{job}"
+    assert ours["Constraints"] == seed["Constraints"]  # the seed's placement, now from pillar defaults
+    seed_groups = {g["Name"]: {t["Name"] for t in g["Tasks"]} for g in seed["TaskGroups"]}
+    our_groups = {g["Name"]: {t["Name"] for t in g["Tasks"]} for g in ours["TaskGroups"]}
+    for name, tasks in seed_groups.items():
+        assert our_groups[name] == tasks, name
+    assert ours["Namespace"] == "default" and ours["Region"] == "global" and ours["Datacenters"] == ["dc1"]
+
+
+def test_reverse_proxy_groups_and_counts(tree):
+    job = parsed(tree, "reverse-proxy")
+    assert {g["Name"]: g["Count"] for g in job["TaskGroups"]} == {"proxy-stack": 2, "turn": 2}
+    ports = {p["Label"]: p["Value"] for p in group(job, "proxy-stack")["Networks"][0]["ReservedPorts"]}
+    assert ports == {"http": 80, "https": 443, "stream_wazuh_agent_tcp": 1515, "stream_wazuh_agent_udp": 1514,
+                     "stream_wazuh_api": 55000, "stream_jenkins_agent": 50000}  # fmt: skip
+    assert group(job, "proxy-stack")["EphemeralDisk"] == {"SizeMB": 10240, "Sticky": True, "Migrate": True}
+
+
+def test_caddy_starts_from_the_compiled_bootstrap_with_resume(tree):
+    job = parsed(tree, "reverse-proxy")
+    caddy = task(job, "proxy-stack", "caddy")
+    assert caddy["Config"]["command"] == "caddy"
+    assert caddy["Config"]["args"] == ["run", "--resume", "--config", "/local/caddy.json"]
+    (template,) = caddy["Templates"]
+    assert template["DestPath"] == "local/caddy.json" and template["ChangeMode"] == "noop"
+    assert (template["LeftDelim"], template["RightDelim"]) == hecate_nomad.STATIC  # literal: no consul-template
+    expected = hecate_caddy.bootstrap_config(tree)
+    expected["admin"]["listen"] = "unix//alloc/caddy-admin.sock"
+    assert json.loads(template["EmbeddedTmpl"]) == expected  # survives HCL quoting byte for byte (regexes too)
+    assert expected["apps"]["http"]["servers"]["hecate"]["routes"]  # the same compiler as the routes
+
+
+def test_none_of_the_seeds_caddy_defects_survive(tree):
+    text = render(tree, "reverse-proxy")
+    job = json.dumps(parsed(tree, "reverse-proxy"))
+    for gone in ("SIGUSR1", "change_signal", "experimental_http3", "rate_limit", "0.0.0.0:2019", "Caddyfile", "NET_BIND_SERVICE"):
+        assert gone not in text and gone not in job, gone
+    assert "ChangeSignal" not in job
+    assert '"listen":"unix//alloc/caddy-admin.sock"' in text  # admin on a unix socket in the alloc dir
+
+
+def test_caddy_admin_socket_comes_from_pillar(tree):
+    changed = copy.deepcopy(tree)
+    changed["nomad"] = {"jobs": {"reverse-proxy": {"admin_socket": "/alloc/run/caddy.sock"}}}
+    (template,) = task(parsed(changed, "reverse-proxy"), "proxy-stack", "caddy")["Templates"]
+    assert json.loads(template["EmbeddedTmpl"])["admin"]["listen"] == "unix//alloc/run/caddy.sock"
+
+
+def test_nginx_stream_config_comes_from_tcp_proxies_and_passes_nginx_t(tree, tmp_path):
+    job = parsed(tree, "reverse-proxy")
+    nginx = task(job, "proxy-stack", "nginx-stream")
+    (template,) = nginx["Templates"]
+    stream = hecate_nginx.render_stream(tree["reverse_proxy"]["nginx"]["tcp_proxies"])
+    assert template["EmbeddedTmpl"] == hecate_nginx.render_main(stream, user="nginx", pid="/tmp/nginx.pid")
+    assert nginx["Config"]["ports"] == [p["port_label"] for p in hecate_nomad.job_context(tree, "reverse-proxy")["tcp_proxies"]]
+    # the job's file, as nginx reads it (Debian has no "nginx" user: the main context is the test's)
+    body = template["EmbeddedTmpl"][template["EmbeddedTmpl"].index("stream {") :]
+    ok, output = nginx_test(tmp_path, body)
+    assert ok, output
+    assert "{{" not in template["EmbeddedTmpl"]  # no consul-template ranges that render an empty upstream
+
+
+def test_no_tcp_proxies_means_no_nginx_task(tree):
+    changed = copy.deepcopy(tree)
+    changed["reverse_proxy"]["nginx"]["tcp_proxies"] = []
+    job = parsed(changed, "reverse-proxy")
+    assert [t["Name"] for t in group(job, "proxy-stack")["Tasks"]] == ["caddy"]
+    assert [p["Label"] for p in group(job, "proxy-stack")["Networks"][0]["ReservedPorts"]] == ["http", "https"]
+
+
+def test_helen_bridge_proxies_to_the_helen_route_and_passes_nginx_t(tree, tmp_path):
+    job = parsed(tree, "helen-bridge")
+    (template,) = task(job, "bridge", "tailscale-proxy")["Templates"]
+    assert "server 100.65.138.128:8009" in template["EmbeddedTmpl"]
+    body = template["EmbeddedTmpl"][template["EmbeddedTmpl"].index("http {") :]
+    ok, output = nginx_test(tmp_path, body)
+    assert ok, output
+
+
+def secret_values(tree):
+    return [value for _, value in hecate_nomad.secret_values(tree)]
+
+
+@pytest.mark.parametrize("job", hecate_nomad.JOBS)
+def test_secrets_never_reach_the_job_text(tree, job):
+    values = secret_values(tree)
+    assert len(values) == 3  # coturn static_auth_secret, authentik secret_key and database password
+    text = render(tree, job)
+    assert not [v for v in values if v in text]
+
+
+def vault_tasks(job):
+    return [t for g in job["TaskGroups"] for t in g["Tasks"] if any("with secret" in x["EmbeddedTmpl"] for x in t.get("Templates") or [])]
+
+
+def test_secrets_come_from_vault_template_blocks_into_secrets_dir(tree):
+    coturn = task(parsed(tree, "reverse-proxy"), "turn", "coturn")
+    (template,) = coturn["Templates"]
+    assert (
+        '{{ with secret "secret/hecate/coturn/auth_secret" }}static-auth-secret={{ .Data.data.value }}{{ end }}' in template["EmbeddedTmpl"]
+    )
+    assert template["DestPath"].startswith("secrets/") and coturn["Config"]["args"] == ["-c", "/secrets/turnserver.conf"]
+    authentik = parsed(tree, "authentik")
+    for role in ("server", "worker"):
+        (env,) = task(authentik, "authentik", role)["Templates"]
+        assert env["Envvars"] is True and env["DestPath"] == "secrets/authentik.env"
+        assert 'with secret "secret/hecate/authentik/secret_key"' in env["EmbeddedTmpl"]
+        assert 'with secret "secret/hecate/authentik/db_password"' in env["EmbeddedTmpl"]
+    (pg,) = task(parsed(tree, "postgresql"), "postgresql", "postgres")["Templates"]
+    assert 'with secret "secret/hecate/authentik/db_password" }}POSTGRES_PASSWORD=' in pg["EmbeddedTmpl"]
+    for job in ("reverse-proxy", "authentik", "postgresql"):
+        tasks = vault_tasks(parsed(tree, job))
+        assert tasks and all(t.get("Vault") == {"ChangeMode": "restart"} for t in tasks), job
+
+
+def test_vault_paths_and_role_come_from_pillar(tree):
+    changed = copy.deepcopy(tree)
+    changed["nomad"] = {"vault": {"role": "hecate-jobs"}, "secrets": {"coturn_static_auth_secret": "kv/data/turn#shared"}}
+    coturn = task(parsed(changed, "reverse-proxy"), "turn", "coturn")
+    assert coturn["Vault"] == {"Role": "hecate-jobs", "ChangeMode": "restart"}
+    assert '{{ with secret "kv/data/turn" }}static-auth-secret={{ .Data.data.shared }}{{ end }}' in coturn["Templates"][0]["EmbeddedTmpl"]
+
+
+def test_a_template_that_would_leak_a_secret_is_refused(tree):
+    leaky = 'job "x" {\n  meta { s = {{ hecate.reverse_proxy.coturn.static_auth_secret | hcl }} }\n}\n'
+    with pytest.raises(ValueError, match=r"hecate:reverse_proxy:coturn:static_auth_secret: the secret value would be rendered"):
+        hecate_nomad.render_job(leaky, tree, "reverse-proxy")
+
+
+def test_authentik_job_fixes_the_seed(tree):
+    text = render(tree, "authentik")
+    job = parsed(tree, "authentik")
+    assert "provider: 4" not in text and "blueprints" not in text  # no hard-coded pk in a blueprint
+    assert "docker.sock" not in text and "root" not in json.dumps(job)  # the worker is no host root
+    worker = task(job, "authentik", "worker")
+    assert "SourcePath" not in worker["Templates"][0]  # the seed read another task's secrets/ file
+    assert worker["Services"][0]["Checks"][0]["Command"] == "ak"  # redis-cli is not in authentik's image
+    assert task(job, "authentik", "server")["Config"]["image"] == "ghcr.io/goauthentik/server:2025.6.1"
+
+
+def test_pillar_drives_versions_resources_counts_canary_and_constraints(tree):
+    changed = copy.deepcopy(tree)
+    changed["reverse_proxy"]["caddy"]["version"] = "2.11.2"
+    changed["resources"]["reverse_proxy"] = {"cpu": 4000, "memory": 4096, "disk": 2048}
+    changed["nomad"] = {
+        "datacenters": ["fsn1", "nbg1"],
+        "namespace": "edge",
+        "jobs": {
+            "reverse-proxy": {
+                "count": 3,
+                "update": {"canary": 1, "progress_deadline": "4m"},
+                "constraints": [{"attribute": "${node.class}", "value": "edge"}],
+                "resources": {"coturn": {"cpu": 300}},
+            },
+            "postgresql": {"version": "17-alpine"},
+        },
+    }
+    changed = hecate_schema.validate(changed)
+    job = parsed(changed, "reverse-proxy")
+    assert job["Namespace"] == "edge" and job["Datacenters"] == ["fsn1", "nbg1"]
+    assert job["Constraints"] == [{"LTarget": "${node.class}", "Operand": "=", "RTarget": "edge"}]
+    proxy = group(job, "proxy-stack")
+    assert proxy["Count"] == 3 and proxy["Update"]["Canary"] == 1 and proxy["Update"]["ProgressDeadline"] == 240 * 10**9
+    assert task(job, "proxy-stack", "caddy")["Config"]["image"] == "caddy:2.11.2"
+    resources = {t["Name"]: t["Resources"] for g in job["TaskGroups"] for t in g["Tasks"]}
+    assert resources["caddy"] == {"CPU": 2000, "MemoryMB": 2048}
+    assert resources["nginx-stream"] == {"CPU": 1000, "MemoryMB": 1024}
+    assert resources["coturn"] == {"CPU": 300, "MemoryMB": 1024}
+    assert proxy["EphemeralDisk"]["SizeMB"] == 2048
+    assert task(parsed(changed, "postgresql"), "postgresql", "postgres")["Config"]["image"] == "postgres:17-alpine"
+
+
+def test_seed_resources_reach_the_jobs(tree):
+    helen = parsed(tree, "helen-bridge")
+    assert task(helen, "bridge", "tailscale-proxy")["Resources"] == {"CPU": 500, "MemoryMB": 256}  # resources.applications.helen
+    authentik = parsed(tree, "authentik")
+    assert task(authentik, "authentik", "server")["Resources"] == {"CPU": 600, "MemoryMB": 614}
+    assert task(authentik, "authentik", "worker")["Resources"] == {"CPU": 400, "MemoryMB": 409}
+
+
+def test_deployment_strategy_decides_the_update_blocks(tree):
+    updates = {job: group(parsed(tree, job), parsed(tree, job)["TaskGroups"][0]["Name"])["Update"] for job in hecate_nomad.JOBS}
+    # seed: strategy blue-green -> canaries equal to count where the job can run them side by side
+    assert updates["authentik"]["Canary"] == 1 and updates["helen-bridge"]["Canary"] == 1
+    # static ports / host volumes: rolling (a canary would need a spare node)
+    assert updates["reverse-proxy"]["Canary"] == 0 and updates["postgresql"]["Canary"] == 0 and updates["redis"]["Canary"] == 0
+    assert all(u["AutoRevert"] for job, u in updates.items() if job != "postgresql")  # deployment.auto_rollback
+    assert updates["postgresql"]["AutoRevert"] is False  # no revert onto data a newer major version upgraded
+    assert all(u["MaxParallel"] == 1 and u["AutoPromote"] is False for u in updates.values())
+    rolling = copy.deepcopy(tree)
+    rolling["deployment"]["strategy"] = "rolling"
+    assert group(parsed(rolling, "authentik"), "authentik")["Update"]["Canary"] == 0
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["plain", 'quo"te', "back\\slash", "new\nline\ttab", "${attr.unique.hostname}", "$${x}", "%{ if x }", "ünïcødé", "a\x01b", ""],
+)
+def test_hcl_filter_round_trips_through_the_parser(value):
+    job = hcl_to_job(f'job "x" {{\n  meta {{\n    v = {hecate_nomad.hcl(value)}\n  }}\n}}\n')
+    assert job["Meta"]["v"] == value
+
+
+def test_heredoc_round_trips_and_picks_a_free_marker():
+    body = 'EOT\n{"a": "\\\\."} ${x} %{y}\n  "q"\n'
+    text = hecate_nomad.heredoc(body)
+    assert text.startswith("<<EOT1\n")
+    job = hcl_to_job(f'job "x" {{\n  meta {{\n    v = {text}\n  }}\n}}\n')
+    assert job["Meta"]["v"] == body
+
+
+def test_parser_rejects_what_nomad_rejects():
+    with pytest.raises(HCLError, match="Unknown variable"):
+        hcl_to_job('job "x" {\n  type = var.nope\n}\n')
+    with pytest.raises(HCLError, match="not declared"):
+        hcl_to_job('job "x" {\n}\n', 'nope = "1"\n')
+    with pytest.raises(HCLError, match="error parsing"):
+        hcl_to_job('job "x" {\n  type = \n')
+
+
+def test_variables_interpolate():
+    text = 'variable "image" {\n  type = string\n}\njob "x" {\n  meta {\n    i = "img:${var.image}"\n    r = "${attr.x}"\n  }\n}\n'
+    job = hcl_to_job(text, hecate_nomad.variables_hcl({"image": "caddy:2.11"}))
+    assert job["Meta"] == {"i": "img:caddy:2.11", "r": "${attr.x}"}
