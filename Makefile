@@ -14,11 +14,12 @@ $(STAMP): setup.cfg pyproject.toml requirements-test.txt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $$($(PY) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(c["options"]["install_requires"])')
 	$(PIP) install -q -r requirements-test.txt
-	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	@{ { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } && \
+	   { test -e /usr/lib/nginx/modules/ngx_stream_module.so || ! { PATH=$$PATH:/usr/sbin nginx -V 2>&1 | grep -q 'with-stream=dynamic'; }; }; } || { \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null \
-	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null; }; \
-	  else echo "nginx is missing: install Debian's nginx-light for the nginx -t tests" >&2; exit 1; fi; }
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light libnginx-mod-stream >/dev/null \
+	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light libnginx-mod-stream >/dev/null; }; \
+	  else echo "nginx is missing: install Debian's nginx-light and libnginx-mod-stream for the nginx -t tests" >&2; exit 1; fi; }
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -444,6 +444,12 @@ def test_module_functions(loaders, nomad):
     assert [v["Version"] for v in mod.versions("web")] == [1, 0] and all(v["Stable"] for v in mod.versions("web"))
     assert {a["JobVersion"] for a in mod.allocations("web") if a["DesiredStatus"] == "run"} == {1}
     assert [d["JobVersion"] for d in mod.deployments("web")] == [1, 0]
+    assert mod.plan_summary(v2) == {"diff": "None", "desired_tg_updates": {"web": {"Ignore": 2}}}
+    assert mod.versions("web", diffs=True)["Versions"][0]["Version"] == 1
+    running = [a for a in mod.allocations("web", full=True) if a["ClientStatus"] == "running" and a["DesiredStatus"] == "run"]
+    node = running[0]["NodeName"]
+    dirs = mod.alloc_dirs("web", node=node)
+    assert dirs == {a["ID"]: f"/opt/nomad/data/alloc/{a['ID']}/alloc" for a in running if a["NodeName"] == node}
 
     # fail a deployment that makes no progress: Nomad reverts to the last stable version
     nomad.script("web", "pending")
@@ -477,6 +483,18 @@ def test_every_request_carries_token_namespace_region_and_waits_block(loaders, n
     blocking = [r for r in nomad.requests if r.method == "GET" and r.arg("index")]
     assert blocking and all(r.arg("wait") for r in blocking)
     assert nomad.blocking  # the emulator held them until the deployment changed
+
+
+def test_errors_name_the_problem_and_never_carry_the_token(loaders, nomad):
+    nomad.token = "another-token-entirely"
+    try:
+        with pytest.raises(Exception, match="HTTP 403") as exc:
+            loaders.modules.nomad_job.status("web")
+        assert "is the token valid" in str(exc.value) and TOKEN not in str(exc.value)
+        result = deploy_web(loaders, "web:1")
+        assert result.result is False and "HTTP 403" in result.comment and TOKEN not in result.comment
+    finally:
+        nomad.token = TOKEN
 
 
 def test_a_wrong_field_name_is_a_contract_violation(nomad):
