@@ -432,3 +432,29 @@ def test_desired_from_list_validates():
     )
     assert ("www", "A") in desired
     assert any("apex" in reason for _, reason in problems)
+
+
+# -- as part of the whole contract (hecate_schema) ---------------------------------------------------------
+
+
+def test_whole_schema_accepts_the_seed_with_a_dns_section_and_normalises_it():
+    import hecate_schema
+
+    tree = dns_tree(records=[{"name": "cybermonkey.dev", "type": "txt", "values": ['"v=spf1" "-all"']}])
+    tree["reverse_proxy"]["caddy"]["routes"][0]["dns"] = {"ttl": 120}
+    out, report = hecate_schema.check(tree)
+    assert report.errors == []
+    assert out["dns"]["zones"] == [ZONE] and out["dns"]["ttl"] == 300 and out["dns"]["prune"] is False
+    assert out["dns"]["records"][0]["type"] == "TXT"
+    zone = hecate_dns.compile_zones(out)[ZONE]
+    assert zone[("@", "TXT")]["records"] == ['"v=spf1" "-all"'] and zone[("hera", "A")]["ttl"] == 120
+
+
+def test_whole_schema_reports_dns_problems_with_key_paths():
+    import hecate_schema
+
+    tree = dns_tree(records=[_record(), _record(name="y.cybermonkey.dev"), _record(ttl=30)])
+    tree["reverse_proxy"]["caddy"]["routes"][5]["dns"] = {"cname": "a.*.example.net"}
+    _, report = hecate_schema.check(tree)
+    assert ("hecate:dns:records[2]:ttl", "30 is out of range 60..2147483647") in report.errors
+    assert "hecate:reverse_proxy:caddy:routes[5]:dns" in paths(report.errors)
