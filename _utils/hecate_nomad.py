@@ -464,23 +464,17 @@ def _safe_template_value(value, what):
 
 
 def caddy_bootstrap(tree, admin_socket):
-    """The bootstrap config for new Caddy instances: the routes compiler's own bootstrap, with the
-    admin endpoint on a unix socket in the allocation directory (shared by the group's tasks)."""
-    try:
-        import hecate_caddy
-    except ImportError:  # pragma: no cover - the compiler ships with hecate
-        hecate_caddy = None
-    if hecate_caddy is not None and hasattr(hecate_caddy, "bootstrap_config") and _caddy_tree_ok(tree):
-        config = copy.deepcopy(hecate_caddy.bootstrap_config(tree))
-    else:
-        config = {"apps": {"http": {"servers": {}}}}
+    """The bootstrap config for new Caddy instances: the routes compiler's own bootstrap
+    (``hecate_caddy.bootstrap_config``), with the admin endpoint on a unix socket in the allocation
+    directory (``/alloc`` in every task of the group; on the host under the Nomad data dir)."""
+    import hecate_caddy
+
+    caddy = (tree.get("reverse_proxy") or {}).get("caddy") or {}
+    if not all(k in caddy for k in ("ports", "tls", "routes", "admin")):
+        raise ValueError("the reverse-proxy job renders from the validated hecate tree (hecate_schema.validate)")
+    config = copy.deepcopy(hecate_caddy.bootstrap_config(tree))
     config.setdefault("admin", {})["listen"] = f"unix/{admin_socket}"
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
-
-
-def _caddy_tree_ok(tree):
-    caddy = (tree.get("reverse_proxy") or {}).get("caddy") or {}
-    return "ports" in caddy and "tls" in caddy and "routes" in caddy
 
 
 def coturn_config(coturn, secret_path):

@@ -272,3 +272,8 @@ def test_variables_interpolate():
     text = 'variable "image" {\n  type = string\n}\njob "x" {\n  meta {\n    i = "img:${var.image}"\n    r = "${attr.x}"\n  }\n}\n'
     job = hcl_to_job(text, hecate_nomad.variables_hcl({"image": "caddy:2.11"}))
     assert job["Meta"] == {"i": "img:caddy:2.11", "r": "${attr.x}"}
+
+
+def test_the_reverse_proxy_needs_the_validated_tree():
+    with pytest.raises(ValueError, match="validated hecate tree"):
+        render(seed_tree(), "reverse-proxy")
