@@ -276,15 +276,14 @@ def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None, **kw
         f"{len(plan['delete'])} to delete, {plan['unchanged']} unchanged"
     )
     if _test():
-        comment = f"zone {zone}: " + (f"would write: {summary}" if writes else "in the desired state")
+        comment = f"zone {zone}: " + (f"would write: {summary}" if writes else "nothing to write" if failures else "in the desired state")
         if failures:
             return _ret(name, False, changes, comment + "\nwould fail:\n  " + "\n  ".join(failures))
         return _ret(name, None if writes else True, changes, comment)
     if not writes:
-        comment = f"zone {zone}: in the desired state ({plan['unchanged']} record sets)"
         if failures:
-            return _ret(name, False, {}, comment + "\nfailures:\n  " + "\n  ".join(failures))
-        return _ret(name, True, {}, comment)
+            return _ret(name, False, {}, f"zone {zone}: nothing written\nfailures:\n  " + "\n  ".join(failures))
+        return _ret(name, True, {}, f"zone {zone}: in the desired state ({plan['unchanged']} record sets)")
 
     applied, errors = _apply(zone, plan)
     applied_changes = {k: v for k, v in changes.items() if k in applied}

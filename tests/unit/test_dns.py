@@ -126,6 +126,24 @@ def test_normalise_value(rtype, value, origin, expected):
 
 
 @pytest.mark.parametrize(
+    ("rtype", "value"),
+    [
+        ("TXT", 'a "quoted" text ' + "x" * 300),
+        ("TXT", "ü" * 200),
+        ("CAA", '0 issue "letsencrypt.org; validationmethods=dns-01"'),
+        ("MX", "10 Mail.Example.org"),
+        ("SRV", "0 5 443 Edge.Example.net."),
+        ("AAAA", "2001:0db8::0:1"),
+        ("DS", "12345 13 2 ABCDEF01"),
+    ],
+)
+def test_normalising_twice_changes_nothing(rtype, value):
+    once = normalise_value(rtype, value)
+    assert normalise_value(rtype, once) == once
+    assert normalise_value(rtype, once, origin=ZONE) == once  # read back from the API: same form
+
+
+@pytest.mark.parametrize(
     ("rtype", "value", "reason"),
     [
         ("A", "2001:db8::1", "IPv4"),
