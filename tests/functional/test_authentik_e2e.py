@@ -52,7 +52,7 @@ def seen_headers(body):
     return json.loads(body.decode().strip())["headers"]
 
 
-def test_forward_auth_through_a_real_caddy(stack, ak, caddy):
+def test_forward_auth_through_a_real_caddy_then_removing_auth_cleans_up(stack, ak, caddy):
     port, grafana = stack["port"], stack["grafana"]
     hits = grafana.hits
 
@@ -104,9 +104,8 @@ def test_forward_auth_through_a_real_caddy(stack, ak, caddy):
     status, _, body = get(port, "cloud.cybermonkey.dev", "/")
     assert status == 200 and backend_of(body) == "nextcloud"
 
-
-def test_removing_auth_cleans_up_both_sides(stack, ak, caddy):
-    loaders, port, grafana = stack["loaders"], stack["port"], stack["grafana"]
+    # removing auth: cleans up both sides
+    loaders = stack["loaders"]
     tree = copy.deepcopy(stack["tree"])
     next(r for r in tree["reverse_proxy"]["caddy"]["routes"] if r["service"] == "grafana").pop("auth")
     protect = loaders.states.authentik.protected_routes(name="protect", hecate=tree)

@@ -21,6 +21,7 @@ def ak(request, short_tmp):
     with AuthentikEmulator(request.param) as emu:
         loaders = Loaders(minion_opts_for(short_tmp / f"akm{request.param}", pillar_for(emu)))
         emu.mod = loaders.modules.authentik
+        emu.loaders = loaders
         yield emu
         loaders.reset_state()
     assert_no_violations(emu)
@@ -177,34 +178,33 @@ def test_blueprint_apply_waits_for_the_queue_on_2025_8_and_later(ak):
         ak.mod.blueprint_apply("nope")
 
 
-# -- refusals (each needs its own server settings) ---------------------------------------------------------
-@pytest.fixture(params=SPEC_VERSIONS, ids=lambda v: f"authentik-{v}")
-def fresh(request):
-    with AuthentikEmulator(request.param) as emu:
-        yield emu
-    assert_no_violations(emu)
+# -- refusals ---------------------------------------------------------------------------------------------
+def test_refusals_old_version_then_bad_and_expired_token(ak):
+    ak.loaders.context.clear()  # forget the cached version check: the next call checks again
+    ak.version = "2024.8.3"
+    ak.reset_counts()
+    try:
+        with pytest.raises(Exception, match=r"2024\.8\.3 is too old: hecate needs 2024\.10"):
+            ak.mod.groups()
+    finally:
+        ak.version = ak.spec_version
+    assert [r.path for r in ak.requests] == ["/api/v3/admin/version/"]  # checked first, nothing else sent
 
-
-def test_refusals_old_version_then_bad_and_expired_token(fresh, make_loaders):
-    fresh.version = "2024.8.3"
-    mod = make_loaders(pillar_for(fresh)).modules.authentik
-    with pytest.raises(Exception, match=r"2024\.8\.3 is too old: hecate needs 2024\.10"):
-        mod.groups()
-    assert [r.path for r in fresh.requests] == ["/api/v3/admin/version/"]  # checked first, nothing else sent
-
-    fresh.version = fresh.spec_version
-    token = next(t for t in fresh.tokens.values() if t["key"] == TOKEN)
-    token["key"] = "rotated-by-an-admin"  # our token no longer exists on the server
-    with pytest.raises(Exception) as info:
-        mod.groups()
-    text = str(info.value)
-    assert "HTTP 403" in text and "invalid or expired" in text and "hecate:authentik:token" in text
-    assert TOKEN not in text  # never echoed
-
-    token["key"] = TOKEN
-    token["expires"] = "2020-01-01T00:00:00+00:00"
-    with pytest.raises(Exception, match="Token invalid/expired"):
-        mod.groups()
+    token = next(t for t in ak.tokens.values() if t["key"] == TOKEN)
+    expires = token["expires"]
+    try:
+        token["key"] = "rotated-by-an-admin"  # our token no longer exists on the server
+        with pytest.raises(Exception) as info:
+            ak.mod.groups()
+        text = str(info.value)
+        assert "HTTP 403" in text and "invalid or expired" in text and "hecate:authentik:token" in text
+        assert TOKEN not in text  # never echoed
+        token["key"], token["expires"] = TOKEN, "2020-01-01T00:00:00+00:00"
+        with pytest.raises(Exception, match="Token invalid/expired"):
+            ak.mod.groups()
+    finally:
+        token["key"], token["expires"] = TOKEN, expires
+    assert ak.mod.whoami()["username"] == "akadmin"
 
 
 def test_refusals_before_any_request(make_loaders):
