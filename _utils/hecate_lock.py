@@ -154,6 +154,7 @@ class ConsulLock:
         errors = _consul_errors()
         try:
             self._create_session()
+            free_refusals = 0
             while True:
                 self.info["acquired_at"] = _iso()
                 if self.client.kv.put(self.key, json.dumps(self.info, sort_keys=True), acquire=self.session):
@@ -165,13 +166,18 @@ class ConsulLock:
                 index, entry = self.client.kv.get(self.key)
                 left = None if deadline is None else deadline - time.monotonic()
                 if entry is not None and entry.get("Session"):
+                    free_refusals = 0
                     holder = _describe(entry)
                     if left is not None and left <= 0:
                         raise LockTimeout(self._busy_message(holder, timeout), holder)
                     wait = 60.0 if left is None else min(60.0, max(left, 0.001))
                     self.client.kv.get(self.key, index=index, wait=_go_duration(wait))
                 else:
-                    # free but refused: the lock-delay of a holder whose session was invalidated
+                    # free but refused: released between our PUT and GET (retry at once), or the lock-delay
+                    # of a holder whose session was invalidated (retry every retry_interval)
+                    free_refusals += 1
+                    if free_refusals == 1:
+                        continue
                     if left is not None and left <= 0:
                         raise LockTimeout(
                             f"Consul lock {self.key} is in its lock-delay (a previous holder's session ended without "
