@@ -469,6 +469,8 @@ def find_deployment(name, job_modify_index, timeout=30):
 
 
 def _find_deployment(client, cfg, name, job_modify_index, deadline, newer_than=None):
+    """The deployment whose ``JobSpecModifyIndex`` is ``job_modify_index`` (Nomad copies the job's
+    JobModifyIndex into it), or with ``newer_than`` the first deployment created after that one."""
     index = 0
     while True:
         remaining = deadline - time.monotonic()
@@ -476,9 +478,16 @@ def _find_deployment(client, cfg, name, job_modify_index, deadline, newer_than=N
         if index and wait <= 0:
             return None
         dep, index = client.blocking(f"/v1/job/{_q(name)}/deployment", index, wait)
-        if dep and (dep.get("JobSpecModifyIndex") or 0) >= job_modify_index:
-            if newer_than is None or (dep["ID"] != newer_than["ID"] and dep.get("CreateIndex", 0) > newer_than.get("CreateIndex", 0)):
+        if dep and newer_than is not None:
+            if dep["ID"] != newer_than["ID"] and dep.get("CreateIndex", 0) > newer_than.get("CreateIndex", 0):
                 return dep
+        elif dep and (dep.get("JobSpecModifyIndex") or 0) == job_modify_index:
+            return dep
+        elif dep and (dep.get("JobSpecModifyIndex") or 0) > job_modify_index:
+            # a later registration (Nomad's auto-revert, another writer) already has the newest
+            # deployment: ours is in the job's list
+            listed = client.get(f"/v1/job/{_q(name)}/deployments", params=client.params()) or []
+            return next((d for d in listed if d.get("JobSpecModifyIndex") == job_modify_index), None)
         if time.monotonic() >= deadline:
             return None
 

@@ -203,7 +203,13 @@ def present(
     if not wait or not hecate_nomad.has_deployments(parsed):
         ret.update(result=True, comment=f"Job {name} {verb} (eval {_short(registered.get('EvalID'))}); deployment not watched")
         return ret
-    return _watch(ret, name, parsed, registered["JobModifyIndex"], policy, configured, verb)
+    return _watch(ret, name, parsed, registered["JobModifyIndex"], policy, configured, verb, _places(summary))
+
+
+def _places(summary):
+    """Whether the plan changes any allocation (otherwise Nomad may create no deployment at all)."""
+    moving = ("Place", "Canary", "DestructiveUpdate", "InPlaceUpdate", "Stop", "Migrate")
+    return any(updates.get(kind) for updates in summary["desired_tg_updates"].values() for kind in moving)
 
 
 def _register(name, parsed, plan, summary, text, variables):
@@ -254,16 +260,20 @@ def _unchanged(ret, name, parsed, policy, configured, test):
     return _follow(ret, name, parsed, latest, policy, configured, "is up to date; deployment")
 
 
-def _watch(ret, name, parsed, job_modify_index, policy, configured, verb):
+def _watch(ret, name, parsed, job_modify_index, policy, configured, verb, places=True):
     timeout = hecate_nomad.deploy_timeout(parsed, configured, policy)
     started = time.monotonic()
+    find = min(timeout, 60.0) if places else min(timeout, 5.0)
     try:
-        dep = __salt__["nomad_job.find_deployment"](name, job_modify_index, timeout=min(timeout, 60.0))
+        dep = __salt__["nomad_job.find_deployment"](name, job_modify_index, timeout=find)
     except CommandExecutionError as exc:
         ret["comment"] = f"Job {name} {verb}, but its deployment could not be read: {exc}"
         return ret
     if dep is None:
-        ret.update(result=False, comment=f"Job {name} {verb}, but Nomad created no deployment for it within {min(timeout, 60.0):g}s")
+        if not places:
+            ret.update(result=True, comment=f"Job {name} {verb}: no allocation changes, no deployment")
+            return ret
+        ret.update(result=False, comment=f"Job {name} {verb}, but Nomad created no deployment for it within {find:g}s")
         return ret
     remaining = max(1.0, timeout - (time.monotonic() - started))
     return _follow(ret, name, parsed, dep, policy, remaining, verb, absolute=True)

@@ -245,6 +245,21 @@ def test_a_failed_deployment_fails_the_state_and_reports_the_auto_revert(loaders
     assert current["TaskGroups"][0]["Tasks"][0]["Config"]["image"] == "web:1"
 
 
+def test_an_auto_revert_faster_than_the_first_read_is_still_reported(loaders, nomad):
+    assert deploy_web(loaders, "web:1").result is True
+    nomad.script("web", "pending")
+
+    def fail_and_revert_now(request):  # Nomad decided before the client looked for its deployment
+        (running,) = [d for d in nomad.deployments.values() if d["Status"] == "running"]
+        nomad._make_unhealthy(running["ID"])
+
+    nomad.before("GET", r"^/v1/job/web/deployment$", fail_and_revert_now)
+    result = deploy_web(loaders, "web:2")
+    assert result.result is False, result.comment
+    assert result.changes["deployment"]["version"] == 1 and result.changes["deployment"]["status"] == "failed"
+    assert result.changes["auto_revert"]["to_version"] == 0 and result.changes["auto_revert"]["job_version"] == 2
+
+
 def test_a_seed_job_that_fails_reports_the_revert_too(loaders, nomad, make_loaders):
     assert present(loaders, "helen-bridge").result is True
     tree = copy.deepcopy(seed_tree())
@@ -265,7 +280,7 @@ def test_a_deployment_that_makes_no_progress_fails_at_its_deadline_not_before(lo
     elapsed = time.monotonic() - started
     assert result.result is False
     assert "Failed due to progress deadline - rolling back to job version 0" in result.comment
-    assert 1.0 <= elapsed < 3  # the verdict arrives through the blocking query, not at the watch timeout
+    assert 1.0 <= elapsed < 6  # Nomad's verdict, seen through the blocking query (a timeout says "still running")
 
 
 def test_the_watch_gives_up_after_its_timeout_when_nomad_never_decides(loaders, nomad):
@@ -277,7 +292,7 @@ def test_the_watch_gives_up_after_its_timeout_when_nomad_never_decides(loaders, 
     elapsed = time.monotonic() - started
     assert result.result is False and "still running after" in result.comment
     # the timeout asked for (0.1 s) is raised above the progress deadline: Nomad gets to decide first
-    assert 3.0 <= elapsed < 6
+    assert 3.0 <= elapsed < 10
     assert nomad.deployments_of("web")[-1]["Status"] == "running"  # left alone, not failed by us
 
 
@@ -417,6 +432,20 @@ def test_a_stopped_job_is_started_again_by_present(loaders, nomad):
     assert nomad.job("web")["Stop"] is False
 
 
+def test_present_argument_paths(loaders, nomad):
+    both = loaders.states.nomad_job.present(name="web", hcl=web_job(), source="salt://hecate/nomad/redis.nomad.j2")
+    assert both.result is False and "exactly one of source" in both.comment
+    wrong = loaders.states.nomad_job.present(name="hecate-web", hcl=web_job(), variables={"image": "web:1"})
+    assert wrong.result is False and "the rendered job is 'web', not 'hecate-web'" in wrong.comment
+    missing = loaders.states.nomad_job.present(name="web", source="salt://hecate/nomad/nope.nomad.j2")
+    assert missing.result is False and "not found" in missing.comment
+    assert nomad.writes == []
+    nomad.reset_counts()
+    nowait = deploy_web(loaders, "web:1", wait=False)
+    assert nowait.result is True and "deployment not watched" in nowait.comment
+    assert paths(nomad.requests) == [("POST", "/v1/jobs/parse"), ("POST", "/v1/job/web/plan"), ("POST", "/v1/jobs")]
+
+
 # -- the module ----------------------------------------------------------------------------------------
 def test_module_functions(loaders, nomad):
     mod = loaders.modules.nomad_job
@@ -475,6 +504,7 @@ def test_module_functions(loaders, nomad):
 
 
 def test_every_request_carries_token_namespace_region_and_waits_block(loaders, nomad):
+    nomad.script("web", "healthy", delay=0.3)  # the deployment is still running at the first read
     assert deploy_web(loaders, "web:1").result is True
     assert all(r.headers.get("x-nomad-token") == TOKEN for r in nomad.requests)
     for request in nomad.requests:
