@@ -370,6 +370,22 @@ def _local_ca():
     return body.get("root_certificate")
 
 
+def check(domains=None):
+    """Request every pillar route (or ``domains``) through this Caddy with :py:func:`probe`; return the
+    results that are not ok (an empty list means every route answers).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.check
+        salt-call caddy.check '[grafana.example.org]'
+    """
+    if domains is None:
+        domains = [r["domain"] for r in _tree()["reverse_proxy"]["caddy"]["routes"]]
+    return [result for result in (probe(d) for d in domains) if not result["ok"]]
+
+
 def probe(domain, path="/", timeout=None):
     """Request ``path`` on ``domain`` through this Caddy (127.0.0.1, the pillar's ports, SNI = domain)
     and say whether hecate routed it: ``{"domain", "status", "ok", "reason"}``. A 502/503/504, the

@@ -27,7 +27,7 @@ def __virtual__():
     return __virtualname__
 
 
-def ext_pillar(minion_id, pillar, **kwargs):  # noqa: ARG001 - Salt's signature
+def ext_pillar(minion_id, pillar, **kwargs):
     """Return ``{"hecate": <resolved and validated tree>}``, or nothing when the pillar has no ``hecate``."""
     tree = pillar.get("hecate")
     if tree is None:

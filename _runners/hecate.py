@@ -215,13 +215,14 @@ def _last_success(client, settings):
 
 
 def _verify(tree):
-    """Every pillar route requested through every edge; the failures."""
+    """Every pillar route requested through every edge (one ``caddy.check`` per edge); the failures."""
     failures = []
-    for route in tree["reverse_proxy"]["caddy"]["routes"]:
-        for minion, probe in _call(tree, "edge", "caddy.probe", [route["domain"]]).items():
-            if not (isinstance(probe, dict) and probe.get("ok")):
-                reason = probe.get("reason") if isinstance(probe, dict) else probe
-                failures.append(f"{route['domain']} via {minion}: {reason}")
+    domains = [route["domain"] for route in tree["reverse_proxy"]["caddy"]["routes"]]
+    for minion, answer in _call(tree, "edge", "caddy.check", [domains]).items():
+        if not isinstance(answer, list):
+            failures.append(f"{minion}: {answer}")
+            continue
+        failures.extend(f"{probe['domain']} via {minion}: {probe['reason']}" for probe in answer)
     return failures
 
 
@@ -474,3 +475,236 @@ def record(status="success", minion=None):
         prefix=settings["deployments"]["prefix"],
     )
     return {"id": stored["id"], "environment": stored["environment"], "status": stored["status"]}
+
+
+# -- operate: import, health, backup (issue 7) --
+# Helpers live in _utils (hecate_import, hecate_health, hecate_backup); the functions here are thin:
+# read the validated tree, reach the minions (edges: Caddy; the controller: authentik, DNS, Nomad), format.
+
+
+def _operate_tree(minion=None):
+    import hecate_schema as schema
+    from salt.exceptions import SaltInvocationError
+
+    pillar = __salt__["pillar.show_pillar"](minion or __opts__["id"]) or {}
+    if pillar.get("_errors"):
+        raise SaltInvocationError("the pillar did not render: " + "; ".join(map(str, pillar["_errors"])))
+    try:
+        return schema.validate(pillar.get("hecate"))
+    except schema.PillarError as exc:
+        raise SaltInvocationError(str(exc)) from exc
+
+
+class _OperateCaller:
+    """``call(target, fun, *args, **kwargs) -> {minion: {"ok", "ret"}}`` over one LocalClient.
+
+    ``target``: ``edge`` (``tgt`` or ``hecate:deployment:targets:edge``, default grain ``roles:hecate-proxy``),
+    ``controller`` (``controller`` or ``hecate:deployment:targets:controller``, default grain
+    ``roles:hecate-controller``), or ``minion:<id>``."""
+
+    def __init__(self, tree, tgt=None, tgt_type=None, controller=None, timeout=None):
+        import salt.client as salt_client
+
+        targets = (tree.get("deployment") or {}).get("targets") or {}
+        default_type = targets.get("tgt_type", "grain")
+        self.roles = {
+            "edge": (tgt, tgt_type or "glob") if tgt else (targets.get("edge", "roles:hecate-proxy"), default_type),
+            "controller": (controller, tgt_type or "glob")
+            if controller
+            else (targets.get("controller", "roles:hecate-controller"), default_type),
+        }
+        self.timeout = int(timeout or 30)
+        self.client = salt_client.LocalClient(mopts=__opts__)
+
+    def _target(self, target):
+        return (target[len("minion:") :], "glob") if target.startswith("minion:") else self.roles[target]
+
+    @staticmethod
+    def _answers(answers):
+        return {m: {"ok": isinstance(a, dict) and a.get("retcode", 0) == 0, "ret": a.get("ret") if isinstance(a, dict) else a}
+                for m, a in (answers or {}).items()}  # fmt: skip
+
+    def __call__(self, target, fun, *args, **kwargs):
+        tgt, tgt_type = self._target(target)
+        return self._answers(
+            self.client.cmd(tgt, fun, list(args), tgt_type=tgt_type, kwarg=kwargs or None, timeout=self.timeout, full_return=True)
+        )
+
+    def many(self, calls):
+        """Several calls published at once, then gathered: ``[(target, fun, args, kwargs)] -> [answers]``.
+        One round trip for all of them instead of one each (a probe per route adds up)."""
+        self.client.event.subscribe("salt/job/")  # cache every job return until its turn to be read
+        published = []
+        for target, fun, args, kwargs in calls:
+            tgt, tgt_type = self._target(target)
+            pub = self.client.run_job(tgt, fun, list(args), tgt_type=tgt_type, kwarg=kwargs or None, timeout=self.timeout, listen=True)
+            published.append((pub, tgt, tgt_type))
+        out = []
+        for pub, tgt, tgt_type in published:
+            answers = {}
+            if pub and pub.get("jid"):
+                for found in self.client.get_cli_event_returns(pub["jid"], pub["minions"], self.timeout, tgt, tgt_type):
+                    answers.update(found or {})
+            out.append(self._answers(answers))
+        return out
+
+    def close(self):
+        self.client.destroy()
+
+
+def import_caddyfile(path, dest=None, caddy=None, force=False):
+    """Turn a Caddyfile into hecate pillar with the real ``caddy adapt``: routes (domain, backend(s),
+    service from the comment above each site or its first label, ``tls_skip_verify``, https backends),
+    and the security/header snippets as a profile. Everything it cannot map (log blocks, global options,
+    handlers hecate does not model, sites that are not a reverse proxy) is listed in ``unmapped``;
+    changes of meaning (the seed's ANDed matchers, ``respond 444``) in ``notes``.
+
+    path
+        The Caddyfile (on the master).
+    dest
+        Write the pillar there as YAML, with ``unmapped`` and ``notes`` as comments on top
+        (refused if the file exists, unless ``force=True``).
+    caddy
+        The caddy binary (default: next to Salt's Python, else on PATH).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.import_caddyfile path=/etc/caddy/Caddyfile
+        salt-run hecate.import_caddyfile path=/etc/caddy/Caddyfile dest=/srv/pillar/hecate-imported.sls
+        salt-run hecate.import_caddyfile path=/etc/caddy/Caddyfile --out=yaml
+    """
+    import os
+
+    import hecate_import
+
+    try:
+        result = hecate_import.import_file(path, binary=caddy)
+    except hecate_import.CaddyfileError as exc:
+        __context__["retcode"] = 1
+        return {"error": str(exc), "retcode": 1}
+    written = None
+    if dest:
+        if os.path.exists(dest) and not force:
+            __context__["retcode"] = 1
+            return {"error": f"{dest} exists; pass force=True to overwrite it", "retcode": 1}
+        with open(dest, "w", encoding="utf-8") as handle:
+            handle.write(result["yaml"])
+        written = dest
+    return {
+        "routes": result["routes"],
+        "profiles": sorted(result["pillar"]["hecate"]["reverse_proxy"]["caddy"].get("profiles", {})),
+        "written": written,
+        "unmapped": result["unmapped"],
+        "notes": result["notes"],
+        "warnings": result["warnings"],
+        "pillar": result["pillar"],
+        "retcode": 0,
+    }
+
+
+def health(tgt=None, tgt_type=None, controller=None, minion=None, only=None, timeout=30):
+    """Is every route answering through every edge, and do the backends agree? Routes (``caddy.probe``
+    on each edge), Caddy's upstreams (``caddy.upstreams``), authentik (``authentik.health``), Nomad
+    allocations (``nomad_job.status``/``allocations``) and DNS record sets against the pillar's targets
+    (``hetzner_dns.rrsets``). A backend that is not configured shows as such; one that fails shows its
+    error; neither hides the others. Tables by default; ``--out=json`` for scripts. Exits 1 when
+    anything is unhealthy.
+
+    tgt, tgt_type
+        The edge minions (default ``hecate:deployment:targets:edge``, grain ``roles:hecate-proxy``).
+    controller
+        The minion that talks to authentik, DNS and Nomad (default ``hecate:deployment:targets:controller``).
+    minion
+        Whose pillar to read (default the master's own id).
+    only
+        A list of sections: routes, upstreams, authentik, nomad, dns.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.health
+        salt-run hecate.health tgt=edge-1 controller=ctl-1
+        salt-run hecate.health only='[routes, dns]' --out=json
+    """
+    import hecate_health
+
+    tree = _operate_tree(minion)
+    call = _OperateCaller(tree, tgt, tgt_type, controller, timeout)
+    try:
+        report = hecate_health.collect(tree, call, only=[only] if isinstance(only, str) else only)
+    finally:
+        call.close()
+    if report["retcode"]:
+        __context__["retcode"] = 1
+    return {"data": report, "outputter": "table"}
+
+
+def backup(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=None, timeout=60):
+    """Save what hecate manages into a new directory on the master: each edge's Caddy config
+    (``caddy.snapshot``), the authentik objects hecate owns, the DNS zones' record sets, the Nomad jobs'
+    versions and specs; plus ``manifest.json`` and ``SHA256SUMS``. Sections that are not configured
+    are recorded as such in the manifest. Exits 1 if a configured section could not be read.
+
+    dir
+        A directory that does not exist yet (or is empty); created mode 0700, files 0600.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.backup dir=/var/backups/hecate/$(date +%F)
+        salt-run hecate.backup dir=/var/backups/hecate/now only='[caddy]' tgt=edge-1
+    """
+    import hecate_backup
+
+    tree = _operate_tree(minion)
+    call = _OperateCaller(tree, tgt, tgt_type, controller, timeout)
+    try:
+        sections, files = hecate_backup.collect(tree, call, only=[only] if isinstance(only, str) else only)
+    finally:
+        call.close()
+    try:
+        manifest = hecate_backup.write(dir, sections, files, environment=tree["global"].get("environment"))
+    except (OSError, hecate_backup.BackupError) as exc:
+        __context__["retcode"] = 1
+        return {"error": str(exc), "retcode": 1}
+    failed = sorted(n for n, s in sections.items() if s.get("state") == "failed")
+    if failed:
+        __context__["retcode"] = 1
+    return {"dir": dir, "files": len(manifest["files"]), "sections": sections, "failed": failed, "retcode": 1 if failed else 0}
+
+
+def restore(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=None, test=False, timeout=120):
+    """Put a backup back. First every checksum is verified (manifest.json, SHA256SUMS, every file; an
+    extra or missing file counts): on any mismatch nothing is changed and it exits 1. Then Caddy on each
+    saved edge (``caddy.restore``; skipped when already identical), authentik's objects, the DNS record
+    sets hecate owned, and the Nomad jobs' versions. ``test=True`` shows what would change.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.restore dir=/var/backups/hecate/2026-05-01 test=True
+        salt-run hecate.restore dir=/var/backups/hecate/2026-05-01
+        salt-run hecate.restore dir=/var/backups/hecate/2026-05-01 only='[caddy]'
+    """
+    import hecate_backup
+
+    _, problems = hecate_backup.verify(dir)
+    if problems:
+        __context__["retcode"] = 1
+        return {"restored": False, "refused": True, "problems": problems, "comment": "the backup failed verification: nothing was changed",
+                "retcode": 1}  # fmt: skip
+    tree = _operate_tree(minion)
+    call = _OperateCaller(tree, tgt, tgt_type, controller, timeout)
+    try:
+        result = hecate_backup.restore(dir, call, only=[only] if isinstance(only, str) else only, test=test)
+    finally:
+        call.close()
+    result["retcode"] = 1 if result["problems"] or result["refused"] else 0
+    if result["retcode"]:
+        __context__["retcode"] = 1
+    return result

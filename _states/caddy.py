@@ -33,15 +33,17 @@ def _ret(name):
     return {"name": name, "result": False, "changes": {}, "comment": ""}
 
 
-def _tree(hecate):
-    return hecate_schema.validate(hecate if hecate is not None else __salt__["config.get"]("hecate", None))
+def _tree():
+    # From pillar only: a tree passed as an argument would put its tokens in job arguments and logs.
+    # A different tree (rollback, promote) arrives as a pillar override: state.apply pillar='{"hecate": ...}'.
+    return hecate_schema.validate(__salt__["config.get"]("hecate", None))
 
 
 def _verify(tree, domains):
     """Request each domain through Caddy; return the failures."""
     if not tree["reverse_proxy"]["caddy"]["verify"]["enabled"]:
         return []
-    return [result for result in (__salt__["caddy.probe"](d) for d in domains) if not result["ok"]]
+    return __salt__["caddy.check"](domains)
 
 
 def _roll_back(snap, failures):
@@ -54,20 +56,18 @@ def _roll_back(snap, failures):
     return "post-write check failed, " + outcome + ":\n  " + "\n  ".join(lines)
 
 
-def routes_managed(name, hecate=None):
+def routes_managed(name):
     """Make Caddy serve exactly the routes in pillar ``hecate:reverse_proxy:caddy:routes``.
 
     name
         A label for the state; it does not select anything.
-    hecate
-        The ``hecate`` tree to use instead of pillar (the orchestration passes it).
 
     Creates hecate's server when Caddy runs with nothing but an admin endpoint; prunes only
     hecate's own routes; ``test=True`` returns the diff and writes nothing.
     """
     ret = _ret(name)
     try:
-        tree = _tree(hecate)
+        tree = _tree()
     except hecate_schema.PillarError as exc:
         ret["comment"] = f"nothing was changed: {exc}"
         return ret
@@ -105,15 +105,15 @@ def routes_managed(name, hecate=None):
     return ret
 
 
-def _single_route(name, route_args, hecate):
-    tree = copy.deepcopy(_tree(hecate))
+def _single_route(name, route_args):
+    tree = copy.deepcopy(_tree())
     route = {"service": name, **route_args}
     tree["reverse_proxy"]["caddy"]["routes"] = [route]
     tree = hecate_schema.validate(tree)  # the route gets the same checks and defaults as pillar routes
     return tree, hecate_caddy.compile_route(tree["reverse_proxy"]["caddy"]["routes"][0], tree)
 
 
-def route_present(name, domain, backend=None, backends=None, hecate=None, **kwargs):
+def route_present(name, domain, backend=None, backends=None, **kwargs):
     """One route, by service ``name``, outside the pillar's route list (a manual or temporary route).
 
     Accepts the same keys as a pillar route (``tls_skip_verify``, ``profile``, ``lb_policy``,
@@ -135,7 +135,7 @@ def route_present(name, domain, backend=None, backends=None, hecate=None, **kwar
     if backends:
         args["backends"] = backends
     try:
-        tree, compiled = _single_route(name, args, hecate)
+        tree, compiled = _single_route(name, args)
         snap = __salt__["caddy.snapshot"]()
         routes = hecate_caddy.owned_routes(snap["config"])
         rid = compiled["@id"]

@@ -137,7 +137,8 @@ def compile_server(tree):
         if route.get("auth"):
             routes.extend(hecate_authentik.caddy_outpost_route(route, tree) or [])
         routes.append(compile_route(route, tree))
-    server = {"@id": SERVER_ID, "listen": [f":{port}"], "routes": [*routes, catch_all()]}
+    hosts = [f"[{h}]" if ":" in h else h for h in caddy.get("bind") or [""]]  # "": every interface
+    server = {"@id": SERVER_ID, "listen": [f"{host}:{port}" for host in hosts], "routes": [*routes, catch_all()]}
     if mode == "off":
         server["automatic_https"] = {"disable": True}
     return server

@@ -16,10 +16,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling helpers, installed or not
 
-import jinja2  # noqa: E402
-import yaml  # noqa: E402
-
-import hecate_schema  # noqa: E402
+import hecate_schema
+import jinja2
+import yaml
 
 
 class _SaltFunctions(dict):

@@ -237,6 +237,7 @@ CADDY = Map(
             default=dict,
         ),
         "admin": AdminAddress(),
+        "bind": ListOf(Hostname(ip=True), unique=True),  # listen only on these addresses (default: every interface)
         "tls": Field(
             Map({"mode": Field(TlsMode(), default="acme"), "email": Str(pattern=r"^[^@\s]+@[^@\s]+$", what="e-mail")}),
             default=dict,

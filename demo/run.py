@@ -56,7 +56,7 @@ def start_backends(services):
 def demo_pillar(caddy, backend_ports, ports):
     tree = hecate_cli.render_sls(REPO / "pillar" / "hecate.sls")["hecate"]
     caddy_cfg = tree["reverse_proxy"]["caddy"]
-    caddy_cfg.update(admin=caddy.admin, ports=ports, tls={"mode": "off"})  # demo: TLS off, local backends
+    caddy_cfg.update(admin=caddy.admin, ports=ports, tls={"mode": "off"}, bind=["127.0.0.1"])  # demo: TLS off, loopback, local backends
     for route in caddy_cfg["routes"]:
         local = f"127.0.0.1:{backend_ports[route['service']]}"
         route.pop("backends", None)

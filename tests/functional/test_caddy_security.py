@@ -8,13 +8,13 @@ from tests.support.http import backend_of, get
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory):
+    import tempfile
+
     from saltfactories.utils.functional import Loaders
 
     from tests.conftest import minion_opts_for
     from tests.support.caddy import Backend, Caddy, free_port
     from tests.support.pillars import local_seed_tree
-
-    import tempfile
 
     root = tempfile.mkdtemp(prefix="hs", dir="/tmp")
     caddy = Caddy(f"{root}/c").start()

@@ -110,7 +110,8 @@ def salt_master(salt_factories, pillar_files, vault, consul):
 
 @pytest.fixture(scope="package")
 def salt_minion(salt_master):
-    factory = salt_master.salt_minion_daemon("hecate-edge")
+    # One minion plays both roles of the seed's orchestrate.sls: controller and edge.
+    factory = salt_master.salt_minion_daemon("hecate-edge", overrides={"grains": {"roles": ["hecate-controller", "hecate-proxy"]}})
     with factory.started():
         yield factory
 

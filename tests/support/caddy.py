@@ -96,7 +96,7 @@ class Caddy:
         return response.status, body
 
     def reset(self):
-        """Back to nothing but the admin endpoint (a test's starting point), logged like any mutation."""
+        """Back to nothing but the admin endpoint (a test's starting point); not counted as a mutation."""
         import http.client
 
         conn = http.client.HTTPConnection("localhost", timeout=10)
@@ -109,6 +109,14 @@ class Caddy:
         )
         assert conn.getresponse().status == 200
         conn.close()
+        self.mark()
+
+    def mark(self):
+        """Count mutations from now on (see :meth:`new_mutations`)."""
+        self.baseline = len(self.mutations())
+
+    def new_mutations(self):
+        return self.mutations()[getattr(self, "baseline", 0) :]
 
     def config_bytes(self):
         return self.admin_get("/config/")[1]

@@ -25,6 +25,7 @@ def local_seed_tree(backends, https_backend_port, ports, admin, tls_mode="off"):
     caddy["ports"] = dict(ports)
     caddy["admin"] = admin
     caddy["tls"] = {"mode": tls_mode}
+    caddy["bind"] = ["127.0.0.1"]  # tests listen on loopback only
     for route in caddy["routes"]:
         if route["backend"].startswith("https://"):
             route["backend"] = f"https://127.0.0.1:{https_backend_port}"

@@ -115,10 +115,18 @@ def test_diff_names_what_changed(tree):
     changed = copy.deepcopy(tree)
     changed["reverse_proxy"]["caddy"]["routes"][2]["backend"] = "10.9.9.9:80"
     del changed["reverse_proxy"]["caddy"]["routes"][3]
-    changed["reverse_proxy"]["caddy"]["routes"].append({**changed["reverse_proxy"]["caddy"]["routes"][0], "domain": "new.cybermonkey.dev", "service": "new"})
+    changed["reverse_proxy"]["caddy"]["routes"].append(
+        {**changed["reverse_proxy"]["caddy"]["routes"][0], "domain": "new.cybermonkey.dev", "service": "new"}
+    )
     desired = hecate_caddy.desired_config(live, changed)
     diff = hecate_caddy.diff(live, desired)
     assert diff["changed"]["hecate_route_grafana"]["new"]["upstreams"] == ["10.9.9.9:80"]
     assert list(diff["removed"]) == ["hecate_route_jenkins"]
     assert list(diff["added"]) == ["hecate_route_new"]
     assert hecate_caddy.changed_domains(live, desired) == ["new.cybermonkey.dev", "observe.cybermonkey.dev"]
+
+
+def test_bind_restricts_the_listeners(tree):
+    tree["reverse_proxy"]["caddy"]["bind"] = ["127.0.0.1", "::1"]
+    server = hecate_caddy.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]
+    assert server["listen"] == ["127.0.0.1:443", "[::1]:443"]
