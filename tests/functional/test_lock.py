@@ -121,7 +121,7 @@ def test_a_waiting_holder_gets_the_lock_when_released(emu):
     released_at = time.monotonic()
     first.release()
     waiter.join(10)
-    assert "session" in got and got["at"] - released_at < 0.5  # woken by the blocking query, not a poll
+    assert "session" in got and got["at"] - released_at < 0.9  # woken by the blocking query, not a 1 s poll
 
 
 def test_renewal_keeps_the_lock_beyond_its_ttl(emu):
@@ -151,7 +151,7 @@ def test_a_crashed_holder_frees_the_key_after_ttl_and_lock_delay(emu):
         waited = time.monotonic() - start
         assert emu.holder(KEY) == lock.session
     assert (crashed.session, "ttl expired") in emu.invalidated
-    assert 1.0 < waited < 3.0  # the TTL (0.5 s) plus the lock-delay (0.75 s), no earlier
+    assert 1.0 < waited < 5.0  # the TTL (0.5 s) plus the lock-delay (0.75 s), no earlier
 
 
 def test_lost_session_is_detected(emu):
