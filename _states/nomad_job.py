@@ -263,7 +263,7 @@ def _unchanged(ret, name, parsed, policy, configured, test):
 def _watch(ret, name, parsed, job_modify_index, policy, configured, verb, places=True):
     timeout = hecate_nomad.deploy_timeout(parsed, configured, policy)
     started = time.monotonic()
-    find = min(timeout, 60.0) if places else min(timeout, 5.0)
+    find = min(timeout, 60.0) if places else min(timeout, 2.0)
     try:
         dep = __salt__["nomad_job.find_deployment"](name, job_modify_index, timeout=find)
     except CommandExecutionError as exc:

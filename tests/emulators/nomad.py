@@ -648,6 +648,7 @@ class NomadEmulator(Emulator):
         self.outcomes = {}  # job id -> [outcome dict, ...] consumed one per deployment
         self.blocking = []  # (path, index, wait seconds asked, seconds held)
         self.enforce_deadlines = True  # False: a deployment that makes no progress runs forever
+        self.deploy_without_changes = True  # False: a version that moves no allocation gets no deployment
         self.hooks = []  # [method, path regex, fn(request), times]: run before a matching request is handled
         self._timeline = []
         self._seq = itertools.count()
@@ -721,6 +722,7 @@ class NomadEmulator(Emulator):
             self.faults.clear()
             self._timeline.clear()
             self.enforce_deadlines = True
+            self.deploy_without_changes = True
 
     def before(self, method, path, fn, times=1):
         """Run ``fn(request)`` (under the state lock) before the next ``times`` matching requests are
@@ -1011,6 +1013,9 @@ class NomadEmulator(Emulator):
         if job.get("Type") != "service":
             return None
         updates = desired_updates(previous, job)
+        moving = ("Place", "Canary", "DestructiveUpdate", "InPlaceUpdate", "Stop", "Migrate")
+        if not self.deploy_without_changes and not any(u[k] for u in updates.values() for k in moving):
+            return None
         now = time.monotonic()
         index = self._next("deployment")
         dep = {

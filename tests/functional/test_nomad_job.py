@@ -446,6 +446,17 @@ def test_present_argument_paths(loaders, nomad):
     assert paths(nomad.requests) == [("POST", "/v1/jobs/parse"), ("POST", "/v1/job/web/plan"), ("POST", "/v1/jobs")]
 
 
+def test_a_change_that_moves_no_allocation_does_not_wait_for_a_deployment(loaders, nomad):
+    assert deploy_web(loaders, "web:1").result is True
+    nomad.deploy_without_changes = False
+    hcl = web_job().replace('datacenters = ["dc1"]', 'datacenters = ["dc1"]\n  meta {\n    owner = "ops"\n  }')
+    started = time.monotonic()
+    result = deploy_web(loaders, "web:1", hcl=hcl)
+    assert result.result is True and "no allocation changes, no deployment" in result.comment, result.comment
+    assert result.changes["plan"]["desired_tg_updates"] == {"web": {"Ignore": 2}}
+    assert time.monotonic() - started < 6 and len(nomad.registers) == 2
+
+
 # -- the module ----------------------------------------------------------------------------------------
 def test_module_functions(loaders, nomad):
     mod = loaders.modules.nomad_job
