@@ -1,0 +1,123 @@
+"""Operating hecate on a real master + minion: salt-run hecate.import_caddyfile, hecate.health (tables and
+--out=json), hecate.backup / hecate.restore (checksums verified before anything changes), against the
+real edge Caddy."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.conftest import SEED
+from tests.support.http import backend_of, get
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def routed(synced, edge_caddy, pillar_files, edge_tree, salt_call_cli):
+    """The seed pillar applied to the edge Caddy (from nothing)."""
+    pillar_files.write(edge_tree)
+    salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+    edge_caddy.reset()
+    applied = salt_call_cli.run("state.apply", "hecate.routes")
+    assert applied.returncode == 0, applied
+    yield edge_tree
+    salt_call_cli.run("state.apply", "hecate.routes")
+
+
+def test_import_caddyfile_writes_a_pillar_that_validates(synced, salt_run_cli, tmp_path):
+    dest = tmp_path / "imported.sls"
+    result = salt_run_cli.run("hecate.import_caddyfile", f"path={SEED / 'Caddyfile'}", f"dest={dest}")
+    assert result.returncode == 0, result
+    assert result.data["routes"] == 10 and result.data["profiles"] == ["cybermonkey_common"]
+    assert any("hera-auth.log" in line for line in result.data["unmapped"])
+    text = dest.read_text()
+    assert text.startswith("# hecate pillar imported from") and "# NOT imported" in text
+    imported = yaml.safe_load(text)
+    assert imported == result.data["pillar"]
+
+    again = salt_run_cli.run("hecate.import_caddyfile", f"path={SEED / 'Caddyfile'}", f"dest={dest}")
+    assert again.returncode == 1 and "exists" in again.data["error"]
+    missing = salt_run_cli.run("hecate.import_caddyfile", f"path={tmp_path / 'nope'}")
+    assert missing.returncode == 1 and "no such file" in missing.data["error"]
+
+
+def test_health_json_and_table(routed, salt_run_cli):
+    result = salt_run_cli.run("hecate.health", "--out=json")
+    assert result.returncode == 0, result.stdout
+    report = json.loads(result.stdout) if result.data is None else result.data
+    routes = report["routes"]
+    assert len(routes) == 8 and all(r["ok"] and r["status"] == 200 and r["edge"] == "hecate-edge" for r in routes), routes
+    assert {r["services"] for r in report["upstreams"]} >= {"grafana", "wazuh"}
+    assert report["authentik"] == [{"state": "not configured"}]
+    assert report["nomad"] == [{"state": "not configured"}] and report["dns"] == [{"state": "not configured"}]
+    assert report["summary"][0]["healthy"] is True and report["retcode"] == 0
+
+    # no --out: salt-run prints the runner's own choice, Salt's table outputter
+    cmdline = [arg for arg in salt_run_cli.cmdline("hecate.health") if not arg.startswith("--out")]
+    table = subprocess.run(cmdline, capture_output=True, text=True, timeout=120, check=False)
+    assert table.returncode == 0, table.stderr
+    assert "observe.cybermonkey.dev" in table.stdout and "8/8 answering" in table.stdout
+    header = next(line for line in table.stdout.splitlines() if "Domain" in line)
+    assert [cell.strip() for cell in header.strip().strip("|").split("|")] == ["Domain", "Edge", "Ok", "Reason", "Service", "Status"]
+
+
+def test_health_names_the_route_that_stopped_answering(routed, salt_run_cli, salt_call_cli):
+    deleted = salt_call_cli.run("caddy.delete", "hecate_route_grafana")
+    assert deleted.returncode == 0
+    result = salt_run_cli.run("hecate.health", "only=[routes]", "--out=json")
+    assert result.returncode == 1
+    report = result.data
+    bad = [r for r in report["routes"] if not r["ok"]]
+    assert [(r["domain"], r["reason"]) for r in bad] == [("observe.cybermonkey.dev", "not routed (answered by the catch-all)")]
+    assert report["summary"][0]["routes"] == "7/8 answering"
+    assert list(report) == ["routes", "summary", "retcode"]
+
+
+def test_backup_then_restore_puts_caddy_back_and_a_tampered_backup_changes_nothing(
+    routed, salt_run_cli, salt_call_cli, edge_caddy, tmp_path
+):
+    target = tmp_path / "backup"
+    made = salt_run_cli.run("hecate.backup", f"dir={target}")
+    assert made.returncode == 0, made
+    assert made.data["sections"]["caddy"] == {"state": "saved", "edges": ["hecate-edge"]}
+    assert made.data["sections"]["dns"]["state"] == "not configured"
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"caddy/hecate-edge.json"}
+    assert (target / "SHA256SUMS").read_text().count("\n") == 2
+    saved = json.loads((target / "caddy" / "hecate-edge.json").read_text())["config"]
+
+    assert salt_call_cli.run("caddy.delete", "hecate_route_grafana").returncode == 0
+    port = routed["reverse_proxy"]["caddy"]["ports"]["http"]
+    assert get(port, "observe.cybermonkey.dev")[0] == 404
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(target, tampered)
+    snap_file = tampered / "caddy" / "hecate-edge.json"
+    snap_file.write_text(snap_file.read_text().replace("observe.cybermonkey.dev", "evil.example.org"))
+    before = edge_caddy.config_bytes()
+    mutations = len(edge_caddy.mutations())
+    refused = salt_run_cli.run("hecate.restore", f"dir={tampered}")
+    assert refused.returncode == 1 and refused.data["refused"] is True
+    assert refused.data["problems"] == ["caddy/hecate-edge.json: checksum mismatch (the file changed since the backup)"]
+    assert edge_caddy.config_bytes() == before and len(edge_caddy.mutations()) == mutations  # nothing sent
+
+    dry = salt_run_cli.run("hecate.restore", f"dir={target}", "test=True")
+    assert dry.returncode == 0 and dry.data["done"] == ["caddy on hecate-edge: would load the saved config (one reload)"]
+    assert len(edge_caddy.mutations()) == mutations
+
+    restored = salt_run_cli.run("hecate.restore", f"dir={target}")
+    assert restored.returncode == 0, restored
+    assert restored.data["done"] == ["caddy on hecate-edge: saved config loaded"]
+    assert json.loads(edge_caddy.config_bytes()) == saved
+    assert backend_of(get(port, "observe.cybermonkey.dev")[2]) == "grafana"
+    assert len(edge_caddy.mutations()) == mutations + 1  # one reload
+
+    again = salt_run_cli.run("hecate.restore", f"dir={target}")
+    assert again.data["done"] == ["caddy on hecate-edge: already the saved config"]
+    assert len(edge_caddy.mutations()) == mutations + 1
+
+    occupied = salt_run_cli.run("hecate.backup", f"dir={target}")
+    assert occupied.returncode == 1 and "not an empty directory" in occupied.data["error"]
