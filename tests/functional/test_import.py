@@ -94,7 +94,7 @@ def test_seed_import_reports_what_it_could_not_map(seed_import):
 def test_imported_seed_serves_the_same_sites_through_a_real_caddy(seed_import, site_backends, caddy, caddy_ports, make_loaders):
     tree = local_tree(seed_import, site_backends, caddy, caddy_ports)
     loaders = make_loaders({"hecate": tree})
-    result = loaders.states.caddy.routes_managed(name="imported", hecate=tree)
+    result = loaders.states.caddy.routes_managed(name="imported")
     assert result.result is True, result.comment
     assert [m[0] for m in caddy.mutations()] == ["POST"], "one reload for the whole import"
     port = caddy_ports["http"]
@@ -114,7 +114,7 @@ def test_imported_seed_serves_the_same_sites_through_a_real_caddy(seed_import, s
         with pytest.raises(ConnectionError):
             get(port, "observe.cybermonkey.dev", headers={"User-Agent": agent})
     assert get(port, "not-in-the-caddyfile.example.org")[0] == 404
-    again = loaders.states.caddy.routes_managed(name="imported", hecate=tree)
+    again = loaders.states.caddy.routes_managed(name="imported")
     assert again.result is True and again.changes == {}
     assert [m[0] for m in caddy.mutations()] == ["POST"], "the second run sends nothing"
 
