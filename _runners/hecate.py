@@ -14,6 +14,7 @@ import logging
 import time
 
 import hecate_lock
+import hecate_nomad
 import hecate_orchestrate
 import hecate_schema
 import hecate_secrets
@@ -166,8 +167,6 @@ def _nomad_versions(tree):
     """Current version of every hecate Nomad job (for reverting), or {} without Nomad."""
     if not hecate_orchestrate.backend_enabled(tree, "nomad"):
         return {}
-    import hecate_nomad
-
     versions = {}
     for name in hecate_nomad.JOBS:
         job_id = hecate_nomad.job_settings(tree, name)["id"]

@@ -18,7 +18,8 @@ Routes in ``forward_domain`` mode share one provider and one application per coo
 import re
 from urllib.parse import urlsplit
 
-from hecate_spec import Bool, Field, Hostname, ListOf, Map, Port, Secret, Str, index, key
+import hecate_spec
+from hecate_spec import Bool, Field, Hostname, ListOf, Map, Port, Report, Secret, Str, index, key
 
 AK_HEADERS = (
     "X-Authentik-Username",
@@ -81,10 +82,8 @@ class Upstream(Str):
     def __call__(self, value, path, report):
         value = super().__call__(value, path, report)
         if isinstance(value, str):
-            import hecate_schema
-
             try:
-                hecate_schema.parse_backend(value)
+                hecate_spec.parse_backend(value)
             except ValueError as exc:
                 report.error(path, str(exc))
         return value
@@ -180,9 +179,7 @@ def _routes(tree):
 def _service(route):
     if route.get("service"):
         return route["service"]
-    import hecate_schema
-
-    return hecate_schema.route_service(route)
+    return hecate_spec.route_service(route)
 
 
 def auth_routes(tree):
@@ -244,8 +241,6 @@ def validate_tree(tree):
     """Apply :data:`PILLAR_SCHEMA`, :data:`ROUTE_AUTH_SCHEMA` and :func:`check_pillar` to a tree that
     ``hecate_schema`` already validated (idempotent: a tree normalised once comes back unchanged).
     Returns the tree; raises ``PillarError`` naming every bad key path."""
-    from hecate_spec import Report
-
     report = Report("hecate")
     tree = dict(tree or {})
     tree["authentik"] = PILLAR_SCHEMA(tree.get("authentik"), "hecate:authentik", report)
@@ -554,9 +549,7 @@ def plan_changes(actions):
 # -- Caddy -------------------------------------------------------------------------------------------------
 def _proxy_handler(upstream):
     """A reverse_proxy handler to the outpost (``host:port``, ``http(s)://...`` or ``consul://...``)."""
-    import hecate_schema
-
-    backend = hecate_schema.parse_backend(upstream)
+    backend = hecate_spec.parse_backend(upstream)
     handler = {"handler": "reverse_proxy"}
     if backend["scheme"] == "consul":
         name = f"{backend['host']}.service.consul"

@@ -14,7 +14,7 @@ What hecate owns in a Caddy config (everything else is left as found):
 import copy
 
 import hecate_authentik
-import hecate_schema
+import hecate_spec
 
 SERVER = "hecate"
 SERVER_ID = "hecate_server"
@@ -70,7 +70,7 @@ def profile_handlers(profile):
 
 
 def reverse_proxy(route, caddy):
-    backends = [hecate_schema.parse_backend(b) for b in hecate_schema.route_backends(route)]
+    backends = [hecate_spec.parse_backend(b) for b in hecate_spec.route_backends(route)]
     handler = {"handler": "reverse_proxy", "stream_close_delay": caddy["stream_close_delay"]}
     scheme = backends[0]["scheme"]
     if scheme == "consul":

@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 
+from hecate_http import redact
 from salt.exceptions import CommandExecutionError
 
 log = logging.getLogger(__name__)
@@ -300,8 +301,6 @@ def _describe(entry):
 
 
 def _scrub(exc, client):
-    from hecate_http import redact
-
     return redact(str(exc)[:300], [getattr(client, "token", None)])
 
 

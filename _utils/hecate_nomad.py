@@ -18,8 +18,10 @@ import copy
 import json
 import re
 
+import hecate_caddy
+import hecate_nginx
 import jinja2
-from hecate_spec import Bool, Field, Int, ListOf, Map, MapOf, Secret, Str, index, key
+from hecate_spec import Bool, Field, Int, ListOf, Map, MapOf, Report, Secret, Str, index, key
 
 __all__ = [
     "JOBS",
@@ -253,8 +255,6 @@ def check_pillar(tree, report):
 # -- settings and per-job defaults -----------------------------------------------------------------
 def settings(tree):
     """The ``hecate:nomad`` section with every default filled in (validates it when it is raw)."""
-    from hecate_spec import Report
-
     raw = (tree or {}).get("nomad")
     report = Report("hecate")
     out = PILLAR_SCHEMA(copy.deepcopy(raw) if raw else {}, "hecate:nomad", report)
@@ -467,8 +467,6 @@ def caddy_bootstrap(tree, admin_socket):
     """The bootstrap config for new Caddy instances: the routes compiler's own bootstrap
     (``hecate_caddy.bootstrap_config``), with the admin endpoint on a unix socket in the allocation
     directory (``/alloc`` in every task of the group; on the host under the Nomad data dir)."""
-    import hecate_caddy
-
     caddy = (tree.get("reverse_proxy") or {}).get("caddy") or {}
     if not all(k in caddy for k in ("ports", "tls", "routes", "admin")):
         raise ValueError("the reverse-proxy job renders from the validated hecate tree (hecate_schema.validate)")
@@ -564,8 +562,6 @@ def helen_upstream(tree):
 
 def job_context(tree, name):
     """Everything one job template needs, from the validated ``hecate`` tree. Pure."""
-    import hecate_nginx
-
     nomad = settings(tree)
     job = job_settings(tree, name)
     update = dict(job["update"])

@@ -14,7 +14,7 @@ import hecate_authentik
 import hecate_dns
 import hecate_nomad
 import hecate_terraform
-from hecate_spec import (
+from hecate_spec import (  # parse_backend, route_backends, route_service: re-exported, they live in hecate_spec
     Bool,
     Duration,
     Field,
@@ -32,10 +32,13 @@ from hecate_spec import (
     is_hostname,
     is_ip,
     key,
+    parse_backend,
     parse_hostport,
+    route_backends,
+    route_service,
 )
 
-__all__ = ["PillarError", "check", "parse_backend", "validate"]
+__all__ = ["PillarError", "check", "parse_backend", "route_backends", "route_service", "validate"]
 
 NAME = r"^[a-z0-9]([a-z0-9_-]{0,62})$"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -84,43 +87,6 @@ COMMON_PROFILE = {
     },
 }
 BUILTIN_PROFILES = {"common": COMMON_PROFILE, "none": {}}
-
-
-def parse_backend(value):
-    """Parse a backend string. Returns a dict ``{scheme, host, port}`` or raises ValueError(reason).
-
-    ``host:port`` and ``http://host[:port]`` -> scheme http; ``https://host[:port]`` -> scheme https
-    (port 443 by default); ``consul://service[:port]`` -> scheme consul (Caddy dynamic upstreams: SRV
-    without a port, A records with one).
-    """
-    if not isinstance(value, str) or not value:
-        raise ValueError("must be a string like host:port or https://host[:port]")
-    match = re.match(r"^(https?|consul)://([^/?#]+)/?$", value)
-    if match:
-        scheme, rest = match.groups()
-        hostport = parse_hostport(rest)
-        if hostport is None:
-            host, port = rest.strip("[]"), None
-            if ":" in rest and not is_ip(host):
-                raise ValueError(f"{value!r}: port must be a number")
-        else:
-            host, port = hostport
-    else:
-        if re.match(r"^(https?|consul)://", value):
-            raise ValueError(f"{value!r} is neither host:port nor http(s)://host[:port] (no path allowed)")
-        if "://" in value:
-            raise ValueError(f"{value!r}: scheme must be http, https or consul")
-        hostport = parse_hostport(value)
-        if hostport is None:
-            raise ValueError(f"{value!r} is neither host:port nor http(s)://host[:port]")
-        scheme, (host, port) = "http", hostport
-    if not (is_hostname(host) or is_ip(host)):
-        raise ValueError(f"{value!r}: {host!r} is not a valid host")
-    if port is not None and not 1 <= port <= 65535:
-        raise ValueError(f"{value!r}: port {port} is out of range 1..65535")
-    if port is None:
-        port = {"http": 80, "https": 443}.get(scheme)
-    return {"scheme": scheme, "host": host, "port": port}
 
 
 class Backend(Str):
@@ -361,16 +327,6 @@ def validate(tree):
     out, report = check(tree)
     report.raise_if_errors()
     return out
-
-
-def route_backends(route):
-    """A route's backends in order: ``backend`` first, then ``backends``; duplicates dropped."""
-    items = ([route["backend"]] if route.get("backend") else []) + list(route.get("backends") or [])
-    return list(dict.fromkeys(items))
-
-
-def route_service(route):
-    return route.get("service") or route["domain"].replace("*", "wildcard").replace(".", "-")
 
 
 def _check_caddy(tree, report):

@@ -15,6 +15,7 @@ import os
 import re
 
 import jinja2
+from hecate_http import check_token
 from hecate_lock import DEFAULT_LOCK_DELAY, DEFAULT_TTL, DEFAULT_WAIT, LOCK_KEY, RECORD_PREFIX
 from hecate_spec import (
     Anything,
@@ -27,6 +28,7 @@ from hecate_spec import (
     ListOf,
     Map,
     MapOf,
+    Report,
     Secret,
     Str,
     index,
@@ -308,8 +310,6 @@ def _check_network(tree, section, report):
 
 def settings(tree):
     """The ``hecate:terraform`` section with defaults, through PILLAR_SCHEMA (raises PillarError)."""
-    from hecate_spec import Report
-
     report = Report("hecate")
     section = PILLAR_SCHEMA((tree or {}).get("terraform"), "hecate:terraform", report)
     if not report.errors:
@@ -467,8 +467,6 @@ def secret_environment(section):
     """The environment variables that carry secrets (name -> value): ``TF_VAR_hcloud_token`` from
     ``token``, ``TF_VAR_<name>`` from ``secret_vars``, and ``secret_env`` as is. An unresolved
     ``vault:``/``consul:`` reference is refused (the ext_pillar did not run)."""
-    from hecate_http import check_token
-
     out = {}
     if section.get("token"):
         out["TF_VAR_hcloud_token"] = check_token(section["token"], "hecate:terraform:token")

@@ -2,8 +2,16 @@
 # hetzner_dns.rrsets_managed per managed zone (read once, write only what differs, prune only
 # hecate-labelled sets when hecate:dns:prune is true). Without a hecate:dns zone the stage is off.
 # Run: salt-call state.apply hecate.dns [test=True]
-# Edge addresses from terraform: pass them as pillar, e.g. pillar='{"hecate": {"dns": {"targets": {...}}}}'.
+# Edge addresses: when hecate:terraform is configured, from the terraform outputs on this minion
+# (hecate_edge_ipv4/ipv6, read-only); otherwise hecate:dns:targets.
 {%- set dns = (pillar.get('hecate') or {}).get('dns') or {} %}
+{%- set targets = {} %}
+{%- if (pillar.get('hecate') or {}).get('terraform') and 'hecate_terraform.dns_targets' in salt %}
+{%-   set outputs = salt['hecate_terraform.dns_targets']() %}
+{%-   if outputs.get('ipv4') or outputs.get('ipv6') %}
+{%-     set targets = outputs %}
+{%-   endif %}
+{%- endif %}
 {%- set zones = [] %}
 {%- for zone in ([dns.get('zone')] if dns.get('zone') else []) + (dns.get('zones') or []) %}
 {%-   if zone and (zone | lower | trim('.')) not in zones %}
@@ -15,6 +23,9 @@
 hecate_dns_{{ zone }}:
   hetzner_dns.rrsets_managed:
     - name: {{ zone | yaml_dquote }}
+{%-   if targets %}
+    - targets: {{ targets | json }}
+{%-   endif %}
 {%- endfor %}
 {%- else %}
 hecate_dns_off:
