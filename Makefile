@@ -44,6 +44,12 @@ demo-stop:
 	$(PY) demo/run.py --stop
 
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null \
+	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; } \
+	      || echo "bench: wrk is not installable; a Python load generator stands in (RESULTS.md says so)" >&2; \
+	  else echo "bench: wrk is missing (apt-get install wrk); a Python load generator stands in" >&2; fi; }
 	TMPDIR=/tmp $(PY) bench/run.py
 
 clean:

@@ -47,7 +47,7 @@ def local_tree(imported, site_backends, caddy, ports):
     """The imported pillar with each backend moved to its local server, keeping its shape."""
     tree = copy.deepcopy(imported["pillar"]["hecate"])
     caddy_section = tree["reverse_proxy"]["caddy"]
-    caddy_section.update(ports=dict(ports), admin=caddy.admin, tls={"mode": "off"})
+    caddy_section.update(ports=dict(ports), admin=caddy.admin, tls={"mode": "off"}, bind=["127.0.0.1"])  # loopback only
     for route in caddy_section["routes"]:
         port = site_backends[route["service"]].port
         backend = route["backend"]
