@@ -93,16 +93,16 @@ class Bench:
             # for the delayed ACK, and the backend, not Caddy, would bound the load
             backend.server.RequestHandlerClass.disable_nagle_algorithm = True
         self.ports = {"http": free_port(), "https": free_port(), "admin": free_port()}
-        self.pillar = {}
-        self.loaders = Loaders(minion_opts_for(self.workdir / "salt", self.pillar))
-        self.pillar = self.loaders.opts["pillar"]  # the dict the loaded modules read through config.get
+        self.loaders = Loaders(minion_opts_for(self.workdir / "salt", {}))
 
     def tree(self, n, changed=()):
         return tree_for(n, self.caddy, self.ports, self.backend_a.port, self.backend_b.port, changed)
 
     def use(self, tree):
-        self.pillar.clear()
-        self.pillar["hecate"] = tree
+        """Swap the pillar in place: the dict the loaded modules read (``__pillar__``), and the opts' copy."""
+        for pillar in (self.loaders.modules.pack["__pillar__"], self.loaders.opts["pillar"]):
+            pillar.clear()
+            pillar["hecate"] = tree
 
     def hecate(self, tree):
         self.use(tree)
