@@ -145,7 +145,9 @@ JOB = Map(
         "promote": Map({"mode": Str(choices=list(PROMOTE_MODES)), "healthy_seconds": Seconds(0)}),
         "deploy_timeout": Seconds(1),
         "host_volume": Str(pattern=NAME, what="Nomad host volume name"),
-        "admin_socket": Str(pattern=r"^/alloc/[A-Za-z0-9_./-]+\.sock$", what="socket path under /alloc"),
+        "admin_socket": Str(
+            pattern=r"^/[A-Za-z0-9_./-]+\.sock$", what="absolute socket path (under /alloc, or a host path that is mounted)"
+        ),
         "upstream": Str(pattern=r"^[A-Za-z0-9.\[\]:-]+:[0-9]+$", what="host:port"),
         "listen_port": Int(1, 65535),
         "maxmemory": Str(pattern=r"^[0-9]+(kb|mb|gb)$", what="redis size like 512mb"),
@@ -301,7 +303,9 @@ def _job_defaults(tree, name):
                 "nginx": f"nginx:{nginx_version}",
                 "coturn": f"coturn/coturn:{(rp.get('coturn') or {}).get('version') or 'latest'}",
             },
-            "admin_socket": "/alloc/caddy-admin.sock",
+            # The edge minion's caddy module must reach the same socket: a unix admin address in pillar
+            # is used as is (its directory is mounted from the host); otherwise one in the alloc dir.
+            "admin_socket": _admin_socket(rp),
         }
     if name == "authentik":
         return {
@@ -463,14 +467,25 @@ def _safe_template_value(value, what):
     return text
 
 
+def _admin_socket(rp):
+    admin = (rp.get("caddy") or {}).get("admin") or ""
+    return admin[len("unix/") :] if admin.startswith("unix//") else "/alloc/caddy-admin.sock"
+
+
 def caddy_bootstrap(tree, admin_socket):
     """The bootstrap config for new Caddy instances: the routes compiler's own bootstrap
-    (``hecate_caddy.bootstrap_config``), with the admin endpoint on a unix socket in the allocation
-    directory (``/alloc`` in every task of the group; on the host under the Nomad data dir)."""
+    (``hecate_caddy.bootstrap_config``) WITHOUT the routes, with the admin endpoint on ``admin_socket``.
+
+    Routes are left out so the job text does not change when a route does: a route change is one
+    admin-API reload by ``caddy.routes_managed``, never a rolling redeploy of the Caddy group. A new
+    allocation serves the catch-all until the routes stage (right after the Nomad core stage) converges
+    it; ``--resume`` keeps the last converged config across restarts in the same allocation."""
     caddy = (tree.get("reverse_proxy") or {}).get("caddy") or {}
     if not all(k in caddy for k in ("ports", "tls", "routes", "admin")):
         raise ValueError("the reverse-proxy job renders from the validated hecate tree (hecate_schema.validate)")
-    config = copy.deepcopy(hecate_caddy.bootstrap_config(tree))
+    skeleton = copy.deepcopy(tree)
+    skeleton["reverse_proxy"]["caddy"]["routes"] = []
+    config = hecate_caddy.bootstrap_config(skeleton)
     config.setdefault("admin", {})["listen"] = f"unix/{admin_socket}"
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
@@ -597,6 +612,7 @@ def job_context(tree, name):
             caddy_ports={"http": ports["http"], "https": ports["https"]},
             caddy_bootstrap=_check_static(caddy_bootstrap(tree, job["admin_socket"]), "caddy bootstrap"),
             admin_socket=job["admin_socket"],
+            admin_dir=None if job["admin_socket"].startswith("/alloc/") else job["admin_socket"].rsplit("/", 1)[0],
             tcp_proxies=proxies,
             nginx_conf=_check_static(hecate_nginx.render_main(stream, user="nginx", pid="/tmp/nginx.pid"), "nginx.conf")  # noqa: S108
             if proxies

@@ -196,6 +196,7 @@ class Emulator:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True  # headers and body go out in two writes: Nagle + delayed ACK cost ~40 ms each
+
             def log_message(self, *args):  # keep test output clean
                 pass
 

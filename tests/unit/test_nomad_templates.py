@@ -74,10 +74,26 @@ def test_caddy_starts_from_the_compiled_bootstrap_with_resume(tree):
     (template,) = caddy["Templates"]
     assert template["DestPath"] == "local/caddy.json" and template["ChangeMode"] == "noop"
     assert (template["LeftDelim"], template["RightDelim"]) == hecate_nomad.STATIC  # literal: no consul-template
-    expected = hecate_caddy.bootstrap_config(tree)
+    skeleton = copy.deepcopy(tree)
+    skeleton["reverse_proxy"]["caddy"]["routes"] = []
+    expected = hecate_caddy.bootstrap_config(skeleton)  # the same compiler as the routes, without them
     expected["admin"]["listen"] = "unix//alloc/caddy-admin.sock"
-    assert json.loads(template["EmbeddedTmpl"]) == expected  # survives HCL quoting byte for byte (regexes too)
-    assert expected["apps"]["http"]["servers"]["hecate"]["routes"]  # the same compiler as the routes
+    assert json.loads(template["EmbeddedTmpl"]) == expected  # survives HCL quoting byte for byte
+    assert [r["@id"] for r in expected["apps"]["http"]["servers"]["hecate"]["routes"]] == ["hecate_catch_all"]
+
+
+def test_a_route_change_does_not_change_the_caddy_job(tree):
+    changed = copy.deepcopy(tree)
+    changed["reverse_proxy"]["caddy"]["routes"][0]["backend"] = "10.9.9.9:9000"  # a reload, not a redeploy
+    assert render(changed, "reverse-proxy") == render(tree, "reverse-proxy")
+
+
+def test_a_unix_admin_address_in_pillar_is_the_jobs_socket_mounted_from_the_host(tree):
+    changed = copy.deepcopy(tree)
+    changed["reverse_proxy"]["caddy"]["admin"] = "unix//run/caddy/admin.sock"
+    caddy = task(parsed(changed, "reverse-proxy"), "proxy-stack", "caddy")
+    assert json.loads(caddy["Templates"][0]["EmbeddedTmpl"])["admin"]["listen"] == "unix//run/caddy/admin.sock"
+    assert caddy["Config"]["volumes"] == ["/run/caddy:/run/caddy"]
 
 
 def test_none_of_the_seeds_caddy_defects_survive(tree):
