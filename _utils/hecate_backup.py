@@ -387,9 +387,8 @@ def restore_dns(directory, manifest, call, test):
             continue
         ok, did, comments = _single(call, "hetzner_dns.rrsets_managed", test, name=zone, rrsets=rrsets, owner=labels.get(hecate_dns.OWNER))
         if ok:
-            done.append(
-                f"dns {zone}: {len(rrsets)} record sets " + ("would change" if test and did else "restored" if did else "already as saved")
-            )
+            outcome = "would change" if test and did else "restored" if did else "already as saved"
+            done.append(f"dns {zone}: {len(rrsets)} record sets {outcome}")
         else:
             problems.append(f"dns {zone}: {'; '.join(comments)}")
     return done, problems
@@ -401,9 +400,11 @@ def restore_nomad(directory, manifest, call, test):
         saved = load(directory, rel)
         ok, did, comments = _single(call, "nomad_job.rolled_back", test, name=saved["id"], version=saved["version"])
         if ok:
-            done.append(
-                f"nomad {saved['id']}: " + (f"back to the spec of version {saved['version']}" if did else "already runs the saved spec")
-            )
+            if not did:
+                outcome = "already runs the saved spec"
+            else:
+                outcome = f"{'would go' if test else 'back'} to the spec of version {saved['version']}"
+            done.append(f"nomad {saved['id']}: {outcome}")
         else:
             problems.append(f"nomad {saved['id']}: {'; '.join(comments)}")
     return done, problems

@@ -129,7 +129,7 @@ def scan_caddyfile(text):
             continue
         if depth == 0 and line.endswith("{"):
             head = line[:-1].strip()
-            if head and not head.startswith("("):
+            if head and not head.startswith(("(", "&(")):  # snippets and named routes are not sites
                 hosts = [_address_host(a) for a in re.split(r"[,\s]+", head) if a]
                 current = {"comment": comment, "imports": [], "hosts": hosts}
                 for host in hosts:
