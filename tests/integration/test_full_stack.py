@@ -27,8 +27,9 @@ EDGE_IP = "203.0.113.10"
 ZONE = "cybermonkey.dev"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def emulators():
+    """Fresh emulators for every test: no state or scripted outcome leaks from one test to the next."""
     ak = AuthentikEmulator("2025.6.1", token=AK_TOKEN).start()
     hz = HetznerDNS(token=HZ_TOKEN).start()
     hz.add_zone(ZONE)
@@ -57,7 +58,7 @@ def terraform_dir(integration_dir):
     return {"workdir": str(work), "env": {"TF_CLI_CONFIG_FILE": str(config), "HOME": str(root / "home")}}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def full_tree(edge_tree, emulators, terraform_dir):
     """The seed pillar unchanged in meaning, plus the sections that point each backend at its emulator."""
     tree = copy.deepcopy(edge_tree)
@@ -149,39 +150,40 @@ def test_dry_run_writes_nothing_anywhere(stack, salt_run_cli, emulators, edge_ca
     assert sorted(os.listdir(terraform_dir["workdir"])) == files
 
 
-FAULTS = {
-    "nomad failed deployment": ("nomad_core", lambda e: e["nomad"].script("hecate-reverse-proxy", "fail", times=5)),
-    "authentik 500": ("authentik", lambda e: e["authentik"].inject(status=500, times=1000, method="POST")),
-    "dns 429 storm": ("dns", lambda e: e["hetzner"].inject(status=429, times=100000, headers={"RateLimit-Reset": "4000000000"})),
+FAULTS = {  # stage -> how to break it
+    "nomad_core": lambda e: e["nomad"].script("hecate-reverse-proxy", "fail"),  # failed deployment, auto-reverted
+    "authentik": lambda e: e["authentik"].inject(status=500, times=1000, method="POST"),
+    "dns": lambda e: e["hetzner"].inject(status=429, times=100000, headers={"RateLimit-Reset": "4000000000"}),
 }
 
 
 @pytest.mark.fault
-@pytest.mark.parametrize("fault", list(FAULTS))
-def test_a_fault_at_a_stage_stops_the_run_and_keeps_the_previous_state(
-    stack, salt_run_cli, emulators, edge_caddy, fault, pillar_files, salt_call_cli
+def test_a_fault_at_each_stage_stops_the_run_and_keeps_the_previous_state(
+    stack, salt_run_cli, emulators, edge_caddy, pillar_files, salt_call_cli
 ):
     assert salt_run_cli.run("hecate.deploy").returncode == 0
     changed = copy.deepcopy(stack)
-    changed["nomad"]["jobs"] = {"reverse-proxy": {"image": "caddy:2.11.9"}}
+    changed["reverse_proxy"]["caddy"]["version"] = "2.11.9"  # a new Caddy image: the reverse-proxy job changes
     extra = {"domain": "new.cybermonkey.dev", "backend": changed["reverse_proxy"]["caddy"]["routes"][1]["backend"], "service": "newapp",
              "auth": {"groups": ["ops"]}}  # fmt: skip
     changed["reverse_proxy"]["caddy"]["routes"].append(extra)
     use(pillar_files, salt_call_cli, changed)
     caddy_before = edge_caddy.config_bytes()
-    stage, inject = FAULTS[fault]
-    inject(emulators)
-    try:
-        result = salt_run_cli.run("hecate.deploy")
-    finally:
-        for emulator in emulators.values():
-            emulator.faults.clear()
-    assert result.returncode == 1
-    assert result.data["status"] == "failed" and result.data["error"].startswith(f"stage {stage} failed")
-    assert edge_caddy.config_bytes() == caddy_before  # Caddy back to (or still at) the previous deployment
     http = stack["reverse_proxy"]["caddy"]["ports"]["http"]
-    assert get(http, "new.cybermonkey.dev")[0] == 404
-    assert backend_of(get(http, "cloud.cybermonkey.dev")[2]) == "nextcloud"
+    for stage, inject in FAULTS.items():
+        inject(emulators)
+        try:
+            result = salt_run_cli.run("hecate.deploy")
+        finally:
+            for emulator in emulators.values():
+                emulator.faults.clear()
+        assert result.returncode == 1, stage
+        assert result.data["status"] == "failed" and result.data["error"].startswith(f"stage {stage} failed"), result.data["error"]
+        assert edge_caddy.config_bytes() == caddy_before, stage  # Caddy back to (or still at) the previous deployment
+        assert get(http, "new.cybermonkey.dev")[0] == 404
+        assert backend_of(get(http, "cloud.cybermonkey.dev")[2]) == "nextcloud"
+    statuses = [h["status"] for h in salt_run_cli.run("hecate.history").data]
+    assert statuses == ["success", "failed", "failed", "failed"]
 
 
 @pytest.mark.fault
@@ -201,7 +203,7 @@ def test_rollback_reverts_nomad_and_routes(stack, salt_run_cli, emulators, pilla
     assert salt_run_cli.run("hecate.deploy").returncode == 0
     version_a = nomad_job(emulators)["Version"]
     changed = copy.deepcopy(stack)
-    changed["nomad"]["jobs"] = {"reverse-proxy": {"image": "caddy:2.11.9"}}
+    changed["reverse_proxy"]["caddy"]["version"] = "2.11.9"
     changed["reverse_proxy"]["caddy"]["routes"][1]["backend"] = changed["reverse_proxy"]["caddy"]["routes"][3]["backend"]
     use(pillar_files, salt_call_cli, changed)
     assert salt_run_cli.run("hecate.deploy").returncode == 0
