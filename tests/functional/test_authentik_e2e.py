@@ -52,7 +52,7 @@ def seen_headers(body):
     return json.loads(body.decode().strip())["headers"]
 
 
-def test_forward_auth_through_a_real_caddy_then_removing_auth_cleans_up(stack, ak, caddy):
+def test_forward_auth_through_a_real_caddy_then_removing_auth_cleans_up(stack, ak, caddy, make_loaders):
     port, grafana = stack["port"], stack["grafana"]
     hits = grafana.hits
 
@@ -105,12 +105,12 @@ def test_forward_auth_through_a_real_caddy_then_removing_auth_cleans_up(stack, a
     assert status == 200 and backend_of(body) == "nextcloud"
 
     # removing auth: cleans up both sides
-    loaders = stack["loaders"]
     tree = copy.deepcopy(stack["tree"])
     next(r for r in tree["reverse_proxy"]["caddy"]["routes"] if r["service"] == "grafana").pop("auth")
-    protect = loaders.states.authentik.protected_routes(name="protect", hecate=tree)
+    loaders = make_loaders({"hecate": tree})  # the pillar without auth:
+    protect = loaders.states.authentik.protected_routes(name="protect")
     assert protect.result is True and protect.changes["providers"] == {"deleted": ["hecate-grafana"]}
-    routes = loaders.states.caddy.routes_managed(name="routes", hecate=tree)
+    routes = loaders.states.caddy.routes_managed(name="routes")
     assert routes.result is True and routes.changes
     assert ak.provider_by_name("hecate-grafana") is None and ak.application_by_slug("hecate-grafana") is None
     assert not ak.embedded_outpost()["providers"]
@@ -121,8 +121,8 @@ def test_forward_auth_through_a_real_caddy_then_removing_auth_cleans_up(stack, a
 
     # and both sides are converged: nothing sent on a re-run
     writes, mutations = len(ak.writes), caddy.mutations()
-    assert loaders.states.authentik.protected_routes(name="protect", hecate=tree).changes == {}
-    assert loaders.states.caddy.routes_managed(name="routes", hecate=tree).changes == {}
+    assert loaders.states.authentik.protected_routes(name="protect").changes == {}
+    assert loaders.states.caddy.routes_managed(name="routes").changes == {}
     assert len(ak.writes) == writes and caddy.mutations() == mutations
 
 

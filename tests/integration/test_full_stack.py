@@ -10,85 +10,42 @@ import os
 import consul as consul_client
 import pytest
 
-from tests.conftest import SPECS
-from tests.emulators.authentik import AuthentikEmulator
-from tests.emulators.hetzner import HetznerDNS
-from tests.emulators.nomad import NomadEmulator
-from tests.functional.test_terraform import NULL_MODULE, TERRAFORM, null_provider_binary
-from tests.integration.conftest import CONSUL_TOKEN
 from tests.support.http import backend_of, get
+from tests.support.stack import CONSUL_TOKEN, EDGE_IP, ZONE, full_tree, start_backends, terraform_module
 
 pytestmark = pytest.mark.integration
-
-AK_TOKEN = "ak-emulator-token"
-HZ_TOKEN = "hetzner-test-token"
-NOMAD_TOKEN = "nomad-acl-integration"
-EDGE_IP = "203.0.113.10"
-ZONE = "cybermonkey.dev"
 
 
 @pytest.fixture
 def emulators():
     """Fresh emulators for every test: no state or scripted outcome leaks from one test to the next."""
-    ak = AuthentikEmulator("2025.6.1", token=AK_TOKEN).start()
-    hz = HetznerDNS(token=HZ_TOKEN).start()
-    hz.add_zone(ZONE)
-    nomad = NomadEmulator(str(SPECS / "nomad" / "nomad-deploy-subset.json"), token=NOMAD_TOKEN, delay=0.01).start()
-    yield {"authentik": ak, "hetzner": hz, "nomad": nomad}
-    for emulator in (ak, hz, nomad):
+    started = start_backends()
+    yield started
+    for emulator in started.values():
         emulator.stop()
         assert not emulator.violations, f"{emulator.name}: {emulator.violations}"
 
 
 @pytest.fixture(scope="module")
 def terraform_dir(integration_dir):
-    root = integration_dir / "tf"
-    mirror = root / "mirror" / "registry.terraform.io" / "hashicorp" / "null" / "2.1.2" / "linux_amd64"
-    mirror.mkdir(parents=True)
-    os.symlink(null_provider_binary(), mirror / "terraform-provider-null_v2.1.2_x4")
-    (root / "home").mkdir()
-    config = root / "cli.tfrc"
-    config.write_text(
-        f'disable_checkpoint = true\nprovider_installation {{\n  filesystem_mirror {{\n    path = "{root / "mirror"}"\n'
-        '    include = ["registry.terraform.io/*/*"]\n  }\n}\n'
-    )
-    work = root / "work"
-    work.mkdir()
-    (work / "main.tf").write_text(NULL_MODULE)
-    return {"workdir": str(work), "env": {"TF_CLI_CONFIG_FILE": str(config), "HOME": str(root / "home")}}
+    return terraform_module(integration_dir / "tf")
 
 
 @pytest.fixture
-def full_tree(edge_tree, emulators, terraform_dir):
+def stack_tree(edge_tree, emulators, terraform_dir):
     """The seed pillar unchanged in meaning, plus the sections that point each backend at its emulator."""
-    tree = copy.deepcopy(edge_tree)
-    routes = tree["reverse_proxy"]["caddy"]["routes"]
-    next(r for r in routes if r["service"] == "authentik")["backend"] = f"127.0.0.1:{emulators['authentik'].port}"
-    next(r for r in routes if r["service"] == "grafana")["auth"] = {"groups": ["ops"]}
-    tree["authentik"].update({"url": emulators["authentik"].url, "token": AK_TOKEN, "allow_insecure_endpoint": True})
-    tree["dns"] = {"zone": ZONE, "token": HZ_TOKEN, "endpoint": emulators["hetzner"].url + "/v1", "allow_insecure_endpoint": True}
-    tree["nomad"] = {"address": emulators["nomad"].url, "token": NOMAD_TOKEN, "allow_insecure_endpoint": True, "blocking_wait": 1}
-    tree["terraform"] = {
-        "workdir": terraform_dir["workdir"],
-        "binary": str(TERRAFORM),
-        "render": False,
-        "env": terraform_dir["env"],
-        "vars": {"nodes": {"edge-1": EDGE_IP}},
-        "secret_vars": {"api_token": "tf-s3cret-token-value"},
-        "lock_timeout": "5s",
-    }
-    return tree
+    return full_tree(edge_tree, emulators, terraform_dir)
 
 
 @pytest.fixture
-def stack(synced, full_tree, pillar_files, salt_call_cli, edge_caddy, consul):
+def stack(synced, stack_tree, pillar_files, salt_call_cli, edge_caddy, consul):
     """A fresh start for each test: Caddy empty, no records, the full pillar."""
     edge_caddy.reset()
     consul_client.Consul(host="127.0.0.1", port=consul.port, token=CONSUL_TOKEN).kv.delete("hecate/deployments/", recurse=True)
-    pillar_files.write(full_tree)
+    pillar_files.write(stack_tree)
     salt_call_cli.run("saltutil.refresh_pillar", wait=True)
-    yield full_tree
-    pillar_files.write(full_tree)
+    yield stack_tree
+    pillar_files.write(stack_tree)
     salt_call_cli.run("saltutil.refresh_pillar", wait=True)
 
 

@@ -15,16 +15,16 @@ from tests.support.http import backend_of, get
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def routed(synced, edge_caddy, pillar_files, edge_tree, salt_call_cli):
-    """The seed pillar applied to the edge Caddy (from nothing)."""
+    """The seed pillar applied to the edge Caddy (from nothing), once for this module: a test that breaks
+    a route puts it back before it ends."""
     pillar_files.write(edge_tree)
     salt_call_cli.run("saltutil.refresh_pillar", wait=True)
     edge_caddy.reset()
     applied = salt_call_cli.run("state.apply", "hecate.routes")
     assert applied.returncode == 0, applied
-    yield edge_tree
-    salt_call_cli.run("state.apply", "hecate.routes")
+    return edge_tree
 
 
 def test_import_caddyfile_writes_a_pillar_that_validates(synced, salt_run_cli, tmp_path):
@@ -67,7 +67,10 @@ def test_health_json_and_table(routed, salt_run_cli):
 def test_health_names_the_route_that_stopped_answering(routed, salt_run_cli, salt_call_cli):
     deleted = salt_call_cli.run("caddy.delete", "hecate_route_grafana")
     assert deleted.returncode == 0
-    result = salt_run_cli.run("hecate.health", "only=[routes]", "--out=json")
+    try:
+        result = salt_run_cli.run("hecate.health", "only=[routes]", "--out=json")
+    finally:
+        assert salt_call_cli.run("state.apply", "hecate.routes").returncode == 0
     assert result.returncode == 1
     report = result.data
     bad = [r for r in report["routes"] if not r["ok"]]

@@ -10,8 +10,8 @@ import consul as consul_client
 import hecate_lock
 import pytest
 
-from tests.integration.conftest import CONSUL_TOKEN
 from tests.support.http import backend_of, get
+from tests.support.stack import CONSUL_TOKEN
 
 pytestmark = pytest.mark.integration
 

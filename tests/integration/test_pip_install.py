@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, SEED
-from tests.integration.conftest import CONSUL_TOKEN, VAULT_TOKEN
 from tests.support.http import backend_of, get
+from tests.support.stack import CONSUL_TOKEN, VAULT_TOKEN
 
 pytestmark = pytest.mark.integration
 BIN = pathlib.Path(sys.executable).parent

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import AUTHENTIK_KEY, CONSUL_TOKEN, COTURN_SECRET, VAULT_TOKEN
+from tests.support.stack import AUTHENTIK_KEY, CONSUL_TOKEN, COTURN_SECRET, VAULT_TOKEN
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 

