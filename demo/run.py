@@ -40,13 +40,28 @@ def stop():
     if not PIDS.exists():
         print("demo: nothing running")
         return
-    for name, pid in json.loads(PIDS.read_text()).items():
+    running = json.loads(PIDS.read_text())
+    for name, pid in running.items():
         try:
             os.killpg(pid, signal.SIGTERM)
-            print(f"demo: stopped {name} (pid {pid})")
         except ProcessLookupError:
-            pass
+            continue
+    deadline = time.time() + 20  # Salt's daemons take a few seconds to wind down their workers
+    for name, pid in running.items():
+        while time.time() < deadline and _alive(pid):
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        print(f"demo: stopped {name} (pid {pid})")
     PIDS.unlink()
+
+
+def _alive(group):
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def spawn(name, argv, pids, env=None):
