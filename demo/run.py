@@ -41,7 +41,7 @@ def stop():
         print("demo: nothing running")
         return
     running = json.loads(PIDS.read_text())
-    for name, pid in running.items():
+    for pid in running.values():
         try:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
