@@ -29,6 +29,10 @@ import json
 import os
 import re
 
+import hecate_authentik
+import hecate_dns
+import hecate_nomad
+
 FORMAT = 1
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
@@ -78,7 +82,6 @@ def collect_caddy(tree, call):
 def collect_authentik(tree, call):
     if not (tree.get("authentik") or {}).get("url"):
         return {"state": "not configured", "note": "hecate:authentik:url is not set"}, {}
-    import hecate_authentik
 
     def one(fun, *args, **kwargs):
         answers = call("controller", fun, *args, **kwargs)
@@ -139,8 +142,6 @@ def collect_authentik(tree, call):
 
 
 def collect_dns(tree, call):
-    import hecate_dns
-
     if not hecate_dns.enabled(tree):
         return {"state": "not configured", "note": "hecate:dns has no zone"}, {}
     labels = hecate_dns.owner_labels(tree)
@@ -162,8 +163,6 @@ def collect_dns(tree, call):
 def collect_nomad(tree, call):
     if not tree.get("nomad"):
         return {"state": "not configured", "note": "hecate:nomad is not set"}, {}
-    import hecate_nomad
-
     files, problems, absent = {}, [], []
     for name in hecate_nomad.JOBS:
         job_id = hecate_nomad.job_settings(tree, name)["id"]
@@ -373,8 +372,6 @@ def restore_authentik(directory, manifest, call, test):
 
 
 def restore_dns(directory, manifest, call, test):
-    import hecate_dns
-
     done, problems = [], []
     for rel in sorted(r for r in manifest["files"] if r.startswith("dns/")):
         saved = load(directory, rel)

@@ -18,7 +18,10 @@ A backend that is not configured in pillar shows one row ``{"state": "not config
 module is missing or whose API fails shows ``{"state": "error", "detail": ...}``: neither stops the rest.
 """
 
+import hecate_dns
+import hecate_nomad
 import hecate_schema
+from hecate_spec import Report
 
 NOT_CONFIGURED = [{"state": "not configured"}]
 
@@ -123,8 +126,6 @@ def authentik_section(tree, call):
 def nomad_section(tree, call):
     if not tree.get("nomad"):
         return list(NOT_CONFIGURED)
-    import hecate_nomad
-
     rows = []
     for name in hecate_nomad.JOBS:
         try:
@@ -164,9 +165,6 @@ def nomad_section(tree, call):
 
 
 def dns_section(tree, call):
-    import hecate_dns
-    from hecate_spec import Report
-
     if not hecate_dns.enabled(tree):
         return list(NOT_CONFIGURED)
     dns = tree.get("dns") or {}
