@@ -479,18 +479,19 @@ def record(status="success", minion=None):
 # -- operate: import, health, backup (issue 7) --
 # Helpers live in _utils (hecate_import, hecate_health, hecate_backup); the functions here are thin:
 # read the validated tree, reach the minions (edges: Caddy; the controller: authentik, DNS, Nomad), format.
+# Imported at module level like every helper (tests/unit/test_import_rule.py), here to keep the section whole.
+import hecate_backup  # noqa: E402
+import hecate_health  # noqa: E402
+import hecate_import  # noqa: E402
 
 
 def _operate_tree(minion=None):
-    import hecate_schema as schema
-    from salt.exceptions import SaltInvocationError
-
     pillar = __salt__["pillar.show_pillar"](minion or __opts__["id"]) or {}
     if pillar.get("_errors"):
         raise SaltInvocationError("the pillar did not render: " + "; ".join(map(str, pillar["_errors"])))
     try:
-        return schema.validate(pillar.get("hecate"))
-    except schema.PillarError as exc:
+        return hecate_schema.validate(pillar.get("hecate"))
+    except hecate_schema.PillarError as exc:
         raise SaltInvocationError(str(exc)) from exc
 
 
@@ -576,8 +577,6 @@ def import_caddyfile(path, dest=None, caddy=None, force=False):
     """
     import os
 
-    import hecate_import
-
     try:
         result = hecate_import.import_file(path, binary=caddy)
     except hecate_import.CaddyfileError as exc:
@@ -628,8 +627,6 @@ def health(tgt=None, tgt_type=None, controller=None, minion=None, only=None, tim
         salt-run hecate.health tgt=edge-1 controller=ctl-1
         salt-run hecate.health only='[routes, dns]' --out=json
     """
-    import hecate_health
-
     tree = _operate_tree(minion)
     call = _OperateCaller(tree, tgt, tgt_type, controller, timeout)
     try:
@@ -657,8 +654,6 @@ def backup(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=None
         salt-run hecate.backup dir=/var/backups/hecate/$(date +%F)
         salt-run hecate.backup dir=/var/backups/hecate/now only='[caddy]' tgt=edge-1
     """
-    import hecate_backup
-
     tree = _operate_tree(minion)
     call = _OperateCaller(tree, tgt, tgt_type, controller, timeout)
     try:
@@ -690,8 +685,6 @@ def restore(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=Non
         salt-run hecate.restore dir=/var/backups/hecate/2026-05-01
         salt-run hecate.restore dir=/var/backups/hecate/2026-05-01 only='[caddy]'
     """
-    import hecate_backup
-
     _, problems = hecate_backup.verify(dir)
     if problems:
         __context__["retcode"] = 1
