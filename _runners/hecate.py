@@ -521,8 +521,13 @@ class _OperateCaller:
 
     @staticmethod
     def _answers(answers):
-        return {m: {"ok": isinstance(a, dict) and a.get("retcode", 0) == 0, "ret": a.get("ret") if isinstance(a, dict) else a}
-                for m, a in (answers or {}).items()}  # fmt: skip
+        out = {}
+        for minion, answer in (answers or {}).items():
+            if not isinstance(answer, dict) or answer.get("failed") or "ret" not in answer:  # did not return in time
+                out[minion] = {"ok": False, "ret": "no answer from the minion (down, or slower than timeout=)"}
+            else:
+                out[minion] = {"ok": answer.get("retcode", 0) == 0, "ret": answer["ret"]}
+        return out
 
     def __call__(self, target, fun, *args, **kwargs):
         tgt, tgt_type = self._target(target)
