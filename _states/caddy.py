@@ -88,7 +88,11 @@ def routes_managed(name):
                 __salt__["caddy.apply"](desired, snap["etag"])
                 break
             except CommandExecutionError as exc:
-                if getattr(exc, "status", None) != 412:
+                status = getattr(exc, "status", None)
+                if status == 0:  # no answer: Caddy may still apply the request it got
+                    ret["comment"] = f"Caddy's admin API did not answer; whether the change was applied is unknown, re-run to converge: {exc}"
+                    return ret
+                if status != 412:
                     ret["comment"] = f"Caddy rejected the new config and keeps serving the previous one: {exc}"
                     return ret
         else:

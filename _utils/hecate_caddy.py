@@ -11,7 +11,6 @@ What hecate owns in a Caddy config (everything else is left as found):
 - ``admin.listen``: always written, because a config without an admin block moves the admin endpoint.
 """
 
-import copy
 
 import hecate_authentik
 import hecate_spec
@@ -156,35 +155,41 @@ def tls_policy(tree):
     return {"@id": TLS_POLICY_ID, "subjects": subjects, "issuers": [issuer]}
 
 
+def _own(parent, key):
+    """A fresh copy of the mapping ``parent[key]`` (created when missing), set back into ``parent``:
+    only the mappings on the way to what hecate writes are copied; the rest stays shared, untouched."""
+    child = dict(parent.get(key) or {})
+    parent[key] = child
+    return child
+
+
 def desired_config(current, tree):
-    """The whole config Caddy should have: ``current`` with hecate's parts replaced. Pure."""
+    """The whole config Caddy should have: ``current`` with hecate's parts replaced. Pure: ``current``
+    is not modified (a deep copy of a 1000-route config cost more than the compile itself)."""
     caddy = caddy_settings(tree)
-    config = copy.deepcopy(current) if isinstance(current, dict) else {}
-    config.setdefault("admin", {})["listen"] = admin_listen(tree)
-    apps = config.setdefault("apps", {})
-    http = apps.setdefault("http", {})
+    config = dict(current) if isinstance(current, dict) else {}
+    _own(config, "admin")["listen"] = admin_listen(tree)
+    apps = _own(config, "apps")
+    http = _own(apps, "http")
     http["http_port"] = caddy["ports"]["http"]
     http["https_port"] = caddy["ports"]["https"]
-    http.setdefault("servers", {})[SERVER] = compile_server(tree)
+    _own(http, "servers")[SERVER] = compile_server(tree)
 
     policy = tls_policy(tree)
-    tls = apps.get("tls") or {}
-    automation = tls.get("automation") or {}
-    others = [p for p in automation.get("policies") or [] if p.get("@id") != TLS_POLICY_ID]
+    others = [p for p in (((apps.get("tls") or {}).get("automation") or {}).get("policies") or []) if p.get("@id") != TLS_POLICY_ID]
     policies = ([policy] if policy else []) + others
     if policies:
-        automation["policies"] = policies
-        tls["automation"] = automation
-        apps["tls"] = tls
-    elif "policies" in automation:
+        _own(_own(apps, "tls"), "automation")["policies"] = policies
+    elif "policies" in ((apps.get("tls") or {}).get("automation") or {}):
+        tls = _own(apps, "tls")
+        automation = _own(tls, "automation")
         del automation["policies"]
         if not automation:
-            tls.pop("automation", None)
+            del tls["automation"]
         if not tls:
-            apps.pop("tls", None)
+            del apps["tls"]
     if caddy["tls"]["mode"] == "internal":
-        local = apps.setdefault("pki", {}).setdefault("certificate_authorities", {}).setdefault("local", {})
-        local["install_trust"] = False
+        _own(_own(_own(apps, "pki"), "certificate_authorities"), "local")["install_trust"] = False
     return config
 
 
@@ -245,9 +250,11 @@ def diff(current, desired):
 
 
 def _without_routes(config):
-    config = copy.deepcopy(config) if isinstance(config, dict) else {}
-    server = config.get("apps", {}).get("http", {}).get("servers", {}).get(SERVER)
-    if server:
+    """``config`` with hecate's routes left out of its server (copies only the path to that list)."""
+    config = dict(config) if isinstance(config, dict) else {}
+    servers = ((config.get("apps") or {}).get("http") or {}).get("servers") or {}
+    if SERVER in servers:
+        server = _own(_own(_own(_own(config, "apps"), "http"), "servers"), SERVER)
         server["routes"] = [r for r in server.get("routes", []) if not r.get("@id", "").startswith(ROUTE_PREFIX)]
     return config
 

@@ -4,6 +4,7 @@ entry point, no sync. Installed into its own target dir so it cannot borrow the 
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -21,8 +22,12 @@ BIN = pathlib.Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def installed(integration_dir):
     site = integration_dir / "site"
+    # Build from a copy: an in-tree build leaves hecate.egg-info in the repo, and with the repo on sys.path
+    # every later Salt loader would find its entry point and fail to import hecate_salt.
+    source = integration_dir / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "tests", "*.egg-info", "build", "__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(REPO)],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), str(source)],
         check=True,
         cwd=integration_dir,
     )

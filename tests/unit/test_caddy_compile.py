@@ -130,3 +130,16 @@ def test_bind_restricts_the_listeners(tree):
     tree["reverse_proxy"]["caddy"]["bind"] = ["127.0.0.1", "::1"]
     server = hecate_caddy.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]
     assert server["listen"] == ["127.0.0.1:443", "[::1]:443"]
+
+
+@pytest.mark.parametrize("mode", ["acme", "internal", "off"])
+def test_the_live_config_is_never_modified(tree, mode):
+    live = hecate_caddy.bootstrap_config(tree)
+    live["apps"]["tls"]["automation"]["policies"].append({"subjects": ["other.example.net"]})
+    before = json.dumps(live, sort_keys=True)
+    tree["reverse_proxy"]["caddy"]["tls"] = {"mode": mode}
+    tree["reverse_proxy"]["caddy"]["routes"].pop()
+    desired = hecate_caddy.desired_config(live, tree)
+    hecate_caddy.diff(live, desired)
+    assert json.dumps(live, sort_keys=True) == before
+    assert desired != live
