@@ -90,7 +90,7 @@ def routes_managed(name):
             except CommandExecutionError as exc:
                 status = getattr(exc, "status", None)
                 if status == 0:  # no answer: Caddy may still apply the request it got
-                    ret["comment"] = f"Caddy's admin API did not answer; whether the change was applied is unknown, re-run to converge: {exc}"
+                    ret["comment"] = f"Caddy's admin API did not answer: whether it applied the change is unknown; re-run: {exc}"
                     return ret
                 if status != 412:
                     ret["comment"] = f"Caddy rejected the new config and keeps serving the previous one: {exc}"

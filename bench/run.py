@@ -5,8 +5,7 @@ A benchmark module is any ``bench/*.py`` other than this file. It either has ``r
 ``{"title", "text", "data"}``, or a ``main()`` that prints its table (its output is captured). They run in
 the order of ``ORDER``, then any other module alphabetically. ``python bench/run.py caddy`` runs one.
 
-The no-op orchestrate measurement of issue 7 (d) belongs to the orchestration: it plugs into
-:func:`bench_orchestrate_noop` below.
+bench/orchestrate.py starts the whole local stack (demo/stack.py) twice; it takes a few minutes.
 """
 
 import contextlib
@@ -26,17 +25,10 @@ import traceback
 BENCH = pathlib.Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "RESULTS.md"
-ORDER = ("caddy", "dns")
+ORDER = ("caddy", "dns", "orchestrate")
 for _path in (REPO / "_utils", REPO, BENCH):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
-
-
-def bench_orchestrate_noop(sizes=(10, 1000)):
-    """HOOK for the orchestration (issue 6/7 d): a no-op ``salt-run state.orchestrate hecate.orchestrate``
-    (and/or ``salt-run hecate.deploy``) at 10 and 1000 routes. Return ``{"title", "text", "data"}`` like a
-    benchmark module's ``run()``; ``None`` means not measured yet (reported as such)."""
-    return None
 
 
 def modules(selected=None):
@@ -123,14 +115,6 @@ def main(argv):
             continue
         print(result["text"] + f"\n({result['seconds']:.0f} s)\n", flush=True)
         results.append(result)
-    hook = bench_orchestrate_noop()
-    if hook is None:
-        text = "not measured yet: bench/run.py:bench_orchestrate_noop is the hook for the orchestration (issue 6)"
-        hook = {"title": "No-op orchestrate at 10 and 1000 routes", "text": text, "data": None}
-    hook.setdefault("module", "run")
-    hook.setdefault("seconds", 0.0)
-    results.append(hook)
-    print(hook["text"], flush=True)
     if argv[1:]:
         print("\n(one module selected: bench/RESULTS.md left as it was)")
     else:

