@@ -19,7 +19,8 @@ $(STAMP): setup.cfg pyproject.toml requirements-test.txt
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light libnginx-mod-stream >/dev/null \
 	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light libnginx-mod-stream >/dev/null; }; \
-	  else echo "nginx is missing: install Debian's nginx-light and libnginx-mod-stream for the nginx -t tests" >&2; exit 1; fi; }
+	  else echo "nginx is missing: install Debian's nginx-light and libnginx-mod-stream for the nginx -t tests" >&2; exit 1; fi; \
+	  systemctl stop nginx >/dev/null 2>&1 || service nginx stop >/dev/null 2>&1 || true; }  # the tests need the binary, not Debian's daemon on :80
 	touch $(STAMP)
 
 setup: $(STAMP)

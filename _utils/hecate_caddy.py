@@ -11,7 +11,6 @@ What hecate owns in a Caddy config (everything else is left as found):
 - ``admin.listen``: always written, because a config without an admin block moves the admin endpoint.
 """
 
-
 import hecate_authentik
 import hecate_spec
 
