@@ -10,6 +10,7 @@ The stages themselves are the state files (``salt/hecate/*.sls``) applied on the
 ``hecate:deployment:targets``; ``salt/hecate/orchestrate.sls`` runs the same stages natively.
 """
 
+import functools
 import logging
 import time
 
@@ -66,6 +67,21 @@ def validate(minion=None, saltenv=None):
 # -- orchestration (issue 6) -------------------------------------------------------------------------
 
 
+def _reports_refusals(func):
+    """A runner that cannot start (invalid pillar, Consul unreachable) answers with the reason and a
+    non-zero exit, not with Salt's "Passed invalid arguments" and the docstring."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (SaltInvocationError, CommandExecutionError) as exc:
+            __context__["retcode"] = 1
+            return {"status": "not started", "error": str(exc), "retcode": 1}
+
+    return wrapper
+
+
 def _tree(minion=None):
     """The validated ``hecate`` tree as ``minion`` (default: the master itself) gets it."""
     pillar = __salt__["pillar.show_pillar"](minion or __opts__["id"]) or {}
@@ -115,6 +131,7 @@ def _apply(tree, stage, test, pillar=None):
     return {"ok": ok, "changes": changes, "problems": problems, "seconds": round(time.monotonic() - started, 2)}
 
 
+@_reports_refusals
 def plan(only=None, minion=None):
     """Every enabled stage's diff (``state.apply ... test=True`` on its targets). Writes nothing.
 
@@ -134,6 +151,7 @@ def plan(only=None, minion=None):
     return {"stages": stages, "would_change": would_change, "retcode": 0 if all(s["ok"] for s in stages.values()) else 1}
 
 
+@_reports_refusals
 def status(minion=None):
     """Drift per backend: desired (pillar) against live, from a dry run of every stage. Writes nothing.
 
@@ -144,6 +162,8 @@ def status(minion=None):
         salt-run hecate.status
     """
     planned = plan(minion=minion)
+    if "stages" not in planned:  # refused (see _reports_refusals)
+        return planned
     drift = {}
     for name, stage in planned["stages"].items():
         if not stage["ok"]:
@@ -296,6 +316,7 @@ def _run(tree, kind, only=None, recorded=None, record_extra=None, wait=None):
     return summary
 
 
+@_reports_refusals
 def deploy(test=False, only=None, minion=None, wait=None):
     """Take the stack from the committed pillar to production: every enabled stage in order, under a
     Consul lock, with progress events, rollback of the applied stages on failure (when
@@ -322,6 +343,7 @@ def deploy(test=False, only=None, minion=None, wait=None):
         return {"status": "not started", "error": str(exc), "retcode": 1}
 
 
+@_reports_refusals
 def history(limit=20, minion=None):
     """Deployment records of this environment, newest last.
 
@@ -339,6 +361,7 @@ def history(limit=20, minion=None):
     return [{k: r[k] for k in keep if k in r} for r in records]
 
 
+@_reports_refusals
 def rollback(id=None, minion=None, wait=None):
     """Return to a previous successful deployment (default: the one before the latest success):
     Nomad jobs reverted to their recorded versions; Caddy, authentik and DNS re-converged to the
@@ -383,6 +406,7 @@ def rollback(id=None, minion=None, wait=None):
     return summary
 
 
+@_reports_refusals
 def promote(approve=False, source="staging", minion=None, wait=None):
     """Deploy here what last succeeded in the ``source`` environment (its recorded pillar, with this
     environment's name and secrets). Without ``approve=True`` it only shows the plan.
@@ -429,6 +453,7 @@ def stages(minion=None):
     return out
 
 
+@_reports_refusals
 def verify(minion=None):
     """Request every pillar route through every edge (``caddy.probe``); fails when one does not answer.
 
@@ -450,6 +475,7 @@ def verify(minion=None):
     }
 
 
+@_reports_refusals
 def record(status="success", minion=None):
     """Write a deployment record for what the pillar describes now (``state.orchestrate`` ends with it).
 

@@ -80,6 +80,7 @@ class LocalStack:
         services = [r["service"] for r in seed_tree()["reverse_proxy"]["caddy"]["routes"]]
         backend_ports = {s: free_port() for s in services}
         self.spawn("backends", [sys.executable, str(REPO / "demo" / "backends.py"), *[f"{s}={p}" for s, p in backend_ports.items()]])
+        (self.run / "emulators.json").unlink(missing_ok=True)  # a stale file would name the last run's ports
         self.spawn("emulators", [sys.executable, str(REPO / "demo" / "emulators.py"), str(self.run / "emulators.json")])
         self._wait_for(self.run / "emulators.json", "the emulators")
         self.emulated = json.loads((self.run / "emulators.json").read_text())

@@ -148,3 +148,17 @@ def test_rollback_returns_to_the_previous_deployment(fresh, salt_run_cli, edge_t
     assert backend_of(get(http, "cloud.cybermonkey.dev")[2]) == "nextcloud"
     history = salt_run_cli.run("hecate.history").data
     assert history[-1]["kind"] == "rollback" and history[-1]["rolled_back_to"] == history[0]["id"]
+
+
+def test_an_invalid_pillar_stops_deploy_before_anything_is_touched(
+    fresh, salt_run_cli, edge_caddy, edge_tree, pillar_files, salt_call_cli, consul
+):
+    bad = copy.deepcopy(edge_tree)
+    bad["reverse_proxy"]["caddy"]["routes"][0]["backend"] = "ftp://10.0.0.1"
+    pillar_files.write(bad)
+    salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+    code, refused = deploy(salt_run_cli)
+    assert code == 1 and refused["status"] == "not started"
+    assert "hecate:reverse_proxy:caddy:routes[0]:backend" in refused["error"]
+    assert "Passed invalid arguments" not in refused["error"]
+    assert edge_caddy.new_mutations() == [] and consul.writes == []
