@@ -36,7 +36,7 @@ unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
 validate: $(STAMP)
-	$(VENV)/bin/python -m hecate_cli pillar/hecate.sls
+	$(PY) _utils/hecate_cli.py pillar/hecate.sls
 
 demo: $(STAMP)
 	$(PY) demo/run.py
@@ -54,4 +54,4 @@ bench: $(STAMP)
 	TMPDIR=/tmp $(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache demo-run
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
