@@ -213,7 +213,7 @@ CADDY = Map(
         "profiles": MapOf(PROFILE, key_spec=Str(pattern=NAME, what="profile name")),
         "routes": ListOf(ROUTE),
     }
-)  # fmt: skip
+)
 
 TCP_PROXY = Map(
     {
@@ -271,25 +271,27 @@ SCHEMA = Map(
         ),
         "deployment": Field(
             Map(
-            {
-                "strategy": Field(Str(choices=["blue-green", "rolling", "canary"]), default="rolling"),
-                "health_check_interval": Field(Int(1, 3600), default=30),
-                "health_check_timeout": Field(Int(1, 3600), default=5),
-                "max_parallel_updates": Field(Int(1, 100), default=1),
-                "auto_rollback": Field(Bool(), default=True),
-                "targets": Field(
-                    Map(
-                        {
-                            "controller": Field(Str(), default="roles:hecate-controller"),
-                            "edge": Field(Str(), default="roles:hecate-proxy"),
-                            "tgt_type": Field(Str(choices=["grain", "glob", "list", "compound", "pillar", "nodegroup"]), default="grain"),
-                        }
+                {
+                    "strategy": Field(Str(choices=["blue-green", "rolling", "canary"]), default="rolling"),
+                    "health_check_interval": Field(Int(1, 3600), default=30),
+                    "health_check_timeout": Field(Int(1, 3600), default=5),
+                    "max_parallel_updates": Field(Int(1, 100), default=1),
+                    "auto_rollback": Field(Bool(), default=True),
+                    "targets": Field(
+                        Map(
+                            {
+                                "controller": Field(Str(), default="roles:hecate-controller"),
+                                "edge": Field(Str(), default="roles:hecate-proxy"),
+                                "tgt_type": Field(
+                                    Str(choices=["grain", "glob", "list", "compound", "pillar", "nodegroup"]), default="grain"
+                                ),
+                            }
+                        ),
+                        default=dict,
                     ),
-                    default=dict,
-                ),
-                "stage_timeout": Field(Int(10, 86400), default=1800),
-                "verify": Field(Bool(), default=True),
-            }
+                    "stage_timeout": Field(Int(10, 86400), default=1800),
+                    "verify": Field(Bool(), default=True),
+                }
             ),
             default=dict,
         ),
@@ -302,7 +304,7 @@ SCHEMA = Map(
             }
         ),
     }
-)  # fmt: skip
+)
 
 
 def check(tree):
