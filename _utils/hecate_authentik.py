@@ -549,21 +549,7 @@ def plan_changes(actions):
 # -- Caddy -------------------------------------------------------------------------------------------------
 def _proxy_handler(upstream):
     """A reverse_proxy handler to the outpost (``host:port``, ``http(s)://...`` or ``consul://...``)."""
-    backend = hecate_spec.parse_backend(upstream)
-    handler = {"handler": "reverse_proxy"}
-    if backend["scheme"] == "consul":
-        name = f"{backend['host']}.service.consul"
-        if backend["port"]:
-            handler["dynamic_upstreams"] = {"source": "a", "name": name, "port": str(backend["port"]), "refresh": "5s"}
-        else:
-            handler["dynamic_upstreams"] = {"source": "srv", "name": name, "refresh": "5s"}
-    else:
-        host = backend["host"]
-        host = f"[{host}]" if ":" in host else host
-        handler["upstreams"] = [{"dial": f"{host}:{backend['port']}"}]
-    if backend["scheme"] == "https":
-        handler["transport"] = {"protocol": "http", "tls": {}}
-    return handler
+    return {"handler": "reverse_proxy", **hecate_spec.caddy_upstream_fields([hecate_spec.parse_backend(upstream)])}
 
 
 def strip_route():

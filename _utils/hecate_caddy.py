@@ -71,18 +71,7 @@ def reverse_proxy(route, caddy):
     backends = [hecate_spec.parse_backend(b) for b in hecate_spec.route_backends(route)]
     handler = {"handler": "reverse_proxy", "stream_close_delay": caddy["stream_close_delay"]}
     scheme = backends[0]["scheme"]
-    if scheme == "consul":
-        backend = backends[0]
-        name = f"{backend['host']}.service.consul"
-        if backend["port"]:
-            handler["dynamic_upstreams"] = {"source": "a", "name": name, "port": str(backend["port"]), "refresh": "5s"}
-        else:
-            handler["dynamic_upstreams"] = {"source": "srv", "name": name, "refresh": "5s"}
-    else:
-        handler["upstreams"] = [{"dial": _dial(b)} for b in backends]
-    if scheme == "https":
-        tls = {"insecure_skip_verify": True} if route["tls_skip_verify"] else {}
-        handler["transport"] = {"protocol": "http", "tls": tls}
+    handler.update(hecate_spec.caddy_upstream_fields(backends, route["tls_skip_verify"]))
     if len(backends) > 1 or scheme == "consul":
         handler["load_balancing"] = {"selection_policy": {"policy": route["lb_policy"]}, "try_duration": "2s"}
     health = route.get("health")
@@ -92,12 +81,6 @@ def reverse_proxy(route, caddy):
             active["expect_status"] = health["status"]
         handler["health_checks"] = {"active": active}
     return handler
-
-
-def _dial(backend):
-    host = backend["host"]
-    host = f"[{host}]" if ":" in host else host
-    return f"{host}:{backend['port']}"
 
 
 def compile_route(route, tree):

@@ -21,6 +21,7 @@ module is missing or whose API fails shows ``{"state": "error", "detail": ...}``
 import hecate_dns
 import hecate_nomad
 import hecate_schema
+import hecate_spec
 from hecate_spec import Report
 
 NOT_CONFIGURED = [{"state": "not configured"}]
@@ -55,8 +56,7 @@ def _dials(tree):
             parsed = hecate_schema.parse_backend(backend)
             if parsed["scheme"] == "consul":
                 continue
-            host = f"[{parsed['host']}]" if ":" in parsed["host"] else parsed["host"]
-            out.setdefault(f"{host}:{parsed['port']}", []).append(route["service"])
+            out.setdefault(hecate_spec.dial(parsed), []).append(route["service"])
     return out
 
 
