@@ -205,6 +205,40 @@ def test_removed_route_is_pruned_only_when_labelled_and_prune_is_on(hetzner, sal
     assert ("@", "SOA") in records and ("@", "NS") in records
 
 
+def test_first_contact_with_a_1000_set_zone_costs_only_reads_without_prune(hetzner, salt_loaders):
+    # A zone hecate did not create: 1000 sets (the seed's 16 route sets + 984 extra records), all already
+    # right, none labelled. Labels matter only for pruning: without prune, first contact costs the reads
+    # (21 pages of 50 for 1002 sets); with prune the plan shows the adoption and its cost first.
+    extra = []
+    for i in range(1000 - len(seed_sets())):
+        name, address = f"h{i:04d}", f"10.1.{i // 250}.{i % 250 + 1}"
+        extra.append({"name": f"{name}.{ZONE}", "type": "A", "values": [address], "ttl": 300})
+        hetzner.put_rrset(ZONE, name, "A", [address], ttl=300)
+    for name, rtype in seed_sets():
+        hetzner.put_rrset(ZONE, name, rtype, [V4 if rtype == "A" else V6], ttl=300)
+    hetzner.reset_counts()
+    result = converge(salt_loaders, dns_pillar(hetzner, records=extra))
+    assert result.result is True and result.changes == {}, result.comment
+    assert (len(hetzner.requests), len(hetzner.writes)) == (21, 0)
+    assert ours(hetzner) == set()
+
+    hetzner.reset_counts()
+    dry = converge(salt_loaders, dns_pillar(hetzner, records=extra, prune=True), test=True)
+    assert dry.result is None and len(dry.changes) == 1000
+    assert "1000 to adopt (label writes, for prune)" in dry.comment and "1000 write requests" in dry.comment
+    assert dry.changes["hera.cybermonkey.dev A"] == {"labels": {"old": {}, "new": OURS}}
+    assert (len(hetzner.requests), len(hetzner.writes)) == (21, 0)
+
+    hetzner.reset_counts()
+    adopted = converge(salt_loaders, dns_pillar(hetzner, records=extra, prune=True))
+    assert adopted.result is True and len(adopted.changes) == 1000, adopted.comment
+    assert (len(hetzner.requests), len(hetzner.writes)) == (1021, 1000)
+    assert {w.method for w in hetzner.writes} == {"PUT"} and len(ours(hetzner)) == 1000
+    hetzner.reset_counts()
+    again = converge(salt_loaders, dns_pillar(hetzner, records=extra, prune=True))
+    assert again.result is True and again.changes == {} and (len(hetzner.requests), len(hetzner.writes)) == (21, 0)
+
+
 def test_protected_set_is_reported_as_failure_and_the_rest_converges(hetzner, salt_loaders):
     hetzner.put_rrset(ZONE, "hera", "A", ["192.0.2.1"], ttl=300, labels=OURS, protected=True)
     dry = converge(salt_loaders, dns_pillar(hetzner), test=True)
