@@ -29,8 +29,9 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+import requests
 from hecate_http import redact
 from salt.exceptions import CommandExecutionError
 
@@ -54,6 +55,9 @@ _CONSUL_KEY = re.compile(r"^[A-Za-z0-9_.@:-]+(/[A-Za-z0-9_.@:-]+)*/?$")
 _FIELD = re.compile(r"^[A-Za-z0-9_.-]+$")
 DEFAULT_TIMEOUT = 10
 DEFAULT_RETRIES = 2
+CONSUL_DEFAULT_WAIT = 300.0  # seconds Consul holds a blocking query that names no wait
+_GO_DURATION = re.compile(r"([\d.]+)(ns|us|µs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class SecretError(CommandExecutionError):
@@ -194,9 +198,37 @@ def vault_client(cfg):
     )
 
 
+class TimeoutSession(requests.Session):
+    """A requests session that never waits forever: every request gets ``timeout`` seconds, a blocking
+    query (``?index=..&wait=..``) its ``wait`` plus Consul's jitter (up to wait/16) on top.
+
+    Why: py-consul up to 1.7.1 has no ``connections_timeout`` (``base.Consul.__init__``) and its
+    ``std.HTTPClient`` calls ``requests`` without a timeout, so a stalled agent hangs lock acquire, renew,
+    release and record writes for ever; 1.8.0 added one (default 30 s). Setting the timeout here enforces
+    the configured value whatever py-consul version is installed."""
+
+    def __init__(self, timeout):
+        super().__init__()
+        self.default_timeout = float(timeout)
+
+    def request(self, method, url, *args, **kwargs):
+        kwargs["timeout"] = self.timeout_for(url, kwargs.get("params"))
+        return super().request(method, url, *args, **kwargs)
+
+    def timeout_for(self, url, params=None):
+        query = parse_qs(urlsplit(url).query)
+        query.update({k: [v] for k, v in dict(params or {}).items()})
+        if "index" not in query:
+            return self.default_timeout
+        wait = query.get("wait", [None])[-1]
+        seconds = sum(float(n) * _GO_UNITS[u] for n, u in _GO_DURATION.findall(str(wait))) if wait else CONSUL_DEFAULT_WAIT
+        return self.default_timeout + seconds + seconds / 16
+
+
 def consul_client(cfg):
     """A py-consul ``consul.Consul`` from a mapping with ``host``/``port``/``scheme`` (or ``address``:
-    ``http://127.0.0.1:8500``), ``token``/``token_file``, ``verify``, ``dc``, ``timeout``."""
+    ``http://127.0.0.1:8500``), ``token``/``token_file``, ``verify``, ``dc``, ``timeout`` (seconds per
+    request, default 10; enforced by :class:`TimeoutSession` on every request)."""
     import consul
 
     host, port, scheme = cfg.get("host"), cfg.get("port"), cfg.get("scheme")
@@ -217,10 +249,8 @@ def consul_client(cfg):
         "verify": cfg.get("verify", True),
         "dc": cfg.get("dc") or cfg.get("datacenter"),
     }
-    try:
-        client = consul.Consul(connections_timeout=cfg.get("timeout", DEFAULT_TIMEOUT), **kwargs)
-    except TypeError:  # py-consul before connections_timeout existed
-        client = consul.Consul(**kwargs)
+    client = consul.Consul(**kwargs)
+    client.http.session = TimeoutSession(cfg.get("timeout") or DEFAULT_TIMEOUT)
     client.token = token  # py-consul prefers $CONSUL_HTTP_TOKEN over the argument; the config wins here
     client.hecate_address = f"{scheme}://{host}:{port}"
     return client
@@ -295,7 +325,6 @@ class _Resolver:
 
     def _read_vault(self, ref):
         import hvac.exceptions
-        import requests
 
         client = self.client("vault")
         mount, sub = self.split_mount(ref.path)
@@ -345,7 +374,6 @@ class _Resolver:
 
     def _read_consul(self, ref):
         import consul.exceptions
-        import requests
 
         client = self.client("consul")
         where = f"Consul at {client.hecate_address}"

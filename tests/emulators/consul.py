@@ -6,6 +6,10 @@ the HTTP API documentation (https://developer.hashicorp.com/consul/api-docs/kv a
 by py-consul (``import consul``): the method of each endpoint, the query parameters it takes, their
 types, and the session-create body. Anything else lands in ``emulator.violations``.
 
+Faults: ``inject()`` from the base class (status, delay), and :meth:`ConsulEmulator.stall`: matching
+requests get no answer at all (a hung agent, a half-open connection) until :meth:`ConsulEmulator.unstall`
+or ``stop()``; a stalled request is never applied and its connection is closed without an answer.
+
 Time: the emulator has its own clock (``clock()``), running ``speed`` times faster than the wall clock
 and movable with :meth:`ConsulEmulator.advance`, so a 10 s session TTL (Consul's minimum) can expire in
 half a second of a test. Blocking queries (``?index=&wait=``) wait in wall time.
@@ -22,6 +26,7 @@ import socket
 import threading
 import time
 import uuid
+from urllib.parse import urlsplit
 
 from tests.emulators.base import Emulator, Response
 
@@ -180,6 +185,9 @@ class ConsulEmulator(FastStop, Emulator):
         self.renew_counts = {}  # session id -> successful renewals
         self.changed = threading.Condition(self.lock)
         self._raw = threading.local()
+        self.stalls = []  # [{"method", "path", "times"}]: requests that get no answer
+        self.stalled = []  # (method, path) of every request held without an answer
+        self._unstalled = threading.Event()
         self.route("GET", r"/v1/kv/(?P<key>.*)", self.kv_get)
         self.route("PUT", r"/v1/kv/(?P<key>.*)", self.kv_put)
         self.route("DELETE", r"/v1/kv/(?P<key>.*)", self.kv_delete)
@@ -203,8 +211,39 @@ class ConsulEmulator(FastStop, Emulator):
             self._expire()
             self.changed.notify_all()
 
+    # -- faults ----------------------------------------------------------------------------------
+    def stall(self, path=None, method=None, times=1):
+        """Hold the next ``times`` requests whose path matches the regex ``path`` (and ``method``) without
+        an answer until :meth:`unstall` (or ``stop()``); then close their connections, unapplied."""
+        with self.lock:
+            self._unstalled.clear()
+            self.stalls.append({"method": method, "path": re.compile(path) if path else None, "times": times})
+
+    def unstall(self):
+        with self.lock:
+            self.stalls.clear()
+        self._unstalled.set()
+
+    def stop(self):
+        self.unstall()
+        super().stop()
+
+    def _stalls(self, http):
+        path = urlsplit(http.path).path
+        with self.lock:
+            for stall in self.stalls:
+                if stall["times"] > 0 and stall["method"] in (None, http.command) and (stall["path"] is None or stall["path"].search(path)):
+                    stall["times"] -= 1
+                    self.stalled.append((http.command, path))
+                    return True
+        return False
+
     # -- plumbing --------------------------------------------------------------------------------
     def _dispatch(self, http):
+        if self._stalls(http):
+            self._unstalled.wait(120)  # bounded, so a forgotten stall cannot keep a thread for ever
+            http.close_connection = True
+            return
         # Keep the raw body: a KV value is bytes, not JSON (the base class decodes JSON bodies).
         length = int(http.headers.get("Content-Length") or 0)
         raw = http.rfile.read(length) if length else b""
