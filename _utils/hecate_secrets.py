@@ -337,23 +337,25 @@ class _Resolver:
                 f"{where} denied reading {mount}/data/{sub} (permission denied: is the token valid and allowed to read it?)"
             ) from None
         except hvac.exceptions.InvalidPath as exc:
-            meta = ((exc.json or {}).get("data") or {}).get("metadata") or {}
+            data = _vault_body(exc).get("data")
+            meta = data.get("metadata") if isinstance(data, dict) else None
+            meta = meta if isinstance(meta, dict) else {}
             if meta.get("destroyed"):
                 raise ValueError(f"version {meta.get('version')} of {ref.path} is destroyed in Vault") from None
             if meta.get("deletion_time"):
                 raise ValueError(
                     f"the latest version ({meta.get('version')}) of {ref.path} is deleted in Vault; undelete it or write a new version"
                 ) from None
-            detail = "; ".join(str(e) for e in (exc.errors or []) if e)
+            detail = self.scrub(_vault_reason(exc, fallback=False))
             raise ValueError(
-                f"no secret at {ref.path} in {where} (KV v2 mount {mount!r}, path {sub!r})" + (f": {self.scrub(detail)}" if detail else "")
+                f"no secret at {ref.path} in {where} (KV v2 mount {mount!r}, path {sub!r})" + (f": {detail}" if detail else "")
             ) from None
         except (hvac.exceptions.VaultDown, hvac.exceptions.VaultNotInitialized) as exc:
             raise _Unavailable(f"{where} is sealed or not initialised ({type(exc).__name__})") from None
         except (hvac.exceptions.InternalServerError, hvac.exceptions.BadGateway) as exc:
-            raise _Unavailable(f"{where} failed: {type(exc).__name__}: {self.scrub(exc)}") from None
+            raise _Unavailable(f"{where} failed: {type(exc).__name__}: {self.scrub(_vault_reason(exc))}") from None
         except hvac.exceptions.VaultError as exc:
-            raise ValueError(f"{where} refused reading {ref.path}: {type(exc).__name__}: {self.scrub(exc)}") from None
+            raise ValueError(f"{where} refused reading {ref.path}: {type(exc).__name__}: {self.scrub(_vault_reason(exc))}") from None
         except requests.exceptions.Timeout:
             raise _Unavailable(f"{where} did not answer in time (timeout)") from None
         except requests.exceptions.RequestException as exc:
@@ -428,6 +430,40 @@ class _Resolver:
         if not isinstance(parsed, dict) or ref.key not in parsed:
             raise ValueError(f"key {ref.path} in Consul has no field {ref.key!r}")
         return parsed[ref.key]
+
+
+# hvac's error shapes in the supported range (setup.cfg: hvac>=1.1,<3). ``RawAdapter._raise_for_error``
+# (hvac/adapters.py) parses the body only when Content-Type is exactly ``application/json``; then
+# ``errors`` is the body's ``errors`` (a list, possibly empty, or absent: None) and ``exc.json`` the body;
+# otherwise ``exc.json`` is None and the message is the raw text (``exc.text``). ``VaultError``
+# (hvac/exceptions.py) has ``json``/``text`` only since 1.1.0, and ``utils.raise_for_error`` documents
+# ``errors`` as "list | str".
+MAX_REASON = 300  # characters of a Vault error text shown; an error page is not echoed whole
+
+
+def _vault_body(exc):
+    """The JSON object Vault answered with: ``exc.json``, else ``exc.text`` parsed, else ``{}``."""
+    body = getattr(exc, "json", None)
+    if body is None:
+        try:
+            body = json.loads(getattr(exc, "text", None) or "null")
+        except (TypeError, ValueError):
+            body = None
+    return body if isinstance(body, dict) else {}
+
+
+def _vault_reason(exc, fallback=True):
+    """Vault's error texts joined (``exc.errors`` as a list or a string, else the body's ``errors``), cut to
+    ``MAX_REASON``; with ``fallback`` the exception's own text when there are none."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        errors = _vault_body(exc).get("errors")
+    if isinstance(errors, str):
+        errors = [errors]
+    text = "; ".join(str(e) for e in errors if e) if isinstance(errors, list) else ""
+    if not text and fallback:
+        text = str(exc.args[0]) if exc.args and exc.args[0] else type(exc).__name__
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON] + f"... ({len(text)} characters)"
 
 
 def _names(data):
