@@ -403,8 +403,14 @@ def _send(method, path, body, zone, what):
             retries += 1
             client.write_retries += 1
             log.debug("hetzner_dns: %s: %s %s, retry %d", what, exc.status, code, retries)
-            if code == "locked" and _wait_running(zone, budget):
-                continue
+            if code == "locked":
+                try:
+                    if _wait_running(zone, budget):
+                        continue
+                except hecate_http.ApiError as wait_error:  # not the write's outcome: it was refused
+                    raise CommandExecutionError(
+                        f"hetzner_dns: {what}: 423 locked; waiting for the running actions failed: {wait_error}"
+                    ) from None
             client.sleep(seconds)
 
 

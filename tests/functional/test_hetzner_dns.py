@@ -399,15 +399,19 @@ def test_a_set_locked_by_someone_elses_action_is_waited_for(hetzner, salt_loader
 
 
 @pytest.mark.fault
-def test_a_persistent_conflict_ends_in_a_clean_error_within_max_wait(hetzner, salt_loaders):
+@pytest.mark.parametrize(("status", "code"), [(409, "conflict"), (423, "locked")])
+def test_a_persistent_conflict_ends_in_a_clean_error_within_max_wait(hetzner, salt_loaders, status, code):
     pillar = _ttl_and_address_change(hetzner, salt_loaders)
     pillar["hecate"]["dns"]["max_wait"] = 2
-    hetzner.inject_error(409, "conflict", times=1000, method="POST", path=r"/cloud/A/actions/set_records$")
+    hetzner.inject_error(status, code, times=1000, method="POST", path=r"/cloud/A/actions/set_records$")
     started = time.monotonic()
     result = converge(salt_loaders, pillar)
     elapsed = time.monotonic() - started
     assert result.result is False
-    assert "cloud.cybermonkey.dev A: set_records: hetzner_dns: set records of cloud A: the API still answers 409 conflict" in result.comment
+    assert (
+        f"cloud.cybermonkey.dev A: set_records: hetzner_dns: set records of cloud A: the API still answers {status} {code}"
+        in result.comment
+    )
     assert "Traceback" not in result.comment and hetzner.token not in result.comment
     attempts = [w for w in hetzner.writes if w.path.endswith("/cloud/A/actions/set_records")]
     assert 2 <= len(attempts) <= 6  # at most 5 retries, fewer when max_wait runs out first
