@@ -270,7 +270,9 @@ def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None, **kw
     changes = hecate_dns.describe(plan, zone)
     writes = hecate_dns.write_count(plan)
     failures = [f"{_key(hecate_dns.absolute_name(f['name'], zone), f['type'])}: {f['reason']}" for f in plan["failures"]]
-    summary = hecate_dns.summary(plan)
+    summary = (
+        f"{len(plan['create'])} to create, {hecate_dns.updates_line(plan)}{len(plan['delete'])} to delete, {plan['unchanged']} unchanged"
+    )
     if _test():
         comment = f"zone {zone}: " + (f"would write: {summary}" if writes else "nothing to write" if failures else "in the desired state")
         if failures:

@@ -875,17 +875,12 @@ def write_count(result):
     return sum(len(result[k]) for k in ("create", "set_records", "change_ttl", "set_labels", "delete"))
 
 
-def summary(result):
-    """One line for a plan: what it creates, updates, adopts (labels only, for ``prune``), deletes, and the
-    write requests that costs."""
+def updates_line(result):
+    """The middle of a plan's one-line summary: ``"U to update, "`` plus, with ``prune``, ``"A to adopt (A label
+    writes, for prune), "``: sets that only get hecate's labels, one write each."""
     updated = {(i["name"], i["type"]) for k in ("set_records", "change_ttl") for i in result[k]}
     adopted = {(i["name"], i["type"]) for i in result["set_labels"]} - updated
-    writes = write_count(result)
-    return (
-        f"{len(result['create'])} to create, {len(updated)} to update, "
-        + (f"{len(adopted)} to adopt (label writes, for prune), " if adopted else "")
-        + f"{len(result['delete'])} to delete, {result['unchanged']} unchanged; {writes} write request{'s' if writes != 1 else ''}"
-    )
+    return f"{len(updated)} to update, " + (f"{len(adopted)} to adopt ({len(adopted)} label writes, for prune), " if adopted else "")
 
 
 def describe(result, zone):
