@@ -28,6 +28,8 @@ import time
 import uuid
 from urllib.parse import urlsplit
 
+import consul
+
 from tests.emulators.base import Emulator, Response
 
 MAX_VALUE = 512 * 1024  # Consul's default kv_max_value_size
@@ -74,6 +76,18 @@ def endpoint_of(path):
         if path == prefix or path.startswith(prefix + "/"):
             return kind, path[len(prefix) + 1 :]
     return None, None
+
+
+class Consul17(consul.Consul):
+    """py-consul as it was up to 1.7.1, for tests on the installed one: ``base.Consul.__init__`` takes no
+    ``connections_timeout`` and ``std.HTTPClient`` calls requests without a timeout (criteo/py-consul
+    consul/base.py, consul/std.py). On 1.8.0, ``connections_timeout=None`` ("disables the timeout") is
+    exactly that behaviour."""
+
+    def __init__(self, *args, **kwargs):
+        if "connections_timeout" in kwargs:
+            raise TypeError("__init__() got an unexpected keyword argument 'connections_timeout'")
+        super().__init__(*args, connections_timeout=None, **kwargs)
 
 
 class FastStop:

@@ -12,7 +12,7 @@ import pytest
 from hecate_lock import ConsulLock, LockError, LockLost, LockTimeout, RecordError
 
 from tests.conftest import assert_no_violations
-from tests.emulators.consul import ConsulEmulator
+from tests.emulators.consul import Consul17, ConsulEmulator
 
 TOKEN = "consul-deploy-token"
 KEY = "hecate/locks/production"
@@ -192,23 +192,12 @@ def test_consul_down_is_a_lock_error(emu):
 
 
 # -- a stalled Consul ------------------------------------------------------------------------------
-class Consul17(consul.Consul):
-    """py-consul up to 1.7.1: ``base.Consul.__init__`` takes no ``connections_timeout`` and ``std.HTTPClient``
-    calls requests without a timeout (criteo/py-consul consul/base.py, consul/std.py). With 1.8.0 installed,
-    ``connections_timeout=None`` ("disables the timeout") is exactly that behaviour."""
-
-    def __init__(self, *args, **kwargs):
-        if "connections_timeout" in kwargs:
-            raise TypeError("__init__() got an unexpected keyword argument 'connections_timeout'")
-        super().__init__(*args, connections_timeout=None, **kwargs)
-
-
 @pytest.fixture(params=["py-consul installed", "py-consul 1.7"])
 def timed_client(request, emu, monkeypatch):
     """hecate's Consul client (``hecate_secrets.consul_client``) with a 0.5 s timeout, built on the installed
     py-consul and on one that has no timeout of its own."""
     if request.param == "py-consul 1.7":
-        monkeypatch.setattr(consul, "Consul", Consul17)
+        monkeypatch.setattr(consul, "Consul", Consul17)  # what hecate_secrets.consul_client builds on
     return hecate_secrets.consul_client({"address": emu.url, "token": TOKEN, "timeout": 0.5})
 
 

@@ -1,13 +1,15 @@
 """hecate_secrets.resolve against the Vault (KV v2) and Consul (KV) emulators, through hvac and py-consul."""
 
 import json
+import time
 
+import consul
 import hecate_secrets
 import pytest
 from hecate_secrets import SecretError, resolve
 
 from tests.conftest import assert_no_violations
-from tests.emulators.consul import ConsulEmulator
+from tests.emulators.consul import Consul17, ConsulEmulator
 from tests.emulators.vault import ROOT, VaultEmulator
 
 VAULT_TOKEN = "hvs.root-token-for-tests"
@@ -214,6 +216,23 @@ def test_ready_clients_can_be_passed_in(vault):
     vault.put("secret", "hecate/x", {"value": "ok"})
     client = hecate_secrets.vault_client({"url": vault.url, "token": VAULT_TOKEN})
     assert resolve({"k": "vault:secret/hecate/x"}, opts={}, vault=client) == {"k": "ok"}
+
+
+@pytest.mark.parametrize("py_consul", ["installed", "1.7"])
+def test_a_stalled_consul_fails_a_reference_within_the_timeout(consul_emu, monkeypatch, py_consul):
+    if py_consul == "1.7":  # no timeout of its own: hecate's TimeoutSession is all there is
+        monkeypatch.setattr(consul, "Consul", Consul17)
+    consul_emu.stall(path="/v1/kv/hecate/n", times=10)
+    opts = opts_for(consul_emu=consul_emu)
+    opts["hecate_ext_pillar"]["consul"]["timeout"] = 0.5
+    started = time.monotonic()
+    with pytest.raises(SecretError) as caught:
+        resolve({"n": "consul:hecate/n"}, opts)
+    assert time.monotonic() - started < 2
+    assert (
+        dict(caught.value.problems)["hecate:n"]
+        == f"consul:hecate/n: Consul at http://127.0.0.1:{consul_emu.port} did not answer in time (timeout)"
+    )
 
 
 def test_consul_server_error_is_retried(consul_emu):
