@@ -215,7 +215,7 @@ def proxy_provider_present(
         if _test():
             ret.update(result=None, comment=f"proxy provider {name} would be updated", changes=diff)
             return ret
-        __salt__["authentik.proxy_provider_update"](current["pk"], **{k: v["new"] for k, v in diff.items()})
+        __salt__["authentik.proxy_provider_update"](current["pk"], current=current, **{k: v["new"] for k, v in diff.items()})
         ret.update(comment=f"proxy provider {name} updated", changes=diff)
         return ret
     except (CommandExecutionError, SaltInvocationError) as exc:
@@ -331,7 +331,7 @@ def policy_binding_present(name, application, group=None, policy=None, binding_o
             lambda: __salt__["authentik.policy_binding_create"](
                 app["pk"], **{field: pk}, order=binding_order or 0, negate=negate, enabled=enabled
             ),
-            lambda changed: __salt__["authentik.policy_binding_update"](current["pk"], **changed),
+            lambda changed: __salt__["authentik.policy_binding_update"](current["pk"], current=current, **changed),
         )
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _fail(ret, exc)
@@ -396,9 +396,10 @@ def outpost_providers_absent(name, providers):
 
 
 # -- the set-level state -------------------------------------------------------------------------------------
-def _tree(hecate):
-    tree = hecate_schema.validate(hecate if hecate is not None else __salt__["config.get"]("hecate", None))
-    return hecate_authentik.validate_tree(tree)
+def _tree():
+    """The validated ``hecate`` tree from pillar (or minion config): never a state argument, since it
+    holds the tokens and a state's arguments end up in the job's return and events."""
+    return hecate_authentik.validate_tree(hecate_schema.validate(__salt__["config.get"]("hecate", None)))
 
 
 def _snapshot(desired):
@@ -457,9 +458,8 @@ def _execute(actions, snapshot, desired, done):
         snapshot["providers"][name] = salt["authentik.proxy_provider_create"](name, external_host, **fields)
         mark("providers", "created", name)
     for item in actions["providers_update"]:
-        snapshot["providers"][item["name"]] = salt["authentik.proxy_provider_update"](
-            item["pk"], **{k: v["new"] for k, v in item["diff"].items()}
-        )
+        changed = {k: v["new"] for k, v in item["diff"].items()}
+        snapshot["providers"][item["name"]] = salt["authentik.proxy_provider_update"](item["pk"], current=item["current"], **changed)
         mark("providers", "updated", item["name"])
     for item in actions["applications_create"]:
         fields = dict(item)
@@ -487,7 +487,7 @@ def _execute(actions, snapshot, desired, done):
         salt["authentik.policy_binding_create"](app["pk"], group=group["pk"], order=item["order"])
         mark("bindings", "created", f"{item['application']} <- group {item['group']}")
     for item in actions["bindings_update"]:
-        salt["authentik.policy_binding_update"](item["pk"], **{k: v["new"] for k, v in item["diff"].items()})
+        salt["authentik.policy_binding_update"](item["pk"], current=item["current"], **{k: v["new"] for k, v in item["diff"].items()})
         mark("bindings", "updated", f"{item['application']} <- group {item['group']}")
     for item in actions["bindings_delete"]:
         salt["authentik.policy_binding_delete"](item["pk"])
@@ -503,7 +503,7 @@ def _execute(actions, snapshot, desired, done):
         mark("groups", "deleted", name)
 
 
-def protected_routes(name, hecate=None, prune=None):
+def protected_routes(name, prune=None):
     """Make authentik guard exactly the pillar routes that have ``auth:``.
 
     For each such route (``forward_single``, the default): a proxy provider and an application named
@@ -513,15 +513,13 @@ def protected_routes(name, hecate=None, prune=None):
     route needs any more are removed (``prune``, default ``hecate:authentik:prune``, true).
 
     name
-        The state's ID (free text).
-    hecate
-        The ``hecate`` tree to use instead of pillar (the orchestration passes it).
+        The state's ID (free text). The routes and settings come from pillar ``hecate`` (validated first).
     prune
         Override ``hecate:authentik:prune``.
     """
     ret = _ret(name)
     try:
-        tree = _tree(hecate)
+        tree = _tree()
     except hecate_schema.PillarError as exc:
         return _fail(ret, exc)
     settings = hecate_authentik.section(tree)
@@ -550,7 +548,8 @@ def protected_routes(name, hecate=None, prune=None):
 
 
 def mod_watch(name, sfun=None, **kwargs):
-    """``watch``: re-converge the protected routes when a watched state changed."""
+    """``watch``: re-converge the protected routes when a watched state changed. Only the state's own
+    argument is passed on: the low chunk also holds Salt's keys (``__reqs__``, ``__id__``, ``fun``...)."""
     if sfun == "protected_routes":
-        return protected_routes(name, **kwargs)
+        return protected_routes(name, prune=kwargs.get("prune"))
     return {"name": name, "result": False, "changes": {}, "comment": f"watch is not supported by authentik.{sfun}"}

@@ -28,6 +28,7 @@ def ak(request, short_tmp):
         emu.states = loaders.states.authentik
         emu.mod = loaders.modules.authentik
         emu.state_mod = loaders.modules.state
+        emu.pillar = loaders.opts["pillar"]  # the dict the loaded modules see as __pillar__
         yield emu
         loaders.reset_state()
     assert_no_violations(emu)
@@ -55,10 +56,11 @@ def route(service, groups=None, **auth):
 
 
 def converge(emu, hecate, test=False, **kwargs):
-    """Run protected_routes; return (state result, writes sent)."""
+    """Run protected_routes with ``hecate`` as the pillar tree; return (state result, writes sent)."""
+    emu.pillar["hecate"] = hecate
     before = len(emu.writes)
     kwargs = {"test": True, **kwargs} if test else kwargs
-    result = emu.states.protected_routes(name="protect", hecate=hecate, **kwargs)
+    result = emu.states.protected_routes(name="protect", **kwargs)
     return result, emu.writes[before:]
 
 
@@ -115,10 +117,12 @@ def test_drift_is_repaired_with_only_the_differing_fields(ak):
     result, writes = converge(ak, hecate)
     assert result.result is True, result.comment
     bodies = {(w.method, w.path.split("/")[3]): w.body for w in writes}
-    assert bodies[("PATCH", "providers")] == {"external_host": "http://s2app.example.org"}
+    # what differs, plus what authentik's validate() reads from every PATCH (mode; target and the group)
+    assert bodies[("PATCH", "providers")] == {"external_host": "http://s2app.example.org", "mode": "forward_single", "internal_host": ""}
     assert bodies[("PATCH", "core")] == {"policy_engine_mode": "any"}
     assert provider["pk"] in bodies[("PATCH", "outposts")]["providers"]
-    assert bodies[("PATCH", "policies")] == {"enabled": True}
+    group = ak.group_by_name("s2-admins")["pk"]
+    assert bodies[("PATCH", "policies")] == {"enabled": True, "target": app["pk"], "group": group, "policy": None, "user": None}
     assert [w.path for w in writes if w.method == "DELETE"] == [f"/api/v3/policies/bindings/{stray['pk']}/"]
     assert len(writes) == 5
     assert provider["skip_path_regex"] == "^/healthz$" and app["meta_description"] == "written by a human"
