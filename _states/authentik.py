@@ -63,7 +63,11 @@ def _converge(ret, kind, label, current, wanted, create, update):
         created = create()
         ret.update(comment=f"{kind} {label} created", changes={"new": wanted, "pk": created.get("pk")})
         return ret
-    diff = _diff(current, wanted)
+    return _patch(ret, kind, label, _diff(current, wanted), update)
+
+
+def _patch(ret, kind, label, diff, update):
+    """Send the differing declared fields (``diff``), or nothing when there are none; honour test."""
     if not diff:
         ret["comment"] = f"{kind} {label} is as declared"
         return ret
@@ -124,27 +128,24 @@ def group_present(name, parents=None, attributes=None, is_superuser=None):
                 diff["attributes"] = {"old": current.get("attributes"), "new": merged}
         if is_superuser is not None and bool(is_superuser) != current.get("is_superuser"):
             diff["is_superuser"] = {"old": current.get("is_superuser"), "new": bool(is_superuser)}
-        if not diff:
-            ret["comment"] = f"group {name} is as declared"
-            return ret
-        if _test():
-            ret.update(result=None, comment=f"group {name} would be updated", changes=diff)
-            return ret
-        __salt__["authentik.group_update"](current["pk"], **{k: v["new"] for k, v in diff.items()})
-        ret.update(comment=f"group {name} updated", changes=diff)
-        return ret
+        return _patch(ret, "group", name, diff, lambda changed: __salt__["authentik.group_update"](current["pk"], **changed))
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+
+
+def _named_absent(name, kind, function):
+    """No object called ``name``: read with ``authentik.<function>``, deleted by pk with ``<function>_delete``."""
+    ret = _ret(name)
+    try:
+        current = __salt__[f"authentik.{function}"](name)
+        return _absent(ret, kind, name, current, lambda: __salt__[f"authentik.{function}_delete"](current["pk"]))
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _fail(ret, exc)
 
 
 def group_absent(name):
     """No group called ``name`` (its policy bindings go with it)."""
-    ret = _ret(name)
-    try:
-        current = __salt__["authentik.group"](name)
-        return _absent(ret, "group", name, current, lambda: __salt__["authentik.group_delete"](current["pk"]))
-    except (CommandExecutionError, SaltInvocationError) as exc:
-        return _fail(ret, exc)
+    return _named_absent(name, "group", "group")
 
 
 # -- proxy providers ---------------------------------------------------------------------------------------
@@ -209,27 +210,15 @@ def proxy_provider_present(
         if mapping_pks is not None and not set(mapping_pks) <= set(current.get("property_mappings") or []):
             union = sorted(set(current.get("property_mappings") or []) | set(mapping_pks))
             diff["property_mappings"] = {"old": sorted(current.get("property_mappings") or []), "new": union}
-        if not diff:
-            ret["comment"] = f"proxy provider {name} is as declared"
-            return ret
-        if _test():
-            ret.update(result=None, comment=f"proxy provider {name} would be updated", changes=diff)
-            return ret
-        __salt__["authentik.proxy_provider_update"](current["pk"], current=current, **{k: v["new"] for k, v in diff.items()})
-        ret.update(comment=f"proxy provider {name} updated", changes=diff)
-        return ret
+        update = __salt__["authentik.proxy_provider_update"]
+        return _patch(ret, "proxy provider", name, diff, lambda changed: update(current["pk"], current=current, **changed))
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _fail(ret, exc)
 
 
 def proxy_provider_absent(name):
     """No proxy provider called ``name`` (authentik drops it from outposts)."""
-    ret = _ret(name)
-    try:
-        current = __salt__["authentik.proxy_provider"](name)
-        return _absent(ret, "proxy provider", name, current, lambda: __salt__["authentik.proxy_provider_delete"](current["pk"]))
-    except (CommandExecutionError, SaltInvocationError) as exc:
-        return _fail(ret, exc)
+    return _named_absent(name, "proxy provider", "proxy_provider")
 
 
 # -- applications ------------------------------------------------------------------------------------------

@@ -281,6 +281,10 @@ def test_requests_per_converge(ak, count):
     routes = [route(f"n{count}r{i}", [f"n{count}-team"]) for i in range(count)]
     hecate = tree(ak, routes, prefix)
     ak.reset_counts()
+    dry, dry_writes = converge(ak, hecate, test=True)
+    assert dry.result is None and dry_writes == []  # test=True: the plan, zero writes
+    dry_run = len(ak.requests)
+    ak.reset_counts()
     result, writes = converge(ak, hecate)
     first, first_writes = len(ak.requests), len(writes)
     ak.reset_counts()
@@ -294,7 +298,10 @@ def test_requests_per_converge(ak, count):
     pages = 1 + (len(ak.providers) + len(ak.applications)) // 100
     assert first - first_writes <= 9 + pages
     assert rerun <= 8 + pages + (count + 49) // 50
-    print(f"\nauthentik {ak.spec_version}, {count} route(s): first converge {first} requests ({first_writes} writes), re-run {rerun}")
+    print(
+        f"\nauthentik {ak.spec_version}, {count} route(s): test=True {dry_run} requests (0 writes), "
+        f"first converge {first} requests ({first_writes} writes), re-run {rerun} (0 writes)"
+    )
 
 
 def test_seed_and_one_protected_app_converge_from_nothing(ak):
