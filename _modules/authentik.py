@@ -384,7 +384,7 @@ def _update(kind, ref, fields, what, current=None):
     missing = [f for f in res.always if f not in body]
     if missing or not (res.is_pk(ref) or res.by_path):
         current = current or _must(kind, ref)
-        body.update({f: current.get(f) for f in missing})
+        body.update({f: current[f] for f in missing if current.get(f) is not None})
     path_id = ref if res.is_pk(ref) or res.by_path else current["pk"]
     return _client().json("PATCH", _detail(res, path_id), json=body)
 

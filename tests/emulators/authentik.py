@@ -719,6 +719,7 @@ class AuthentikEmulator(Emulator):
         return self._group_out(group, _truthy(request.arg("include_users", "true"))) if group else self._not_found("Group")
 
     def _group_fields(self, body, current=None):
+        """authentik/core/api/groups.py GroupSerializer: the fields sent only (partial on PATCH)."""
         errors = {}
         if "name" in body:
             other = self.group_by_name(body["name"])
@@ -730,11 +731,13 @@ class AuthentikEmulator(Emulator):
         if "parents" in body:
             parents = list(body["parents"])
         if parents is not None:
+            field = "parents" if "parents" in body else "parent"
             for parent in parents:
                 if parent not in self.groups:
-                    errors.setdefault("parents" if "parents" in body else "parent", []).append(
-                        f'Invalid pk "{parent}" - object does not exist.'
-                    )
+                    errors.setdefault(field, []).append(f'Invalid pk "{parent}" - object does not exist.')
+                # authentik/core/api/groups.py GroupSerializer.validate_parent: not the group itself
+                elif current is not None and parent == current["pk"]:
+                    errors.setdefault(field, []).append("Cannot set group as parent of itself.")
         for user in body.get("users", []):
             if user not in self.users:
                 errors.setdefault("users", []).append(f'Invalid pk "{user}" - object does not exist.')

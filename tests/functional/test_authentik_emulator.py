@@ -95,3 +95,12 @@ def test_responses_are_checked_against_the_document(ak):
         ak.providers[created["pk"]]["mode"] = "forward_single"
         del ak.violations[len(before) :]
     assert found and "mode" in found[0]
+
+
+def test_group_cannot_be_its_own_parent(ak):
+    # authentik/core/api/groups.py GroupSerializer.validate_parent
+    group = ak.call("POST", "core/groups/", {"name": "em-self"}).json()
+    field = "parents" if "parents" in group else "parent"
+    value = [group["pk"]] if field == "parents" else group["pk"]
+    answer = ak.call("PATCH", f"core/groups/{group['pk']}/", {field: value})
+    assert answer.status_code == 400 and answer.json() == {field: ["Cannot set group as parent of itself."]}

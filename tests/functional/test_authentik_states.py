@@ -122,7 +122,7 @@ def test_drift_is_repaired_with_only_the_differing_fields(ak):
     assert bodies[("PATCH", "core")] == {"policy_engine_mode": "any"}
     assert provider["pk"] in bodies[("PATCH", "outposts")]["providers"]
     group = ak.group_by_name("s2-admins")["pk"]
-    assert bodies[("PATCH", "policies")] == {"enabled": True, "target": app["pk"], "group": group, "policy": None, "user": None}
+    assert bodies[("PATCH", "policies")] == {"enabled": True, "target": app["pk"], "group": group}
     assert [w.path for w in writes if w.method == "DELETE"] == [f"/api/v3/policies/bindings/{stray['pk']}/"]
     assert len(writes) == 5
     assert provider["skip_path_regex"] == "^/healthz$" and app["meta_description"] == "written by a human"
