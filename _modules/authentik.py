@@ -19,6 +19,7 @@ A 403 from authentik means the token is invalid, expired or lacks the permission
 not 401, to a bad token); the error says so.
 """
 
+import dataclasses
 import datetime
 import hashlib
 import logging
@@ -250,6 +251,7 @@ def whoami():
 
 
 # -- resources as data ----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
 class Resource:
     """One kind of authentik object, described for the generic list/get/create/update/delete below.
 
@@ -260,10 +262,16 @@ class Resource:
     ``always``: fields the vendor's ``validate()`` reads from the request itself, so every PATCH carries
     them (DRF validates a partial update's fields alone); ``read``: query parameters for every read."""
 
-    def __init__(self, label, endpoint, key="name", key_filter=None, by_path=False, pk="uuid", fields=(), refs=None,
-                 always=(), read=None):  # fmt: skip
-        self.label, self.endpoint, self.key, self.key_filter, self.by_path = label, endpoint, key, key_filter, by_path
-        self.pk, self.fields, self.refs, self.always, self.read = pk, tuple(fields), refs or {}, tuple(always), read or {}
+    label: str
+    endpoint: str
+    key: str = "name"
+    key_filter: str = None
+    by_path: bool = False
+    pk: str = "uuid"
+    fields: tuple = ()
+    refs: dict = dataclasses.field(default_factory=dict)
+    always: tuple = ()
+    read: dict = dataclasses.field(default_factory=dict)
 
     def is_pk(self, ref):
         if self.pk == "int":
