@@ -1168,8 +1168,9 @@ class AuthentikEmulator(Emulator):
                 errors[field] = [f'Invalid pk "{body[field]}" - object does not exist.']
         if errors:
             return 400, errors
-        # PolicyBindingSerializer.validate (2024.12+): target = attrs.get("target"), then
-        # target.supported_policy_binding_targets(): a PATCH without target is an AttributeError (500)
+        # PolicyBindingSerializer.validate, since application entitlements (older releases read only
+        # policy/group/user): target = attrs.get("target"), then target.supported_policy_binding_targets():
+        # a PATCH without target is an AttributeError (500)
         if "target" not in body:
             return 500, {"detail": "'NoneType' object has no attribute 'supported_policy_binding_targets'"}
         # ... then exactly one of the supported fields (authentik/policies/models.py
