@@ -49,11 +49,6 @@ def _fail(ret, exc, done=None):
     return ret
 
 
-def _diff(current, wanted):
-    """The declared fields whose value differs: ``{field: {"old": ..., "new": ...}}``."""
-    return {k: {"old": current.get(k), "new": v} for k, v in wanted.items() if v is not None and current.get(k) != v}
-
-
 def _converge(ret, kind, label, current, wanted, create, update):
     """Shared present-logic: create when absent, PATCH the differing declared fields, honour test."""
     if current is None:
@@ -63,7 +58,7 @@ def _converge(ret, kind, label, current, wanted, create, update):
         created = create()
         ret.update(comment=f"{kind} {label} created", changes={"new": wanted, "pk": created.get("pk")})
         return ret
-    return _patch(ret, kind, label, _diff(current, wanted), update)
+    return _patch(ret, kind, label, hecate_authentik.differs(current, wanted), update)
 
 
 def _patch(ret, kind, label, diff, update):
@@ -178,14 +173,6 @@ def proxy_provider_present(
             if found is None:
                 raise CommandExecutionError(f"there is no flow with slug {slug!r} ({field})")
             flows[field] = found["pk"]
-        wanted = {
-            "external_host": external_host,
-            "mode": mode,
-            **flows,
-            "cookie_domain": cookie_domain,
-            "skip_path_regex": skip_path_regex,
-            "internal_host": internal_host,
-        }
         mapping_pks = None
         if property_mappings is not None:
             known = __salt__["authentik.scope_mappings"]()
@@ -195,23 +182,27 @@ def proxy_provider_present(
                 if found is None:
                     raise CommandExecutionError(f"there is no scope mapping {item!r}")
                 mapping_pks.append(found["pk"])
+        wanted = {
+            "external_host": external_host,
+            "mode": mode,
+            **flows,
+            "cookie_domain": cookie_domain,
+            "skip_path_regex": skip_path_regex,
+            "internal_host": internal_host,
+            "property_mappings": mapping_pks,  # a set: authentik's own mappings stay
+        }
+        fields = {k: v for k, v in wanted.items() if v is not None}
         current = __salt__["authentik.proxy_provider"](name)
-        if current is None:
-            fields = {k: v for k, v in wanted.items() if v is not None}
-            if mapping_pks is not None:
-                fields["property_mappings"] = mapping_pks
-            if _test():
-                ret.update(result=None, comment=f"proxy provider {name} would be created", changes={"new": {"name": name, **fields}})
-                return ret
-            created = __salt__["authentik.proxy_provider_create"](name, **fields)
-            ret.update(comment=f"proxy provider {name} created", changes={"new": {"name": name, **fields}, "pk": created["pk"]})
-            return ret
-        diff = _diff(current, wanted)
-        if mapping_pks is not None and not set(mapping_pks) <= set(current.get("property_mappings") or []):
-            union = sorted(set(current.get("property_mappings") or []) | set(mapping_pks))
-            diff["property_mappings"] = {"old": sorted(current.get("property_mappings") or []), "new": union}
         update = __salt__["authentik.proxy_provider_update"]
-        return _patch(ret, "proxy provider", name, diff, lambda changed: update(current["pk"], current=current, **changed))
+        return _converge(
+            ret,
+            "proxy provider",
+            name,
+            current,
+            {"name": name, **fields},
+            lambda: __salt__["authentik.proxy_provider_create"](name, **fields),
+            lambda changed: update(current["pk"], current=current, **changed),
+        )
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _fail(ret, exc)
 

@@ -389,8 +389,25 @@ def owns_group(group, prefix):
     return (group.get("attributes") or {}).get(GROUP_MARK) == prefix
 
 
-def _differs(current, wanted):
-    return {f: {"old": current.get(f), "new": v} for f, v in wanted.items() if current.get(f) != v}
+SET_FIELDS = ("property_mappings", "providers")  # lists authentik adds to: the declared entries must be there
+
+
+def differs(current, wanted):
+    """The declared fields of ``wanted`` that differ in ``current``: ``{field: {"old": ..., "new": ...}}``.
+    None means "not declared". Lists in :data:`SET_FIELDS` compare as sets: declared entries must be
+    there, others stay (``new`` is the union)."""
+    out = {}
+    for field, value in wanted.items():
+        have = current.get(field)
+        if value is None:
+            continue
+        if field in SET_FIELDS:
+            have = set(have or [])
+            if not set(value) <= have:
+                out[field] = {"old": sorted(have), "new": sorted(have | set(value))}
+        elif have != value:
+            out[field] = {"old": have, "new": value}
+    return out
 
 
 def plan(desired, snapshot, prune=True, prune_groups=False):
@@ -427,11 +444,7 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
         if current is None:
             actions["providers_create"].append(wanted)
             continue
-        diff = _differs(current, {k: v for k, v in wanted.items() if k != "property_mappings"})
-        wanted_maps = set(fields.get("property_mappings") or [])
-        have_maps = set(current.get("property_mappings") or [])
-        if not wanted_maps <= have_maps:
-            diff["property_mappings"] = {"old": sorted(have_maps), "new": sorted(have_maps | wanted_maps)}
+        diff = differs(current, wanted)
         if diff:
             actions["providers_update"].append({"name": name, "pk": current["pk"], "diff": diff, "current": current})
 
@@ -442,7 +455,7 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
             continue
         provider = snapshot["providers"].get(fields["provider"])
         wanted = {k: v for k, v in fields.items() if k != "provider"}
-        diff = _differs(current, wanted)
+        diff = differs(current, wanted)
         if provider is None or current.get("provider") != provider["pk"]:
             diff["provider"] = {"old": current.get("provider"), "new": fields["provider"]}
         if diff:
@@ -486,7 +499,7 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
                 continue
             binding = found[0]
             keep.add(binding["pk"])
-            diff = _differs(binding, {"order": order, "enabled": True, "negate": False})
+            diff = differs(binding, {"order": order, "enabled": True, "negate": False})
             if diff:
                 item = {"application": slug, "group": group_name, "pk": binding["pk"], "diff": diff, "current": binding}
                 actions["bindings_update"].append(item)
