@@ -12,6 +12,8 @@ natural key and PATCH only the declared fields that differ. Lists the server add
 (``property_mappings``, an outpost's ``providers``) are compared as sets: what is declared must be there.
 """
 
+import inspect
+
 import hecate_authentik
 import hecate_schema
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -527,9 +529,27 @@ def protected_routes(name, prune=None):
         return _fail(ret, f"authentik: {exc} (done before the failure: {done or 'nothing'})", done)
 
 
+WATCHABLE = (
+    "protected_routes",
+    "group_present",
+    "group_absent",
+    "proxy_provider_present",
+    "proxy_provider_absent",
+    "application_present",
+    "application_absent",
+    "policy_binding_present",
+    "policy_binding_absent",
+    "outpost_providers_present",
+    "outpost_providers_absent",
+)
+
+
 def mod_watch(name, sfun=None, **kwargs):
-    """``watch``: re-converge the protected routes when a watched state changed. Only the state's own
-    argument is passed on: the low chunk also holds Salt's keys (``__reqs__``, ``__id__``, ``fun``...)."""
-    if sfun == "protected_routes":
-        return protected_routes(name, prune=kwargs.get("prune"))
-    return {"name": name, "result": False, "changes": {}, "comment": f"watch is not supported by authentik.{sfun}"}
+    """``watch``: run the watching state again (every state here converges, so that is all a watched
+    change asks for). Only the state's own arguments are passed on: the low chunk also holds Salt's keys
+    (``__reqs__``, ``__id__``, ``fun``...)."""
+    if sfun not in WATCHABLE:
+        return {"name": name, "result": False, "changes": {}, "comment": f"watch is not supported by authentik.{sfun}"}
+    function = globals()[sfun]
+    own = inspect.signature(function).parameters
+    return function(name, **{k: v for k, v in kwargs.items() if k in own and k != "name"})

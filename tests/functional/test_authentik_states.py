@@ -424,6 +424,11 @@ protect:
       - test: authentik_ready
     - watch:
       - file: marker
+s11-watchers:
+  authentik.group_present:
+    - attributes: {{owner: s11}}
+    - watch:
+      - file: marker
 """
 
 
@@ -444,10 +449,11 @@ def test_protected_routes_under_the_state_engine_with_require_and_watch(ak, make
 
     first, writes = apply("v1")
     assert first["protect"].result is True and first["protect"].changes, first["protect"].comment
-    assert len(writes) == 5  # group, provider, application, outpost, binding
+    assert len(writes) == 6  # group, provider, application, outpost, binding; the s11-watchers group
     second, writes = apply("v2")  # the watched file changes, authentik is converged: mod_watch runs
     assert second["marker"].changes and second["protect"].result is True, second["protect"].comment
     assert second["protect"].changes == {} and writes == []
     assert "__reqs__" not in second["protect"].comment
+    assert second["s11-watchers"].result is True and second["s11-watchers"].changes == {}, second["s11-watchers"].comment
     third, writes = apply("v3", test=True)
     assert third["protect"].result is True and writes == []
