@@ -346,9 +346,82 @@ def canonicalize(job):
     return job
 
 
+def check_newlines(text):
+    """The newline rules of HashiCorp's native HCL2 syntax, which python-hcl2 does not enforce.
+
+    Mirrors hashicorp/hcl ``hclsyntax/parser.go``: ``finishParsingBodyAttribute`` ("Missing newline
+    after argument": an argument ends with a newline, except the one argument of a block written on
+    one line) and ``finishParsingBodyBlock`` ("Missing newline after block definition"). So a block
+    opened on one line closes with a ``}`` that starts its own line, and nothing follows a block's ``}``
+    on its line. Strings, heredocs, comments and brackets of expressions are skipped."""
+    lines = text.split("\n")
+    stack = []  # ("body", line) for block bodies, ("expr", char) for (, [ and object braces
+    row = 0
+    while row < len(lines):
+        line, col, assigned = lines[row], 0, False
+        while col < len(line):
+            char = line[col]
+            body = not stack or stack[-1][0] == "body"
+            if char == "#" or line.startswith("//", col):
+                break
+            if line.startswith("/*", col):
+                end = line.find("*/", col + 2)
+                while end < 0 and row + 1 < len(lines):
+                    row, line = row + 1, lines[row + 1]
+                    end = line.find("*/")
+                col = (end + 2) if end >= 0 else len(line)
+                continue
+            if line.startswith("<<", col):
+                match = re.match(r"<<-?([A-Za-z_][A-Za-z0-9_-]*)\s*$", line[col:])
+                if match:
+                    marker = match.group(1)
+                    row += 1
+                    while row < len(lines) and lines[row].strip() != marker:
+                        row += 1
+                    line, col = lines[row] if row < len(lines) else "", len(lines[row].rstrip()) if row < len(lines) else 0
+                    continue
+            if char == '"':
+                col += 1
+                depth = 0
+                while col < len(line) and (line[col] != '"' or depth):
+                    if line[col] == "\\":
+                        col += 1
+                    elif line.startswith("${", col) or line.startswith("%{", col):
+                        depth += 1
+                        col += 1
+                    elif line[col] == "}" and depth:
+                        depth -= 1
+                    col += 1
+                col += 1
+                continue
+            if char == "=" and body and not line.startswith("==", col):
+                assigned = True
+            elif char in "([" or (char == "{" and not body):
+                stack.append(("expr", char))
+            elif char == "{" and assigned:
+                stack.append(("expr", char))
+            elif char == "{":
+                stack.append(("body", row))
+            elif char in ")]" or (char == "}" and stack and stack[-1][0] == "expr"):
+                if stack:
+                    stack.pop()
+            elif char == "}" and stack:
+                _, opened = stack.pop()
+                if opened != row and line[:col].strip():
+                    what = "argument" if assigned else "block definition"
+                    raise HCLError(f"line {row + 1}: Missing newline after {what}: {line.strip()[:80]}")
+                rest = line[col + 1 :].strip()
+                if rest and not rest.startswith(("#", "//")) and (opened != row or not stack or rest[0] != "}"):
+                    raise HCLError(f"line {row + 1}: Missing newline after block definition: {line.strip()[:80]}")
+                assigned = False
+            col += 1
+        row += 1
+
+
 def hcl_to_job(text, variables_text=""):
     """Parse a jobspec (HCL2) with an HCL variables file into the API's canonical JSON job."""
     options = SerializationOptions(with_comments=False, preserve_heredocs=True)
+    check_newlines(text)
     try:
         doc = hcl2.loads(text, serialization_options=options)
         given = hcl2.loads(variables_text, serialization_options=options) if variables_text else {}
