@@ -308,6 +308,9 @@ def _follow(ret, name, parsed, dep, policy, timeout, verb, absolute=False):
         )
         ret["warnings"] = [f"{name}: deployment {outcome['deployment_id']} awaits manual promotion"]
         return ret
+    if outcome.get("stalled"):
+        ret["comment"] = f"{head}: deployment {short} is {outcome['status']} ({outcome['description']}): {outcome['stalled']}"
+        return ret
     if outcome["timed_out"]:
         ret["comment"] = f"{head}: deployment {short} still {outcome['status']} after {timeout:g}s ({outcome['description']})"
         return ret

@@ -39,7 +39,15 @@ JOBS = ("postgresql", "redis", "reverse-proxy", "authentik", "helen-bridge")
 STAGES = {"stateful": ["postgresql", "redis"], "core": ["reverse-proxy"], "apps": ["authentik", "helen-bridge"]}
 PROMOTE_MODES = ("auto", "after", "manual")
 CAS_PREFIX = "Enforcing job modify index"  # Nomad's RegisterEnforceIndexErrPrefix: match the text
-STATIC = ("[[hecate-static[", "]]hecate-static]]")  # template delimiters that make a template block literal
+STATIC = ("[[hecate-static[", "]]hecate-static]]")
+# Deployment statuses (nomad/structs/deployment.go) in which a deployment makes no progress until
+# someone else acts: the watch ends on them with this advice instead of waiting out its timeout.
+# "initializing" and "unblocking" pass on their own and are watched like "running".
+STALLED = {
+    "paused": "an operator paused it: resume it (nomad deployment resume <id>) or fail it",
+    "blocked": "it is complete here and waits for its peer regions (multiregion)",
+    "pending": "it waits for a peer region to finish first (multiregion)",
+}  # template delimiters that make a template block literal
 
 # -- durations ------------------------------------------------------------------------------------
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

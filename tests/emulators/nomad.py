@@ -592,6 +592,10 @@ EXTRA_BODY_FIELDS = {
     "JobRegisterRequest": {"Submission": "JobSubmission"},
 }
 EXTRA_SCHEMAS = {"JobSubmission": {"Source": "string", "Format": "string", "VariableFlags": "object", "Variables": "string"}}
+# The old spec lists no parameters for parse, but Nomad's handler reads them like every other one:
+# ``parseNamespace``/``parseRegion`` in command/agent/http.go, called by ``JobsParseRequest`` in
+# command/agent/job_endpoint.go, which authorises the parse against that namespace.
+EXTRA_QUERY = {"/v1/jobs/parse": {"namespace", "region"}}
 REQUIRED = {
     "JobsParseRequest": ["JobHCL"],
     "JobPlanRequest": ["Job"],
@@ -636,7 +640,7 @@ class NomadSubsetChecker:
     def _check(self, request, template, spec, params):
         problems = []
         where = f"{request.method} {template}"
-        allowed = {p["name"] for p in spec["params"] if p["in"] == "query"}
+        allowed = {p["name"] for p in spec["params"] if p["in"] == "query"} | EXTRA_QUERY.get(template, set())
         if any(p["name"] == "index" for p in spec["params"]):
             allowed.add("index")  # the spec says header; Nomad reads the query parameter
         for name in request.query:
@@ -665,9 +669,32 @@ class NomadSubsetChecker:
             problems.append(f"{where}: promote needs All=true or Groups")
         return problems
 
-    def fields(self, body, schema_name, where, extra=None):
+    def check_response(self, request, status, body):
+        """The emulator's own answer against the spec's response schema: declared fields only, each of
+        its declared type (``array<X>``: every item). Error answers (text) are not checked."""
+        if status != 200 or body is None or isinstance(body, (str, bytes)):
+            return []
+        for method, regex, template, spec in self.endpoints:
+            if method == request.method and regex.match(request.raw_path):
+                schema = spec.get("response")
+                break
+        else:
+            return []
+        where = f"response of {request.method} {template}"
+        if schema and schema.startswith("array<"):
+            if not isinstance(body, list):
+                return [f"{where}: must be an array"]
+            return [p for item in body for p in self.fields(item, schema[6:-1], where, strict_required=False)]
+        if schema in self.schemas:
+            if not isinstance(body, dict):
+                return [f"{where}: must be an object ({schema})"]
+            return self.fields(body, schema, where, strict_required=False)
+        return []
+
+    def fields(self, body, schema_name, where, extra=None, strict_required=True):
         schema = {**self.schemas.get(schema_name, {}), **(extra or {})}
-        problems = [f"{where}: {schema_name}.{name} is required" for name in REQUIRED.get(schema_name, []) if body.get(name) is None]
+        required = REQUIRED.get(schema_name, []) if strict_required else []
+        problems = [f"{where}: {schema_name}.{name} is required" for name in required if body.get(name) is None]
         for name, value in body.items():
             if name not in schema:
                 problems.append(f"{where}: {schema_name} has no field {name!r}")
@@ -682,7 +709,7 @@ class NomadSubsetChecker:
                 if not isinstance(value, dict):
                     problems.append(f"{where}: {schema_name}.{name} must be an object ({declared})")
                 else:
-                    problems += self.fields(value, declared, where)
+                    problems += self.fields(value, declared, where, strict_required=strict_required)
         return problems
 
 
@@ -698,6 +725,23 @@ MUTATIONS = (
 )
 
 
+# nomad/structs/deployment.go: DeploymentStatus* and DeploymentStatusDescription* of the statuses a
+# deployment can rest in without progressing (paused by an operator; blocked/pending/unblocking are
+# multiregion; initializing is the moment before the first placement)
+STATUS_DESCRIPTIONS = {
+    "paused": "Deployment is paused",
+    "blocked": "Deployment is complete but waiting for peer region",
+    "pending": "Deployment is pending, waiting for peer region",
+    "initializing": "Deployment is initializing",
+    "unblocking": "Deployment is unblocking remaining regions",
+}
+
+
+def _stub(alloc):
+    """An allocation as the list endpoints return it (api.AllocationListStub has no DeploymentID)."""
+    return {k: copy.deepcopy(v) for k, v in alloc.items() if k != "DeploymentID"}
+
+
 def _task_state():
     received = {"Type": "Received", "Time": time.time_ns(), "DisplayMessage": "Task received by client"}
     return {"State": "pending", "Failed": False, "Restarts": 0, "Events": [received]}
@@ -706,10 +750,12 @@ def _task_state():
 class NomadEmulator(Emulator):
     name = "nomad"
 
-    def __init__(self, spec_path, token=None, delay=0.05):
+    def __init__(self, spec_path, token=None, delay=0.05, tokens=None):
         super().__init__()
         self.checker = NomadSubsetChecker.from_file(str(spec_path))
         self.token = token
+        # secret -> namespaces the token may use (None: all), like an ACL policy's namespace rules
+        self.tokens = dict(tokens or {})
         self.delay = delay  # default time for a scripted step (allocations placed -> healthy)
         self.cond = threading.Condition(self.lock)
         self.index = 10
@@ -773,13 +819,15 @@ class NomadEmulator(Emulator):
     def registers(self):
         return [r for r in self.requests if r.method == "POST" and re.match(r"^/v1/(jobs|job/[^/]+)$", r.path)]
 
-    def script(self, job_id, kind="healthy", delay=None, events=None, times=1):
-        """Script the next ``times`` deployments of ``job_id``: ``healthy``, ``fail`` or ``pending``."""
-        assert kind in ("healthy", "fail", "pending"), kind
+    def script(self, job_id, kind="healthy", delay=None, events=None, times=1, status=None):
+        """Script the next ``times`` deployments of ``job_id``: ``healthy``, ``fail``, ``pending`` (nothing
+        gets healthy) or ``status`` (the deployment moves to ``status``, one of STATUS_DESCRIPTIONS)."""
+        assert kind in ("healthy", "fail", "pending", "status"), kind
+        assert kind != "status" or status in STATUS_DESCRIPTIONS, status
         with self.lock:
             for _ in range(times):
                 self.outcomes.setdefault(job_id, []).append(
-                    {"kind": kind, "delay": self.delay if delay is None else delay, "events": events}
+                    {"kind": kind, "delay": self.delay if delay is None else delay, "events": events, "status": status}
                 )
 
     def reset(self):
@@ -809,7 +857,7 @@ class NomadEmulator(Emulator):
                 if hook[3] > 0 and hook[0] == request.method and hook[1].search(request.path):
                     hook[3] -= 1
                     hook[2](request)
-        return super()._handle(request)
+        return self._answer(request)
 
     def job(self, job_id, namespace="default"):
         with self.lock:
@@ -835,9 +883,37 @@ class NomadEmulator(Emulator):
 
     # -- plumbing -----------------------------------------------------------------------------------
     def authenticate(self, request):
-        if self.token and request.headers.get("x-nomad-token") != self.token:
+        known = {**self.tokens, **({self.token: None} if self.token else {})}
+        if not known:
+            return None
+        secret = request.headers.get("x-nomad-token")
+        if secret not in known:
+            return Response(403, "Permission denied", {"Content-Type": "text/plain"})
+        allowed = known[secret]
+        if allowed is not None and self.namespace_of(request) not in allowed:
+            # every endpoint authorises against the request's namespace (aclObj.AllowNsOp)
             return Response(403, "Permission denied", {"Content-Type": "text/plain"})
         return None
+
+    @staticmethod
+    def namespace_of(request):
+        """The namespace a request acts in. Registration: ``namespaceForJob`` in
+        command/agent/job_endpoint.go (the query parameter wins, then the request body's, then the
+        job's); everything else: ``parseNamespace`` in command/agent/http.go (query, else default)."""
+        query = request.arg("namespace", "")
+        body = request.body if isinstance(request.body, dict) else {}
+        if request.method in ("POST", "PUT") and re.match(r"^/v1/(jobs|job/[^/]+)$", request.path):
+            job = body.get("Job") if isinstance(body.get("Job"), dict) else {}
+            return query or body.get("Namespace") or job.get("Namespace") or "default"
+        return query or "default"
+
+    def _answer(self, request):
+        response = super()._handle(request)
+        problems = self.checker.check_response(request, response.status, response.body)
+        if problems:
+            with self.lock:
+                self.violations.extend(problems)
+        return response
 
     def _next(self, *tables):
         self.index += 1
@@ -982,7 +1058,8 @@ class NomadEmulator(Emulator):
         job = copy.deepcopy(body.get("Job") or {})
         if "job" in request.params and job.get("ID") != request.params["job"]:
             return self._error(400, "Job ID does not match name")
-        namespace = job.get("Namespace") or request.arg("namespace", "default")
+        namespace = self.namespace_of(request)  # namespaceForJob: the query parameter wins
+        job["Namespace"] = namespace
         entry = self.jobs.get((namespace, job["ID"]))
         current = entry["current"] if entry else None
         if body.get("EnforceIndex"):
@@ -997,10 +1074,13 @@ class NomadEmulator(Emulator):
                 )
         job["Stop"] = False
         if entry and same_spec(current, job) and not current.get("Stop"):
+            # Job.Register in nomad/job_endpoint.go: an unchanged spec is not written again (the reply
+            # carries the job's JobModifyIndex) but an evaluation is still created
+            evaluation = self._evaluate(current, "job-register")
             return self._reply(
                 {
-                    "EvalID": "",
-                    "EvalCreateIndex": 0,
+                    "EvalID": evaluation["ID"],
+                    "EvalCreateIndex": evaluation["CreateIndex"],
                     "JobModifyIndex": current["JobModifyIndex"],
                     "Warnings": "",
                     "KnownLeader": True,
@@ -1072,7 +1152,7 @@ class NomadEmulator(Emulator):
     # -- deployments --------------------------------------------------------------------------------
     def _outcome(self, job_id):
         queue = self.outcomes.get(job_id) or []
-        return queue.pop(0) if queue else {"kind": "healthy", "delay": self.delay, "events": None}
+        return queue.pop(0) if queue else {"kind": "healthy", "delay": self.delay, "events": None, "status": None}
 
     def _deploy(self, previous, job, evaluation, rollback=False):
         for dep in self.deployments.values():
@@ -1095,7 +1175,7 @@ class NomadEmulator(Emulator):
             "ID": str(uuid.uuid4()), "Namespace": job["Namespace"], "JobID": job["ID"], "JobVersion": job["Version"],
             "JobModifyIndex": job["ModifyIndex"], "JobSpecModifyIndex": job["JobModifyIndex"], "JobCreateIndex": job["CreateIndex"],
             "IsMultiregion": False, "Status": "running", "StatusDescription": "Deployment is running",
-            "TaskGroups": {}, "CreateIndex": index, "ModifyIndex": index, "EvalPriority": 50,
+            "TaskGroups": {}, "CreateIndex": index, "ModifyIndex": index,
         }  # fmt: skip
         outcome = self._outcome(job["ID"])
         dep["_outcome"] = outcome
@@ -1156,6 +1236,8 @@ class NomadEmulator(Emulator):
             self._at(outcome["delay"], lambda: self._make_healthy(dep["ID"]))
         elif outcome["kind"] == "fail":
             self._at(outcome["delay"], lambda: self._make_unhealthy(dep["ID"]))
+        elif outcome["kind"] == "status":
+            self._at(outcome["delay"], lambda: self._set_status(dep["ID"], outcome["status"]))
         # pending: nothing happens; the progress deadline decides
 
     def _set_running(self, alloc, healthy):
@@ -1200,6 +1282,11 @@ class NomadEmulator(Emulator):
             dep["_progress"][name] = time.monotonic()
         dep.update(StatusDescription="Deployment is running", ModifyIndex=self._next("deployment"))
         self._schedule(dep)
+
+    def _set_status(self, dep_id, status):
+        dep = self.deployments[dep_id]
+        if dep["Status"] == "running":
+            dep.update(Status=status, StatusDescription=STATUS_DESCRIPTIONS[status], ModifyIndex=self._next("deployment"))
 
     def _succeed(self, dep):
         dep.update(Status="successful", StatusDescription="Deployment completed successfully", ModifyIndex=self._next("deployment"))
@@ -1293,11 +1380,11 @@ class NomadEmulator(Emulator):
         dep = self.deployments.get(request.params["dep"])
         if dep is None:
             return self._error(404, "deployment not found")
-        return self._reply([copy.deepcopy(a) for a in self._dep_allocs(dep)], "allocs")
+        return self._reply([_stub(a) for a in self._dep_allocs(dep)], "allocs")
 
     def job_allocations(self, request):
         self._block(request, "allocs")
-        allocs = [copy.deepcopy(a) for a in self.allocations.values() if a["JobID"] == request.params["job"]]
+        allocs = [_stub(a) for a in self.allocations.values() if a["JobID"] == request.params["job"]]
         if request.arg("all") not in ("true", "1"):
             latest = (self._entry(request) or {}).get("current") or {}
             allocs = [a for a in allocs if a["DesiredStatus"] == "run" or a["JobVersion"] == latest.get("Version")]
