@@ -674,13 +674,11 @@ class NomadSubsetChecker:
         its declared type (``array<X>``: every item). Error answers (text) are not checked."""
         if status != 200 or body is None or isinstance(body, (str, bytes)):
             return []
-        for method, regex, template, spec in self.endpoints:
-            if method == request.method and regex.match(request.raw_path):
-                schema = spec.get("response")
-                break
-        else:
+        found = next((e for e in self.endpoints if e[0] == request.method and e[1].match(request.raw_path)), None)
+        if found is None:
             return []
-        where = f"response of {request.method} {template}"
+        schema = found[3].get("response")
+        where = f"response of {request.method} {found[2]}"
         if schema and schema.startswith("array<"):
             if not isinstance(body, list):
                 return [f"{where}: must be an array"]
