@@ -20,6 +20,7 @@ import re
 
 import hecate_caddy
 import hecate_nginx
+import hecate_terraform
 import jinja2
 from hecate_spec import Bool, Field, Int, ListOf, Map, MapOf, Report, Secret, Str, index, key
 
@@ -235,6 +236,14 @@ def check_pillar(tree, report):
         update = job["update"]
         if name in ("postgresql", "redis") and update["canary"]:
             report.error(key(where, "update:canary"), "a stateful job with a host volume and a static port cannot run canaries")
+        if name == "reverse-proxy":
+            edge = hecate_terraform.node_roles(tree)["edge"]
+            if job["count"] > len(edge) and job["constraints"] == _constraint(tree, *JOB_ROLES[name]):
+                report.error(
+                    key(where, "count"),
+                    f"{job['count']} instances with static ports 80/443 need as many edge nodes; terraform creates "
+                    f"{len(edge)} ({', '.join(edge)}): raise hecate:terraform:hcloud:nodes:edge:count",
+                )
         if name == "reverse-proxy" and update["canary"]:
             report.warn(key(where, "update:canary"), "canaries of a job with static ports (80/443) need a spare edge node each")
         own = (jobs.get(name) or {}).get("deploy_timeout")
@@ -273,8 +282,14 @@ def settings(tree):
     return out
 
 
-def _constraint(pattern):
-    return [{"attribute": "${attr.unique.hostname}", "operator": "regexp", "value": pattern}]
+def _constraint(tree, *roles):
+    """Placement on the servers terraform names for ``roles`` (hecate_terraform.node_roles): one naming
+    scheme for both, so a job can only ask for nodes that the terraform stage creates."""
+    return [hecate_terraform.role_constraint(tree, roles)]
+
+
+# The node roles each job is placed on (terraform creates them: hecate_terraform.DEFAULT_ROLES)
+JOB_ROLES = {"reverse-proxy": ("edge",), "helen-bridge": ("edge",), "authentik": ("app",), "postgresql": ("db",), "redis": ("cache", "db")}
 
 
 def _update(tree, canary_capable, **overrides):
@@ -329,8 +344,9 @@ def _job_defaults(tree, name):
     if name == "reverse-proxy":
         caddy_version = caddy_tag((rp.get("caddy") or {}).get("version"))
         return {
-            "count": 2,
-            "constraints": _constraint("^hecate-edge-"),
+            # one per edge node: static ports 80/443 allow one instance per node
+            "count": len(hecate_terraform.node_roles(tree)["edge"]),
+            "constraints": _constraint(tree, *JOB_ROLES["reverse-proxy"]),
             # static ports (80/443): a canary needs a spare edge node, so the default is a rolling update
             "update": _update(tree, False, min_healthy_time="30s", healthy_deadline="5m", progress_deadline="10m"),
             "images": {
@@ -345,14 +361,14 @@ def _job_defaults(tree, name):
     if name == "authentik":
         return {
             "count": 1,
-            "constraints": _constraint("^hecate-app-"),
+            "constraints": _constraint(tree, *JOB_ROLES["authentik"]),
             "update": _update(tree, True, min_healthy_time="60s", healthy_deadline="10m", progress_deadline="15m"),
             "images": {"authentik": f"ghcr.io/goauthentik/server:{authentik.get('version') or '2025.6.1'}"},
         }
     if name == "postgresql":
         return {
             "count": 1,
-            "constraints": _constraint("^hecate-db-"),
+            "constraints": _constraint(tree, *JOB_ROLES["postgresql"]),
             "update": _update(tree, False, auto_revert=False, min_healthy_time="30s", healthy_deadline="5m", progress_deadline="10m"),
             "version": "16-alpine",
             "host_volume": "postgres-authentik",
@@ -360,7 +376,7 @@ def _job_defaults(tree, name):
     if name == "redis":
         return {
             "count": 1,
-            "constraints": _constraint("^hecate-(cache|db)-"),
+            "constraints": _constraint(tree, *JOB_ROLES["redis"]),
             "update": _update(tree, False, min_healthy_time="10s", healthy_deadline="3m", progress_deadline="10m"),
             "version": "7-alpine",
             "host_volume": "redis-authentik",
@@ -369,7 +385,14 @@ def _job_defaults(tree, name):
     if name == "helen-bridge":
         return {
             "count": 1,
-            "constraints": [{"attribute": "${attr.unique.hostname}", "operator": "=", "value": "hecate-edge-1"}],
+            # the seed pinned the bridge to the first edge node (the one with Tailscale)
+            "constraints": [
+                {
+                    "attribute": "${attr.unique.hostname}",
+                    "operator": "=",
+                    "value": hecate_terraform.node_roles(tree)[JOB_ROLES["helen-bridge"][0]][0],
+                }
+            ],
             "update": _update(tree, True, min_healthy_time="10s", healthy_deadline="3m", progress_deadline="5m"),
             "images": {"nginx": f"nginx:{nginx_version}"},
             "listen_port": 8009,
@@ -790,10 +813,22 @@ def plan_summary(plan):
     if changes:
         summary["fields"] = changes
     if plan.get("FailedTGAllocs"):
-        summary["placement_failures"] = sorted(plan["FailedTGAllocs"])
+        summary["placement_failures"] = {group: placement_reasons(metric) for group, metric in sorted(plan["FailedTGAllocs"].items())}
     if plan.get("Warnings"):
         summary["warnings"] = plan["Warnings"]
     return summary
+
+
+def placement_reasons(metric):
+    """An AllocMetric of a failed placement as short reasons: how many nodes each constraint filtered,
+    which resource (a static port) was exhausted where, or that no node is in the job's datacenters."""
+    metric = metric or {}
+    reasons = [f"{count} node(s) filtered by constraint {text}" for text, count in sorted((metric.get("ConstraintFiltered") or {}).items())]
+    reasons += [f"{count} node(s) exhausted: {text}" for text, count in sorted((metric.get("DimensionExhausted") or {}).items())]
+    if not reasons and not metric.get("NodesEvaluated"):
+        reasons.append("no node in the job's datacenters")
+    missing = 1 + (metric.get("CoalescedFailures") or 0)
+    return [f"{missing} allocation(s) cannot be placed", *reasons]
 
 
 def diff_lines(diff, limit=50):

@@ -22,6 +22,7 @@ parse, plan and validate are POSTs that write nothing.
 """
 
 import copy
+import fnmatch
 import heapq
 import itertools
 import json
@@ -723,6 +724,58 @@ MUTATIONS = (
 )
 
 
+# ---------------------------------------------------------------------------------------------------
+# Placement: the feasibility checks of Nomad's scheduler for what hecate's jobs use
+# ---------------------------------------------------------------------------------------------------
+def resolve_target(target, node):
+    """scheduler/feasible.go ``resolveTarget``: ``${node.unique.id}``, ``${node.unique.name}``,
+    ``${node.datacenter}``, ``${node.class}``, ``${attr.<name>}``, ``${meta.<name>}``; anything else is a
+    literal. Returns ``(value, found)``."""
+    if not (target.startswith("${") and target.endswith("}")):
+        return target, True
+    name = target[2:-1]
+    fixed = {"node.unique.id": node["ID"], "node.unique.name": node["Name"], "node.datacenter": node["Datacenter"],
+             "node.class": node["NodeClass"]}  # fmt: skip
+    if name in fixed:
+        return fixed[name], True
+    for prefix, table in (("attr.", node["Attributes"]), ("meta.", node["Meta"])):
+        if name.startswith(prefix):
+            return table.get(name[len(prefix) :]), name[len(prefix) :] in table
+    return None, False
+
+
+def check_constraint(constraint, node):
+    """scheduler/feasible.go ``checkConstraint`` for the operands hecate writes: ``=``/``==``/``is``,
+    ``!=``/``not``, ``regexp`` (Go's MatchString: a search, not a full match), ``is_set``, ``is_not_set``.
+    ``distinct_hosts`` is decided at placement."""
+    operand = constraint.get("Operand") or "="
+    if operand in ("distinct_hosts", "distinct_property"):
+        return True
+    left, left_found = resolve_target(constraint.get("LTarget") or "", node)
+    right, right_found = resolve_target(constraint.get("RTarget") or "", node)
+    if operand in ("=", "==", "is"):
+        return left_found and right_found and left == right
+    if operand in ("!=", "not"):
+        return left != right
+    if operand == "regexp":
+        return left_found and right_found and re.search(str(right), str(left)) is not None
+    if operand == "is_set":
+        return left_found
+    if operand == "is_not_set":
+        return not left_found
+    raise ValueError(f"constraint operand {operand!r} is not modelled by this emulator")
+
+
+def constraint_text(constraint):
+    """structs.Constraint.String(): the key of AllocMetric.ConstraintFiltered."""
+    return f"{constraint.get('LTarget')} {constraint.get('Operand')} {constraint.get('RTarget')}"
+
+
+def reserved_ports(group):
+    """The static ports a group reserves on its node (ReservedPorts of its networks)."""
+    return {(p["Label"], p["Value"]) for net in group.get("Networks") or [] for p in net.get("ReservedPorts") or []}
+
+
 # nomad/structs/deployment.go: DeploymentStatus* and DeploymentStatusDescription* of the statuses a
 # deployment can rest in without progressing (paused by an operator; blocked/pending/unblocking are
 # multiregion; initializing is the moment before the first placement)
@@ -737,7 +790,7 @@ STATUS_DESCRIPTIONS = {
 
 def _stub(alloc):
     """An allocation as the list endpoints return it (api.AllocationListStub has no DeploymentID)."""
-    return {k: copy.deepcopy(v) for k, v in alloc.items() if k != "DeploymentID"}
+    return {k: copy.deepcopy(v) for k, v in alloc.items() if k != "DeploymentID" and not k.startswith("_")}
 
 
 def _task_state():
@@ -766,6 +819,7 @@ class NomadEmulator(Emulator):
         self.blocking = []  # (path, index, wait seconds asked, seconds held)
         self.enforce_deadlines = True  # False: a deployment that makes no progress runs forever
         self.deploy_without_changes = True  # False: a version that moves no allocation gets no deployment
+        self.nodes = []  # client nodes (add_nodes); none: every allocation fits somewhere, no checks
         self.hooks = []  # [method, path regex, fn(request), times]: run before a matching request is handled
         self._timeline = []
         self._seq = itertools.count()
@@ -842,6 +896,91 @@ class NomadEmulator(Emulator):
             self._timeline.clear()
             self.enforce_deadlines = True
             self.deploy_without_changes = True
+            self.nodes.clear()
+
+    def add_nodes(self, names, datacenter="dc1", node_class="", meta=None):
+        """Client nodes that allocations must fit on: ``attr.unique.hostname`` and the node name are
+        ``name`` (a Nomad client's default). From then on placement checks feasibility."""
+        with self.lock:
+            for name in names:
+                self.nodes.append({"ID": str(uuid.uuid4()), "Name": name, "Datacenter": datacenter, "NodeClass": node_class,
+                                   "Attributes": {"unique.hostname": name}, "Meta": dict(meta or {})})  # fmt: skip
+
+    def _ports_in_use(self, node_name, job_id):
+        """Static ports held on a node by running allocations of other jobs (the job's own old allocations
+        are replaced by the same plan)."""
+        used = set()
+        for alloc in self.allocations.values():
+            if alloc["NodeName"] == node_name and alloc["DesiredStatus"] == "run" and alloc["JobID"] != job_id:
+                used |= {value for _, value in alloc["_ports"]}
+        return used
+
+    def _placements(self, job, group, wanted, taken=None):
+        """Choose nodes for ``wanted`` allocations of ``group``, as the scheduler decides feasibility:
+        datacenter, job/group/task constraints (scheduler/feasible.go), static port collisions
+        (structs/network.go NetworkIndex: a reserved port is one allocation's per node), distinct_hosts.
+        Returns ``(node names, AllocMetric of the failures or None)``. ``taken``: node -> ports this
+        plan already placed there."""
+        taken = taken if taken is not None else {}
+        constraints = [*(job.get("Constraints") or []), *(group.get("Constraints") or [])]
+        constraints += [c for task in group.get("Tasks") or [] for c in task.get("Constraints") or []]
+        distinct = any(c.get("Operand") == "distinct_hosts" for c in constraints)
+        ports = reserved_ports(group)
+        chosen, failures = [], None
+        for _ in range(wanted):
+            metric = {"NodesEvaluated": 0, "NodesFiltered": 0, "NodesAvailable": {}, "ClassFiltered": None,
+                      "ConstraintFiltered": None, "NodesExhausted": 0, "ClassExhausted": None, "DimensionExhausted": None,
+                      "QuotaExhausted": None, "CoalescedFailures": 0, "AllocationTime": 0, "Scores": None}  # fmt: skip
+            fits = []
+            for node in self.nodes:
+                if not any(fnmatch.fnmatchcase(node["Datacenter"], dc) for dc in job.get("Datacenters") or ["*"]):
+                    continue
+                metric["NodesEvaluated"] += 1
+                metric["NodesAvailable"][node["Datacenter"]] = metric["NodesAvailable"].get(node["Datacenter"], 0) + 1
+                failed = next((c for c in constraints if not check_constraint(c, node)), None)
+                if failed is not None:
+                    metric["NodesFiltered"] += 1
+                    metric["ConstraintFiltered"] = metric["ConstraintFiltered"] or {}
+                    text = constraint_text(failed)
+                    metric["ConstraintFiltered"][text] = metric["ConstraintFiltered"].get(text, 0) + 1
+                    continue
+                held = self._ports_in_use(node["Name"], job["ID"]) | taken.get(node["Name"], set())
+                collision = next(((label, value) for label, value in sorted(ports) if value in held), None)
+                if collision is None and distinct and node["Name"] in chosen:
+                    collision = ("distinct_hosts", 0)
+                if collision is not None:
+                    metric["NodesExhausted"] += 1
+                    metric["DimensionExhausted"] = metric["DimensionExhausted"] or {}
+                    text = f"network: reserved port collision {collision[0]}={collision[1]}"
+                    metric["DimensionExhausted"][text] = metric["DimensionExhausted"].get(text, 0) + 1
+                    continue
+                fits.append(node["Name"])
+            if not fits:
+                if failures is None:
+                    failures = metric
+                else:
+                    failures["CoalescedFailures"] += 1
+                continue
+            load = {
+                name: sum(1 for a in self.allocations.values() if a["NodeName"] == name and a["DesiredStatus"] == "run") for name in fits
+            }
+            best = min(fits, key=lambda name: (load[name] + chosen.count(name), fits.index(name)))
+            chosen.append(best)
+            taken.setdefault(best, set()).update(value for _, value in ports)
+        return chosen, failures
+
+    def _placement_failures(self, job, updates):
+        """FailedTGAllocs of a plan: the groups whose new allocations do not all fit."""
+        if not self.nodes or job.get("Stop"):
+            return None
+        failed, taken = {}, {}
+        for group in job.get("TaskGroups") or []:
+            counts = updates.get(group["Name"]) or {}
+            wanted = (counts.get("Canary") or 0) or (counts.get("Place") or 0) + (counts.get("DestructiveUpdate") or 0)
+            _, metric = self._placements(job, group, wanted, taken)
+            if metric is not None:
+                failed[group["Name"]] = metric
+        return failed or None
 
     def before(self, method, path, fn, times=1):
         """Run ``fn(request)`` (under the state lock) before the next ``times`` matching requests are
@@ -986,7 +1125,9 @@ class NomadEmulator(Emulator):
                 "JobModifyIndex": current["JobModifyIndex"] if current else 0,
                 "Diff": diff if body.get("Diff") else None,
                 "Annotations": {"DesiredTGUpdates": updates, "PreemptedAllocs": None},
-                "FailedTGAllocs": None,
+                "FailedTGAllocs": self._placement_failures(
+                    {**job, "Namespace": entry["current"]["Namespace"] if entry else job.get("Namespace")}, updates
+                ),
                 "CreatedEvals": None,
                 "Warnings": "",
                 "NextPeriodicLaunch": "0001-01-01T00:00:00Z",
@@ -1178,6 +1319,8 @@ class NomadEmulator(Emulator):
         outcome = self._outcome(job["ID"])
         dep["_outcome"] = outcome
         dep["_progress"] = {}
+        dep["_unplaced"] = {}
+        taken = {}
         for group in job["TaskGroups"]:
             update = group.get("Update") or {}
             counts = updates[group["Name"]]
@@ -1193,8 +1336,10 @@ class NomadEmulator(Emulator):
             dep["TaskGroups"][group["Name"]] = state
             dep["_progress"][group["Name"]] = now
             to_place = canaries if canaries else counts["Place"] + counts["DestructiveUpdate"]
-            for _ in range(to_place):
-                alloc = self._alloc(job, group, dep, evaluation, canary=bool(canaries))
+            nodes = self._placements(job, group, to_place, taken)[0] if self.nodes else [None] * to_place
+            dep["_unplaced"][group["Name"]] = to_place - len(nodes)  # a blocked evaluation: the deadline decides
+            for node in nodes:
+                alloc = self._alloc(job, group, dep, evaluation, canary=bool(canaries), node=node)
                 state["PlacedAllocs"] += 1
                 if canaries:
                     state["PlacedCanaries"].append(alloc["ID"])
@@ -1204,12 +1349,13 @@ class NomadEmulator(Emulator):
         self._schedule(dep)
         return dep
 
-    def _alloc(self, job, group, dep, evaluation, canary=False):
+    def _alloc(self, job, group, dep, evaluation, canary=False, node=None):
         index = self._next("allocs")
         number = sum(1 for a in self.allocations.values() if a["JobID"] == job["ID"] and a["TaskGroup"] == group["Name"])
+        node = next((n for n in self.nodes if n["Name"] == node), None) or {"ID": str(uuid.uuid4()), "Name": f"node-{number % 3}"}
         alloc = {
             "ID": str(uuid.uuid4()), "EvalID": evaluation["ID"], "Name": f"{job['ID']}.{group['Name']}[{number}]",
-            "Namespace": job["Namespace"], "NodeID": str(uuid.uuid4()), "NodeName": f"node-{number % 3}",
+            "Namespace": job["Namespace"], "NodeID": node["ID"], "NodeName": node["Name"], "_ports": reserved_ports(group),
             "JobID": job["ID"], "JobType": job["Type"], "JobVersion": job["Version"], "TaskGroup": group["Name"],
             "DesiredStatus": "run", "DesiredDescription": "", "ClientStatus": "pending", "ClientDescription": "",
             "DeploymentID": dep["ID"], "DeploymentStatus": {"Canary": canary, "Healthy": None, "Timestamp": "", "ModifyIndex": index},
@@ -1258,6 +1404,8 @@ class NomadEmulator(Emulator):
                 state["HealthyAllocs"], len([a for a in self._dep_allocs(dep, name) if a["DeploymentStatus"]["Healthy"]])
             )
             dep["_progress"][name] = time.monotonic()
+        if any(dep["_unplaced"].values()):
+            return  # allocations that found no node never get healthy
         waiting = [n for n, s in dep["TaskGroups"].items() if s["DesiredCanaries"] and not s["Promoted"]]
         if waiting:
             if all(dep["TaskGroups"][n]["AutoPromote"] for n in waiting):
@@ -1274,8 +1422,11 @@ class NomadEmulator(Emulator):
             state["Promoted"] = True
             group = next(g for g in job["TaskGroups"] if g["Name"] == name)
             evaluation = self._evaluate(job, "deployment-watcher")
-            for _ in range(max(0, state["DesiredTotal"] - state["DesiredCanaries"])):
-                self._alloc(job, group, dep, evaluation)
+            wanted = max(0, state["DesiredTotal"] - state["DesiredCanaries"])
+            nodes = self._placements(job, group, wanted)[0] if self.nodes else [None] * wanted
+            dep["_unplaced"][name] = wanted - len(nodes)
+            for node in nodes:
+                self._alloc(job, group, dep, evaluation, node=node)
                 state["PlacedAllocs"] += 1
             dep["_progress"][name] = time.monotonic()
         dep.update(StatusDescription="Deployment is running", ModifyIndex=self._next("deployment"))

@@ -3,11 +3,13 @@ parses HCL2 (the emulator's parser), and checked against the seed's defects list
 
 import copy
 import json
+import re
 
 import hecate_caddy
 import hecate_nginx
 import hecate_nomad
 import hecate_schema
+import hecate_terraform
 import pytest
 
 from tests.conftest import REPO, SEED
@@ -49,7 +51,14 @@ def test_every_seed_job_renders_parses_and_keeps_the_seeds_identity(tree, job):
     ours = parsed(tree, job)
     seed = hcl_to_job((SEED / f"hecate-{job}.nomad").read_text())
     assert ours["ID"] == seed["ID"] == f"hecate-{job}"
-    assert ours["Constraints"] == seed["Constraints"]  # the seed's placement, now from pillar defaults
+    # the seed's placement (same attribute and operator), on the names terraform gives the servers
+    assert [(c["LTarget"], c["Operand"]) for c in ours["Constraints"]] == [(c["LTarget"], c["Operand"]) for c in seed["Constraints"]]
+    names = [n for role in hecate_nomad.JOB_ROLES[job] for n in hecate_terraform.node_roles(tree).get(role, [])]
+    (constraint,) = ours["Constraints"]
+    matching = [
+        n for n in names if (re.search(constraint["RTarget"], n) if constraint["Operand"] == "regexp" else n == constraint["RTarget"])
+    ]
+    assert matching == (names if constraint["Operand"] == "regexp" else names[:1]) and names
     seed_groups = {g["Name"]: {t["Name"] for t in g["Tasks"]} for g in seed["TaskGroups"]}
     our_groups = {g["Name"]: {t["Name"] for t in g["Tasks"]} for g in ours["TaskGroups"]}
     for name, tasks in seed_groups.items():
