@@ -14,6 +14,7 @@ import json
 import os
 import re
 
+import hecate_services
 import jinja2
 from hecate_http import check_token
 from hecate_lock import DEFAULT_LOCK_DELAY, DEFAULT_TTL, DEFAULT_WAIT, LOCK_KEY, RECORD_PREFIX
@@ -243,6 +244,7 @@ PILLAR_SCHEMA = Map(
 
 CONSUL_SCHEMA = Map(
     {
+        "external_services": hecate_services.SERVICES,  # registered by the hecate_consul state
         "address": Str(pattern=r"^https?://[A-Za-z0-9.\[\]:_-]+(:\d+)?/?$", what="Consul address (http(s)://host:port)"),
         "token": Secret(),
         "verify": Either("must be true, false or the path of a CA bundle", Bool(), AbsPath()),
