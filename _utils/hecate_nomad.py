@@ -354,8 +354,9 @@ def _job_defaults(tree, name):
                 "nginx": f"nginx:{nginx_version}",
                 "coturn": f"coturn/coturn:{(rp.get('coturn') or {}).get('version') or 'latest'}",
             },
-            # The edge minion's caddy module must reach the same socket: a unix admin address in pillar
-            # is used as is (its directory is mounted from the host); otherwise one in the alloc dir.
+            # Caddy's admin endpoint is the pillar's hecate:reverse_proxy:caddy:admin, where the edge
+            # minion's caddy module dials it: a unix socket (its directory mounted from the host), or
+            # loopback TCP (the group then shares the host's network namespace). None: loopback.
             "admin_socket": _admin_socket(rp),
         }
     if name == "authentik":
@@ -532,12 +533,13 @@ def _safe_template_value(value, what):
 
 def _admin_socket(rp):
     admin = (rp.get("caddy") or {}).get("admin") or ""
-    return admin[len("unix/") :] if admin.startswith("unix//") else "/alloc/caddy-admin.sock"
+    return admin[len("unix/") :] if admin.startswith("unix//") else None
 
 
-def caddy_bootstrap(tree, admin_socket):
+def caddy_bootstrap(tree, admin_listen):
     """The bootstrap config for new Caddy instances: the routes compiler's own bootstrap
-    (``hecate_caddy.bootstrap_config``) WITHOUT the routes, with the admin endpoint on ``admin_socket``.
+    (``hecate_caddy.bootstrap_config``) WITHOUT the routes, with the admin endpoint on ``admin_listen``
+    (``unix//path`` or a loopback ``host:port``).
 
     Routes are left out so the job text does not change when a route does: a route change is one
     admin-API reload by ``caddy.routes_managed``, never a rolling redeploy of the Caddy group. A new
@@ -549,7 +551,7 @@ def caddy_bootstrap(tree, admin_socket):
     skeleton = copy.deepcopy(tree)
     skeleton["reverse_proxy"]["caddy"]["routes"] = []
     config = hecate_caddy.bootstrap_config(skeleton)
-    config.setdefault("admin", {})["listen"] = f"unix/{admin_socket}"
+    config.setdefault("admin", {})["listen"] = admin_listen
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
 
@@ -664,6 +666,8 @@ def job_context(tree, name):
     if name == "reverse-proxy":
         caddy = rp.get("caddy") or {}
         ports = {"http": 80, "https": 443, **(caddy.get("ports") or {})}
+        socket = job.get("admin_socket")
+        admin_listen = f"unix/{socket}" if socket else caddy.get("admin") or f"127.0.0.1:{ports.get('admin', 2019)}"
         proxies = hecate_nginx.normalize_proxies((rp.get("nginx") or {}).get("tcp_proxies") or [])
         for proxy in proxies:
             proxy["port_label"] = f"stream_{proxy['upstream']}"
@@ -673,9 +677,14 @@ def job_context(tree, name):
         ctx.update(
             images=job["images"],
             caddy_ports={"http": ports["http"], "https": ports["https"]},
-            caddy_bootstrap=_check_static(caddy_bootstrap(tree, job["admin_socket"]), "caddy bootstrap"),
-            admin_socket=job["admin_socket"],
-            admin_dir=None if job["admin_socket"].startswith("/alloc/") else job["admin_socket"].rsplit("/", 1)[0],
+            static_ports=[("http", ports["http"]), ("https", ports["https"])] + [(p["port_label"], p["listen_port"]) for p in proxies],
+            caddy_bootstrap=_check_static(caddy_bootstrap(tree, admin_listen), "caddy bootstrap"),
+            admin_socket=socket,
+            admin_dir=socket.rsplit("/", 1)[0] if socket and not socket.startswith("/alloc/") else None,
+            # loopback admin: the group runs in the host's network namespace so that 127.0.0.1 is the
+            # edge minion's, and Nomad checks the admin API's /config/ as the seed did
+            host_network=socket is None,
+            admin_check_url=None if socket else f"http://{caddy['admin']}/config/",
             tcp_proxies=proxies,
             nginx_conf=_check_static(hecate_nginx.render_main(stream, user="nginx", pid="/tmp/nginx.pid"), "nginx.conf")  # noqa: S108
             if proxies
