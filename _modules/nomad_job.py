@@ -497,7 +497,9 @@ def _find_deployment(client, cfg, name, job_modify_index, deadline, newer_than=N
 
 def wait_deployment(deployment_id, timeout=None, promote=None, healthy_seconds=None, follow_revert=True):
     """Watch a deployment with blocking queries until it is successful or failed, promoting canaries by
-    policy so it never hangs on them:
+    policy so it never hangs on them. A deployment that is ``paused``, ``blocked`` or ``pending``
+    (nomad/structs/deployment.go) makes no progress by itself: the watch ends at once with that status
+    and ``stalled`` saying what it waits for. Canary policy:
 
     - ``auto``: promote as soon as every canary is healthy;
     - ``after``: promote once the canaries have stayed healthy for ``healthy_seconds``;
