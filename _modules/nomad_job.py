@@ -169,7 +169,10 @@ def parse(hcl, variables=None, canonicalize=True):
     text = _variables_text(variables)
     if text:
         body["Variables"] = text
-    return _client().json("POST", "/v1/jobs/parse", json=body)
+    client = _client()
+    # Nomad authorises a parse against ?namespace= (parseNamespace, command/agent/http.go), "default"
+    # when absent: a token scoped to the job's namespace needs it sent
+    return client.json("POST", "/v1/jobs/parse", params=client.params(), json=body)
 
 
 def plan(job, diff=True, variables=None):
@@ -494,7 +497,9 @@ def _find_deployment(client, cfg, name, job_modify_index, deadline, newer_than=N
 
 def wait_deployment(deployment_id, timeout=None, promote=None, healthy_seconds=None, follow_revert=True):
     """Watch a deployment with blocking queries until it is successful or failed, promoting canaries by
-    policy so it never hangs on them:
+    policy so it never hangs on them. A deployment that is ``paused``, ``blocked`` or ``pending``
+    (nomad/structs/deployment.go) makes no progress by itself: the watch ends at once with that status
+    and ``stalled`` saying what it waits for. Canary policy:
 
     - ``auto``: promote as soon as every canary is healthy;
     - ``after``: promote once the canaries have stayed healthy for ``healthy_seconds``;
@@ -540,6 +545,7 @@ def _watch(client, cfg, deployment_id, deadline, policy, follow_revert=True):
         "timed_out": False,
         "reverted_to": None,
         "failing_allocations": [],
+        "stalled": None,
     }
     index, ready_since = 0, None
     hold = float(policy.get("healthy_seconds") or 0)
@@ -554,6 +560,9 @@ def _watch(client, cfg, deployment_id, deadline, policy, follow_revert=True):
         dep, index = client.blocking(f"/v1/deployment/{_q(deployment_id)}", index, wait)
         result.update(status=dep.get("Status"), description=dep.get("StatusDescription", ""), job_version=dep.get("JobVersion"))
         if dep["Status"] == "successful":
+            return result
+        if dep["Status"] in hecate_nomad.STALLED:  # no progress until someone else acts: say so now
+            result["stalled"] = hecate_nomad.STALLED[dep["Status"]]
             return result
         if dep["Status"] in ("failed", "cancelled"):
             if dep["Status"] == "failed":

@@ -213,6 +213,7 @@ class ConsulEmulator(FastStop, Emulator):
         self.route("GET", r"/v1/session/list", self.session_list)
         self.route("GET", r"/v1/status/leader", lambda r: '"127.0.0.1:8300"')
         self.route("GET", r"/v1/agent/self", self.agent_self)
+        add_agent_services(self)  # the agent's service catalog (block at the end of this file)
 
     # -- clock -----------------------------------------------------------------------------------
     def clock(self):
@@ -616,3 +617,117 @@ class ConsulEmulator(FastStop, Emulator):
     def renewals(self, sid):
         with self.lock:
             return self.renew_counts.get(sid, 0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The agent's services (hecate_consul: external services). Mirrors hashicorp/consul
+# agent/agent_endpoint.go (AgentRegisterService, AgentDeregisterService, AgentServices) and the checks
+# of agent/structs (ServiceDefinition.Validate, ValidateServiceMetadata, CheckType.Validate).
+# ---------------------------------------------------------------------------------------------------
+ENDPOINTS.update(
+    {
+        "agent/services": {"GET": _COMMON | {"filter"}},
+        "agent/service/register": {"PUT": _COMMON | {"replace-existing-checks"}},
+        "agent/service/deregister": {"PUT": _COMMON},
+    }
+)
+_META_KEY = re.compile(r"^[a-zA-Z0-9_-]+$")
+_SERVICE_FIELDS = {"id", "name", "tags", "address", "port", "meta", "check", "checks", "weights", "enabletagoverride",
+                   "kind", "taggedaddresses", "connect", "proxy", "socketpath", "locality", "namespace", "partition"}  # fmt: skip
+_CHECK_KINDS = ("http", "tcp", "udp", "grpc", "h2ping", "ttl", "args", "aliasservice", "dockercontainerid")
+
+
+def _lower(body):
+    """Consul decodes request bodies case-insensitively (decodeBody with lib.TranslateKeys)."""
+    return {str(k).lower(): v for k, v in body.items()} if isinstance(body, dict) else body
+
+
+def validate_service(body):
+    """ServiceDefinition.Validate + ValidateServiceMetadata + CheckType.Validate: the first problem, or None."""
+    if not isinstance(body, dict):
+        return "Request decode failed: body must be a JSON object"
+    unknown = sorted(set(body) - _SERVICE_FIELDS)
+    if unknown:
+        return f"Request decode failed: json: unknown field {unknown[0]!r}"
+    if not body.get("name"):
+        return "Missing service name"
+    port = body.get("port", 0)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        return f"Request decode failed: invalid port {port!r}"
+    tags = body.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        return "Request decode failed: Tags must be a list of strings"
+    meta = body.get("meta") or {}
+    if not isinstance(meta, dict):
+        return "Request decode failed: Meta must be an object"
+    if len(meta) > 64:
+        return "Invalid Service Meta: Node metadata cannot contain more than 64 key/value pairs"
+    for k, v in meta.items():
+        if not _META_KEY.match(k):
+            return f"Invalid Service Meta: Key contains invalid characters: {k!r}"
+        if len(k) > 128:
+            return "Invalid Service Meta: Key is too long (limit: 128 characters)"
+        if k.startswith("consul-"):
+            return "Invalid Service Meta: Key prefix 'consul-' is reserved for internal use"
+        if not isinstance(v, str) or len(v) > 512:
+            return "Invalid Service Meta: Value is too long (limit: 512 characters)"
+    checks = ([body["check"]] if body.get("check") else []) + list(body.get("checks") or [])
+    for check in checks:
+        check = _lower(check)
+        kinds = [k for k in _CHECK_KINDS if check.get(k)]
+        if len(kinds) != 1:
+            return "Invalid check: exactly one check type (HTTP, TCP, TTL, ...) is required"
+        if kinds[0] in ("http", "tcp", "udp", "grpc", "h2ping", "args"):
+            if parse_duration(check.get("interval") or "") in (None, 0):
+                return "Interval must be > 0 for Script, HTTP, H2PING, TCP or UDP checks"
+        if check.get("timeout") is not None and parse_duration(check["timeout"]) is None:
+            return f"Invalid check: timeout {check['timeout']!r} is not a duration"
+    return None
+
+
+def add_agent_services(emulator):
+    """Routes and state for the agent's service catalog on a ConsulEmulator."""
+    emulator.agent_services = {}  # id -> AgentService as GET /v1/agent/services returns it
+    emulator.agent_checks = {}  # check id -> check definition (CamelCase)
+
+    def services(request):
+        with emulator.lock:
+            return emulator._answer(200, json.loads(json.dumps(emulator.agent_services)), emulator.index)
+
+    def register(request):
+        body = _lower(request.body)
+        problem = validate_service(body)
+        if problem:
+            return Response(400, problem, {"Content-Type": "text/plain"})
+        sid = body.get("id") or body["name"]
+        with emulator.lock:
+            emulator.agent_services[sid] = {
+                "ID": sid, "Service": body["name"], "Tags": list(body.get("tags") or []), "Meta": dict(body.get("meta") or {}),
+                "Port": body.get("port", 0), "Address": body.get("address") or "", "Weights": {"Passing": 1, "Warning": 1},
+                "EnableTagOverride": bool(body.get("enabletagoverride")), "Datacenter": emulator.datacenter,
+            }  # fmt: skip
+            checks = ([body["check"]] if body.get("check") else []) + list(body.get("checks") or [])
+            if request.arg("replace-existing-checks") in ("true", "1"):
+                for check_id in [c for c, d in emulator.agent_checks.items() if d["ServiceID"] == sid]:
+                    del emulator.agent_checks[check_id]
+            for n, check in enumerate(checks, 1):
+                check = {k: v for k, v in check.items()}
+                check_id = check.get("CheckID") or check.get("checkid") or (f"service:{sid}" if len(checks) == 1 else f"service:{sid}:{n}")
+                emulator.agent_checks[check_id] = {**check, "ServiceID": sid}
+            emulator._bump()
+        return Response(200, None)
+
+    def deregister(request):
+        sid = request.params["sid"]
+        with emulator.lock:
+            if sid not in emulator.agent_services:
+                return Response(404, f'Unknown service ID "{sid}". Ensure that the service ID is passed, not the service name.')
+            del emulator.agent_services[sid]
+            for check_id in [c for c, d in emulator.agent_checks.items() if d["ServiceID"] == sid]:
+                del emulator.agent_checks[check_id]
+            emulator._bump()
+        return Response(200, None)
+
+    emulator.route("GET", r"/v1/agent/services", services)
+    emulator.route("PUT", r"/v1/agent/service/register", register)
+    emulator.route("PUT", r"/v1/agent/service/deregister/(?P<sid>[^/]+)", deregister)
