@@ -17,6 +17,7 @@ import ssl
 
 import hecate_caddy
 import hecate_schema
+import hecate_state
 from hecate_spec import Report
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -120,7 +121,8 @@ def _request(method, path, body=None, headers=None, content_type="application/js
 def _tree():
     """The validated ``hecate`` pillar tree (raises SaltInvocationError naming every bad key)."""
     try:
-        return hecate_schema.validate(__salt__["config.get"]("hecate", None))
+        # From pillar, validated once per run (a probe per host used to re-validate it every time).
+        return hecate_state.tree(__pillar__, __opts__, __context__)
     except hecate_schema.PillarError as exc:
         raise SaltInvocationError(str(exc)) from exc
 
