@@ -5,7 +5,11 @@ direct call never does."""
 import hecate_schema
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, assert_no_violations
+from tests.functional.test_hetzner_dns import dns_pillar
+from tests.functional.test_terraform import pillar_for as terraform_pillar
+from tests.functional.test_terraform import tf_env  # noqa: F401 - the fixture, shared
+from tests.support.stack import NULL_MODULE
 
 
 @pytest.fixture
@@ -78,3 +82,77 @@ def test_a_hecate_key_in_the_minion_config_does_not_hide_the_pillar(make_loaders
     result = loaders.states.caddy.routes_managed(name="hecate_routes")
     assert result.result is True, result.comment
     assert "applied in one reload" in result.comment
+
+
+# The same shape for every backend: a directory required, a marker file watched, the backend's state.
+ENGINE_SLS = """
+config-dir:
+  file.directory:
+    - name: {root}/etc
+marker:
+  file.managed:
+    - name: {root}/etc/marker
+    - contents: "{marker}"
+    - require:
+      - file: config-dir
+backend:
+  {state}:
+{args}
+    - require:
+      - file: config-dir
+    - watch:
+      - file: marker
+"""
+
+
+def backend_sls(sls_root, marker, state, **args):
+    lines = "\n".join(f"    - {key}: {value}" for key, value in args.items())
+    return ENGINE_SLS.format(root=sls_root, marker=marker, state=state, args=lines)
+
+
+def run_twice(loaders, sls_root, sls, state, writes, **args):
+    """Run the sls (the backend converges), then again with the watched file changed (Salt runs the state,
+    and mod_watch where the module has one). Returns both runs' backend results and the second run's writes."""
+    first = run_sls(loaders, sls_root, sls, backend_sls(sls_root, "one", state, **args))
+    assert first["backend"].result is True, first["backend"].comment
+    before = len(writes())
+    second = run_sls(loaders, sls_root, sls, backend_sls(sls_root, "two", state, **args))
+    assert second["marker"].changes
+    return first["backend"], second["backend"], writes()[before:]
+
+
+# -- hetzner_dns -----------------------------------------------------------------------------------------
+@pytest.fixture
+def hetzner():
+    from tests.emulators.hetzner import HetznerDNS
+
+    emulator = HetznerDNS().start()
+    emulator.add_zone("cybermonkey.dev")
+    yield emulator
+    emulator.stop()
+    assert_no_violations(emulator)
+
+
+def test_hetzner_dns_rrsets_managed_with_require_and_watch(make_loaders, sls_root, hetzner):
+    loaders = engine(make_loaders, sls_root, dns_pillar(hetzner))
+    first, second, writes = run_twice(
+        loaders, sls_root, "dnsw", "hetzner_dns.rrsets_managed", lambda: hetzner.writes, name="cybermonkey.dev"
+    )
+    assert len(first.changes) == 16
+    assert second.result is True and second.changes == {}, second.comment
+    assert writes == []
+
+
+# -- hecate_terraform ------------------------------------------------------------------------------------
+def test_hecate_terraform_applied_with_require_and_watch(make_loaders, sls_root, tf_env):  # noqa: F811
+    workdir = sls_root / "tf"
+    workdir.mkdir()
+    (workdir / "main.tf").write_text(NULL_MODULE)
+    loaders = engine(make_loaders, sls_root, terraform_pillar(workdir, tf_env, nodes={"edge-1": "192.0.2.10"}))
+    state_file = workdir / "terraform.tfstate"
+    first, second, _ = run_twice(loaders, sls_root, "tfw", "hecate_terraform.applied", lambda: [])
+    assert first.changes["outputs"] and "applied the plan" in first.comment
+    serial = state_file.read_text()
+    assert second.result is True and second.changes == {}, second.comment
+    assert second.comment == "infrastructure matches the pillar"
+    assert state_file.read_text() == serial  # nothing applied the second time
