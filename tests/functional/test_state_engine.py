@@ -156,3 +156,49 @@ def test_hecate_terraform_applied_with_require_and_watch(make_loaders, sls_root,
     assert second.result is True and second.changes == {}, second.comment
     assert second.comment == "infrastructure matches the pillar"
     assert state_file.read_text() == serial  # nothing applied the second time
+
+
+# -- authentik (helper b's module) and nomad_job (helper c's module) --------------------------------------
+@pytest.fixture
+def authentik():
+    from tests.emulators.authentik import AuthentikEmulator
+
+    with AuthentikEmulator("2025.6.1") as emulator:
+        yield emulator
+    assert_no_violations(emulator)
+
+
+def test_authentik_protected_routes_with_require_and_watch(make_loaders, sls_root, authentik):
+    from tests.functional.test_authentik_states import route, tree
+
+    pillar = {"hecate": tree(authentik, [route("engine", ["engine-admins"])], "eng-")}
+    loaders = engine(make_loaders, sls_root, pillar)
+    first, second, writes = run_twice(loaders, sls_root, "akw", "authentik.protected_routes", lambda: authentik.writes)
+    assert first.changes["providers"]["created"] == ["eng-engine"]
+    assert second.result is True and second.changes == {}, second.comment
+    assert writes == []
+
+
+@pytest.fixture
+def nomad():
+    from tests.conftest import SPECS
+    from tests.emulators.nomad import NomadEmulator
+    from tests.functional.test_nomad_job import TOKEN
+
+    emulator = NomadEmulator(str(SPECS / "nomad" / "nomad-deploy-subset.json"), token=TOKEN, delay=0.01).start()
+    yield emulator
+    emulator.stop()
+    assert_no_violations(emulator)
+
+
+def test_nomad_job_present_with_require_and_watch(make_loaders, sls_root, nomad):
+    from tests.functional.test_nomad_job import nomad_pillar
+
+    loaders = engine(make_loaders, sls_root, nomad_pillar(nomad))
+    source = "salt://hecate/nomad/redis.nomad.j2"
+    first, second, writes = run_twice(
+        loaders, sls_root, "nomadw", "nomad_job.present", lambda: nomad.writes, name="hecate-redis", source=source
+    )
+    assert first.changes
+    assert second.result is True and second.changes == {}, second.comment
+    assert writes == []
