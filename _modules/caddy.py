@@ -15,11 +15,17 @@ import os
 import socket
 import ssl
 
-import hecate_caddy
-import hecate_schema
-import hecate_state
-from hecate_spec import Report
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import hecate_caddy
+    import hecate_schema
+    import hecate_state
+    from hecate_spec import Report
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +36,8 @@ PROBE_AGENT = "hecate-verify/1.0"
 
 
 def __virtual__():
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     return __virtualname__
 
 

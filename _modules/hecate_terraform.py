@@ -27,10 +27,16 @@ import subprocess
 import tempfile
 import time
 
-import hecate_http
-import hecate_terraform as tf_util
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import hecate_http
+    import hecate_terraform as tf_util
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +48,12 @@ MIN_VERSION = (1, 0)
 
 
 def __virtual__():
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     binary, reason = _find_binary(_opts_section())
-    if binary:
-        return __virtualname__
-    return (False, f"hecate_terraform: {reason}")
+    if not binary:
+        return (False, f"{__virtualname__}: {reason}")
+    return __virtualname__
 
 
 # -- configuration ---------------------------------------------------------------------------------

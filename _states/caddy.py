@@ -14,10 +14,16 @@ config or a host does not answer, the snapshot taken before the write is loaded 
 
 import copy
 
-import hecate_caddy
-import hecate_schema
-import hecate_state
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import hecate_caddy
+    import hecate_schema
+    import hecate_state
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 __virtualname__ = "caddy"
 
@@ -25,6 +31,8 @@ ETAG_RETRIES = 3
 
 
 def __virtual__():
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     return hecate_state.virtual(__virtualname__, __salt__, "caddy.snapshot")
 
 

@@ -10,13 +10,21 @@ reports the plan summary; a plan that deletes or replaces a resource is refused 
 ``hecate:terraform`` (or the arguments) allow it.
 """
 
-import hecate_state
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import hecate_state
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 __virtualname__ = "hecate_terraform"
 
 
 def __virtual__():
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     return hecate_state.virtual(__virtualname__, __salt__, "hecate_terraform.run")
 
 
@@ -47,4 +55,3 @@ def applied(name, workdir=None, allow_delete=None, allow_replace=None):
         ret["changes"] = {"plan": result["summary"], "files": result["files"], "outputs": sorted(result.get("outputs") or {})}
     ret["comment"] = "applied the plan" if result["applied"] else "infrastructure matches the pillar"
     return ret
-

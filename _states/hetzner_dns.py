@@ -31,9 +31,15 @@ shows the diff and sends no write; its result is ``None`` only when something wo
 
 import logging
 
-import hecate_dns
-import hecate_state
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import hecate_dns
+    import hecate_state
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,8 @@ __virtualname__ = "hetzner_dns"
 
 
 def __virtual__():
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     return hecate_state.virtual(__virtualname__, __salt__, "hetzner_dns.rrsets")
 
 
