@@ -4,6 +4,7 @@ entry point, no sync. Installed into its own target dir so it cannot borrow the 
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -71,6 +72,85 @@ def salt(tool, conf, site, *args):
         env["PYTHONPATH"] = str(site)
     cmd = [str(BIN / tool), "-c", str(conf), "--out=json", *(["--local"] if tool == "salt-call" else []), *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+
+
+# -- the Salt requirement: a range, so pip leaves the operator's Salt alone -------------------------------
+def source_copy(integration_dir, name, requirement=None):
+    """The pack's source in a scratch dir; ``requirement`` replaces setup.cfg's Salt requirement."""
+    source = integration_dir / name
+    if not source.exists():
+        shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "tests", "*.egg-info", "build", "__pycache__"))
+    setup = source / "setup.cfg"
+    lines = [
+        f"    {requirement}" if requirement and re.match(r"\s+salt\s*[=<>~!]", line) else line for line in setup.read_text().splitlines()
+    ]
+    setup.write_text("\n".join(lines) + "\n")
+    return source
+
+
+def fake_salt_wheel(wheelhouse, version):
+    """A wheel of Salt ``version`` holding only metadata: enough for pip's resolver, nothing to download."""
+    import zipfile
+
+    wheelhouse.mkdir(exist_ok=True)
+    info = f"salt-{version}.dist-info"
+    with zipfile.ZipFile(wheelhouse / f"salt-{version}-py3-none-any.whl", "w") as wheel:
+        wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: salt\nVersion: {version}\n")
+        wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: hecate-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{info}/RECORD", "")
+
+
+def resolve(source, installed_salt, tmp_path):
+    """``pip install --dry-run`` of ``source`` with the resolver (dependencies on) in this venv, where Salt
+    ``installed_salt`` stands in for the operator's (a dist-info ahead of the venv's own on sys.path, which
+    is how pip finds installed distributions). No index: the only Salt pip could install instead is 3008.4
+    from a local wheelhouse. Returns (pip's exit code, [(name, version) pip would install], its output)."""
+    shadow = tmp_path / f"salt-{installed_salt}"
+    info = shadow / f"salt-{installed_salt}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: salt\nVersion: {installed_salt}\n")
+    (info / "INSTALLER").write_text("pip\n")
+    (info / "RECORD").write_text("")
+    fake_salt_wheel(tmp_path / "wheels", "3008.4")
+    report = tmp_path / f"report-{installed_salt}.json"
+    env = {**os.environ, "PYTHONPATH": str(shadow), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--no-build-isolation",
+        "--no-index",
+        "--find-links",
+        str(tmp_path / "wheels"),
+    ]
+    result = subprocess.run([*cmd, "--report", str(report), str(source)], capture_output=True, text=True, env=env, timeout=300)
+    would = (
+        [] if result.returncode else [(i["metadata"]["name"], i["metadata"]["version"]) for i in json.loads(report.read_text())["install"]]
+    )
+    return result.returncode, would, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("operator_salt", ["3008.0", "3008.5"])
+def test_pip_leaves_the_operators_salt_alone(integration_dir, tmp_path, operator_salt):
+    """The oldest and the newest 3008.x: the Salt already there satisfies the requirement, so the resolver
+    installs hecate alone, even with another 3008.x at hand."""
+    code, would, output = resolve(source_copy(integration_dir, "range-source"), operator_salt, tmp_path)
+    assert code == 0, output
+    assert [name for name, _ in would] == ["hecate"], would
+
+
+def test_the_old_pin_replaced_the_operators_salt(integration_dir, tmp_path):
+    code, would, output = resolve(source_copy(integration_dir, "pinned-source", "salt==3008.4"), "3008.5", tmp_path)
+    assert code == 0, output
+    assert sorted(would) == [("hecate", "0.1.0"), ("salt", "3008.4")]  # 3008.5 would be swapped for 3008.4
+
+
+def test_a_salt_outside_the_range_is_not_silently_accepted(integration_dir, tmp_path):
+    code, would, output = resolve(source_copy(integration_dir, "range-source"), "3007.8", tmp_path)
+    assert code == 0, output
+    assert ("salt", "3008.4") in would  # pip brings a Salt of the tested range rather than run on 3007
 
 
 def test_without_the_package_salt_has_no_hecate(masterless):
