@@ -6,6 +6,7 @@ import hecate_schema
 import pytest
 
 from tests.conftest import REPO, assert_no_violations
+from tests.functional.test_conventions import nomad  # noqa: F401 - the fixture, shared
 from tests.functional.test_hetzner_dns import dns_pillar
 from tests.functional.test_terraform import pillar_for as terraform_pillar
 from tests.functional.test_terraform import tf_env  # noqa: F401 - the fixture, shared
@@ -27,61 +28,6 @@ def engine(make_loaders, sls_root, pillar):
 def run_sls(loaders, sls_root, name, text, **kwargs):
     (sls_root / f"{name}.sls").write_text(text)
     return {r.id: r for r in loaders.modules.state.sls(name, **kwargs)}
-
-
-CADDY_SLS = """
-config-dir:
-  file.directory:
-    - name: {root}/etc
-marker:
-  file.managed:
-    - name: {root}/etc/marker
-    - contents: "{marker}"
-    - require:
-      - file: config-dir
-hecate_routes:
-  caddy.routes_managed:
-    - require:
-      - file: config-dir
-    - watch:
-      - file: marker
-"""
-
-
-@pytest.fixture
-def validations(monkeypatch):
-    """Every whole-tree validation in this process (the loader imports the same hecate_schema)."""
-    calls = []
-    real = hecate_schema.validate
-    monkeypatch.setattr(hecate_schema, "validate", lambda tree: calls.append(1) or real(tree))
-    return calls
-
-
-def test_caddy_routes_managed_under_watch(make_loaders, sls_root, local_tree, caddy, validations):
-    """Regression: mod_watch passed Salt's ``__reqs__`` on, ``TypeError: routes_managed() got an unexpected
-    keyword argument '__reqs__'``, and the state failed whenever the watched file changed."""
-    loaders = engine(make_loaders, sls_root, {"hecate": local_tree})
-    first = run_sls(loaders, sls_root, "caddyw", CADDY_SLS.format(root=sls_root, marker="one"))
-    assert first["hecate_routes"].result is True, first["hecate_routes"].comment
-    assert first["hecate_routes"].changes  # the first converge wrote: Salt does not call mod_watch then
-    writes = caddy.mutations()
-    # The watched file changes and the routes are already in place: Salt runs the state, then mod_watch.
-    validations.clear()
-    second = run_sls(loaders, sls_root, "caddyw", CADDY_SLS.format(root=sls_root, marker="two"))
-    assert second["marker"].changes
-    assert second["hecate_routes"].result is True, second["hecate_routes"].comment
-    assert second["hecate_routes"].changes == {}
-    assert caddy.mutations() == writes  # zero writes
-    assert len(validations) == 1  # the state and its mod_watch share one validated tree
-
-
-def test_a_hecate_key_in_the_minion_config_does_not_hide_the_pillar(make_loaders, sls_root, local_tree, caddy):
-    """Issue 15: ``config.get("hecate")`` returned the minion config's ``hecate`` key instead of the pillar."""
-    minion_config = {"hecate": {"dns": {"token": "a-token-kept-in-the-minion-config"}}}
-    loaders = make_loaders({"hecate": local_tree}, minion_config)
-    result = loaders.states.caddy.routes_managed(name="hecate_routes")
-    assert result.result is True, result.comment
-    assert "applied in one reload" in result.comment
 
 
 # The same shape for every backend: a directory required, a marker file watched, the backend's state.
@@ -119,6 +65,36 @@ def run_twice(loaders, sls_root, sls, state, writes, **args):
     second = run_sls(loaders, sls_root, sls, backend_sls(sls_root, "two", state, **args))
     assert second["marker"].changes
     return first["backend"], second["backend"], writes()[before:]
+
+
+@pytest.fixture
+def validations(monkeypatch):
+    """Every whole-tree validation in this process (the loader imports the same hecate_schema)."""
+    calls = []
+    real = hecate_schema.validate
+    monkeypatch.setattr(hecate_schema, "validate", lambda tree: calls.append(1) or real(tree))
+    return calls
+
+
+def test_caddy_routes_managed_under_watch(make_loaders, sls_root, local_tree, caddy, validations):
+    """Regression: mod_watch passed Salt's ``__reqs__`` on, ``TypeError: routes_managed() got an unexpected
+    keyword argument '__reqs__'``, and the state failed whenever the watched file changed."""
+    loaders = engine(make_loaders, sls_root, {"hecate": local_tree})
+    # The second run: the routes are in place, the watched file changes: Salt runs the state, then mod_watch.
+    first, second, writes = run_twice(loaders, sls_root, "caddyw", "caddy.routes_managed", caddy.mutations)
+    assert first.changes  # the first converge wrote: Salt does not call mod_watch then
+    assert second.result is True and second.changes == {}, second.comment
+    assert writes == []
+    assert len(validations) == 2  # one per run: the state, its probes and mod_watch share the validated tree
+
+
+def test_a_hecate_key_in_the_minion_config_does_not_hide_the_pillar(make_loaders, local_tree, caddy):
+    """Issue 15: ``config.get("hecate")`` returned the minion config's ``hecate`` key instead of the pillar."""
+    minion_config = {"hecate": {"dns": {"token": "a-token-kept-in-the-minion-config"}}}
+    loaders = make_loaders({"hecate": local_tree}, minion_config)
+    result = loaders.states.caddy.routes_managed(name="hecate_routes")
+    assert result.result is True, result.comment
+    assert "applied in one reload" in result.comment
 
 
 # -- hetzner_dns -----------------------------------------------------------------------------------------
@@ -179,19 +155,7 @@ def test_authentik_protected_routes_with_require_and_watch(make_loaders, sls_roo
     assert writes == []
 
 
-@pytest.fixture
-def nomad():
-    from tests.conftest import SPECS
-    from tests.emulators.nomad import NomadEmulator
-    from tests.functional.test_nomad_job import TOKEN
-
-    emulator = NomadEmulator(str(SPECS / "nomad" / "nomad-deploy-subset.json"), token=TOKEN, delay=0.01).start()
-    yield emulator
-    emulator.stop()
-    assert_no_violations(emulator)
-
-
-def test_nomad_job_present_with_require_and_watch(make_loaders, sls_root, nomad):
+def test_nomad_job_present_with_require_and_watch(make_loaders, sls_root, nomad):  # noqa: F811
     from tests.functional.test_nomad_job import nomad_pillar
 
     loaders = engine(make_loaders, sls_root, nomad_pillar(nomad))
