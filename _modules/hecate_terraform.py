@@ -2,7 +2,7 @@
 lock file is committed), ``plan -detailed-exitcode -out=tfplan``, gate the plan on ``show -json``
 (no deletes or replacements unless allowed), ``apply tfplan``, and ``output -json`` for the next stages.
 
-Configuration is pillar ``hecate:terraform`` (see docs/terraform.md), read with ``config.get``:
+Configuration is pillar ``hecate:terraform`` (see docs/terraform.md), read from ``__pillar__``:
 
 .. code-block:: yaml
 
@@ -80,7 +80,8 @@ def _find_binary(section):
 
 
 def _tree():
-    tree = __salt__["config.get"]("hecate", {})
+    # From pillar: config.get("hecate") would answer with a minion-config "hecate" key and hide the pillar.
+    tree = __pillar__.get("hecate", {})
     if not isinstance(tree, dict) or not tree.get("terraform"):
         raise CommandExecutionError("pillar hecate:terraform is not set (at least hecate:terraform:workdir)")
     return tree
