@@ -56,6 +56,7 @@ import json
 import logging
 
 import hecate_schema
+from salt.state import STATE_INTERNAL_KEYWORDS
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +67,10 @@ __all__ = ["PillarError", "fail", "mod_watch", "pending", "ret", "test", "tree",
 CACHE_KEY = "hecate_state.tree"
 WARNED_KEY = "hecate_state.warned_minion_config"
 
-# Keywords the state engine adds to a chunk besides the state's own arguments (salt/state.py
-# STATE_INTERNAL_KEYWORDS, plus ``__reqs__`` which State.call_chunk adds for mod_watch and does not list).
-ENGINE_KEYWORDS = frozenset(
-    {
-        "sfun", "fun", "state", "name", "order", "names", "check_cmd", "failhard", "onlyif", "unless", "creates",
-        "retry", "parallel", "reload_modules", "reload_grains", "reload_pillar", "runas", "runas_password",
-        "no_log", "fire_event", "saltenv", "umask", "use", "use_in", "onfail_stop",
-        "require", "require_any", "require_in", "watch", "watch_any", "watch_in", "prereq", "prereq_in",
-        "onchanges", "onchanges_any", "onchanges_in", "onfail", "onfail_any", "onfail_all", "onfail_in",
-        "listen", "listen_in",
-    }
-)  # fmt: skip
+# What the state engine hands mod_watch besides the state's own arguments: Salt's own list (salt/state.py
+# STATE_INTERNAL_KEYWORDS: requisites, runtime options, __id__, __sls__, __pub_*...), mod_watch's ``sfun``,
+# and ``__reqs__``/``__run_num__``, which Salt adds without listing them (dropped with every ``__`` key).
+ENGINE_KEYWORDS = STATE_INTERNAL_KEYWORDS | {"sfun", "name", "names"}
 
 
 def virtual(virtualname, salt, function):
