@@ -78,7 +78,7 @@ def virtual(virtualname, salt, function):
     if function in salt:
         return virtualname
     module = function.split(".", 1)[0]
-    return (False, f"{virtualname} state: the {module} execution module is not available ({function} is not loaded)")
+    return (False, f"{virtualname}: the {module} execution module is not loaded (no {function})")
 
 
 def ret(name, result=True, changes=None, comment=""):

@@ -13,7 +13,7 @@ def test_virtual_names_the_missing_execution_module():
     assert hecate_state.virtual("caddy", {"caddy.snapshot": print}, "caddy.snapshot") == "caddy"
     assert hecate_state.virtual("caddy", {}, "caddy.snapshot") == (
         False,
-        "caddy state: the caddy execution module is not available (caddy.snapshot is not loaded)",
+        "caddy: the caddy execution module is not loaded (no caddy.snapshot)",
     )
 
 
