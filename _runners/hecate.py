@@ -23,16 +23,16 @@ import salt.client
 import salt.utils.event
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-log = logging.getLogger(__name__)
-
-__virtualname__ = "hecate"
-
 try:
     import consul  # noqa: F401 - py-consul: deploy's lock and records (hecate_lock, hecate_secrets)
 except ImportError as exc:  # pragma: no cover - only where py-consul is missing
     IMPORT_ERROR = f"cannot import {exc.name}"
 else:
     IMPORT_ERROR = None
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "hecate"
 
 
 def __virtual__():
