@@ -186,3 +186,51 @@ def test_pip_installed_validator_for_pillar_repo_ci(installed, tmp_path):
     bad = subprocess.run([str(installed / "bin" / "hecate-validate"), str(broken)], capture_output=True, text=True, env=env)
     assert bad.returncode == 1
     assert "hecate:reverse_proxy:caddy:admin_address: unknown key; did you mean 'admin'?" in bad.stdout
+
+
+WATCH_SLS = """
+marker:
+  file.managed:
+    - name: {root}/marker
+    - contents: "{marker}"
+hecate_routes:
+  caddy.routes_managed:
+    - require:
+      - file: marker
+    - watch:
+      - file: marker
+"""
+
+
+def test_salt_call_state_apply_with_watch(installed, integration_dir, edge_tree, edge_caddy):
+    """The watch regression through the real CLI: ``salt-call --local state.apply`` of an sls whose
+    ``caddy.routes_managed`` watches a file that changes (it failed with ``TypeError: routes_managed() got
+    an unexpected keyword argument '__reqs__'``)."""
+    root = integration_dir / "watch"
+    sls, pillar, conf = root / "sls", root / "pillar", root / "conf"
+    for path in (sls, pillar, conf):
+        path.mkdir(parents=True, exist_ok=True)
+    (pillar / "top.sls").write_text("base:\n  '*':\n    - hecate\n")
+    (pillar / "hecate.sls").write_text(yaml.safe_dump({"hecate": edge_tree}))
+    minion = {
+        "id": "edge-watch",
+        "root_dir": str(root),
+        "file_client": "local",
+        "file_roots": {"base": [str(REPO / "salt"), str(sls)]},
+        "pillar_roots": {"base": [str(pillar)]},
+        "log_file": str(root / "salt.log"),
+        "user": os.environ.get("USER") or "root",
+    }
+    (conf / "minion").write_text(yaml.safe_dump(minion))
+    results = []
+    for marker in ("one", "two"):
+        (sls / "watchtest.sls").write_text(WATCH_SLS.format(root=root, marker=marker))
+        before = edge_caddy.mutations()
+        result = salt("salt-call", conf, installed, "state.apply", "watchtest")
+        assert result.returncode == 0, result.stdout + result.stderr
+        states = {ret["__id__"]: ret for ret in json.loads(result.stdout)["local"].values()}
+        results.append((states, edge_caddy.mutations()[len(before) :]))
+    (first, _), (second, writes) = results
+    assert first["marker"]["changes"] and second["marker"]["changes"]  # the watch fires on both runs
+    assert second["hecate_routes"]["result"] is True and second["hecate_routes"]["changes"] == {}, second["hecate_routes"]["comment"]
+    assert writes == []  # routes already in place: mod_watch re-checks and sends nothing
