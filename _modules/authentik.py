@@ -31,12 +31,10 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import hecate_http
-
-    HAS_HTTP = True
-    _IMPORT_ERROR = ""
-except ImportError as _exc:  # pragma: no cover - only without hecate's utils
-    HAS_HTTP = False
-    _IMPORT_ERROR = str(_exc)
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +84,13 @@ BINDING_FIELDS = ("policy", "group", "user", "target", "negate", "enabled", "ord
 
 
 def __virtual__():
-    if not HAS_HTTP:
-        return False, f"authentik: hecate's HTTP helper (hecate_http) is not importable: {_IMPORT_ERROR}"
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     return __virtualname__
 
 
 # -- the client ----------------------------------------------------------------------------------------------
-if HAS_HTTP:
+if not IMPORT_ERROR:
 
     class AuthentikClient(hecate_http.ApiClient):
         """hecate's ApiClient with authentik's error vocabulary and pagination."""

@@ -40,13 +40,12 @@ from urllib.parse import quote
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
-    import hecate_http  # imports requests
-
-    HAS_REQUESTS = True
-except ImportError:  # pragma: no cover - exercised only where requests is missing
-    HAS_REQUESTS = False
-
-import hecate_dns
+    import hecate_dns
+    import hecate_http
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +60,12 @@ RETRY_CAP = 30.0  # seconds, the longest single back-off
 
 
 def __virtual__():
-    if not HAS_REQUESTS:
-        return False, "hetzner_dns: the python 'requests' library is not installed"
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     return __virtualname__
 
 
-if HAS_REQUESTS:
+if not IMPORT_ERROR:
 
     class HetznerClient(hecate_http.ApiClient):
         """``hecate_http.ApiClient`` plus the Cloud API's rate limiting.

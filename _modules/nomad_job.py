@@ -25,19 +25,21 @@ try:
     import hecate_http
     import hecate_nomad
     from hecate_spec import PillarError
-
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
     IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - hecate's utils ship with the module
-    IMPORT_ERROR = str(exc)
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "nomad_job"
 
+CONTEXT_KEY = "nomad_job.client"
+
 
 def __virtual__():
     if IMPORT_ERROR:
-        return False, f"nomad_job: hecate's helpers are not importable ({IMPORT_ERROR}); sync _utils"
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     return __virtualname__
 
 
@@ -104,10 +106,16 @@ def _client(cfg=None):
     token = __salt__["config.get"]("hecate:nomad:token", None)
     if token:
         hecate_http.check_token(token, "hecate:nomad:token")
+    # One client (one HTTP session, its connections kept alive) per settings and token, as the other modules do.
+    cache_key = (repr(sorted((k, v) for k, v in cfg.items() if k != "token")), hash(token))
+    cached = __context__.get(CONTEXT_KEY)
+    if cached and cached[0] == cache_key:
+        return cached[1]
     verify = cfg.get("ca_file") or cfg["tls_verify"]
     client = NomadClient(address, token, cfg["namespace"], cfg["region"], verify=verify, timeout=cfg["request_timeout"])
     if cfg.get("client_cert"):
         client.session.cert = (cfg["client_cert"], cfg.get("client_key")) if cfg.get("client_key") else cfg["client_cert"]
+    __context__[CONTEXT_KEY] = (cache_key, client)
     return client
 
 
