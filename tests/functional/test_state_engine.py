@@ -145,7 +145,7 @@ def authentik():
     assert_no_violations(emulator)
 
 
-def test_authentik_protected_routes_with_require_and_watch(make_loaders, sls_root, authentik):
+def test_authentik_protected_routes_with_require_and_watch(make_loaders, sls_root, authentik, validations):
     from tests.functional.test_authentik_states import route, tree
 
     pillar = {"hecate": tree(authentik, [route("engine", ["engine-admins"])], "eng-")}
@@ -154,9 +154,10 @@ def test_authentik_protected_routes_with_require_and_watch(make_loaders, sls_roo
     assert first.changes["providers"]["created"] == ["eng-engine"]
     assert second.result is True and second.changes == {}, second.comment
     assert writes == []
+    assert len(validations) == 2  # one per run: the state and its mod_watch share the validated tree (3 before)
 
 
-def test_nomad_job_present_with_require_and_watch(make_loaders, sls_root, nomad):  # noqa: F811
+def test_nomad_job_present_with_require_and_watch(make_loaders, sls_root, nomad, validations):  # noqa: F811
     from tests.functional.test_nomad_job import nomad_pillar
 
     loaders = engine(make_loaders, sls_root, nomad_pillar(nomad))
@@ -167,6 +168,7 @@ def test_nomad_job_present_with_require_and_watch(make_loaders, sls_root, nomad)
     assert first.changes
     assert second.result is True and second.changes == {}, second.comment
     assert writes == []
+    assert len(validations) == 2  # one per run: the state and its mod_watch share the validated tree (3 before)
 
 
 AUTHENTIK_OBJECTS = [
