@@ -21,7 +21,7 @@ def __virtual__():
     return (False, "the hecate_terraform execution module is not available (no terraform binary?)")
 
 
-def applied(name, workdir=None, allow_delete=None, allow_replace=None):
+def applied(name, workdir=None, allow_delete=None, allow_replace=None, refresh=False):
     """Make the infrastructure match the pillar's terraform module; outputs are in ``changes``.
 
     name
@@ -30,11 +30,13 @@ def applied(name, workdir=None, allow_delete=None, allow_replace=None):
         Override ``hecate:terraform:workdir``.
     allow_delete / allow_replace
         Let the plan delete / replace resources (refused by default).
+    refresh
+        Plan even when nothing changed since the last plan that found nothing to do (finds drift).
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     try:
         result = __salt__["hecate_terraform.run"](
-            workdir=workdir, test=__opts__["test"], allow_delete=allow_delete, allow_replace=allow_replace
+            workdir=workdir, test=__opts__["test"], allow_delete=allow_delete, allow_replace=allow_replace, refresh=refresh
         )
     except (CommandExecutionError, SaltInvocationError) as exc:
         ret["comment"] = f"terraform: {exc}"
