@@ -5,6 +5,7 @@ and a protected route proving its backend answers (issue 13; issue 10 items 13 a
 import copy
 import json
 import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,11 +52,12 @@ class Answering:
 
 
 class ClosesFirst:
-    """Accepts connections and closes the first ``closes`` of them without a byte (what an old Caddy
-    server does right after a reload), then answers 200. ``closes=None``: closes every one."""
+    """Accepts connections and ends the first ``closes`` of them without a response (what an old Caddy
+    server does right after a reload): a clean close after reading the request, or with ``reset`` a TCP
+    reset. Then answers 200. ``closes=None``: ends every one."""
 
-    def __init__(self, closes):
-        self.closes, self.accepted = closes, 0
+    def __init__(self, closes, reset=False):
+        self.closes, self.reset, self.accepted = closes, reset, 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
@@ -68,9 +70,11 @@ class ClosesFirst:
                 return
             self.accepted += 1
             with conn:
-                if self.closes is None or self.accepted <= self.closes:
-                    continue  # closed without a response
                 conn.recv(65536)
+                if self.closes is None or self.accepted <= self.closes:
+                    if self.reset:
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    continue  # no response
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
     def stop(self):
@@ -90,8 +94,9 @@ def closing_tree(port):
     }
 
 
-def test_a_connection_closed_without_response_is_retried_before_the_route_fails(make_loaders):
-    flaky = ClosesFirst(closes=2)
+@pytest.mark.parametrize(("reset", "error"), [(False, "closed connection without response"), (True, "reset by peer")])
+def test_a_connection_closed_without_response_is_retried_before_the_route_fails(make_loaders, reset, error):
+    flaky = ClosesFirst(closes=2, reset=reset)
     try:
         check = make_loaders({"hecate": closing_tree(flaky.port)}).modules.caddy.check
         assert check() == []
@@ -99,11 +104,11 @@ def test_a_connection_closed_without_response_is_retried_before_the_route_fails(
     finally:
         flaky.stop()
 
-    dead = ClosesFirst(closes=None)
+    dead = ClosesFirst(closes=None, reset=reset)
     try:
         failures = make_loaders({"hecate": closing_tree(dead.port)}).modules.caddy.check()
         assert [f["domain"] for f in failures] == ["app.example.org"]
-        assert "closed connection without response" in failures[0]["reason"] and dead.accepted == 3  # bounded
+        assert error in failures[0]["reason"] and dead.accepted == 3  # bounded: three tries
     finally:
         dead.stop()
 
