@@ -37,6 +37,9 @@ def pytest_configure(config):
 # slow tiers first, so that a long file never starts last and runs alone; unit tests fill the gaps at the end.
 # Within a file the order is kept; a worker still sees the integration package in one stretch (one master).
 TIER_ORDER = ("integration", "functional", "unit")
+# The longest files, whose tests each start from a fresh stack (function-scoped fixtures): their tests are
+# handed out one by one, so both workers share them instead of one worker running the whole file.
+SPLIT_BY_TEST = ("tests/integration/test_full_stack.py", "tests/integration/test_orchestrate.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -45,6 +48,24 @@ def pytest_collection_modifyitems(session, config, items):
         return TIER_ORDER.index(parts[1]) if len(parts) > 2 and parts[1] in TIER_ORDER else len(TIER_ORDER)
 
     items.sort(key=tier)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` as xdist does it, except for :data:`SPLIT_BY_TEST`, and always in collection order
+    (xdist's default reorders files by size, which would scatter the integration package over a worker's run
+    and start its master more than once)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileOrTestScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            path = nodeid.split("::", 1)[0]
+            return nodeid if path in SPLIT_BY_TEST else path
+
+    config.option.loadscopereorder = False
+    return FileOrTestScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
