@@ -16,6 +16,9 @@
     check) and through ``salt-call --local`` (``hecate.verify`` per edge), with the pillar validations per
     check counted (issue 13: one per run; 1000 routes at most 4x 10). ``python bench/caddy.py check`` runs
     only this part.
+(f) The post-write check right after a reload (issue 10 item 14): one route of 50 moved back and forth 60
+    times with ``verify`` on; a check that fails undoes a correct change (``POST /load``). ``python
+    bench/caddy.py reload`` runs only this part.
 
 ``run()`` returns ``{"title", "text", "data"}``; ``bench/run.py`` prints and records it. Standalone:
 ``.venv/bin/python bench/caddy.py``.
@@ -57,6 +60,8 @@ LOAD_DELAY_MS = 5  # per connection between requests: at most ~800 requests/s in
 LOAD_REPEAT = 3
 STATE_SIZES = (10, 1000)
 CHECK_SIZES = (10, 1000)
+RELOAD_ROUTES = 50
+RELOAD_MOVES = 60
 BIN = pathlib.Path(sys.executable).parent
 
 
@@ -456,6 +461,31 @@ def check_text(rows):
     return "\n".join(lines)
 
 
+# -- (f) the post-write check right after a reload --------------------------------------------------------------
+def reload_checks(bench, n=RELOAD_ROUTES, moves=RELOAD_MOVES):
+    bench.reset(n)
+    failed = []
+    before = len(bench.caddy.mutations())
+    for i in range(moves):
+        tree = bench.tree(n, changed={0} if i % 2 == 0 else set())
+        tree["reverse_proxy"]["caddy"]["verify"] = {"enabled": True}
+        bench.use(tree)
+        result = bench.loaders.states.caddy.routes_managed(name="bench")
+        if result.result is not True:
+            failed.append(result.comment.splitlines()[-1].strip())
+    mutations = bench.caddy.mutations()[before:]
+    return {"routes": n, "moves": moves, "failed": len(failed), "restores": mutations.count(("POST", "/load")), "reasons": failed[:5]}
+
+
+def reload_text(row):
+    lines = [
+        f"(f) post-write check right after the reload: 1 route of {row['routes']} moved {row['moves']} times, verify on",
+        f"failed checks (correct change undone): {row['failed']}/{row['moves']}; snapshot restores (POST /load): {row['restores']}",
+    ]
+    lines.extend(f"  {reason}" for reason in row["reasons"])
+    return "\n".join(lines)
+
+
 # -- entry points --------------------------------------------------------------------------------------------
 def run():
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="hbc", dir="/tmp"))
@@ -465,20 +495,21 @@ def run():
         load = lost_under_load(bench)
         state = state_apply_noop(bench)
         check = check_cost(bench)
+        reload = reload_checks(bench)
     finally:
         bench.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    text = "\n\n".join([converge_text(converge), load_text(load), state_text(state), check_text(check)])
-    return {"title": "Caddy: converge cost, requests lost to reloads, no-op state.apply, check 10 vs 1000", "text": text,
-            "data": {"converge": converge, "load": load, "state_apply": state, "check": check}}  # fmt: skip
+    text = "\n\n".join([converge_text(converge), load_text(load), state_text(state), check_text(check), reload_text(reload)])
+    return {"title": "Caddy: converge cost, requests lost to reloads, no-op state.apply, check 10 vs 1000, check after reload",
+            "text": text, "data": {"converge": converge, "load": load, "state_apply": state, "check": check, "reload": reload}}  # fmt: skip
 
 
-def run_check():
-    """Only (e): ``python bench/caddy.py check``."""
+def run_part(part):
+    """Only (e) or (f): ``python bench/caddy.py check`` / ``reload``."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="hbc", dir="/tmp"))
     bench = Bench(workdir)
     try:
-        return check_text(check_cost(bench))
+        return check_text(check_cost(bench)) if part == "check" else reload_text(reload_checks(bench))
     finally:
         bench.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -486,4 +517,4 @@ def run_check():
 
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
-        print(run_check() if sys.argv[1:] == ["check"] else run()["text"])
+        print(run_part(sys.argv[1]) if sys.argv[1:] in (["check"], ["reload"]) else run()["text"])
