@@ -517,7 +517,7 @@ def run(workdir=None, test=False, allow_delete=None, allow_replace=None, lock_ti
 def _fingerprint(runner, section, path):
     """A digest of everything a plan of ``path`` depends on that hecate can see without Terraform's
     providers: the configuration files under the workdir, the state (local files, or ``state pull``
-    with a backend), the non-secret environment, and the binary. Secret values are left out (only
+    with a backend), the non-secret environment (``TF_*`` and ``hecate:terraform:env``), and the binary. Secret values are left out (only
     their names count): a digest of a token is still a function of the token."""
     digest = hashlib.sha256()
 
@@ -536,7 +536,8 @@ def _fingerprint(runner, section, path):
         state = runner.json(["state", "pull"], cwd=path)
         add("state", json.dumps([state.get("lineage"), state.get("serial")]).encode())
     secrets = tf_util.secret_environment(section)
-    settings = {k: v for k, v in runner.env.items() if k.startswith("TF_") and k not in secrets}
+    configured = {str(k) for k in section.get("env") or {}}  # hecate:terraform:env holds no secrets
+    settings = {k: v for k, v in runner.env.items() if (k.startswith("TF_") or k in configured) and k not in secrets}
     add("env", json.dumps([settings, sorted(secrets)], sort_keys=True).encode())
     binary = os.stat(runner.binary)
     add("binary", f"{runner.binary} {binary.st_size} {binary.st_mtime_ns}".encode())
