@@ -13,12 +13,12 @@ import json
 import logging
 import os
 import socket
-import ssl
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import hecate_caddy
+    import hecate_probe
     import hecate_schema
     import hecate_state
     from hecate_spec import Report
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 __virtualname__ = "caddy"
 
 READ_TIMEOUT = 30
-PROBE_AGENT = "hecate-verify/1.0"
 
 
 def __virtual__():
@@ -380,9 +379,17 @@ def _local_ca():
     return body.get("root_certificate")
 
 
+def _probe_all(domains=None, path="/", timeout=None):
+    """Every probe of one run: the pillar validated once, the local CA fetched once, requests in parallel."""
+    tree = _tree()
+    caddy = tree["reverse_proxy"]["caddy"]
+    prober = hecate_probe.Prober(caddy, ca=_local_ca() if caddy["tls"]["mode"] == "internal" else None, timeout=timeout)
+    return prober.run(hecate_probe.targets(tree, domains), path)
+
+
 def check(domains=None):
-    """Request every pillar route (or ``domains``) through this Caddy with :py:func:`probe`; return the
-    results that are not ok (an empty list means every route answers).
+    """Request every pillar route (or ``domains``) through this Caddy as :py:func:`probe` does, in
+    parallel; return the results that are not ok (an empty list means every route answers).
 
     CLI Example:
 
@@ -391,16 +398,29 @@ def check(domains=None):
         salt-call caddy.check
         salt-call caddy.check '[grafana.example.org]'
     """
-    if domains is None:
-        domains = [r["domain"] for r in _tree()["reverse_proxy"]["caddy"]["routes"]]
-    return [result for result in (probe(d) for d in domains) if not result["ok"]]
+    return [result for result in _probe_all(domains) if not result["ok"]]
+
+
+def probes(domains=None):
+    """Like :py:func:`check`, but every result, ok or not (``hecate.health`` shows them all).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.probes
+        salt-call caddy.probes '[grafana.example.org, cloud.example.org]'
+    """
+    return _probe_all(domains)
 
 
 def probe(domain, path="/", timeout=None):
     """Request ``path`` on ``domain`` through this Caddy (127.0.0.1, the pillar's ports, SNI = domain)
     and say whether hecate routed it: ``{"domain", "status", "ok", "reason"}``. A 502/503/504, the
-    catch-all's answer or a refused connection is not ok. With ``tls: acme`` a certificate that is
-    not issued yet is reported as pending, not as a failure.
+    catch-all's answer or a refused connection is not ok; a connection closed without an answer (an
+    old server right after a reload) is retried first. For a route with ``auth`` the edge also requests
+    each upstream where Caddy dials it: authentik's redirect alone does not prove the backend lives.
+    With ``tls: acme`` a certificate that is not issued yet is reported as pending, not as a failure.
 
     CLI Example:
 
@@ -408,38 +428,4 @@ def probe(domain, path="/", timeout=None):
 
         salt-call caddy.probe grafana.example.org
     """
-    caddy = _tree()["reverse_proxy"]["caddy"]
-    timeout = timeout or caddy["verify"]["timeout"]
-    mode = caddy["tls"]["mode"]
-    host = domain.replace("*", "hecate-probe")
-    port = caddy["ports"]["http" if mode == "off" else "https"]
-    result = {"domain": domain, "status": None, "ok": False, "reason": ""}
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        if mode != "off":
-            context = ssl.create_default_context()
-            if mode == "internal":
-                context.load_verify_locations(cadata=_local_ca())
-            sock = context.wrap_socket(sock, server_hostname=host)
-        conn.sock = sock
-        conn.request("GET", path, headers={"Host": host, "User-Agent": PROBE_AGENT})
-        response = conn.getresponse()
-        response.read()
-        result["status"] = response.status
-        if response.getheader(hecate_caddy.NO_ROUTE_HEADER):
-            result["reason"] = "not routed (answered by the catch-all)"
-        elif response.status in (502, 503, 504):
-            result["reason"] = f"HTTP {response.status}: Caddy could not reach the backend"
-        else:
-            result["ok"] = True
-    except ssl.SSLError as exc:
-        if mode == "acme":
-            result.update(ok=True, reason=f"certificate pending (ACME): {exc}")
-        else:
-            result["reason"] = f"TLS failed: {exc}"
-    except OSError as exc:
-        result["reason"] = f"no answer on 127.0.0.1:{port}: {exc}"
-    finally:
-        conn.close()
-    return result
+    return _probe_all([domain], path, timeout)[0]
