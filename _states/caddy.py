@@ -15,6 +15,7 @@ config or a host does not answer, the snapshot taken before the write is loaded 
 import copy
 
 import hecate_caddy
+import hecate_drift
 import hecate_schema
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -78,6 +79,8 @@ def routes_managed(name):
             live = snap["config"]
             desired = hecate_caddy.desired_config(live, tree)
             if desired == live:
+                if not __opts__["test"]:
+                    hecate_drift.record_applied(__opts__["cachedir"], live)
                 ret.update(result=True, comment=f"Caddy already serves the {count} pillar route(s); nothing sent")
                 return ret
             changes = hecate_caddy.diff(live, desired)
@@ -105,6 +108,7 @@ def routes_managed(name):
     if failures:
         ret["comment"] = _roll_back(snap, failures)
         return ret
+    hecate_drift.record_applied(__opts__["cachedir"], desired)
     ret.update(result=True, changes=changes, comment=f"applied in one reload; {count} route(s) in place")
     return ret
 
