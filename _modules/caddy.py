@@ -8,11 +8,13 @@ The admin address comes from pillar ``hecate:reverse_proxy:caddy:admin`` (``unix
 ``host:port``; default ``127.0.0.1:<ports.admin>``), or the same key in the minion config.
 """
 
+import datetime
 import http.client
 import json
 import logging
 import os
 import socket
+import ssl
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -21,6 +23,7 @@ try:
     import hecate_probe
     import hecate_schema
     import hecate_state
+    from cryptography import x509
     from hecate_spec import Report
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
@@ -429,3 +432,48 @@ def probe(domain, path="/", timeout=None):
         salt-call caddy.probe grafana.example.org
     """
     return _probe_all([domain], path, timeout)[0]
+
+
+def certs(warn_days=14, timeout=5):
+    """The certificate this Caddy serves for each pillar route, with its expiry: one TLS handshake per
+    host on the local listener (SNI = the host), so it covers managed (ACME, internal) and loaded
+    certificates alike. ``expiring`` is true within ``warn_days`` of the end; a host that gets no
+    certificate says why. Empty with ``tls: off``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.certs
+        salt-call caddy.certs warn_days=30
+    """
+    caddy = _tree()["reverse_proxy"]["caddy"]
+    if caddy["tls"]["mode"] == "off":
+        return []
+    port = caddy["ports"]["https"]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    found = []
+    for domain in sorted({r["domain"] for r in caddy["routes"]}):
+        host = domain.replace("*", "hecate-probe")
+        entry = {"domain": domain}
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # read the certificate, trust nothing
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+                with context.wrap_socket(sock, server_hostname=host) as tls:
+                    der = tls.getpeercert(binary_form=True)
+        except OSError as exc:
+            found.append({**entry, "error": f"no certificate from 127.0.0.1:{port}: {exc}"})
+            continue
+        cert = x509.load_der_x509_certificate(der)
+        not_after = cert.not_valid_after_utc
+        days = (not_after - now).total_seconds() / 86400
+        entry.update(
+            subject=cert.subject.rfc4514_string(),
+            issuer=cert.issuer.rfc4514_string(),
+            not_after=not_after.isoformat(),
+            days_left=round(days, 1),
+            expiring=days < warn_days,
+        )
+        found.append(entry)
+    return found

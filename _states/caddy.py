@@ -18,6 +18,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import hecate_caddy
+    import hecate_drift
     import hecate_schema
     import hecate_state
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
@@ -80,6 +81,8 @@ def routes_managed(name):
             live = snap["config"]
             desired = hecate_caddy.desired_config(live, tree)
             if desired == live:
+                if not hecate_state.test(__opts__):
+                    hecate_drift.record_applied(__opts__["cachedir"], live)
                 ret["comment"] = f"Caddy already serves the {count} pillar route(s); nothing sent"
                 return ret
             changes = hecate_caddy.diff(live, desired)
@@ -105,6 +108,7 @@ def routes_managed(name):
     failures = _verify(tree, hecate_caddy.changed_domains(live, desired))
     if failures:
         return hecate_state.fail(ret, _roll_back(snap, failures))
+    hecate_drift.record_applied(__opts__["cachedir"], desired)
     ret.update(changes=changes, comment=f"applied in one reload; {count} route(s) in place")
     return ret
 

@@ -295,6 +295,17 @@ SCHEMA = Map(
             ),
             default=dict,
         ),
+        # between deploys: the drift beacon's interval, and what the reactor does with a drift (docs/reconcile.md)
+        "reconcile": Field(
+            Map(
+                {
+                    "interval": Field(Int(10, 86400), default=60),
+                    "policy": Field(Str(choices=["alert", "heal"]), default="alert"),
+                    "max_changes": Field(Int(1, 100000), default=5),
+                }
+            ),
+            default=dict,
+        ),
         "backup": Map(
             {
                 "enabled": Field(Bool(), default=False),
