@@ -84,8 +84,9 @@ def _connection(address, timeout=READ_TIMEOUT):
     return http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)
 
 
-def _request(method, path, body=None, headers=None, content_type="application/json"):
-    """One admin request. Returns ``(status, headers, parsed body)``; raises AdminError on >= 400."""
+def _request(method, path, body=None, headers=None, content_type="application/json", timeout=READ_TIMEOUT):
+    """One admin request. Returns ``(status, headers, parsed body)``; raises AdminError on >= 400
+    (``status`` 0: no answer, the request may or may not have been applied)."""
     address = admin_address()
     payload = None
     if body is not None:
@@ -95,7 +96,7 @@ def _request(method, path, body=None, headers=None, content_type="application/js
     send = {"Host": "localhost" if address.startswith("unix//") else address, **(headers or {})}
     if payload is not None:
         send["Content-Type"] = content_type
-    conn = _connection(address)
+    conn = _connection(address, timeout)
     try:
         conn.request(method, path, body=payload, headers=send)
         response = conn.getresponse()
@@ -184,7 +185,7 @@ def routes(server=None):
                     "id": rid,
                     "hosts": summary["hosts"],
                     "upstreams": summary["upstreams"],
-                    "managed": rid.startswith(hecate_caddy.ROUTE_PREFIX) or rid == hecate_caddy.CATCH_ALL_ID,
+                    "managed": rid.startswith(hecate_caddy.ROUTE_PREFIX) or rid in (hecate_caddy.CATCH_ALL_ID, hecate_caddy.STRIP_ID),
                 }
             )
     return found
@@ -237,6 +238,7 @@ def adapt(source, adapter="caddyfile"):
 
 
 def _with_admin(new_config):
+    """``new_config`` with its admin block, checked: the one gate every write path goes through."""
     if isinstance(new_config, str):
         new_config = json.loads(new_config)
     new_config = dict(new_config or {})
@@ -244,7 +246,24 @@ def _with_admin(new_config):
     admin = dict(new_config.get("admin") or {})
     admin.setdefault("listen", admin_address())
     new_config["admin"] = admin
+    _refuse_exposed_admin(new_config)
     return new_config
+
+
+def _refuse_exposed_admin(new_config):
+    """Refuse a config that would let anyone but this machine's root write Caddy's config: an admin
+    listener off loopback (the pillar's own rule, ``hecate_schema.AdminAddress``), remote admin, or a
+    route that proxies to the admin endpoint (the current one or the new one)."""
+    admin = new_config["admin"]
+    report = Report()
+    hecate_schema.AdminAddress()(admin["listen"], "admin:listen", report)
+    if admin.get("remote"):
+        report.error("admin:remote", "remote administration is not allowed (hecate writes over loopback only)")
+    for dial in hecate_caddy.admin_dials(new_config, {admin["listen"], admin_address()}):
+        report.error("apps:http", f"a reverse_proxy dials {dial!r}, Caddy's admin endpoint: it would be public")
+    if report.errors:
+        problems = "; ".join(f"{p}: {r}" for p, r in report.errors)
+        raise SaltInvocationError(f"refusing to write this Caddy config, nothing was sent: {problems}")
 
 
 def load(new_config):
@@ -321,8 +340,32 @@ def delete(route_id, etag=None):
     return True
 
 
-def restore(snap):
+class Superseded(AdminError):
+    """The live config is no longer the one this run wrote: another writer committed since. Not restored."""
+
+
+def _read_snapshot(snap):
+    if isinstance(snap, str):
+        with open(snap, encoding="utf-8") as handle:
+            snap = json.load(handle)
+    if not isinstance(snap, dict) or "config" not in snap:
+        raise SaltInvocationError("restore needs a snapshot: {'config': ..., 'etag': ...} or the path of one")
+    return snap
+
+
+def restore(snap, expect=None, timeout=READ_TIMEOUT):
     """Load a snapshot taken by :py:func:`snapshot` (the dict, or the path of its file).
+
+    expect
+        The config this run wrote (a rollback): restore only while Caddy still runs exactly that config.
+        Caddy's ``POST /load`` ignores ``If-Match``, so the live config is read with its ``Etag``, compared
+        with ``expect``, and the snapshot is written with ``POST /config/`` and that ``If-Match``: Caddy
+        checks it under the same lock as the write (``changeConfig`` in caddy.go). Another writer's config
+        is never overwritten (``Superseded``).
+
+    timeout
+        Seconds to wait for Caddy's answer to the write. When no answer comes, the config is read again:
+        the snapshot live means restored; anything else is reported as an unknown outcome (status 0).
 
     CLI Example:
 
@@ -330,12 +373,37 @@ def restore(snap):
 
         salt-call caddy.restore /var/backups/caddy-before.json
     """
-    if isinstance(snap, str):
-        with open(snap, encoding="utf-8") as handle:
-            snap = json.load(handle)
-    if not isinstance(snap, dict) or "config" not in snap:
-        raise SaltInvocationError("restore needs a snapshot: {'config': ..., 'etag': ...} or the path of one")
-    return load(snap["config"] or {})
+    snap = _read_snapshot(snap)
+    target = _with_admin(snap["config"] or {})
+    if expect is None:
+        return _restore_write("POST", "/load", target, None, timeout)
+    expect = _with_admin(expect)
+    live = snapshot()
+    if live["config"] == target:
+        return True
+    if live["config"] != expect:
+        raise Superseded("another writer changed Caddy's config after this run wrote it: left as it is, not restored", 412)
+    try:
+        return _restore_write("POST", "/config/", target, live["etag"], timeout)
+    except EtagMismatch as exc:
+        raise Superseded("another writer changed Caddy's config just now: left as it is, not restored", 412) from exc
+
+
+def _restore_write(method, path, target, etag, timeout):
+    try:
+        _request(method, path, target, headers={"If-Match": etag} if etag else None, timeout=timeout)
+        return True
+    except AdminError as exc:
+        if exc.status != 0:
+            raise
+        failure = exc
+    try:  # no answer: Caddy may have applied it anyway (it keeps working on a request whose client left)
+        live = snapshot()["config"]
+    except AdminError:
+        live = None
+    if live == target:
+        return True
+    raise AdminError(f"outcome unknown: Caddy did not answer the restore ({failure}) and its config is not the snapshot now", 0)
 
 
 def compile():  # the verb operators look for; shadows a builtin only inside this module
