@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 
 import hecate_caddy
 import hecate_schema
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 __virtualname__ = "caddy"
 
 READ_TIMEOUT = 30
+RESTORE_CHECKS = 4  # reads after a restore that got no answer (0.2 s, 0.4 s, 0.6 s apart)
 PROBE_AGENT = "hecate-verify/1.0"
 
 
@@ -96,9 +98,10 @@ def _request(method, path, body=None, headers=None, content_type="application/js
     send = {"Host": "localhost" if address.startswith("unix//") else address, **(headers or {})}
     if payload is not None:
         send["Content-Type"] = content_type
-    conn = _connection(address, timeout)
+    conn = _connection(address)
     try:
         conn.request(method, path, body=payload, headers=send)
+        conn.sock.settimeout(timeout)  # ``timeout`` bounds the wait for the answer, once the request is sent
         response = conn.getresponse()
         raw = response.read()
         answer_headers = dict(response.getheaders())
@@ -364,7 +367,7 @@ def restore(snap, expect=None, timeout=READ_TIMEOUT):
         is never overwritten (``Superseded``).
 
     timeout
-        Seconds to wait for Caddy's answer to the write. When no answer comes, the config is read again:
+        Seconds to wait for Caddy's answer once the write is sent. When no answer comes, the config is read again:
         the snapshot live means restored; anything else is reported as an unknown outcome (status 0).
 
     CLI Example:
@@ -397,12 +400,15 @@ def _restore_write(method, path, target, etag, timeout):
         if exc.status != 0:
             raise
         failure = exc
-    try:  # no answer: Caddy may have applied it anyway (it keeps working on a request whose client left)
-        live = snapshot()["config"]
-    except AdminError:
-        live = None
-    if live == target:
-        return True
+    # No answer: Caddy may apply it anyway (it finishes a request whose client left). A read waits for a
+    # write in progress (rawCfgMu), but may come before Caddy starts on ours: look a few times.
+    for attempt in range(RESTORE_CHECKS):
+        time.sleep(0.2 * attempt)
+        try:
+            if snapshot()["config"] == target:
+                return True
+        except AdminError:
+            pass
     raise AdminError(f"outcome unknown: Caddy did not answer the restore ({failure}) and its config is not the snapshot now", 0)
 
 

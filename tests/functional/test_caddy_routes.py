@@ -3,6 +3,7 @@ test=True, rejection and rollback."""
 
 import copy
 import json
+import threading
 
 import pytest
 
@@ -154,3 +155,64 @@ def test_several_backends_are_balanced(caddy, make_loaders, local_tree, backends
     assert converge(make_loaders({"hecate": tree})).result is True
     seen = {backend_of(get(tree["reverse_proxy"]["caddy"]["ports"]["http"], "pool.cybermonkey.dev")[2]) for _ in range(6)}
     assert seen == {"grafana", "jenkins"}
+
+
+def test_a_failed_runs_rollback_never_overwrites_a_later_runs_committed_config(seeded, local_tree, caddy, make_loaders):
+    """Run A writes, its check fails; run B writes and commits before A rolls back: B's config stays."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    later = copy.deepcopy(local_tree)
+    later["reverse_proxy"]["caddy"]["routes"][2]["profile"] = "none"  # grafana without the blocking profile
+    run_b, results_b = make_loaders({"hecate": later}), []
+
+    class SecondRunDuringCheck(BaseHTTPRequestHandler):
+        """A's broken backend: when A's post-write check reaches it, run B to completion, then answer 503."""
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if not results_b:
+                results_b.append(converge(run_b))
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    trigger = ThreadingHTTPServer(("127.0.0.1", 0), SecondRunDuringCheck)
+    threading.Thread(target=trigger.serve_forever, daemon=True).start()
+    try:
+        broken = copy.deepcopy(local_tree)
+        broken["reverse_proxy"]["caddy"]["routes"][3]["backend"] = f"127.0.0.1:{trigger.server_address[1]}"  # jenkins
+        broken["reverse_proxy"]["caddy"]["verify"] = {"timeout": 120}  # B runs while A's check waits
+        result_a = converge(make_loaders({"hecate": broken}))
+    finally:
+        trigger.shutdown()
+        trigger.server_close()
+    assert results_b and results_b[0].result is True, results_b and results_b[0].comment
+    assert result_a.result is False and "NOT restored" in result_a.comment and "another writer" in result_a.comment
+    http_port = local_tree["reverse_proxy"]["caddy"]["ports"]["http"]
+    assert get(http_port, "observe.cybermonkey.dev", "/.env")[0] == 200  # B's change is live
+    status, _, body = get(http_port, "jenkins.cybermonkey.dev")
+    assert (status, backend_of(body)) == (200, "jenkins")
+    assert caddy.mutations() == [("POST", "/config/")] * 3  # seed, A, B: A's rollback wrote nothing
+
+
+def test_a_restore_whose_answer_timed_out_but_happened_is_reported_restored(caddy, local_tree, make_loaders, backends):
+    plain, _ = backends
+    tree = copy.deepcopy(local_tree)
+    tree["reverse_proxy"]["caddy"]["routes"] = [
+        {"domain": f"app{i}.cybermonkey.dev", "backend": f"127.0.0.1:{plain['helen'].port}", "service": f"app{i}"} for i in range(300)
+    ]  # a reload of 300 routes takes Caddy far longer than the 1 ms we wait for its answer
+    loaders = make_loaders({"hecate": tree})
+    assert converge(loaders).result is True
+    module = loaders.modules.caddy
+    snap = module.snapshot()
+    written = copy.deepcopy(snap["config"])
+    del written["apps"]["http"]["servers"]["hecate"]["routes"][1]
+    module.apply(written, snap["etag"])
+    assert module.restore(snap, expect=written, timeout=0.001) is True
+    assert json.loads(caddy.config_bytes()) == snap["config"]
+    requests = caddy.admin_requests()
+    last_write = max(i for i, r in enumerate(requests) if r[0] == "POST")
+    assert requests[last_write] == ("POST", "/config/")  # conditional (If-Match), not /load
+    assert requests[last_write + 1 :] and set(requests[last_write + 1 :]) == {("GET", "/config/")}  # no answer: re-read
