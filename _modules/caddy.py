@@ -35,7 +35,10 @@ def __virtual__():
 
 
 class AdminError(CommandExecutionError):
-    """Caddy's admin API refused a request; ``status`` is the HTTP status."""
+    """Caddy's admin API refused a request; ``status`` is the HTTP status (0: no answer)."""
+
+    sent = False  # with status 0: the request went out, so Caddy may have applied it
+    outcome_unknown = False  # a write whose effect could not be established
 
     def __init__(self, message, status=0, body=None):
         super().__init__(message)
@@ -86,9 +89,10 @@ def _connection(address, timeout=READ_TIMEOUT):
     return http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)
 
 
-def _request(method, path, body=None, headers=None, content_type="application/json", timeout=READ_TIMEOUT):
+def _request(method, path, body=None, headers=None, content_type="application/json", timeout=None):
     """One admin request. Returns ``(status, headers, parsed body)``; raises AdminError on >= 400
-    (``status`` 0: no answer, the request may or may not have been applied)."""
+    (``status`` 0: no answer; ``sent`` says whether the request went out, so may have been applied).
+    ``timeout``: seconds to wait for the answer once the request is sent (default: the connection's)."""
     address = admin_address()
     payload = None
     if body is not None:
@@ -99,14 +103,19 @@ def _request(method, path, body=None, headers=None, content_type="application/js
     if payload is not None:
         send["Content-Type"] = content_type
     conn = _connection(address)
+    sent = False
     try:
         conn.request(method, path, body=payload, headers=send)
-        conn.sock.settimeout(timeout)  # ``timeout`` bounds the wait for the answer, once the request is sent
+        sent = True
+        if timeout is not None:
+            conn.sock.settimeout(timeout)
         response = conn.getresponse()
         raw = response.read()
         answer_headers = dict(response.getheaders())
     except OSError as exc:
-        raise AdminError(f"Caddy admin API at {address} unreachable: {exc}") from exc
+        error = AdminError(f"Caddy admin API at {address} {'did not answer' if sent else 'unreachable'}: {exc}")
+        error.sent = sent
+        raise error from exc
     finally:
         conn.close()
     text = raw.decode("utf-8", "replace")
@@ -253,16 +262,20 @@ def _with_admin(new_config):
     return new_config
 
 
-def _refuse_exposed_admin(new_config):
+def _refuse_exposed_admin(new_config, whole=True):
     """Refuse a config that would let anyone but this machine's root write Caddy's config: an admin
     listener off loopback (the pillar's own rule, ``hecate_schema.AdminAddress``), remote admin, or a
-    route that proxies to the admin endpoint (the current one or the new one)."""
-    admin = new_config["admin"]
+    route that proxies to the admin endpoint (the current one or the new one). ``whole=False``: a part
+    of a config (a route for ``patch``/``insert``), checked for routes to the admin endpoint only."""
     report = Report()
-    hecate_schema.AdminAddress()(admin["listen"], "admin:listen", report)
-    if admin.get("remote"):
-        report.error("admin:remote", "remote administration is not allowed (hecate writes over loopback only)")
-    for dial in hecate_caddy.admin_dials(new_config, {admin["listen"], admin_address()}):
+    admins = {admin_address()}
+    if whole:
+        admin = new_config["admin"]
+        hecate_schema.AdminAddress()(admin["listen"], "admin:listen", report)
+        if admin.get("remote"):
+            report.error("admin:remote", "remote administration is not allowed (hecate writes over loopback only)")
+        admins.add(admin["listen"])
+    for dial in hecate_caddy.admin_dials(new_config, admins):
         report.error("apps:http", f"a reverse_proxy dials {dial!r}, Caddy's admin endpoint: it would be public")
     if report.errors:
         problems = "; ".join(f"{p}: {r}" for p, r in report.errors)
@@ -310,6 +323,7 @@ def patch(route_id, value, etag=None):
     """
     if isinstance(value, str):
         value = json.loads(value)
+    _refuse_exposed_admin(value, whole=False)
     _request("PATCH", f"/id/{route_id}", value, headers={"If-Match": etag} if etag else None)
     return True
 
@@ -326,6 +340,9 @@ def insert(path, value, etag=None):
     """
     if isinstance(value, str):
         value = json.loads(value)
+    if path.strip("/").split("/")[0] == "admin":
+        raise SaltInvocationError("refusing to write Caddy's admin block piecewise: use caddy.load or caddy.apply")
+    _refuse_exposed_admin(value, whole=False)
     _request("PUT", f"/config/{path.strip('/')}", value, headers={"If-Match": etag} if etag else None)
     return True
 
@@ -356,7 +373,7 @@ def _read_snapshot(snap):
     return snap
 
 
-def restore(snap, expect=None, timeout=READ_TIMEOUT):
+def restore(snap, expect=None, timeout=None):
     """Load a snapshot taken by :py:func:`snapshot` (the dict, or the path of its file).
 
     expect
@@ -367,7 +384,7 @@ def restore(snap, expect=None, timeout=READ_TIMEOUT):
         is never overwritten (``Superseded``).
 
     timeout
-        Seconds to wait for Caddy's answer once the write is sent. When no answer comes, the config is read again:
+        Seconds to wait for Caddy's answer once the write is sent (default 30). When no answer comes, the config is read again:
         the snapshot live means restored; anything else is reported as an unknown outcome (status 0).
 
     CLI Example:
@@ -397,7 +414,7 @@ def _restore_write(method, path, target, etag, timeout):
         _request(method, path, target, headers={"If-Match": etag} if etag else None, timeout=timeout)
         return True
     except AdminError as exc:
-        if exc.status != 0:
+        if exc.status != 0 or not exc.sent:  # refused, or never reached Caddy: it did not happen
             raise
         failure = exc
     # No answer: Caddy may apply it anyway (it finishes a request whose client left). A read waits for a
@@ -409,7 +426,9 @@ def _restore_write(method, path, target, etag, timeout):
                 return True
         except AdminError:
             pass
-    raise AdminError(f"outcome unknown: Caddy did not answer the restore ({failure}) and its config is not the snapshot now", 0)
+    unknown = AdminError(f"outcome unknown: Caddy did not answer the restore ({failure}) and its config is not the snapshot now", 0)
+    unknown.outcome_unknown = True
+    raise unknown
 
 
 def compile():  # the verb operators look for; shadows a builtin only inside this module

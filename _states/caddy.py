@@ -53,10 +53,9 @@ def _roll_back(snap, failures, written=None):
         __salt__["caddy.restore"](snap, expect=written)
         outcome = "restored the config from before this run"
     except CommandExecutionError as exc:
-        status = getattr(exc, "status", None)
-        if status == 412:  # caddy.Superseded: another run committed after ours; its config stays
+        if getattr(exc, "status", None) == 412:  # caddy.Superseded: another run committed after ours; its config stays
             outcome = f"NOT restored: {exc}"
-        elif status == 0:
+        elif getattr(exc, "outcome_unknown", False):
             outcome = f"restoring the previous config: {exc}"
         else:
             outcome = f"AND restoring the previous config failed: {exc}"

@@ -254,6 +254,13 @@ def test_write_paths_refuse_remote_admin_and_routes_to_the_admin_socket(admin_ca
         caddy.load(to_admin)
     with pytest.raises(SaltInvocationError, match="remote"):
         caddy.load({"admin": {"listen": admin_caddy.admin, "remote": {"listen": "0.0.0.0:2021"}}})
+    route = {"@id": "hecate_route_x", "handle": [proxy]}
+    with pytest.raises(SaltInvocationError, match="admin endpoint"):
+        caddy.insert("apps/http/servers/x/routes/0", route)
+    with pytest.raises(SaltInvocationError, match="admin endpoint"):
+        caddy.patch("hecate_route_x", route)
+    with pytest.raises(SaltInvocationError, match="admin block"):
+        caddy.insert("admin/listen", "0.0.0.0:2019")
     assert admin_caddy.mutations() == []
 
 
