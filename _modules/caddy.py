@@ -338,10 +338,10 @@ def insert(path, value, etag=None):
 
         salt-call caddy.insert apps/http/servers/hecate/routes/0 '{"@id": "hecate_route_x", ...}'
     """
-    if isinstance(value, str):
-        value = json.loads(value)
     if path.strip("/").split("/")[0] == "admin":
         raise SaltInvocationError("refusing to write Caddy's admin block piecewise: use caddy.load or caddy.apply")
+    if isinstance(value, str):
+        value = json.loads(value)
     _refuse_exposed_admin(value, whole=False)
     _request("PUT", f"/config/{path.strip('/')}", value, headers={"If-Match": etag} if etag else None)
     return True
