@@ -65,8 +65,8 @@ def profile_routes(profile):
         routes.append(
             {"match": [{"header_regexp": {"User-Agent": {"pattern": profile["block_user_agents"]}}}], "handle": [_static(0, abort=True)]}
         )
-    if profile.get("block_headers"):
-        routes.append({"match": [{"header": {literal(name): ["*"]}} for name in profile["block_headers"]], "handle": [_static(404)]})
+    if profile.get("block_headers"):  # MatchHeader replaces in values only (matchHeaders): names as they are
+        routes.append({"match": [{"header": {name: ["*"]}} for name in profile["block_headers"]], "handle": [_static(404)]})
     if profile.get("block_paths"):  # MatchPath runs ReplaceAll over each pattern (matchers.go MatchWithError)
         routes.append({"match": [{"path": [literal(p) for p in profile["block_paths"]]}], "handle": [_static(404)]})
     if profile.get("block_path_regexp"):
