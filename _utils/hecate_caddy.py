@@ -409,22 +409,21 @@ def changed_domains(current, desired):
     return sorted(set(hosts))
 
 
-def _dials(node, seen):
-    """Every ``dial`` string in a config tree (shared subtrees visited once)."""
-    if id(node) in seen:
-        return
-    if isinstance(node, dict):
+def _dials(config):
+    """Every ``dial`` string in a config tree (shared subtrees visited once; matchers never dial)."""
+    found, seen, stack = [], set(), [config]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
         seen.add(id(node))
-        if isinstance(node.get("dial"), str):
-            yield node["dial"]
-        for value in node.values():
-            if isinstance(value, (dict, list)):
-                yield from _dials(value, seen)
-    elif isinstance(node, list):
-        seen.add(id(node))
-        for value in node:
-            if isinstance(value, (dict, list)):
-                yield from _dials(value, seen)
+        if isinstance(node, dict):
+            if isinstance(node.get("dial"), str):
+                found.append(node["dial"])
+            stack.extend(v for k, v in node.items() if k != "match" and isinstance(v, (dict, list)))
+        else:
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return found
 
 
 def _is_local_host(host):
@@ -445,7 +444,7 @@ def admin_dials(config, admin_addresses):
     sockets = {posixpath.normpath(a[len("unix/") :]) for a in admin_addresses if a.startswith("unix/")}
     ports = {a.rpartition(":")[2] for a in admin_addresses if not a.startswith("unix/")}
     found = []
-    for dial in _dials(config, set()):
+    for dial in _dials(config):
         if dial.startswith("unix/"):
             if posixpath.normpath(dial[len("unix/") :]) in sockets:
                 found.append(dial)
