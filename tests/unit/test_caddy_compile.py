@@ -2,11 +2,15 @@
 
 import copy
 import json
+import subprocess
+import time
 
+import hecate_authentik
 import hecate_caddy
 import hecate_schema
 import pytest
 
+from tests.support.caddy import caddy_binary
 from tests.support.pillars import seed_tree
 
 
@@ -161,10 +165,6 @@ APP = {"domain": "app.example.org", "backend": "10.0.0.5:8080", "service": "app"
 
 def caddy_adapt(caddyfile):
     """The real Caddy's Caddyfile adapter (``caddy adapt``): its own expansion of a directive."""
-    import subprocess
-
-    from tests.support.caddy import caddy_binary
-
     done = subprocess.run(
         [caddy_binary(), "adapt", "--adapter", "caddyfile", "--config", "/dev/stdin"],
         input=caddyfile.encode(),
@@ -178,8 +178,6 @@ def caddy_adapt(caddyfile):
 def test_forward_auth_is_what_caddys_own_forward_auth_produces():
     """Caddy's forward_auth deletes each copied header and sets it only when the outpost sent a value;
     Authorization is copied too (basic-auth providers)."""
-    import hecate_authentik
-
     headers = " ".join([*hecate_authentik.AK_HEADERS, "Authorization"])
     adapted = caddy_adapt(
         "http://app.example.org {\n"
@@ -309,8 +307,6 @@ def test_admin_dials_finds_routes_to_the_admin_endpoint(dial, admin, hit):
 
 
 def test_five_thousand_routes_compile_well_under_a_second(tree):
-    import time
-
     tree["reverse_proxy"]["caddy"]["routes"] = [
         {**tree["reverse_proxy"]["caddy"]["routes"][2], "domain": f"app{i}.example.org", "service": f"app{i}"} for i in range(5000)
     ]
