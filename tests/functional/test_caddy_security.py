@@ -1,6 +1,7 @@
 """The security profile really blocks: each rule of the seed's (security) snippet proven on its own
 with a request through a real Caddy (the seed's own snippet let all of these through)."""
 
+import copy
 import json
 
 import pytest
@@ -280,3 +281,23 @@ def test_a_pillar_route_to_the_admin_port_is_never_served(short_tmp, make_loader
             get(ports["http"], "www.example.org", "/config/")
     finally:
         caddy.stop()
+
+
+def test_any_mix_of_braces_and_backslashes_reaches_the_client_unchanged(caddy, make_loaders, local_tree):
+    """hecate_caddy.literal against Caddy's own replacer: 80 random strings over an alphabet of braces,
+    backslashes and placeholder-ish text, each a response header value, one config, one request."""
+    import random
+
+    rng = random.Random(15)
+    alphabet = ["{", "}", "\\", "env.", "HOME", "file.", "/etc/hostname", "http.request.host", ".", "a", "$", ":"]
+    values = {
+        f"X-P{i}": "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 10))) for i in range(80)
+    }  # http.client reads 100 headers at most
+    tree = copy.deepcopy(local_tree)
+    tree["reverse_proxy"]["caddy"]["profiles"] = {"fuzz": {"headers": values}}
+    tree["reverse_proxy"]["caddy"]["routes"] = [{**tree["reverse_proxy"]["caddy"]["routes"][1], "profile": "fuzz"}]
+    result = make_loaders({"hecate": tree}).states.caddy.routes_managed(name="routes")
+    assert result.result is True, result.comment
+    status, headers, _ = get(tree["reverse_proxy"]["caddy"]["ports"]["http"], tree["reverse_proxy"]["caddy"]["routes"][0]["domain"])
+    assert status == 200
+    assert {name: headers.get(name.lower()) for name in values} == values
