@@ -384,14 +384,16 @@ def restore(snap, expect=None, timeout=None):
         is never overwritten (``Superseded``).
 
     timeout
-        Seconds to wait for Caddy's answer once the write is sent (default 30). When no answer comes, the config is read again:
-        the snapshot live means restored; anything else is reported as an unknown outcome (status 0).
+        Seconds to wait for Caddy's answer once the write is sent (default 30). When no answer comes,
+        the config is read again: the snapshot live means restored; anything else is reported as an
+        unknown outcome (``outcome_unknown``), never as a failed restore.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-call caddy.restore /var/backups/caddy-before.json
+        salt-call caddy.restore /var/backups/caddy-before.json timeout=60
     """
     snap = _read_snapshot(snap)
     target = _with_admin(snap["config"] or {})
