@@ -2,8 +2,9 @@
 
 What hecate owns in a Caddy config (everything else is left as found):
 
-- ``apps.http.servers.hecate``: one server on ``ports.https`` (``ports.http`` when TLS is off), its
-  routes each ``@id``'d ``hecate_route_<service>``, and a catch-all ``hecate_catch_all`` (404).
+- ``apps.http.servers.hecate``: one server on ``ports.https`` (``ports.http`` when TLS is off): first
+  ``hecate_strip_auth_headers`` (every request), then its routes each ``@id``'d ``hecate_route_<service>``
+  (exact hosts before wildcards), and a catch-all ``hecate_catch_all`` (404).
 - ``apps.http.http_port`` / ``apps.http.https_port`` (so redirects and ACME use the pillar's ports).
 - the TLS automation policy ``@id`` ``hecate_tls`` (first in the list), for ``acme`` and ``internal``.
 - ``apps.pki.certificate_authorities.local.install_trust = false`` with ``internal`` (never touch the
