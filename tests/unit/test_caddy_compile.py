@@ -318,3 +318,10 @@ def test_five_thousand_routes_compile_well_under_a_second(tree):
     first, last = (routes[f"hecate_route_app{i}"]["handle"][0]["routes"] for i in (0, 4999))
     assert first[:-1] and all(a is b for a, b in zip(first[:-1], last[:-1], strict=True))  # one profile, built once
     assert elapsed < 1.0, f"compiling 5000 routes took {elapsed:.2f} s"  # 0.06 s idle, 0.3 s under load (0.67/1.5 before)
+
+
+def test_an_admin_address_with_a_placeholder_is_refused():
+    # Caddy expands placeholders in it (ParseNetworkAddress, admin.go) while hecate connects to it as written
+    with pytest.raises(hecate_schema.PillarError) as info:
+        hecate_schema.validate({"reverse_proxy": {"caddy": {"admin": "unix//run/{env.USER}/admin.sock"}}})
+    assert "hecate:reverse_proxy:caddy:admin" in str(info.value) and "{ or }" in str(info.value)
