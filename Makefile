@@ -12,8 +12,7 @@ PYTEST_ARGS ?=
 $(STAMP): setup.cfg pyproject.toml requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $$($(PY) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(c["options"]["install_requires"])')
-	$(PIP) install -q -r requirements-test.txt
+	$(PIP) install -q $$($(PY) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(c["options"]["install_requires"])') -r requirements-test.txt  # one resolve: requirements-test.txt pins the Salt the tests run on
 	@{ { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } && \
 	   { test -e /usr/lib/nginx/modules/ngx_stream_module.so || ! { PATH=$$PATH:/usr/sbin nginx -V 2>&1 | grep -q 'with-stream=dynamic'; }; }; } || { \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \

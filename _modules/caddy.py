@@ -16,10 +16,17 @@ import socket
 import ssl
 import time
 
-import hecate_caddy
-import hecate_schema
-from hecate_spec import Report
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import hecate_caddy
+    import hecate_schema
+    import hecate_state
+    from hecate_spec import Report
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,8 @@ PROBE_AGENT = "hecate-verify/1.0"
 
 
 def __virtual__():
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     return __virtualname__
 
 
@@ -133,7 +142,8 @@ def _request(method, path, body=None, headers=None, content_type="application/js
 def _tree():
     """The validated ``hecate`` pillar tree (raises SaltInvocationError naming every bad key)."""
     try:
-        return hecate_schema.validate(__salt__["config.get"]("hecate", None))
+        # From pillar, validated once per run (a probe per host used to re-validate it every time).
+        return hecate_state.tree(__pillar__, __opts__, __context__)
     except hecate_schema.PillarError as exc:
         raise SaltInvocationError(str(exc)) from exc
 

@@ -2,7 +2,7 @@
 lock file is committed), ``plan -detailed-exitcode -out=tfplan``, gate the plan on ``show -json``
 (no deletes or replacements unless allowed), ``apply tfplan``, and ``output -json`` for the next stages.
 
-Configuration is pillar ``hecate:terraform`` (see docs/terraform.md), read with ``config.get``:
+Configuration is pillar ``hecate:terraform`` (see docs/terraform.md), read from ``__pillar__``:
 
 .. code-block:: yaml
 
@@ -27,10 +27,16 @@ import subprocess
 import tempfile
 import time
 
-import hecate_http
-import hecate_terraform as tf_util
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import hecate_http
+    import hecate_terraform as tf_util
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +48,12 @@ MIN_VERSION = (1, 0)
 
 
 def __virtual__():
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     binary, reason = _find_binary(_opts_section())
-    if binary:
-        return __virtualname__
-    return (False, f"hecate_terraform: {reason}")
+    if not binary:
+        return (False, f"{__virtualname__}: {reason}")
+    return __virtualname__
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -72,7 +80,8 @@ def _find_binary(section):
 
 
 def _tree():
-    tree = __salt__["config.get"]("hecate", {})
+    # From pillar: config.get("hecate") would answer with a minion-config "hecate" key and hide the pillar.
+    tree = __pillar__.get("hecate", {})
     if not isinstance(tree, dict) or not tree.get("terraform"):
         raise CommandExecutionError("pillar hecate:terraform is not set (at least hecate:terraform:workdir)")
     return tree

@@ -42,6 +42,7 @@ MODES = ("forward_single", "forward_domain")
 PUBLISHER = "hecate"
 GROUP_MARK = "hecate_managed"
 EMBEDDED = "embedded"  # outpost name meaning "authentik's embedded outpost" (managed goauthentik.io/outposts/embedded)
+EMBEDDED_MANAGED = "goauthentik.io/outposts/embedded"
 DEFAULT_FLOWS = {
     "authorization": "default-provider-authorization-implicit-consent",
     "invalidation": "default-provider-invalidation-flow",
@@ -389,8 +390,25 @@ def owns_group(group, prefix):
     return (group.get("attributes") or {}).get(GROUP_MARK) == prefix
 
 
-def _differs(current, wanted):
-    return {f: {"old": current.get(f), "new": v} for f, v in wanted.items() if current.get(f) != v}
+SET_FIELDS = ("property_mappings", "providers")  # lists authentik adds to: the declared entries must be there
+
+
+def differs(current, wanted):
+    """The declared fields of ``wanted`` that differ in ``current``: ``{field: {"old": ..., "new": ...}}``.
+    None means "not declared". Lists in :data:`SET_FIELDS` compare as sets: declared entries must be
+    there, others stay (``new`` is the union)."""
+    out = {}
+    for field, value in wanted.items():
+        have = current.get(field)
+        if value is None:
+            continue
+        if field in SET_FIELDS:
+            have = set(have or [])
+            if not set(value) <= have:
+                out[field] = {"old": sorted(have), "new": sorted(have | set(value))}
+        elif have != value:
+            out[field] = {"old": have, "new": value}
+    return out
 
 
 def plan(desired, snapshot, prune=True, prune_groups=False):
@@ -406,7 +424,10 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
     its own entries). Returns ``{"groups_create", "providers_create", "providers_update",
     "applications_create", "applications_update", "outpost_add", "outpost_remove", "bindings_create",
     "bindings_update", "bindings_delete", "applications_delete", "providers_delete", "groups_delete"}``;
-    each a list in execution order. Updates carry only the declared fields that differ.
+    each a list in execution order. Updates carry the declared fields that differ (``diff``) and the
+    object as read (``current``: authentik validates some fields from every PATCH, which the client
+    takes from it). A non-embedded outpost is never emptied: authentik refuses an empty provider list
+    there, and deleting the providers takes them off it anyway.
     """
     prefix = desired["prefix"]
     flows = snapshot["flows"]
@@ -424,13 +445,9 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
         if current is None:
             actions["providers_create"].append(wanted)
             continue
-        diff = _differs(current, {k: v for k, v in wanted.items() if k != "property_mappings"})
-        wanted_maps = set(fields.get("property_mappings") or [])
-        have_maps = set(current.get("property_mappings") or [])
-        if not wanted_maps <= have_maps:
-            diff["property_mappings"] = {"old": sorted(have_maps), "new": sorted(have_maps | wanted_maps)}
+        diff = differs(current, wanted)
         if diff:
-            actions["providers_update"].append({"name": name, "pk": current["pk"], "diff": diff})
+            actions["providers_update"].append({"name": name, "pk": current["pk"], "diff": diff, "current": current})
 
     for slug, fields in desired["applications"].items():
         current = snapshot["applications"].get(slug)
@@ -439,7 +456,7 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
             continue
         provider = snapshot["providers"].get(fields["provider"])
         wanted = {k: v for k, v in fields.items() if k != "provider"}
-        diff = _differs(current, wanted)
+        diff = differs(current, wanted)
         if provider is None or current.get("provider") != provider["pk"]:
             diff["provider"] = {"old": current.get("provider"), "new": fields["provider"]}
         if diff:
@@ -460,6 +477,11 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
             if n not in desired["providers"] and owns_provider(p, prefix, snapshot["applications"])
         ]
         actions["outpost_remove"] = [p["name"] for p in doomed_providers if p["pk"] in members]
+        left = members - {p["pk"] for p in doomed_providers}
+        if not left and not actions["outpost_add"] and outpost.get("managed") != EMBEDDED_MANAGED:
+            # authentik refuses an empty provider list on any outpost but the embedded one
+            # (outposts/api/outposts.py validate_providers); deleting the providers (below) takes them off
+            actions["outpost_remove"] = []
 
     # bindings on owned/desired applications: exactly the pillar's groups
     for slug, groups in desired["bindings"].items():
@@ -478,9 +500,10 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
                 continue
             binding = found[0]
             keep.add(binding["pk"])
-            diff = _differs(binding, {"order": order, "enabled": True, "negate": False})
+            diff = differs(binding, {"order": order, "enabled": True, "negate": False})
             if diff:
-                actions["bindings_update"].append({"application": slug, "group": group_name, "pk": binding["pk"], "diff": diff})
+                item = {"application": slug, "group": group_name, "pk": binding["pk"], "diff": diff, "current": binding}
+                actions["bindings_update"].append(item)
         for binding in existing:
             if binding["pk"] not in keep:
                 actions["bindings_delete"].append({"application": slug, "pk": binding["pk"], "what": _binding_label(binding, snapshot)})

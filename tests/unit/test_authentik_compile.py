@@ -233,7 +233,12 @@ def test_plan_patches_only_the_differing_declared_fields():
     snap["applications"]["hecate-app"]["policy_engine_mode"] = "all"
     actions = ha.plan(desired, snap)
     assert actions["providers_update"] == [
-        {"name": "hecate-app", "pk": 1, "diff": {"external_host": {"old": "http://old.example.org", "new": "http://app.example.org"}}}
+        {
+            "name": "hecate-app",
+            "pk": 1,
+            "diff": {"external_host": {"old": "http://old.example.org", "new": "http://app.example.org"}},
+            "current": snap["providers"]["hecate-app"],  # the client takes mode/internal_host from it
+        }
     ]
     assert actions["applications_update"] == [{"slug": "hecate-app", "diff": {"policy_engine_mode": {"old": "all", "new": "any"}}}]
 
@@ -280,5 +285,25 @@ def test_plan_bindings_are_exactly_the_pillar_groups():
     actions = ha.plan(desired, snap)
     assert actions["bindings_delete"] == [{"application": "hecate-app", "pk": "b-user", "what": "user 5"}]
     assert actions["bindings_update"] == [
-        {"application": "hecate-app", "group": "ops", "pk": "b-hecate-app-ops", "diff": {"enabled": {"old": False, "new": True}}}
+        {
+            "application": "hecate-app",
+            "group": "ops",
+            "pk": "b-hecate-app-ops",
+            "diff": {"enabled": {"old": False, "new": True}},
+            "current": snap["bindings"]["a-hecate-app"][1],  # the client takes target and group from it
+        }
     ]
+
+
+def test_plan_never_empties_a_non_embedded_outpost():
+    desired = ha.desired_objects(validate(lab([APP])))
+    snap = snapshot_for(desired)
+    nothing = ha.desired_objects(validate(lab([{**APP, "auth": False}])))
+    snap["outpost"]["providers"] = [1]  # hecate's provider is the outpost's only one
+    actions = ha.plan(nothing, snap)
+    # authentik refuses providers: [] on it; deleting the provider takes it off the outpost
+    assert actions["outpost_remove"] == [] and actions["providers_delete"] == ["hecate-app"]
+    snap["outpost"]["managed"] = ha.EMBEDDED_MANAGED  # the embedded outpost may be empty
+    assert ha.plan(nothing, snap)["outpost_remove"] == ["hecate-app"]
+    snap["outpost"] = {"pk": "o", "providers": [1, 99]}  # somebody else's provider stays: the PATCH is fine
+    assert ha.plan(nothing, snap)["outpost_remove"] == ["hecate-app"]
