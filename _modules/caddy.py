@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 __virtualname__ = "caddy"
 
 READ_TIMEOUT = 30
+RESTORE_CHECKS = 4  # reads after a restore that got no answer (0.2 s, 0.4 s, 0.6 s apart)
 
 
 def __virtual__():
@@ -44,7 +46,10 @@ def __virtual__():
 
 
 class AdminError(CommandExecutionError):
-    """Caddy's admin API refused a request; ``status`` is the HTTP status."""
+    """Caddy's admin API refused a request; ``status`` is the HTTP status (0: no answer)."""
+
+    sent = False  # with status 0: the request went out, so Caddy may have applied it
+    outcome_unknown = False  # a write whose effect could not be established
 
     def __init__(self, message, status=0, body=None):
         super().__init__(message)
@@ -95,8 +100,10 @@ def _connection(address, timeout=READ_TIMEOUT):
     return http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)
 
 
-def _request(method, path, body=None, headers=None, content_type="application/json"):
-    """One admin request. Returns ``(status, headers, parsed body)``; raises AdminError on >= 400."""
+def _request(method, path, body=None, headers=None, content_type="application/json", timeout=None):
+    """One admin request. Returns ``(status, headers, parsed body)``; raises AdminError on >= 400
+    (``status`` 0: no answer; ``sent`` says whether the request went out, so may have been applied).
+    ``timeout``: seconds to wait for the answer once the request is sent (default: the connection's)."""
     address = admin_address()
     payload = None
     if body is not None:
@@ -107,13 +114,19 @@ def _request(method, path, body=None, headers=None, content_type="application/js
     if payload is not None:
         send["Content-Type"] = content_type
     conn = _connection(address)
+    sent = False
     try:
         conn.request(method, path, body=payload, headers=send)
+        sent = True
+        if timeout is not None:
+            conn.sock.settimeout(timeout)
         response = conn.getresponse()
         raw = response.read()
         answer_headers = dict(response.getheaders())
     except OSError as exc:
-        raise AdminError(f"Caddy admin API at {address} unreachable: {exc}") from exc
+        error = AdminError(f"Caddy admin API at {address} {'did not answer' if sent else 'unreachable'}: {exc}")
+        error.sent = sent
+        raise error from exc
     finally:
         conn.close()
     text = raw.decode("utf-8", "replace")
@@ -196,7 +209,7 @@ def routes(server=None):
                     "id": rid,
                     "hosts": summary["hosts"],
                     "upstreams": summary["upstreams"],
-                    "managed": rid.startswith(hecate_caddy.ROUTE_PREFIX) or rid == hecate_caddy.CATCH_ALL_ID,
+                    "managed": rid.startswith(hecate_caddy.ROUTE_PREFIX) or rid in (hecate_caddy.CATCH_ALL_ID, hecate_caddy.STRIP_ID),
                 }
             )
     return found
@@ -249,6 +262,7 @@ def adapt(source, adapter="caddyfile"):
 
 
 def _with_admin(new_config):
+    """``new_config`` with its admin block, checked: the one gate every write path goes through."""
     if isinstance(new_config, str):
         new_config = json.loads(new_config)
     new_config = dict(new_config or {})
@@ -256,7 +270,28 @@ def _with_admin(new_config):
     admin = dict(new_config.get("admin") or {})
     admin.setdefault("listen", admin_address())
     new_config["admin"] = admin
+    _refuse_exposed_admin(new_config)
     return new_config
+
+
+def _refuse_exposed_admin(new_config, whole=True):
+    """Refuse a config that would let anyone but this machine's root write Caddy's config: an admin
+    listener off loopback (the pillar's own rule, ``hecate_schema.AdminAddress``), remote admin, or a
+    route that proxies to the admin endpoint (the current one or the new one). ``whole=False``: a part
+    of a config (a route for ``patch``/``insert``), checked for routes to the admin endpoint only."""
+    report = Report()
+    admins = {admin_address()}
+    if whole:
+        admin = new_config["admin"]
+        hecate_schema.AdminAddress()(admin["listen"], "admin:listen", report)
+        if admin.get("remote"):
+            report.error("admin:remote", "remote administration is not allowed (hecate writes over loopback only)")
+        admins.add(admin["listen"])
+    for dial in hecate_caddy.admin_dials(new_config, admins):
+        report.error("apps:http", f"a reverse_proxy dials {dial!r}, Caddy's admin endpoint: it would be public")
+    if report.errors:
+        problems = "; ".join(f"{p}: {r}" for p, r in report.errors)
+        raise SaltInvocationError(f"refusing to write this Caddy config, nothing was sent: {problems}")
 
 
 def load(new_config):
@@ -300,6 +335,7 @@ def patch(route_id, value, etag=None):
     """
     if isinstance(value, str):
         value = json.loads(value)
+    _refuse_exposed_admin(value, whole=False)
     _request("PATCH", f"/id/{route_id}", value, headers={"If-Match": etag} if etag else None)
     return True
 
@@ -314,8 +350,11 @@ def insert(path, value, etag=None):
 
         salt-call caddy.insert apps/http/servers/hecate/routes/0 '{"@id": "hecate_route_x", ...}'
     """
+    if path.strip("/").split("/")[0] == "admin":
+        raise SaltInvocationError("refusing to write Caddy's admin block piecewise: use caddy.load or caddy.apply")
     if isinstance(value, str):
         value = json.loads(value)
+    _refuse_exposed_admin(value, whole=False)
     _request("PUT", f"/config/{path.strip('/')}", value, headers={"If-Match": etag} if etag else None)
     return True
 
@@ -333,21 +372,77 @@ def delete(route_id, etag=None):
     return True
 
 
-def restore(snap):
+class Superseded(AdminError):
+    """The live config is no longer the one this run wrote: another writer committed since. Not restored."""
+
+
+def _read_snapshot(snap):
+    if isinstance(snap, str):
+        with open(snap, encoding="utf-8") as handle:
+            snap = json.load(handle)
+    if not isinstance(snap, dict) or "config" not in snap:
+        raise SaltInvocationError("restore needs a snapshot: {'config': ..., 'etag': ...} or the path of one")
+    return snap
+
+
+def restore(snap, expect=None, timeout=None):
     """Load a snapshot taken by :py:func:`snapshot` (the dict, or the path of its file).
+
+    expect
+        The config this run wrote (a rollback): restore only while Caddy still runs exactly that config.
+        Caddy's ``POST /load`` ignores ``If-Match``, so the live config is read with its ``Etag``, compared
+        with ``expect``, and the snapshot is written with ``POST /config/`` and that ``If-Match``: Caddy
+        checks it under the same lock as the write (``changeConfig`` in caddy.go). Another writer's config
+        is never overwritten (``Superseded``).
+
+    timeout
+        Seconds to wait for Caddy's answer once the write is sent (default 30). When no answer comes,
+        the config is read again: the snapshot live means restored; anything else is reported as an
+        unknown outcome (``outcome_unknown``), never as a failed restore.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-call caddy.restore /var/backups/caddy-before.json
+        salt-call caddy.restore /var/backups/caddy-before.json timeout=60
     """
-    if isinstance(snap, str):
-        with open(snap, encoding="utf-8") as handle:
-            snap = json.load(handle)
-    if not isinstance(snap, dict) or "config" not in snap:
-        raise SaltInvocationError("restore needs a snapshot: {'config': ..., 'etag': ...} or the path of one")
-    return load(snap["config"] or {})
+    snap = _read_snapshot(snap)
+    target = _with_admin(snap["config"] or {})
+    if expect is None:
+        return _restore_write("POST", "/load", target, None, timeout)
+    expect = _with_admin(expect)
+    live = snapshot()
+    if live["config"] == target:
+        return True
+    if live["config"] != expect:
+        raise Superseded("another writer changed Caddy's config after this run wrote it: left as it is, not restored", 412)
+    try:
+        return _restore_write("POST", "/config/", target, live["etag"], timeout)
+    except EtagMismatch as exc:
+        raise Superseded("another writer changed Caddy's config just now: left as it is, not restored", 412) from exc
+
+
+def _restore_write(method, path, target, etag, timeout):
+    try:
+        _request(method, path, target, headers={"If-Match": etag} if etag else None, timeout=timeout)
+        return True
+    except AdminError as exc:
+        if exc.status != 0 or not exc.sent:  # refused, or never reached Caddy: it did not happen
+            raise
+        failure = exc
+    # No answer: Caddy may apply it anyway (it finishes a request whose client left). A read waits for a
+    # write in progress (rawCfgMu), but may come before Caddy starts on ours: look a few times.
+    for attempt in range(RESTORE_CHECKS):
+        time.sleep(0.2 * attempt)
+        try:
+            if snapshot()["config"] == target:
+                return True
+        except AdminError:
+            pass
+    unknown = AdminError(f"outcome unknown: Caddy did not answer the restore ({failure}) and its config is not the snapshot now", 0)
+    unknown.outcome_unknown = True
+    raise unknown
 
 
 def compile():  # the verb operators look for; shadows a builtin only inside this module

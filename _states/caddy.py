@@ -50,13 +50,19 @@ def _verify(tree, domains):
     return __salt__["caddy.check"](domains)
 
 
-def _roll_back(snap, failures):
+def _roll_back(snap, failures, written=None):
+    """Load ``snap`` back; with ``written`` (this run's config) only while Caddy still runs it."""
     lines = [f"{f['domain']}: {f['reason']}" for f in failures]
     try:
-        __salt__["caddy.restore"](snap)
+        __salt__["caddy.restore"](snap, expect=written)
         outcome = "restored the config from before this run"
     except CommandExecutionError as exc:
-        outcome = f"AND restoring the previous config failed: {exc}"
+        if getattr(exc, "status", None) == 412:  # caddy.Superseded: another run committed after ours; its config stays
+            outcome = f"NOT restored: {exc}"
+        elif getattr(exc, "outcome_unknown", False):
+            outcome = f"restoring the previous config: {exc}"
+        else:
+            outcome = f"AND restoring the previous config failed: {exc}"
     return "post-write check failed, " + outcome + ":\n  " + "\n  ".join(lines)
 
 
@@ -107,7 +113,7 @@ def routes_managed(name):
         return hecate_state.fail(ret, str(exc))
     failures = _verify(tree, hecate_caddy.changed_domains(live, desired))
     if failures:
-        return hecate_state.fail(ret, _roll_back(snap, failures))
+        return hecate_state.fail(ret, _roll_back(snap, failures, written=desired))
     hecate_drift.record_applied(__opts__["cachedir"], desired)
     ret.update(changes=changes, comment=f"applied in one reload; {count} route(s) in place")
     return ret

@@ -19,10 +19,10 @@ A backend that is not configured in pillar shows one row ``{"state": "not config
 module is missing or whose API fails shows ``{"state": "error", "detail": ...}``: neither stops the rest.
 """
 
+import hecate_caddy
 import hecate_dns
 import hecate_nomad
 import hecate_schema
-import hecate_spec
 from hecate_spec import Report
 
 NOT_CONFIGURED = [{"state": "not configured"}]
@@ -57,7 +57,7 @@ def _dials(tree):
             parsed = hecate_schema.parse_backend(backend)
             if parsed["scheme"] == "consul":
                 continue
-            out.setdefault(hecate_spec.dial(parsed), []).append(route["service"])
+            out.setdefault(hecate_caddy.dial(parsed), []).append(route["service"])
     return out
 
 

@@ -128,6 +128,9 @@ class AdminAddress(Str):
         value = super().__call__(value, path, report)
         if not isinstance(value, str):
             return value
+        if "{" in value or "}" in value:  # Caddy expands placeholders in it (ParseNetworkAddress, admin.go)
+            report.error(path, "must not contain { or } (Caddy would read them as a placeholder)")
+            return value
         if value.startswith("unix/"):
             if not value.startswith("unix//"):
                 report.error(path, "a unix socket must be written unix//absolute/path")
@@ -209,6 +212,7 @@ CADDY = Map(
             default=dict,
         ),
         "stream_close_delay": Field(Duration(), default="5m"),
+        "consul_dns": HostPort(),  # DNS server for consul:// backends (Consul's DNS, e.g. 127.0.0.1:8600)
         "verify": Field(Map({"enabled": Field(Bool(), default=True), "timeout": Field(Int(1, 300), default=5)}), default=dict),
         "profiles": MapOf(PROFILE, key_spec=Str(pattern=NAME, what="profile name")),
         "routes": ListOf(ROUTE),

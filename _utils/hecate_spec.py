@@ -350,29 +350,3 @@ def route_backends(route):
 
 def route_service(route):
     return route.get("service") or route["domain"].replace("*", "wildcard").replace(".", "-")
-
-
-def dial(backend):
-    """A parsed backend as Caddy dials it (and lists it in /reverse_proxy/upstreams): ``host:port``, ``[v6]:port``."""
-    host = f"[{backend['host']}]" if ":" in backend["host"] else backend["host"]
-    return f"{host}:{backend['port']}"
-
-
-def caddy_upstream_fields(backends, tls_skip_verify=False):
-    """The reverse_proxy fields that say where Caddy dials parsed ``backends`` (one scheme): ``upstreams``,
-    or ``dynamic_upstreams`` for ``consul://`` (SRV without a port, A records with one), plus the TLS
-    transport for ``https://``. Shared by the routes' proxy and authentik's forward_auth to the outpost."""
-    scheme = backends[0]["scheme"]
-    fields = {}
-    if scheme == "consul":
-        backend = backends[0]
-        name = f"{backend['host']}.service.consul"
-        if backend["port"]:
-            fields["dynamic_upstreams"] = {"source": "a", "name": name, "port": str(backend["port"]), "refresh": "5s"}
-        else:
-            fields["dynamic_upstreams"] = {"source": "srv", "name": name, "refresh": "5s"}
-    else:
-        fields["upstreams"] = [{"dial": dial(b)} for b in backends]
-    if scheme == "https":
-        fields["transport"] = {"protocol": "http", "tls": {"insecure_skip_verify": True} if tls_skip_verify else {}}
-    return fields
