@@ -10,7 +10,7 @@ closed connection (no response, reset, EOF in the TLS handshake) is sent again, 
 all with a short backoff, before the route counts as failed.
 
 A protected route answers with authentik's redirect whether or not its backend lives, so for it the
-edge also requests each upstream at the address Caddy dials (``hecate_spec.dial``): a dead backend
+edge also requests each upstream at the address Caddy dials (``hecate_caddy.dial``): a dead backend
 behind auth fails the check like an unprotected one.
 """
 
@@ -156,7 +156,7 @@ class Prober:
             parsed = hecate_spec.parse_backend(backend)
             if parsed["scheme"] == "consul":
                 continue
-            address = hecate_spec.dial(parsed)
+            address = hecate_caddy.dial(parsed)
             try:
                 response = _exchange(
                     self._connect_upstream(parsed, route["tls_skip_verify"]),
