@@ -113,7 +113,7 @@ def test_invalid_pillar_touches_nothing(caddy, make_loaders, local_tree):
     bad["reverse_proxy"]["caddy"]["routes"][0]["backend"] = "ftp://x"
     result = converge(make_loaders({"hecate": bad}))
     assert result.result is False
-    assert "hecate:reverse_proxy:caddy:routes[0]:backend" in result.comment
+    assert "hecate:reverse_proxy:caddy:routes[0](hera.cybermonkey.dev):backend" in result.comment
     assert caddy.admin_requests() == []
 
 

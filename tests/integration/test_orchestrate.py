@@ -159,6 +159,6 @@ def test_an_invalid_pillar_stops_deploy_before_anything_is_touched(
     salt_call_cli.run("saltutil.refresh_pillar", wait=True)
     code, refused = deploy(salt_run_cli)
     assert code == 1 and refused["status"] == "not started"
-    assert "hecate:reverse_proxy:caddy:routes[0]:backend" in refused["error"]
+    assert "hecate:reverse_proxy:caddy:routes[0](hera.cybermonkey.dev):backend" in refused["error"]
     assert "Passed invalid arguments" not in refused["error"]
     assert edge_caddy.new_mutations() == [] and consul.writes == []
