@@ -412,7 +412,7 @@ def _check_caddy(tree, report):
             report.error(key(where, "profile"), f"unknown profile {quote(route['profile'])}; defined: {', '.join(sorted(profiles))}")
         parsed = [parse_backend(b) for b in route_backends(route)]
         for j, backend in enumerate(parsed):
-            if backend["scheme"] != "consul" and is_loopback(backend["host"]) and backend["port"] in admin_ports:
+            if backend["port"] in admin_ports and backend["scheme"] != "consul" and is_loopback(backend["host"]):
                 field = "backend" if route.get("backend") and j == 0 else "backends"
                 reason = f"is Caddy's admin API (port {backend['port']} on this machine): a route would publish it to the world"
                 report.error(key(where, field), f"{quote(route_backends(route)[j])} {reason}")

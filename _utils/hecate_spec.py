@@ -12,6 +12,7 @@ conf, HCL) are refused when they carry CR/LF, quotes or other control characters
 """
 
 import difflib
+import functools
 import ipaddress
 import re
 
@@ -395,6 +396,8 @@ def is_loopback(host):
     host = host.strip("[]").lower().rstrip(".")
     if host == "localhost" or host.endswith(".localhost") or host == "localhost.localdomain":
         return True
+    if ":" not in host and not host[-1:].isdigit():  # a DNS name: not an address (the cheap common case)
+        return False
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -474,6 +477,13 @@ def parse_hostport(value):
 
 # -- the grammar of pillar values shared by every backend (no imports: everything may use it) ----------
 def parse_backend(value):
+    """Parse a backend string (see :func:`_parse_backend`); a fresh dict each call (parsing is cached:
+    validation and compile of 5000 routes ask for each backend several times)."""
+    return dict(_parse_backend(value)) if isinstance(value, str) else _parse_backend(value)
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_backend(value):
     """Parse a backend string. Returns a dict ``{scheme, host, port}`` or raises ValueError(reason).
 
     ``host:port`` and ``http://host[:port]`` -> scheme http; ``https://host[:port]`` -> scheme https
