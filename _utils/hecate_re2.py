@@ -336,13 +336,28 @@ class _Parser:
         return ord({"a": "\a", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}.get(text, text))
 
 
+def _canonical(name):
+    """parse.go canonicalName: no ``_``, ``-`` or spaces; first letter upper-case, the rest lower-case."""
+    name = name.replace("_", "").replace("-", "").replace(" ", "")
+    return name[:1].upper() + name[1:].lower()
+
+
+CATEGORY_ALIASES = {_canonical(a) for a in (
+    "Cased_Letter Close_Punctuation Combining_Mark Connector_Punctuation Control Currency_Symbol Dash_Punctuation "
+    "Decimal_Number Enclosing_Mark Final_Punctuation Format Initial_Punctuation Letter Letter_Number Line_Separator "
+    "Lowercase_Letter Mark Math_Symbol Modifier_Letter Modifier_Symbol Nonspacing_Mark Number Open_Punctuation Other "
+    "Other_Letter Other_Number Other_Punctuation Other_Symbol Paragraph_Separator Private_Use Punctuation Separator "
+    "Space_Separator Spacing_Mark Surrogate Symbol Titlecase_Letter Unassigned Uppercase_Letter cntrl digit punct"
+).split()}  # unicode.CategoryAliases (Unicode's PropertyValueAliases for gc)  # fmt: skip
+
+
 def _known_table(name):
-    """parse.go unicodeTable after canonicalName: categories and the special tables exactly; script
-    and alias names by shape only (see the module docstring)."""
-    canonical = name.replace("_", "").replace("-", "").replace(" ", "")
+    """parse.go unicodeTable: the canonical name is a category, a special table, a category alias, or a
+    script. Go looks scripts up by the canonical name, so only one-word scripts (Greek, Han) are found
+    (Old_Italic is not: Caddy 2.11 refuses it too); a one-word script name is checked for shape only."""
+    canonical = _canonical(name)
     if not canonical:
         return False
-    canonical = canonical[0].upper() + canonical[1:].lower()
-    if canonical in SPECIAL_TABLES or canonical in {c[0] + c[1:].lower() for c in CATEGORIES}:
+    if canonical in SPECIAL_TABLES or canonical in CATEGORY_ALIASES or canonical in {_canonical(c) for c in CATEGORIES}:
         return True
-    return len(canonical) > 2 and canonical.isascii() and canonical.isalpha()
+    return canonical.isascii() and canonical.isalpha() and name.isalpha() and len(name) > 2

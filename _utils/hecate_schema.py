@@ -164,6 +164,9 @@ class TlsMode(Str):
         return super().__call__(value, path, report)
 
 
+# HTTP drops spaces around a field value (RFC 9110 5.5): the client would get another value than the pillar's.
+HEADER_VALUE = Str(pattern=r"\A[^ \t](.*[^ \t])?\Z", what="header value (no space at either end: HTTP drops it)")
+
 PROFILE = Map(
     {
         "block_headers": ListOf(Str(pattern=r"^[A-Za-z0-9-]+$", what="header name")),
@@ -172,7 +175,7 @@ PROFILE = Map(
         "block_query_params": ListOf(Str(pattern=r"^[A-Za-z0-9_.-]+$", what="query parameter name")),
         "block_user_agents": Regexp(),
         "encode": ListOf(Str(choices=["zstd", "gzip"]), unique=True),
-        "headers": MapOf(Str(), key_spec=Str(pattern=r"^[A-Za-z0-9-]+$", what="header name")),
+        "headers": MapOf(HEADER_VALUE, key_spec=Str(pattern=r"^[A-Za-z0-9-]+$", what="header name")),
     }
 )
 
