@@ -37,6 +37,13 @@ def run_cli(*files):
     return process.returncode, out_path.read_text(), err_path.read_text(), seconds, usage.ru_maxrss
 
 
+def validate_text(tmp_path, text):
+    """run_cli on one pillar file holding ``text``."""
+    sls = tmp_path / "hecate.sls"
+    sls.write_text(text)
+    return run_cli(sls)
+
+
 @pytest.mark.fault
 @pytest.mark.parametrize("payload", SANDBOX_ESCAPES, ids=range(len(SANDBOX_ESCAPES)))
 def test_jinja_in_a_pillar_file_cannot_run_code(payload, tmp_path):
@@ -48,9 +55,8 @@ def test_jinja_in_a_pillar_file_cannot_run_code(payload, tmp_path):
 
 def test_the_cli_refuses_the_issues_payload_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
-    sls = tmp_path / "hecate.sls"
-    sls.write_text(f"{{% set x = cycler.__init__.__globals__.os.popen('touch {marker}').read() %}}\nhecate: {{}}\n")
-    code, out, err, _, _ = run_cli(sls)
+    text = f"{{% set x = cycler.__init__.__globals__.os.popen('touch {marker}').read() %}}\nhecate: {{}}\n"
+    code, out, err, _, _ = validate_text(tmp_path, text)
     assert code == 2 and "sandboxed" in err and out == ""
     assert not marker.exists()
 
@@ -86,9 +92,7 @@ def test_plain_yaml_renderer_does_not_run_jinja():
 
 @pytest.mark.fault
 def test_alias_bomb_through_the_cli_is_fast_small_and_named(tmp_path):
-    sls = tmp_path / "bomb.sls"
-    sls.write_text(alias_bomb(where="terraform:\n    workdir: /srv/tf\n    vars:\n      x"))
-    code, out, err, seconds, usage = run_cli(sls)
+    code, out, err, seconds, usage = validate_text(tmp_path, alias_bomb(where="terraform:\n    workdir: /srv/tf\n    vars:\n      x"))
     assert code == 1, err
     assert "error: hecate:terraform:vars:x" in out and "expands to more than" in out
     assert len(out) + len(err) < 2000
@@ -97,23 +101,19 @@ def test_alias_bomb_through_the_cli_is_fast_small_and_named(tmp_path):
 
 
 def test_duplicate_key_is_refused_with_line_and_column(tmp_path):
-    sls = tmp_path / "dup.sls"
-    sls.write_text("hecate:\n  global:\n    domain: a.example.org\n    domain: b.example.org\n")
-    code, _, err, _, _ = run_cli(sls)
+    code, _, err, _, _ = validate_text(tmp_path, "hecate:\n  global:\n    domain: a.example.org\n    domain: b.example.org\n")
     assert code == 2
     assert "line 4, column 5: duplicate key 'domain'" in err
 
 
 def test_a_dns_only_pillar_is_valid(tmp_path):
-    sls = tmp_path / "dns.sls"
-    sls.write_text("hecate:\n  dns: {zone: example.org, token: t, targets: {ipv4: [203.0.113.1]}}\n")
-    code, out, err, _, _ = run_cli(sls)
+    code, out, err, _, _ = validate_text(tmp_path, "hecate:\n  dns: {zone: example.org, token: t, targets: {ipv4: [203.0.113.1]}}\n")
     assert (code, out.strip()) == (0, "valid: 0 route(s), environment production"), err
 
 
 def test_errors_exit_1_with_key_paths(tmp_path):
-    sls = tmp_path / "bad.sls"
-    sls.write_text("hecate:\n  reverse_proxy:\n    caddy:\n      routes:\n        - {domain: app.example.org, backnd: x}\n")
-    code, out, _, _, _ = run_cli(sls)
+    code, out, _, _, _ = validate_text(
+        tmp_path, "hecate:\n  reverse_proxy:\n    caddy:\n      routes:\n        - {domain: app.example.org, backnd: x}\n"
+    )
     assert code == 1
     assert "error: hecate:reverse_proxy:caddy:routes[0](app.example.org):backnd: unknown key; did you mean 'backend'?" in out
