@@ -27,6 +27,7 @@ cannot be read or rendered.
 
 import argparse
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -60,12 +61,23 @@ class _SaltFunctions(dict):
 
 
 class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox, plus bounds on the numbers that make big strings, lists or ints."""
+    """Jinja's immutable sandbox, plus bounds on what makes big strings, lists or ints: numbers given to
+    calls and filters, ``*`` and ``**`` and ``%``."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.filters = {name: _bounded(function) for name, function in self.filters.items()}
 
     def call_binop(self, context, operator, left, right):
         _small(left, right)
+        if operator == "**" and isinstance(right, int) and abs(right) > 1000:
+            raise jinja2.sandbox.SecurityError("an exponent above 1000 is refused in a pillar template")
+        if operator == "*":
+            for sequence, count in ((left, right), (right, left)):
+                if isinstance(sequence, (str, list, tuple)) and isinstance(count, int) and len(sequence) * count > MAX_RENDERED:
+                    raise jinja2.sandbox.SecurityError(f"a value of more than {MAX_RENDERED} items is refused in a pillar template")
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context, __obj, *args, **kwargs):  # jinja2's own signature (kwargs may be "self")
@@ -73,9 +85,22 @@ class _Sandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
         return super().call(__context, __obj, *args, **kwargs)
 
 
+def _bounded(function):
+    """A filter that refuses big numbers among its arguments (``center(10**9)`` would build 1 GB)."""
+
+    @functools.wraps(function)  # keeps jinja_pass_arg (pass_context, pass_environment)
+    def bounded(*args, **kwargs):
+        _small(*args, *kwargs.values())
+        return function(*args, **kwargs)
+
+    return bounded
+
+
 def _small(*values):
     for value in values:
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+        if isinstance(value, (tuple, list)) and len(value) < 100:  # "%" arguments, filter argument lists
+            _small(*(v for v in value if not isinstance(v, (tuple, list))))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
             raise jinja2.sandbox.SecurityError(f"number {quote(value)} is above {MAX_NUMBER}: refused in a pillar template")
 
 
@@ -128,7 +153,7 @@ def render_text(text, pillar=None, grains=None):
             raise RenderError(f"Jinja refused (sandboxed: no code runs): {_short(exc)}") from None
         except jinja2.TemplateSyntaxError as exc:
             raise RenderError(f"Jinja syntax error on line {exc.lineno}: {_short(exc.message)}") from None
-        except (jinja2.TemplateError, TimeoutError, ArithmeticError, TypeError, ValueError) as exc:
+        except (jinja2.TemplateError, TimeoutError, ArithmeticError, TypeError, ValueError, MemoryError, RecursionError) as exc:
             raise RenderError(f"Jinja failed: {_short(exc)}") from None
     try:
         data = yaml.load(text, Loader=SaltYamlSafeLoader)  # noqa: S506 - Salt's loader is a SafeLoader
