@@ -10,8 +10,9 @@ that make it safe to run on anyone's file (docs/security.md):
 
 - Jinja runs in a sandbox (``jinja2.sandbox.ImmutableSandboxedEnvironment``): no attribute that starts
   with ``_`` (so no ``cycler.__init__.__globals__.os``), no mutation of data, ranges of at most 100000,
-  no number above MAX_NUMBER as an argument or a ``*``/``**`` operand, rendered text of at most
-  MAX_RENDERED characters, RENDER_SECONDS of rendering at most.
+  no number above MAX_NUMBER given to a call, a filter, ``*`` or ``%``, no exponent above 1000, no ``*``
+  that makes more than MAX_RENDERED items, rendered text of at most MAX_RENDERED characters,
+  RENDER_SECONDS of rendering at most.
 - ``salt[...]`` calls (the seed's ``salt['vault.read_secret'](...)``) render to placeholder strings: no
   execution module runs, no secret is fetched, no network is used.
 - Renderers: none given, ``#!jinja|yaml``, ``#!yaml_jinja`` and ``#!yaml``. Any other (``#!py``,
