@@ -18,7 +18,7 @@ that make it safe to run on anyone's file (docs/security.md):
 - Renderers: none given, ``#!jinja|yaml``, ``#!yaml_jinja`` and ``#!yaml``. Any other (``#!py``,
   ``#!pyobjects``, ``#!gpg``...) is refused: it would run Python or need keys.
 
-YAML is read by Salt's own loader (salt.utils.yamlloader.SaltYamlSafeLoader: a key twice in one
+YAML is read by Salt's own loader (salt.utils.yaml.SaltYamlSafeLoader: a key twice in one
 mapping is refused, as Salt refuses it), then the tree goes through ``hecate_schema.check``, whose
 first step bounds its size (YAML alias bombs), depth and keys.
 
@@ -39,9 +39,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling he
 import hecate_schema
 import jinja2
 import jinja2.sandbox
+import salt.utils.yaml  # not salt.utils.yamlloader first: that import order leaves salt.utils.yaml half-built
 import yaml
 from hecate_spec import quote
-from salt.utils.yamlloader import SaltYamlSafeLoader
 
 MAX_NUMBER = 10_000_000  # largest int a template may pass to a call or use with * and **
 MAX_RENDERED = 20_000_000  # characters of rendered text
@@ -157,7 +157,7 @@ def render_text(text, pillar=None, grains=None):
         except (jinja2.TemplateError, TimeoutError, ArithmeticError, TypeError, ValueError, MemoryError, RecursionError) as exc:
             raise RenderError(f"Jinja failed: {_short(exc)}") from None
     try:
-        data = yaml.load(text, Loader=SaltYamlSafeLoader)  # noqa: S506 - Salt's loader is a SafeLoader
+        data = yaml.load(text, Loader=salt.utils.yaml.SaltYamlSafeLoader)  # noqa: S506 - Salt's loader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
         raise RenderError(_yaml_message(exc)) from None
     except (yaml.YAMLError, RecursionError) as exc:

@@ -117,3 +117,11 @@ def test_errors_exit_1_with_key_paths(tmp_path):
     )
     assert code == 1
     assert "error: hecate:reverse_proxy:caddy:routes[0](app.example.org):backnd: unknown key; did you mean 'backend'?" in out
+
+
+def test_importing_the_cli_first_leaves_salts_yaml_whole():
+    """Salt's config loading (salt-master, salt-call) needs salt.utils.yaml.safe_load after hecate_cli was
+    imported first, as tests/support/pillars.py does (importing salt.utils.yamlloader first broke it)."""
+    code = "import hecate_cli, salt.utils.yaml; print(salt.utils.yaml.safe_load('a: 1'))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=CLI.parent, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "{'a': 1}", done.stderr[-500:]
