@@ -8,8 +8,8 @@ validator asks Go's rules, not Python's.
 src/regexp/syntax/parse.go (``parse``, ``parsePerlFlags``, ``parseRepeat``, ``repeat`` with
 ``repeatIsValid``, ``parseClass``, ``parseNamedClass``, ``parseUnicodeClass``, ``parseEscape``); it
 builds no tree. Not ported: the compiled-size and rune-count limits (unreachable with hecate's
-4096-character values) and the names of Unicode scripts in ``\\p{...}`` (checked for shape only; an
-unknown script is refused by Caddy's load, which changes nothing when it fails).
+4096-character values). Unicode table names are those of the Go that builds Caddy 2.11 (a newer Go may
+know more scripts; they are refused here until added to SCRIPTS).
 """
 
 MAX_REPEAT = 1000  # parse.go maxRepeat: any single count, and the product of nested counts
@@ -351,13 +351,26 @@ CATEGORY_ALIASES = {_canonical(a) for a in (
 ).split()}  # unicode.CategoryAliases (Unicode's PropertyValueAliases for gc)  # fmt: skip
 
 
+# unicode.Scripts of the Go that builds Caddy 2.11 whose key is already canonical (one word): Go looks a
+# script up by its canonical name, so Old_Italic or SignWriting are not found (Caddy refuses them too).
+SCRIPTS = set(
+    "Adlam Ahom Arabic Armenian Avestan Balinese Bamum Batak Bengali Bhaiksuki Bopomofo Brahmi Braille "
+    "Buginese Buhid Carian Chakma Cham Cherokee Chorasmian Common Coptic Cuneiform Cypriot Cyrillic "
+    "Deseret Devanagari Dogra Duployan Elbasan Elymaic Ethiopic Georgian Glagolitic Gothic Grantha Greek "
+    "Gujarati Gurmukhi Han Hangul Hanunoo Hatran Hebrew Hiragana Inherited Javanese Kaithi Kannada "
+    "Katakana Kawi Kharoshthi Khmer Khojki Khudawadi Lao Latin Lepcha Limbu Lisu Lycian Lydian Mahajani "
+    "Makasar Malayalam Mandaic Manichaean Marchen Medefaidrin Miao Modi Mongolian Mro Multani Myanmar "
+    "Nabataean Nandinagari Newa Nko Nushu Ogham Osage Osmanya Palmyrene Phoenician Rejang Runic "
+    "Samaritan Saurashtra Sharada Shavian Siddham Sinhala Sogdian Soyombo Sundanese Syriac Tagalog "
+    "Tagbanwa Takri Tamil Tangsa Tangut Telugu Thaana Thai Tibetan Tifinagh Tirhuta Toto Ugaritic Vai "
+    "Vithkuqi Wancho Yezidi Yi ".split()
+)
+
+
+TABLE_NAMES = SPECIAL_TABLES | CATEGORY_ALIASES | SCRIPTS | {_canonical(c) for c in CATEGORIES}
+
+
 def _known_table(name):
-    """parse.go unicodeTable: the canonical name is a category, a special table, a category alias, or a
-    script. Go looks scripts up by the canonical name, so only one-word scripts (Greek, Han) are found
-    (Old_Italic is not: Caddy 2.11 refuses it too); a one-word script name is checked for shape only."""
-    canonical = _canonical(name)
-    if not canonical:
-        return False
-    if canonical in SPECIAL_TABLES or canonical in CATEGORY_ALIASES or canonical in {_canonical(c) for c in CATEGORIES}:
-        return True
-    return canonical.isascii() and canonical.isalpha() and name.isalpha() and len(name) > 2
+    """parse.go unicodeTable: the canonical name is a category, a special table, a category alias or a
+    (one-word) script."""
+    return _canonical(name) in TABLE_NAMES

@@ -69,13 +69,14 @@ PATTERNS = [
     "((((((((((x{2}){2}){2}){2}){2}){2}){2}){2}){2}){2})", "(?:[a-z]{4}){0,251}", "a++", "a**", "a?*", "a+*", "a{1}*",
     # Python-only syntax
     r"\Z", r"\.php\Z", "(?=a)", "(?!a)", "(?<=a)b", "(?<!a)b", r"(a)\1", "(?P<n>a)(?P=n)", "(?>a)", "(?x) a", "(?#c)a",
-    r"\u00e9", r"\G", r"[\b]", "(?(1)a|b)", r"\e", r"\8", r"\C", "a{,2}{3}", r"\p{Nonexistent_Script_Q}", r"\pX", r"\p{Old_Italic}", r"\p{L&}",
+    r"\u00e9", r"\G", r"[\b]", "(?(1)a|b)", r"\e", r"\8", r"\C", "a{,2}{3}", r"\p{Nonexistent_Script_Q}", r"\pX", r"\p{Old_Italic}", r"\p{L&}", r"\p{Klingon}", r"\p{Garay}", r"\p{SignWriting}",
     # Go's onlyPerl and valid patterns Python refuses or reads differently
     "[a-b-c]", r"\Qabc\E", r"\Q*+?{[\E", "(?:a)", "(?P<name>a)", "(?<name>a)", r"\z", r"\pL", r"\p{Greek}", r"\PN",
     r"\p{^Greek}", "[[:alpha:]]", "[[:^alpha:]]", "[[:word:]]", "a{,2}", "a{", "x{1000}", "(?i)abc", "(?i-s:a)", "(?U)a*",
     r"\x{10FFFF}", r"\x41", r"\101", r"\0", "a*?", "a??", "^*", "()*", "[]a]", "[^]a]", "[a-]", r"\_", "(?:[a-z]{4}){0,250}",
     r"\.php\z", r"[\d\s\w]+", r"\p{greek}", r"\p{Letter}", r"\p{Uppercase_Letter}", r"\p{lu}", r"\pl", r"\p{Any}", r"\A/x\z", "(?s).*", r"[\p{Lu}\d]",
     hecate_schema.COMMON_PROFILE["block_path_regexp"], hecate_schema.COMMON_PROFILE["block_user_agents"],
+    "[" + "".join(f"\\p{{{name}}}" for name in sorted(hecate_re2.SCRIPTS)) + "]",  # every script hecate knows
 ]  # fmt: skip
 
 DURATIONS = ["10s", "1h30m", "1.5h", ".5s", "5.s", "500ms", "500us", "500\u00b5s", "500\u03bcs", "1d", "1.5d", "0", "-5s",
