@@ -358,7 +358,9 @@ def route_path(i, domain=None):
 def _name_routes(tree, report):
     """Put each route's domain into the key paths that name it by index (every check, whichever
     module made the path). Only a valid name is shown: the path must stay short and plain."""
-    routes = ((tree.get("reverse_proxy") or {}).get("caddy") or {}).get("routes") if isinstance(tree, dict) else None
+    routes = tree
+    for name in ("reverse_proxy", "caddy", "routes"):  # the raw tree: any of these may be of any type
+        routes = routes.get(name) if isinstance(routes, dict) else None
     if not isinstance(routes, list) or not (report.errors or report.warnings):
         return
     domains = {}
