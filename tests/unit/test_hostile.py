@@ -98,10 +98,10 @@ def alias_bomb(levels=9, fanout=9, where="global:\n  domain"):
 def test_alias_bomb_is_refused_fast_with_a_short_message(where, path):
     text = alias_bomb(where=where)
     assert len(text.encode()) < 900  # the were 795 and 893 bytes: 9^9 = 387 million leaves
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: the machine is shared
     _, report = hecate_schema.check(hecate_cli.render_text(text)["hecate"])
-    elapsed = time.perf_counter() - started
-    assert elapsed < 2, elapsed
+    elapsed = time.process_time() - started
+    assert elapsed < 2, elapsed  # measured: 0.002 s
     assert len(report.errors) == 1
     (where_found, reason) = report.errors[0]
     assert where_found.startswith(path) and "expands to more than" in reason
