@@ -3,6 +3,7 @@ test=True, rejection and rollback."""
 
 import copy
 import json
+import socket
 import threading
 
 import pytest
@@ -74,11 +75,13 @@ def test_unknown_host_gets_404_not_an_empty_200(seeded, local_tree):
 
 def test_rejected_config_keeps_old_routes_serving(seeded, local_tree, caddy, make_loaders):
     bad = copy.deepcopy(local_tree)
-    # Valid for Python's re (so the pillar validates) but not for Go's RE2: Caddy refuses the config.
-    bad["reverse_proxy"]["caddy"]["profiles"] = {"strict": {"block_path_regexp": "(?=/private)"}}
-    bad["reverse_proxy"]["caddy"]["routes"][1]["profile"] = "strict"
+    # A valid pillar Caddy cannot apply: its new HTTP port is taken (no validator can know that).
+    # (A Python-only regexp used to play this part; the validator now refuses it, as Go's RE2 would.)
+    taken = socket.create_server(("127.0.0.1", 0))
+    bad["reverse_proxy"]["caddy"]["ports"]["http"] = taken.getsockname()[1]
     before = caddy.config_bytes()
-    result = converge(make_loaders({"hecate": bad}))
+    with taken:
+        result = converge(make_loaders({"hecate": bad}))
     assert result.result is False
     assert "rejected" in result.comment and result.changes == {}
     assert caddy.config_bytes() == before
@@ -115,7 +118,7 @@ def test_invalid_pillar_touches_nothing(caddy, make_loaders, local_tree):
     bad["reverse_proxy"]["caddy"]["routes"][0]["backend"] = "ftp://x"
     result = converge(make_loaders({"hecate": bad}))
     assert result.result is False
-    assert "hecate:reverse_proxy:caddy:routes[0]:backend" in result.comment
+    assert "hecate:reverse_proxy:caddy:routes[0](hera.cybermonkey.dev):backend" in result.comment
     assert caddy.admin_requests() == []
 
 

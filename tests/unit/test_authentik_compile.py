@@ -73,15 +73,15 @@ def test_unknown_authentik_key_is_named_with_a_suggestion():
 def test_unknown_auth_key_and_bad_mode():
     route = {**APP, "auth": {"groups": ["admins"], "mode": "forward_all", "gruops": []}}
     errors = errors_of(lab([route]))
-    assert "forward_single" in errors["hecate:reverse_proxy:caddy:routes[0]:auth:mode"]
-    assert "did you mean 'groups'" in errors["hecate:reverse_proxy:caddy:routes[0]:auth:gruops"]
+    assert "forward_single" in errors["hecate:reverse_proxy:caddy:routes[0](app.example.org):auth:mode"]
+    assert "did you mean 'groups'" in errors["hecate:reverse_proxy:caddy:routes[0](app.example.org):auth:gruops"]
 
 
 def test_auth_route_without_authentik_is_refused():
     hecate = lab([APP])
     del hecate["authentik"]
     errors = errors_of(hecate)
-    assert "needs authentik" in errors["hecate:reverse_proxy:caddy:routes[0]:auth"]
+    assert "needs authentik" in errors["hecate:reverse_proxy:caddy:routes[0](app.example.org):auth"]
 
 
 def test_http_url_needs_allow_insecure():
@@ -93,28 +93,28 @@ def test_http_url_needs_allow_insecure():
 def test_authentiks_own_route_cannot_be_protected():
     route = {"domain": "auth.example.org", "backend": "10.0.0.9:9000", "service": "authentik", "auth": {"groups": ["x"]}}
     errors = errors_of(lab([route]))
-    assert "nobody could sign in" in errors["hecate:reverse_proxy:caddy:routes[0]:auth"]
+    assert "nobody could sign in" in errors["hecate:reverse_proxy:caddy:routes[0](auth.example.org):auth"]
 
 
 def test_group_names_refuse_quotes():
     errors = errors_of(lab([{**APP, "auth": {"groups": ['ad"mins']}}]))
-    assert "quote" in errors["hecate:reverse_proxy:caddy:routes[0]:auth:groups[0]"]
+    assert "quote" in errors["hecate:reverse_proxy:caddy:routes[0](app.example.org):auth:groups[0]"]
 
 
 def test_forward_domain_rules():
     a = {**APP, "auth": {"mode": "forward_domain", "groups": ["staff"]}}
     b = {"domain": "wiki.example.org", "backend": "10.0.0.6:80", "service": "wiki", "auth": {"mode": "forward_domain", "groups": ["ops"]}}
     errors = errors_of(lab([a, b]))
-    assert "must be the same" in errors["hecate:reverse_proxy:caddy:routes[1]:auth:groups"]
+    assert "must be the same" in errors["hecate:reverse_proxy:caddy:routes[1](wiki.example.org):auth:groups"]
     outside = {**a, "domain": "app.other.net"}
     errors = errors_of(lab([outside]))
-    assert "outside cookie_domain 'example.org'" in errors["hecate:reverse_proxy:caddy:routes[0]:auth"]
+    assert "outside cookie_domain 'example.org'" in errors["hecate:reverse_proxy:caddy:routes[0](app.other.net):auth"]
 
 
 def test_slug_length_is_checked():
     route = {**APP, "service": "s" * 60}
     errors = errors_of(lab([route]))
-    assert "slug" in errors["hecate:reverse_proxy:caddy:routes[0]:auth"]
+    assert "slug" in errors["hecate:reverse_proxy:caddy:routes[0](app.example.org):auth"]
 
 
 def test_auth_true_means_any_signed_in_user_and_false_means_open():
