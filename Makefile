@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Parallel workers for `make test`; a test file stays on one worker (--dist loadfile) so module- and
+# package-scoped stacks (the integration master + minion) start at most once per worker.
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup test lint unit demo demo-stop bench validate clean
 
@@ -29,7 +32,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	TMPDIR=/tmp $(VENV)/bin/pytest $(PYTEST_ARGS)
+	TMPDIR=/tmp $(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)

@@ -18,6 +18,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import hecate_caddy
+    import hecate_drift
     import hecate_schema
     import hecate_state
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
@@ -49,13 +50,19 @@ def _verify(tree, domains):
     return __salt__["caddy.check"](domains)
 
 
-def _roll_back(snap, failures):
+def _roll_back(snap, failures, written=None):
+    """Load ``snap`` back; with ``written`` (this run's config) only while Caddy still runs it."""
     lines = [f"{f['domain']}: {f['reason']}" for f in failures]
     try:
-        __salt__["caddy.restore"](snap)
+        __salt__["caddy.restore"](snap, expect=written)
         outcome = "restored the config from before this run"
     except CommandExecutionError as exc:
-        outcome = f"AND restoring the previous config failed: {exc}"
+        if getattr(exc, "status", None) == 412:  # caddy.Superseded: another run committed after ours; its config stays
+            outcome = f"NOT restored: {exc}"
+        elif getattr(exc, "outcome_unknown", False):
+            outcome = f"restoring the previous config: {exc}"
+        else:
+            outcome = f"AND restoring the previous config failed: {exc}"
     return "post-write check failed, " + outcome + ":\n  " + "\n  ".join(lines)
 
 
@@ -80,6 +87,8 @@ def routes_managed(name):
             live = snap["config"]
             desired = hecate_caddy.desired_config(live, tree)
             if desired == live:
+                if not hecate_state.test(__opts__):
+                    hecate_drift.record_applied(__opts__["cachedir"], live)
                 ret["comment"] = f"Caddy already serves the {count} pillar route(s); nothing sent"
                 return ret
             changes = hecate_caddy.diff(live, desired)
@@ -104,7 +113,8 @@ def routes_managed(name):
         return hecate_state.fail(ret, str(exc))
     failures = _verify(tree, hecate_caddy.changed_domains(live, desired))
     if failures:
-        return hecate_state.fail(ret, _roll_back(snap, failures))
+        return hecate_state.fail(ret, _roll_back(snap, failures, written=desired))
+    hecate_drift.record_applied(__opts__["cachedir"], desired)
     ret.update(changes=changes, comment=f"applied in one reload; {count} route(s) in place")
     return ret
 

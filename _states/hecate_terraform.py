@@ -28,7 +28,7 @@ def __virtual__():
     return hecate_state.virtual(__virtualname__, __salt__, "hecate_terraform.run")
 
 
-def applied(name, workdir=None, allow_delete=None, allow_replace=None):
+def applied(name, workdir=None, allow_delete=None, allow_replace=None, refresh=False):
     """Make the infrastructure match the pillar's terraform module; outputs are in ``changes``.
 
     name
@@ -37,11 +37,15 @@ def applied(name, workdir=None, allow_delete=None, allow_replace=None):
         Override ``hecate:terraform:workdir``.
     allow_delete / allow_replace
         Let the plan delete / replace resources (refused by default).
+    refresh
+        Plan even when nothing changed since the last plan that found nothing to do (finds drift).
     """
     ret = hecate_state.ret(name)
     test = hecate_state.test(__opts__)
     try:
-        result = __salt__["hecate_terraform.run"](workdir=workdir, test=test, allow_delete=allow_delete, allow_replace=allow_replace)
+        result = __salt__["hecate_terraform.run"](
+            workdir=workdir, test=test, allow_delete=allow_delete, allow_replace=allow_replace, refresh=refresh
+        )
     except (CommandExecutionError, SaltInvocationError) as exc:
         return hecate_state.fail(ret, f"terraform: {exc}")
     if test:

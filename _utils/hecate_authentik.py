@@ -1,6 +1,7 @@
 """authentik's part of hecate, pure (no I/O): the pillar schema of ``hecate:authentik`` and of a route's
 ``auth``, the semantic checks across them, the objects authentik must hold for the protected routes,
-the plan that turns a snapshot of authentik into those objects, and the Caddy JSON for forward auth.
+and the plan that turns a snapshot of authentik into those objects (the Caddy JSON for forward auth is
+hecate_caddy's).
 
 Ownership. hecate marks what it creates and only ever prunes what carries its mark:
 
@@ -567,83 +568,3 @@ def plan_changes(actions):
     put("providers", "deleted", list(actions["providers_delete"]))
     put("groups", "deleted", list(actions["groups_delete"]))
     return changes
-
-
-# -- Caddy -------------------------------------------------------------------------------------------------
-def _proxy_handler(upstream):
-    """A reverse_proxy handler to the outpost (``host:port``, ``http(s)://...`` or ``consul://...``)."""
-    return {"handler": "reverse_proxy", **hecate_spec.caddy_upstream_fields([hecate_spec.parse_backend(upstream)])}
-
-
-def strip_route():
-    """Delete every client-sent ``X-Authentik-*`` request header (the explicit list and a wildcard for any
-    future one): the backend must only ever see what the outpost vouched for."""
-    return {"handle": [{"handler": "headers", "request": {"delete": [*AK_HEADERS, "X-Authentik-*"]}}]}
-
-
-def forward_auth_handler(tree):
-    """Caddy's ``forward_auth`` expanded, as authentik documents it for Caddy (reference/caddy)."""
-    upstream = outpost_upstream(tree)
-    if upstream is None:
-        raise ValueError("no outpost upstream: set hecate:authentik:outpost:upstream or add authentik's route")
-    handler = _proxy_handler(upstream)
-    handler["rewrite"] = {"method": "GET", "uri": AUTH_URI}
-    handler["headers"] = {"request": {"set": {"X-Forwarded-Method": ["{http.request.method}"], "X-Forwarded-Uri": ["{http.request.uri}"]}}}
-    handler["handle_response"] = [
-        {
-            "match": {"status_code": [2]},
-            "routes": [
-                {
-                    "handle": [
-                        {
-                            "handler": "headers",
-                            "request": {"set": {name: [f"{{http.reverse_proxy.header.{name}}}"] for name in sorted(AK_HEADERS)}},
-                        }
-                    ]
-                }
-            ],
-        }
-    ]
-    trusted = section(tree).get("trusted_proxies")
-    if trusted:
-        handler["trusted_proxies"] = _expand_trusted(trusted)
-    return handler
-
-
-PRIVATE_RANGES = ["192.168.0.0/16", "172.16.0.0/12", "10.0.0.0/8", "127.0.0.1/8", "fd00::/8", "::1"]
-
-
-def _expand_trusted(items):
-    out = []
-    for item in items:
-        for cidr in PRIVATE_RANGES if item == "private_ranges" else [item]:
-            if cidr not in out:
-                out.append(cidr)
-    return out
-
-
-def caddy_auth_handlers(route, hecate_tree):
-    """The routes to put in a protected route's subroute before its reverse_proxy: strip the client's
-    ``X-Authentik-*`` headers, then forward auth to the outpost (2xx: copy its ``X-Authentik-*`` headers
-    onto the request and go on; anything else, like the 302 to the login flow, goes back to the client)."""
-    if not (route.get("auth") or route.get("auth") == {}):
-        return []
-    return [strip_route(), {"handle": [forward_auth_handler(hecate_tree)]}]
-
-
-def caddy_outpost_route(route, hecate_tree):
-    """Server-level routes placed before a protected route: ``/outpost.goauthentik.io/*`` on its host goes
-    to the outpost (sign-in callback, start, sign-out), ahead of forward auth, with the same stripping."""
-    if not (route.get("auth") or route.get("auth") == {}):
-        return []
-    upstream = outpost_upstream(hecate_tree)
-    if upstream is None:
-        raise ValueError("no outpost upstream: set hecate:authentik:outpost:upstream or add authentik's route")
-    return [
-        {
-            "@id": f"hecate_route_{_service(route)}.outpost",
-            "match": [{"host": [route["domain"]], "path": [OUTPOST_PATH]}],
-            "handle": [{"handler": "subroute", "routes": [strip_route(), {"handle": [_proxy_handler(upstream)]}]}],
-            "terminal": True,
-        }
-    ]

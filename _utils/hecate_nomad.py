@@ -52,7 +52,7 @@ STALLED = {
 
 # -- durations ------------------------------------------------------------------------------------
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d))+$")
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d))+$", re.ASCII)  # ASCII digits, as Go reads them
 
 
 def seconds(value):
@@ -66,7 +66,7 @@ def seconds(value):
         return value / 1e9
     if not _DURATION.match(str(value)):
         raise ValueError(f"not a duration: {value!r}")
-    return sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)", str(value)))
+    return sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)", str(value), re.ASCII))
 
 
 def go_duration(secs):

@@ -229,7 +229,7 @@ PILLAR_SCHEMA = Map(
         "render": Field(Bool(), default=True),
         "lockfile": Field(Str(choices=["auto", "readonly", "update"]), default="auto"),
         "lock_file_source": Str(pattern=r"^salt://[A-Za-z0-9_./-]+$", what="salt:// URL of a committed lock file"),
-        "lock_timeout": Field(Duration(), default="60s"),
+        "lock_timeout": Field(Duration(days=False), default="60s"),  # Go time.ParseDuration: no "d"
         "timeout": Field(Int(10, 86400), default=1800),
         "allow_delete": Field(Bool(), default=False),
         "allow_replace": Field(Bool(), default=False),

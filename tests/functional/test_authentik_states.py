@@ -182,7 +182,7 @@ def test_invalid_pillar_fails_before_any_request(ak):
     ak.reset_counts()
     result, _ = converge(ak, hecate)
     assert result.result is False
-    assert "hecate:reverse_proxy:caddy:routes[0]:auth:mode" in result.comment
+    assert "hecate:reverse_proxy:caddy:routes[0](s5app.example.org):auth:mode" in result.comment
     assert ak.requests == []
 
 

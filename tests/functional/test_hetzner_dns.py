@@ -470,7 +470,7 @@ def test_route_outside_the_zone_is_refused_before_any_request(hetzner, salt_load
     tree["reverse_proxy"]["caddy"]["routes"][0]["domain"] = "hera.example.com"
     result = converge(salt_loaders, dns_pillar(hetzner, tree))
     assert result.result is False
-    assert "hecate:reverse_proxy:caddy:routes[0]:domain: hera.example.com is outside every managed DNS zone" in result.comment
+    assert ":caddy:routes[0](hera.example.com):domain: hera.example.com is outside every managed DNS zone" in result.comment
     assert hetzner.requests == []
 
 

@@ -493,4 +493,4 @@ def test_whole_schema_reports_dns_problems_with_key_paths():
     tree["reverse_proxy"]["caddy"]["routes"][5]["dns"] = {"cname": "a.*.example.net"}
     _, report = hecate_schema.check(tree)
     assert ("hecate:dns:records[2]:ttl", "30 is out of range 60..2147483647") in report.errors
-    assert "hecate:reverse_proxy:caddy:routes[5]:dns" in paths(report.errors)
+    assert "hecate:reverse_proxy:caddy:routes[5](s3api.cybermonkey.dev):dns" in paths(report.errors)

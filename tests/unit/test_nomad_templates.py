@@ -88,7 +88,7 @@ def test_caddy_starts_from_the_compiled_bootstrap_with_resume(tree):
     expected = hecate_caddy.bootstrap_config(skeleton)  # the same compiler as the routes, without them
     expected["admin"]["listen"] = "127.0.0.1:2019"  # the seed's pillar: admin where the edge minion dials it
     assert json.loads(template["EmbeddedTmpl"]) == expected  # survives HCL quoting byte for byte
-    assert [r["@id"] for r in expected["apps"]["http"]["servers"]["hecate"]["routes"]] == ["hecate_catch_all"]
+    assert [r["@id"] for r in expected["apps"]["http"]["servers"]["hecate"]["routes"]] == [hecate_caddy.STRIP_ID, "hecate_catch_all"]
 
 
 def test_a_route_change_does_not_change_the_caddy_job(tree):
