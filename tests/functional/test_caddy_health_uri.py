@@ -5,44 +5,16 @@ a placeholder in it is never expanded, and hecate must not escape it either (an 
 sent as a backslash). Proved on the real binary (issue 15)."""
 
 import copy
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
+
+from tests.support.caddy import Backend
 
 URI = "/health{env.HOME}?probe={env.HOME}"
 
 
-class Recording:
-    """A loopback backend answering 200 to everything and keeping every request path it got."""
-
-    def __init__(self):
-        paths = self.paths = []
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                paths.append(self.path)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.port = self.server.server_address[1]
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_a_placeholder_in_health_uri_reaches_the_backend_as_written(caddy, make_loaders, local_tree):
-    backend = Recording()
+    backend = Backend("health").start()
     try:
         tree = copy.deepcopy(local_tree)
         tree["reverse_proxy"]["caddy"]["routes"] = [
