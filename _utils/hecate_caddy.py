@@ -107,7 +107,13 @@ def upstream_fields(backends, caddy, tls_skip_verify=False):
         if backend["port"]:
             dynamic.update(source="a", port=str(backend["port"]))
         if caddy.get("consul_dns"):
-            dynamic["resolver"] = {"addresses": [caddy["consul_dns"]]}
+            resolver = {"addresses": [caddy["consul_dns"]]}
+            dynamic["resolver"] = resolver
+            if not backend["port"]:
+                # SRV answers name targets (<node>.node.<dc>.consul, <hex>.addr.<dc>.consul) that Caddy dials
+                # through its transport (SRVUpstreams.GetUpstreams in reverseproxy/upstreams.go): resolve them
+                # with Consul's DNS too (HTTPTransport.Resolver, reverseproxy/httptransport.go)
+                fields["transport"] = {"protocol": "http", "resolver": resolver}
         fields["dynamic_upstreams"] = dynamic
     else:
         fields["upstreams"] = [{"dial": dial(b)} for b in backends]
@@ -116,11 +122,49 @@ def upstream_fields(backends, caddy, tls_skip_verify=False):
     return fields
 
 
-def reverse_proxy(route, caddy):
-    backends = [hecate_spec.parse_backend(b) for b in hecate_spec.route_backends(route)]
+# The services hecate runs on Nomad that Caddy proxies to: the Consul service each job registers
+# (salt/hecate/nomad/authentik.nomad.j2, helen-bridge.nomad.j2) and the request headers the seed's Caddyfile
+# set on the way (hecate-reverse-proxy.nomad: ``header_up X-Forwarded-Source "hecate-cloud"``,
+# ``header_up X-Original-Host {host}``). hecate's own constants, not pillar strings: the placeholder is meant
+# to expand (the request's Host).
+NOMAD_SERVICES = {
+    "authentik": {"consul": "authentik-server"},
+    "helen": {
+        "consul": "helen-bridge",
+        "headers": {"X-Forwarded-Source": ["hecate-cloud"], "X-Original-Host": ["{http.request.host}"]},
+    },
+}
+
+
+def nomad_service(route, tree):
+    """The :data:`NOMAD_SERVICES` entry Caddy reaches ``route`` through, or None: authentik's route
+    (``service`` = ``hecate:authentik:service``) and the ``service: helen`` route (the one the helen-bridge
+    job forwards to), only when the pillar gives Caddy Consul's DNS (``consul_dns``; the jobs' ports are
+    dynamic, only Consul knows them). A route whose backend is already ``consul://`` is kept as written."""
+    if not caddy_settings(tree).get("consul_dns"):
+        return None
+    if any(b.startswith("consul://") for b in hecate_spec.route_backends(route)):
+        return None
+    if route.get("service") == hecate_authentik.section(tree)["service"]:
+        return NOMAD_SERVICES["authentik"]
+    return NOMAD_SERVICES["helen"] if route.get("service") == "helen" else None
+
+
+def route_upstreams(route, tree):
+    """The backends Caddy dials for ``route``: its Nomad job's Consul service, else the pillar's."""
+    service = nomad_service(route, tree)
+    return [f"consul://{service['consul']}"] if service else hecate_spec.route_backends(route)
+
+
+def reverse_proxy(route, tree):
+    caddy = caddy_settings(tree)
+    backends = [hecate_spec.parse_backend(b) for b in route_upstreams(route, tree)]
     handler = {"handler": "reverse_proxy", "stream_close_delay": caddy["stream_close_delay"]}
     scheme = backends[0]["scheme"]
     handler.update(upstream_fields(backends, caddy, route["tls_skip_verify"]))
+    headers = (nomad_service(route, tree) or {}).get("headers")
+    if headers:
+        handler["headers"] = {"request": {"set": {name: list(values) for name, values in headers.items()}}}
     if len(backends) > 1 or scheme == "consul":
         handler["load_balancing"] = {"selection_policy": {"policy": route["lb_policy"]}, "try_duration": "2s"}
     health = route.get("health")
@@ -145,6 +189,10 @@ def _proxy_to(upstream, caddy):
 
 
 def _outpost_upstream(tree):
+    """``outpost.upstream`` when set, else where Caddy reaches authentik's route (its Nomad service or backend)."""
+    route = hecate_authentik.authentik_route(tree)
+    if not hecate_authentik.section(tree)["outpost"].get("upstream") and route is not None:
+        return route_upstreams(route, tree)[0]
     upstream = hecate_authentik.outpost_upstream(tree)
     if upstream is None:
         raise ValueError("no outpost upstream: set hecate:authentik:outpost:upstream or add authentik's route")
@@ -239,7 +287,7 @@ def compile_route(route, tree, shared=None):
         if "auth" not in shared:
             shared["auth"] = auth_handlers(route, tree)
         inner.extend(shared["auth"])
-    inner.append({"handle": [*handlers, reverse_proxy(route, caddy)]})
+    inner.append({"handle": [*handlers, reverse_proxy(route, tree)]})
     return {
         "@id": route_id(route),
         "match": [{"host": [route["domain"]]}],
