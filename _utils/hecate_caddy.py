@@ -122,16 +122,17 @@ def upstream_fields(backends, caddy, tls_skip_verify=False):
     return fields
 
 
-# The services hecate runs on Nomad that Caddy proxies to: the Consul service each job registers
-# (salt/hecate/nomad/authentik.nomad.j2, helen-bridge.nomad.j2) and the request headers the seed's Caddyfile
-# set on the way (hecate-reverse-proxy.nomad: ``header_up X-Forwarded-Source "hecate-cloud"``,
-# ``header_up X-Original-Host {host}``). hecate's own constants, not pillar strings: the placeholder is meant
-# to expand (the request's Host).
+# The services hecate runs on Nomad that Caddy proxies to, as the seed's Caddyfile did
+# (hecate-reverse-proxy.nomad): the Consul service each job registers (salt/hecate/nomad/authentik.nomad.j2,
+# helen-bridge.nomad.j2); for helen, the seed's ``header_up X-Forwarded-Source "hecate-cloud"`` and
+# ``header_up X-Original-Host {host}`` (hecate's own constants, not pillar strings: the placeholder is meant
+# to expand to the request's Host) and its fallback to helen's own address when the bridge is not in Consul.
 NOMAD_SERVICES = {
     "authentik": {"consul": "authentik-server"},
     "helen": {
         "consul": "helen-bridge",
         "headers": {"X-Forwarded-Source": ["hecate-cloud"], "X-Original-Host": ["{http.request.host}"]},
+        "fallback": True,
     },
 }
 
@@ -162,9 +163,14 @@ def reverse_proxy(route, tree):
     handler = {"handler": "reverse_proxy", "stream_close_delay": caddy["stream_close_delay"]}
     scheme = backends[0]["scheme"]
     handler.update(upstream_fields(backends, caddy, route["tls_skip_verify"]))
-    headers = (nomad_service(route, tree) or {}).get("headers")
-    if headers:
-        handler["headers"] = {"request": {"set": {name: list(values) for name, values in headers.items()}}}
+    service = nomad_service(route, tree) or {}
+    if service.get("headers"):
+        handler["headers"] = {"request": {"set": {name: list(values) for name, values in service["headers"].items()}}}
+    fallback = [hecate_spec.parse_backend(b) for b in hecate_spec.route_backends(route)] if service.get("fallback") else []
+    if fallback and all(b["scheme"] == "http" for b in fallback):
+        # Caddy dials the static upstreams when the dynamic lookup fails ("falling back to static upstreams",
+        # Handler.proxyLoopIteration in reverseproxy/reverseproxy.go): the seed's {{ else }} to helen's address
+        handler["upstreams"] = [{"dial": dial(b)} for b in fallback]
     if len(backends) > 1 or scheme == "consul":
         handler["load_balancing"] = {"selection_policy": {"policy": route["lb_policy"]}, "try_duration": "2s"}
     health = route.get("health")

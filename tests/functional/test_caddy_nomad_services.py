@@ -124,3 +124,23 @@ def test_authentik_and_helen_answer_through_their_consul_services(caddy, make_lo
     again = loaders.states.caddy.routes_managed(name="hecate_routes")
     assert again.result is True and again.changes == {}
     assert caddy.mutations() == mutations  # the second run writes nothing
+
+
+def test_helen_falls_back_to_its_own_address_when_the_bridge_is_not_in_consul(caddy, make_loaders, local_tree, backends, direct):
+    """The seed's ``{{ range service "helen-bridge" }} ... {{ else }} to 100.65.138.128:8009``: Consul knows no
+    helen-bridge (NXDOMAIN), Caddy falls back to the route's pillar backend, headers included."""
+    plain, _ = backends
+    dns = ConsulSrvDns({"authentik-server": ("hecate-production-app-1", plain["authentik"].port)})
+    try:
+        tree = copy.deepcopy(local_tree)
+        caddy_pillar = tree["reverse_proxy"]["caddy"]
+        caddy_pillar["consul_dns"] = dns.address
+        next(r for r in caddy_pillar["routes"] if r["service"] == "helen")["backend"] = f"127.0.0.1:{direct.port}"
+        result = make_loaders({"hecate": tree}).states.caddy.routes_managed(name="hecate_routes")
+        assert result.result is True, result.comment
+        status, _, body = get(caddy_pillar["ports"]["http"], "cybermonkey.dev")
+        assert (status, backend_of(body)) == (200, "direct")
+        assert json.loads(body.decode())["headers"]["x-forwarded-source"] == "hecate-cloud"
+        assert ("helen-bridge.service.consul", SRV) in dns.queries  # asked Consul first
+    finally:
+        dns.stop()

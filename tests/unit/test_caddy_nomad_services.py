@@ -33,11 +33,12 @@ def test_with_consul_dns_authentik_and_helen_go_through_their_jobs_consul_servic
     resolver = {"addresses": [CONSUL_DNS]}
     for service, consul in (("authentik", "authentik-server"), ("helen", "helen-bridge")):
         proxy = proxy_of(by_service(config, service))
-        assert "upstreams" not in proxy
         # SRV: the jobs' ports are dynamic; the SRV targets are resolved through Consul's DNS too
         assert proxy["dynamic_upstreams"] == {"source": "srv", "name": f"{consul}.service.consul", "refresh": "5s", "resolver": resolver}
         assert proxy["transport"] == {"protocol": "http", "resolver": resolver}
-    assert "headers" not in proxy_of(by_service(config, "authentik"))
+    authentik, helen = proxy_of(by_service(config, "authentik")), proxy_of(by_service(config, "helen"))
+    assert "headers" not in authentik and "upstreams" not in authentik  # the seed's authentik had no fallback
+    assert helen["upstreams"] == [{"dial": "100.65.138.128:8009"}]  # the seed's {{ else }}: helen's own address
     assert proxy_of(by_service(config, "grafana"))["upstreams"] == [{"dial": "100.65.138.128:8069"}]  # not a Nomad job
 
 
@@ -49,6 +50,15 @@ def test_helens_headers_are_what_caddy_makes_of_the_seeds_header_up_lines():
     )
     theirs = adapted["apps"]["http"]["servers"]["srv0"]["routes"][0]["handle"][0]["routes"][0]["handle"][0]
     assert proxy_of(by_service(hecate_caddy.bootstrap_config(with_consul_dns()), "helen"))["headers"] == theirs["headers"]
+
+
+def test_helen_over_https_has_no_static_fallback():
+    """The transport (TLS) is per handler: an https fallback would make Caddy speak TLS to the bridge."""
+    raw = seed_tree()
+    raw["reverse_proxy"]["caddy"]["routes"][-1]["backend"] = "https://helen.example.org"
+    helen = proxy_of(by_service(hecate_caddy.bootstrap_config(with_consul_dns(raw)), "helen"))
+    assert "upstreams" not in helen and "tls" not in helen["transport"]
+    assert helen["dynamic_upstreams"]["name"] == "helen-bridge.service.consul"
 
 
 def test_a_consul_backend_written_in_pillar_is_kept_as_written():
