@@ -146,9 +146,10 @@ def nomad_service(route, tree):
         return None
     if any(b.startswith("consul://") for b in hecate_spec.route_backends(route)):
         return None
-    if route.get("service") == hecate_authentik.section(tree)["service"]:
+    service = hecate_spec.route_service(route)
+    if service == hecate_authentik.section(tree)["service"]:
         return NOMAD_SERVICES["authentik"]
-    return NOMAD_SERVICES["helen"] if route.get("service") == "helen" else None
+    return NOMAD_SERVICES["helen"] if service == "helen" else None
 
 
 def route_upstreams(route, tree):
@@ -197,9 +198,9 @@ def _proxy_to(upstream, caddy):
 def _outpost_upstream(tree):
     """``outpost.upstream`` when set, else where Caddy reaches authentik's route (its Nomad service or backend)."""
     route = hecate_authentik.authentik_route(tree)
-    if not hecate_authentik.section(tree)["outpost"].get("upstream") and route is not None:
-        return route_upstreams(route, tree)[0]
-    upstream = hecate_authentik.outpost_upstream(tree)
+    explicit = hecate_authentik.section(tree)["outpost"].get("upstream")
+    upstreams = route_upstreams(route, tree) if route is not None and not explicit else []
+    upstream = upstreams[0] if upstreams else hecate_authentik.outpost_upstream(tree)
     if upstream is None:
         raise ValueError("no outpost upstream: set hecate:authentik:outpost:upstream or add authentik's route")
     return upstream
