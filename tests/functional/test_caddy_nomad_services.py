@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from tests.conftest import assert_no_violations
+from tests.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
 from tests.support.caddy import Backend
 from tests.support.consul_dns import SRV, A, ConsulDns
 from tests.support.http import backend_of, get
@@ -88,3 +90,35 @@ def test_helen_falls_back_to_its_own_address_when_the_bridge_is_not_in_consul(ca
         assert ("helen-bridge.service.consul", SRV) in dns.queries  # asked Consul first
     finally:
         dns.stop()
+
+
+def test_forward_auth_reaches_authentiks_outpost_through_consul(caddy, make_loaders, local_tree, backends, direct):
+    """No ``outpost.upstream``: Caddy asks the outpost where it reaches authentik, ``authentik-server`` in
+    Consul, not the route's pillar backend (a server that is not authentik)."""
+    plain, _ = backends
+    with AuthentikEmulator(SPEC_VERSIONS[-1]) as ak:
+        dns = ConsulDns({"authentik-server": ("hecate-production-app-1", ak.port)})
+        try:
+            tree = copy.deepcopy(local_tree)
+            caddy_pillar = tree["reverse_proxy"]["caddy"]
+            caddy_pillar["consul_dns"] = dns.address
+            routes = {r["service"]: r for r in caddy_pillar["routes"]}
+            routes["authentik"]["backend"] = f"127.0.0.1:{direct.port}"
+            routes["grafana"]["auth"] = {"groups": ["ops"]}
+            tree["authentik"].update({"url": ak.url, "token": "ak-emulator-token", "allow_insecure_endpoint": True})
+            loaders = make_loaders({"hecate": tree})
+            assert loaders.states.authentik.protected_routes(name="protect").result is True
+            result = loaders.states.caddy.routes_managed(name="routes")
+            assert result.result is True, result.comment
+            ak.add_user("alice", groups=["ops"])
+            port = caddy_pillar["ports"]["http"]
+
+            status, headers, _ = get(port, "observe.cybermonkey.dev")  # no session: the outpost sends to sign-in
+            assert status == 302 and headers["location"].startswith(f"{ak.url}/application/o/authorize/")
+            status, _, body = get(port, "observe.cybermonkey.dev", headers={"Cookie": ak.login("alice")})
+            assert (status, backend_of(body)) == (200, "grafana")
+            assert json.loads(body.decode())["headers"]["x-authentik-username"] == "alice"
+            assert direct.hits == 0 and plain["grafana"].hits
+        finally:
+            dns.stop()
+    assert_no_violations(ak)
