@@ -17,7 +17,9 @@ pillar string that lands in such a field goes through :func:`literal`; regular e
 compiles them without the replacer: ``MatchRegexp.Provision`` in ``modules/caddyhttp/matchers.go``), nor does
 the active health check's ``uri`` (``url.Parse`` in ``ActiveHealthChecks.Provision``, ``healthchecks.go``).
 
-All the Caddy JSON hecate writes is produced here, forward auth to authentik's outpost included.
+All the Caddy JSON hecate writes is produced here, forward auth to authentik's outpost included. With
+``consul_dns`` set, authentik's and helen's routes go through the Consul services of the Nomad jobs hecate
+deploys for them (:data:`NOMAD_SERVICES`), as the seed's Caddyfile did.
 """
 
 import ipaddress
