@@ -406,12 +406,11 @@ def route_summary(route):
     """Domain and upstreams of a compiled route: what a human wants to see in a diff."""
     hosts = [h for m in route.get("match", []) for h in m.get("host", [])]
     proxy = _backend_proxy(route)
-    if proxy is None:
-        upstreams = []
-    elif "dynamic_upstreams" in proxy:
-        upstreams = [f"{proxy['dynamic_upstreams']['source']}:{proxy['dynamic_upstreams']['name']}"]
-    else:
-        upstreams = [u.get("dial") for u in proxy.get("upstreams", [])]
+    upstreams = []
+    if proxy is not None and "dynamic_upstreams" in proxy:
+        upstreams.append(f"{proxy['dynamic_upstreams']['source']}:{proxy['dynamic_upstreams']['name']}")
+    if proxy is not None:  # static upstreams: the only ones, or the fallback of dynamic ones
+        upstreams.extend(u.get("dial") for u in proxy.get("upstreams", []))
     return {"hosts": hosts, "upstreams": upstreams}
 
 

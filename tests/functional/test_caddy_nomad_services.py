@@ -43,6 +43,10 @@ def test_authentik_and_helen_answer_through_their_consul_services(caddy, make_lo
         if route["service"] in ("authentik", "helen"):
             route["backend"] = f"127.0.0.1:{direct.port}"  # the pillar's direct address: not what Caddy dials
     loaders = make_loaders({"hecate": tree})
+    plan = loaders.states.caddy.routes_managed(name="hecate_routes", test=True)
+    assert plan.result is None and caddy.mutations() == []  # test=True: the plan, nothing written
+    assert plan.changes["added"]["hecate_route_helen"]["upstreams"] == ["srv:helen-bridge.service.consul", f"127.0.0.1:{direct.port}"]
+    assert plan.changes["added"]["hecate_route_authentik"]["upstreams"] == ["srv:authentik-server.service.consul"]
     result = loaders.states.caddy.routes_managed(name="hecate_routes")
     assert result.result is True, result.comment
     port = caddy_pillar["ports"]["http"]
