@@ -405,12 +405,10 @@ def owned_routes(config):
 def route_summary(route):
     """Domain and upstreams of a compiled route: what a human wants to see in a diff."""
     hosts = [h for m in route.get("match", []) for h in m.get("host", [])]
-    proxy = _backend_proxy(route)
-    upstreams = []
-    if proxy is not None and "dynamic_upstreams" in proxy:
-        upstreams.append(f"{proxy['dynamic_upstreams']['source']}:{proxy['dynamic_upstreams']['name']}")
-    if proxy is not None:  # static upstreams: the only ones, or the fallback of dynamic ones
-        upstreams.extend(u.get("dial") for u in proxy.get("upstreams", []))
+    proxy = _backend_proxy(route) or {}
+    dynamic = proxy.get("dynamic_upstreams")
+    upstreams = [f"{dynamic['source']}:{dynamic['name']}"] if dynamic else []
+    upstreams += [u.get("dial") for u in proxy.get("upstreams", [])]  # the only ones, or the dynamic ones' fallback
     return {"hosts": hosts, "upstreams": upstreams}
 
 
