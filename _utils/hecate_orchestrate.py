@@ -102,18 +102,32 @@ def _lines(diff, prefix=""):
         return [f"{prefix}{diff}"] if diff else []
     out = []
     for key, value in diff.items():
-        if isinstance(value, dict) and value and not ("old" in value or "new" in value):
-            if all(not isinstance(v, (dict, list)) or (isinstance(v, dict) and ("old" in v or "new" in v)) for v in value.values()):
-                out.append(f"{prefix}{key}: {', '.join(map(str, value))}")
+        if isinstance(value, dict) and value and not _is_object(value):
+            if all(_is_object(v) for v in value.values()):
+                out.append(f"{prefix}{key}: {', '.join(_label(k, v) for k, v in value.items())}")
             else:
                 out.extend(_lines(value, f"{prefix}{key} "))
         elif isinstance(value, list):
             out.append(f"{prefix}{key}: {', '.join(map(str, value))}")
         elif isinstance(value, dict):
-            out.append(f"{prefix}{key}")
+            out.append(f"{prefix}{_label(key, value)}")
         else:
             out.append(f"{prefix}{key}: {value}")
     return out
+
+
+def _is_object(value):
+    """One changed thing: a scalar, an old/new diff, or a route summary (it has hosts)."""
+    return not isinstance(value, (dict, list)) or (isinstance(value, dict) and bool({"old", "new", "hosts"} & set(value)))
+
+
+def _label(key, value):
+    """A route by its hosts (what the operator knows it by), anything else by its name."""
+    if isinstance(value, dict):
+        for side in (value, value.get("new"), value.get("old")):
+            if isinstance(side, dict) and side.get("hosts"):
+                return ", ".join(map(str, side["hosts"]))
+    return str(key)
 
 
 def overlay(live, recorded):

@@ -95,7 +95,12 @@ def test_targets_default_to_the_seed_grains(tree):
 
 def test_changes_count_things_not_states():
     changes = {
-        "edge-1": {"r": {"added": {"hecate_route_a": "a -> x", "hecate_route_b": "b -> y"}, "changed": {"hecate_route_c": "settings"}}},
+        "edge-1": {
+            "r": {
+                "added": {"hecate_route_a": {"hosts": ["a.example.org"]}, "hecate_route_b": {"hosts": ["b.example.org"]}},
+                "changed": {"hecate_route_c": {"old": {"hosts": ["c.example.org"]}, "new": {"hosts": ["c.example.org"]}}},
+            }
+        },
         "ctl": {
             "ak": {"providers": {"created": ["hecate-a", "hecate-b"]}, "applications": {"deleted": ["hecate-c"]}},
             "example.org": {"a.example.org A": {"old": None, "new": {"records": ["1.2.3.4"]}}, "b.example.org A": {"old": {}, "new": None}},
@@ -104,8 +109,9 @@ def test_changes_count_things_not_states():
     assert hecate_orchestrate.count_changes(changes) == 3 + 3 + 2
     lines = hecate_orchestrate.summarize(changes)
     assert "ctl: providers created: hecate-a, hecate-b" in lines
-    assert "edge-1: added: hecate_route_a, hecate_route_b" in lines
-    assert "ctl: a.example.org A, b.example.org A" in lines or any("a.example.org A" in line for line in lines)
+    assert "edge-1: added: a.example.org, b.example.org" in lines  # routes by host
+    assert "edge-1: changed: c.example.org" in lines
+    assert "ctl: a.example.org A" in lines and "ctl: applications deleted: hecate-c" in lines
 
 
 def test_the_pillar_commit_is_named_when_the_pillar_is_a_git_checkout(tmp_path):
