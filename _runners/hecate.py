@@ -229,7 +229,7 @@ def _apply(call, step, test, recorded=None, pillar=None):
 def _planned(tree, only=None):
     """Every enabled step's dry run (``state.apply ... test=True``), in run order; verify is skipped
     (it sends requests, not writes, but it tests the live state, not the plan)."""
-    planned = {}
+    planned, removed = {}, []
     with _Minions(tree) as call:
         for step in hecate_backends.steps(tree, only, verify=False):
             result = _apply(call, step, test=True)
@@ -239,6 +239,12 @@ def _planned(tree, only=None):
                 "changes": hecate_orchestrate.summarize(result["changes"]),
                 "problems": result["problems"],
             }
+            if step.name == "routes":
+                removed = hecate_orchestrate.removed_hosts(result["changes"])
+    dns = hecate_backends.BY_NAME["dns"]
+    if removed and hecate_backends.enabled(tree, dns) and not hecate_backends.prunes(tree, dns):
+        note = [f"{host}: its DNS record stays (hecate:dns:prune is off)" for host in removed]
+        planned.setdefault("dns", {"ok": True, "would_change": 0, "changes": [], "problems": []})["notes"] = note
     return planned
 
 

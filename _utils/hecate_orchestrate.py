@@ -97,6 +97,17 @@ def summarize(changes):
     return lines
 
 
+def removed_hosts(changes):
+    """The hosts of the routes a routes stage removes (``removed`` in ``caddy.routes_managed``'s changes)."""
+    hosts = set()
+    for states in changes.values():
+        for diff in states.values():
+            removed = diff.get("removed") if isinstance(diff, dict) else None
+            for route in (removed or {}).values():
+                hosts.update((route.get("hosts") or []) if isinstance(route, dict) else [])
+    return sorted(hosts)
+
+
 def _lines(diff, prefix=""):
     if not isinstance(diff, dict):
         return [f"{prefix}{diff}"] if diff else []

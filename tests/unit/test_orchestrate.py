@@ -114,6 +114,12 @@ def test_changes_count_things_not_states():
     assert "ctl: a.example.org A" in lines and "ctl: applications deleted: hecate-c" in lines
 
 
+def test_removed_routes_are_named_by_host():
+    changes = {"edge-1": {"r": {"removed": {"hecate_route_a": {"hosts": ["a.example.org"]}}, "added": {"x": {"hosts": ["x.org"]}}}}}
+    assert hecate_orchestrate.removed_hosts(changes) == ["a.example.org"]
+    assert hecate_orchestrate.removed_hosts({}) == []
+
+
 def test_the_pillar_commit_is_named_when_the_pillar_is_a_git_checkout(tmp_path):
     plain, repo = tmp_path / "plain", tmp_path / "repo"
     plain.mkdir()
