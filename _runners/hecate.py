@@ -345,7 +345,8 @@ def _effective(tree, run):
 
 
 def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=None):
-    """Take the deploy lock, record the run as running (``cas=0``), snapshot what undo needs."""
+    """Take the deploy lock and record the run as running (``cas=0``): from here on the run is recorded
+    whatever happens (success, failed, interrupted)."""
     settings, client, environment, prefix = _records(tree)
     run_id = run_id or hecate_lock.new_deployment_id()
     run = {"id": run_id, "kind": kind, "only": only, "recorded": recorded, "extra": extra or {}, "started": time.time()}
@@ -361,32 +362,19 @@ def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=N
     lock.acquire()
     try:
         successes = hecate_lock.list_records(client, environment, prefix, status="success", limit=1)
-        with _Minions(tree) as call:
-            before = {"caddy": _snapshots(call), "nomad": _nomad_versions(tree, call)}
         run.update(
             session=lock.session,
             lock_key=lock.key,
             steps=steps,
             previous=successes[-1]["id"] if successes else None,
-            before=before,
+            before={"caddy": {}, "nomad": {}},
             results={},
             applied=[],
             failure=None,
         )
-        hecate_lock.write_record(
-            client,
-            environment,
-            {
-                "kind": kind,
-                "status": "running",
-                "deployed_by": hecate_orchestrate.operator(__opts__),
-                "pillar": hecate_orchestrate.pillar_commit(__opts__),
-                "stages": {},
-                **run["extra"],
-            },
-            run_id,
-            prefix,
-        )
+        record = {"kind": kind, "status": "running", "deployed_by": hecate_orchestrate.operator(__opts__), "stages": {}}
+        record.update(pillar=hecate_orchestrate.pillar_commit(__opts__), **run["extra"])
+        hecate_lock.write_record(client, environment, record, run_id, prefix)
         hecate_orchestrate.save_run(__opts__, run)
     except BaseException:
         lock.release()
@@ -394,6 +382,13 @@ def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=N
     _HELD[run_id] = lock
     _event(f"{kind}/{run_id}/start", {"id": run_id, "stages": steps})
     return run
+
+
+def _snapshot(tree, run):
+    """What undo needs, read before the first write: Caddy's config on every edge, the Nomad versions."""
+    with _Minions(tree) as call:
+        run["before"] = {"caddy": _snapshots(call), "nomad": _nomad_versions(tree, call)}
+    hecate_orchestrate.save_run(__opts__, run)
 
 
 def _load(run_id):
@@ -514,6 +509,9 @@ def _release(client, run):
 def _finish(tree, run, status=None):
     """Write the run's record (success, failed with stage and reason, interrupted), release the lock."""
     _, client, environment, prefix = _records(tree)
+    missing = [name for name in run["steps"] if name not in run["results"]]
+    if not run["failure"] and missing and status != "interrupted":  # a step that never ran is not a success
+        run["failure"] = f"step(s) {', '.join(missing)} did not run"
     status = status or ("failed" if run["failure"] else "success")
     try:
         with _Minions(tree) as call:
@@ -544,8 +542,10 @@ def _finish(tree, run, status=None):
 def _drive(tree, kind, only=None, wait=None, recorded=None, extra=None, nomad_versions=None):
     """One whole run in this process: the same steps ``orchestrate.sls`` calls one by one.
     ``nomad_versions``: jobs to revert once the steps succeeded (a rollback), each revert checked."""
-    run = _begin(tree, kind, only=only, wait=wait, recorded=recorded, extra=extra)
+    run = None
     try:
+        run = _begin(tree, kind, only=only, wait=wait, recorded=recorded, extra=extra)
+        _snapshot(tree, run)
         for name in run["steps"]:
             _step(tree, run, name)
             if run["failure"]:
@@ -560,11 +560,14 @@ def _drive(tree, kind, only=None, wait=None, recorded=None, extra=None, nomad_ve
         if run["failure"] and tree["deployment"]["auto_rollback"]:
             _undo(tree, run)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C: one line, the lock released, the run recorded
+        if run is None:
+            return {"status": "interrupted", "error": "interrupted (Ctrl-C) before the run began: nothing was changed", "retcode": 1}
         summary = _finish(tree, run, status="interrupted")
         return {"id": run["id"], "status": "interrupted", "error": summary["error"], "retcode": 1}
     except BaseException:
-        run["failure"] = run["failure"] or "the run stopped on an internal error (see the master log)"
-        _finish(tree, run)
+        if run is not None:
+            run["failure"] = run["failure"] or "the run stopped on an internal error (see the master log)"
+            _finish(tree, run)
         raise
     return _finish(tree, run)
 
@@ -637,7 +640,9 @@ def begin(run, kind="orchestrate", wait=None, minion=None):
 
         salt-run hecate.begin run=20261202T101500Z-1a2b3c
     """
-    began = _begin(_tree(minion), kind, run_id=run, wait=wait)
+    tree = _tree(minion)
+    began = _begin(tree, kind, run_id=run, wait=wait)
+    _snapshot(tree, began)
     return {"id": began["id"], "status": "running", "steps": began["steps"], "retcode": 0}
 
 

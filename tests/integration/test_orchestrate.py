@@ -4,6 +4,7 @@ a real Caddy. The seed pillar enables the routes stage; tests/integration/test_f
 
 import copy
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -70,7 +71,9 @@ def test_deploy_from_nothing_then_the_second_deploy_changes_nothing(
     shown = salt_run_cli.run("hecate.show", first["id"])
     assert shown.returncode == 0, shown
     assert shown.data["pillar"]["commit"] == head and shown.data["deployed_by"].split("@")[0]
-    assert "tree" not in shown.data and any(line.startswith("added: ") for line in shown.data["stages"]["routes"]["changes"]), shown.data["stages"]
+    assert "tree" not in shown.data and any(line.startswith("added: ") for line in shown.data["stages"]["routes"]["changes"]), shown.data[
+        "stages"
+    ]
     http = edge_tree["reverse_proxy"]["caddy"]["ports"]["http"]
     assert backend_of(get(http, "cloud.cybermonkey.dev")[2]) == "nextcloud"
     mutations = edge_caddy.new_mutations()
@@ -269,3 +272,17 @@ def test_an_invalid_pillar_stops_deploy_before_anything_is_touched(
     assert edge_caddy.new_mutations() == [] and consul.writes == []
     refused_run = salt_run_cli.run("hecate.deploy")
     assert "Traceback" not in refused_run.stdout + refused_run.stderr  # the ext_pillar refuses without one
+
+
+def test_ctrl_c_is_one_line_releases_the_lock_and_records_the_run_as_interrupted(fresh, salt_run_cli, edge_caddy):
+    process = subprocess.Popen(salt_run_cli.cmdline("hecate.deploy"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    while not (lock_holder(fresh) and fresh.kv.get("hecate/deployments/", recurse=True)[1]):  # begun: locked, recorded
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert "Traceback" not in out + err and len(err.strip().splitlines()) <= 2, err
+    assert "interrupted" in out
+    assert lock_holder(fresh) is None
+    assert [h["status"] for h in salt_run_cli.run("hecate.history").data] == ["interrupted"]
