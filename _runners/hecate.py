@@ -264,6 +264,7 @@ def plan(only=None, minion=None):
     stages = _planned(_tree(minion), only)
     return {
         "stages": stages,
+        "order": hecate_orchestrate.timeline(stages),
         "would_change": sum(s["would_change"] for s in stages.values()),
         "retcode": 0 if all(s["ok"] for s in stages.values()) else 1,
     }
@@ -514,8 +515,10 @@ def _finish(tree, run, status=None):
         run["failure"] = f"step(s) {', '.join(missing)} did not run"
     status = status or ("failed" if run["failure"] else "success")
     try:
-        with _Minions(tree) as call:
-            versions = _nomad_versions(tree, call) if status == "success" else run["before"]["nomad"]
+        versions = run["before"]["nomad"]
+        if status == "success" and tree.get("nomad"):
+            with _Minions(tree) as call:
+                versions = _nomad_versions(tree, call)
         changes = {
             "status": status,
             "error": run["failure"]
@@ -523,6 +526,7 @@ def _finish(tree, run, status=None):
             else "interrupted (Ctrl-C) after: " + (", ".join(run["results"]) or "nothing"),
             "seconds": round(time.time() - run["started"], 2),
             "stages": run["results"],
+            "order": list(run["results"]),  # records are stored with sorted keys: the execution order
             "tree": hecate_orchestrate.strip_secrets(_effective(tree, run)),
             "nomad_versions": versions,
         }
@@ -534,7 +538,8 @@ def _finish(tree, run, status=None):
         hecate_orchestrate.drop_run(__opts__, run["id"])
     _event(f"{run['kind']}/{run['id']}/{'done' if status == 'success' else 'fail'}", {"id": run["id"], "status": status})
     summary = {k: stored[k] for k in ("id", "kind", "environment", "status", "error", "seconds", "stages", "rollback") if k in stored}
-    summary["stages"] = {name: {k: v for k, v in s.items() if k != "changes" or v} for name, s in summary.get("stages", {}).items()}
+    summary["stages"] = {name: {k: v for k, v in s.items() if k != "changes" or v} for name, s in run["results"].items()}
+    summary["order"] = hecate_orchestrate.timeline(run["results"])
     summary["retcode"] = 0 if status == "success" else 1
     return summary
 
@@ -779,6 +784,8 @@ def show(id, tree=False, minion=None):
     found.pop("_modify_index", None)
     if not tree:
         found.pop("tree", None)
+    stages = found.get("stages") or {}
+    found["order"] = hecate_orchestrate.timeline({name: stages[name] for name in found.get("order") or stages if name in stages})
     return found
 
 

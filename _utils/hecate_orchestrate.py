@@ -97,6 +97,22 @@ def summarize(changes):
     return lines
 
 
+def timeline(results):
+    """Step results (in execution order) -> one line per step, then its changes indented: Salt's outputters
+    sort mapping keys, so the order an operator reads is this list.
+    ``["terraform: ok, 0 changed (2.1 s)", "routes: FAILED (1.0 s): ...", "  added: app.example.org"]``"""
+    lines = []
+    for name, result in results.items():
+        state = "ok" if result.get("ok") else "FAILED"
+        seconds = f" ({result['seconds']} s)" if result.get("seconds") else ""
+        line = f"{name}: {state}, {result.get('changed', result.get('would_change', 0))} changed{seconds}"
+        if result.get("problems"):
+            line += ": " + "; ".join(result["problems"])
+        lines.append(line)
+        lines.extend(f"  {change}" for change in result.get("changes") or [])
+    return lines
+
+
 def removed_hosts(changes):
     """The hosts of the routes a routes stage removes (``removed`` in ``caddy.routes_managed``'s changes)."""
     hosts = set()

@@ -71,6 +71,10 @@ def test_seed_deploys_from_nothing_and_the_second_deploy_writes_nothing(stack, s
     # every step of the registry in its order (pinned in tests/unit/test_orchestrate.py): expand, switch, verify, contract
     assert list(stages) == [s.name for s in hecate_backends.steps(hecate_schema.validate(stack))]
     assert len(stages) == 10
+    shown = salt_run_cli.run("hecate.show", first.data["id"]).data
+    assert [line.split(":")[0] for line in shown["order"] if not line.startswith(" ")] == list(stages)  # execution order
+    assert any(line.startswith("  added: ") and "cloud.cybermonkey.dev" in line for line in shown["order"]), shown["order"]
+    assert shown["order"][0].startswith("terraform: ok, ")
     assert all(s["ok"] for s in stages.values())
 
     hz = emulators["hetzner"]

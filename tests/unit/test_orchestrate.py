@@ -114,6 +114,18 @@ def test_changes_count_things_not_states():
     assert "ctl: a.example.org A" in lines and "ctl: applications deleted: hecate-c" in lines
 
 
+def test_the_timeline_is_in_execution_order_with_changes_under_each_step():
+    results = {
+        "terraform": {"ok": True, "changed": 0, "seconds": 2.5, "changes": [], "problems": []},
+        "routes": {"ok": False, "changed": 1, "seconds": 1.0, "changes": ["added: a.example.org"], "problems": ["Caddy rejected"]},
+    }
+    assert hecate_orchestrate.timeline(results) == [
+        "terraform: ok, 0 changed (2.5 s)",
+        "routes: FAILED, 1 changed (1.0 s): Caddy rejected",
+        "  added: a.example.org",
+    ]
+
+
 def test_removed_routes_are_named_by_host():
     changes = {"edge-1": {"r": {"removed": {"hecate_route_a": {"hosts": ["a.example.org"]}}, "added": {"x": {"hosts": ["x.org"]}}}}}
     assert hecate_orchestrate.removed_hosts(changes) == ["a.example.org"]
