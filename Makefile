@@ -6,14 +6,16 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Parallel workers for `make test`; a test file stays on one worker (--dist loadfile) so module- and
+# package-scoped stacks (the integration master + minion) start at most once per worker.
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup test lint unit demo demo-stop bench validate clean
 
 $(STAMP): setup.cfg pyproject.toml requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $$($(PY) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(c["options"]["install_requires"])')
-	$(PIP) install -q -r requirements-test.txt
+	$(PIP) install -q $$($(PY) -c 'import configparser; c = configparser.ConfigParser(); c.read("setup.cfg"); print(c["options"]["install_requires"])') -r requirements-test.txt  # one resolve: requirements-test.txt pins the Salt the tests run on
 	@{ { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } && \
 	   { test -e /usr/lib/nginx/modules/ngx_stream_module.so || ! { PATH=$$PATH:/usr/sbin nginx -V 2>&1 | grep -q 'with-stream=dynamic'; }; }; } || { \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
@@ -30,7 +32,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	TMPDIR=/tmp $(VENV)/bin/pytest $(PYTEST_ARGS)
+	TMPDIR=/tmp $(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)

@@ -19,6 +19,7 @@ A 403 from authentik means the token is invalid, expired or lacks the permission
 not 401, to a bad token); the error says so.
 """
 
+import dataclasses
 import datetime
 import hashlib
 import logging
@@ -30,12 +31,10 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import hecate_http
-
-    HAS_HTTP = True
-    _IMPORT_ERROR = ""
-except ImportError as _exc:  # pragma: no cover - only without hecate's utils
-    HAS_HTTP = False
-    _IMPORT_ERROR = str(_exc)
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +84,13 @@ BINDING_FIELDS = ("policy", "group", "user", "target", "negate", "enabled", "ord
 
 
 def __virtual__():
-    if not HAS_HTTP:
-        return False, f"authentik: hecate's HTTP helper (hecate_http) is not importable: {_IMPORT_ERROR}"
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     return __virtualname__
 
 
 # -- the client ----------------------------------------------------------------------------------------------
-if HAS_HTTP:
+if not IMPORT_ERROR:
 
     class AuthentikClient(hecate_http.ApiClient):
         """hecate's ApiClient with authentik's error vocabulary and pagination."""
@@ -249,6 +248,177 @@ def whoami():
     return (_client().get("core/users/me/") or {}).get("user") or {}
 
 
+# -- resources as data ----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Resource:
+    """One kind of authentik object, described for the generic list/get/create/update/delete below.
+
+    ``key``: the natural key field; ``key_filter``: the list filter that narrows a lookup by it (matches
+    are then compared exactly); ``by_path``: the detail URL takes the natural key itself (authentik's
+    ``lookup_field``), so no lookup is needed; ``pk``: ``uuid`` or ``int``; ``fields``: what may be written;
+    ``refs``: written fields naming other objects (kind to resolve names or slugs to pks with);
+    ``always``: fields the vendor's ``validate()`` reads from the request itself, so every PATCH carries
+    them (DRF validates a partial update's fields alone); ``read``: query parameters for every read."""
+
+    label: str
+    endpoint: str
+    key: str = "name"
+    key_filter: str = None
+    by_path: bool = False
+    pk: str = "uuid"
+    fields: tuple = ()
+    refs: dict = dataclasses.field(default_factory=dict)
+    always: tuple = ()
+    read: dict = dataclasses.field(default_factory=dict)
+
+    def is_pk(self, ref):
+        if self.pk == "int":
+            return isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit())
+        return _is_uuid(ref)
+
+
+RESOURCES = {
+    "flow": Resource("flow", "flows/instances/", key="slug", by_path=True),
+    "group": Resource(
+        "group",
+        "core/groups/",
+        key_filter="name",
+        fields=("name", "is_superuser", "attributes", "users", "roles", "parents"),
+        refs={"parents": "group"},
+        read={"include_users": "false"},
+    ),
+    "expression_policy": Resource(
+        "expression policy", "policies/expression/", key_filter="name", fields=("name", "expression", "execution_logging")
+    ),
+    # authentik/providers/proxy/api.py ProxyProviderSerializer.validate: a request without mode is a
+    # mode=proxy request, which needs internal_host
+    "proxy_provider": Resource(
+        "proxy provider",
+        "providers/proxy/",
+        key_filter="name__iexact",
+        pk="int",
+        fields=PROVIDER_FIELDS,
+        refs={"authorization_flow": "flow", "invalidation_flow": "flow", "authentication_flow": "flow"},
+        always=("mode", "internal_host"),
+    ),
+    "application": Resource(
+        "application", "core/applications/", key="slug", by_path=True, fields=APPLICATION_FIELDS, refs={"provider": "proxy_provider"}
+    ),
+    # authentik/policies/api/bindings.py PolicyBindingSerializer.validate: target and exactly one of
+    # policy/user/group, read from the request
+    "policy_binding": Resource(
+        "policy binding",
+        "policies/bindings/",
+        key="pk",
+        fields=BINDING_FIELDS,
+        refs={"group": "group", "policy": "expression_policy"},
+        always=("target", "policy", "group", "user"),
+    ),
+    "outpost": Resource("outpost", "outposts/instances/", key_filter="name__iexact", fields=("name", "providers")),
+    "token": Resource("token", "core/tokens/", key="identifier", by_path=True),
+    "blueprint": Resource("blueprint instance", "managed/blueprints/", key_filter="name"),
+}
+
+
+def _detail(res, ref):
+    return f"{res.endpoint}{ref}/"
+
+
+def _list(kind, params=None):
+    res = RESOURCES[kind]
+    return _client().list(res.endpoint, {**res.read, **(params or {})})
+
+
+def _get(kind, ref):
+    """One object by pk or natural key, or None."""
+    res = RESOURCES[kind]
+    if res.is_pk(ref) or res.by_path:
+        try:
+            return _client().get(_detail(res, ref), params=res.read or None)
+        except hecate_http.ApiError as exc:
+            if _not_found(exc):
+                return None
+            raise
+    params = {res.key_filter: ref} if res.key_filter else {}
+    return next((o for o in _list(kind, params) if o.get(res.key) == ref), None)
+
+
+def _must(kind, ref):
+    found = _get(kind, ref)
+    if found is None:
+        res = RESOURCES[kind]
+        raise CommandExecutionError(f"authentik: there is no {res.label} with {res.key} {ref!r}")
+    return found
+
+
+def _pk(kind, ref):
+    """The pk for a pk or a natural key (a lookup only for the latter)."""
+    if ref is None:
+        return None
+    res = RESOURCES[kind]
+    if res.is_pk(ref):
+        return int(ref) if res.pk == "int" else ref
+    return _must(kind, ref)["pk"]
+
+
+def _body(kind, fields, what):
+    """The request body: writable fields only (unknown ones refused), None dropped, references to pks."""
+    res = RESOURCES[kind]
+    unknown = set(fields) - set(res.fields)
+    if unknown:
+        raise SaltInvocationError(f"authentik.{what}: unknown field(s) {', '.join(sorted(unknown))}")
+    body = {k: v for k, v in fields.items() if v is not None}
+    for field, target in res.refs.items():
+        if field in body:
+            value = body[field]
+            body[field] = [_pk(target, v) for v in value] if isinstance(value, list) else _pk(target, value)
+    if kind == "proxy_provider" and "property_mappings" in body:
+        body["property_mappings"] = _mapping_pks(body["property_mappings"])
+    if kind == "group" and "parents" in body:
+        _parents_for_version(body)
+    return body
+
+
+def _create(kind, fields, what):
+    return _client().json("POST", RESOURCES[kind].endpoint, json=_body(kind, fields, what))
+
+
+def _update(kind, ref, fields, what, current=None):
+    """PATCH the given fields; the ``always`` fields come along from ``current`` (read when not given)."""
+    res = RESOURCES[kind]
+    body = _body(kind, fields, what)
+    missing = [f for f in res.always if f not in body]
+    if missing or not (res.is_pk(ref) or res.by_path):
+        current = current or _must(kind, ref)
+        body.update({f: current[f] for f in missing if current.get(f) is not None})
+    path_id = ref if res.is_pk(ref) or res.by_path else current["pk"]
+    return _client().json("PATCH", _detail(res, path_id), json=body)
+
+
+def _delete(kind, ref):
+    """True when deleted, False when there was none."""
+    res = RESOURCES[kind]
+    if not (res.is_pk(ref) or res.by_path):
+        found = _get(kind, ref)
+        if found is None:
+            return False
+        ref = found["pk"]
+    try:
+        _client().request("DELETE", _detail(res, ref))
+    except hecate_http.ApiError as exc:
+        if _not_found(exc):
+            return False
+        raise
+    return True
+
+
+def _renamed(kwargs, alias, field):
+    kwargs = _kwargs(kwargs)
+    if alias in kwargs:
+        kwargs[field] = kwargs.pop(alias)
+    return kwargs
+
+
 # -- flows -----------------------------------------------------------------------------------------------
 def flows(designation=None):
     """
@@ -260,8 +430,7 @@ def flows(designation=None):
 
         salt-call authentik.flows designation=authorization
     """
-    params = {"designation": designation} if designation else {}
-    return _client().list("flows/instances/", params)
+    return _list("flow", {"designation": designation} if designation else {})
 
 
 def flow(slug):
@@ -274,21 +443,7 @@ def flow(slug):
 
         salt-call authentik.flow default-provider-authorization-implicit-consent
     """
-    try:
-        return _client().get(f"flows/instances/{slug}/")
-    except hecate_http.ApiError as exc:
-        if _not_found(exc):
-            return None
-        raise
-
-
-def _flow_pk(value):
-    if value is None or _is_uuid(value):
-        return value
-    found = flow(value)
-    if found is None:
-        raise CommandExecutionError(f"authentik: there is no flow with slug {value!r}")
-    return found["pk"]
+    return _get("flow", slug)
 
 
 # -- groups ----------------------------------------------------------------------------------------------
@@ -302,20 +457,15 @@ def _group_view(group):
     return group
 
 
-def _group_payload(client, fields):
-    body = {}
-    for field in ("name", "is_superuser", "attributes", "users", "roles"):
-        if fields.get(field) is not None:
-            body[field] = fields[field]
-    if fields.get("parents") is not None:
-        parents = [_group_pk(p) for p in fields["parents"]]
-        if client.version >= PARENTS_VERSION:
-            body["parents"] = parents
-        else:
-            if len(parents) > 1:
-                raise SaltInvocationError(f"authentik {'.'.join(map(str, client.version))} allows one parent group, got {len(parents)}")
-            body["parent"] = parents[0] if parents else None
-    return body
+def _parents_for_version(body):
+    """authentik 2025.12 renamed ``parent`` (one group) to ``parents`` (a list)."""
+    client = _client()
+    if client.version >= PARENTS_VERSION:
+        return
+    parents = body.pop("parents")
+    if len(parents) > 1:
+        raise SaltInvocationError(f"authentik {'.'.join(map(str, client.version))} allows one parent group, got {len(parents)}")
+    body["parent"] = parents[0] if parents else None
 
 
 def groups(name=None, include_users=False):
@@ -332,7 +482,7 @@ def groups(name=None, include_users=False):
     params = {"include_users": "true" if include_users else "false"}
     if name:
         params["name"] = name
-    return [_group_view(g) for g in _client().list("core/groups/", params)]
+    return [_group_view(g) for g in _list("group", params)]
 
 
 def group(name):
@@ -345,23 +495,7 @@ def group(name):
 
         salt-call authentik.group admins
     """
-    if _is_uuid(name):
-        try:
-            return _group_view(_client().get(f"core/groups/{name}/", params={"include_users": "false"}))
-        except hecate_http.ApiError as exc:
-            if _not_found(exc):
-                return None
-            raise
-    return next((g for g in groups(name=name) if g["name"] == name), None)
-
-
-def _group_pk(value):
-    if _is_uuid(value):
-        return value
-    found = group(value)
-    if found is None:
-        raise CommandExecutionError(f"authentik: there is no group named {value!r}")
-    return found["pk"]
+    return _group_view(_get("group", name))
 
 
 def group_create(name, parents=None, attributes=None, is_superuser=False):
@@ -375,9 +509,8 @@ def group_create(name, parents=None, attributes=None, is_superuser=False):
         salt-call authentik.group_create admins
         salt-call authentik.group_create ops parents='[staff]' attributes='{"team": "ops"}'
     """
-    client = _client()
-    body = _group_payload(client, {"name": name, "parents": parents, "attributes": attributes, "is_superuser": is_superuser})
-    return _group_view(client.json("POST", "core/groups/", json=body))
+    fields = {"name": name, "parents": parents, "attributes": attributes, "is_superuser": is_superuser}
+    return _group_view(_create("group", fields, "group_create"))
 
 
 def group_update(name, **kwargs):
@@ -391,16 +524,7 @@ def group_update(name, **kwargs):
 
         salt-call authentik.group_update admins attributes='{"owner": "ops"}'
     """
-    kwargs = _kwargs(kwargs)
-    unknown = set(kwargs) - {"new_name", "parents", "attributes", "is_superuser"}
-    if unknown:
-        raise SaltInvocationError(f"authentik.group_update: unknown field(s) {', '.join(sorted(unknown))}")
-    client = _client()
-    pk = _group_pk(name)
-    fields = dict(kwargs)
-    if "new_name" in fields:
-        fields["name"] = fields.pop("new_name")
-    return _group_view(client.json("PATCH", f"core/groups/{pk}/", json=_group_payload(client, fields)))
+    return _group_view(_update("group", name, _renamed(kwargs, "new_name", "name"), "group_update"))
 
 
 def group_delete(name):
@@ -413,16 +537,7 @@ def group_delete(name):
 
         salt-call authentik.group_delete old-team
     """
-    pk = name if _is_uuid(name) else (group(name) or {}).get("pk")
-    if pk is None:
-        return False
-    try:
-        _client().request("DELETE", f"core/groups/{pk}/")
-    except hecate_http.ApiError as exc:
-        if _not_found(exc):
-            return False
-        raise
-    return True
+    return _delete("group", name)
 
 
 # -- expression policies ---------------------------------------------------------------------------------
@@ -436,12 +551,12 @@ def expression_policies(name=None):
 
         salt-call authentik.expression_policies
     """
-    return _client().list("policies/expression/", {"name": name} if name else {})
+    return _list("expression_policy", {"name": name} if name else {})
 
 
 def expression_policy(name):
     """
-    One expression policy by name, or None.
+    One expression policy by name (or pk), or None.
 
     CLI Example:
 
@@ -449,16 +564,7 @@ def expression_policy(name):
 
         salt-call authentik.expression_policy office-hours
     """
-    return next((p for p in expression_policies(name) if p["name"] == name), None)
-
-
-def _policy_pk(value):
-    if _is_uuid(value):
-        return value
-    found = expression_policy(value)
-    if found is None:
-        raise CommandExecutionError(f"authentik: there is no expression policy named {value!r}")
-    return found["pk"]
+    return _get("expression_policy", name)
 
 
 def expression_policy_create(name, expression, execution_logging=False):
@@ -471,8 +577,8 @@ def expression_policy_create(name, expression, execution_logging=False):
 
         salt-call authentik.expression_policy_create office-hours 'return 8 <= request.context["now"].hour < 18'
     """
-    body = {"name": name, "expression": expression, "execution_logging": bool(execution_logging)}
-    return _client().json("POST", "policies/expression/", json=body)
+    fields = {"name": name, "expression": expression, "execution_logging": bool(execution_logging)}
+    return _create("expression_policy", fields, "expression_policy_create")
 
 
 def expression_policy_update(name, **kwargs):
@@ -485,13 +591,7 @@ def expression_policy_update(name, **kwargs):
 
         salt-call authentik.expression_policy_update office-hours expression='return True'
     """
-    kwargs = _kwargs(kwargs)
-    unknown = set(kwargs) - {"new_name", "expression", "execution_logging"}
-    if unknown:
-        raise SaltInvocationError(f"authentik.expression_policy_update: unknown field(s) {', '.join(sorted(unknown))}")
-    if "new_name" in kwargs:
-        kwargs["name"] = kwargs.pop("new_name")
-    return _client().json("PATCH", f"policies/expression/{_policy_pk(name)}/", json=kwargs)
+    return _update("expression_policy", name, _renamed(kwargs, "new_name", "name"), "expression_policy_update")
 
 
 def expression_policy_delete(name):
@@ -504,11 +604,7 @@ def expression_policy_delete(name):
 
         salt-call authentik.expression_policy_delete office-hours
     """
-    found = expression_policy(name)
-    if found is None:
-        return False
-    _client().request("DELETE", f"policies/expression/{found['pk']}/")
-    return True
+    return _delete("expression_policy", name)
 
 
 # -- property mappings -----------------------------------------------------------------------------------
@@ -526,8 +622,6 @@ def scope_mappings(managed=None):
 
 
 def _mapping_pks(values):
-    if values is None:
-        return None
     pks, wanted = [], []
     for value in values:
         (pks if _is_uuid(value) else wanted).append(value)
@@ -552,7 +646,7 @@ def proxy_providers(name=None):
 
         salt-call authentik.proxy_providers
     """
-    return _client().list("providers/proxy/", {"name__iexact": name} if name else {})
+    return _list("proxy_provider", {"name__iexact": name} if name else {})
 
 
 def proxy_provider(name):
@@ -565,35 +659,7 @@ def proxy_provider(name):
 
         salt-call authentik.proxy_provider hecate-grafana
     """
-    if isinstance(name, int) or (isinstance(name, str) and name.isdigit()):
-        try:
-            return _client().get(f"providers/proxy/{int(name)}/")
-        except hecate_http.ApiError as exc:
-            if _not_found(exc):
-                return None
-            raise
-    return next((p for p in proxy_providers(name) if p["name"] == name), None)
-
-
-def _provider_pk(value):
-    if value is None or isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    found = proxy_provider(value)
-    if found is None:
-        raise CommandExecutionError(f"authentik: there is no proxy provider named {value!r}")
-    return found["pk"]
-
-
-def _provider_payload(fields):
-    body = {k: v for k, v in fields.items() if k in PROVIDER_FIELDS and v is not None}
-    for flow_field in ("authorization_flow", "invalidation_flow", "authentication_flow"):
-        if flow_field in body:
-            body[flow_field] = _flow_pk(body[flow_field])
-    if "property_mappings" in body:
-        body["property_mappings"] = _mapping_pks(body["property_mappings"])
-    return body
+    return _get("proxy_provider", name)
 
 
 def proxy_provider_create(
@@ -616,24 +682,23 @@ def proxy_provider_create(
         salt-call authentik.proxy_provider_create hecate-grafana https://grafana.example.org
         salt-call authentik.proxy_provider_create hecate-domain https://auth.example.org mode=forward_domain cookie_domain=example.org
     """
-    kwargs = _kwargs(kwargs)
-    unknown = set(kwargs) - set(PROVIDER_FIELDS)
-    if unknown:
-        raise SaltInvocationError(f"authentik.proxy_provider_create: unknown field(s) {', '.join(sorted(unknown))}")
     fields = {
-        **kwargs,
+        **_kwargs(kwargs),
         "name": name,
         "external_host": external_host,
         "mode": mode,
         "authorization_flow": authorization_flow,
         "invalidation_flow": invalidation_flow,
     }
-    return _client().json("POST", "providers/proxy/", json=_provider_payload(fields))
+    return _create("proxy_provider", fields, "proxy_provider_create")
 
 
-def proxy_provider_update(name, **kwargs):
+def proxy_provider_update(name, current=None, **kwargs):
     """
-    Change the given fields of a proxy provider (PATCH); rename with ``new_name``.
+    Change the given fields of a proxy provider (PATCH); rename with ``new_name``. Every PATCH also
+    carries the provider's ``mode`` and ``internal_host`` (authentik validates a request without ``mode``
+    as ``mode: proxy``, which needs ``internal_host``): taken from ``current`` (the provider as last read)
+    or read first.
 
     CLI Example:
 
@@ -641,14 +706,7 @@ def proxy_provider_update(name, **kwargs):
 
         salt-call authentik.proxy_provider_update hecate-grafana external_host=https://grafana2.example.org
     """
-    kwargs = _kwargs(kwargs)
-    if "new_name" in kwargs:
-        kwargs["name"] = kwargs.pop("new_name")
-    unknown = set(kwargs) - set(PROVIDER_FIELDS)
-    if unknown:
-        raise SaltInvocationError(f"authentik.proxy_provider_update: unknown field(s) {', '.join(sorted(unknown))}")
-    pk = _provider_pk(name)
-    return _client().json("PATCH", f"providers/proxy/{pk}/", json=_provider_payload(kwargs))
+    return _update("proxy_provider", name, _renamed(kwargs, "new_name", "name"), "proxy_provider_update", current)
 
 
 def proxy_provider_delete(name):
@@ -662,19 +720,7 @@ def proxy_provider_delete(name):
 
         salt-call authentik.proxy_provider_delete hecate-grafana
     """
-    if isinstance(name, int) or (isinstance(name, str) and name.isdigit()):
-        pk = int(name)
-    else:
-        pk = (proxy_provider(name) or {}).get("pk")
-    if pk is None:
-        return False
-    try:
-        _client().request("DELETE", f"providers/proxy/{pk}/")
-    except hecate_http.ApiError as exc:
-        if _not_found(exc):
-            return False
-        raise
-    return True
+    return _delete("proxy_provider", name)
 
 
 # -- applications ----------------------------------------------------------------------------------------
@@ -690,7 +736,7 @@ def applications(full=True):
 
         salt-call authentik.applications
     """
-    return _client().list("core/applications/", {"superuser_full_list": "true"} if full else {})
+    return _list("application", {"superuser_full_list": "true"} if full else {})
 
 
 def application(slug):
@@ -703,19 +749,7 @@ def application(slug):
 
         salt-call authentik.application hecate-grafana
     """
-    try:
-        return _client().get(f"core/applications/{slug}/")
-    except hecate_http.ApiError as exc:
-        if _not_found(exc):
-            return None
-        raise
-
-
-def _application_payload(fields):
-    body = {k: v for k, v in fields.items() if k in APPLICATION_FIELDS and v is not None}
-    if "provider" in fields:
-        body["provider"] = _provider_pk(fields["provider"])
-    return body
+    return _get("application", slug)
 
 
 def application_create(slug, name=None, provider=None, **kwargs):
@@ -730,12 +764,8 @@ def application_create(slug, name=None, provider=None, **kwargs):
 
         salt-call authentik.application_create hecate-grafana name=Grafana provider=hecate-grafana
     """
-    kwargs = _kwargs(kwargs)
-    unknown = set(kwargs) - set(APPLICATION_FIELDS)
-    if unknown:
-        raise SaltInvocationError(f"authentik.application_create: unknown field(s) {', '.join(sorted(unknown))}")
-    fields = {**kwargs, "slug": slug, "name": name or slug, "provider": provider}
-    return _client().json("POST", "core/applications/", json=_application_payload(fields))
+    fields = {**_kwargs(kwargs), "slug": slug, "name": name or slug, "provider": provider}
+    return _create("application", fields, "application_create")
 
 
 def application_update(slug, **kwargs):
@@ -748,13 +778,7 @@ def application_update(slug, **kwargs):
 
         salt-call authentik.application_update hecate-grafana meta_launch_url=https://grafana.example.org/
     """
-    kwargs = _kwargs(kwargs)
-    if "new_slug" in kwargs:
-        kwargs["slug"] = kwargs.pop("new_slug")
-    unknown = set(kwargs) - set(APPLICATION_FIELDS)
-    if unknown:
-        raise SaltInvocationError(f"authentik.application_update: unknown field(s) {', '.join(sorted(unknown))}")
-    return _client().json("PATCH", f"core/applications/{slug}/", json=_application_payload(kwargs))
+    return _update("application", slug, _renamed(kwargs, "new_slug", "slug"), "application_update")
 
 
 def application_delete(slug):
@@ -767,13 +791,7 @@ def application_delete(slug):
 
         salt-call authentik.application_delete hecate-grafana
     """
-    try:
-        _client().request("DELETE", f"core/applications/{slug}/")
-    except hecate_http.ApiError as exc:
-        if _not_found(exc):
-            return False
-        raise
-    return True
+    return _delete("application", slug)
 
 
 # -- outposts --------------------------------------------------------------------------------------------
@@ -787,7 +805,7 @@ def outposts():
 
         salt-call authentik.outposts
     """
-    return _client().list("outposts/instances/")
+    return _list("outpost")
 
 
 def outpost(name=None):
@@ -803,17 +821,18 @@ def outpost(name=None):
         salt-call authentik.outpost edge-outpost
     """
     if not name or name == "embedded":
-        found = _client().list("outposts/instances/", {"managed__iexact": EMBEDDED_MANAGED})
+        found = _list("outpost", {"managed__iexact": EMBEDDED_MANAGED})
         return next((o for o in found if o.get("managed") == EMBEDDED_MANAGED), None)
-    found = _client().list("outposts/instances/", {"name__iexact": name})
-    return next((o for o in found if o["name"] == name), None)
+    return _get("outpost", name)
 
 
 def outpost_update_providers(add=None, remove=None, outpost_name=None):
     """
     Add and remove providers (names or pks) on an outpost in one read-modify-write of its ``providers``
     list; providers already there (or already absent) are left alone. Returns the outpost, or the
-    unchanged one without writing when there is nothing to do.
+    unchanged one without writing when there is nothing to do. authentik refuses an empty list on an
+    outpost other than the embedded one: removing its last provider is an error (delete the provider
+    instead: authentik drops a deleted provider from its outposts).
 
     CLI Example:
 
@@ -826,17 +845,23 @@ def outpost_update_providers(add=None, remove=None, outpost_name=None):
     if found is None:
         raise CommandExecutionError(f"authentik: there is no outpost {outpost_name or 'embedded'!r}")
     current = list(found.get("providers") or [])
-    adds = [_provider_pk(p) for p in add or []]
+    adds = [_pk("proxy_provider", p) for p in add or []]
     removes = set()
     for item in remove or []:
         try:
-            removes.add(_provider_pk(item))
+            removes.add(_pk("proxy_provider", item))
         except CommandExecutionError:
             continue  # a provider that no longer exists is not on the outpost either
     wanted = [p for p in current if p not in removes] + [p for p in adds if p not in current and p not in removes]
     if wanted == current:
         return found
-    return _client().json("PATCH", f"outposts/instances/{found['pk']}/", json={"providers": wanted})
+    if not wanted and found.get("managed") != EMBEDDED_MANAGED:
+        # authentik/outposts/api/outposts.py OutpostSerializer.validate_providers: "This list may not be empty."
+        raise CommandExecutionError(
+            f"authentik: outpost {found['name']!r} would serve no provider, which authentik refuses for an outpost "
+            "other than the embedded one; delete the provider (authentik drops it from the outpost) or the outpost"
+        )
+    return _client().json("PATCH", _detail(RESOURCES["outpost"], found["pk"]), json={"providers": wanted})
 
 
 # -- policy bindings -------------------------------------------------------------------------------------
@@ -850,24 +875,15 @@ def policy_bindings(application=None, targets=None):
 
         salt-call authentik.policy_bindings application=hecate-grafana
     """
-    client = _client()
     if application:
-        app = _application_or_fail(application)
-        return client.list("policies/bindings/", {"target": app["pk"]})
+        return _list("policy_binding", {"target": _must("application", application)["pk"]})
     if targets is not None:
         targets = list(targets)
         out = []
         for start in range(0, len(targets), 50):
-            out.extend(client.list("policies/bindings/", {"target_in": targets[start : start + 50]}))
+            out.extend(_list("policy_binding", {"target_in": targets[start : start + 50]}))
         return out
-    return client.list("policies/bindings/")
-
-
-def _application_or_fail(slug):
-    found = application(slug)
-    if found is None:
-        raise CommandExecutionError(f"authentik: there is no application with slug {slug!r}")
-    return found
+    return _list("policy_binding")
 
 
 def policy_binding_create(application, group=None, policy=None, user=None, order=0, negate=False, enabled=True, timeout=None):
@@ -883,22 +899,17 @@ def policy_binding_create(application, group=None, policy=None, user=None, order
     """
     if sum(x is not None for x in (group, policy, user)) != 1:
         raise SaltInvocationError("authentik.policy_binding_create: give exactly one of group, policy, user")
-    target = application if _is_uuid(application) else _application_or_fail(application)["pk"]
-    body = {"target": target, "order": int(order), "negate": bool(negate), "enabled": bool(enabled)}
-    if group is not None:
-        body["group"] = _group_pk(group)
-    if policy is not None:
-        body["policy"] = _policy_pk(policy)
-    if user is not None:
-        body["user"] = int(user)
-    if timeout is not None:
-        body["timeout"] = int(timeout)
-    return _client().json("POST", "policies/bindings/", json=body)
+    target = application if _is_uuid(application) else _must("application", application)["pk"]
+    fields = {"target": target, "group": group, "policy": policy, "user": None if user is None else int(user)}
+    fields.update(order=int(order), negate=bool(negate), enabled=bool(enabled), timeout=None if timeout is None else int(timeout))
+    return _create("policy_binding", fields, "policy_binding_create")
 
 
-def policy_binding_update(pk, **kwargs):
+def policy_binding_update(pk, current=None, **kwargs):
     """
     Change the given fields of a policy binding (by pk): ``order``, ``negate``, ``enabled``, ``timeout``...
+    Every PATCH also carries the binding's ``target`` and its ``group``/``policy``/``user`` (authentik
+    validates them from the request itself): taken from ``current`` (the binding as last read) or read first.
 
     CLI Example:
 
@@ -906,11 +917,7 @@ def policy_binding_update(pk, **kwargs):
 
         salt-call authentik.policy_binding_update 9f0c...e1 order=5
     """
-    kwargs = _kwargs(kwargs)
-    unknown = set(kwargs) - set(BINDING_FIELDS)
-    if unknown:
-        raise SaltInvocationError(f"authentik.policy_binding_update: unknown field(s) {', '.join(sorted(unknown))}")
-    return _client().json("PATCH", f"policies/bindings/{pk}/", json=kwargs)
+    return _update("policy_binding", pk, _kwargs(kwargs), "policy_binding_update", current)
 
 
 def policy_binding_delete(pk):
@@ -923,13 +930,7 @@ def policy_binding_delete(pk):
 
         salt-call authentik.policy_binding_delete 9f0c...e1
     """
-    try:
-        _client().request("DELETE", f"policies/bindings/{pk}/")
-    except hecate_http.ApiError as exc:
-        if _not_found(exc):
-            return False
-        raise
-    return True
+    return _delete("policy_binding", pk)
 
 
 # -- tokens ----------------------------------------------------------------------------------------------
@@ -960,7 +961,7 @@ def tokens(user=None, intent=None):
         params["user__username"] = user
     if intent:
         params["intent"] = intent
-    return [_token_view(t) for t in _client().list("core/tokens/", params)]
+    return [_token_view(t) for t in _list("token", params)]
 
 
 def token(identifier):
@@ -973,12 +974,8 @@ def token(identifier):
 
         salt-call authentik.token hecate-api
     """
-    try:
-        return _token_view(_client().get(f"core/tokens/{identifier}/"))
-    except hecate_http.ApiError as exc:
-        if _not_found(exc):
-            return None
-        raise
+    found = _get("token", identifier)
+    return None if found is None else _token_view(found)
 
 
 # -- blueprints ------------------------------------------------------------------------------------------
@@ -992,7 +989,7 @@ def blueprints():
 
         salt-call authentik.blueprints
     """
-    return _client().list("managed/blueprints/")
+    return _list("blueprint")
 
 
 def blueprint(name):
@@ -1005,14 +1002,7 @@ def blueprint(name):
 
         salt-call authentik.blueprint "Default - Authentication flow"
     """
-    if _is_uuid(name):
-        try:
-            return _client().get(f"managed/blueprints/{name}/")
-        except hecate_http.ApiError as exc:
-            if _not_found(exc):
-                return None
-            raise
-    return next((b for b in _client().list("managed/blueprints/", {"name": name}) if b["name"] == name), None)
+    return _get("blueprint", name)
 
 
 def blueprint_apply(name, wait=True, timeout=120, interval=1.0):
@@ -1027,17 +1017,15 @@ def blueprint_apply(name, wait=True, timeout=120, interval=1.0):
 
         salt-call authentik.blueprint_apply "Default - Authentication flow"
     """
-    found = blueprint(name)
-    if found is None:
-        raise CommandExecutionError(f"authentik: there is no blueprint instance {name!r}")
+    found = _must("blueprint", name)
     client = _client()
     before = found.get("last_applied")
-    result = client.json("POST", f"managed/blueprints/{found['pk']}/apply/")
+    result = client.json("POST", _detail(RESOURCES["blueprint"], found["pk"]) + "apply/")
     if client.version < ASYNC_BLUEPRINTS_VERSION or not wait:
         return result
     deadline = time.monotonic() + float(timeout)
     while True:
-        current = client.get(f"managed/blueprints/{found['pk']}/")
+        current = _get("blueprint", found["pk"])
         if current.get("last_applied") != before and current.get("status") not in (None, "unknown"):
             if current["status"] == "error":
                 raise CommandExecutionError(f"authentik: blueprint {found['name']!r} failed to apply (status error)")

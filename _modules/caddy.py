@@ -8,32 +8,48 @@ The admin address comes from pillar ``hecate:reverse_proxy:caddy:admin`` (``unix
 ``host:port``; default ``127.0.0.1:<ports.admin>``), or the same key in the minion config.
 """
 
+import datetime
 import http.client
 import json
 import logging
 import os
 import socket
 import ssl
+import time
 
-import hecate_caddy
-import hecate_schema
-from hecate_spec import Report
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import hecate_caddy
+    import hecate_probe
+    import hecate_schema
+    import hecate_state
+    from cryptography import x509
+    from hecate_spec import Report
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "caddy"
 
 READ_TIMEOUT = 30
-PROBE_AGENT = "hecate-verify/1.0"
+RESTORE_CHECKS = 4  # reads after a restore that got no answer (0.2 s, 0.4 s, 0.6 s apart)
 
 
 def __virtual__():
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     return __virtualname__
 
 
 class AdminError(CommandExecutionError):
-    """Caddy's admin API refused a request; ``status`` is the HTTP status."""
+    """Caddy's admin API refused a request; ``status`` is the HTTP status (0: no answer)."""
+
+    sent = False  # with status 0: the request went out, so Caddy may have applied it
+    outcome_unknown = False  # a write whose effect could not be established
 
     def __init__(self, message, status=0, body=None):
         super().__init__(message)
@@ -84,8 +100,10 @@ def _connection(address, timeout=READ_TIMEOUT):
     return http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)
 
 
-def _request(method, path, body=None, headers=None, content_type="application/json"):
-    """One admin request. Returns ``(status, headers, parsed body)``; raises AdminError on >= 400."""
+def _request(method, path, body=None, headers=None, content_type="application/json", timeout=None):
+    """One admin request. Returns ``(status, headers, parsed body)``; raises AdminError on >= 400
+    (``status`` 0: no answer; ``sent`` says whether the request went out, so may have been applied).
+    ``timeout``: seconds to wait for the answer once the request is sent (default: the connection's)."""
     address = admin_address()
     payload = None
     if body is not None:
@@ -96,13 +114,19 @@ def _request(method, path, body=None, headers=None, content_type="application/js
     if payload is not None:
         send["Content-Type"] = content_type
     conn = _connection(address)
+    sent = False
     try:
         conn.request(method, path, body=payload, headers=send)
+        sent = True
+        if timeout is not None:
+            conn.sock.settimeout(timeout)
         response = conn.getresponse()
         raw = response.read()
         answer_headers = dict(response.getheaders())
     except OSError as exc:
-        raise AdminError(f"Caddy admin API at {address} unreachable: {exc}") from exc
+        error = AdminError(f"Caddy admin API at {address} {'did not answer' if sent else 'unreachable'}: {exc}")
+        error.sent = sent
+        raise error from exc
     finally:
         conn.close()
     text = raw.decode("utf-8", "replace")
@@ -120,7 +144,8 @@ def _request(method, path, body=None, headers=None, content_type="application/js
 def _tree():
     """The validated ``hecate`` pillar tree (raises SaltInvocationError naming every bad key)."""
     try:
-        return hecate_schema.validate(__salt__["config.get"]("hecate", None))
+        # From pillar, validated once per run (a probe per host used to re-validate it every time).
+        return hecate_state.tree(__pillar__, __opts__, __context__)
     except hecate_schema.PillarError as exc:
         raise SaltInvocationError(str(exc)) from exc
 
@@ -184,7 +209,7 @@ def routes(server=None):
                     "id": rid,
                     "hosts": summary["hosts"],
                     "upstreams": summary["upstreams"],
-                    "managed": rid.startswith(hecate_caddy.ROUTE_PREFIX) or rid == hecate_caddy.CATCH_ALL_ID,
+                    "managed": rid.startswith(hecate_caddy.ROUTE_PREFIX) or rid in (hecate_caddy.CATCH_ALL_ID, hecate_caddy.STRIP_ID),
                 }
             )
     return found
@@ -237,6 +262,7 @@ def adapt(source, adapter="caddyfile"):
 
 
 def _with_admin(new_config):
+    """``new_config`` with its admin block, checked: the one gate every write path goes through."""
     if isinstance(new_config, str):
         new_config = json.loads(new_config)
     new_config = dict(new_config or {})
@@ -244,7 +270,28 @@ def _with_admin(new_config):
     admin = dict(new_config.get("admin") or {})
     admin.setdefault("listen", admin_address())
     new_config["admin"] = admin
+    _refuse_exposed_admin(new_config)
     return new_config
+
+
+def _refuse_exposed_admin(new_config, whole=True):
+    """Refuse a config that would let anyone but this machine's root write Caddy's config: an admin
+    listener off loopback (the pillar's own rule, ``hecate_schema.AdminAddress``), remote admin, or a
+    route that proxies to the admin endpoint (the current one or the new one). ``whole=False``: a part
+    of a config (a route for ``patch``/``insert``), checked for routes to the admin endpoint only."""
+    report = Report()
+    admins = {admin_address()}
+    if whole:
+        admin = new_config["admin"]
+        hecate_schema.AdminAddress()(admin["listen"], "admin:listen", report)
+        if admin.get("remote"):
+            report.error("admin:remote", "remote administration is not allowed (hecate writes over loopback only)")
+        admins.add(admin["listen"])
+    for dial in hecate_caddy.admin_dials(new_config, admins):
+        report.error("apps:http", f"a reverse_proxy dials {dial!r}, Caddy's admin endpoint: it would be public")
+    if report.errors:
+        problems = "; ".join(f"{p}: {r}" for p, r in report.errors)
+        raise SaltInvocationError(f"refusing to write this Caddy config, nothing was sent: {problems}")
 
 
 def load(new_config):
@@ -288,6 +335,7 @@ def patch(route_id, value, etag=None):
     """
     if isinstance(value, str):
         value = json.loads(value)
+    _refuse_exposed_admin(value, whole=False)
     _request("PATCH", f"/id/{route_id}", value, headers={"If-Match": etag} if etag else None)
     return True
 
@@ -302,8 +350,11 @@ def insert(path, value, etag=None):
 
         salt-call caddy.insert apps/http/servers/hecate/routes/0 '{"@id": "hecate_route_x", ...}'
     """
+    if path.strip("/").split("/")[0] == "admin":
+        raise SaltInvocationError("refusing to write Caddy's admin block piecewise: use caddy.load or caddy.apply")
     if isinstance(value, str):
         value = json.loads(value)
+    _refuse_exposed_admin(value, whole=False)
     _request("PUT", f"/config/{path.strip('/')}", value, headers={"If-Match": etag} if etag else None)
     return True
 
@@ -321,21 +372,77 @@ def delete(route_id, etag=None):
     return True
 
 
-def restore(snap):
+class Superseded(AdminError):
+    """The live config is no longer the one this run wrote: another writer committed since. Not restored."""
+
+
+def _read_snapshot(snap):
+    if isinstance(snap, str):
+        with open(snap, encoding="utf-8") as handle:
+            snap = json.load(handle)
+    if not isinstance(snap, dict) or "config" not in snap:
+        raise SaltInvocationError("restore needs a snapshot: {'config': ..., 'etag': ...} or the path of one")
+    return snap
+
+
+def restore(snap, expect=None, timeout=None):
     """Load a snapshot taken by :py:func:`snapshot` (the dict, or the path of its file).
+
+    expect
+        The config this run wrote (a rollback): restore only while Caddy still runs exactly that config.
+        Caddy's ``POST /load`` ignores ``If-Match``, so the live config is read with its ``Etag``, compared
+        with ``expect``, and the snapshot is written with ``POST /config/`` and that ``If-Match``: Caddy
+        checks it under the same lock as the write (``changeConfig`` in caddy.go). Another writer's config
+        is never overwritten (``Superseded``).
+
+    timeout
+        Seconds to wait for Caddy's answer once the write is sent (default 30). When no answer comes,
+        the config is read again: the snapshot live means restored; anything else is reported as an
+        unknown outcome (``outcome_unknown``), never as a failed restore.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-call caddy.restore /var/backups/caddy-before.json
+        salt-call caddy.restore /var/backups/caddy-before.json timeout=60
     """
-    if isinstance(snap, str):
-        with open(snap, encoding="utf-8") as handle:
-            snap = json.load(handle)
-    if not isinstance(snap, dict) or "config" not in snap:
-        raise SaltInvocationError("restore needs a snapshot: {'config': ..., 'etag': ...} or the path of one")
-    return load(snap["config"] or {})
+    snap = _read_snapshot(snap)
+    target = _with_admin(snap["config"] or {})
+    if expect is None:
+        return _restore_write("POST", "/load", target, None, timeout)
+    expect = _with_admin(expect)
+    live = snapshot()
+    if live["config"] == target:
+        return True
+    if live["config"] != expect:
+        raise Superseded("another writer changed Caddy's config after this run wrote it: left as it is, not restored", 412)
+    try:
+        return _restore_write("POST", "/config/", target, live["etag"], timeout)
+    except EtagMismatch as exc:
+        raise Superseded("another writer changed Caddy's config just now: left as it is, not restored", 412) from exc
+
+
+def _restore_write(method, path, target, etag, timeout):
+    try:
+        _request(method, path, target, headers={"If-Match": etag} if etag else None, timeout=timeout)
+        return True
+    except AdminError as exc:
+        if exc.status != 0 or not exc.sent:  # refused, or never reached Caddy: it did not happen
+            raise
+        failure = exc
+    # No answer: Caddy may apply it anyway (it finishes a request whose client left). A read waits for a
+    # write in progress (rawCfgMu), but may come before Caddy starts on ours: look a few times.
+    for attempt in range(RESTORE_CHECKS):
+        time.sleep(0.2 * attempt)
+        try:
+            if snapshot()["config"] == target:
+                return True
+        except AdminError:
+            pass
+    unknown = AdminError(f"outcome unknown: Caddy did not answer the restore ({failure}) and its config is not the snapshot now", 0)
+    unknown.outcome_unknown = True
+    raise unknown
 
 
 def compile():  # the verb operators look for; shadows a builtin only inside this module
@@ -370,9 +477,17 @@ def _local_ca():
     return body.get("root_certificate")
 
 
+def _probe_all(domains=None, path="/", timeout=None):
+    """Every probe of one run: the pillar validated once, the local CA fetched once, requests in parallel."""
+    tree = _tree()
+    caddy = tree["reverse_proxy"]["caddy"]
+    prober = hecate_probe.Prober(caddy, ca=_local_ca() if caddy["tls"]["mode"] == "internal" else None, timeout=timeout)
+    return prober.run(hecate_probe.targets(tree, domains), path)
+
+
 def check(domains=None):
-    """Request every pillar route (or ``domains``) through this Caddy with :py:func:`probe`; return the
-    results that are not ok (an empty list means every route answers).
+    """Request every pillar route (or ``domains``) through this Caddy as :py:func:`probe` does, in
+    parallel; return the results that are not ok (an empty list means every route answers).
 
     CLI Example:
 
@@ -381,16 +496,29 @@ def check(domains=None):
         salt-call caddy.check
         salt-call caddy.check '[grafana.example.org]'
     """
-    if domains is None:
-        domains = [r["domain"] for r in _tree()["reverse_proxy"]["caddy"]["routes"]]
-    return [result for result in (probe(d) for d in domains) if not result["ok"]]
+    return [result for result in _probe_all(domains) if not result["ok"]]
+
+
+def probes(domains=None):
+    """Like :py:func:`check`, but every result, ok or not (``hecate.health`` shows them all).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.probes
+        salt-call caddy.probes '[grafana.example.org, cloud.example.org]'
+    """
+    return _probe_all(domains)
 
 
 def probe(domain, path="/", timeout=None):
     """Request ``path`` on ``domain`` through this Caddy (127.0.0.1, the pillar's ports, SNI = domain)
     and say whether hecate routed it: ``{"domain", "status", "ok", "reason"}``. A 502/503/504, the
-    catch-all's answer or a refused connection is not ok. With ``tls: acme`` a certificate that is
-    not issued yet is reported as pending, not as a failure.
+    catch-all's answer or a refused connection is not ok; a connection closed without an answer (an
+    old server right after a reload) is retried first. For a route with ``auth`` the edge also requests
+    each upstream where Caddy dials it: authentik's redirect alone does not prove the backend lives.
+    With ``tls: acme`` a certificate that is not issued yet is reported as pending, not as a failure.
 
     CLI Example:
 
@@ -398,38 +526,49 @@ def probe(domain, path="/", timeout=None):
 
         salt-call caddy.probe grafana.example.org
     """
+    return _probe_all([domain], path, timeout)[0]
+
+
+def certs(warn_days=14, timeout=5):
+    """The certificate this Caddy serves for each pillar route, with its expiry: one TLS handshake per
+    host on the local listener (SNI = the host), so it covers managed (ACME, internal) and loaded
+    certificates alike. ``expiring`` is true within ``warn_days`` of the end; a host that gets no
+    certificate says why. Empty with ``tls: off``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call caddy.certs
+        salt-call caddy.certs warn_days=30
+    """
     caddy = _tree()["reverse_proxy"]["caddy"]
-    timeout = timeout or caddy["verify"]["timeout"]
-    mode = caddy["tls"]["mode"]
-    host = domain.replace("*", "hecate-probe")
-    port = caddy["ports"]["http" if mode == "off" else "https"]
-    result = {"domain": domain, "status": None, "ok": False, "reason": ""}
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        if mode != "off":
-            context = ssl.create_default_context()
-            if mode == "internal":
-                context.load_verify_locations(cadata=_local_ca())
-            sock = context.wrap_socket(sock, server_hostname=host)
-        conn.sock = sock
-        conn.request("GET", path, headers={"Host": host, "User-Agent": PROBE_AGENT})
-        response = conn.getresponse()
-        response.read()
-        result["status"] = response.status
-        if response.getheader(hecate_caddy.NO_ROUTE_HEADER):
-            result["reason"] = "not routed (answered by the catch-all)"
-        elif response.status in (502, 503, 504):
-            result["reason"] = f"HTTP {response.status}: Caddy could not reach the backend"
-        else:
-            result["ok"] = True
-    except ssl.SSLError as exc:
-        if mode == "acme":
-            result.update(ok=True, reason=f"certificate pending (ACME): {exc}")
-        else:
-            result["reason"] = f"TLS failed: {exc}"
-    except OSError as exc:
-        result["reason"] = f"no answer on 127.0.0.1:{port}: {exc}"
-    finally:
-        conn.close()
-    return result
+    if caddy["tls"]["mode"] == "off":
+        return []
+    port = caddy["ports"]["https"]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    found = []
+    for domain in sorted({r["domain"] for r in caddy["routes"]}):
+        host = domain.replace("*", "hecate-probe")
+        entry = {"domain": domain}
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # read the certificate, trust nothing
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+                with context.wrap_socket(sock, server_hostname=host) as tls:
+                    der = tls.getpeercert(binary_form=True)
+        except OSError as exc:
+            found.append({**entry, "error": f"no certificate from 127.0.0.1:{port}: {exc}"})
+            continue
+        cert = x509.load_der_x509_certificate(der)
+        not_after = cert.not_valid_after_utc
+        days = (not_after - now).total_seconds() / 86400
+        entry.update(
+            subject=cert.subject.rfc4514_string(),
+            issuer=cert.issuer.rfc4514_string(),
+            not_after=not_after.isoformat(),
+            days_left=round(days, 1),
+            expiring=days < warn_days,
+        )
+        found.append(entry)
+    return found

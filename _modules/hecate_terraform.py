@@ -2,7 +2,7 @@
 lock file is committed), ``plan -detailed-exitcode -out=tfplan``, gate the plan on ``show -json``
 (no deletes or replacements unless allowed), ``apply tfplan``, and ``output -json`` for the next stages.
 
-Configuration is pillar ``hecate:terraform`` (see docs/terraform.md), read with ``config.get``:
+Configuration is pillar ``hecate:terraform`` (see docs/terraform.md), read from ``__pillar__``:
 
 .. code-block:: yaml
 
@@ -18,6 +18,8 @@ file holds variable values, secrets included). Secrets travel only in the enviro
 terraform process (``TF_VAR_*``) and are scrubbed from every error.
 """
 
+import datetime
+import hashlib
 import json
 import logging
 import os
@@ -27,25 +29,36 @@ import subprocess
 import tempfile
 import time
 
-import hecate_http
-import hecate_terraform as tf_util
 import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import hecate_http
+    import hecate_terraform as tf_util
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "hecate_terraform"
 
 LOCK_FILE = ".terraform.lock.hcl"
+# Next to the module in the workdir: the fingerprint of the inputs of the last plan that found nothing to do.
+PLANNED_FILE = ".hecate-planned.json"
+CONFIG_SUFFIXES = (".tf", ".tf.json", ".tfvars", ".tfvars.json", LOCK_FILE)
 TEMPLATE_SOURCE = "salt://hecate/terraform"
 MIN_VERSION = (1, 0)
 
 
 def __virtual__():
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     binary, reason = _find_binary(_opts_section())
-    if binary:
-        return __virtualname__
-    return (False, f"hecate_terraform: {reason}")
+    if not binary:
+        return (False, f"{__virtualname__}: {reason}")
+    return __virtualname__
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -72,7 +85,8 @@ def _find_binary(section):
 
 
 def _tree():
-    tree = __salt__["config.get"]("hecate", {})
+    # From pillar: config.get("hecate") would answer with a minion-config "hecate" key and hide the pillar.
+    tree = __pillar__.get("hecate", {})
     if not isinstance(tree, dict) or not tree.get("terraform"):
         raise CommandExecutionError("pillar hecate:terraform is not set (at least hecate:terraform:workdir)")
     return tree
@@ -451,11 +465,17 @@ def dns_targets(workdir=None):
     return tf_util.dns_targets(output(workdir=workdir))
 
 
-def run(workdir=None, test=False, allow_delete=None, allow_replace=None, lock_timeout=None):
+def run(workdir=None, test=False, allow_delete=None, allow_replace=None, lock_timeout=None, refresh=False):
     """
     The whole terraform stage: render (when ``hecate:terraform:render``), init, plan, gate, apply the
     plan when it has changes, and return the outputs. Refused deletes/replacements raise before
     anything is applied.
+
+    ``init`` and ``plan`` are skipped (``plan_skipped`` in the result) when neither the workdir's
+    configuration (``*.tf``, ``*.tfvars``, the lock file, the environment's non-secret settings, the
+    binary) nor the state changed since the last plan that found nothing to do. That plan refreshed
+    every resource; changes made outside Terraform since then are found by the next plan:
+    ``refresh=True`` forces one (run it on a schedule to catch drift).
 
     ``test=True`` changes nothing: the module is rendered into a scratch copy of the workdir, planned
     there with ``-lock=false``, and the result lists the files that would change and the plan summary.
@@ -466,6 +486,7 @@ def run(workdir=None, test=False, allow_delete=None, allow_replace=None, lock_ti
 
         salt-call hecate_terraform.run
         salt-call hecate_terraform.run test=True
+        salt-call hecate_terraform.run refresh=True
         salt-call hecate_terraform.run allow_delete=True
     """
     tree = _tree()
@@ -473,13 +494,18 @@ def run(workdir=None, test=False, allow_delete=None, allow_replace=None, lock_ti
     path = _workdir(section, workdir)
     runner = _Terraform(section)
     if test:
-        return _dry_run(runner, tree, section, path, allow_delete, allow_replace)
+        return _dry_run(runner, tree, section, path, allow_delete, allow_replace, refresh)
     rendered, _ = _render(tree, section, path, TEMPLATE_SOURCE, test=False)
     result = {"workdir": path, "test": False, "files": rendered["changed"] + rendered["removed"]}
-    result["init"] = _init(runner, section, path)
-    planned = _plan(runner, section, path, False, allow_delete, allow_replace, lock_timeout)
-    result.update(changes=planned["changes"], summary=planned["summary"])
-    if planned["refused"]:
+    skipped = None if refresh else _unchanged_since_plan(runner, section, path)
+    if skipped:
+        result.update(init={"workdir": path, "skipped": True}, changes=False, summary=tf_util.summarize_plan({}), plan_skipped=skipped)
+        planned = {"changes": False, "planfile": None}
+    else:
+        result["init"] = _init(runner, section, path)
+        planned = _plan(runner, section, path, False, allow_delete, allow_replace, lock_timeout)
+        result.update(changes=planned["changes"], summary=planned["summary"])
+    if planned.get("refused"):
         os.remove(planned["planfile"])
         raise CommandExecutionError("refusing to apply the terraform plan: " + "; ".join(planned["refused"]))
     if planned["changes"]:
@@ -487,16 +513,73 @@ def run(workdir=None, test=False, allow_delete=None, allow_replace=None, lock_ti
                          summary=planned["summary"])  # fmt: skip
         result["outputs"] = applied["outputs"]
     else:
-        if os.path.exists(planned["planfile"]):
+        if planned["planfile"] and os.path.exists(planned["planfile"]):
             os.remove(planned["planfile"])
+        if not skipped:
+            _record_plan(path, _fingerprint(runner, section, path))
         result["outputs"] = tf_util.parse_outputs(runner.json(["output", "-json", "-no-color"], cwd=path))
     result["applied"] = planned["changes"]
     result["seconds"] = dict(runner.timings)
     return result
 
 
-def _dry_run(runner, tree, section, path, allow_delete, allow_replace):
+def _fingerprint(runner, section, path):
+    """A digest of everything a plan of ``path`` depends on that hecate can see without Terraform's
+    providers: the configuration files under the workdir, the state (local files, or ``state pull``
+    with a backend), the non-secret environment (``TF_*`` and ``hecate:terraform:env``), and the binary. Secret values are left out (only
+    their names count): a digest of a token is still a function of the token."""
+    digest = hashlib.sha256()
+
+    def add(label, data):
+        digest.update(f"{label}\0{len(data)}\0".encode())
+        digest.update(data)
+
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d != ".terraform")
+        for name in sorted(files):
+            relative = os.path.relpath(os.path.join(root, name), path)
+            if name.endswith(CONFIG_SUFFIXES) or relative == "terraform.tfstate" or relative.startswith("terraform.tfstate.d" + os.sep):
+                with open(os.path.join(root, name), "rb") as handle:
+                    add(relative, handle.read())
+    if os.path.exists(os.path.join(path, ".terraform", "terraform.tfstate")):  # a backend: the state lives there
+        state = runner.json(["state", "pull"], cwd=path)
+        add("state", json.dumps([state.get("lineage"), state.get("serial")]).encode())
+    secrets = tf_util.secret_environment(section)
+    configured = {str(k) for k in section.get("env") or {}}  # hecate:terraform:env holds no secrets
+    settings = {k: v for k, v in runner.env.items() if (k.startswith("TF_") or k in configured) and k not in secrets}
+    add("env", json.dumps([settings, sorted(secrets)], sort_keys=True).encode())
+    binary = os.stat(runner.binary)
+    add("binary", f"{runner.binary} {binary.st_size} {binary.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def _record_plan(path, fingerprint):
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    _write(os.path.join(path, PLANNED_FILE), json.dumps({"fingerprint": fingerprint, "planned_at": when}) + "\n", 0o600)
+
+
+def _unchanged_since_plan(runner, section, path):
+    """Why this run may skip init and plan (a sentence), or None when it must plan."""
+    try:
+        with open(os.path.join(path, PLANNED_FILE), encoding="utf-8") as handle:
+            last = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(last, dict) or not os.path.isdir(os.path.join(path, ".terraform")):
+        return None
+    if last.get("fingerprint") != _fingerprint(runner, section, path):
+        return None
+    return f"configuration and state unchanged since the plan of {last.get('planned_at')} found nothing to do (refresh=True plans anyway)"
+
+
+def _dry_run(runner, tree, section, path, allow_delete, allow_replace, refresh=False):
     rendered, files = _render(tree, section, path, TEMPLATE_SOURCE, test=True)
+    skipped = None
+    if not refresh and not rendered["changed"] and not rendered["removed"]:
+        skipped = _unchanged_since_plan(runner, section, path)
+    if skipped:
+        return {"workdir": path, "test": True, "files": [], "changes": False, "summary": tf_util.summarize_plan({}),
+                "refused": [], "plan_skipped": skipped, "seconds": dict(runner.timings)}  # fmt: skip
     scratch = tempfile.mkdtemp(prefix="hecate-tf-")
     try:
         work = os.path.join(scratch, "work")
@@ -539,4 +622,5 @@ def _scratch_copy(source, target):
                 pass
         return shutil.copy2(src, dst)
 
-    shutil.copytree(source, target, symlinks=True, copy_function=copy, ignore=shutil.ignore_patterns(tf_util.PLANFILE, "*.hecate-tmp"))
+    ignore = shutil.ignore_patterns(tf_util.PLANFILE, "*.hecate-tmp", PLANNED_FILE)
+    shutil.copytree(source, target, symlinks=True, copy_function=copy, ignore=ignore)

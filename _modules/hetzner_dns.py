@@ -21,22 +21,31 @@ Behaviour: names are URL-escaped; TXT values are written as quoted chunks of at 
 ``RateLimit-Limit/Remaining/Reset`` headers and 429 answers are honoured (wait, bounded by ``max_wait``);
 reads are retried on 5xx with backoff; a write that timed out (or got a 5xx) is never sent again: the
 RRSet is read back and the write counts as done only when the read shows it applied.
+
+Writes to one RRSet in a row: the API refuses an action on a set while another action on it still runs
+(423 ``locked``), and answers 409 ``conflict`` ("the resource has changed during the request, please
+retry"). Before a write, the client waits for the action it started on the same set (known from the last
+write's answer); a 423 waits for the zone's running actions, a 409 ``conflict`` backs off exponentially
+with jitter (hcloud-go's ``client_handler_retry.go`` and ``ExponentialBackoffWithOpts``: base x 2^n, full
+jitter, at most 5 retries); both are refused writes, so sending them again is safe. All of it is bounded
+by ``max_wait``; then the write fails with a clean error. A 409 ``uniqueness_error`` (the set exists) and a
+423 ``protected`` are never retried.
 """
 
 import logging
+import random
 import time
 from urllib.parse import quote
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
-    import hecate_http  # imports requests
-
-    HAS_REQUESTS = True
-except ImportError:  # pragma: no cover - exercised only where requests is missing
-    HAS_REQUESTS = False
-
-import hecate_dns
+    import hecate_dns
+    import hecate_http
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +54,18 @@ __virtualname__ = "hetzner_dns"
 CONTEXT_KEY = "hetzner_dns.client"
 ACTION_BATCH = 50  # ids per GET /actions
 MAX_429 = 10
+# hcloud-go (hcloud/client.go NewClient): retryMaxRetries 5, ExponentialBackoffWithOpts{Multiplier: 2, Jitter}
+MAX_WRITE_RETRIES = 5
+RETRY_CAP = 30.0  # seconds, the longest single back-off
 
 
 def __virtual__():
-    if not HAS_REQUESTS:
-        return False, "hetzner_dns: the python 'requests' library is not installed"
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     return __virtualname__
 
 
-if HAS_REQUESTS:
+if not IMPORT_ERROR:
 
     class HetznerClient(hecate_http.ApiClient):
         """``hecate_http.ApiClient`` plus the Cloud API's rate limiting.
@@ -71,6 +83,8 @@ if HAS_REQUESTS:
             self.limit = self.remaining = self.reset = None
             self.rate_waits = 0
             self.rate_waited = 0.0
+            self.running = {}  # (zone, name, type) -> id of the action our last write on that set started
+            self.write_retries = 0  # writes sent again after 409 conflict / 423 locked
             self.session.hooks["response"].append(self._observe)
 
         def _observe(self, response, *args, **kwargs):
@@ -339,12 +353,76 @@ def _unknown_outcome(exc):
     return exc.timed_out or exc.status == 0 or exc.status >= 500
 
 
-def _write(method, path, body, verify, what):
-    """Send one write. When its outcome is unknown (timeout, connection lost, 5xx) never send it again:
-    read back and report ``{"action": None, "reread": True}`` when the read shows it applied."""
+def _error_code(exc):
+    """The Cloud API's error code (``conflict``, ``locked``, ``uniqueness_error``...) of an ApiError, or None."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error")
+    return error.get("code") if isinstance(error, dict) else None
+
+
+def _backoff(client, retry):
+    """hcloud-go's ``ExponentialBackoffWithOpts`` with ``Jitter`` (hcloud/client.go): ``base * 2^retry``
+    capped, then uniformly between ``base`` and that."""
+    ceiling = min(RETRY_CAP, client.backoff * 2**retry)
+    return client.backoff + (ceiling - client.backoff) * random.random()  # noqa: S311 - jitter, not a secret
+
+
+def _wait_running(zone, budget):
+    """After a 423 ``locked``: wait for the zone's running actions (``GET /zones/<zone>/actions?status=running``,
+    one page). Returns how many there were."""
+    body = _client().get(f"zones/{_q(zone)}/actions", params={"status": "running", "per_page": hecate_dns.PAGE_SIZE}) or {}
+    ids = [a["id"] for a in body.get("actions") or []]
+    if ids:
+        wait_actions(ids, timeout=max(budget, 0.001))
+    return len(ids)
+
+
+def _send(method, path, body, zone, what):
+    """Send one write. A 423 ``locked`` waits for the zone's running actions, a 409 ``conflict`` backs off;
+    both are sent again (the API refused them: nothing was applied), at most ``MAX_WRITE_RETRIES`` times and
+    within ``max_wait`` seconds. Other errors are raised as they are."""
     client = _client()
+    started = time.monotonic()
+    retries = 0
+    while True:
+        try:
+            return client.json(method, path, json=body) or {}
+        except hecate_http.ApiError as exc:
+            code = _error_code(exc)
+            if (exc.status, code) not in ((409, "conflict"), (423, "locked")):
+                raise
+            budget = client.max_wait - (time.monotonic() - started)
+            seconds = _backoff(client, retries)
+            if retries >= MAX_WRITE_RETRIES or seconds > budget:
+                raise CommandExecutionError(
+                    f"hetzner_dns: {what}: the API still answers {exc.status} {code} after {retries + 1} attempts in "
+                    f"{client.max_wait - budget:.1f}s (at most {MAX_WRITE_RETRIES} retries within hecate:dns:max_wait "
+                    f"{client.max_wait:g}s); nothing was changed by it: run again"
+                ) from None
+            retries += 1
+            client.write_retries += 1
+            log.debug("hetzner_dns: %s: %s %s, retry %d", what, exc.status, code, retries)
+            if code == "locked":
+                try:
+                    if _wait_running(zone, budget):
+                        continue
+                except hecate_http.ApiError as wait_error:  # not the write's outcome: it was refused
+                    raise CommandExecutionError(
+                        f"hetzner_dns: {what}: 423 locked; waiting for the running actions failed: {wait_error}"
+                    ) from None
+            client.sleep(seconds)
+
+
+def _write(method, path, body, verify, what, rrset):
+    """Send one write on ``rrset`` (``(zone, name, type)``). First wait for the action our previous write
+    on the same set started (the API refuses a second action while one runs: 423 ``locked``). When the
+    outcome is unknown (timeout, connection lost, 5xx) never send it again: read back and report
+    ``{"action": None, "reread": True}`` when the read shows it applied."""
+    client = _client()
+    if method != "PUT" and rrset in client.running:  # PUT (labels) starts no action
+        wait_actions([client.running[rrset]])
     try:
-        return client.json(method, path, json=body) or {}
+        result = _send(method, path, body, rrset[0], what)
     except hecate_http.ApiError as exc:
         if not _unknown_outcome(exc):
             raise
@@ -358,6 +436,10 @@ def _write(method, path, body, verify, what):
         raise CommandExecutionError(
             f"{what}: {exc}; a re-read shows it was not applied (it may still land). Not sent again: run again to converge"
         ) from None
+    action = result.get("action")
+    if isinstance(action, dict) and action.get("status") == "running":
+        client.running[rrset] = action["id"]
+    return result
 
 
 def _same_records(zone, current, records):
@@ -418,7 +500,7 @@ def create_rrset(zone, name, type, values, ttl=None, labels=None, wait=True):
     def verify():
         return _same_records(zone, rrset(zone, rel, rtype), records)
 
-    result = _write("POST", f"zones/{_q(zone)}/rrsets", body, verify, f"create {rel} {rtype} in {zone}")
+    result = _write("POST", f"zones/{_q(zone)}/rrsets", body, verify, f"create {rel} {rtype} in {zone}", (zone, rel, rtype))
     return _finish(result, wait)
 
 
@@ -438,7 +520,9 @@ def set_records(zone, name, type, values, wait=True):
         return _same_records(zone, rrset(zone, rel, rtype), records)
 
     body = {"records": _records_body(records)}
-    result = _write("POST", _rrset_path(zone, rel, rtype, "/actions/set_records"), body, verify, f"set records of {rel} {rtype}")
+    result = _write(
+        "POST", _rrset_path(zone, rel, rtype, "/actions/set_records"), body, verify, f"set records of {rel} {rtype}", (zone, rel, rtype)
+    )
     return _finish(result, wait)
 
 
@@ -462,7 +546,9 @@ def add_records(zone, name, type, values, ttl=None, wait=True):
     body = {"records": _records_body(records)}
     if ttl is not None:
         body["ttl"] = ttl
-    result = _write("POST", _rrset_path(zone, rel, rtype, "/actions/add_records"), body, verify, f"add records to {rel} {rtype}")
+    result = _write(
+        "POST", _rrset_path(zone, rel, rtype, "/actions/add_records"), body, verify, f"add records to {rel} {rtype}", (zone, rel, rtype)
+    )
     return _finish(result, wait)
 
 
@@ -484,7 +570,7 @@ def remove_records(zone, name, type, values, wait=True):
 
     body = {"records": _records_body(records)}
     what = f"remove records from {rel} {rtype}"
-    result = _write("POST", _rrset_path(zone, rel, rtype, "/actions/remove_records"), body, verify, what)
+    result = _write("POST", _rrset_path(zone, rel, rtype, "/actions/remove_records"), body, verify, what, (zone, rel, rtype))
     return _finish(result, wait)
 
 
@@ -505,7 +591,9 @@ def change_ttl(zone, name, type, ttl, wait=True):
         return current is not None and current.get("ttl") == ttl
 
     body = {"ttl": ttl}
-    result = _write("POST", _rrset_path(zone, rel, rtype, "/actions/change_ttl"), body, verify, f"change TTL of {rel} {rtype}")
+    result = _write(
+        "POST", _rrset_path(zone, rel, rtype, "/actions/change_ttl"), body, verify, f"change TTL of {rel} {rtype}", (zone, rel, rtype)
+    )
     return _finish(result, wait)
 
 
@@ -529,7 +617,7 @@ def change_protection(zone, name, type, change, wait=True):
 
     body = {"change": change}
     what = f"change protection of {rel} {rtype}"
-    result = _write("POST", _rrset_path(zone, rel, rtype, "/actions/change_protection"), body, verify, what)
+    result = _write("POST", _rrset_path(zone, rel, rtype, "/actions/change_protection"), body, verify, what, (zone, rel, rtype))
     return _finish(result, wait)
 
 
@@ -549,7 +637,7 @@ def set_labels(zone, name, type, labels):
         current = rrset(zone, rel, rtype)
         return current is not None and (current.get("labels") or {}) == labels
 
-    result = _write("PUT", _rrset_path(zone, rel, rtype), {"labels": labels}, verify, f"set labels of {rel} {rtype}")
+    result = _write("PUT", _rrset_path(zone, rel, rtype), {"labels": labels}, verify, f"set labels of {rel} {rtype}", (zone, rel, rtype))
     return result.get("rrset") if "rrset" in result else result
 
 
@@ -569,7 +657,7 @@ def delete_rrset(zone, name, type, wait=True):
     def verify():
         return rrset(zone, rel, rtype) is None
 
-    result = _write("DELETE", _rrset_path(zone, rel, rtype), None, verify, f"delete {rel} {rtype} in {zone}")
+    result = _write("DELETE", _rrset_path(zone, rel, rtype), None, verify, f"delete {rel} {rtype} in {zone}", (zone, rel, rtype))
     return _finish(result, wait)
 
 
@@ -610,6 +698,7 @@ def wait_actions(ids, timeout=None, interval=0.1):
         if pending and time.monotonic() > deadline:
             raise CommandExecutionError(f"hetzner_dns: actions {pending} still running after {timeout:.0f}s")
         interval = min(interval * 2, 2.0)
+    client.running = {k: v for k, v in client.running.items() if v not in done}
     return [done[i] for i in dict.fromkeys(int(i) for i in ids)]
 
 

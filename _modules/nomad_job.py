@@ -25,19 +25,21 @@ try:
     import hecate_http
     import hecate_nomad
     from hecate_spec import PillarError
-
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
     IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - hecate's utils ship with the module
-    IMPORT_ERROR = str(exc)
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "nomad_job"
 
+CONTEXT_KEY = "nomad_job.client"
+
 
 def __virtual__():
     if IMPORT_ERROR:
-        return False, f"nomad_job: hecate's helpers are not importable ({IMPORT_ERROR}); sync _utils"
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     return __virtualname__
 
 
@@ -104,10 +106,16 @@ def _client(cfg=None):
     token = __salt__["config.get"]("hecate:nomad:token", None)
     if token:
         hecate_http.check_token(token, "hecate:nomad:token")
+    # One client (one HTTP session, its connections kept alive) per settings and token, as the other modules do.
+    cache_key = (repr(sorted((k, v) for k, v in cfg.items() if k != "token")), hash(token))
+    cached = __context__.get(CONTEXT_KEY)
+    if cached and cached[0] == cache_key:
+        return cached[1]
     verify = cfg.get("ca_file") or cfg["tls_verify"]
     client = NomadClient(address, token, cfg["namespace"], cfg["region"], verify=verify, timeout=cfg["request_timeout"])
     if cfg.get("client_cert"):
         client.session.cert = (cfg["client_cert"], cfg.get("client_key")) if cfg.get("client_key") else cfg["client_cert"]
+    __context__[CONTEXT_KEY] = (cache_key, client)
     return client
 
 
@@ -169,7 +177,10 @@ def parse(hcl, variables=None, canonicalize=True):
     text = _variables_text(variables)
     if text:
         body["Variables"] = text
-    return _client().json("POST", "/v1/jobs/parse", json=body)
+    client = _client()
+    # Nomad authorises a parse against ?namespace= (parseNamespace, command/agent/http.go), "default"
+    # when absent: a token scoped to the job's namespace needs it sent
+    return client.json("POST", "/v1/jobs/parse", params=client.params(), json=body)
 
 
 def plan(job, diff=True, variables=None):
@@ -494,7 +505,9 @@ def _find_deployment(client, cfg, name, job_modify_index, deadline, newer_than=N
 
 def wait_deployment(deployment_id, timeout=None, promote=None, healthy_seconds=None, follow_revert=True):
     """Watch a deployment with blocking queries until it is successful or failed, promoting canaries by
-    policy so it never hangs on them:
+    policy so it never hangs on them. A deployment that is ``paused``, ``blocked`` or ``pending``
+    (nomad/structs/deployment.go) makes no progress by itself: the watch ends at once with that status
+    and ``stalled`` saying what it waits for. Canary policy:
 
     - ``auto``: promote as soon as every canary is healthy;
     - ``after``: promote once the canaries have stayed healthy for ``healthy_seconds``;
@@ -540,6 +553,7 @@ def _watch(client, cfg, deployment_id, deadline, policy, follow_revert=True):
         "timed_out": False,
         "reverted_to": None,
         "failing_allocations": [],
+        "stalled": None,
     }
     index, ready_since = 0, None
     hold = float(policy.get("healthy_seconds") or 0)
@@ -554,6 +568,9 @@ def _watch(client, cfg, deployment_id, deadline, policy, follow_revert=True):
         dep, index = client.blocking(f"/v1/deployment/{_q(deployment_id)}", index, wait)
         result.update(status=dep.get("Status"), description=dep.get("StatusDescription", ""), job_version=dep.get("JobVersion"))
         if dep["Status"] == "successful":
+            return result
+        if dep["Status"] in hecate_nomad.STALLED:  # no progress until someone else acts: say so now
+            result["stalled"] = hecate_nomad.STALLED[dep["Status"]]
             return result
         if dep["Status"] in ("failed", "cancelled"):
             if dep["Status"] == "failed":

@@ -24,8 +24,19 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "hecate"
 
+try:
+    # The clients behind vault: and consul: references (hecate_secrets uses them).
+    import consul  # noqa: F401
+    import hvac  # noqa: F401
+except ImportError as exc:  # pragma: no cover - only where hvac or py-consul is missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
+
 
 def __virtual__():
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     return __virtualname__
 
 

@@ -30,6 +30,13 @@ import salt.client
 import salt.utils.event
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+try:
+    import consul  # noqa: F401 - py-consul: deploy's lock and records (hecate_lock, hecate_secrets)
+except ImportError as exc:  # pragma: no cover - only where py-consul is missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
+
 log = logging.getLogger(__name__)
 
 __virtualname__ = "hecate"
@@ -41,6 +48,8 @@ _HELD = hecate_orchestrate.__dict__.setdefault("HELD_LOCKS", {})
 
 
 def __virtual__():
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
     return __virtualname__
 
 

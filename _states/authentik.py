@@ -12,6 +12,8 @@ natural key and PATCH only the declared fields that differ. Lists the server add
 (``property_mappings``, an outpost's ``providers``) are compared as sets: what is declared must be there.
 """
 
+import inspect
+
 import hecate_authentik
 import hecate_schema
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -49,11 +51,6 @@ def _fail(ret, exc, done=None):
     return ret
 
 
-def _diff(current, wanted):
-    """The declared fields whose value differs: ``{field: {"old": ..., "new": ...}}``."""
-    return {k: {"old": current.get(k), "new": v} for k, v in wanted.items() if v is not None and current.get(k) != v}
-
-
 def _converge(ret, kind, label, current, wanted, create, update):
     """Shared present-logic: create when absent, PATCH the differing declared fields, honour test."""
     if current is None:
@@ -63,7 +60,11 @@ def _converge(ret, kind, label, current, wanted, create, update):
         created = create()
         ret.update(comment=f"{kind} {label} created", changes={"new": wanted, "pk": created.get("pk")})
         return ret
-    diff = _diff(current, wanted)
+    return _patch(ret, kind, label, hecate_authentik.differs(current, wanted), update)
+
+
+def _patch(ret, kind, label, diff, update):
+    """Send the differing declared fields (``diff``), or nothing when there are none; honour test."""
     if not diff:
         ret["comment"] = f"{kind} {label} is as declared"
         return ret
@@ -124,27 +125,24 @@ def group_present(name, parents=None, attributes=None, is_superuser=None):
                 diff["attributes"] = {"old": current.get("attributes"), "new": merged}
         if is_superuser is not None and bool(is_superuser) != current.get("is_superuser"):
             diff["is_superuser"] = {"old": current.get("is_superuser"), "new": bool(is_superuser)}
-        if not diff:
-            ret["comment"] = f"group {name} is as declared"
-            return ret
-        if _test():
-            ret.update(result=None, comment=f"group {name} would be updated", changes=diff)
-            return ret
-        __salt__["authentik.group_update"](current["pk"], **{k: v["new"] for k, v in diff.items()})
-        ret.update(comment=f"group {name} updated", changes=diff)
-        return ret
+        return _patch(ret, "group", name, diff, lambda changed: __salt__["authentik.group_update"](current["pk"], **changed))
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+
+
+def _named_absent(name, kind, function):
+    """No object called ``name``: read with ``authentik.<function>``, deleted by pk with ``<function>_delete``."""
+    ret = _ret(name)
+    try:
+        current = __salt__[f"authentik.{function}"](name)
+        return _absent(ret, kind, name, current, lambda: __salt__[f"authentik.{function}_delete"](current["pk"]))
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _fail(ret, exc)
 
 
 def group_absent(name):
     """No group called ``name`` (its policy bindings go with it)."""
-    ret = _ret(name)
-    try:
-        current = __salt__["authentik.group"](name)
-        return _absent(ret, "group", name, current, lambda: __salt__["authentik.group_delete"](current["pk"]))
-    except (CommandExecutionError, SaltInvocationError) as exc:
-        return _fail(ret, exc)
+    return _named_absent(name, "group", "group")
 
 
 # -- proxy providers ---------------------------------------------------------------------------------------
@@ -177,14 +175,6 @@ def proxy_provider_present(
             if found is None:
                 raise CommandExecutionError(f"there is no flow with slug {slug!r} ({field})")
             flows[field] = found["pk"]
-        wanted = {
-            "external_host": external_host,
-            "mode": mode,
-            **flows,
-            "cookie_domain": cookie_domain,
-            "skip_path_regex": skip_path_regex,
-            "internal_host": internal_host,
-        }
         mapping_pks = None
         if property_mappings is not None:
             known = __salt__["authentik.scope_mappings"]()
@@ -194,42 +184,34 @@ def proxy_provider_present(
                 if found is None:
                     raise CommandExecutionError(f"there is no scope mapping {item!r}")
                 mapping_pks.append(found["pk"])
+        wanted = {
+            "external_host": external_host,
+            "mode": mode,
+            **flows,
+            "cookie_domain": cookie_domain,
+            "skip_path_regex": skip_path_regex,
+            "internal_host": internal_host,
+            "property_mappings": mapping_pks,  # a set: authentik's own mappings stay
+        }
+        fields = {k: v for k, v in wanted.items() if v is not None}
         current = __salt__["authentik.proxy_provider"](name)
-        if current is None:
-            fields = {k: v for k, v in wanted.items() if v is not None}
-            if mapping_pks is not None:
-                fields["property_mappings"] = mapping_pks
-            if _test():
-                ret.update(result=None, comment=f"proxy provider {name} would be created", changes={"new": {"name": name, **fields}})
-                return ret
-            created = __salt__["authentik.proxy_provider_create"](name, **fields)
-            ret.update(comment=f"proxy provider {name} created", changes={"new": {"name": name, **fields}, "pk": created["pk"]})
-            return ret
-        diff = _diff(current, wanted)
-        if mapping_pks is not None and not set(mapping_pks) <= set(current.get("property_mappings") or []):
-            union = sorted(set(current.get("property_mappings") or []) | set(mapping_pks))
-            diff["property_mappings"] = {"old": sorted(current.get("property_mappings") or []), "new": union}
-        if not diff:
-            ret["comment"] = f"proxy provider {name} is as declared"
-            return ret
-        if _test():
-            ret.update(result=None, comment=f"proxy provider {name} would be updated", changes=diff)
-            return ret
-        __salt__["authentik.proxy_provider_update"](current["pk"], **{k: v["new"] for k, v in diff.items()})
-        ret.update(comment=f"proxy provider {name} updated", changes=diff)
-        return ret
+        update = __salt__["authentik.proxy_provider_update"]
+        return _converge(
+            ret,
+            "proxy provider",
+            name,
+            current,
+            {"name": name, **fields},
+            lambda: __salt__["authentik.proxy_provider_create"](name, **fields),
+            lambda changed: update(current["pk"], current=current, **changed),
+        )
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _fail(ret, exc)
 
 
 def proxy_provider_absent(name):
     """No proxy provider called ``name`` (authentik drops it from outposts)."""
-    ret = _ret(name)
-    try:
-        current = __salt__["authentik.proxy_provider"](name)
-        return _absent(ret, "proxy provider", name, current, lambda: __salt__["authentik.proxy_provider_delete"](current["pk"]))
-    except (CommandExecutionError, SaltInvocationError) as exc:
-        return _fail(ret, exc)
+    return _named_absent(name, "proxy provider", "proxy_provider")
 
 
 # -- applications ------------------------------------------------------------------------------------------
@@ -331,7 +313,7 @@ def policy_binding_present(name, application, group=None, policy=None, binding_o
             lambda: __salt__["authentik.policy_binding_create"](
                 app["pk"], **{field: pk}, order=binding_order or 0, negate=negate, enabled=enabled
             ),
-            lambda changed: __salt__["authentik.policy_binding_update"](current["pk"], **changed),
+            lambda changed: __salt__["authentik.policy_binding_update"](current["pk"], current=current, **changed),
         )
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _fail(ret, exc)
@@ -396,9 +378,10 @@ def outpost_providers_absent(name, providers):
 
 
 # -- the set-level state -------------------------------------------------------------------------------------
-def _tree(hecate):
-    tree = hecate_schema.validate(hecate if hecate is not None else __salt__["config.get"]("hecate", None))
-    return hecate_authentik.validate_tree(tree)
+def _tree():
+    """The validated ``hecate`` tree from pillar (or minion config): never a state argument, since it
+    holds the tokens and a state's arguments end up in the job's return and events."""
+    return hecate_authentik.validate_tree(hecate_schema.validate(__salt__["config.get"]("hecate", None)))
 
 
 def _snapshot(desired):
@@ -457,9 +440,8 @@ def _execute(actions, snapshot, desired, done):
         snapshot["providers"][name] = salt["authentik.proxy_provider_create"](name, external_host, **fields)
         mark("providers", "created", name)
     for item in actions["providers_update"]:
-        snapshot["providers"][item["name"]] = salt["authentik.proxy_provider_update"](
-            item["pk"], **{k: v["new"] for k, v in item["diff"].items()}
-        )
+        changed = {k: v["new"] for k, v in item["diff"].items()}
+        snapshot["providers"][item["name"]] = salt["authentik.proxy_provider_update"](item["pk"], current=item["current"], **changed)
         mark("providers", "updated", item["name"])
     for item in actions["applications_create"]:
         fields = dict(item)
@@ -487,7 +469,7 @@ def _execute(actions, snapshot, desired, done):
         salt["authentik.policy_binding_create"](app["pk"], group=group["pk"], order=item["order"])
         mark("bindings", "created", f"{item['application']} <- group {item['group']}")
     for item in actions["bindings_update"]:
-        salt["authentik.policy_binding_update"](item["pk"], **{k: v["new"] for k, v in item["diff"].items()})
+        salt["authentik.policy_binding_update"](item["pk"], current=item["current"], **{k: v["new"] for k, v in item["diff"].items()})
         mark("bindings", "updated", f"{item['application']} <- group {item['group']}")
     for item in actions["bindings_delete"]:
         salt["authentik.policy_binding_delete"](item["pk"])
@@ -503,7 +485,7 @@ def _execute(actions, snapshot, desired, done):
         mark("groups", "deleted", name)
 
 
-def protected_routes(name, hecate=None, prune=None):
+def protected_routes(name, prune=None):
     """Make authentik guard exactly the pillar routes that have ``auth:``.
 
     For each such route (``forward_single``, the default): a proxy provider and an application named
@@ -513,15 +495,13 @@ def protected_routes(name, hecate=None, prune=None):
     route needs any more are removed (``prune``, default ``hecate:authentik:prune``, true).
 
     name
-        The state's ID (free text).
-    hecate
-        The ``hecate`` tree to use instead of pillar (the orchestration passes it).
+        The state's ID (free text). The routes and settings come from pillar ``hecate`` (validated first).
     prune
         Override ``hecate:authentik:prune``.
     """
     ret = _ret(name)
     try:
-        tree = _tree(hecate)
+        tree = _tree()
     except hecate_schema.PillarError as exc:
         return _fail(ret, exc)
     settings = hecate_authentik.section(tree)
@@ -549,8 +529,27 @@ def protected_routes(name, hecate=None, prune=None):
         return _fail(ret, f"authentik: {exc} (done before the failure: {done or 'nothing'})", done)
 
 
+WATCHABLE = (
+    "protected_routes",
+    "group_present",
+    "group_absent",
+    "proxy_provider_present",
+    "proxy_provider_absent",
+    "application_present",
+    "application_absent",
+    "policy_binding_present",
+    "policy_binding_absent",
+    "outpost_providers_present",
+    "outpost_providers_absent",
+)
+
+
 def mod_watch(name, sfun=None, **kwargs):
-    """``watch``: re-converge the protected routes when a watched state changed."""
-    if sfun == "protected_routes":
-        return protected_routes(name, **kwargs)
-    return {"name": name, "result": False, "changes": {}, "comment": f"watch is not supported by authentik.{sfun}"}
+    """``watch``: run the watching state again (every state here converges, so that is all a watched
+    change asks for). Only the state's own arguments are passed on: the low chunk also holds Salt's keys
+    (``__reqs__``, ``__id__``, ``fun``...)."""
+    if sfun not in WATCHABLE:
+        return {"name": name, "result": False, "changes": {}, "comment": f"watch is not supported by authentik.{sfun}"}
+    function = globals()[sfun]
+    own = inspect.signature(function).parameters
+    return function(name, **{k: v for k, v in kwargs.items() if k in own and k != "name"})

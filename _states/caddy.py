@@ -14,9 +14,17 @@ config or a host does not answer, the snapshot taken before the write is loaded 
 
 import copy
 
-import hecate_caddy
-import hecate_schema
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import hecate_caddy
+    import hecate_drift
+    import hecate_schema
+    import hecate_state
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 __virtualname__ = "caddy"
 
@@ -24,19 +32,15 @@ ETAG_RETRIES = 3
 
 
 def __virtual__():
-    if "caddy.snapshot" in __salt__:
-        return __virtualname__
-    return (False, "the caddy execution module is not available")
-
-
-def _ret(name):
-    return {"name": name, "result": False, "changes": {}, "comment": ""}
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
+    return hecate_state.virtual(__virtualname__, __salt__, "caddy.snapshot")
 
 
 def _tree():
     # From pillar only: a tree passed as an argument would put its tokens in job arguments and logs.
     # A different tree (rollback, promote) arrives as a pillar override: state.apply pillar='{"hecate": ...}'.
-    return hecate_schema.validate(__salt__["config.get"]("hecate", None))
+    return hecate_state.tree(__pillar__, __opts__, __context__)
 
 
 def _verify(tree, domains):
@@ -46,13 +50,19 @@ def _verify(tree, domains):
     return __salt__["caddy.check"](domains)
 
 
-def _roll_back(snap, failures):
+def _roll_back(snap, failures, written=None):
+    """Load ``snap`` back; with ``written`` (this run's config) only while Caddy still runs it."""
     lines = [f"{f['domain']}: {f['reason']}" for f in failures]
     try:
-        __salt__["caddy.restore"](snap)
+        __salt__["caddy.restore"](snap, expect=written)
         outcome = "restored the config from before this run"
     except CommandExecutionError as exc:
-        outcome = f"AND restoring the previous config failed: {exc}"
+        if getattr(exc, "status", None) == 412:  # caddy.Superseded: another run committed after ours; its config stays
+            outcome = f"NOT restored: {exc}"
+        elif getattr(exc, "outcome_unknown", False):
+            outcome = f"restoring the previous config: {exc}"
+        else:
+            outcome = f"AND restoring the previous config failed: {exc}"
     return "post-write check failed, " + outcome + ":\n  " + "\n  ".join(lines)
 
 
@@ -65,12 +75,11 @@ def routes_managed(name):
     Creates hecate's server when Caddy runs with nothing but an admin endpoint; prunes only
     hecate's own routes; ``test=True`` returns the diff and writes nothing.
     """
-    ret = _ret(name)
+    ret = hecate_state.ret(name)
     try:
         tree = _tree()
-    except hecate_schema.PillarError as exc:
-        ret["comment"] = f"nothing was changed: {exc}"
-        return ret
+    except hecate_state.PillarError as exc:
+        return hecate_state.fail(ret, f"nothing was changed: {exc}")
     count = len(tree["reverse_proxy"]["caddy"]["routes"])
     try:
         for _ in range(ETAG_RETRIES):
@@ -78,34 +87,35 @@ def routes_managed(name):
             live = snap["config"]
             desired = hecate_caddy.desired_config(live, tree)
             if desired == live:
-                ret.update(result=True, comment=f"Caddy already serves the {count} pillar route(s); nothing sent")
+                if not hecate_state.test(__opts__):
+                    hecate_drift.record_applied(__opts__["cachedir"], live)
+                ret["comment"] = f"Caddy already serves the {count} pillar route(s); nothing sent"
                 return ret
             changes = hecate_caddy.diff(live, desired)
-            if __opts__["test"]:
-                ret.update(result=None, changes=changes, comment="would apply these changes in one reload")
-                return ret
+            if hecate_state.test(__opts__):
+                return hecate_state.pending(ret, changes, "would apply these changes in one reload")
             try:
                 __salt__["caddy.apply"](desired, snap["etag"])
                 break
             except CommandExecutionError as exc:
                 status = getattr(exc, "status", None)
                 if status == 0:  # no answer: Caddy may still apply the request it got
-                    ret["comment"] = f"Caddy's admin API did not answer: whether it applied the change is unknown; re-run: {exc}"
-                    return ret
+                    return hecate_state.fail(
+                        ret, f"Caddy's admin API did not answer: whether it applied the change is unknown; re-run: {exc}"
+                    )
                 if status != 412:
-                    ret["comment"] = f"Caddy rejected the new config and keeps serving the previous one: {exc}"
-                    return ret
+                    return hecate_state.fail(ret, f"Caddy rejected the new config and keeps serving the previous one: {exc}")
         else:
-            ret["comment"] = f"Caddy's config changed under us {ETAG_RETRIES} times in a row (another writer?); nothing applied"
-            return ret
+            return hecate_state.fail(
+                ret, f"Caddy's config changed under us {ETAG_RETRIES} times in a row (another writer?); nothing applied"
+            )
     except (CommandExecutionError, SaltInvocationError) as exc:
-        ret["comment"] = str(exc)
-        return ret
+        return hecate_state.fail(ret, str(exc))
     failures = _verify(tree, hecate_caddy.changed_domains(live, desired))
     if failures:
-        ret["comment"] = _roll_back(snap, failures)
-        return ret
-    ret.update(result=True, changes=changes, comment=f"applied in one reload; {count} route(s) in place")
+        return hecate_state.fail(ret, _roll_back(snap, failures, written=desired))
+    hecate_drift.record_applied(__opts__["cachedir"], desired)
+    ret.update(changes=changes, comment=f"applied in one reload; {count} route(s) in place")
     return ret
 
 
@@ -131,7 +141,7 @@ def route_present(name, domain, backend=None, backends=None, **kwargs):
             - domain: status.example.org
             - backend: 10.0.0.9:8080
     """
-    ret = _ret(name)
+    ret = hecate_state.ret(name)
     args = {k: v for k, v in kwargs.items() if not k.startswith("__")}
     args["domain"] = domain
     if backend:
@@ -144,34 +154,27 @@ def route_present(name, domain, backend=None, backends=None, **kwargs):
         routes = hecate_caddy.owned_routes(snap["config"])
         rid = compiled["@id"]
         if routes.get(rid) == compiled:
-            ret.update(result=True, comment=f"route {rid} is in place")
+            ret["comment"] = f"route {rid} is in place"
             return ret
         server = (snap["config"] or {}).get("apps", {}).get("http", {}).get("servers", {}).get(hecate_caddy.SERVER)
         if server is None:
-            ret["comment"] = "hecate's server does not exist in Caddy yet: apply hecate.routes (caddy.routes_managed) first"
-            return ret
+            return hecate_state.fail(ret, "hecate's server does not exist in Caddy yet: apply hecate.routes (caddy.routes_managed) first")
         verb = "replace" if rid in routes else "add"
-        ret["changes"] = {rid: {"old": hecate_caddy.route_summary(routes[rid]) if rid in routes else None,
-                                "new": hecate_caddy.route_summary(compiled)}}  # fmt: skip
-        if __opts__["test"]:
-            ret.update(result=None, comment=f"would {verb} route {rid}")
-            return ret
+        changes = {rid: {"old": hecate_caddy.route_summary(routes[rid]) if rid in routes else None,
+                         "new": hecate_caddy.route_summary(compiled)}}  # fmt: skip
+        if hecate_state.test(__opts__):
+            return hecate_state.pending(ret, changes, f"would {verb} route {rid}")
         if rid in routes:
             __salt__["caddy.patch"](rid, compiled, etag=snap["etag"])
         else:
             position = next(i for i, r in enumerate(server["routes"]) if r.get("@id") == hecate_caddy.CATCH_ALL_ID)
             __salt__["caddy.insert"](f"apps/http/servers/{hecate_caddy.SERVER}/routes/{position}", compiled, etag=snap["etag"])
-    except hecate_schema.PillarError as exc:
-        ret.update(changes={}, comment=f"nothing was changed: {exc}")
-        return ret
-    except (CommandExecutionError, SaltInvocationError) as exc:
-        ret.update(changes={}, comment=f"nothing was changed: {exc}")
-        return ret
+    except (hecate_state.PillarError, CommandExecutionError, SaltInvocationError) as exc:
+        return hecate_state.fail(ret, f"nothing was changed: {exc}")
     failures = _verify(tree, [domain])
     if failures:
-        ret.update(changes={}, comment=_roll_back(snap, failures))
-        return ret
-    ret.update(result=True, comment=f"route {rid}: {verb}d")
+        return hecate_state.fail(ret, _roll_back(snap, failures))
+    ret.update(changes=changes, comment=f"route {rid}: {verb}d")
     return ret
 
 
@@ -184,28 +187,29 @@ def route_absent(name):
           caddy.route_absent:
             - name: legacy
     """
-    ret = _ret(name)
+    ret = hecate_state.ret(name)
     rid = f"{hecate_caddy.ROUTE_PREFIX}{name}"
     try:
         snap = __salt__["caddy.snapshot"]()
         routes = hecate_caddy.owned_routes(snap["config"])
         if rid not in routes:
-            ret.update(result=True, comment=f"route {rid} is absent")
+            ret["comment"] = f"route {rid} is absent"
             return ret
-        ret["changes"] = {rid: {"old": hecate_caddy.route_summary(routes[rid]), "new": None}}
-        if __opts__["test"]:
-            ret.update(result=None, comment=f"would remove route {rid}")
-            return ret
+        changes = {rid: {"old": hecate_caddy.route_summary(routes[rid]), "new": None}}
+        if hecate_state.test(__opts__):
+            return hecate_state.pending(ret, changes, f"would remove route {rid}")
         __salt__["caddy.delete"](rid, etag=snap["etag"])
     except (CommandExecutionError, SaltInvocationError) as exc:
-        ret.update(changes={}, comment=str(exc))
-        return ret
-    ret.update(result=True, comment=f"route {rid} removed")
+        return hecate_state.fail(ret, str(exc))
+    ret.update(changes=changes, comment=f"route {rid} removed")
     return ret
 
 
 def mod_watch(name, sfun=None, **kwargs):
-    """``watch``: re-converge the routes when a watched state changed (e.g. the pillar file or the Caddy job)."""
-    if sfun == "routes_managed":
-        return routes_managed(name, **kwargs)
-    return {"name": name, "result": False, "changes": {}, "comment": f"watch is not supported for caddy.{sfun}"}
+    """``watch``: run the state again when a watched state changed (e.g. the pillar file or the Caddy job).
+
+    Salt calls this only after the state itself reported no change; the tree is the one validated earlier in
+    the run, so it costs one ``GET /config/``.
+    """
+    functions = {"routes_managed": routes_managed, "route_present": route_present, "route_absent": route_absent}
+    return hecate_state.mod_watch(functions, name, sfun, kwargs)

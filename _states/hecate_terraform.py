@@ -12,16 +12,23 @@ reports the plan summary; a plan that deletes or replaces a resource is refused 
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+try:
+    import hecate_state
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
+
 __virtualname__ = "hecate_terraform"
 
 
 def __virtual__():
-    if "hecate_terraform.run" in __salt__:
-        return __virtualname__
-    return (False, "the hecate_terraform execution module is not available (no terraform binary?)")
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
+    return hecate_state.virtual(__virtualname__, __salt__, "hecate_terraform.run")
 
 
-def applied(name, workdir=None, allow_delete=None, allow_replace=None):
+def applied(name, workdir=None, allow_delete=None, allow_replace=None, refresh=False):
     """Make the infrastructure match the pillar's terraform module; outputs are in ``changes``.
 
     name
@@ -30,27 +37,25 @@ def applied(name, workdir=None, allow_delete=None, allow_replace=None):
         Override ``hecate:terraform:workdir``.
     allow_delete / allow_replace
         Let the plan delete / replace resources (refused by default).
+    refresh
+        Plan even when nothing changed since the last plan that found nothing to do (finds drift).
     """
-    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    ret = hecate_state.ret(name)
+    test = hecate_state.test(__opts__)
     try:
         result = __salt__["hecate_terraform.run"](
-            workdir=workdir, test=__opts__["test"], allow_delete=allow_delete, allow_replace=allow_replace
+            workdir=workdir, test=test, allow_delete=allow_delete, allow_replace=allow_replace, refresh=refresh
         )
     except (CommandExecutionError, SaltInvocationError) as exc:
-        ret["comment"] = f"terraform: {exc}"
-        return ret
-    if __opts__["test"]:
+        return hecate_state.fail(ret, f"terraform: {exc}")
+    if test:
         if result.get("refused"):
-            ret["comment"] = "the plan would be refused: " + "; ".join(result["refused"])
-            return ret
+            return hecate_state.fail(ret, "the plan would be refused: " + "; ".join(result["refused"]))
         if result["changes"]:
-            ret.update(
-                result=None, changes={"plan": result["summary"], "files": result["files"]}, comment="terraform would apply this plan"
-            )
-        else:
-            ret.update(result=True, comment="infrastructure matches the pillar")
+            return hecate_state.pending(ret, {"plan": result["summary"], "files": result["files"]}, "terraform would apply this plan")
+        ret["comment"] = "infrastructure matches the pillar"
         return ret
     if result["applied"] or result["files"]:
         ret["changes"] = {"plan": result["summary"], "files": result["files"], "outputs": sorted(result.get("outputs") or {})}
-    ret.update(result=True, comment="applied the plan" if result["applied"] else "infrastructure matches the pillar")
+    ret["comment"] = "applied the plan" if result["applied"] else "infrastructure matches the pillar"
     return ret

@@ -31,13 +31,15 @@ shows the diff and sends no write; its result is ``None`` only when something wo
 
 import logging
 
-import hecate_dns
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
-    import hecate_schema
-except ImportError:  # pragma: no cover - the schema ships with hecate; kept optional for standalone use
-    hecate_schema = None
+    import hecate_dns
+    import hecate_state
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +47,9 @@ __virtualname__ = "hetzner_dns"
 
 
 def __virtual__():
-    if "hetzner_dns.rrsets" not in __salt__:
-        return False, "hetzner_dns state: the hetzner_dns execution module is not available (requests missing?)"
-    return __virtualname__
-
-
-def _ret(name, result=True, changes=None, comment=""):
-    return {"name": name, "result": result, "changes": changes or {}, "comment": comment}
-
-
-def _test():
-    return bool(__opts__.get("test"))
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
+    return hecate_state.virtual(__virtualname__, __salt__, "hetzner_dns.rrsets")
 
 
 def _key(name, rtype):
@@ -87,7 +81,7 @@ def rrset_present(name, zone, type, values, ttl=None, labels=None, **kwargs):
             - values: [192.0.2.10]
             - ttl: 300
     """
-    ret = _ret(name)
+    ret = hecate_state.ret(name)
     zone_key = str(zone).strip()
     try:
         zone_name = hecate_dns.to_ascii(zone_key)
@@ -99,21 +93,21 @@ def rrset_present(name, zone, type, values, ttl=None, labels=None, **kwargs):
             raise ValueError("; ".join(problems))
         __salt__["hetzner_dns.check_config"]()
     except (ValueError, CommandExecutionError, SaltInvocationError) as exc:
-        return _ret(name, False, comment=f"{name} {type}: {exc}")
+        return hecate_state.ret(name, False, comment=f"{name} {type}: {exc}")
     labels = {str(k): str(v) for k, v in dict(labels or {}).items()}
     try:
         current = __salt__["hetzner_dns.rrset"](zone_name, rel, rtype)
     except CommandExecutionError as exc:
-        return _ret(name, False, comment=str(exc))
+        return hecate_state.ret(name, False, comment=str(exc))
     label = _key(hecate_dns.absolute_name(rel, zone_name), rtype)
     if current is None:
         ret["changes"] = {label: {"old": None, "new": {"records": records, "ttl": ttl}}}
-        if _test():
-            return {**ret, "result": None, "comment": f"{label} would be created"}
+        if hecate_state.test(__opts__):
+            return hecate_state.pending(ret, ret["changes"], f"{label} would be created")
         try:
             result = __salt__["hetzner_dns.create_rrset"](zone_name, rel, rtype, records, ttl=ttl, labels=labels or None)
         except CommandExecutionError as exc:
-            return _ret(name, False, comment=str(exc))
+            return hecate_state.ret(name, False, comment=str(exc))
         return {**ret, "comment": f"{label} created" + (" (confirmed by re-read)" if result.get("reread") else "")}
 
     old_records = hecate_dns.actual_records(current, zone_name)
@@ -128,9 +122,9 @@ def rrset_present(name, zone, type, values, ttl=None, labels=None, **kwargs):
     if not diff:
         return {**ret, "comment": f"{label} is in the desired state"}
     if (current.get("protection") or {}).get("change") and ("records" in diff or "ttl" in diff):
-        return _ret(name, False, {}, f"{label} is change-protected; it differs from the desired state: {diff}")
-    if _test():
-        return {**ret, "result": None, "changes": {label: diff}, "comment": f"{label} would be updated"}
+        return hecate_state.ret(name, False, {}, f"{label} is change-protected; it differs from the desired state: {diff}")
+    if hecate_state.test(__opts__):
+        return hecate_state.pending(ret, {label: diff}, f"{label} would be updated")
     try:
         actions = []
         if "records" in diff:
@@ -141,9 +135,9 @@ def rrset_present(name, zone, type, values, ttl=None, labels=None, **kwargs):
             __salt__["hetzner_dns.set_labels"](zone_name, rel, rtype, diff["labels"]["new"])
         failed = _wait(actions)
     except CommandExecutionError as exc:
-        return _ret(name, False, comment=str(exc))
+        return hecate_state.ret(name, False, comment=str(exc))
     if failed:
-        return _ret(name, False, {label: diff}, "; ".join(failed))
+        return hecate_state.ret(name, False, {label: diff}, "; ".join(failed))
     return {**ret, "changes": {label: diff}, "comment": f"{label} updated"}
 
 
@@ -168,22 +162,22 @@ def rrset_absent(name, zone, type, **kwargs):
         __salt__["hetzner_dns.check_config"]()
         current = __salt__["hetzner_dns.rrset"](zone_name, rel, rtype)
     except (ValueError, CommandExecutionError, SaltInvocationError) as exc:
-        return _ret(name, False, comment=f"{name} {type}: {exc}")
+        return hecate_state.ret(name, False, comment=f"{name} {type}: {exc}")
     label = _key(hecate_dns.absolute_name(rel, zone_name), rtype)
     if current is None:
-        return _ret(name, True, comment=f"{label} is already absent")
+        return hecate_state.ret(name, True, comment=f"{label} is already absent")
     if (current.get("protection") or {}).get("change"):
-        return _ret(name, False, comment=f"{label} is change-protected; not deleting it")
+        return hecate_state.ret(name, False, comment=f"{label} is change-protected; not deleting it")
     changes = {label: {"old": {"records": hecate_dns.actual_records(current, zone_name), "ttl": current.get("ttl")}, "new": None}}
-    if _test():
-        return _ret(name, None, changes, f"{label} would be deleted")
+    if hecate_state.test(__opts__):
+        return hecate_state.ret(name, None, changes, f"{label} would be deleted")
     try:
         failed = _wait([__salt__["hetzner_dns.delete_rrset"](zone_name, rel, rtype, wait=False).get("action")])
     except CommandExecutionError as exc:
-        return _ret(name, False, comment=str(exc))
+        return hecate_state.ret(name, False, comment=str(exc))
     if failed:
-        return _ret(name, False, changes, "; ".join(failed))
-    return _ret(name, True, changes, f"{label} deleted")
+        return hecate_state.ret(name, False, changes, "; ".join(failed))
+    return hecate_state.ret(name, True, changes, f"{label} deleted")
 
 
 def _wait(actions):
@@ -202,17 +196,10 @@ def _wait(actions):
 def _desired_from_pillar(zone, targets):
     """Validate the whole ``hecate`` pillar tree, compile this zone's desired RRSets.
     Returns ``(desired, labels, prune, problems)``."""
-    raw = __pillar__.get("hecate")
-    problems = []
-    tree = raw
-    if hecate_schema is not None:
-        tree, report = hecate_schema.check(raw)
-        problems.extend(report.errors)
-    if not problems:
-        tree, report = hecate_dns.check(tree)
-        problems.extend(report.errors)
-    if problems:
-        return None, None, None, problems
+    try:
+        tree = hecate_state.tree(__pillar__, __opts__, __context__)
+    except hecate_state.PillarError as exc:
+        return None, None, None, exc.errors
     if not hecate_dns.enabled(tree):
         return None, None, None, [("hecate:dns", "not configured (no zone): nothing to converge")]
     if zone not in hecate_dns.managed_zones(tree["dns"]):
@@ -258,40 +245,38 @@ def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None, **kw
         labels, pillar_prune = hecate_dns.owner_labels(__pillar__.get("hecate") or {}, owner=owner), False
     if problems:
         lines = "\n".join(f"  {path}: {reason}" for path, reason in problems)
-        return _ret(name, False, comment=f"refusing to touch zone {zone}; invalid input:\n{lines}")
+        return hecate_state.ret(name, False, comment=f"refusing to touch zone {zone}; invalid input:\n{lines}")
     prune = pillar_prune if prune is None else bool(prune)
     try:
         __salt__["hetzner_dns.check_config"]()
         actual = __salt__["hetzner_dns.rrsets"](zone)
     except (CommandExecutionError, SaltInvocationError) as exc:
-        return _ret(name, False, comment=f"zone {zone}: {exc}")
+        return hecate_state.ret(name, False, comment=f"zone {zone}: {exc}")
 
     plan = hecate_dns.plan(desired, actual, zone, labels, prune=prune)
     changes = hecate_dns.describe(plan, zone)
     writes = hecate_dns.write_count(plan)
     failures = [f"{_key(hecate_dns.absolute_name(f['name'], zone), f['type'])}: {f['reason']}" for f in plan["failures"]]
     summary = (
-        f"{len(plan['create'])} to create, "
-        f"{len({(i['name'], i['type']) for k in ('set_records', 'change_ttl', 'set_labels') for i in plan[k]})} to update, "
-        f"{len(plan['delete'])} to delete, {plan['unchanged']} unchanged"
+        f"{len(plan['create'])} to create, {hecate_dns.updates_line(plan)}{len(plan['delete'])} to delete, {plan['unchanged']} unchanged"
     )
-    if _test():
+    if hecate_state.test(__opts__):
         comment = f"zone {zone}: " + (f"would write: {summary}" if writes else "nothing to write" if failures else "in the desired state")
         if failures:
-            return _ret(name, False, changes, comment + "\nwould fail:\n  " + "\n  ".join(failures))
-        return _ret(name, None if writes else True, changes, comment)
+            return hecate_state.ret(name, False, changes, comment + "\nwould fail:\n  " + "\n  ".join(failures))
+        return hecate_state.ret(name, None if writes else True, changes, comment)
     if not writes:
         if failures:
-            return _ret(name, False, {}, f"zone {zone}: nothing written\nfailures:\n  " + "\n  ".join(failures))
-        return _ret(name, True, {}, f"zone {zone}: in the desired state ({plan['unchanged']} record sets)")
+            return hecate_state.ret(name, False, {}, f"zone {zone}: nothing written\nfailures:\n  " + "\n  ".join(failures))
+        return hecate_state.ret(name, True, {}, f"zone {zone}: in the desired state ({plan['unchanged']} record sets)")
 
     applied, errors = _apply(zone, plan)
     applied_changes = {k: v for k, v in changes.items() if k in applied}
     failures.extend(errors)
     comment = f"zone {zone}: {summary}"
     if failures:
-        return _ret(name, False, applied_changes, comment + "\nfailures:\n  " + "\n  ".join(failures))
-    return _ret(name, True, applied_changes, comment)
+        return hecate_state.ret(name, False, applied_changes, comment + "\nfailures:\n  " + "\n  ".join(failures))
+    return hecate_state.ret(name, True, applied_changes, comment)
 
 
 def _apply(zone, plan):

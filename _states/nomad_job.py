@@ -183,6 +183,12 @@ def present(
         summary = hecate_nomad.plan_summary(plan)
         if summary["diff"] == "None":
             return _unchanged(ret, name, parsed, policy, configured, test)
+        if summary.get("placement_failures"):
+            # Nomad would accept the job and block its evaluation until the progress deadline fails it:
+            # refuse before writing, the running version keeps serving
+            reasons = "; ".join(f"group {g}: {', '.join(r)}" for g, r in summary["placement_failures"].items())
+            ret["comment"] = f"Job {name} cannot be placed, nothing registered: {reasons}"
+            return ret
         if test:
             ret.update(result=None, changes={"plan": summary}, comment=_plan_comment(name, summary) + " (test mode: nothing written)")
             return ret
@@ -307,6 +313,9 @@ def _follow(ret, name, parsed, dep, policy, timeout, verb, absolute=False):
             f"(salt-call nomad_job.promote {outcome['deployment_id']})",
         )
         ret["warnings"] = [f"{name}: deployment {outcome['deployment_id']} awaits manual promotion"]
+        return ret
+    if outcome.get("stalled"):
+        ret["comment"] = f"{head}: deployment {short} is {outcome['status']} ({outcome['description']}): {outcome['stalled']}"
         return ret
     if outcome["timed_out"]:
         ret["comment"] = f"{head}: deployment {short} still {outcome['status']} after {timeout:g}s ({outcome['description']})"

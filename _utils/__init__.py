@@ -25,5 +25,6 @@ def loader_dirs():
         "states": [os.path.join(_HERE, "states")],
         "runners": [os.path.join(_HERE, "runners")],
         "pillar": [os.path.join(_HERE, "pillar")],
+        "beacons": [os.path.join(_HERE, "beacons")],
         "utils": [_HERE],
     }

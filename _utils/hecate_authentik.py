@@ -1,6 +1,7 @@
 """authentik's part of hecate, pure (no I/O): the pillar schema of ``hecate:authentik`` and of a route's
 ``auth``, the semantic checks across them, the objects authentik must hold for the protected routes,
-the plan that turns a snapshot of authentik into those objects, and the Caddy JSON for forward auth.
+and the plan that turns a snapshot of authentik into those objects (the Caddy JSON for forward auth is
+hecate_caddy's).
 
 Ownership. hecate marks what it creates and only ever prunes what carries its mark:
 
@@ -41,6 +42,7 @@ MODES = ("forward_single", "forward_domain")
 PUBLISHER = "hecate"
 GROUP_MARK = "hecate_managed"
 EMBEDDED = "embedded"  # outpost name meaning "authentik's embedded outpost" (managed goauthentik.io/outposts/embedded)
+EMBEDDED_MANAGED = "goauthentik.io/outposts/embedded"
 DEFAULT_FLOWS = {
     "authorization": "default-provider-authorization-implicit-consent",
     "invalidation": "default-provider-invalidation-flow",
@@ -388,8 +390,25 @@ def owns_group(group, prefix):
     return (group.get("attributes") or {}).get(GROUP_MARK) == prefix
 
 
-def _differs(current, wanted):
-    return {f: {"old": current.get(f), "new": v} for f, v in wanted.items() if current.get(f) != v}
+SET_FIELDS = ("property_mappings", "providers")  # lists authentik adds to: the declared entries must be there
+
+
+def differs(current, wanted):
+    """The declared fields of ``wanted`` that differ in ``current``: ``{field: {"old": ..., "new": ...}}``.
+    None means "not declared". Lists in :data:`SET_FIELDS` compare as sets: declared entries must be
+    there, others stay (``new`` is the union)."""
+    out = {}
+    for field, value in wanted.items():
+        have = current.get(field)
+        if value is None:
+            continue
+        if field in SET_FIELDS:
+            have = set(have or [])
+            if not set(value) <= have:
+                out[field] = {"old": sorted(have), "new": sorted(have | set(value))}
+        elif have != value:
+            out[field] = {"old": have, "new": value}
+    return out
 
 
 def plan(desired, snapshot, prune=True, prune_groups=False):
@@ -405,7 +424,10 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
     its own entries). Returns ``{"groups_create", "providers_create", "providers_update",
     "applications_create", "applications_update", "outpost_add", "outpost_remove", "bindings_create",
     "bindings_update", "bindings_delete", "applications_delete", "providers_delete", "groups_delete"}``;
-    each a list in execution order. Updates carry only the declared fields that differ.
+    each a list in execution order. Updates carry the declared fields that differ (``diff``) and the
+    object as read (``current``: authentik validates some fields from every PATCH, which the client
+    takes from it). A non-embedded outpost is never emptied: authentik refuses an empty provider list
+    there, and deleting the providers takes them off it anyway.
     """
     prefix = desired["prefix"]
     flows = snapshot["flows"]
@@ -423,13 +445,9 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
         if current is None:
             actions["providers_create"].append(wanted)
             continue
-        diff = _differs(current, {k: v for k, v in wanted.items() if k != "property_mappings"})
-        wanted_maps = set(fields.get("property_mappings") or [])
-        have_maps = set(current.get("property_mappings") or [])
-        if not wanted_maps <= have_maps:
-            diff["property_mappings"] = {"old": sorted(have_maps), "new": sorted(have_maps | wanted_maps)}
+        diff = differs(current, wanted)
         if diff:
-            actions["providers_update"].append({"name": name, "pk": current["pk"], "diff": diff})
+            actions["providers_update"].append({"name": name, "pk": current["pk"], "diff": diff, "current": current})
 
     for slug, fields in desired["applications"].items():
         current = snapshot["applications"].get(slug)
@@ -438,7 +456,7 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
             continue
         provider = snapshot["providers"].get(fields["provider"])
         wanted = {k: v for k, v in fields.items() if k != "provider"}
-        diff = _differs(current, wanted)
+        diff = differs(current, wanted)
         if provider is None or current.get("provider") != provider["pk"]:
             diff["provider"] = {"old": current.get("provider"), "new": fields["provider"]}
         if diff:
@@ -459,6 +477,11 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
             if n not in desired["providers"] and owns_provider(p, prefix, snapshot["applications"])
         ]
         actions["outpost_remove"] = [p["name"] for p in doomed_providers if p["pk"] in members]
+        left = members - {p["pk"] for p in doomed_providers}
+        if not left and not actions["outpost_add"] and outpost.get("managed") != EMBEDDED_MANAGED:
+            # authentik refuses an empty provider list on any outpost but the embedded one
+            # (outposts/api/outposts.py validate_providers); deleting the providers (below) takes them off
+            actions["outpost_remove"] = []
 
     # bindings on owned/desired applications: exactly the pillar's groups
     for slug, groups in desired["bindings"].items():
@@ -477,9 +500,10 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
                 continue
             binding = found[0]
             keep.add(binding["pk"])
-            diff = _differs(binding, {"order": order, "enabled": True, "negate": False})
+            diff = differs(binding, {"order": order, "enabled": True, "negate": False})
             if diff:
-                actions["bindings_update"].append({"application": slug, "group": group_name, "pk": binding["pk"], "diff": diff})
+                item = {"application": slug, "group": group_name, "pk": binding["pk"], "diff": diff, "current": binding}
+                actions["bindings_update"].append(item)
         for binding in existing:
             if binding["pk"] not in keep:
                 actions["bindings_delete"].append({"application": slug, "pk": binding["pk"], "what": _binding_label(binding, snapshot)})
@@ -544,83 +568,3 @@ def plan_changes(actions):
     put("providers", "deleted", list(actions["providers_delete"]))
     put("groups", "deleted", list(actions["groups_delete"]))
     return changes
-
-
-# -- Caddy -------------------------------------------------------------------------------------------------
-def _proxy_handler(upstream):
-    """A reverse_proxy handler to the outpost (``host:port``, ``http(s)://...`` or ``consul://...``)."""
-    return {"handler": "reverse_proxy", **hecate_spec.caddy_upstream_fields([hecate_spec.parse_backend(upstream)])}
-
-
-def strip_route():
-    """Delete every client-sent ``X-Authentik-*`` request header (the explicit list and a wildcard for any
-    future one): the backend must only ever see what the outpost vouched for."""
-    return {"handle": [{"handler": "headers", "request": {"delete": [*AK_HEADERS, "X-Authentik-*"]}}]}
-
-
-def forward_auth_handler(tree):
-    """Caddy's ``forward_auth`` expanded, as authentik documents it for Caddy (reference/caddy)."""
-    upstream = outpost_upstream(tree)
-    if upstream is None:
-        raise ValueError("no outpost upstream: set hecate:authentik:outpost:upstream or add authentik's route")
-    handler = _proxy_handler(upstream)
-    handler["rewrite"] = {"method": "GET", "uri": AUTH_URI}
-    handler["headers"] = {"request": {"set": {"X-Forwarded-Method": ["{http.request.method}"], "X-Forwarded-Uri": ["{http.request.uri}"]}}}
-    handler["handle_response"] = [
-        {
-            "match": {"status_code": [2]},
-            "routes": [
-                {
-                    "handle": [
-                        {
-                            "handler": "headers",
-                            "request": {"set": {name: [f"{{http.reverse_proxy.header.{name}}}"] for name in sorted(AK_HEADERS)}},
-                        }
-                    ]
-                }
-            ],
-        }
-    ]
-    trusted = section(tree).get("trusted_proxies")
-    if trusted:
-        handler["trusted_proxies"] = _expand_trusted(trusted)
-    return handler
-
-
-PRIVATE_RANGES = ["192.168.0.0/16", "172.16.0.0/12", "10.0.0.0/8", "127.0.0.1/8", "fd00::/8", "::1"]
-
-
-def _expand_trusted(items):
-    out = []
-    for item in items:
-        for cidr in PRIVATE_RANGES if item == "private_ranges" else [item]:
-            if cidr not in out:
-                out.append(cidr)
-    return out
-
-
-def caddy_auth_handlers(route, hecate_tree):
-    """The routes to put in a protected route's subroute before its reverse_proxy: strip the client's
-    ``X-Authentik-*`` headers, then forward auth to the outpost (2xx: copy its ``X-Authentik-*`` headers
-    onto the request and go on; anything else, like the 302 to the login flow, goes back to the client)."""
-    if not (route.get("auth") or route.get("auth") == {}):
-        return []
-    return [strip_route(), {"handle": [forward_auth_handler(hecate_tree)]}]
-
-
-def caddy_outpost_route(route, hecate_tree):
-    """Server-level routes placed before a protected route: ``/outpost.goauthentik.io/*`` on its host goes
-    to the outpost (sign-in callback, start, sign-out), ahead of forward auth, with the same stripping."""
-    if not (route.get("auth") or route.get("auth") == {}):
-        return []
-    upstream = outpost_upstream(hecate_tree)
-    if upstream is None:
-        raise ValueError("no outpost upstream: set hecate:authentik:outpost:upstream or add authentik's route")
-    return [
-        {
-            "@id": f"hecate_route_{_service(route)}.outpost",
-            "match": [{"host": [route["domain"]], "path": [OUTPOST_PATH]}],
-            "handle": [{"handler": "subroute", "routes": [strip_route(), {"handle": [_proxy_handler(upstream)]}]}],
-            "terminal": True,
-        }
-    ]

@@ -32,6 +32,8 @@ import re
 import hecate_authentik
 import hecate_dns
 import hecate_nomad
+from hecate_spec import PillarError
+from salt.exceptions import SaltException
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -42,6 +44,13 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.@-]")
 
 class BackupError(Exception):
     """The backup could not be written, or a restore was refused (checksums, missing files)."""
+
+
+# What reading or restoring one section can raise when a backend, Salt or the disk says no: recorded as that
+# section's problem, the other sections go on. Anything else (TypeError, KeyError...) is a bug in hecate and
+# keeps its traceback. SaltException covers CommandExecutionError, SaltInvocationError and LocalClient's
+# SaltClientError / SaltReqTimeoutError; ValueError's two data cases are a saved file that is not JSON/UTF-8.
+SECTION_ERRORS = (BackupError, SaltException, PillarError, OSError, json.JSONDecodeError, UnicodeDecodeError)
 
 
 def _file_name(text):
@@ -194,7 +203,7 @@ def collect(tree, call, only=None):
             continue
         try:
             section, found = COLLECTORS[name](tree, call)
-        except Exception as exc:
+        except SECTION_ERRORS as exc:
             section, found = {"state": "failed", "problems": [f"{type(exc).__name__}: {exc}"[:500]]}, {}
         sections[name] = section
         files.update(found)
@@ -427,7 +436,7 @@ def restore(directory, call, only=None, test=False):
             continue
         try:
             section_done, section_problems = RESTORERS[name](directory, manifest, call, test)
-        except Exception as exc:
+        except SECTION_ERRORS as exc:
             section_done, section_problems = [], [f"{name}: {type(exc).__name__}: {exc}"[:500]]
         done.extend(section_done)
         problems.extend(section_problems)

@@ -2,14 +2,26 @@
 
 What hecate owns in a Caddy config (everything else is left as found):
 
-- ``apps.http.servers.hecate``: one server on ``ports.https`` (``ports.http`` when TLS is off), its
-  routes each ``@id``'d ``hecate_route_<service>``, and a catch-all ``hecate_catch_all`` (404).
+- ``apps.http.servers.hecate``: one server on ``ports.https`` (``ports.http`` when TLS is off): first
+  ``hecate_strip_auth_headers`` (every request), then its routes each ``@id``'d ``hecate_route_<service>``
+  (exact hosts before wildcards), and a catch-all ``hecate_catch_all`` (404).
 - ``apps.http.http_port`` / ``apps.http.https_port`` (so redirects and ACME use the pillar's ports).
 - the TLS automation policy ``@id`` ``hecate_tls`` (first in the list), for ``acme`` and ``internal``.
 - ``apps.pki.certificate_authorities.local.install_trust = false`` with ``internal`` (never touch the
   host's trust store).
 - ``admin.listen``: always written, because a config without an admin block moves the admin endpoint.
+
+Pillar strings are data. Caddy runs its replacer (``replacer.go``) over many string fields at request or
+provision time, so a header value ``{file./etc/passwd}`` would be read from disk and sent to clients. Every
+pillar string that lands in such a field goes through :func:`literal`; regular expressions do not (Caddy
+compiles them without the replacer: ``MatchRegexp.Provision`` in ``modules/caddyhttp/matchers.go``), nor does
+the active health check's ``uri`` (``url.Parse`` in ``ActiveHealthChecks.Provision``, ``healthchecks.go``).
+
+All the Caddy JSON hecate writes is produced here, forward auth to authentik's outpost included.
 """
+
+import ipaddress
+import posixpath
 
 import hecate_authentik
 import hecate_spec
@@ -18,8 +30,16 @@ SERVER = "hecate"
 SERVER_ID = "hecate_server"
 ROUTE_PREFIX = "hecate_route_"
 CATCH_ALL_ID = "hecate_catch_all"
+STRIP_ID = "hecate_strip_auth_headers"
 TLS_POLICY_ID = "hecate_tls"
 NO_ROUTE_HEADER = "X-Hecate-Route"  # set only by the catch-all: lets the post-write check tell "unrouted"
+
+
+def literal(text):
+    """``text`` escaped so that Caddy's replacer gives it back unchanged: ``\\{`` and ``\\}`` are written as
+    ``{`` and ``}`` (``Replacer.replace`` in caddy's ``replacer.go``: "check for escaped braces"; a backslash
+    before anything else is kept as is). For fields Caddy passes through ReplaceAll/ReplaceKnown/ReplaceOrErr."""
+    return text.replace("{", "\\{").replace("}", "\\}")
 
 
 def route_id(route):
@@ -42,40 +62,69 @@ def _static(status, abort=False):
 def profile_routes(profile):
     """The blocking rules of a profile, one route per rule (matchers in one set would be ANDed)."""
     routes = []
-    if profile.get("block_user_agents"):
+    if profile.get("block_user_agents"):  # a regexp: compiled by Caddy without the replacer, sent as is
         routes.append(
             {"match": [{"header_regexp": {"User-Agent": {"pattern": profile["block_user_agents"]}}}], "handle": [_static(0, abort=True)]}
         )
-    if profile.get("block_headers"):
+    if profile.get("block_headers"):  # MatchHeader replaces in values only (matchHeaders): names as they are
         routes.append({"match": [{"header": {name: ["*"]}} for name in profile["block_headers"]], "handle": [_static(404)]})
-    if profile.get("block_paths"):
-        routes.append({"match": [{"path": list(profile["block_paths"])}], "handle": [_static(404)]})
+    if profile.get("block_paths"):  # MatchPath runs ReplaceAll over each pattern (matchers.go MatchWithError)
+        routes.append({"match": [{"path": [literal(p) for p in profile["block_paths"]]}], "handle": [_static(404)]})
     if profile.get("block_path_regexp"):
         routes.append({"match": [{"path_regexp": {"pattern": profile["block_path_regexp"]}}], "handle": [_static(404)]})
-    if profile.get("block_query_params"):
-        routes.append({"match": [{"query": {name: ["*"]}} for name in profile["block_query_params"]], "handle": [_static(404)]})
+    if profile.get("block_query_params"):  # MatchQuery runs ReplaceAll over names and values
+        routes.append({"match": [{"query": {literal(name): ["*"]}} for name in profile["block_query_params"]], "handle": [_static(404)]})
     return routes
 
 
 def profile_handlers(profile):
     """Response headers and compression: the handlers that wrap the proxy."""
     handlers = []
-    if profile.get("headers"):
-        handlers.append({"handler": "headers", "response": {"set": {k: [v] for k, v in sorted(profile["headers"].items())}}})
+    if profile.get("headers"):  # HeaderOps.ApplyTo runs ReplaceKnown over names and values (headers.go)
+        response = {"set": {literal(k): [literal(v)] for k, v in sorted(profile["headers"].items())}}
+        handlers.append({"handler": "headers", "response": response})
     if profile.get("encode"):
         handlers.append({"handler": "encode", "encodings": {name: {} for name in profile["encode"]}, "prefer": list(profile["encode"])})
     return handlers
+
+
+def dial(backend):
+    """A parsed backend as Caddy dials it (and lists it in /reverse_proxy/upstreams): ``host:port``, ``[v6]:port``."""
+    host = f"[{backend['host']}]" if ":" in backend["host"] else backend["host"]
+    return f"{host}:{backend['port']}"
+
+
+def upstream_fields(backends, caddy, tls_skip_verify=False):
+    """The reverse_proxy fields that say where Caddy dials parsed ``backends`` (one scheme): ``upstreams``,
+    or ``dynamic_upstreams`` for ``consul://`` (SRV without a port, A records with one; asked of
+    ``consul_dns`` when the pillar sets it: ``UpstreamResolver`` in caddy's ``reverseproxy/upstreams.go``),
+    plus the TLS transport for ``https://``. Shared by the routes' proxy and forward auth to the outpost."""
+    scheme = backends[0]["scheme"]
+    fields = {}
+    if scheme == "consul":
+        backend = backends[0]
+        dynamic = {"source": "srv", "name": f"{backend['host']}.service.consul", "refresh": "5s"}
+        if backend["port"]:
+            dynamic.update(source="a", port=str(backend["port"]))
+        if caddy.get("consul_dns"):
+            dynamic["resolver"] = {"addresses": [caddy["consul_dns"]]}
+        fields["dynamic_upstreams"] = dynamic
+    else:
+        fields["upstreams"] = [{"dial": dial(b)} for b in backends]
+    if scheme == "https":
+        fields["transport"] = {"protocol": "http", "tls": {"insecure_skip_verify": True} if tls_skip_verify else {}}
+    return fields
 
 
 def reverse_proxy(route, caddy):
     backends = [hecate_spec.parse_backend(b) for b in hecate_spec.route_backends(route)]
     handler = {"handler": "reverse_proxy", "stream_close_delay": caddy["stream_close_delay"]}
     scheme = backends[0]["scheme"]
-    handler.update(hecate_spec.caddy_upstream_fields(backends, route["tls_skip_verify"]))
+    handler.update(upstream_fields(backends, caddy, route["tls_skip_verify"]))
     if len(backends) > 1 or scheme == "consul":
         handler["load_balancing"] = {"selection_policy": {"policy": route["lb_policy"]}, "try_duration": "2s"}
     health = route.get("health")
-    if health and health.get("uri"):
+    if health and health.get("uri"):  # url.Parse only, no replacer (healthchecks.go): sent as is
         active = {"uri": health["uri"], "interval": health["interval"], "timeout": health["timeout"]}
         if health.get("status"):
             active["expect_status"] = health["status"]
@@ -83,20 +132,131 @@ def reverse_proxy(route, caddy):
     return handler
 
 
-def compile_route(route, tree):
-    """One pillar route -> one Caddy route (a host match around a subroute)."""
+# -- forward auth to authentik's outpost ----------------------------------------------------------------
+# Headers the outpost vouches for (authentik's documented list for Caddy), plus Authorization for providers
+# that send HTTP basic credentials to the backend (forward_auth copies it when asked to).
+AUTH_COPY_HEADERS = (*hecate_authentik.AK_HEADERS, "Authorization")
+PRIVATE_RANGES = ["192.168.0.0/16", "172.16.0.0/12", "10.0.0.0/8", "127.0.0.1/8", "fd00::/8", "::1"]
+
+
+def _proxy_to(upstream, caddy):
+    """A reverse_proxy handler to the outpost (``host:port``, ``http(s)://...`` or ``consul://...``)."""
+    return {"handler": "reverse_proxy", **upstream_fields([hecate_spec.parse_backend(upstream)], caddy)}
+
+
+def _outpost_upstream(tree):
+    upstream = hecate_authentik.outpost_upstream(tree)
+    if upstream is None:
+        raise ValueError("no outpost upstream: set hecate:authentik:outpost:upstream or add authentik's route")
+    return upstream
+
+
+def strip_route():
+    """The server's first route, for every request (no matcher, not terminal): delete every client-sent
+    ``X-Authentik-*`` request header (the explicit list and a wildcard for any future one), so a backend,
+    protected or not, only ever sees what the outpost vouched for. Once per server, not once per route."""
+    request = {"delete": [*hecate_authentik.AK_HEADERS, "X-Authentik-*"]}
+    return {"@id": STRIP_ID, "handle": [{"handler": "headers", "request": request}]}
+
+
+def _copy_header_routes(name):
+    """Caddy's own ``forward_auth copy_headers`` for one header (``forwardauth/caddyfile.go``
+    ``parseCaddyfile``): delete it, then set it only when the outpost's answer had a non-empty value."""
+    placeholder = f"{{http.reverse_proxy.header.{name}}}"
+    return [
+        {"handle": [{"handler": "headers", "request": {"delete": [name]}}]},
+        {
+            "match": [{"not": [{"vars": {placeholder: [""]}}]}],
+            "handle": [{"handler": "headers", "request": {"set": {name: [placeholder]}}}],
+        },
+    ]
+
+
+def forward_auth_handler(tree):
+    """Caddy's ``forward_auth`` expanded (``forwardauth/caddyfile.go``), as authentik documents it for Caddy:
+    GET the outpost's auth endpoint; a 2xx copies the vouched-for headers onto the request and goes on;
+    anything else (the 302 to the login flow, a 401) goes back to the client."""
+    handler = _proxy_to(_outpost_upstream(tree), caddy_settings(tree))
+    handler["rewrite"] = {"method": "GET", "uri": hecate_authentik.AUTH_URI}
+    handler["headers"] = {"request": {"set": {"X-Forwarded-Method": ["{http.request.method}"], "X-Forwarded-Uri": ["{http.request.uri}"]}}}
+    copies = [{"handle": [{"handler": "vars"}]}]
+    for name in sorted(AUTH_COPY_HEADERS):
+        copies.extend(_copy_header_routes(name))
+    handler["handle_response"] = [{"match": {"status_code": [2]}, "routes": copies}]
+    trusted = hecate_authentik.section(tree).get("trusted_proxies")
+    if trusted:
+        handler["trusted_proxies"] = _expand_trusted(trusted)
+    return handler
+
+
+def _expand_trusted(items):
+    out = []
+    for item in items:
+        for cidr in PRIVATE_RANGES if item == "private_ranges" else [item]:
+            if cidr not in out:
+                out.append(cidr)
+    return out
+
+
+def _protected(route):
+    return bool(route.get("auth") or route.get("auth") == {})
+
+
+def auth_handlers(route, tree):
+    """The route to put in a protected route's subroute before its reverse_proxy: forward auth."""
+    return [{"handle": [forward_auth_handler(tree)]}] if _protected(route) else []
+
+
+def outpost_route(route, tree):
+    """Server-level routes placed before a protected route: ``/outpost.goauthentik.io/*`` on its host goes
+    to the outpost (sign-in callback, start, sign-out), ahead of forward auth."""
+    if not _protected(route):
+        return []
+    proxy = _proxy_to(_outpost_upstream(tree), caddy_settings(tree))
+    return [
+        {
+            "@id": f"{route_id(route)}.outpost",
+            "match": [{"host": [route["domain"]], "path": [hecate_authentik.OUTPOST_PATH]}],
+            "handle": [{"handler": "subroute", "routes": [{"handle": [proxy]}]}],
+            "terminal": True,
+        }
+    ]
+
+
+# -- routes and server --------------------------------------------------------------------------------------
+def compile_route(route, tree, shared=None):
+    """One pillar route -> one Caddy route (a host match around a subroute). ``shared``: a dict the caller
+    keeps across routes, so identical profile and auth JSON is built once (5000 routes, one profile)."""
+    shared = {} if shared is None else shared
     caddy = caddy_settings(tree)
-    profile = caddy["profiles"][route["profile"]]
-    inner = profile_routes(profile)
-    if route.get("auth"):
-        inner.extend(hecate_authentik.caddy_auth_handlers(route, tree))
-    inner.append({"handle": [*profile_handlers(profile), reverse_proxy(route, caddy)]})
+    name = route["profile"]
+    if ("profile", name) not in shared:
+        profile = caddy["profiles"][name]
+        shared["profile", name] = (profile_routes(profile), profile_handlers(profile))
+    inner, handlers = shared["profile", name]
+    inner = list(inner)
+    if _protected(route):
+        if "auth" not in shared:
+            shared["auth"] = auth_handlers(route, tree)
+        inner.extend(shared["auth"])
+    inner.append({"handle": [*handlers, reverse_proxy(route, caddy)]})
     return {
         "@id": route_id(route),
         "match": [{"host": [route["domain"]]}],
         "handle": [{"handler": "subroute", "routes": inner}],
         "terminal": True,
     }
+
+
+def host_order(domain):
+    """Sort key: exact hosts before wildcards, the longest (most specific) wildcard first, as Caddy's
+    Caddyfile adapter orders site blocks (``httpcaddyfile/httptype.go``, ``sort.SliceStable`` with
+    ``specificity``: length minus the ``*``). Caddy runs a server's routes in order and stops at the first
+    terminal match, so ``*.example.org`` listed first would otherwise serve ``secret.example.org`` without
+    its auth. Exact hosts never overlap each other: they keep their pillar order (a stable sort)."""
+    if "*" not in domain:
+        return (False, 0)
+    return (True, -(len(domain) - domain.count("*")))
 
 
 def catch_all():
@@ -113,13 +273,12 @@ def compile_server(tree):
     caddy = caddy_settings(tree)
     mode = caddy["tls"]["mode"]
     port = caddy["ports"]["http"] if mode == "off" else caddy["ports"]["https"]
-    routes = []
-    for route in caddy["routes"]:
-        if route.get("auth"):
-            routes.extend(hecate_authentik.caddy_outpost_route(route, tree) or [])
-        routes.append(compile_route(route, tree))
+    routes, shared = [], {}
+    for route in sorted(caddy["routes"], key=lambda r: host_order(r["domain"])):  # stable: pillar order otherwise
+        routes.extend(outpost_route(route, tree))
+        routes.append(compile_route(route, tree, shared))
     hosts = [f"[{h}]" if ":" in h else h for h in caddy.get("bind") or [""]]  # "": every interface
-    server = {"@id": SERVER_ID, "listen": [f"{host}:{port}" for host in hosts], "routes": [*routes, catch_all()]}
+    server = {"@id": SERVER_ID, "listen": [f"{host}:{port}" for host in hosts], "routes": [strip_route(), *routes, catch_all()]}
     if mode == "off":
         server["automatic_https"] = {"disable": True}
     return server
@@ -132,7 +291,7 @@ def tls_policy(tree):
         return None
     issuer = {"module": "internal"} if mode == "internal" else {"module": "acme"}
     if mode == "acme" and caddy["tls"].get("email"):
-        issuer["email"] = caddy["tls"]["email"]
+        issuer["email"] = literal(caddy["tls"]["email"])  # ReplaceOrErr in ACMEIssuer.Provision (acmeissuer.go)
     subjects = sorted({r["domain"] for r in caddy["routes"]})
     return {"@id": TLS_POLICY_ID, "subjects": subjects, "issuers": [issuer]}
 
@@ -249,3 +408,49 @@ def changed_domains(current, desired):
         if before.get(rid) != route:
             hosts.extend(route_summary(route)["hosts"])
     return sorted(set(hosts))
+
+
+def _dials(config):
+    """Every ``dial`` string in a config tree (shared subtrees visited once; matchers never dial)."""
+    found, seen, stack = [], set(), [config]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, dict):
+            if isinstance(node.get("dial"), str):
+                found.append(node["dial"])
+            stack.extend(v for k, v in node.items() if k != "match" and isinstance(v, (dict, list)))
+        else:
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return found
+
+
+def _is_local_host(host):
+    host = host.strip("[]").lower()
+    if host in ("", "localhost"):  # "" (":2019"): Go dials the local system
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified  # Linux answers 0.0.0.0 / :: from loopback
+
+
+def admin_dials(config, admin_addresses):
+    """The upstream ``dial`` addresses in ``config`` that reach one of ``admin_addresses`` (Caddy's admin
+    endpoint: ``unix//path`` or ``host:port``), i.e. routes that would put the admin API on a public
+    listener. A tcp admin endpoint is reached through its port on any local address."""
+    sockets = {posixpath.normpath(a[len("unix/") :]) for a in admin_addresses if a.startswith("unix/")}
+    ports = {a.rpartition(":")[2] for a in admin_addresses if not a.startswith("unix/")}
+    found = []
+    for dial in _dials(config):
+        if dial.startswith("unix/"):
+            if posixpath.normpath(dial[len("unix/") :]) in sockets:
+                found.append(dial)
+            continue
+        host, _, port = dial.rpartition(":")
+        if port in ports and _is_local_host(host):
+            found.append(dial)
+    return found

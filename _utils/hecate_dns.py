@@ -790,6 +790,10 @@ def plan(desired, actual, zone, labels, prune=False):
     (``{name, type, reason}``: change-protected sets, conflicts with sets hecate does not own) and
     ``unchanged`` (a count). A set hecate owns that blocks a desired one (A where a CNAME goes) is deleted
     first; with ``prune`` every other set carrying ``labels`` that is no longer desired is deleted too.
+
+    Labels matter only for pruning, so a desired set that exists without them (a zone hecate did not
+    create) is *adopted* (``set_labels``: one PUT each) only with ``prune``; without it, first contact with
+    such a zone costs its reads and nothing else.
     """
     zone = to_ascii(zone)
     result = {"create": [], "set_records": [], "change_ttl": [], "set_labels": [], "delete": [], "failures": []}
@@ -850,7 +854,7 @@ def plan(desired, actual, zone, labels, prune=False):
         if have.get("ttl") != want["ttl"]:
             result["change_ttl"].append({"name": name, "type": rtype, "old": have.get("ttl"), "new": want["ttl"]})
             changed = True
-        if not is_ours(have, labels):
+        if prune and not is_ours(have, labels):  # adopt: label it so a later prune may delete it
             merged = {**(have.get("labels") or {}), **labels}
             result["set_labels"].append({"name": name, "type": rtype, "old": have.get("labels") or {}, "new": merged})
             changed = True
@@ -869,6 +873,14 @@ def plan(desired, actual, zone, labels, prune=False):
 def write_count(result):
     """How many write requests ``result`` (a :func:`plan`) costs."""
     return sum(len(result[k]) for k in ("create", "set_records", "change_ttl", "set_labels", "delete"))
+
+
+def updates_line(result):
+    """The middle of a plan's one-line summary: ``"U to update, "`` plus, with ``prune``, ``"A to adopt (A label
+    writes, for prune), "``: sets that only get hecate's labels, one write each."""
+    updated = {(i["name"], i["type"]) for k in ("set_records", "change_ttl") for i in result[k]}
+    adopted = {(i["name"], i["type"]) for i in result["set_labels"]} - updated
+    return f"{len(updated)} to update, " + (f"{len(adopted)} to adopt ({len(adopted)} label writes, for prune), " if adopted else "")
 
 
 def describe(result, zone):

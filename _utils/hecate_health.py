@@ -7,7 +7,8 @@ Pure apart from ``call``: :func:`collect` asks the minions through a caller the 
 The report is a dict of row lists, one per section, so Salt's ``table`` outputter prints it as tables
 and ``--out=json`` gives the same rows to scripts:
 
-- ``routes``: every pillar route requested through every edge (``caddy.probe``: 127.0.0.1, SNI = host);
+- ``routes``: every pillar route requested through every edge (``caddy.probes``: 127.0.0.1, SNI = host,
+  protected routes' upstreams dialled too);
 - ``upstreams``: Caddy's view of each upstream (``caddy.upstreams``: requests in flight, recent failures);
 - ``authentik``: liveness/readiness (``authentik.health``);
 - ``nomad``: each hecate job's version, status and allocations (``nomad_job.status`` / ``.allocations``);
@@ -18,10 +19,10 @@ A backend that is not configured in pillar shows one row ``{"state": "not config
 module is missing or whose API fails shows ``{"state": "error", "detail": ...}``: neither stops the rest.
 """
 
+import hecate_caddy
 import hecate_dns
 import hecate_nomad
 import hecate_schema
-import hecate_spec
 from hecate_spec import Report
 
 NOT_CONFIGURED = [{"state": "not configured"}]
@@ -56,27 +57,23 @@ def _dials(tree):
             parsed = hecate_schema.parse_backend(backend)
             if parsed["scheme"] == "consul":
                 continue
-            out.setdefault(hecate_spec.dial(parsed), []).append(route["service"])
+            out.setdefault(hecate_caddy.dial(parsed), []).append(route["service"])
     return out
 
 
 def routes_section(tree, call):
+    """One ``caddy.probes`` per edge for all routes (one validation, parallel requests on the edge)."""
     rows = []
     routes = tree["reverse_proxy"]["caddy"]["routes"]
-    many = getattr(call, "many", None)
-    if many is not None:  # the runner publishes every probe at once and gathers the answers
-        try:
-            probes = many([("edge", "caddy.probe", [route["domain"]], {}) for route in routes])
-        except Exception as exc:
-            probes = [{"?": {"ok": False, "ret": f"{type(exc).__name__}: {exc}"}}] * len(routes)
-    else:
-        probes = [_answers(call, "edge", "caddy.probe", route["domain"]) for route in routes]
-    for route, answers in zip(routes, probes, strict=True):
-        if not answers:
-            rows.append({"edge": "-", "domain": route["domain"], "service": route["service"], "status": None, "ok": False,
-                         "reason": "no edge minion answered"})  # fmt: skip
-        for minion, answer in sorted(answers.items()):
-            probe = answer.get("ret") if answer.get("ok") and isinstance(answer.get("ret"), dict) else None
+    answers = _answers(call, "edge", "caddy.probes", [route["domain"] for route in routes])
+    if not answers:
+        return [{"edge": "-", "domain": route["domain"], "service": route["service"], "status": None, "ok": False,
+                 "reason": "no edge minion answered"} for route in routes]  # fmt: skip
+    for minion, answer in sorted(answers.items()):
+        found = answer.get("ret") if answer.get("ok") and isinstance(answer.get("ret"), list) else []
+        by_domain = {probe.get("domain"): probe for probe in found if isinstance(probe, dict)}
+        for route in routes:
+            probe = by_domain.get(route["domain"])
             if probe is None:
                 row = {"status": None, "ok": False, "reason": str(answer.get("ret"))[:300]}
             else:

@@ -1,13 +1,17 @@
 """One small HTTP client for every vendor API hecate talks to (authentik, Hetzner, Nomad, Consul...).
 
 Why one: the rules are the same everywhere and easy to get wrong in five places. TLS verification
-is on unless the caller turns it off by name; tokens travel only in headers and are scrubbed from
-every error text; reads are retried on 5xx and connection errors with backoff, writes never are
+is on unless the caller turns it off by name; tokens travel only in headers and are scrubbed, in every
+encoding an API might echo them in, from every error text and body, and a vendor's error text is quoted
+only as a bounded excerpt; reads are retried on 5xx and connection errors with backoff, writes never are
 (a write that timed out may have happened: the caller re-reads instead).
 """
 
+import base64
 import logging
+import re
 import time
+from urllib.parse import quote, quote_plus
 
 import requests
 from salt.exceptions import CommandExecutionError
@@ -27,13 +31,57 @@ class ApiError(CommandExecutionError):
         self.timed_out = timed_out
 
 
+EXCERPT = 600  # characters of a vendor's error text quoted in a message, at most (after redaction)
+
+
+def secret_forms(secret):
+    """Every spelling of ``secret`` an API may echo back: as is (any case: matched case-insensitively),
+    URL-encoded, hex, and base64 (standard and URL-safe; alone, or inside a longer base64 text such as a
+    ``Basic`` credential, where only the groups made of the secret's own bytes are fixed)."""
+    raw = secret.encode()
+    forms = {secret, quote(secret, safe=""), quote_plus(secret), raw.hex()}
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        alone = encode(raw).decode()
+        forms.update({alone, alone.rstrip("=")})
+        for shift in range(3):  # the secret's offset inside the encoded bytes, modulo 3
+            text = encode(b"\0" * shift + raw).decode().rstrip("=")
+            start = 4 if shift else 0  # the first group mixes in the bytes before the secret
+            end = len(text) - (4 if (shift + len(raw)) % 3 else 0)  # the last one, the bytes after it
+            core = text[start:end]
+            if len(core) >= 8:
+                forms.add(core)
+    return {form for form in forms if len(form) >= 4}
+
+
 def redact(text, secrets):
-    """Replace every secret value in ``text`` by ``<redacted>``."""
+    """Replace every form of every secret in ``text`` (see :func:`secret_forms`) by ``<redacted>``."""
     text = str(text)
+    forms = set()
     for secret in secrets:
         if secret and isinstance(secret, str) and len(secret) >= 4:
-            text = text.replace(secret, "<redacted>")
-    return text
+            forms |= secret_forms(secret)
+    if not forms:
+        return text
+    pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+    return re.sub(pattern, "<redacted>", text, flags=re.IGNORECASE)
+
+
+def excerpt(text, secrets, limit=EXCERPT):
+    """``text`` redacted, then cut to ``limit`` characters: what a message may quote of a vendor's answer
+    (redacting first, so a cut never leaves half a secret)."""
+    text = redact(text, secrets)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def scrub(value, secrets):
+    """A parsed JSON body with every string (keys too) redacted: safe to keep on an exception."""
+    if isinstance(value, dict):
+        return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v, secrets) for v in value]
+    if isinstance(value, str):
+        return redact(value, secrets)
+    return value
 
 
 def check_token(value, what):
@@ -115,6 +163,7 @@ class ApiClient:
             if response.status_code in ok:
                 return response
             error = self.error(method, path, response)
+            error.body = scrub(error.body, self.secrets)  # the message is redacted by _say; the body too
             if response.status_code >= 500 and method in READ_METHODS:
                 last_error = error
                 continue
@@ -138,11 +187,11 @@ class ApiClient:
         try:
             body = response.json()
         except ValueError:
-            body = response.text[:500]
+            body = response.text
         hint = ""
         if response.status_code in (401, 403):
             hint = " (is the token valid, unexpired and allowed to do this?)"
         return ApiError(self._say(method, path, f"HTTP {response.status_code}: {body}{hint}"), response.status_code, body)
 
     def _say(self, method, path, what):
-        return redact(f"{self.name}: {method} {self.url(path)} {what}", self.secrets)
+        return excerpt(f"{self.name}: {method} {self.url(path)} {what}", self.secrets)

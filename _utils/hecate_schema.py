@@ -13,6 +13,7 @@ import re
 import hecate_authentik
 import hecate_dns
 import hecate_nomad
+import hecate_re2
 import hecate_terraform
 from hecate_spec import (  # parse_backend, route_backends, route_service: re-exported, they live in hecate_spec
     Bool,
@@ -31,18 +32,21 @@ from hecate_spec import (  # parse_backend, route_backends, route_service: re-ex
     index,
     is_hostname,
     is_ip,
+    is_loopback,
     key,
     parse_backend,
     parse_hostport,
+    quote,
     route_backends,
     route_service,
+    shape_problem,
 )
 
 __all__ = ["PillarError", "check", "parse_backend", "route_backends", "route_service", "validate"]
 
 NAME = r"^[a-z0-9]([a-z0-9_-]{0,62})$"
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 WILDCARD = {"", "0.0.0.0", "::", "[::]", "*"}  # noqa: S104 - these are the addresses we refuse
+ROUTES = "hecate:reverse_proxy:caddy:routes"
 
 # The intent of the seed Caddyfile's (security) + (cybermonkey_common) snippets, each rule on its own.
 COMMON_PROFILE = {
@@ -106,18 +110,20 @@ class HostPort(Str):
         if isinstance(value, str):
             parsed = parse_hostport(value)
             if parsed is None or not (is_hostname(parsed[0]) or is_ip(parsed[0])) or not 1 <= parsed[1] <= 65535:
-                report.error(path, f"must be host:port, got {value!r}")
+                report.error(path, f"must be host:port, got {quote(value)}")
         return value
 
 
 class Regexp(Str):
+    """A regular expression as Caddy compiles it: Go's RE2 syntax (hecate_re2 ports Go's
+    regexp/syntax rules), not Python's."""
+
     def __call__(self, value, path, report):
         value = super().__call__(value, path, report)
         if isinstance(value, str):
-            try:
-                re.compile(value)
-            except re.error as exc:
-                report.error(path, f"is not a valid regular expression: {exc}")
+            problem = hecate_re2.problem(value)
+            if problem:
+                report.error(path, f"is not a regular expression Caddy accepts (Go's RE2 syntax): {problem}")
         return value
 
 
@@ -128,19 +134,24 @@ class AdminAddress(Str):
         value = super().__call__(value, path, report)
         if not isinstance(value, str):
             return value
+        if "{" in value or "}" in value:  # Caddy expands placeholders in it (ParseNetworkAddress, admin.go)
+            report.error(path, "must not contain { or } (Caddy would read them as a placeholder)")
+            return value
         if value.startswith("unix/"):
-            if not value.startswith("unix//"):
-                report.error(path, "a unix socket must be written unix//absolute/path")
+            if not re.fullmatch(r"unix//[A-Za-z0-9._@+-][A-Za-z0-9._@+/-]*", value):
+                report.error(path, "a unix socket must be written unix//absolute/path (letters, digits, . _ - + @ /)")
             return value
         host, _, port = value.rpartition(":")
         host = host.strip("[]")
         if host in WILDCARD:
-            report.error(path, f"{value!r} listens on every interface; Caddy's admin API has no authentication: "
-                         "use unix//run/caddy/admin.sock or 127.0.0.1:<port>")  # fmt: skip
-        elif host not in LOOPBACK:
-            report.error(path, f"{value!r} is not loopback; use a unix socket or 127.0.0.1:<port>")
-        elif not port.isdigit() or not 1 <= int(port) <= 65535:
-            report.error(path, f"{value!r}: port must be 1..65535")
+            reason = (
+                "listens on every interface; Caddy's admin API has no authentication: use unix//run/caddy/admin.sock or 127.0.0.1:<port>"
+            )
+            report.error(path, f"{quote(value)} {reason}")
+        elif not is_loopback(host):
+            report.error(path, f"{quote(value)} is not loopback; use a unix socket or 127.0.0.1:<port>")
+        elif not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+            report.error(path, f"{quote(value)}: port must be 1..65535")
         return value
 
 
@@ -156,6 +167,9 @@ class TlsMode(Str):
         return super().__call__(value, path, report)
 
 
+# HTTP drops spaces around a field value (RFC 9110 5.5): the client would get another value than the pillar's.
+HEADER_VALUE = Str(pattern=r"\A[^ \t](.*[^ \t])?\Z", what="header value (no space at either end: HTTP drops it)")
+
 PROFILE = Map(
     {
         "block_headers": ListOf(Str(pattern=r"^[A-Za-z0-9-]+$", what="header name")),
@@ -164,15 +178,15 @@ PROFILE = Map(
         "block_query_params": ListOf(Str(pattern=r"^[A-Za-z0-9_.-]+$", what="query parameter name")),
         "block_user_agents": Regexp(),
         "encode": ListOf(Str(choices=["zstd", "gzip"]), unique=True),
-        "headers": MapOf(Str(), key_spec=Str(pattern=r"^[A-Za-z0-9-]+$", what="header name")),
+        "headers": MapOf(HEADER_VALUE, key_spec=Str(pattern=r"^[A-Za-z0-9-]+$", what="header name")),
     }
 )
 
 HEALTH = Map(
     {
         "uri": Str(pattern=r"^/", what="path"),
-        "interval": Field(Duration(), default="10s"),
-        "timeout": Field(Duration(), default="5s"),
+        "interval": Field(Duration(positive=True), default="10s"),
+        "timeout": Field(Duration(positive=True), default="5s"),
         "status": Int(100, 599),
     }
 )
@@ -209,9 +223,10 @@ CADDY = Map(
             default=dict,
         ),
         "stream_close_delay": Field(Duration(), default="5m"),
+        "consul_dns": HostPort(),  # DNS server for consul:// backends (Consul's DNS, e.g. 127.0.0.1:8600)
         "verify": Field(Map({"enabled": Field(Bool(), default=True), "timeout": Field(Int(1, 300), default=5)}), default=dict),
         "profiles": MapOf(PROFILE, key_spec=Str(pattern=NAME, what="profile name")),
-        "routes": ListOf(ROUTE),
+        "routes": Field(ListOf(ROUTE), default=list),  # a DNS-only pillar has none
     }
 )
 
@@ -295,6 +310,17 @@ SCHEMA = Map(
             ),
             default=dict,
         ),
+        # between deploys: the drift beacon's interval, and what the reactor does with a drift (docs/reconcile.md)
+        "reconcile": Field(
+            Map(
+                {
+                    "interval": Field(Int(10, 86400), default=60),
+                    "policy": Field(Str(choices=["alert", "heal"]), default="alert"),
+                    "max_changes": Field(Int(1, 100000), default=5),
+                }
+            ),
+            default=dict,
+        ),
         "backup": Map(
             {
                 "enabled": Field(Bool(), default=False),
@@ -308,10 +334,17 @@ SCHEMA = Map(
 
 
 def check(tree):
-    """Validate ``tree`` (the value of pillar ``hecate``). Returns ``(normalised, report)``; never raises."""
+    """Validate ``tree`` (the value of pillar ``hecate``). Returns ``(normalised, report)``; never raises.
+
+    Every error names its key path; a route's path carries its domain when that is a valid name:
+    ``hecate:reverse_proxy:caddy:routes[6](app.example.org):backend``."""
     report = Report("hecate")
     if tree is None:
         report.error("hecate", "missing: the pillar has no 'hecate' key")
+        return {}, report
+    shape = shape_problem(tree)
+    if shape:
+        report.error(*shape)
         return {}, report
     out = SCHEMA(tree, "hecate", report)
     if not report.errors:
@@ -321,6 +354,7 @@ def check(tree):
     if not report.errors:  # backend checks rely on the normalised caddy section (services, defaults)
         for backend in (hecate_authentik, hecate_dns, hecate_nomad, hecate_terraform):
             backend.check_pillar(out, report)
+    _name_routes(tree, report)
     return out, report
 
 
@@ -331,6 +365,46 @@ def validate(tree):
     return out
 
 
+def route_path(i, domain=None):
+    """The key path of route ``i``: ``hecate:reverse_proxy:caddy:routes[i](domain)``."""
+    return f"{index(ROUTES, i)}({domain})" if domain else index(ROUTES, i)
+
+
+def _name_routes(tree, report):
+    """Put each route's domain into the key paths that name it by index (every check, whichever
+    module made the path). Only a valid name is shown: the path must stay short and plain."""
+    routes = tree
+    for name in ("reverse_proxy", "caddy", "routes"):  # the raw tree: any of these may be of any type
+        routes = routes.get(name) if isinstance(routes, dict) else None
+    if not isinstance(routes, list) or not (report.errors or report.warnings):
+        return
+    domains = {}
+    for i, route in enumerate(routes):
+        domain = route.get("domain") if isinstance(route, dict) else None
+        if isinstance(domain, str) and is_hostname(domain, wildcard=True):
+            domains[i] = domain.lower().rstrip(".")
+    pattern = re.compile(re.escape(ROUTES) + r"\[([0-9]+)\](?![(])")
+
+    def named(path):
+        return pattern.sub(lambda m: route_path(int(m.group(1)), domains.get(int(m.group(1)))), path, count=1)
+
+    report.errors[:] = [(named(path), reason) for path, reason in report.errors]
+    report.warnings[:] = [(named(path), reason) for path, reason in report.warnings]
+
+
+def _admin_endpoint(caddy):
+    """Where Caddy's admin API listens: ``(ports on loopback, unix socket path or None)``. Both the
+    ``admin`` address and ``ports.admin`` count (the port is refused even when admin is a socket)."""
+    admin = caddy["admin"]
+    ports = {caddy["ports"]["admin"]}
+    if admin.startswith("unix/"):
+        return ports, admin[len("unix/") :]
+    port = admin.rpartition(":")[2]
+    if port.isascii() and port.isdigit():
+        ports.add(int(port))
+    return ports, None
+
+
 def _check_caddy(tree, report):
     caddy = tree["reverse_proxy"]["caddy"]
     path = "hecate:reverse_proxy:caddy"
@@ -338,21 +412,31 @@ def _check_caddy(tree, report):
     if len({ports["http"], ports["https"], ports["admin"]}) != 3:
         report.error(f"{path}:ports", "http, https and admin must be three different ports")
     caddy.setdefault("admin", f"127.0.0.1:{ports['admin']}")
+    admin_ports, _ = _admin_endpoint(caddy)
     profiles = {**BUILTIN_PROFILES, **caddy.get("profiles", {})}
     caddy["profiles"] = profiles
     domains, services = {}, {}
     for i, route in enumerate(caddy["routes"]):
-        where = index(f"{path}:routes", i)
+        where = route_path(i)
         route["service"] = route_service(route)
         if not route_backends(route):
             report.error(key(where, "backend"), "required: give backend (host:port or https://host) or backends")
         for name, seen, value in (("domain", domains, route["domain"]), ("service", services, route["service"])):
             if value in seen:
-                report.error(key(where, name), f"duplicate {name} {value!r} (also at routes[{seen[value]}])")
+                report.error(key(where, name), f"duplicate {name} {quote(value)} (also at routes[{seen[value]}])")
             seen.setdefault(value, i)
+        if is_loopback(route["domain"]):
+            reason = "is a loopback name: its route would answer requests meant for the edge itself (and its admin API)"
+            report.error(key(where, "domain"), f"{quote(route['domain'])} {reason}")
         if route["profile"] not in profiles:
-            report.error(key(where, "profile"), f"unknown profile {route['profile']!r}; defined: {', '.join(sorted(profiles))}")
-        schemes = {parse_backend(b)["scheme"] for b in route_backends(route)}
+            report.error(key(where, "profile"), f"unknown profile {quote(route['profile'])}; defined: {', '.join(sorted(profiles))}")
+        parsed = [parse_backend(b) for b in route_backends(route)]
+        for j, backend in enumerate(parsed):
+            if backend["port"] in admin_ports and backend["scheme"] != "consul" and is_loopback(backend["host"]):
+                field = "backend" if route.get("backend") and j == 0 else "backends"
+                reason = f"is Caddy's admin API (port {backend['port']} on this machine): a route would publish it to the world"
+                report.error(key(where, field), f"{quote(route_backends(route)[j])} {reason}")
+        schemes = {b["scheme"] for b in parsed}
         if route["tls_skip_verify"] and "https" in schemes:
             report.warn(
                 key(where, "tls_skip_verify"),
@@ -367,6 +451,24 @@ def _check_caddy(tree, report):
             )
         if "consul" in schemes and len(route_backends(route)) > 1:
             report.error(key(where, "backends"), "a consul:// backend already yields every instance; give it alone")
+    _check_host_overlaps(caddy["routes"], report)
+
+
+def _check_host_overlaps(routes, report):
+    """Caddy's host matcher lets ``*`` stand for exactly one label (caddyhttp MatchHost), and the
+    compiler puts exact hosts before wildcards (hecate_caddy orders routes by host specificity), so
+    two routes can only overlap as ``*.example.org`` and ``app.example.org``: the exact host wins.
+    Duplicate domains are refused above, so no overlap is left ambiguous. What is left to say is
+    when the exact host drops protection its wildcard has."""
+    protected = {r["domain"][2:]: i for i, r in enumerate(routes) if r["domain"].startswith("*.") and r.get("auth")}
+    for i, route in enumerate(routes):
+        parent = route["domain"].partition(".")[2]
+        if not route["domain"].startswith("*.") and parent in protected and not route.get("auth"):
+            report.warn(
+                key(route_path(i), "auth"),
+                f"{route['domain']} is served without authentication although *.{parent} "
+                f"(routes[{protected[parent]}]) requires it: the exact host wins",
+            )
 
 
 def _check_nginx(tree, report):
@@ -375,8 +477,11 @@ def _check_nginx(tree, report):
     caddy_ports = set(tree["reverse_proxy"]["caddy"]["ports"].values())
     for i, proxy in enumerate(nginx.get("tcp_proxies", [])):
         where = index("hecate:reverse_proxy:nginx:tcp_proxies", i)
+        host, port = parse_hostport(proxy["backend"])
+        if is_loopback(host) and port in _admin_endpoint(tree["reverse_proxy"]["caddy"])[0]:
+            report.error(key(where, "backend"), f"port {port} on this machine is Caddy's admin API: never proxy to it")
         if proxy["name"] in seen_names:
-            report.error(key(where, "name"), f"duplicate name {proxy['name']!r}")
+            report.error(key(where, "name"), f"duplicate name {quote(proxy['name'])}")
         seen_names[proxy["name"]] = i
         listen = (proxy["listen_port"], proxy["protocol"])
         if listen in seen_ports:

@@ -29,8 +29,9 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+import requests
 from hecate_http import redact
 from salt.exceptions import CommandExecutionError
 
@@ -54,6 +55,9 @@ _CONSUL_KEY = re.compile(r"^[A-Za-z0-9_.@:-]+(/[A-Za-z0-9_.@:-]+)*/?$")
 _FIELD = re.compile(r"^[A-Za-z0-9_.-]+$")
 DEFAULT_TIMEOUT = 10
 DEFAULT_RETRIES = 2
+CONSUL_DEFAULT_WAIT = 300.0  # seconds Consul holds a blocking query that names no wait
+_GO_DURATION = re.compile(r"([\d.]+)(ns|us|µs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class SecretError(CommandExecutionError):
@@ -194,9 +198,37 @@ def vault_client(cfg):
     )
 
 
+class TimeoutSession(requests.Session):
+    """A requests session that never waits forever: every request gets ``timeout`` seconds, a blocking
+    query (``?index=..&wait=..``) its ``wait`` plus Consul's jitter (up to wait/16) on top.
+
+    Why: py-consul up to 1.7.1 has no ``connections_timeout`` (``base.Consul.__init__``) and its
+    ``std.HTTPClient`` calls ``requests`` without a timeout, so a stalled agent hangs lock acquire, renew,
+    release and record writes for ever; 1.8.0 added one (default 30 s). Setting the timeout here enforces
+    the configured value whatever py-consul version is installed."""
+
+    def __init__(self, timeout):
+        super().__init__()
+        self.default_timeout = float(timeout)
+
+    def request(self, method, url, *args, **kwargs):
+        kwargs["timeout"] = self.timeout_for(url, kwargs.get("params"))
+        return super().request(method, url, *args, **kwargs)
+
+    def timeout_for(self, url, params=None):
+        query = parse_qs(urlsplit(url).query)
+        query.update({k: [v] for k, v in dict(params or {}).items()})
+        if "index" not in query:
+            return self.default_timeout
+        wait = query.get("wait", [None])[-1]
+        seconds = sum(float(n) * _GO_UNITS[u] for n, u in _GO_DURATION.findall(str(wait))) if wait else CONSUL_DEFAULT_WAIT
+        return self.default_timeout + seconds + seconds / 16
+
+
 def consul_client(cfg):
     """A py-consul ``consul.Consul`` from a mapping with ``host``/``port``/``scheme`` (or ``address``:
-    ``http://127.0.0.1:8500``), ``token``/``token_file``, ``verify``, ``dc``, ``timeout``."""
+    ``http://127.0.0.1:8500``), ``token``/``token_file``, ``verify``, ``dc``, ``timeout`` (seconds per
+    request, default 10; enforced by :class:`TimeoutSession` on every request)."""
     import consul
 
     host, port, scheme = cfg.get("host"), cfg.get("port"), cfg.get("scheme")
@@ -217,10 +249,8 @@ def consul_client(cfg):
         "verify": cfg.get("verify", True),
         "dc": cfg.get("dc") or cfg.get("datacenter"),
     }
-    try:
-        client = consul.Consul(connections_timeout=cfg.get("timeout", DEFAULT_TIMEOUT), **kwargs)
-    except TypeError:  # py-consul before connections_timeout existed
-        client = consul.Consul(**kwargs)
+    client = consul.Consul(**kwargs)
+    client.http.session = TimeoutSession(cfg.get("timeout") or DEFAULT_TIMEOUT)
     client.token = token  # py-consul prefers $CONSUL_HTTP_TOKEN over the argument; the config wins here
     client.hecate_address = f"{scheme}://{host}:{port}"
     return client
@@ -295,7 +325,6 @@ class _Resolver:
 
     def _read_vault(self, ref):
         import hvac.exceptions
-        import requests
 
         client = self.client("vault")
         mount, sub = self.split_mount(ref.path)
@@ -308,23 +337,25 @@ class _Resolver:
                 f"{where} denied reading {mount}/data/{sub} (permission denied: is the token valid and allowed to read it?)"
             ) from None
         except hvac.exceptions.InvalidPath as exc:
-            meta = ((exc.json or {}).get("data") or {}).get("metadata") or {}
+            data = _vault_body(exc).get("data")
+            meta = data.get("metadata") if isinstance(data, dict) else None
+            meta = meta if isinstance(meta, dict) else {}
             if meta.get("destroyed"):
                 raise ValueError(f"version {meta.get('version')} of {ref.path} is destroyed in Vault") from None
             if meta.get("deletion_time"):
                 raise ValueError(
                     f"the latest version ({meta.get('version')}) of {ref.path} is deleted in Vault; undelete it or write a new version"
                 ) from None
-            detail = "; ".join(str(e) for e in (exc.errors or []) if e)
+            detail = self.scrub(_vault_reason(exc, fallback=False))
             raise ValueError(
-                f"no secret at {ref.path} in {where} (KV v2 mount {mount!r}, path {sub!r})" + (f": {self.scrub(detail)}" if detail else "")
+                f"no secret at {ref.path} in {where} (KV v2 mount {mount!r}, path {sub!r})" + (f": {detail}" if detail else "")
             ) from None
         except (hvac.exceptions.VaultDown, hvac.exceptions.VaultNotInitialized) as exc:
             raise _Unavailable(f"{where} is sealed or not initialised ({type(exc).__name__})") from None
         except (hvac.exceptions.InternalServerError, hvac.exceptions.BadGateway) as exc:
-            raise _Unavailable(f"{where} failed: {type(exc).__name__}: {self.scrub(exc)}") from None
+            raise _Unavailable(f"{where} failed: {type(exc).__name__}: {self.scrub(_vault_reason(exc))}") from None
         except hvac.exceptions.VaultError as exc:
-            raise ValueError(f"{where} refused reading {ref.path}: {type(exc).__name__}: {self.scrub(exc)}") from None
+            raise ValueError(f"{where} refused reading {ref.path}: {type(exc).__name__}: {self.scrub(_vault_reason(exc))}") from None
         except requests.exceptions.Timeout:
             raise _Unavailable(f"{where} did not answer in time (timeout)") from None
         except requests.exceptions.RequestException as exc:
@@ -345,7 +376,6 @@ class _Resolver:
 
     def _read_consul(self, ref):
         import consul.exceptions
-        import requests
 
         client = self.client("consul")
         where = f"Consul at {client.hecate_address}"
@@ -400,6 +430,40 @@ class _Resolver:
         if not isinstance(parsed, dict) or ref.key not in parsed:
             raise ValueError(f"key {ref.path} in Consul has no field {ref.key!r}")
         return parsed[ref.key]
+
+
+# hvac's error shapes in the supported range (setup.cfg: hvac>=1.1,<3). ``RawAdapter._raise_for_error``
+# (hvac/adapters.py) parses the body only when Content-Type is exactly ``application/json``; then
+# ``errors`` is the body's ``errors`` (a list, possibly empty, or absent: None) and ``exc.json`` the body;
+# otherwise ``exc.json`` is None and the message is the raw text (``exc.text``). ``VaultError``
+# (hvac/exceptions.py) has ``json``/``text`` only since 1.1.0, and ``utils.raise_for_error`` documents
+# ``errors`` as "list | str".
+MAX_REASON = 300  # characters of a Vault error text shown; an error page is not echoed whole
+
+
+def _vault_body(exc):
+    """The JSON object Vault answered with: ``exc.json``, else ``exc.text`` parsed, else ``{}``."""
+    body = getattr(exc, "json", None)
+    if body is None:
+        try:
+            body = json.loads(getattr(exc, "text", None) or "null")
+        except (TypeError, ValueError):
+            body = None
+    return body if isinstance(body, dict) else {}
+
+
+def _vault_reason(exc, fallback=True):
+    """Vault's error texts joined (``exc.errors`` as a list or a string, else the body's ``errors``), cut to
+    ``MAX_REASON``; with ``fallback`` the exception's own text when there are none."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        errors = _vault_body(exc).get("errors")
+    if isinstance(errors, str):
+        errors = [errors]
+    text = "; ".join(str(e) for e in errors if e) if isinstance(errors, list) else ""
+    if not text and fallback:
+        text = str(exc.args[0]) if exc.args and exc.args[0] else type(exc).__name__
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON] + f"... ({len(text)} characters)"
 
 
 def _names(data):

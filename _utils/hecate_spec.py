@@ -12,38 +12,129 @@ conf, HCL) are refused when they carry CR/LF, quotes or other control characters
 """
 
 import difflib
+import functools
 import ipaddress
 import re
 
-_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE)
-_UNSAFE = re.compile(r"[\r\n\"'`\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h|d))+$")
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE | re.ASCII)
+# Refused in every value that reaches a config file or a header: quotes, C0 and C1 controls (tab
+# allowed), U+2028/U+2029 line and paragraph separators, and the bidi overrides that make text read
+# differently than it is.
+_UNSAFE = re.compile("[\r\n\"'`\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+QUOTE_LIMIT = 60  # characters of a pillar value quoted in a message
+MESSAGE_LIMIT = 300  # characters of a reason (or a key path) in a report
+
+
+MAX_LISTED = 100  # problems a PillarError message lists (all of them stay in ``errors``)
 
 
 class PillarError(ValueError):
-    """The pillar is invalid. ``errors`` is a list of ``(path, reason)``; ``str()`` lists them all."""
+    """The pillar is invalid. ``errors`` is a list of ``(path, reason)``; ``str()`` lists the first
+    MAX_LISTED of them."""
 
     def __init__(self, errors):
         self.errors = list(errors)
-        lines = [f"{path}: {reason}" for path, reason in self.errors]
-        super().__init__(f"invalid pillar ({len(lines)} problem{'s' if len(lines) != 1 else ''}):\n  " + "\n  ".join(lines))
+        lines = [f"{path}: {reason}" for path, reason in self.errors[:MAX_LISTED]]
+        if len(self.errors) > MAX_LISTED:
+            lines.append(f"... and {len(self.errors) - MAX_LISTED} more")
+        count = len(self.errors)
+        super().__init__(f"invalid pillar ({count} problem{'s' if count != 1 else ''}):\n  " + "\n  ".join(lines))
+
+
+def quote(value, limit=QUOTE_LIMIT):
+    """``value`` as a message may quote it: repr of at most ``limit`` characters of a string or a
+    scalar, the type and size of a container (an alias bomb's value is never rendered)."""
+    if isinstance(value, (dict, list, tuple, set)):
+        return f"a {type(value).__name__} of {len(value)} item(s)"
+    text = value if isinstance(value, str) else str(value) if isinstance(value, (int, float, bool)) or value is None else None
+    if text is None:
+        return f"a {type(value).__name__}"
+    if len(text) <= limit:
+        return repr(value)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def _cap(text):
+    text = str(text)
+    return text if len(text) <= MESSAGE_LIMIT else f"{text[:MESSAGE_LIMIT]}... ({len(text)} characters)"
 
 
 class Report:
+    """Errors and warnings as ``(path, reason)``, each capped at MESSAGE_LIMIT characters: a hostile
+    pillar cannot make a message big (keys are pillar data too)."""
+
     def __init__(self, root="hecate"):
         self.root = root
         self.errors = []
         self.warnings = []
 
     def error(self, path, reason):
-        self.errors.append((path, reason))
+        self.errors.append((_cap(path), _cap(reason)))
 
     def warn(self, path, reason):
-        self.warnings.append((path, reason))
+        self.warnings.append((_cap(path), _cap(reason)))
 
     def raise_if_errors(self):
         if self.errors:
             raise PillarError(self.errors)
+
+
+MAX_NODES = 1_000_000  # values in the tree, counting every use of a shared (YAML alias) value
+MAX_DEPTH = 64  # levels of nesting
+MAX_STRING = 1_000_000  # characters in one string
+_KEY_TYPES = (str, int, float, bool, type(None))
+
+
+class _Shape(Exception):
+    pass
+
+
+def shape_problem(tree, root="hecate"):
+    """``(path, reason)`` when ``tree`` is too big, too deep, refers to itself or has a key no
+    pillar can have; else None. Runs before any other check so that nothing walks a YAML alias bomb
+    (795 bytes can expand to billions of values), recurses without end, or quotes a huge value.
+    Shared values are measured once and counted at each use: linear in the tree as written."""
+    sizes, active = {}, set()
+
+    def size(node, path, depth):
+        if isinstance(node, str):
+            if len(node) > MAX_STRING:
+                raise _Shape(path, f"a string of {len(node)} characters (at most {MAX_STRING})")
+            return 1
+        if not isinstance(node, (dict, list, tuple)):
+            return 1
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in active:
+            raise _Shape(path, "refers to itself (a YAML alias inside its own anchor)")
+        if depth > MAX_DEPTH:
+            raise _Shape(path, f"nested more than {MAX_DEPTH} levels deep")
+        active.add(id(node))
+        total = 1
+        if isinstance(node, dict):
+            for name, child in node.items():
+                if not isinstance(name, _KEY_TYPES):
+                    raise _Shape(path, f"has a key of type {type(name).__name__}: keys are strings or numbers")
+                total += size(child, key(path, str(name)[:QUOTE_LIMIT]), depth + 1)
+                if total > MAX_NODES:
+                    break
+        else:
+            for i, child in enumerate(node):
+                total += size(child, index(path, i), depth + 1)
+                if total > MAX_NODES:
+                    break
+        active.discard(id(node))
+        if total > MAX_NODES:
+            raise _Shape(path, f"expands to more than {MAX_NODES} values (YAML aliases count at every use)")
+        sizes[id(node)] = total
+        return total
+
+    try:
+        size(tree, root, 0)
+    except _Shape as exc:
+        return exc.args
+    return None
 
 
 def key(path, name):
@@ -75,8 +166,9 @@ class Map:
         out = {}
         for name, item in value.items():
             if name not in self.fields:
-                close = difflib.get_close_matches(str(name), list(self.fields), n=1, cutoff=0.6) or [
-                    known for known in self.fields if str(name).startswith(known) or known.startswith(str(name))
+                text = str(name)[:QUOTE_LIMIT]
+                close = difflib.get_close_matches(text, list(self.fields), n=1, cutoff=0.6) or [
+                    known for known in self.fields if text.startswith(known) or known.startswith(text)
                 ]
                 hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(self.fields))}"
                 report.error(key(path, name), "unknown key" + hint)
@@ -131,7 +223,7 @@ class ListOf:
             for i, item in enumerate(out):
                 marker = repr(item)
                 if marker in seen:
-                    report.error(index(path, i), f"duplicate value {item!r}")
+                    report.error(index(path, i), f"duplicate value {quote(item)}")
                 seen.add(marker)
         return out
 
@@ -155,11 +247,11 @@ class Str:
         if not self.min_len <= len(value) <= self.max_len:
             report.error(path, f"length must be {self.min_len}..{self.max_len}")
         if self.choices is not None and value not in self.choices:
-            close = difflib.get_close_matches(value, list(self.choices), n=1)
+            close = difflib.get_close_matches(value[:QUOTE_LIMIT], list(self.choices), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             report.error(path, f"must be one of {', '.join(self.choices)}{hint}")
         elif self.pattern is not None and not self.pattern.search(value):
-            report.error(path, f"is not a valid {self.what or 'value'}: {value!r}")
+            report.error(path, f"is not a valid {self.what or 'value'}: {quote(value)}")
         return value
 
 
@@ -187,13 +279,13 @@ class Int:
         if isinstance(value, bool):
             report.error(path, f"must be an {self.what}, got a boolean")
             return value
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):  # ASCII digits: int("²") raises
             value = int(value)
         if not isinstance(value, int):
-            report.error(path, f"must be an {self.what}, got {value!r}")
+            report.error(path, f"must be an {self.what}, got {quote(value)}")
             return value
         if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
-            report.error(path, f"{value} is out of range {self.minimum}..{self.maximum}")
+            report.error(path, f"{quote(value)} is out of range {self.minimum}..{self.maximum}")
         return value
 
 
@@ -204,31 +296,92 @@ def Port():
 class Bool:
     def __call__(self, value, path, report):
         if not isinstance(value, bool):
-            report.error(path, f"must be true or false, got {value!r}")
+            report.error(path, f"must be true or false, got {quote(value)}")
         return value
 
 
+# Go's time.ParseDuration (src/time/format.go): [-+]?([0-9]*(\.[0-9]*)?[a-z]+)+ or "0", ASCII digits,
+# these units, at most 2^63-1 ns. Caddy's caddy.ParseDuration (caddy.go) adds "d" (24h).
+_GO_UNITS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)", re.ASCII)
+_MAX_NS = 2**63 - 1
+
+
+def parse_duration(text, days=False):
+    """A Go duration string -> nanoseconds (int), or None when Go (Caddy with ``days``) refuses it."""
+    if not isinstance(text, str) or len(text) > 1024:
+        return None
+    sign = -1 if text[:1] == "-" else 1
+    rest = text[1:] if text[:1] in ("+", "-") else text
+    if rest == "0":
+        return 0
+    if not rest:
+        return None
+    units = {**_GO_UNITS, "d": 86400 * 10**9} if days else _GO_UNITS
+    total, pos = 0, 0
+    while pos < len(rest):
+        match = _DURATION_PART.match(rest, pos)
+        whole, fraction, unit = match.groups()
+        if (not whole and not fraction) or unit not in units:
+            return None
+        total += int(whole or 0) * units[unit]
+        if fraction:
+            total += int(fraction) * units[unit] // 10 ** len(fraction)
+        if total > _MAX_NS:
+            return None
+        pos = match.end()
+    return sign * total
+
+
 class Duration(Str):
-    def __init__(self):
-        super().__init__(pattern=_DURATION, what="duration (like 10s, 5m, 1h30m)")
+    """A duration as Caddy parses it (Go's syntax plus ``d``; ``days=False``: Go's own, for Terraform
+    and Nomad). ``positive``: zero refused too (an interval of 0s). Integers mean seconds."""
+
+    def __init__(self, positive=False, days=True):
+        super().__init__(max_len=64, what="duration (like 10s, 5m, 1h30m)")
+        self.positive, self.days = positive, days
 
     def __call__(self, value, path, report):
         if isinstance(value, int) and not isinstance(value, bool):
             value = f"{value}s"
-        return super().__call__(value, path, report)
+        value = super().__call__(value, path, report)
+        if isinstance(value, str) and not _UNSAFE.search(value) and len(value) <= self.max_len:
+            units = "ns, us, ms, s, m, h" + (", d" if self.days else "")
+            nanoseconds = parse_duration(value, days=self.days)
+            if nanoseconds is None:
+                report.error(path, f"is not a valid duration (like 10s, 5m, 1h30m; ASCII digits; units {units}): {quote(value)}")
+            elif nanoseconds < 0 or (self.positive and nanoseconds == 0):
+                report.error(path, f"must be {'more than' if self.positive else 'at least'} 0s, got {quote(value)}")
+        return value
 
 
 def is_hostname(value, wildcard=False):
+    """A DNS name as Caddy's host matcher and the public DNS can use it: ASCII labels of letters,
+    digits and inner hyphens, at most 253 characters, a last label that is not all digits (so
+    ``12345`` and ``999.999.999.999`` are not names), and ``xn--`` labels that are valid punycode."""
     value = value[:-1] if value.endswith(".") else value
     if not value or len(value) > 253:
         return False
     labels = value.split(".")
     if wildcard and labels[0] == "*":
         labels = labels[1:]
-    return bool(labels) and all(_HOST_LABEL.match(label) for label in labels)
+    if not labels or not all(_HOST_LABEL.match(label) for label in labels) or labels[-1].isdigit():
+        return False
+    return all(_is_punycode(label) for label in labels if label[:4].lower() == "xn--")
+
+
+def _is_punycode(label):
+    try:
+        label.encode("ascii").decode("idna")  # ToUnicode, then checks that ToASCII gives the label back
+    except UnicodeError:
+        return False
+    return True
 
 
 def is_ip(value):
+    """An IP address (``[v6]`` too). IPv6 zone ids (``fe80::1%eth0``) are refused: free text in a dial."""
+    if "%" in value:
+        return False
     try:
         ipaddress.ip_address(value.strip("[]"))
         return True
@@ -236,18 +389,36 @@ def is_ip(value):
         return False
 
 
+def is_loopback(host):
+    """Does dialing ``host`` reach the machine itself? 127.0.0.0/8, ::1 (also IPv4-mapped), the
+    unspecified addresses (Linux connects 0.0.0.0 and :: to the local host) and ``localhost`` names
+    (RFC 6761: ``*.localhost`` too)."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost") or host == "localhost.localdomain":
+        return True
+    if ":" not in host and not host[-1:].isdigit():  # a DNS name: not an address (the cheap common case)
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if getattr(address, "ipv4_mapped", None):
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_unspecified
+
+
 class Hostname(Str):
     """A DNS name (``wildcard``: ``*.example.org`` allowed) or, with ``ip``, an IP address too."""
 
     def __init__(self, wildcard=False, ip=False):
-        super().__init__()
+        super().__init__(max_len=253)
         self.wildcard, self.ip = wildcard, ip
 
     def __call__(self, value, path, report):
         value = super().__call__(value, path, report)
         if isinstance(value, str) and not _UNSAFE.search(value):
             if not (is_hostname(value, self.wildcard) or (self.ip and is_ip(value))):
-                report.error(path, f"is not a valid hostname: {value!r}")
+                report.error(path, f"is not a valid hostname: {quote(value)}")
             value = value.lower().rstrip(".")
         return value
 
@@ -277,7 +448,7 @@ class Const:
 
     def __call__(self, value, path, report):
         if value != self.expected or type(value) is not type(self.expected):
-            report.error(path, f"must be {self.expected!r}")
+            report.error(path, f"must be {quote(self.expected)}")
         return value
 
 
@@ -297,8 +468,8 @@ class Anything:
 
 
 def parse_hostport(value):
-    """``host:port`` / ``[v6]:port`` -> (host, port) or None."""
-    match = re.match(r"^\[([0-9a-fA-F:.]+)\]:(\d+)$", value) or re.match(r"^([^:\[\]/]+):(\d+)$", value)
+    """``host:port`` / ``[v6]:port`` -> (host, port) or None. The port is ASCII digits only."""
+    match = re.match(r"^\[([0-9a-fA-F:.]+)\]:([0-9]+)$", value) or re.match(r"^([^:\[\]/]+):([0-9]+)$", value)
     if not match:
         return None
     return match.group(1), int(match.group(2))
@@ -306,6 +477,13 @@ def parse_hostport(value):
 
 # -- the grammar of pillar values shared by every backend (no imports: everything may use it) ----------
 def parse_backend(value):
+    """Parse a backend string (see :func:`_parse_backend`); a fresh dict each call (parsing is cached:
+    validation and compile of 5000 routes ask for each backend several times)."""
+    return dict(_parse_backend(value)) if isinstance(value, str) else _parse_backend(value)
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_backend(value):
     """Parse a backend string. Returns a dict ``{scheme, host, port}`` or raises ValueError(reason).
 
     ``host:port`` and ``http://host[:port]`` -> scheme http; ``https://host[:port]`` -> scheme https
@@ -314,29 +492,34 @@ def parse_backend(value):
     """
     if not isinstance(value, str) or not value:
         raise ValueError("must be a string like host:port or https://host[:port]")
+    shown = quote(value)
     match = re.match(r"^(https?|consul)://([^/?#]+)/?$", value)
+    authority = match.group(2) if match else value
+    if "@" in authority:  # the value is not shown: what precedes @ is a password as often as not
+        reason = "has credentials (user@ or user:password@): Caddy never sends them to a backend"
+        raise ValueError(f"{reason}; give host:port or https://host[:port] (and a profile header if the backend needs one)")
     if match:
         scheme, rest = match.groups()
         hostport = parse_hostport(rest)
         if hostport is None:
             host, port = rest.strip("[]"), None
             if ":" in rest and not is_ip(host):
-                raise ValueError(f"{value!r}: port must be a number")
+                raise ValueError(f"{shown}: the port must be ASCII digits")
         else:
             host, port = hostport
     else:
         if re.match(r"^(https?|consul)://", value):
-            raise ValueError(f"{value!r} is neither host:port nor http(s)://host[:port] (no path allowed)")
+            raise ValueError(f"{shown} is neither host:port nor http(s)://host[:port] (no path allowed)")
         if "://" in value:
-            raise ValueError(f"{value!r}: scheme must be http, https or consul")
+            raise ValueError(f"{shown}: scheme must be http, https or consul")
         hostport = parse_hostport(value)
         if hostport is None:
-            raise ValueError(f"{value!r} is neither host:port nor http(s)://host[:port]")
+            raise ValueError(f"{shown} is neither host:port nor http(s)://host[:port] (port in ASCII digits)")
         scheme, (host, port) = "http", hostport
     if not (is_hostname(host) or is_ip(host)):
-        raise ValueError(f"{value!r}: {host!r} is not a valid host")
+        raise ValueError(f"{shown}: {quote(host)} is not a valid host")
     if port is not None and not 1 <= port <= 65535:
-        raise ValueError(f"{value!r}: port {port} is out of range 1..65535")
+        raise ValueError(f"{shown}: port {port} is out of range 1..65535")
     if port is None:
         port = {"http": 80, "https": 443}.get(scheme)
     return {"scheme": scheme, "host": host, "port": port}
@@ -350,29 +533,3 @@ def route_backends(route):
 
 def route_service(route):
     return route.get("service") or route["domain"].replace("*", "wildcard").replace(".", "-")
-
-
-def dial(backend):
-    """A parsed backend as Caddy dials it (and lists it in /reverse_proxy/upstreams): ``host:port``, ``[v6]:port``."""
-    host = f"[{backend['host']}]" if ":" in backend["host"] else backend["host"]
-    return f"{host}:{backend['port']}"
-
-
-def caddy_upstream_fields(backends, tls_skip_verify=False):
-    """The reverse_proxy fields that say where Caddy dials parsed ``backends`` (one scheme): ``upstreams``,
-    or ``dynamic_upstreams`` for ``consul://`` (SRV without a port, A records with one), plus the TLS
-    transport for ``https://``. Shared by the routes' proxy and authentik's forward_auth to the outpost."""
-    scheme = backends[0]["scheme"]
-    fields = {}
-    if scheme == "consul":
-        backend = backends[0]
-        name = f"{backend['host']}.service.consul"
-        if backend["port"]:
-            fields["dynamic_upstreams"] = {"source": "a", "name": name, "port": str(backend["port"]), "refresh": "5s"}
-        else:
-            fields["dynamic_upstreams"] = {"source": "srv", "name": name, "refresh": "5s"}
-    else:
-        fields["upstreams"] = [{"dial": dial(b)} for b in backends]
-    if scheme == "https":
-        fields["transport"] = {"protocol": "http", "tls": {"insecure_skip_verify": True} if tls_skip_verify else {}}
-    return fields

@@ -14,6 +14,7 @@ import json
 import os
 import re
 
+import hecate_services
 import jinja2
 from hecate_http import check_token
 from hecate_lock import DEFAULT_LOCK_DELAY, DEFAULT_TTL, DEFAULT_WAIT, LOCK_KEY, RECORD_PREFIX
@@ -61,6 +62,10 @@ DEFAULT_PROVIDER_VERSION = "~> 1.52"
 DEFAULT_SERVER_TYPE = "cx22"
 DEFAULT_IMAGE = "debian-12"
 ANY = ["0.0.0.0/0", "::/0"]
+# The node roles hecate's Nomad jobs are placed on, and how many of each terraform creates unless the
+# pillar says otherwise: two edge nodes (the reverse proxy runs twice, one per node: static ports
+# 80/443), one app node (authentik), one db node (PostgreSQL, and Redis unless there is a cache role).
+DEFAULT_ROLES = {"edge": 2, "app": 1, "db": 1}
 # Hetzner Cloud network zones per location (https://docs.hetzner.com/cloud/general/locations/)
 NETWORK_ZONES = {
     "nbg1": "eu-central",
@@ -171,8 +176,19 @@ NODE = Map(
     }
 )
 
+ROLE = Map(
+    {
+        "count": Int(1, 100),
+        "server_type": Str(pattern=r"^[a-z0-9-]+$", what="server type (like cx22, cpx31)"),
+        "image": Str(pattern=r"^[a-z0-9._-]+$", what="image name (like debian-12)"),
+        "location": LOCATION,
+        "labels": Labels(),
+    }
+)
+
 HCLOUD = Map(
     {
+        "nodes": MapOf(ROLE, key_spec=Str(pattern=r"^[a-z][a-z0-9]{0,15}$", what="node role (like edge, app, db, cache)")),
         "provider_version": Field(Str(pattern=r"^[~>=<!0-9. ,]+$", what="version constraint"), default=DEFAULT_PROVIDER_VERSION),
         "name_prefix": Str(pattern=_NAME, what="name prefix"),
         "location": LOCATION,
@@ -213,7 +229,7 @@ PILLAR_SCHEMA = Map(
         "render": Field(Bool(), default=True),
         "lockfile": Field(Str(choices=["auto", "readonly", "update"]), default="auto"),
         "lock_file_source": Str(pattern=r"^salt://[A-Za-z0-9_./-]+$", what="salt:// URL of a committed lock file"),
-        "lock_timeout": Field(Duration(), default="60s"),
+        "lock_timeout": Field(Duration(days=False), default="60s"),  # Go time.ParseDuration: no "d"
         "timeout": Field(Int(10, 86400), default=1800),
         "allow_delete": Field(Bool(), default=False),
         "allow_replace": Field(Bool(), default=False),
@@ -228,6 +244,7 @@ PILLAR_SCHEMA = Map(
 
 CONSUL_SCHEMA = Map(
     {
+        "external_services": hecate_services.SERVICES,  # registered by the hecate_consul state
         "address": Str(pattern=r"^https?://[A-Za-z0-9.\[\]:_-]+(:\d+)?/?$", what="Consul address (http(s)://host:port)"),
         "token": Secret(),
         "verify": Either("must be true, false or the path of a CA bundle", Bool(), AbsPath()),
@@ -393,6 +410,52 @@ def firewall_rules(tree, firewall=None):
     return unique
 
 
+# -- node names: one scheme for terraform's servers and Nomad's constraints ------------------------------
+def name_prefix(tree):
+    """``hecate:terraform:hcloud:name_prefix``, default ``hecate-<environment>``."""
+    hcloud = ((tree or {}).get("terraform") or {}).get("hcloud") or {}
+    return hcloud.get("name_prefix") or f"hecate-{((tree or {}).get('global') or {}).get('environment') or 'production'}"
+
+
+def node_roles(tree):
+    """``{role: [server name, ...]}``: ``<prefix>-<role>-<n>`` for ``DEFAULT_ROLES`` and
+    ``hcloud:nodes``, the edge role from ``hcloud:edge_nodes`` when that list is given. Terraform creates
+    exactly these servers; the Nomad jobs' constraints are derived from the same names."""
+    hcloud = ((tree or {}).get("terraform") or {}).get("hcloud") or {}
+    prefix = name_prefix(tree)
+    counts = {
+        **DEFAULT_ROLES,
+        **{role: (spec or {}).get("count", DEFAULT_ROLES.get(role, 1)) for role, spec in (hcloud.get("nodes") or {}).items()},
+    }
+    out = {role: [f"{prefix}-{role}-{n}" for n in range(1, count + 1)] for role, count in counts.items()}
+    if hcloud.get("edge_nodes"):
+        out["edge"] = [node["name"] for node in hcloud["edge_nodes"]]
+    return out
+
+
+def role_constraint(tree, roles):
+    """The Nomad constraint that places a job on the servers of ``roles``: ``^<prefix>-(<roles>)-[0-9]+$``
+    when their names follow the scheme, else the exact names (``edge_nodes`` with names of your own)."""
+    by_role = node_roles(tree)
+    names = [name for role in roles for name in by_role.get(role, [])]
+    prefix = name_prefix(tree).replace(".", r"\.")
+    scheme = f"^{prefix}-({'|'.join(roles)})-[0-9]+$" if len(roles) > 1 else f"^{prefix}-{roles[0]}-[0-9]+$"
+    if not names or not all(re.match(scheme, name) for name in names):
+        scheme = "^(" + "|".join(name.replace(".", r"\.") for name in names) + ")$"
+    return {"attribute": "${attr.unique.hostname}", "operator": "regexp", "value": scheme}
+
+
+def internal_rules(firewall):
+    """The firewall of the non-edge nodes: nothing public; SSH from ``ssh_sources`` and ICMP only."""
+    firewall = firewall or {}
+    rules = []
+    if firewall.get("ssh_sources"):
+        rules.append({"direction": "in", "protocol": "tcp", "port": "22", "sources": list(firewall["ssh_sources"]), "description": "ssh"})
+    if firewall.get("icmp", True):
+        rules.append({"direction": "in", "protocol": "icmp", "sources": list(ANY), "description": "icmp"})
+    return rules
+
+
 def template_context(tree):
     """Everything the templates need, computed from a validated ``hecate`` tree (defaults applied)."""
     section = tree.get("terraform") or {}
@@ -406,15 +469,20 @@ def template_context(tree):
     subnet = network.get("subnet") or "10.0.1.0/24"
     zone = network.get("zone") or NETWORK_ZONES.get(location, "eu-central")
     labels = {"managed-by": "hecate", "environment": environment, **(hcloud.get("labels") or {})}
-    nodes = {}
-    for node in hcloud.get("edge_nodes") or [{"name": f"{prefix}-edge-1"}]:
-        nodes[node["name"]] = {
-            "server_type": node.get("server_type") or hcloud.get("server_type") or DEFAULT_SERVER_TYPE,
-            "image": node.get("image") or hcloud.get("image") or DEFAULT_IMAGE,
-            "location": node.get("location") or location,
-            "private_ip": node.get("private_ip"),  # None: Hetzner assigns one (no churn when nodes are added)
-            "labels": {**labels, "role": "edge", **(node.get("labels") or {})},
-        }
+    explicit = {node["name"]: node for node in hcloud.get("edge_nodes") or []}
+    roles = hcloud.get("nodes") or {}
+    nodes, role_nodes = {}, {}
+    for role, names in node_roles(tree).items():
+        spec = roles.get(role) or {}
+        for name in names:
+            node = {**spec, **explicit.get(name, {})}
+            (nodes if role == "edge" else role_nodes)[name] = {
+                "server_type": node.get("server_type") or hcloud.get("server_type") or DEFAULT_SERVER_TYPE,
+                "image": node.get("image") or hcloud.get("image") or DEFAULT_IMAGE,
+                "location": node.get("location") or location,
+                "private_ip": node.get("private_ip"),  # None: Hetzner assigns one (no churn when nodes are added)
+                "labels": {**labels, "role": role, **(node.get("labels") or {})},
+            }
     return {
         "environment": environment,
         "prefix": prefix,
@@ -423,6 +491,8 @@ def template_context(tree):
         "network": {"name": prefix, "ip_range": ip_range, "subnet": subnet, "zone": zone},
         "firewall": {"name": f"{prefix}-edge", "rules": firewall_rules(tree, hcloud.get("firewall"))},
         "nodes": nodes,
+        "role_nodes": role_nodes,
+        "internal_rules": internal_rules(hcloud.get("firewall")),
         "ssh_keys": list(hcloud.get("ssh_keys") or []),
         "secret_vars": sorted((section.get("secret_vars") or {}).keys()),
         "vars": sorted((section.get("vars") or {}).keys()),

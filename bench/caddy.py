@@ -12,6 +12,13 @@
     client when wrk is missing) and one that retries a failed GET twice.
 (d) A no-op ``salt-call --local state.apply hecate.routes`` at 10 and 1000 routes: wall time (Salt's start
     included) and the state's own duration.
+(e) ``caddy.check`` of every route at 10 and 1000 routes in the same run, in-process (the state's post-write
+    check) and through ``salt-call --local`` (``hecate.verify`` per edge), with the pillar validations per
+    check counted (issue 13: one per run; 1000 routes at most 4x 10). ``python bench/caddy.py check`` runs
+    only this part.
+(f) The post-write check right after a reload (issue 10 item 14): one route of 50 moved back and forth 60
+    times with ``verify`` on; a check that fails undoes a correct change (``POST /load``). ``python
+    bench/caddy.py reload`` runs only this part.
 
 ``run()`` returns ``{"title", "text", "data"}``; ``bench/run.py`` prints and records it. Standalone:
 ``.venv/bin/python bench/caddy.py``.
@@ -52,6 +59,9 @@ LOAD_CONNECTIONS = 4
 LOAD_DELAY_MS = 5  # per connection between requests: at most ~800 requests/s in all
 LOAD_REPEAT = 3
 STATE_SIZES = (10, 1000)
+CHECK_SIZES = (10, 1000)
+RELOAD_ROUTES = 50
+RELOAD_MOVES = 60
 BIN = pathlib.Path(sys.executable).parent
 
 
@@ -352,21 +362,27 @@ def salt_call(conf, *args):
     return seconds, json.loads(proc.stdout)
 
 
+def salt_call_conf(bench, n):
+    """A ``salt-call --local`` config dir whose pillar is ``bench.tree(n)``."""
+    root = bench.workdir / f"salt-call-{n}"
+    pillar_dir, conf = root / "pillar", root / "conf"
+    pillar_dir.mkdir(parents=True, exist_ok=True)
+    conf.mkdir(parents=True, exist_ok=True)
+    (pillar_dir / "top.sls").write_text("base:\n  '*':\n    - hecate\n")
+    (pillar_dir / "hecate.sls").write_text(yaml.safe_dump({"hecate": bench.tree(n)}, sort_keys=False))
+    (conf / "minion").write_text(yaml.safe_dump({
+        "id": "bench-edge", "file_client": "local", "root_dir": str(root / "salt"), "file_roots": {"base": [str(REPO / "salt")]},
+        "pillar_roots": {"base": [str(pillar_dir)]}, "module_dirs": [str(REPO / "_modules")], "states_dirs": [str(REPO / "_states")],
+        "utils_dirs": [str(REPO / "_utils")], "log_file": str(root / "salt.log"), "log_level_logfile": "warning",
+    }))  # fmt: skip
+    return conf
+
+
 def state_apply_noop(bench, repeat=3):
     rows = []
     for n in STATE_SIZES:
         bench.caddy.reset()
-        root = bench.workdir / f"salt-call-{n}"
-        pillar_dir, conf = root / "pillar", root / "conf"
-        pillar_dir.mkdir(parents=True)
-        conf.mkdir(parents=True)
-        (pillar_dir / "top.sls").write_text("base:\n  '*':\n    - hecate\n")
-        (pillar_dir / "hecate.sls").write_text(yaml.safe_dump({"hecate": bench.tree(n)}, sort_keys=False))
-        (conf / "minion").write_text(yaml.safe_dump({
-            "id": "bench-edge", "file_client": "local", "root_dir": str(root / "salt"), "file_roots": {"base": [str(REPO / "salt")]},
-            "pillar_roots": {"base": [str(pillar_dir)]}, "module_dirs": [str(REPO / "_modules")], "states_dirs": [str(REPO / "_states")],
-            "utils_dirs": [str(REPO / "_utils")], "log_file": str(root / "salt.log"), "log_level_logfile": "warning",
-        }))  # fmt: skip
+        conf = salt_call_conf(bench, n)
         salt_call(conf, "state.apply", "hecate.routes")  # from nothing: not measured
         mutations = len(bench.caddy.mutations())
         walls, durations = [], []
@@ -393,6 +409,83 @@ def state_text(rows):
     return "\n".join(lines)
 
 
+# -- (e) the post-write check: 10 vs 1000 routes in one run ----------------------------------------------------
+def check_cost(bench, repeat=3):
+    """``caddy.check`` of every route, in-process (the loader: what the state's post-write check costs) and
+    through ``salt-call --local`` (what ``hecate.verify`` costs per edge), with the pillar validations counted."""
+    rows = []
+    for n in CHECK_SIZES:
+        bench.reset(n)
+        calls = []
+        real = hecate_schema.validate
+
+        def counting(tree, real=real, calls=calls):
+            calls.append(1)
+            return real(tree)
+
+        hecate_schema.validate = counting
+        try:
+            loader = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                failures = bench.loaders.modules.caddy.check()
+                loader.append(time.perf_counter() - start)
+                if failures:
+                    raise SystemExit(f"bench: caddy.check failed: {failures[:3]}")
+        finally:
+            hecate_schema.validate = real
+        conf = salt_call_conf(bench, n)
+        wall = []
+        for _ in range(repeat):
+            seconds, out = salt_call(conf, "caddy.check")
+            if out.get("local"):
+                raise SystemExit(f"bench: salt-call caddy.check failed: {str(out)[:500]}")
+            wall.append(seconds)
+        rows.append({"N": n, "loader_s": statistics.median(loader), "salt_call_s": statistics.median(wall),
+                     "validations": len(calls) / repeat})  # fmt: skip
+    return rows
+
+
+def check_text(rows):
+    lines = [
+        "(e) `caddy.check` of every route (median of 3): in-process through the loader, and `salt-call --local`",
+        f"{'N':>5} | {'loader s':>8} | {'salt-call s':>11} | {'validations per check':>21}",
+        "-" * 56,
+    ]
+    lines.extend(f"{r['N']:>5} | {r['loader_s']:>8.3f} | {r['salt_call_s']:>11.2f} | {r['validations']:>21g}" for r in rows)
+    small, big = rows[0], rows[-1]
+    lines.append(
+        f"{big['N']} vs {small['N']} routes: x{big['salt_call_s'] / small['salt_call_s']:.1f} through salt-call (goal <= 4), "
+        f"x{big['loader_s'] / small['loader_s']:.1f} in-process ({big['loader_s'] / big['N'] * 1000:.2f} ms per route)"
+    )
+    return "\n".join(lines)
+
+
+# -- (f) the post-write check right after a reload --------------------------------------------------------------
+def reload_checks(bench, n=RELOAD_ROUTES, moves=RELOAD_MOVES):
+    bench.reset(n)
+    failed = []
+    before = len(bench.caddy.mutations())
+    for i in range(moves):
+        tree = bench.tree(n, changed={0} if i % 2 == 0 else set())
+        tree["reverse_proxy"]["caddy"]["verify"] = {"enabled": True}
+        bench.use(tree)
+        result = bench.loaders.states.caddy.routes_managed(name="bench")
+        if result.result is not True:
+            failed.append(result.comment.splitlines()[-1].strip())
+    mutations = bench.caddy.mutations()[before:]
+    return {"routes": n, "moves": moves, "failed": len(failed), "restores": mutations.count(("POST", "/load")), "reasons": failed[:5]}
+
+
+def reload_text(row):
+    lines = [
+        f"(f) post-write check right after the reload: 1 route of {row['routes']} moved {row['moves']} times, verify on",
+        f"failed checks (correct change undone): {row['failed']}/{row['moves']}; snapshot restores (POST /load): {row['restores']}",
+    ]
+    lines.extend(f"  {reason}" for reason in row["reasons"])
+    return "\n".join(lines)
+
+
 # -- entry points --------------------------------------------------------------------------------------------
 def run():
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="hbc", dir="/tmp"))
@@ -401,14 +494,27 @@ def run():
         converge = converge_cost(bench)
         load = lost_under_load(bench)
         state = state_apply_noop(bench)
+        check = check_cost(bench)
+        reload = reload_checks(bench)
     finally:
         bench.close()
         shutil.rmtree(workdir, ignore_errors=True)
-    text = "\n\n".join([converge_text(converge), load_text(load), state_text(state)])
-    return {"title": "Caddy: converge cost, requests lost to reloads, no-op state.apply", "text": text,
-            "data": {"converge": converge, "load": load, "state_apply": state}}  # fmt: skip
+    text = "\n\n".join([converge_text(converge), load_text(load), state_text(state), check_text(check), reload_text(reload)])
+    return {"title": "Caddy: converge cost, requests lost to reloads, no-op state.apply, check 10 vs 1000, check after reload",
+            "text": text, "data": {"converge": converge, "load": load, "state_apply": state, "check": check, "reload": reload}}  # fmt: skip
+
+
+def run_part(part):
+    """Only (e) or (f): ``python bench/caddy.py check`` / ``reload``."""
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="hbc", dir="/tmp"))
+    bench = Bench(workdir)
+    try:
+        return check_text(check_cost(bench)) if part == "check" else reload_text(reload_checks(bench))
+    finally:
+        bench.close()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
-        print(run()["text"])
+        print(run_part(sys.argv[1]) if sys.argv[1:] in (["check"], ["reload"]) else run()["text"])

@@ -92,6 +92,22 @@ hecate:
     max_parallel_updates: 1
     auto_rollback: true
 
+  consul:                                      # NEW: services Nomad does not run, registered in Consul
+    external_services:                         # (the seed's register-external-services.sh; docs/nomad.md)
+      - id: wazuh-master
+        name: wazuh-registration
+        tags: [wazuh, security, external]
+        address: 100.88.163.85
+        port: 1515
+        check: {tcp: "100.88.163.85:1515", interval: 30s, timeout: 5s}
+      - id: jenkins-master
+        name: jenkins-master
+        tags: [jenkins, ci, external]
+        address: 100.65.138.128
+        port: 8059
+        meta: {domain: jenkins.cybermonkey.dev}
+        check: {http: "http://100.65.138.128:8059/login", interval: 30s, timeout: 5s}
+
   backup:
     enabled: true
     schedule: "0 3 * * *"

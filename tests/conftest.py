@@ -33,9 +33,57 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "integration: needs a real salt-master + salt-minion")
 
 
+# Under xdist (``make test``: ``-n 2 --dist loadfile``) workers take whole files in collection order: the
+# slow tiers first, so that a long file never starts last and runs alone; unit tests fill the gaps at the end.
+# Within a file the order is kept; a worker still sees the integration package in one stretch (one master).
+TIER_ORDER = ("integration", "functional", "unit")
+# The longest files, whose tests each start from a fresh stack (function-scoped fixtures): their tests are
+# handed out one by one, so both workers share them instead of one worker running the whole file.
+SPLIT_BY_TEST = ("tests/integration/test_full_stack.py", "tests/integration/test_orchestrate.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def tier(item):
+        parts = item.path.relative_to(REPO).parts if item.path.is_relative_to(REPO) else ()
+        return TIER_ORDER.index(parts[1]) if len(parts) > 2 and parts[1] in TIER_ORDER else len(TIER_ORDER)
+
+    items.sort(key=tier)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` as xdist does it, except for :data:`SPLIT_BY_TEST`, and always in collection order
+    (xdist's default reorders files by size, which would scatter the integration package over a worker's run
+    and start its master more than once)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileOrTestScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            path = nodeid.split("::", 1)[0]
+            return nodeid if path in SPLIT_BY_TEST else path
+
+    config.option.loadscopereorder = False
+    return FileOrTestScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def repo():
     return REPO
+
+
+@pytest.fixture(scope="session")
+def salt_factories_config():
+    """A root of its own for the Salt daemons of this session (of each xdist worker): saltfactories'
+    default puts them in ``$TMPDIR/<daemon id>``, shared by parallel workers and concurrent runs. Short,
+    for the daemons' unix sockets."""
+    import shutil
+    import tempfile
+
+    root = pathlib.Path(tempfile.mkdtemp(prefix="hsf", dir="/tmp"))
+    yield {"root_dir": root}
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

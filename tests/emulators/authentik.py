@@ -42,6 +42,7 @@ Sessions come from :meth:`AuthentikEmulator.login` (a test's stand-in for loggin
 import datetime
 import hashlib
 import itertools
+import json
 import math
 import re
 import secrets
@@ -56,6 +57,7 @@ from tests.emulators.base import Emulator, OpenAPIRequestChecker, Response, _ope
 
 SPEC_VERSIONS = ("2025.6.1", "2026.5.6")
 EMBEDDED = "goauthentik.io/outposts/embedded"
+EMBEDDED_NAME = "authentik Embedded Outpost"  # authentik/outposts/apps.py MANAGED_OUTPOST_NAME
 API = "/api/v3"
 SESSION_COOKIE = "authentik_proxy_emulated"
 AK_HEADERS = (
@@ -107,17 +109,32 @@ def spec_path(version):
 
 
 def checker_for(version):
-    """The strict request checker for one authentik spec version, parsed once per process."""
+    """The strict request and response checker for one authentik spec version, parsed once per process."""
     with _CHECKERS_LOCK:
         if version not in _CHECKERS:
-            _CHECKERS[version] = StrictRequestChecker(_load_spec(spec_path(version)))
+            spec = _load_spec(spec_path(version))
+            if version != SPEC_VERSIONS[-1]:
+                _nullable_errata(spec, _load_spec(spec_path(SPEC_VERSIONS[-1])))
+            _CHECKERS[version] = StrictRequestChecker(spec)
         return _CHECKERS[version]
+
+
+def _nullable_errata(spec, newer):
+    """Read-only fields the server has always answered ``null`` (DRF's ``fields.get_attribute`` returns
+    None for a missing relation: a provider without application, a binding's unused ``*_obj``) but that
+    older documents declare non-null. The newer document marks them ``nullable`` (goauthentik/authentik
+    PR #21421, "core: fix policy binding objects not being nullable"); the older one gets the same marks."""
+    fixed = newer["components"]["schemas"]
+    for name, schema in spec["components"]["schemas"].items():
+        for prop, node in (schema.get("properties") or {}).items():
+            later = ((fixed.get(name) or {}).get("properties") or {}).get(prop) or {}
+            if node.get("readOnly") and later.get("nullable") and not node.get("nullable"):
+                node["nullable"] = True
 
 
 def _load_spec(path):
     """Parse the (1.7 MB) YAML document, through a JSON copy in the temp dir keyed by the file's size and
     mtime: YAML takes ~1.3 s, JSON ~50 ms."""
-    import json
     import os
     import tempfile
 
@@ -191,15 +208,32 @@ class StrictRequestChecker(OpenAPIRequestChecker):
                     problems.append(f"{request.method} {template}: query parameter {name}={value!r}: {reason}")
         return problems
 
-    def validate(self, instance, schema):
-        key = id(schema)
+    def validate(self, instance, schema, response=False):
+        key = (id(schema), response)
         with self._lock:
             validator = self._validators.get(key)
             if validator is None:
-                prepared = _strict(_openapi30_to_jsonschema(schema, self))
+                prepared = _strict(_openapi30_to_jsonschema(schema, self, response=response))
                 validator = self.draft(prepared, format_checker=self.draft.FORMAT_CHECKER)
                 self._validators[key] = validator
         return [f"{'/'.join(map(str, e.absolute_path)) or '<body>'}: {e.message}" for e in validator.iter_errors(instance)]
+
+    def check_response(self, request, status, body):
+        """The emulator's own answer against the document: a documented status's schema, closed (an
+        unknown field is a violation), read-only fields required. authentik documents no 404 (DRF's
+        ``{"detail": ...}``) nor 5xx: those statuses are not checked."""
+        if not request.raw_path.startswith(API + "/"):
+            return []
+        template, ops, _ = self.match(request.raw_path[len(API) :])
+        op = (ops or {}).get(request.method.lower())
+        spec = self.resolve(((op or {}).get("responses") or {}).get(str(status)))
+        if spec is None:
+            return []
+        schema = ((spec.get("content") or {}).get("application/json") or {}).get("schema")
+        if schema is None:
+            return [] if body is None else [f"response {request.method} {template} -> {status}: a body where the spec has none"]
+        body = json.loads(json.dumps(body))
+        return [f"response {request.method} {template} -> {status}: {p}" for p in self.validate(body, schema, response=True)]
 
 
 def _query_value_problem(value, schema):
@@ -284,7 +318,7 @@ class AuthentikEmulator(Emulator):
         pk = str(uuid.uuid4())
         self.outposts[pk] = {
             "pk": pk,
-            "name": "authentik Embedded Outpost",
+            "name": EMBEDDED_NAME,
             "type": "proxy",
             "providers": [],
             "service_connection": None,
@@ -362,6 +396,20 @@ class AuthentikEmulator(Emulator):
             "expiring": expires is not None,
         }
         return self.tokens[pk]
+
+    def add_outpost(self, name, providers=()):
+        """A proxy outpost of one's own (not the embedded one), serving ``providers`` (pks)."""
+        pk = str(uuid.uuid4())
+        self.outposts[pk] = {
+            "pk": pk,
+            "name": name,
+            "type": "proxy",
+            "providers": list(providers),
+            "service_connection": None,
+            "config": {"authentik_host": "", "log_level": "info", "object_naming_template": "ak-outpost-%(name)s"},
+            "managed": None,
+        }
+        return self.outposts[pk]
 
     def login(self, username):
         """A proxy session for ``username`` (what logging in through the flow leaves behind).
@@ -456,6 +504,14 @@ class AuthentikEmulator(Emulator):
         r("GET", r"/application/o/authorize/", self.authorize)
         r("GET", r"/if/flow/(?P<slug>[^/]+)/", lambda req: Response(200, "<html>authentik login</html>", {"Content-Type": "text/html"}))
 
+    def _handle(self, request):
+        response = super()._handle(request)
+        problems = self.checker.check_response(request, response.status, response.body)
+        if problems:
+            with self.lock:
+                self.violations.extend(problems)
+        return response
+
     # -- auth ----------------------------------------------------------------------------------------------
     def authenticate(self, request):
         if not request.path.startswith(API + "/"):
@@ -495,6 +551,7 @@ class AuthentikEmulator(Emulator):
                 "end_index": start + len(chunk) - 1 if chunk else 0,
             },
             "results": chunk,
+            **({"autocomplete": {}} if version_tuple(self.spec_version) >= (2025, 12) else {}),
         }
 
     @staticmethod
@@ -628,11 +685,14 @@ class AuthentikEmulator(Emulator):
     def _related_group(self, group):
         return {
             "pk": group["pk"],
-            "num_pk": group["num_pk"],
+            "group_uuid": group["pk"],
             "name": group["name"],
             "is_superuser": group["is_superuser"],
             "attributes": group["attributes"],
         }
+
+    def _partial_group(self, group):
+        return {k: group[k] for k in ("pk", "num_pk", "name", "is_superuser", "attributes")}
 
     def _partial_user(self, user):
         return {
@@ -659,6 +719,7 @@ class AuthentikEmulator(Emulator):
         return self._group_out(group, _truthy(request.arg("include_users", "true"))) if group else self._not_found("Group")
 
     def _group_fields(self, body, current=None):
+        """authentik/core/api/groups.py GroupSerializer: the fields sent only (partial on PATCH)."""
         errors = {}
         if "name" in body:
             other = self.group_by_name(body["name"])
@@ -670,11 +731,13 @@ class AuthentikEmulator(Emulator):
         if "parents" in body:
             parents = list(body["parents"])
         if parents is not None:
+            field = "parents" if "parents" in body else "parent"
             for parent in parents:
                 if parent not in self.groups:
-                    errors.setdefault("parents" if "parents" in body else "parent", []).append(
-                        f'Invalid pk "{parent}" - object does not exist.'
-                    )
+                    errors.setdefault(field, []).append(f'Invalid pk "{parent}" - object does not exist.')
+                # authentik/core/api/groups.py GroupSerializer.validate_parent: not the group itself
+                elif current is not None and parent == current["pk"]:
+                    errors.setdefault(field, []).append("Cannot set group as parent of itself.")
         for user in body.get("users", []):
             if user not in self.users:
                 errors.setdefault("users", []).append(f'Invalid pk "{user}" - object does not exist.')
@@ -860,19 +923,28 @@ class AuthentikEmulator(Emulator):
         provider = self.providers.get(int(request.params["pk"]))
         return self._provider_out(provider) if provider else self._not_found("ProxyProvider")
 
-    def _provider_errors(self, merged, current=None):
+    def _provider_errors(self, body, current=None):
+        """DRF validates the fields sent, and only those (a PATCH is ``partial=True``): ``body`` is the
+        request body, on create and on update alike, never the stored object merged with it."""
         errors = {}
-        other = self.provider_by_name(merged.get("name"))
-        if other is not None and (current is None or other["pk"] != current["pk"]):
-            errors["name"] = ["provider with this name already exists."]
+        if "name" in body:
+            other = self.provider_by_name(body["name"])
+            if other is not None and (current is None or other["pk"] != current["pk"]):
+                errors["name"] = ["provider with this name already exists."]
         for field in ("authorization_flow", "invalidation_flow", "authentication_flow"):
-            value = merged.get(field)
+            value = body.get(field)
             if value and value not in self.flows:
                 errors[field] = [f'Invalid pk "{value}" - object does not exist.']
-        for mapping in merged.get("property_mappings", []):
+        for mapping in body.get("property_mappings", []):
             if mapping not in self.scopes:
                 errors.setdefault("property_mappings", []).append(f'Invalid pk "{mapping}" - object does not exist.')
-        if merged.get("mode", "proxy") == "proxy" and not merged.get("internal_host"):
+        # authentik/providers/proxy/api.py ProxyProviderSerializer.validate_basic_auth_enabled: both
+        # attributes must be in the same request (it reads initial_data, not the stored provider)
+        if body.get("basic_auth_enabled") and not (body.get("basic_auth_password_attribute") and body.get("basic_auth_user_attribute")):
+            errors["basic_auth_enabled"] = ["User and password attributes must be set when basic auth is enabled."]
+        # authentik/providers/proxy/api.py ProxyProviderSerializer.validate: attrs holds the fields sent;
+        # no mode sent counts as mode proxy, which needs internal_host in the same request
+        if body.get("mode", "proxy") == "proxy" and body.get("internal_host", "") == "":
             errors["internal_host"] = ["Internal host cannot be empty when forward auth is disabled."]
         return errors
 
@@ -905,7 +977,7 @@ class AuthentikEmulator(Emulator):
             "refresh_token_validity": "days=30",
             **{k: v for k, v in body.items() if k in self.PROVIDER_FIELDS},
         }
-        errors = self._provider_errors(provider)
+        errors = self._provider_errors(body)
         if errors:
             return self._field_errors(errors)
         provider["pk"] = next(self._ids)
@@ -919,11 +991,10 @@ class AuthentikEmulator(Emulator):
         if provider is None:
             return self._not_found("ProxyProvider")
         body = request.body or {}
-        merged = {**provider, **{k: v for k, v in body.items() if k in self.PROVIDER_FIELDS}}
-        errors = self._provider_errors(merged, provider)
+        errors = self._provider_errors(body, provider)
         if errors:
             return self._field_errors(errors)
-        provider.update(merged)
+        provider.update({k: v for k, v in body.items() if k in self.PROVIDER_FIELDS})
         self._oauth_defaults(provider)
         return self._provider_out(provider)
 
@@ -995,12 +1066,14 @@ class AuthentikEmulator(Emulator):
         app = self.application_by_slug(request.params["slug"])
         return self._app_out(app) if app else self._not_found("Application")
 
-    def _app_errors(self, merged, current=None):
+    def _app_errors(self, body, current=None):
+        """authentik/core/api/applications.py ApplicationSerializer: the fields sent only (partial on PATCH)."""
         errors = {}
-        other = self.application_by_slug(merged.get("slug"))
-        if other is not None and (current is None or other["pk"] != current["pk"]):
-            errors["slug"] = ["Application with this slug already exists."]
-        provider = merged.get("provider")
+        if "slug" in body:
+            other = self.application_by_slug(body["slug"])
+            if other is not None and (current is None or other["pk"] != current["pk"]):
+                errors["slug"] = ["Application with this slug already exists."]
+        provider = body.get("provider")
         if provider is not None:
             if provider not in self.providers:
                 errors["provider"] = [f'Invalid pk "{provider}" - object does not exist.']
@@ -1015,7 +1088,7 @@ class AuthentikEmulator(Emulator):
         app = {"provider": None, "open_in_new_tab": False, "meta_launch_url": "", "meta_description": "", "meta_publisher": "",
                "policy_engine_mode": "any", "group": "", "backchannel_providers": []}  # fmt: skip
         app.update({k: v for k, v in body.items() if k in self.APP_FIELDS})
-        errors = self._app_errors(app)
+        errors = self._app_errors(body)
         if errors:
             return self._field_errors(errors)
         app["pk"] = str(uuid.uuid4())
@@ -1027,11 +1100,10 @@ class AuthentikEmulator(Emulator):
         if app is None:
             return self._not_found("Application")
         body = request.body or {}
-        merged = {**app, **{k: v for k, v in body.items() if k in self.APP_FIELDS}}
-        errors = self._app_errors(merged, app)
+        errors = self._app_errors(body, app)
         if errors:
             return self._field_errors(errors)
-        app.update(merged)
+        app.update({k: v for k, v in body.items() if k in self.APP_FIELDS})
         return self._app_out(app)
 
     def delete_application(self, request):
@@ -1062,7 +1134,7 @@ class AuthentikEmulator(Emulator):
         policy = self.policies.get(binding["policy"]) if binding["policy"] else None
         user = self.users.get(binding["user"]) if binding["user"] is not None else None
         out = dict(binding)
-        out["group_obj"] = self._related_group(group) if group and self.has_parents else (self._group_out(group, False) if group else None)
+        out["group_obj"] = self._partial_group(group) if group and self.has_parents else (self._group_out(group, False) if group else None)
         out["policy_obj"] = (
             {
                 "pk": policy["pk"],
@@ -1077,26 +1149,38 @@ class AuthentikEmulator(Emulator):
             if policy
             else None
         )
-        out["user_obj"] = self._partial_user(user) if user else None
+        # the binding's user_obj: a full User before 2025.12, a PartialUser after
+        user_out = self._partial_user if version_tuple(self.spec_version) >= (2025, 12) else self._user_out
+        out["user_obj"] = user_out(user) if user else None
         return out
 
     def _targets(self):
         return set(self.applications) | set(self.flows)
 
-    def _binding_errors(self, merged):
+    def _binding_errors(self, body):
+        """authentik/policies/api/bindings.py PolicyBindingSerializer, on the fields sent only (partial on
+        PATCH). Returns (status, errors): field errors first (DRF runs validate() only when they pass)."""
         errors = {}
-        if merged.get("target") not in self._targets():
-            errors["target"] = [f'Invalid pk "{merged.get("target")}" - object does not exist.']
-        set_count = sum(1 for f in ("policy", "group", "user") if merged.get(f) is not None)
-        if set_count != 1:
-            errors["non_field_errors"] = ["Only one of 'policy', 'group' or 'user' can be set."]
-        if merged.get("group") is not None and merged["group"] not in self.groups:
-            errors["group"] = [f'Invalid pk "{merged["group"]}" - object does not exist.']
-        if merged.get("policy") is not None and merged["policy"] not in self.policies:
-            errors["policy"] = [f'Invalid pk "{merged["policy"]}" - object does not exist.']
-        if merged.get("user") is not None and merged["user"] not in self.users:
-            errors["user"] = [f'Invalid pk "{merged["user"]}" - object does not exist.']
-        return errors
+        if "target" in body and body["target"] not in self._targets():
+            errors["target"] = [f'Invalid pk "{body["target"]}" - object does not exist.']
+        for field, known in (("group", self.groups), ("policy", self.policies), ("user", self.users)):
+            if body.get(field) is not None and body[field] not in known:
+                errors[field] = [f'Invalid pk "{body[field]}" - object does not exist.']
+        if errors:
+            return 400, errors
+        # PolicyBindingSerializer.validate, since application entitlements (older releases read only
+        # policy/group/user): target = attrs.get("target"), then target.supported_policy_binding_targets():
+        # a PATCH without target is an AttributeError (500)
+        if "target" not in body:
+            return 500, {"detail": "'NoneType' object has no attribute 'supported_policy_binding_targets'"}
+        # ... then exactly one of the supported fields (authentik/policies/models.py
+        # PolicyBindingModel.supported_policy_binding_targets: policy, user, group) set *in the request*
+        count = sum(1 for f in ("policy", "user", "group") if body.get(f))
+        if count > 1:
+            return 400, {"non_field_errors": ["Only one of 'policy', 'user', 'group' can be set."]}
+        if count < 1:
+            return 400, {"non_field_errors": ["One of 'policy', 'user', 'group' must be set."]}
+        return 200, {}
 
     def list_bindings(self, request):
         items = list(self.bindings.values())
@@ -1118,10 +1202,10 @@ class AuthentikEmulator(Emulator):
 
     def create_binding(self, request):
         body = request.body or {}
-        binding = self._binding_defaults({k: v for k, v in body.items()})
-        errors = self._binding_errors(binding)
+        status, errors = self._binding_errors(body)
         if errors:
-            return self._field_errors(errors)
+            return Response(status, errors)
+        binding = self._binding_defaults(dict(body))
         binding["pk"] = str(uuid.uuid4())
         self.bindings[binding["pk"]] = binding
         return Response(201, self._binding_out(binding))
@@ -1130,11 +1214,12 @@ class AuthentikEmulator(Emulator):
         binding = self.bindings.get(request.params["pk"])
         if binding is None:
             return self._not_found("PolicyBinding")
-        merged = {**binding, **(request.body or {})}
-        errors = self._binding_errors(merged)
+        body = request.body or {}
+        status, errors = self._binding_errors(body)
         if errors:
-            return self._field_errors(errors)
-        binding.update(merged)
+            return Response(status, errors)
+        binding.update(body)
+        # the model keeps one of policy/group/user: the others sent as null or left as they were
         return self._binding_out(binding)
 
     def delete_binding(self, request):
@@ -1175,6 +1260,17 @@ class AuthentikEmulator(Emulator):
         for provider in body.get("providers", []):
             if provider not in self.providers:
                 errors.setdefault("providers", []).append(f'Invalid pk "{provider}" - object does not exist.')
+        # authentik/outposts/api/outposts.py OutpostSerializer.validate_providers (only when providers is
+        # sent): the type sent must match the providers (only proxy providers here); an empty list is
+        # refused unless the outpost is the embedded one
+        if "providers" in body and not errors:
+            if body.get("type") not in (None, "proxy") and body["providers"]:
+                errors["providers"] = [f"Outpost type {body['type']} can't be used with ProxyProvider providers."]
+            elif outpost.get("managed") != EMBEDDED and not body["providers"]:
+                errors["providers"] = ["This list may not be empty."]
+        # OutpostSerializer.validate_name: the embedded outpost keeps its name
+        if "name" in body and outpost.get("managed") == EMBEDDED and body["name"] != EMBEDDED_NAME:
+            errors["name"] = ["Embedded outpost's name cannot be changed"]
         if errors:
             return self._field_errors(errors)
         for field in ("name", "type", "service_connection", "config", "managed"):
@@ -1186,24 +1282,27 @@ class AuthentikEmulator(Emulator):
 
     # -- tokens --------------------------------------------------------------------------------------------
     def _token_out(self, token):
-        user = self.users[token["user"]]
         out = {k: v for k, v in token.items() if k != "key"}
-        out["user_obj"] = {
+        out["user_obj"] = self._user_out(self.users[token["user"]])
+        return out
+
+    def _user_out(self, user):
+        """authentik/core/api/users.py UserSerializer (the document's ``User``)."""
+        out = {
             **self._partial_user(user),
             "is_superuser": self._is_superuser(user),
             "groups": [],
             "groups_obj": None,
-            "roles": [],
-            "roles_obj": None,
             "avatar": "",
             "date_joined": _now(),
-            "last_updated": _now(),
             "uuid": str(uuid.UUID(user["uid"][:32])),
             "path": "users",
             "type": "internal",
             "password_change_date": _now(),
             "last_login": None,
         }
+        if version_tuple(self.spec_version) >= (2025, 12):  # the User schema has roles from 2025.12 on
+            out.update(last_updated=_now(), roles=[], roles_obj=[])
         return out
 
     def list_tokens(self, request):

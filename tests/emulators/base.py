@@ -136,34 +136,35 @@ class OpenAPIRequestChecker:
         return _openapi30_to_jsonschema(schema, self)
 
 
-def _openapi30_to_jsonschema(schema, checker, seen=None):
+def _openapi30_to_jsonschema(schema, checker, seen=None, response=False):
+    """``response``: keep read-only properties required (a server's answer has them)."""
     seen = seen if seen is not None else {}
     if isinstance(schema, list):
-        return [_openapi30_to_jsonschema(s, checker, seen) for s in schema]
+        return [_openapi30_to_jsonschema(s, checker, seen, response) for s in schema]
     if not isinstance(schema, dict):
         return schema
     if "$ref" in schema:
         ref = schema["$ref"]
         if ref not in seen:
             seen[ref] = None
-            seen[ref] = _openapi30_to_jsonschema(checker.pointer(ref), checker, seen)
+            seen[ref] = _openapi30_to_jsonschema(checker.pointer(ref), checker, seen, response)
         target = seen[ref]
         return target if target is not None else {}
     out = {}
     for key, value in schema.items():
         if key == "properties":
-            out[key] = {k: _openapi30_to_jsonschema(v, checker, seen) for k, v in value.items()}
+            out[key] = {k: _openapi30_to_jsonschema(v, checker, seen, response) for k, v in value.items()}
         elif key in ("items", "additionalProperties", "not"):
-            out[key] = _openapi30_to_jsonschema(value, checker, seen)
+            out[key] = _openapi30_to_jsonschema(value, checker, seen, response)
         elif key in ("allOf", "anyOf", "oneOf"):
-            out[key] = [_openapi30_to_jsonschema(v, checker, seen) for v in value]
+            out[key] = [_openapi30_to_jsonschema(v, checker, seen, response) for v in value]
         elif key in ("nullable", "readOnly", "writeOnly", "example", "discriminator", "xml", "externalDocs"):
             continue
         else:
             out[key] = value
     if schema.get("nullable"):
         out = {"anyOf": [out, {"type": "null"}]}
-    if "required" in out and isinstance(schema.get("properties"), dict):
+    if "required" in out and isinstance(schema.get("properties"), dict) and not response:
         # readOnly properties are required in responses only.
         read_only = {k for k, v in schema["properties"].items() if isinstance(v, dict) and v.get("readOnly")}
         out["required"] = [r for r in out["required"] if r not in read_only]

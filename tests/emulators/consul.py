@@ -6,6 +6,10 @@ the HTTP API documentation (https://developer.hashicorp.com/consul/api-docs/kv a
 by py-consul (``import consul``): the method of each endpoint, the query parameters it takes, their
 types, and the session-create body. Anything else lands in ``emulator.violations``.
 
+Faults: ``inject()`` from the base class (status, delay), and :meth:`ConsulEmulator.stall`: matching
+requests get no answer at all (a hung agent, a half-open connection) until :meth:`ConsulEmulator.unstall`
+or ``stop()``; a stalled request is never applied and its connection is closed without an answer.
+
 Time: the emulator has its own clock (``clock()``), running ``speed`` times faster than the wall clock
 and movable with :meth:`ConsulEmulator.advance`, so a 10 s session TTL (Consul's minimum) can expire in
 half a second of a test. Blocking queries (``?index=&wait=``) wait in wall time.
@@ -22,6 +26,9 @@ import socket
 import threading
 import time
 import uuid
+from urllib.parse import urlsplit
+
+import consul
 
 from tests.emulators.base import Emulator, Response
 
@@ -69,6 +76,18 @@ def endpoint_of(path):
         if path == prefix or path.startswith(prefix + "/"):
             return kind, path[len(prefix) + 1 :]
     return None, None
+
+
+class Consul17(consul.Consul):
+    """py-consul as it was up to 1.7.1, for tests on the installed one: ``base.Consul.__init__`` takes no
+    ``connections_timeout`` and ``std.HTTPClient`` calls requests without a timeout (criteo/py-consul
+    consul/base.py, consul/std.py). On 1.8.0, ``connections_timeout=None`` ("disables the timeout") is
+    exactly that behaviour."""
+
+    def __init__(self, *args, **kwargs):
+        if "connections_timeout" in kwargs:
+            raise TypeError("__init__() got an unexpected keyword argument 'connections_timeout'")
+        super().__init__(*args, connections_timeout=None, **kwargs)
 
 
 class FastStop:
@@ -180,6 +199,9 @@ class ConsulEmulator(FastStop, Emulator):
         self.renew_counts = {}  # session id -> successful renewals
         self.changed = threading.Condition(self.lock)
         self._raw = threading.local()
+        self.stalls = []  # [{"method", "path", "times"}]: requests that get no answer
+        self.stalled = []  # (method, path) of every request held without an answer
+        self._unstalled = threading.Event()
         self.route("GET", r"/v1/kv/(?P<key>.*)", self.kv_get)
         self.route("PUT", r"/v1/kv/(?P<key>.*)", self.kv_put)
         self.route("DELETE", r"/v1/kv/(?P<key>.*)", self.kv_delete)
@@ -191,6 +213,7 @@ class ConsulEmulator(FastStop, Emulator):
         self.route("GET", r"/v1/session/list", self.session_list)
         self.route("GET", r"/v1/status/leader", lambda r: '"127.0.0.1:8300"')
         self.route("GET", r"/v1/agent/self", self.agent_self)
+        add_agent_services(self)  # the agent's service catalog (block at the end of this file)
 
     # -- clock -----------------------------------------------------------------------------------
     def clock(self):
@@ -203,8 +226,39 @@ class ConsulEmulator(FastStop, Emulator):
             self._expire()
             self.changed.notify_all()
 
+    # -- faults ----------------------------------------------------------------------------------
+    def stall(self, path=None, method=None, times=1):
+        """Hold the next ``times`` requests whose path matches the regex ``path`` (and ``method``) without
+        an answer until :meth:`unstall` (or ``stop()``); then close their connections, unapplied."""
+        with self.lock:
+            self._unstalled.clear()
+            self.stalls.append({"method": method, "path": re.compile(path) if path else None, "times": times})
+
+    def unstall(self):
+        with self.lock:
+            self.stalls.clear()
+        self._unstalled.set()
+
+    def stop(self):
+        self.unstall()
+        super().stop()
+
+    def _stalls(self, http):
+        path = urlsplit(http.path).path
+        with self.lock:
+            for stall in self.stalls:
+                if stall["times"] > 0 and stall["method"] in (None, http.command) and (stall["path"] is None or stall["path"].search(path)):
+                    stall["times"] -= 1
+                    self.stalled.append((http.command, path))
+                    return True
+        return False
+
     # -- plumbing --------------------------------------------------------------------------------
     def _dispatch(self, http):
+        if self._stalls(http):
+            self._unstalled.wait(120)  # bounded, so a forgotten stall cannot keep a thread for ever
+            http.close_connection = True
+            return
         # Keep the raw body: a KV value is bytes, not JSON (the base class decodes JSON bodies).
         length = int(http.headers.get("Content-Length") or 0)
         raw = http.rfile.read(length) if length else b""
@@ -563,3 +617,117 @@ class ConsulEmulator(FastStop, Emulator):
     def renewals(self, sid):
         with self.lock:
             return self.renew_counts.get(sid, 0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The agent's services (hecate_consul: external services). Mirrors hashicorp/consul
+# agent/agent_endpoint.go (AgentRegisterService, AgentDeregisterService, AgentServices) and the checks
+# of agent/structs (ServiceDefinition.Validate, ValidateServiceMetadata, CheckType.Validate).
+# ---------------------------------------------------------------------------------------------------
+ENDPOINTS.update(
+    {
+        "agent/services": {"GET": _COMMON | {"filter"}},
+        "agent/service/register": {"PUT": _COMMON | {"replace-existing-checks"}},
+        "agent/service/deregister": {"PUT": _COMMON},
+    }
+)
+_META_KEY = re.compile(r"^[a-zA-Z0-9_-]+$")
+_SERVICE_FIELDS = {"id", "name", "tags", "address", "port", "meta", "check", "checks", "weights", "enabletagoverride",
+                   "kind", "taggedaddresses", "connect", "proxy", "socketpath", "locality", "namespace", "partition"}  # fmt: skip
+_CHECK_KINDS = ("http", "tcp", "udp", "grpc", "h2ping", "ttl", "args", "aliasservice", "dockercontainerid")
+
+
+def _lower(body):
+    """Consul decodes request bodies case-insensitively (decodeBody with lib.TranslateKeys)."""
+    return {str(k).lower(): v for k, v in body.items()} if isinstance(body, dict) else body
+
+
+def validate_service(body):
+    """ServiceDefinition.Validate + ValidateServiceMetadata + CheckType.Validate: the first problem, or None."""
+    if not isinstance(body, dict):
+        return "Request decode failed: body must be a JSON object"
+    unknown = sorted(set(body) - _SERVICE_FIELDS)
+    if unknown:
+        return f"Request decode failed: json: unknown field {unknown[0]!r}"
+    if not body.get("name"):
+        return "Missing service name"
+    port = body.get("port", 0)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        return f"Request decode failed: invalid port {port!r}"
+    tags = body.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        return "Request decode failed: Tags must be a list of strings"
+    meta = body.get("meta") or {}
+    if not isinstance(meta, dict):
+        return "Request decode failed: Meta must be an object"
+    if len(meta) > 64:
+        return "Invalid Service Meta: Node metadata cannot contain more than 64 key/value pairs"
+    for k, v in meta.items():
+        if not _META_KEY.match(k):
+            return f"Invalid Service Meta: Key contains invalid characters: {k!r}"
+        if len(k) > 128:
+            return "Invalid Service Meta: Key is too long (limit: 128 characters)"
+        if k.startswith("consul-"):
+            return "Invalid Service Meta: Key prefix 'consul-' is reserved for internal use"
+        if not isinstance(v, str) or len(v) > 512:
+            return "Invalid Service Meta: Value is too long (limit: 512 characters)"
+    checks = ([body["check"]] if body.get("check") else []) + list(body.get("checks") or [])
+    for check in checks:
+        check = _lower(check)
+        kinds = [k for k in _CHECK_KINDS if check.get(k)]
+        if len(kinds) != 1:
+            return "Invalid check: exactly one check type (HTTP, TCP, TTL, ...) is required"
+        if kinds[0] in ("http", "tcp", "udp", "grpc", "h2ping", "args"):
+            if parse_duration(check.get("interval") or "") in (None, 0):
+                return "Interval must be > 0 for Script, HTTP, H2PING, TCP or UDP checks"
+        if check.get("timeout") is not None and parse_duration(check["timeout"]) is None:
+            return f"Invalid check: timeout {check['timeout']!r} is not a duration"
+    return None
+
+
+def add_agent_services(emulator):
+    """Routes and state for the agent's service catalog on a ConsulEmulator."""
+    emulator.agent_services = {}  # id -> AgentService as GET /v1/agent/services returns it
+    emulator.agent_checks = {}  # check id -> check definition (CamelCase)
+
+    def services(request):
+        with emulator.lock:
+            return emulator._answer(200, json.loads(json.dumps(emulator.agent_services)), emulator.index)
+
+    def register(request):
+        body = _lower(request.body)
+        problem = validate_service(body)
+        if problem:
+            return Response(400, problem, {"Content-Type": "text/plain"})
+        sid = body.get("id") or body["name"]
+        with emulator.lock:
+            emulator.agent_services[sid] = {
+                "ID": sid, "Service": body["name"], "Tags": list(body.get("tags") or []), "Meta": dict(body.get("meta") or {}),
+                "Port": body.get("port", 0), "Address": body.get("address") or "", "Weights": {"Passing": 1, "Warning": 1},
+                "EnableTagOverride": bool(body.get("enabletagoverride")), "Datacenter": emulator.datacenter,
+            }  # fmt: skip
+            checks = ([body["check"]] if body.get("check") else []) + list(body.get("checks") or [])
+            if request.arg("replace-existing-checks") in ("true", "1"):
+                for check_id in [c for c, d in emulator.agent_checks.items() if d["ServiceID"] == sid]:
+                    del emulator.agent_checks[check_id]
+            for n, check in enumerate(checks, 1):
+                check = {k: v for k, v in check.items()}
+                check_id = check.get("CheckID") or check.get("checkid") or (f"service:{sid}" if len(checks) == 1 else f"service:{sid}:{n}")
+                emulator.agent_checks[check_id] = {**check, "ServiceID": sid}
+            emulator._bump()
+        return Response(200, None)
+
+    def deregister(request):
+        sid = request.params["sid"]
+        with emulator.lock:
+            if sid not in emulator.agent_services:
+                return Response(404, f'Unknown service ID "{sid}". Ensure that the service ID is passed, not the service name.')
+            del emulator.agent_services[sid]
+            for check_id in [c for c, d in emulator.agent_checks.items() if d["ServiceID"] == sid]:
+                del emulator.agent_checks[check_id]
+            emulator._bump()
+        return Response(200, None)
+
+    emulator.route("GET", r"/v1/agent/services", services)
+    emulator.route("PUT", r"/v1/agent/service/register", register)
+    emulator.route("PUT", r"/v1/agent/service/deregister/(?P<sid>[^/]+)", deregister)

@@ -4,9 +4,10 @@ Real state: zones (created with their SOA and apex NS sets), RRSets with labels 
 actions that stay ``running`` for ``action_polls - 1`` polls and then succeed. Pagination (``per_page`` at
 most 50, ``meta.pagination``), rate limiting with the real ``RateLimit-Limit/Remaining/Reset`` headers (a
 bucket that refills gradually, as the Cloud API's does) and 429, 409 on a duplicate create, 423 on a
-protected set. Faults: ``inject()`` from the base class (429/5xx/delays), :meth:`HetznerDNS.slow_reply`
+protected set, 423 ``locked`` on an RRSet while an action on it is still running. Faults: ``inject()`` from the base class (429/5xx/delays), :meth:`HetznerDNS.slow_reply`
 (the write is applied, its reply arrives late: a "lost" reply) and ``fail_actions`` (the next actions end in
-``error`` and their change is not applied).
+``error`` and their change is not applied), :meth:`HetznerDNS.inject_error` (an API error with its code,
+e.g. 409 ``conflict``).
 
 Every request is checked against the vendor's OpenAPI document (JSON Schema 2020-12), and the rules the
 document states only in prose are checked here: RRSet names lower-case and relative, ``@`` for the apex,
@@ -128,6 +129,7 @@ class HetznerDNS(Emulator):
         self.route("PUT", rr, self.update_rrset)
         self.route("DELETE", rr, self.delete_rrset)
         self.route("POST", rr + r"/actions/(?P<command>[a-z_]+)", self.rrset_action)
+        self.route("GET", z + r"/actions", self.list_zone_actions)
         self.route("GET", r"/v1/actions", self.list_actions)
         self.route("GET", r"/v1/actions/(?P<id>\d+)", self.get_action)
 
@@ -217,6 +219,12 @@ class HetznerDNS(Emulator):
         with self._slow_lock:
             self.slow.append({"method": method, "path": re.compile(path), "delay": delay, "times": times})
 
+    def inject_error(self, status, code, times=1, method=None, path=None):
+        """Answer the next ``times`` matching requests with the API's error body for ``code``
+        (``409 conflict``: "The resource has changed during the request, please retry")."""
+        body = {"error": {"code": code, "message": f"{code} (injected)", "details": None}}
+        return self.inject(status=status, times=times, method=method, path=path, body=body)
+
     def writes_to(self, pattern):
         regex = re.compile(pattern)
         return [r for r in self.writes if regex.search(r.path)]
@@ -246,7 +254,7 @@ class HetznerDNS(Emulator):
     def _zone_out(self, zone):
         return {**zone, "record_count": sum(len(r["records"]) for r in self.rrsets[zone["id"]].values())}
 
-    def _action(self, command, zone_id, fail=False):
+    def _action(self, command, zone_id, fail=False, rrset=None):
         action = {
             "id": next(self.action_ids),
             "command": command,
@@ -258,9 +266,19 @@ class HetznerDNS(Emulator):
             "error": None,
             "_polls_left": self.action_polls,
             "_fail": fail,
+            "_rrset": (zone_id, *rrset) if rrset else None,
         }
         self.actions[action["id"]] = action
         return self._action_out(action)
+
+    def _locked(self, zone_id, key):
+        """423 ``locked`` while an action on this RRSet is still running. The API's error table: "423 locked:
+        The item you are trying to access is locked (there is already an Action running)"; hcloud-go names it
+        ``ErrorCodeLocked`` "Item is locked (Another action is running)" (hcloud/error.go)."""
+        for action in self.actions.values():
+            if action["status"] == "running" and action["_rrset"] == (zone_id, *key):
+                return _error(423, "locked", f"rrset {key[0]}/{key[1]} is locked: action {action['id']} is running")
+        return None
 
     def _take_failure(self):
         if self.fail_actions > 0:
@@ -409,6 +427,9 @@ class HetznerDNS(Emulator):
         if rtype == "SOA":
             return _error(422, "invalid_input", "SOA records are managed by Hetzner")
         sets = self.rrsets[zone["id"]]
+        locked = self._locked(zone["id"], (name, rtype))
+        if locked:
+            return locked
         if (name, rtype) in sets:
             return _error(409, "uniqueness_error", f"rrset {name}/{rtype} already exists")
         others = [t for (n, t) in sets if n == name and t != rtype]
@@ -428,7 +449,7 @@ class HetznerDNS(Emulator):
         }
         if not fail:
             sets[(name, rtype)] = rrset
-        return Response(201, {"rrset": rrset, "action": self._action("create_rrset", zone["id"], fail)})
+        return Response(201, {"rrset": rrset, "action": self._action("create_rrset", zone["id"], fail, (name, rtype))})
 
     def get_rrset(self, request):
         _, rrset, error = self._lookup(request)
@@ -450,10 +471,14 @@ class HetznerDNS(Emulator):
             return _error(422, "invalid_input", "the SOA record cannot be deleted")
         if rrset["protection"]["change"]:
             return _error(423, "protected", "rrset is protected")
+        key = (rrset["name"], rrset["type"])
+        locked = self._locked(zone["id"], key)
+        if locked:
+            return locked
         fail = self._take_failure()
         if not fail:
-            del self.rrsets[zone["id"]][(rrset["name"], rrset["type"])]
-        return Response(201, {"action": self._action("delete_rrset", zone["id"], fail)})
+            del self.rrsets[zone["id"]][key]
+        return Response(201, {"action": self._action("delete_rrset", zone["id"], fail, key)})
 
     def rrset_action(self, request):
         command = request.params["command"]
@@ -479,6 +504,9 @@ class HetznerDNS(Emulator):
             return _error(422, "invalid_input", "SOA records are managed by Hetzner")
         if rrset is not None and rrset["protection"]["change"] and command != "change_protection":
             return _error(423, "protected", "rrset is protected against changes")
+        locked = self._locked(zone["id"], key)
+        if locked:
+            return locked
         fail = self._take_failure()
         if not fail:
             values = [r["value"] for r in body.get("records", [])]
@@ -502,7 +530,18 @@ class HetznerDNS(Emulator):
                 rrset["ttl"] = body["ttl"]
             elif command == "change_protection":
                 rrset["protection"]["change"] = bool(body["change"])
-        return Response(201, {"action": self._action(RRSET_COMMANDS[command], zone["id"], fail)})
+        return Response(201, {"action": self._action(RRSET_COMMANDS[command], zone["id"], fail, key)})
+
+    def list_zone_actions(self, request):
+        """``GET /zones/{id_or_name}/actions``: the zone's actions, ``status`` filter, paged. Listing is not a
+        poll: actions move on only when asked for by id (``GET /actions``)."""
+        zone = self._find_zone(request.params["zone"])
+        if zone is None:
+            return _error(404, "not_found", "zone not found")
+        statuses = request.query.get("status")
+        mine = [a for a in self.actions.values() if any(r["id"] == zone["id"] for r in a["resources"])]
+        mine = [a for a in mine if not statuses or a["status"] in statuses]
+        return self._page(request, [self._action_out(a) for a in mine], "actions")
 
     def list_actions(self, request):
         try:

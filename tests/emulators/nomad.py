@@ -22,6 +22,7 @@ parse, plan and validate are POSTs that write nothing.
 """
 
 import copy
+import fnmatch
 import heapq
 import itertools
 import json
@@ -346,9 +347,82 @@ def canonicalize(job):
     return job
 
 
+def check_newlines(text):
+    """The newline rules of HashiCorp's native HCL2 syntax, which python-hcl2 does not enforce.
+
+    Mirrors hashicorp/hcl ``hclsyntax/parser.go``: ``finishParsingBodyAttribute`` ("Missing newline
+    after argument": an argument ends with a newline, except the one argument of a block written on
+    one line) and ``finishParsingBodyBlock`` ("Missing newline after block definition"). So a block
+    opened on one line closes with a ``}`` that starts its own line, and nothing follows a block's ``}``
+    on its line. Strings, heredocs, comments and brackets of expressions are skipped."""
+    lines = text.split("\n")
+    stack = []  # ("body", line) for block bodies, ("expr", char) for (, [ and object braces
+    row = 0
+    while row < len(lines):
+        line, col, assigned = lines[row], 0, False
+        while col < len(line):
+            char = line[col]
+            body = not stack or stack[-1][0] == "body"
+            if char == "#" or line.startswith("//", col):
+                break
+            if line.startswith("/*", col):
+                end = line.find("*/", col + 2)
+                while end < 0 and row + 1 < len(lines):
+                    row, line = row + 1, lines[row + 1]
+                    end = line.find("*/")
+                col = (end + 2) if end >= 0 else len(line)
+                continue
+            if line.startswith("<<", col):
+                match = re.match(r"<<-?([A-Za-z_][A-Za-z0-9_-]*)\s*$", line[col:])
+                if match:
+                    marker = match.group(1)
+                    row += 1
+                    while row < len(lines) and lines[row].strip() != marker:
+                        row += 1
+                    line, col = lines[row] if row < len(lines) else "", len(lines[row].rstrip()) if row < len(lines) else 0
+                    continue
+            if char == '"':
+                col += 1
+                depth = 0
+                while col < len(line) and (line[col] != '"' or depth):
+                    if line[col] == "\\":
+                        col += 1
+                    elif line.startswith("${", col) or line.startswith("%{", col):
+                        depth += 1
+                        col += 1
+                    elif line[col] == "}" and depth:
+                        depth -= 1
+                    col += 1
+                col += 1
+                continue
+            if char == "=" and body and not line.startswith("==", col):
+                assigned = True
+            elif char in "([" or (char == "{" and not body):
+                stack.append(("expr", char))
+            elif char == "{" and assigned:
+                stack.append(("expr", char))
+            elif char == "{":
+                stack.append(("body", row))
+            elif char in ")]" or (char == "}" and stack and stack[-1][0] == "expr"):
+                if stack:
+                    stack.pop()
+            elif char == "}" and stack:
+                _, opened = stack.pop()
+                if opened != row and line[:col].strip():
+                    what = "argument" if assigned else "block definition"
+                    raise HCLError(f"line {row + 1}: Missing newline after {what}: {line.strip()[:80]}")
+                rest = line[col + 1 :].strip()
+                if rest and not rest.startswith(("#", "//")) and (opened != row or not stack or rest[0] != "}"):
+                    raise HCLError(f"line {row + 1}: Missing newline after block definition: {line.strip()[:80]}")
+                assigned = False
+            col += 1
+        row += 1
+
+
 def hcl_to_job(text, variables_text=""):
     """Parse a jobspec (HCL2) with an HCL variables file into the API's canonical JSON job."""
     options = SerializationOptions(with_comments=False, preserve_heredocs=True)
+    check_newlines(text)
     try:
         doc = hcl2.loads(text, serialization_options=options)
         given = hcl2.loads(variables_text, serialization_options=options) if variables_text else {}
@@ -519,6 +593,10 @@ EXTRA_BODY_FIELDS = {
     "JobRegisterRequest": {"Submission": "JobSubmission"},
 }
 EXTRA_SCHEMAS = {"JobSubmission": {"Source": "string", "Format": "string", "VariableFlags": "object", "Variables": "string"}}
+# The old spec lists no parameters for parse, but Nomad's handler reads them like every other one:
+# ``parseNamespace``/``parseRegion`` in command/agent/http.go, called by ``JobsParseRequest`` in
+# command/agent/job_endpoint.go, which authorises the parse against that namespace.
+EXTRA_QUERY = {"/v1/jobs/parse": {"namespace", "region"}}
 REQUIRED = {
     "JobsParseRequest": ["JobHCL"],
     "JobPlanRequest": ["Job"],
@@ -563,7 +641,7 @@ class NomadSubsetChecker:
     def _check(self, request, template, spec, params):
         problems = []
         where = f"{request.method} {template}"
-        allowed = {p["name"] for p in spec["params"] if p["in"] == "query"}
+        allowed = {p["name"] for p in spec["params"] if p["in"] == "query"} | EXTRA_QUERY.get(template, set())
         if any(p["name"] == "index" for p in spec["params"]):
             allowed.add("index")  # the spec says header; Nomad reads the query parameter
         for name in request.query:
@@ -592,9 +670,30 @@ class NomadSubsetChecker:
             problems.append(f"{where}: promote needs All=true or Groups")
         return problems
 
-    def fields(self, body, schema_name, where, extra=None):
+    def check_response(self, request, status, body):
+        """The emulator's own answer against the spec's response schema: declared fields only, each of
+        its declared type (``array<X>``: every item). Error answers (text) are not checked."""
+        if status != 200 or body is None or isinstance(body, (str, bytes)):
+            return []
+        found = next((e for e in self.endpoints if e[0] == request.method and e[1].match(request.raw_path)), None)
+        if found is None:
+            return []
+        schema = found[3].get("response")
+        where = f"response of {request.method} {found[2]}"
+        if schema and schema.startswith("array<"):
+            if not isinstance(body, list):
+                return [f"{where}: must be an array"]
+            return [p for item in body for p in self.fields(item, schema[6:-1], where, strict_required=False)]
+        if schema in self.schemas:
+            if not isinstance(body, dict):
+                return [f"{where}: must be an object ({schema})"]
+            return self.fields(body, schema, where, strict_required=False)
+        return []
+
+    def fields(self, body, schema_name, where, extra=None, strict_required=True):
         schema = {**self.schemas.get(schema_name, {}), **(extra or {})}
-        problems = [f"{where}: {schema_name}.{name} is required" for name in REQUIRED.get(schema_name, []) if body.get(name) is None]
+        required = REQUIRED.get(schema_name, []) if strict_required else []
+        problems = [f"{where}: {schema_name}.{name} is required" for name in required if body.get(name) is None]
         for name, value in body.items():
             if name not in schema:
                 problems.append(f"{where}: {schema_name} has no field {name!r}")
@@ -609,7 +708,7 @@ class NomadSubsetChecker:
                 if not isinstance(value, dict):
                     problems.append(f"{where}: {schema_name}.{name} must be an object ({declared})")
                 else:
-                    problems += self.fields(value, declared, where)
+                    problems += self.fields(value, declared, where, strict_required=strict_required)
         return problems
 
 
@@ -625,6 +724,75 @@ MUTATIONS = (
 )
 
 
+# ---------------------------------------------------------------------------------------------------
+# Placement: the feasibility checks of Nomad's scheduler for what hecate's jobs use
+# ---------------------------------------------------------------------------------------------------
+def resolve_target(target, node):
+    """scheduler/feasible.go ``resolveTarget``: ``${node.unique.id}``, ``${node.unique.name}``,
+    ``${node.datacenter}``, ``${node.class}``, ``${attr.<name>}``, ``${meta.<name>}``; anything else is a
+    literal. Returns ``(value, found)``."""
+    if not (target.startswith("${") and target.endswith("}")):
+        return target, True
+    name = target[2:-1]
+    fixed = {"node.unique.id": node["ID"], "node.unique.name": node["Name"], "node.datacenter": node["Datacenter"],
+             "node.class": node["NodeClass"]}  # fmt: skip
+    if name in fixed:
+        return fixed[name], True
+    for prefix, table in (("attr.", node["Attributes"]), ("meta.", node["Meta"])):
+        if name.startswith(prefix):
+            return table.get(name[len(prefix) :]), name[len(prefix) :] in table
+    return None, False
+
+
+def check_constraint(constraint, node):
+    """scheduler/feasible.go ``checkConstraint`` for the operands hecate writes: ``=``/``==``/``is``,
+    ``!=``/``not``, ``regexp`` (Go's MatchString: a search, not a full match), ``is_set``, ``is_not_set``.
+    ``distinct_hosts`` is decided at placement."""
+    operand = constraint.get("Operand") or "="
+    if operand in ("distinct_hosts", "distinct_property"):
+        return True
+    left, left_found = resolve_target(constraint.get("LTarget") or "", node)
+    right, right_found = resolve_target(constraint.get("RTarget") or "", node)
+    if operand in ("=", "==", "is"):
+        return left_found and right_found and left == right
+    if operand in ("!=", "not"):
+        return left != right
+    if operand == "regexp":
+        return left_found and right_found and re.search(str(right), str(left)) is not None
+    if operand == "is_set":
+        return left_found
+    if operand == "is_not_set":
+        return not left_found
+    raise ValueError(f"constraint operand {operand!r} is not modelled by this emulator")
+
+
+def constraint_text(constraint):
+    """structs.Constraint.String(): the key of AllocMetric.ConstraintFiltered."""
+    return f"{constraint.get('LTarget')} {constraint.get('Operand')} {constraint.get('RTarget')}"
+
+
+def reserved_ports(group):
+    """The static ports a group reserves on its node (ReservedPorts of its networks)."""
+    return {(p["Label"], p["Value"]) for net in group.get("Networks") or [] for p in net.get("ReservedPorts") or []}
+
+
+# nomad/structs/deployment.go: DeploymentStatus* and DeploymentStatusDescription* of the statuses a
+# deployment can rest in without progressing (paused by an operator; blocked/pending/unblocking are
+# multiregion; initializing is the moment before the first placement)
+STATUS_DESCRIPTIONS = {
+    "paused": "Deployment is paused",
+    "blocked": "Deployment is complete but waiting for peer region",
+    "pending": "Deployment is pending, waiting for peer region",
+    "initializing": "Deployment is initializing",
+    "unblocking": "Deployment is unblocking remaining regions",
+}
+
+
+def _stub(alloc):
+    """An allocation as the list endpoints return it (api.AllocationListStub has no DeploymentID)."""
+    return {k: copy.deepcopy(v) for k, v in alloc.items() if k != "DeploymentID" and not k.startswith("_")}
+
+
 def _task_state():
     received = {"Type": "Received", "Time": time.time_ns(), "DisplayMessage": "Task received by client"}
     return {"State": "pending", "Failed": False, "Restarts": 0, "Events": [received]}
@@ -633,10 +801,12 @@ def _task_state():
 class NomadEmulator(Emulator):
     name = "nomad"
 
-    def __init__(self, spec_path, token=None, delay=0.05):
+    def __init__(self, spec_path, token=None, delay=0.05, tokens=None):
         super().__init__()
         self.checker = NomadSubsetChecker.from_file(str(spec_path))
         self.token = token
+        # secret -> namespaces the token may use (None: all), like an ACL policy's namespace rules
+        self.tokens = dict(tokens or {})
         self.delay = delay  # default time for a scripted step (allocations placed -> healthy)
         self.cond = threading.Condition(self.lock)
         self.index = 10
@@ -649,6 +819,7 @@ class NomadEmulator(Emulator):
         self.blocking = []  # (path, index, wait seconds asked, seconds held)
         self.enforce_deadlines = True  # False: a deployment that makes no progress runs forever
         self.deploy_without_changes = True  # False: a version that moves no allocation gets no deployment
+        self.nodes = []  # client nodes (add_nodes); none: every allocation fits somewhere, no checks
         self.hooks = []  # [method, path regex, fn(request), times]: run before a matching request is handled
         self._timeline = []
         self._seq = itertools.count()
@@ -700,13 +871,15 @@ class NomadEmulator(Emulator):
     def registers(self):
         return [r for r in self.requests if r.method == "POST" and re.match(r"^/v1/(jobs|job/[^/]+)$", r.path)]
 
-    def script(self, job_id, kind="healthy", delay=None, events=None, times=1):
-        """Script the next ``times`` deployments of ``job_id``: ``healthy``, ``fail`` or ``pending``."""
-        assert kind in ("healthy", "fail", "pending"), kind
+    def script(self, job_id, kind="healthy", delay=None, events=None, times=1, status=None):
+        """Script the next ``times`` deployments of ``job_id``: ``healthy``, ``fail``, ``pending`` (nothing
+        gets healthy) or ``status`` (the deployment moves to ``status``, one of STATUS_DESCRIPTIONS)."""
+        assert kind in ("healthy", "fail", "pending", "status"), kind
+        assert kind != "status" or status in STATUS_DESCRIPTIONS, status
         with self.lock:
             for _ in range(times):
                 self.outcomes.setdefault(job_id, []).append(
-                    {"kind": kind, "delay": self.delay if delay is None else delay, "events": events}
+                    {"kind": kind, "delay": self.delay if delay is None else delay, "events": events, "status": status}
                 )
 
     def reset(self):
@@ -723,6 +896,91 @@ class NomadEmulator(Emulator):
             self._timeline.clear()
             self.enforce_deadlines = True
             self.deploy_without_changes = True
+            self.nodes.clear()
+
+    def add_nodes(self, names, datacenter="dc1", node_class="", meta=None):
+        """Client nodes that allocations must fit on: ``attr.unique.hostname`` and the node name are
+        ``name`` (a Nomad client's default). From then on placement checks feasibility."""
+        with self.lock:
+            for name in names:
+                self.nodes.append({"ID": str(uuid.uuid4()), "Name": name, "Datacenter": datacenter, "NodeClass": node_class,
+                                   "Attributes": {"unique.hostname": name}, "Meta": dict(meta or {})})  # fmt: skip
+
+    def _ports_in_use(self, node_name, job_id):
+        """Static ports held on a node by running allocations of other jobs (the job's own old allocations
+        are replaced by the same plan)."""
+        used = set()
+        for alloc in self.allocations.values():
+            if alloc["NodeName"] == node_name and alloc["DesiredStatus"] == "run" and alloc["JobID"] != job_id:
+                used |= {value for _, value in alloc["_ports"]}
+        return used
+
+    def _placements(self, job, group, wanted, taken=None):
+        """Choose nodes for ``wanted`` allocations of ``group``, as the scheduler decides feasibility:
+        datacenter, job/group/task constraints (scheduler/feasible.go), static port collisions
+        (structs/network.go NetworkIndex: a reserved port is one allocation's per node), distinct_hosts.
+        Returns ``(node names, AllocMetric of the failures or None)``. ``taken``: node -> ports this
+        plan already placed there."""
+        taken = taken if taken is not None else {}
+        constraints = [*(job.get("Constraints") or []), *(group.get("Constraints") or [])]
+        constraints += [c for task in group.get("Tasks") or [] for c in task.get("Constraints") or []]
+        distinct = any(c.get("Operand") == "distinct_hosts" for c in constraints)
+        ports = reserved_ports(group)
+        chosen, failures = [], None
+        for _ in range(wanted):
+            metric = {"NodesEvaluated": 0, "NodesFiltered": 0, "NodesAvailable": {}, "ClassFiltered": None,
+                      "ConstraintFiltered": None, "NodesExhausted": 0, "ClassExhausted": None, "DimensionExhausted": None,
+                      "QuotaExhausted": None, "CoalescedFailures": 0, "AllocationTime": 0, "Scores": None}  # fmt: skip
+            fits = []
+            for node in self.nodes:
+                if not any(fnmatch.fnmatchcase(node["Datacenter"], dc) for dc in job.get("Datacenters") or ["*"]):
+                    continue
+                metric["NodesEvaluated"] += 1
+                metric["NodesAvailable"][node["Datacenter"]] = metric["NodesAvailable"].get(node["Datacenter"], 0) + 1
+                failed = next((c for c in constraints if not check_constraint(c, node)), None)
+                if failed is not None:
+                    metric["NodesFiltered"] += 1
+                    metric["ConstraintFiltered"] = metric["ConstraintFiltered"] or {}
+                    text = constraint_text(failed)
+                    metric["ConstraintFiltered"][text] = metric["ConstraintFiltered"].get(text, 0) + 1
+                    continue
+                held = self._ports_in_use(node["Name"], job["ID"]) | taken.get(node["Name"], set())
+                collision = next(((label, value) for label, value in sorted(ports) if value in held), None)
+                if collision is None and distinct and node["Name"] in chosen:
+                    collision = ("distinct_hosts", 0)
+                if collision is not None:
+                    metric["NodesExhausted"] += 1
+                    metric["DimensionExhausted"] = metric["DimensionExhausted"] or {}
+                    text = f"network: reserved port collision {collision[0]}={collision[1]}"
+                    metric["DimensionExhausted"][text] = metric["DimensionExhausted"].get(text, 0) + 1
+                    continue
+                fits.append(node["Name"])
+            if not fits:
+                if failures is None:
+                    failures = metric
+                else:
+                    failures["CoalescedFailures"] += 1
+                continue
+            load = {
+                name: sum(1 for a in self.allocations.values() if a["NodeName"] == name and a["DesiredStatus"] == "run") for name in fits
+            }
+            best = min(fits, key=lambda name: (load[name] + chosen.count(name), fits.index(name)))
+            chosen.append(best)
+            taken.setdefault(best, set()).update(value for _, value in ports)
+        return chosen, failures
+
+    def _placement_failures(self, job, updates):
+        """FailedTGAllocs of a plan: the groups whose new allocations do not all fit."""
+        if not self.nodes or job.get("Stop"):
+            return None
+        failed, taken = {}, {}
+        for group in job.get("TaskGroups") or []:
+            counts = updates.get(group["Name"]) or {}
+            wanted = (counts.get("Canary") or 0) or (counts.get("Place") or 0) + (counts.get("DestructiveUpdate") or 0)
+            _, metric = self._placements(job, group, wanted, taken)
+            if metric is not None:
+                failed[group["Name"]] = metric
+        return failed or None
 
     def before(self, method, path, fn, times=1):
         """Run ``fn(request)`` (under the state lock) before the next ``times`` matching requests are
@@ -736,7 +994,7 @@ class NomadEmulator(Emulator):
                 if hook[3] > 0 and hook[0] == request.method and hook[1].search(request.path):
                     hook[3] -= 1
                     hook[2](request)
-        return super()._handle(request)
+        return self._answer(request)
 
     def job(self, job_id, namespace="default"):
         with self.lock:
@@ -762,9 +1020,37 @@ class NomadEmulator(Emulator):
 
     # -- plumbing -----------------------------------------------------------------------------------
     def authenticate(self, request):
-        if self.token and request.headers.get("x-nomad-token") != self.token:
+        known = {**self.tokens, **({self.token: None} if self.token else {})}
+        if not known:
+            return None
+        secret = request.headers.get("x-nomad-token")
+        if secret not in known:
+            return Response(403, "Permission denied", {"Content-Type": "text/plain"})
+        allowed = known[secret]
+        if allowed is not None and self.namespace_of(request) not in allowed:
+            # every endpoint authorises against the request's namespace (aclObj.AllowNsOp)
             return Response(403, "Permission denied", {"Content-Type": "text/plain"})
         return None
+
+    @staticmethod
+    def namespace_of(request):
+        """The namespace a request acts in. Registration: ``namespaceForJob`` in
+        command/agent/job_endpoint.go (the query parameter wins, then the request body's, then the
+        job's); everything else: ``parseNamespace`` in command/agent/http.go (query, else default)."""
+        query = request.arg("namespace", "")
+        body = request.body if isinstance(request.body, dict) else {}
+        if request.method in ("POST", "PUT") and re.match(r"^/v1/(jobs|job/[^/]+)$", request.path):
+            job = body.get("Job") if isinstance(body.get("Job"), dict) else {}
+            return query or body.get("Namespace") or job.get("Namespace") or "default"
+        return query or "default"
+
+    def _answer(self, request):
+        response = super()._handle(request)
+        problems = self.checker.check_response(request, response.status, response.body)
+        if problems:
+            with self.lock:
+                self.violations.extend(problems)
+        return response
 
     def _next(self, *tables):
         self.index += 1
@@ -839,7 +1125,9 @@ class NomadEmulator(Emulator):
                 "JobModifyIndex": current["JobModifyIndex"] if current else 0,
                 "Diff": diff if body.get("Diff") else None,
                 "Annotations": {"DesiredTGUpdates": updates, "PreemptedAllocs": None},
-                "FailedTGAllocs": None,
+                "FailedTGAllocs": self._placement_failures(
+                    {**job, "Namespace": entry["current"]["Namespace"] if entry else job.get("Namespace")}, updates
+                ),
                 "CreatedEvals": None,
                 "Warnings": "",
                 "NextPeriodicLaunch": "0001-01-01T00:00:00Z",
@@ -909,7 +1197,8 @@ class NomadEmulator(Emulator):
         job = copy.deepcopy(body.get("Job") or {})
         if "job" in request.params and job.get("ID") != request.params["job"]:
             return self._error(400, "Job ID does not match name")
-        namespace = job.get("Namespace") or request.arg("namespace", "default")
+        namespace = self.namespace_of(request)  # namespaceForJob: the query parameter wins
+        job["Namespace"] = namespace
         entry = self.jobs.get((namespace, job["ID"]))
         current = entry["current"] if entry else None
         if body.get("EnforceIndex"):
@@ -924,10 +1213,13 @@ class NomadEmulator(Emulator):
                 )
         job["Stop"] = False
         if entry and same_spec(current, job) and not current.get("Stop"):
+            # Job.Register in nomad/job_endpoint.go: an unchanged spec is not written again (the reply
+            # carries the job's JobModifyIndex) but an evaluation is still created
+            evaluation = self._evaluate(current, "job-register")
             return self._reply(
                 {
-                    "EvalID": "",
-                    "EvalCreateIndex": 0,
+                    "EvalID": evaluation["ID"],
+                    "EvalCreateIndex": evaluation["CreateIndex"],
                     "JobModifyIndex": current["JobModifyIndex"],
                     "Warnings": "",
                     "KnownLeader": True,
@@ -999,7 +1291,7 @@ class NomadEmulator(Emulator):
     # -- deployments --------------------------------------------------------------------------------
     def _outcome(self, job_id):
         queue = self.outcomes.get(job_id) or []
-        return queue.pop(0) if queue else {"kind": "healthy", "delay": self.delay, "events": None}
+        return queue.pop(0) if queue else {"kind": "healthy", "delay": self.delay, "events": None, "status": None}
 
     def _deploy(self, previous, job, evaluation, rollback=False):
         for dep in self.deployments.values():
@@ -1022,11 +1314,13 @@ class NomadEmulator(Emulator):
             "ID": str(uuid.uuid4()), "Namespace": job["Namespace"], "JobID": job["ID"], "JobVersion": job["Version"],
             "JobModifyIndex": job["ModifyIndex"], "JobSpecModifyIndex": job["JobModifyIndex"], "JobCreateIndex": job["CreateIndex"],
             "IsMultiregion": False, "Status": "running", "StatusDescription": "Deployment is running",
-            "TaskGroups": {}, "CreateIndex": index, "ModifyIndex": index, "EvalPriority": 50,
+            "TaskGroups": {}, "CreateIndex": index, "ModifyIndex": index,
         }  # fmt: skip
         outcome = self._outcome(job["ID"])
         dep["_outcome"] = outcome
         dep["_progress"] = {}
+        dep["_unplaced"] = {}
+        taken = {}
         for group in job["TaskGroups"]:
             update = group.get("Update") or {}
             counts = updates[group["Name"]]
@@ -1042,8 +1336,10 @@ class NomadEmulator(Emulator):
             dep["TaskGroups"][group["Name"]] = state
             dep["_progress"][group["Name"]] = now
             to_place = canaries if canaries else counts["Place"] + counts["DestructiveUpdate"]
-            for _ in range(to_place):
-                alloc = self._alloc(job, group, dep, evaluation, canary=bool(canaries))
+            nodes = self._placements(job, group, to_place, taken)[0] if self.nodes else [None] * to_place
+            dep["_unplaced"][group["Name"]] = to_place - len(nodes)  # a blocked evaluation: the deadline decides
+            for node in nodes:
+                alloc = self._alloc(job, group, dep, evaluation, canary=bool(canaries), node=node)
                 state["PlacedAllocs"] += 1
                 if canaries:
                     state["PlacedCanaries"].append(alloc["ID"])
@@ -1053,12 +1349,13 @@ class NomadEmulator(Emulator):
         self._schedule(dep)
         return dep
 
-    def _alloc(self, job, group, dep, evaluation, canary=False):
+    def _alloc(self, job, group, dep, evaluation, canary=False, node=None):
         index = self._next("allocs")
         number = sum(1 for a in self.allocations.values() if a["JobID"] == job["ID"] and a["TaskGroup"] == group["Name"])
+        node = next((n for n in self.nodes if n["Name"] == node), None) or {"ID": str(uuid.uuid4()), "Name": f"node-{number % 3}"}
         alloc = {
             "ID": str(uuid.uuid4()), "EvalID": evaluation["ID"], "Name": f"{job['ID']}.{group['Name']}[{number}]",
-            "Namespace": job["Namespace"], "NodeID": str(uuid.uuid4()), "NodeName": f"node-{number % 3}",
+            "Namespace": job["Namespace"], "NodeID": node["ID"], "NodeName": node["Name"], "_ports": reserved_ports(group),
             "JobID": job["ID"], "JobType": job["Type"], "JobVersion": job["Version"], "TaskGroup": group["Name"],
             "DesiredStatus": "run", "DesiredDescription": "", "ClientStatus": "pending", "ClientDescription": "",
             "DeploymentID": dep["ID"], "DeploymentStatus": {"Canary": canary, "Healthy": None, "Timestamp": "", "ModifyIndex": index},
@@ -1083,6 +1380,8 @@ class NomadEmulator(Emulator):
             self._at(outcome["delay"], lambda: self._make_healthy(dep["ID"]))
         elif outcome["kind"] == "fail":
             self._at(outcome["delay"], lambda: self._make_unhealthy(dep["ID"]))
+        elif outcome["kind"] == "status":
+            self._at(outcome["delay"], lambda: self._set_status(dep["ID"], outcome["status"]))
         # pending: nothing happens; the progress deadline decides
 
     def _set_running(self, alloc, healthy):
@@ -1105,6 +1404,8 @@ class NomadEmulator(Emulator):
                 state["HealthyAllocs"], len([a for a in self._dep_allocs(dep, name) if a["DeploymentStatus"]["Healthy"]])
             )
             dep["_progress"][name] = time.monotonic()
+        if any(dep["_unplaced"].values()):
+            return  # allocations that found no node never get healthy
         waiting = [n for n, s in dep["TaskGroups"].items() if s["DesiredCanaries"] and not s["Promoted"]]
         if waiting:
             if all(dep["TaskGroups"][n]["AutoPromote"] for n in waiting):
@@ -1121,12 +1422,20 @@ class NomadEmulator(Emulator):
             state["Promoted"] = True
             group = next(g for g in job["TaskGroups"] if g["Name"] == name)
             evaluation = self._evaluate(job, "deployment-watcher")
-            for _ in range(max(0, state["DesiredTotal"] - state["DesiredCanaries"])):
-                self._alloc(job, group, dep, evaluation)
+            wanted = max(0, state["DesiredTotal"] - state["DesiredCanaries"])
+            nodes = self._placements(job, group, wanted)[0] if self.nodes else [None] * wanted
+            dep["_unplaced"][name] = wanted - len(nodes)
+            for node in nodes:
+                self._alloc(job, group, dep, evaluation, node=node)
                 state["PlacedAllocs"] += 1
             dep["_progress"][name] = time.monotonic()
         dep.update(StatusDescription="Deployment is running", ModifyIndex=self._next("deployment"))
         self._schedule(dep)
+
+    def _set_status(self, dep_id, status):
+        dep = self.deployments[dep_id]
+        if dep["Status"] == "running":
+            dep.update(Status=status, StatusDescription=STATUS_DESCRIPTIONS[status], ModifyIndex=self._next("deployment"))
 
     def _succeed(self, dep):
         dep.update(Status="successful", StatusDescription="Deployment completed successfully", ModifyIndex=self._next("deployment"))
@@ -1220,11 +1529,11 @@ class NomadEmulator(Emulator):
         dep = self.deployments.get(request.params["dep"])
         if dep is None:
             return self._error(404, "deployment not found")
-        return self._reply([copy.deepcopy(a) for a in self._dep_allocs(dep)], "allocs")
+        return self._reply([_stub(a) for a in self._dep_allocs(dep)], "allocs")
 
     def job_allocations(self, request):
         self._block(request, "allocs")
-        allocs = [copy.deepcopy(a) for a in self.allocations.values() if a["JobID"] == request.params["job"]]
+        allocs = [_stub(a) for a in self.allocations.values() if a["JobID"] == request.params["job"]]
         if request.arg("all") not in ("true", "1"):
             latest = (self._entry(request) or {}).get("current") or {}
             allocs = [a for a in allocs if a["DesiredStatus"] == "run" or a["JobVersion"] == latest.get("Version")]

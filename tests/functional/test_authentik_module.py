@@ -88,7 +88,13 @@ def test_proxy_provider_lifecycle_and_server_added_mappings(ak):
     updated = ak.mod.proxy_provider_update("mod-prov", external_host="https://prov2.example.org", cookie_domain="example.org")
     assert updated["external_host"] == "https://prov2.example.org"
     patch = ak.writes[-1]
-    assert patch.method == "PATCH" and set(patch.body) == {"external_host", "cookie_domain"}
+    # mode (and internal_host) ride along: authentik validates a PATCH without mode as mode=proxy
+    assert patch.method == "PATCH" and patch.body == {
+        "external_host": "https://prov2.example.org",
+        "cookie_domain": "example.org",
+        "mode": "forward_single",
+        "internal_host": "",
+    }
     assert ak.mod.proxy_provider("mod-prov")["pk"] == created["pk"]
     assert ak.mod.proxy_provider_delete("mod-prov") is True and ak.mod.proxy_provider("mod-prov") is None
 

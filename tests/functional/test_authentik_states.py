@@ -28,6 +28,7 @@ def ak(request, short_tmp):
         emu.states = loaders.states.authentik
         emu.mod = loaders.modules.authentik
         emu.state_mod = loaders.modules.state
+        emu.pillar = loaders.opts["pillar"]  # the dict the loaded modules see as __pillar__
         yield emu
         loaders.reset_state()
     assert_no_violations(emu)
@@ -55,10 +56,11 @@ def route(service, groups=None, **auth):
 
 
 def converge(emu, hecate, test=False, **kwargs):
-    """Run protected_routes; return (state result, writes sent)."""
+    """Run protected_routes with ``hecate`` as the pillar tree; return (state result, writes sent)."""
+    emu.pillar["hecate"] = hecate
     before = len(emu.writes)
     kwargs = {"test": True, **kwargs} if test else kwargs
-    result = emu.states.protected_routes(name="protect", hecate=hecate, **kwargs)
+    result = emu.states.protected_routes(name="protect", **kwargs)
     return result, emu.writes[before:]
 
 
@@ -115,10 +117,12 @@ def test_drift_is_repaired_with_only_the_differing_fields(ak):
     result, writes = converge(ak, hecate)
     assert result.result is True, result.comment
     bodies = {(w.method, w.path.split("/")[3]): w.body for w in writes}
-    assert bodies[("PATCH", "providers")] == {"external_host": "http://s2app.example.org"}
+    # what differs, plus what authentik's validate() reads from every PATCH (mode; target and the group)
+    assert bodies[("PATCH", "providers")] == {"external_host": "http://s2app.example.org", "mode": "forward_single", "internal_host": ""}
     assert bodies[("PATCH", "core")] == {"policy_engine_mode": "any"}
     assert provider["pk"] in bodies[("PATCH", "outposts")]["providers"]
-    assert bodies[("PATCH", "policies")] == {"enabled": True}
+    group = ak.group_by_name("s2-admins")["pk"]
+    assert bodies[("PATCH", "policies")] == {"enabled": True, "target": app["pk"], "group": group}
     assert [w.path for w in writes if w.method == "DELETE"] == [f"/api/v3/policies/bindings/{stray['pk']}/"]
     assert len(writes) == 5
     assert provider["skip_path_regex"] == "^/healthz$" and app["meta_description"] == "written by a human"
@@ -178,7 +182,7 @@ def test_invalid_pillar_fails_before_any_request(ak):
     ak.reset_counts()
     result, _ = converge(ak, hecate)
     assert result.result is False
-    assert "hecate:reverse_proxy:caddy:routes[0]:auth:mode" in result.comment
+    assert "hecate:reverse_proxy:caddy:routes[0](s5app.example.org):auth:mode" in result.comment
     assert ak.requests == []
 
 
@@ -277,6 +281,10 @@ def test_requests_per_converge(ak, count):
     routes = [route(f"n{count}r{i}", [f"n{count}-team"]) for i in range(count)]
     hecate = tree(ak, routes, prefix)
     ak.reset_counts()
+    dry, dry_writes = converge(ak, hecate, test=True)
+    assert dry.result is None and dry_writes == []  # test=True: the plan, zero writes
+    dry_run = len(ak.requests)
+    ak.reset_counts()
     result, writes = converge(ak, hecate)
     first, first_writes = len(ak.requests), len(writes)
     ak.reset_counts()
@@ -290,7 +298,10 @@ def test_requests_per_converge(ak, count):
     pages = 1 + (len(ak.providers) + len(ak.applications)) // 100
     assert first - first_writes <= 9 + pages
     assert rerun <= 8 + pages + (count + 49) // 50
-    print(f"\nauthentik {ak.spec_version}, {count} route(s): first converge {first} requests ({first_writes} writes), re-run {rerun}")
+    print(
+        f"\nauthentik {ak.spec_version}, {count} route(s): test=True {dry_run} requests (0 writes), "
+        f"first converge {first} requests ({first_writes} writes), re-run {rerun} (0 writes)"
+    )
 
 
 def test_seed_and_one_protected_app_converge_from_nothing(ak):
@@ -326,3 +337,123 @@ def test_token_user_without_superuser_looks_applications_up_by_slug(ak):
     assert (again.result, again.changes, writes) == (True, {}, [])
     # the list hid the application (the robot is not in r1-admins): it was read by slug
     assert "/api/v3/core/applications/r1-r1app/" in [r.path for r in ak.requests]
+
+
+# -- changes authentik validates from the request alone (DRF partial updates) ------------------------------
+def test_provider_changes_are_accepted(ak):
+    """external_host, flows, cookie_domain and property_mappings changes: each PATCH carries mode, or
+    authentik answers 400 "Internal host cannot be empty when forward auth is disabled."."""
+    hecate = tree(ak, [route("s8app")], "s8-")
+    assert converge(ak, hecate)[0].result is True
+    hecate["reverse_proxy"]["caddy"]["routes"][0]["domain"] = "s8moved.example.org"
+    hecate["authentik"]["flows"] = {"authorization": "default-provider-authorization-explicit-consent"}
+    result, writes = converge(ak, hecate)
+    assert result.result is True, result.comment
+    provider = ak.provider_by_name("s8-s8app")
+    assert provider["external_host"] == "http://s8moved.example.org"
+    assert provider["authorization_flow"] == ak.flow_by_slug("default-provider-authorization-explicit-consent")["pk"]
+    assert [w.body["mode"] for w in writes if w.method == "PATCH" and "/providers/" in w.path] == ["forward_single"]
+    assert converge(ak, hecate)[1] == []
+
+    state = {"name": "s8-single", "external_host": "https://s8.example.org"}
+    assert ak.states.proxy_provider_present(**state).result is True
+    scope = "goauthentik.io/providers/proxy/scope-proxy"
+    mapping = next(s["pk"] for s in ak.scopes.values() if s["managed"] == scope)
+    ak.provider_by_name("s8-single")["property_mappings"].remove(mapping)  # drift: a mapping taken off
+    changed = ak.states.proxy_provider_present(**state, cookie_domain="example.org", property_mappings=[scope])
+    assert changed.result is True, changed.comment
+    assert set(changed.changes) == {"cookie_domain", "property_mappings"}
+    single = ak.provider_by_name("s8-single")
+    assert single["cookie_domain"] == "example.org" and mapping in single["property_mappings"]
+
+
+def test_reordering_and_changing_a_routes_groups(ak):
+    """Binding PATCHes carry target and group, or authentik refuses them."""
+    hecate = tree(ak, [route("s9app", ["s9-a", "s9-b"])], "s9-")
+    assert converge(ak, hecate)[0].result is True
+    app = ak.application_by_slug("s9-s9app")
+
+    def bound():
+        rows = sorted((b["order"], ak.groups[b["group"]]["name"]) for b in ak.bindings.values() if b["target"] == app["pk"])
+        return [name for _, name in rows]
+
+    hecate["reverse_proxy"]["caddy"]["routes"][0]["auth"]["groups"] = ["s9-b", "s9-a"]
+    result, writes = converge(ak, hecate)
+    assert result.result is True, result.comment
+    assert bound() == ["s9-b", "s9-a"] and {w.method for w in writes} == {"PATCH"} and len(writes) == 2
+    hecate["reverse_proxy"]["caddy"]["routes"][0]["auth"]["groups"] = ["s9-c", "s9-b"]
+    result, writes = converge(ak, hecate)
+    assert result.result is True, result.comment
+    assert bound() == ["s9-c", "s9-b"]
+    assert converge(ak, hecate)[1] == []
+
+
+def test_removing_the_last_route_from_a_non_embedded_outpost(ak):
+    """authentik refuses ``providers: []`` on an outpost other than the embedded one: hecate sends no
+    outpost PATCH then and deletes the provider, which takes it off the outpost."""
+    edge = ak.add_outpost("s10-edge")
+    hecate = tree(ak, [route("s10app", ["s10-team"])], "s10-", outpost={"name": "s10-edge", "upstream": f"127.0.0.1:{ak.port}"})
+    assert converge(ak, hecate)[0].result is True
+    provider = ak.provider_by_name("s10-s10app")
+    assert edge["providers"] == [provider["pk"]]
+    hecate["reverse_proxy"]["caddy"]["routes"][0]["auth"] = False
+    result, writes = converge(ak, hecate)
+    assert result.result is True, result.comment
+    assert [(w.method, w.path.split("/")[3]) for w in writes] == [("DELETE", "core"), ("DELETE", "providers")]
+    assert ak.provider_by_name("s10-s10app") is None and edge["providers"] == []
+    assert converge(ak, hecate)[1] == []
+    # the module refuses to send the empty list itself, with the reason
+    other = ak.mod.proxy_provider_create("s10-other", "https://s10-other.example.org")
+    edge["providers"].append(other["pk"])
+    with pytest.raises(Exception, match="would serve no provider"):
+        ak.mod.outpost_update_providers(remove=["s10-other"], outpost_name="s10-edge")
+    assert edge["providers"] == [other["pk"]]
+
+
+# -- through Salt's state engine: require and watch ------------------------------------------------------
+WATCH_SLS = """
+marker:
+  file.managed:
+    - name: {marker}
+    - contents: {version}
+authentik_ready:
+  test.succeed_without_changes: []
+protect:
+  authentik.protected_routes:
+    - require:
+      - test: authentik_ready
+    - watch:
+      - file: marker
+s11-watchers:
+  authentik.group_present:
+    - attributes: {{owner: s11}}
+    - watch:
+      - file: marker
+"""
+
+
+def test_protected_routes_under_the_state_engine_with_require_and_watch(ak, make_loaders, tmp_path):
+    """state.sls of an sls whose protected_routes requires one state and watches a file: a change of the
+    file calls mod_watch with Salt's own keys (``__reqs__``, ``__id__``...), which must not reach the
+    state (it used to fail with TypeError). The tree comes from pillar, never from arguments."""
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    hecate = tree(ak, [route("s11app", ["s11-team"])], "s11-")
+    loaders = make_loaders({"hecate": hecate}, extra={"file_roots": {"base": [str(roots)]}})
+
+    def apply(version, **kwargs):
+        (roots / "protect.sls").write_text(WATCH_SLS.format(marker=tmp_path / "marker", version=version))
+        before = len(ak.writes)
+        ret = loaders.modules.state.sls("protect", **kwargs)
+        return {r.id: r for r in ret}, ak.writes[before:]
+
+    first, writes = apply("v1")
+    assert first["protect"].result is True and first["protect"].changes, first["protect"].comment
+    assert len(writes) == 6  # group, provider, application, outpost, binding; the s11-watchers group
+    second, writes = apply("v2")  # the watched file changes, authentik is converged: mod_watch runs
+    assert second["marker"].changes and second["protect"].result is True, second["protect"].comment
+    assert second["protect"].changes == {} and writes == []
+    assert "__reqs__" not in second["protect"].comment
+    assert second["s11-watchers"].result is True and second["s11-watchers"].changes == {}, second["s11-watchers"].comment
+    third, writes = apply("v3", test=True)
+    assert third["protect"].result is True and writes == []

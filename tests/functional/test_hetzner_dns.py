@@ -13,6 +13,7 @@ import tempfile
 import time
 
 import pytest
+import requests
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 from saltfactories.utils.functional import Loaders
 
@@ -204,6 +205,40 @@ def test_removed_route_is_pruned_only_when_labelled_and_prune_is_on(hetzner, sal
     assert ("@", "SOA") in records and ("@", "NS") in records
 
 
+def test_first_contact_with_a_1000_set_zone_costs_only_reads_without_prune(hetzner, salt_loaders):
+    # A zone hecate did not create: 1000 sets (the seed's 16 route sets + 984 extra records), all already
+    # right, none labelled. Labels matter only for pruning: without prune, first contact costs the reads
+    # (21 pages of 50 for 1002 sets); with prune the plan shows the adoption and its cost first.
+    extra = []
+    for i in range(1000 - len(seed_sets())):
+        name, address = f"h{i:04d}", f"10.1.{i // 250}.{i % 250 + 1}"
+        extra.append({"name": f"{name}.{ZONE}", "type": "A", "values": [address], "ttl": 300})
+        hetzner.put_rrset(ZONE, name, "A", [address], ttl=300)
+    for name, rtype in seed_sets():
+        hetzner.put_rrset(ZONE, name, rtype, [V4 if rtype == "A" else V6], ttl=300)
+    hetzner.reset_counts()
+    result = converge(salt_loaders, dns_pillar(hetzner, records=extra))
+    assert result.result is True and result.changes == {}, result.comment
+    assert (len(hetzner.requests), len(hetzner.writes)) == (21, 0)
+    assert ours(hetzner) == set()
+
+    hetzner.reset_counts()
+    dry = converge(salt_loaders, dns_pillar(hetzner, records=extra, prune=True), test=True)
+    assert dry.result is None and len(dry.changes) == 1000
+    assert "would write: 0 to create, 0 to update, 1000 to adopt (1000 label writes, for prune), 0 to delete" in dry.comment
+    assert dry.changes["hera.cybermonkey.dev A"] == {"labels": {"old": {}, "new": OURS}}
+    assert (len(hetzner.requests), len(hetzner.writes)) == (21, 0)
+
+    hetzner.reset_counts()
+    adopted = converge(salt_loaders, dns_pillar(hetzner, records=extra, prune=True))
+    assert adopted.result is True and len(adopted.changes) == 1000, adopted.comment
+    assert (len(hetzner.requests), len(hetzner.writes)) == (1021, 1000)
+    assert {w.method for w in hetzner.writes} == {"PUT"} and len(ours(hetzner)) == 1000
+    hetzner.reset_counts()
+    again = converge(salt_loaders, dns_pillar(hetzner, records=extra, prune=True))
+    assert again.result is True and again.changes == {} and (len(hetzner.requests), len(hetzner.writes)) == (21, 0)
+
+
 def test_protected_set_is_reported_as_failure_and_the_rest_converges(hetzner, salt_loaders):
     hetzner.put_rrset(ZONE, "hera", "A", ["192.0.2.1"], ttl=300, labels=OURS, protected=True)
     dry = converge(salt_loaders, dns_pillar(hetzner), test=True)
@@ -312,6 +347,78 @@ def test_failed_action_is_a_failure_and_the_next_run_repairs_it(hetzner, salt_lo
     assert seed_sets() <= set(hetzner.records(ZONE))
 
 
+def _ttl_and_address_change(hetzner, salt_loaders):
+    """Converge the seed, then a pillar where cloud A needs set_records AND change_ttl (two actions, one set)."""
+    assert converge(salt_loaders, dns_pillar(hetzner)).result is True
+    tree = seed_tree()
+    tree["reverse_proxy"]["caddy"]["routes"][1]["dns"] = {"ttl": 900}  # cloud
+    hetzner.reset_counts()
+    return dns_pillar(hetzner, tree, targets={"ipv4": [V4, "203.0.113.8"], "ipv6": [V6]})
+
+
+@pytest.mark.fault
+def test_two_writes_on_one_rrset_wait_for_the_running_action_and_retry_conflicts(hetzner, salt_loaders):
+    # The API refuses an action on a set whose previous action still runs (423 locked) and may answer
+    # 409 conflict "please retry": set_records then change_ttl on cloud A, actions running for 3 polls,
+    # two conflicts on that change_ttl and one on a set_records. hcloud-go retries conflicts
+    # (client_handler_retry.go); hecate waits for its own running action instead of being refused.
+    pillar = _ttl_and_address_change(hetzner, salt_loaders)
+    hetzner.action_polls = 3
+    hetzner.inject_error(409, "conflict", times=2, method="POST", path=r"/cloud/A/actions/change_ttl$")
+    hetzner.inject_error(409, "conflict", times=1, method="POST", path=r"/hera/A/actions/set_records$")
+    started = time.monotonic()
+    result = converge(salt_loaders, pillar)
+    assert result.result is True, result.comment
+    assert hetzner.records(ZONE)[("cloud", "A")] == (sorted([V4, "203.0.113.8"]), 900)
+    assert hetzner.records(ZONE)[("hera", "A")] == (sorted([V4, "203.0.113.8"]), 300)
+    ttl_posts = [w for w in hetzner.writes if w.path.endswith("/cloud/A/actions/change_ttl")]
+    assert len(ttl_posts) == 3  # two conflicts, then accepted: retries are counted, not open-ended
+    assert len(hetzner.writes) == 10 + 3  # 8 set_records + 2 change_ttl, plus the three refused ones
+    assert not [r for r in hetzner.requests if r.path.endswith("/actions") and r.path.startswith("/v1/zones")]
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.fault
+def test_a_set_locked_by_someone_elses_action_is_waited_for(hetzner, salt_loaders):
+    pillar = _ttl_and_address_change(hetzner, salt_loaders)
+    hetzner.action_polls = 2
+    other = requests.post(  # another client's change on cloud A, its action still running
+        f"{hetzner.url}/v1/zones/{ZONE}/rrsets/cloud/A/actions/change_protection",
+        json={"change": False},
+        headers={"Authorization": f"Bearer {hetzner.token}"},
+        timeout=5,
+    )
+    assert other.status_code == 201 and other.json()["action"]["status"] == "running"
+    hetzner.reset_counts()
+    result = converge(salt_loaders, pillar)
+    assert result.result is True, result.comment
+    assert hetzner.records(ZONE)[("cloud", "A")] == (sorted([V4, "203.0.113.8"]), 900)
+    lists = [r for r in hetzner.reads if r.path == f"/v1/zones/{ZONE}/actions"]
+    assert len(lists) == 1 and lists[0].query["status"] == ["running"]  # one 423, then waited for that action
+    assert len([w for w in hetzner.writes if w.path.endswith("/cloud/A/actions/set_records")]) == 2
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize(("status", "code"), [(409, "conflict"), (423, "locked")])
+def test_a_persistent_conflict_ends_in_a_clean_error_within_max_wait(hetzner, salt_loaders, status, code):
+    pillar = _ttl_and_address_change(hetzner, salt_loaders)
+    pillar["hecate"]["dns"]["max_wait"] = 2
+    hetzner.inject_error(status, code, times=1000, method="POST", path=r"/cloud/A/actions/set_records$")
+    started = time.monotonic()
+    result = converge(salt_loaders, pillar)
+    elapsed = time.monotonic() - started
+    assert result.result is False
+    assert (
+        f"cloud.cybermonkey.dev A: set_records: hetzner_dns: set records of cloud A: the API still answers {status} {code}"
+        in result.comment
+    )
+    assert "Traceback" not in result.comment and hetzner.token not in result.comment
+    attempts = [w for w in hetzner.writes if w.path.endswith("/cloud/A/actions/set_records")]
+    assert 2 <= len(attempts) <= 6  # at most 5 retries, fewer when max_wait runs out first
+    assert elapsed < 2 + 5
+    assert hetzner.records(ZONE)[("hera", "A")][0] == sorted([V4, "203.0.113.8"])  # the other sets converged
+
+
 @pytest.mark.fault
 def test_a_wrong_token_never_shows_up_in_errors(hetzner, salt_loaders):
     result = converge(salt_loaders, dns_pillar(hetzner, token="wrong-token-value-1234"))
@@ -363,7 +470,7 @@ def test_route_outside_the_zone_is_refused_before_any_request(hetzner, salt_load
     tree["reverse_proxy"]["caddy"]["routes"][0]["domain"] = "hera.example.com"
     result = converge(salt_loaders, dns_pillar(hetzner, tree))
     assert result.result is False
-    assert "hecate:reverse_proxy:caddy:routes[0]:domain: hera.example.com is outside every managed DNS zone" in result.comment
+    assert ":caddy:routes[0](hera.example.com):domain: hera.example.com is outside every managed DNS zone" in result.comment
     assert hetzner.requests == []
 
 

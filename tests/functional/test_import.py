@@ -73,7 +73,7 @@ def test_seed_import_maps_every_live_site_and_validates(seed_import):
     assert by_domain["cloud.cybermonkey.dev"]["service"] == "nextcloud"
     tree, report = hecate_schema.check(seed_import["pillar"]["hecate"])
     assert report.errors == []
-    assert [w[0] for w in report.warnings] == ["hecate:reverse_proxy:caddy:routes[7]:tls_skip_verify"]
+    assert [w[0] for w in report.warnings] == ["hecate:reverse_proxy:caddy:routes[7](delphi.cybermonkey.dev):tls_skip_verify"]
     profile = tree["reverse_proxy"]["caddy"]["profiles"]["cybermonkey_common"]
     assert profile["block_query_params"] == ["rest_route"]
     assert profile["headers"]["X-Frame-Options"] == "SAMEORIGIN"

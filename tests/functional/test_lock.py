@@ -7,11 +7,12 @@ import time
 
 import consul
 import hecate_lock
+import hecate_secrets
 import pytest
 from hecate_lock import ConsulLock, LockError, LockLost, LockTimeout, RecordError
 
 from tests.conftest import assert_no_violations
-from tests.emulators.consul import ConsulEmulator
+from tests.emulators.consul import Consul17, ConsulEmulator
 
 TOKEN = "consul-deploy-token"
 KEY = "hecate/locks/production"
@@ -188,6 +189,89 @@ def test_consul_down_is_a_lock_error(emu):
     emu.stop()
     with pytest.raises(LockError, match="ConnectionError"):
         ConsulLock(consul.Consul(host="127.0.0.1", port=port, token=TOKEN), KEY, ttl=10).acquire()
+
+
+# -- a stalled Consul ------------------------------------------------------------------------------
+@pytest.fixture(params=["py-consul installed", "py-consul 1.7"])
+def timed_client(request, emu, monkeypatch):
+    """hecate's Consul client (``hecate_secrets.consul_client``) with a 0.5 s timeout, built on the installed
+    py-consul and on one that has no timeout of its own."""
+    if request.param == "py-consul 1.7":
+        monkeypatch.setattr(consul, "Consul", Consul17)  # what hecate_secrets.consul_client builds on
+    return hecate_secrets.consul_client({"address": emu.url, "token": TOKEN, "timeout": 0.5})
+
+
+def finishes(call, within=3.0):
+    """Run ``call`` in a thread; fail the test when it is still running after ``within`` seconds (a hang).
+    Returns ``(value or exception, seconds taken)``."""
+    box = {}
+
+    def run():
+        start = time.monotonic()
+        try:
+            box["outcome"] = call()
+        except Exception as exc:  # returned to the test
+            box["outcome"] = exc
+        box["took"] = time.monotonic() - start
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(within)
+    assert not thread.is_alive(), f"still waiting after {within}s: a stalled Consul hangs the call"
+    return box["outcome"], box["took"]
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("stalled", ["/v1/session/create", "/v1/kv/"])
+def test_a_stalled_consul_fails_acquire_within_the_timeout(emu, timed_client, stalled):
+    emu.stall(path=stalled, method="PUT")
+    outcome, took = finishes(lambda: ConsulLock(timed_client, KEY, ttl=10, timeout=5).acquire())
+    assert isinstance(outcome, LockError) and not isinstance(outcome, LockTimeout)
+    assert str(outcome) == f"Consul lock {KEY}: Consul did not answer within 0.5s (timeout)"
+    assert 0.45 < took < 1.5 and emu.stalled == [("PUT", emu.stalled[0][1])]
+    assert emu.sessions == {} and emu.holder(KEY) is None  # the session made before the stall is destroyed
+
+
+@pytest.mark.fault
+def test_a_stalled_consul_fails_release_within_the_timeout_and_destroys_the_session(emu, timed_client):
+    lock = ConsulLock(timed_client, KEY, ttl=10)
+    lock.acquire()
+    emu.stall(path="/v1/kv/", method="PUT")
+    outcome, took = finishes(lock.release)
+    assert outcome is False and 0.45 < took < 1.5
+    assert emu.sessions == {}  # destroyed, so Consul frees the key (after the lock-delay)
+
+
+@pytest.mark.fault
+def test_a_stalled_renewal_does_not_hang_the_renewer(emu, timed_client):
+    lock = ConsulLock(timed_client, KEY, ttl=10, renew_interval=0.1)
+    lock.acquire()
+    emu.stall(path="/v1/session/renew/", times=100)
+    time.sleep(1.8)
+    stalled = len(emu.stalled)
+    emu.unstall()
+    assert stalled >= 2  # each stalled renewal gave up after 0.5 s and the next one was sent
+    time.sleep(0.3)
+    lock.check()  # shorter than the TTL without a renewal: still ours
+    assert lock.renewals >= 1
+    outcome, _ = finishes(lock.release)
+    assert outcome is True
+
+
+@pytest.mark.fault
+def test_a_stalled_consul_fails_record_writes_within_the_timeout(emu, timed_client):
+    emu.stall(path="/v1/kv/hecate/deployments/", method="PUT")
+    outcome, took = finishes(lambda: hecate_lock.write_record(timed_client, "production", {"status": "running"}, deployment_id="d-1"))
+    assert isinstance(outcome, RecordError) and 0.45 < took < 1.5
+    assert "Consul did not answer within 0.5s (timeout)" in str(outcome)
+    assert emu.value("hecate/deployments/production/d-1") is None  # a stalled write is never applied
+
+
+def test_blocking_queries_get_their_wait_on_top_of_the_timeout():
+    session = hecate_secrets.TimeoutSession(10)
+    assert session.timeout_for("http://127.0.0.1:8500/v1/kv/a") == 10
+    assert session.timeout_for("http://127.0.0.1:8500/v1/kv/a?index=5&wait=1600ms") == 10 + 1.6 + 0.1
+    assert session.timeout_for("http://127.0.0.1:8500/v1/kv/a?index=5") == 10 + 300 + 300 / 16  # Consul's default wait
 
 
 # -- deployment records ----------------------------------------------------------------------------

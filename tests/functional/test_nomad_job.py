@@ -155,7 +155,7 @@ def test_a_pillar_change_is_one_register_and_test_mode_shows_it_first(loaders, n
     nomad.reset_counts()
     dry = present(changed, "reverse-proxy", test=True)
     assert dry.result is None and dry.changes["plan"]["desired_tg_updates"]["proxy-stack"] == {"DestructiveUpdate": 2}
-    assert any("caddy:latest -> caddy:2.11.2" in line for line in dry.changes["plan"]["fields"])
+    assert any(f"caddy:{hecate_nomad.CADDY_TESTED} -> caddy:2.11.2" in line for line in dry.changes["plan"]["fields"])
     assert nomad.writes == []
 
     result = present(changed, "reverse-proxy")
@@ -269,7 +269,7 @@ def test_a_seed_job_that_fails_reports_the_revert_too(loaders, nomad, make_loade
     assert result.result is False
     assert result.changes["auto_revert"]["to_version"] == 0
     assert "failed to pull image" in result.comment
-    assert nomad.job("hecate-helen-bridge")["TaskGroups"][0]["Tasks"][0]["Config"]["image"] == "nginx:latest"
+    assert nomad.job("hecate-helen-bridge")["TaskGroups"][0]["Tasks"][0]["Config"]["image"] == "nginx:alpine"
 
 
 def test_a_deployment_that_makes_no_progress_fails_at_its_deadline_not_before(loaders, nomad):

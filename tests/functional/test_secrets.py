@@ -1,13 +1,15 @@
 """hecate_secrets.resolve against the Vault (KV v2) and Consul (KV) emulators, through hvac and py-consul."""
 
 import json
+import time
 
+import consul
 import hecate_secrets
 import pytest
 from hecate_secrets import SecretError, resolve
 
 from tests.conftest import assert_no_violations
-from tests.emulators.consul import ConsulEmulator
+from tests.emulators.consul import Consul17, ConsulEmulator
 from tests.emulators.vault import ROOT, VaultEmulator
 
 VAULT_TOKEN = "hvs.root-token-for-tests"
@@ -216,6 +218,23 @@ def test_ready_clients_can_be_passed_in(vault):
     assert resolve({"k": "vault:secret/hecate/x"}, opts={}, vault=client) == {"k": "ok"}
 
 
+@pytest.mark.parametrize("py_consul", ["installed", "1.7"])
+def test_a_stalled_consul_fails_a_reference_within_the_timeout(consul_emu, monkeypatch, py_consul):
+    if py_consul == "1.7":  # no timeout of its own: hecate's TimeoutSession is all there is
+        monkeypatch.setattr(consul, "Consul", Consul17)
+    consul_emu.stall(path="/v1/kv/hecate/n", times=10)
+    opts = opts_for(consul_emu=consul_emu)
+    opts["hecate_ext_pillar"]["consul"]["timeout"] = 0.5
+    started = time.monotonic()
+    with pytest.raises(SecretError) as caught:
+        resolve({"n": "consul:hecate/n"}, opts)
+    assert time.monotonic() - started < 2
+    assert (
+        dict(caught.value.problems)["hecate:n"]
+        == f"consul:hecate/n: Consul at http://127.0.0.1:{consul_emu.port} did not answer in time (timeout)"
+    )
+
+
 def test_consul_server_error_is_retried(consul_emu):
     consul_emu.kv["hecate/n"] = {"Key": "hecate/n", "Value": b"tok", "Flags": 0, "LockIndex": 0,
                                  "CreateIndex": 2, "ModifyIndex": 2}  # fmt: skip
@@ -227,3 +246,99 @@ def test_consul_server_error_is_retried(consul_emu):
     consul_emu.inject(status=500, times=5, path="/v1/kv/hecate/n", body="No cluster leader")
     with pytest.raises(SecretError, match=r"hecate:n: consul:hecate/n: Consul at .* failed: 500 No cluster leader"):
         resolve({"n": "consul:hecate/n"}, opts)
+
+
+# -- hvac's error shapes (setup.cfg pins hvac>=1.1,<3) -----------------------------------------------
+# hvac's RawAdapter._raise_for_error (hvac/adapters.py) parses the body only for a Content-Type of exactly
+# application/json: then exc.json is the body and exc.errors its "errors" (a list, maybe empty, or None);
+# otherwise exc.json is None and the message is the raw text. VaultError (hvac/exceptions.py) has json/text
+# since 1.1.0; utils.raise_for_error documents errors as "list | str".
+DELETED = {"data": {"data": None, "metadata": {"version": 3, "deletion_time": "2026-01-01T00:00:00Z", "destroyed": False}}}
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
+def test_a_deleted_version_is_named_whatever_content_type_vault_sends(vault, content_type):
+    vault.inject(status=404, path="/v1/secret/data/hecate/gone", body=DELETED, headers={"Content-Type": content_type})
+    with pytest.raises(SecretError) as caught:
+        resolve({"k": "vault:secret/hecate/gone"}, opts_for(vault))
+    assert dict(caught.value.problems)["hecate:k"] == (
+        "vault:secret/hecate/gone: the latest version (3) of secret/hecate/gone is deleted in Vault; undelete it or write a new version"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "reason"),
+    [
+        (
+            404,
+            "404 page not found\n",
+            "text/plain",
+            "no secret at secret/hecate/x in Vault at {url} (KV v2 mount 'secret', path 'hecate/x')",
+        ),
+        (404, {"errors": []}, "application/json", "no secret at secret/hecate/x in Vault at {url} (KV v2 mount 'secret', path 'hecate/x')"),
+        (
+            400,
+            {"errors": "one text, not a list"},
+            "application/json",
+            "Vault at {url} refused reading secret/hecate/x: InvalidRequest: one text, not a list",
+        ),
+        (
+            400,
+            {"errors": ["first", "second"]},
+            "application/json",
+            "Vault at {url} refused reading secret/hecate/x: InvalidRequest: first; second",
+        ),
+        (
+            418,
+            {"unexpected": True},
+            "application/json",
+            'Vault at {url} refused reading secret/hecate/x: UnexpectedError: {{"unexpected": true}}',
+        ),
+    ],
+    ids=["404-text", "404-empty-errors", "400-errors-string", "400-errors-list", "418-json-without-errors"],
+)
+def test_each_error_shape_is_one_clear_line(vault, status, body, content_type, reason):
+    vault.inject(status=status, path="/v1/secret/data/hecate/x", body=body, headers={"Content-Type": content_type})
+    with pytest.raises(SecretError) as caught:
+        resolve({"k": "vault:secret/hecate/x"}, opts_for(vault))
+    assert dict(caught.value.problems)["hecate:k"] == "vault:secret/hecate/x: " + reason.format(url=vault.url)
+
+
+def test_a_huge_error_page_is_cut_not_echoed(vault):
+    page = "<html>" + "x" * 100_000 + "</html>"
+    vault.inject(status=502, path="/v1/secret/data/hecate/x", body=page, headers={"Content-Type": "text/html"})
+    with pytest.raises(SecretError) as caught:
+        resolve({"k": "vault:secret/hecate/x"}, opts_for(vault))
+    reason = dict(caught.value.problems)["hecate:k"]
+    assert reason.startswith(f"vault:secret/hecate/x: Vault at {vault.url} failed: BadGateway: <html>xxx")
+    assert reason.endswith("... (100013 characters)") and len(reason) < 500
+
+
+def test_an_hvac_error_without_json_or_text_attributes(vault):
+    """The shape of hvac before 1.1 (VaultError without ``json``/``text``), and of any error built by hand."""
+    import hvac.exceptions
+
+    class Raising:
+        url = vault.url
+
+        def __init__(self, exc):
+            self.token = VAULT_TOKEN
+            self.secrets = self
+            self.kv = self
+            self.v2 = self
+            self.exc = exc
+
+        def read_secret_version(self, **kwargs):
+            raise self.exc
+
+    bare = hvac.exceptions.InvalidPath(errors=["no handler for route"])
+    del bare.json, bare.text
+    deleted = hvac.exceptions.InvalidPath(text=json.dumps(DELETED))  # text only: parsed for the metadata
+    del deleted.json
+    for exc, expected in (
+        (bare, "no secret at secret/hecate/x in Vault at {url} (KV v2 mount 'secret', path 'hecate/x'): no handler for route"),
+        (deleted, "the latest version (3) of secret/hecate/x is deleted in Vault; undelete it or write a new version"),
+    ):
+        with pytest.raises(SecretError) as caught:
+            resolve({"k": "vault:secret/hecate/x"}, {}, vault=Raising(exc))
+        assert dict(caught.value.problems)["hecate:k"] == "vault:secret/hecate/x: " + expected.format(url=vault.url)

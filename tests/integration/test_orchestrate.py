@@ -5,6 +5,7 @@ a real Caddy. The seed pillar enables the routes stage; tests/integration/test_f
 import copy
 import json
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -204,11 +205,12 @@ def test_a_stage_rejected_by_caddy_stops_the_run_and_keeps_the_previous_state(
     assert deploy(salt_run_cli)[0] == 0
     before = edge_caddy.config_bytes()
     bad = copy.deepcopy(edge_tree)
-    bad["reverse_proxy"]["caddy"]["profiles"] = {"strict": {"block_path_regexp": "(?=x)"}}  # Python re accepts, Go RE2 does not
-    bad["reverse_proxy"]["caddy"]["routes"][0]["profile"] = "strict"
+    taken = socket.create_server(("127.0.0.1", 0))  # a valid pillar Caddy cannot apply: its HTTP port is taken
+    bad["reverse_proxy"]["caddy"]["ports"]["http"] = taken.getsockname()[1]
     pillar_files.write(bad)
     salt_call_cli.run("saltutil.refresh_pillar", wait=True)
-    code, failed = deploy(salt_run_cli)
+    with taken:
+        code, failed = deploy(salt_run_cli)
     assert code == 1 and failed["status"] == "failed"
     assert "routes" in failed["error"] and "rejected" in failed["error"]
     assert edge_caddy.config_bytes() == before
@@ -267,7 +269,7 @@ def test_an_invalid_pillar_stops_deploy_before_anything_is_touched(
     salt_call_cli.run("saltutil.refresh_pillar", wait=True)
     code, refused = deploy(salt_run_cli)
     assert code == 1 and refused["status"] == "not started"
-    assert "hecate:reverse_proxy:caddy:routes[0]:backend" in refused["error"]
+    assert "hecate:reverse_proxy:caddy:routes[0](hera.cybermonkey.dev):backend" in refused["error"]
     assert "Passed invalid arguments" not in refused["error"]
     assert edge_caddy.new_mutations() == [] and consul.writes == []
     refused_run = salt_run_cli.run("hecate.deploy")

@@ -2,7 +2,6 @@
 a snapshot (set semantics, ownership, minimal PATCHes) and the Caddy forward-auth JSON."""
 
 import copy
-import json
 
 import hecate_authentik as ha
 import hecate_schema
@@ -74,15 +73,15 @@ def test_unknown_authentik_key_is_named_with_a_suggestion():
 def test_unknown_auth_key_and_bad_mode():
     route = {**APP, "auth": {"groups": ["admins"], "mode": "forward_all", "gruops": []}}
     errors = errors_of(lab([route]))
-    assert "forward_single" in errors["hecate:reverse_proxy:caddy:routes[0]:auth:mode"]
-    assert "did you mean 'groups'" in errors["hecate:reverse_proxy:caddy:routes[0]:auth:gruops"]
+    assert "forward_single" in errors["hecate:reverse_proxy:caddy:routes[0](app.example.org):auth:mode"]
+    assert "did you mean 'groups'" in errors["hecate:reverse_proxy:caddy:routes[0](app.example.org):auth:gruops"]
 
 
 def test_auth_route_without_authentik_is_refused():
     hecate = lab([APP])
     del hecate["authentik"]
     errors = errors_of(hecate)
-    assert "needs authentik" in errors["hecate:reverse_proxy:caddy:routes[0]:auth"]
+    assert "needs authentik" in errors["hecate:reverse_proxy:caddy:routes[0](app.example.org):auth"]
 
 
 def test_http_url_needs_allow_insecure():
@@ -94,28 +93,28 @@ def test_http_url_needs_allow_insecure():
 def test_authentiks_own_route_cannot_be_protected():
     route = {"domain": "auth.example.org", "backend": "10.0.0.9:9000", "service": "authentik", "auth": {"groups": ["x"]}}
     errors = errors_of(lab([route]))
-    assert "nobody could sign in" in errors["hecate:reverse_proxy:caddy:routes[0]:auth"]
+    assert "nobody could sign in" in errors["hecate:reverse_proxy:caddy:routes[0](auth.example.org):auth"]
 
 
 def test_group_names_refuse_quotes():
     errors = errors_of(lab([{**APP, "auth": {"groups": ['ad"mins']}}]))
-    assert "quote" in errors["hecate:reverse_proxy:caddy:routes[0]:auth:groups[0]"]
+    assert "quote" in errors["hecate:reverse_proxy:caddy:routes[0](app.example.org):auth:groups[0]"]
 
 
 def test_forward_domain_rules():
     a = {**APP, "auth": {"mode": "forward_domain", "groups": ["staff"]}}
     b = {"domain": "wiki.example.org", "backend": "10.0.0.6:80", "service": "wiki", "auth": {"mode": "forward_domain", "groups": ["ops"]}}
     errors = errors_of(lab([a, b]))
-    assert "must be the same" in errors["hecate:reverse_proxy:caddy:routes[1]:auth:groups"]
+    assert "must be the same" in errors["hecate:reverse_proxy:caddy:routes[1](wiki.example.org):auth:groups"]
     outside = {**a, "domain": "app.other.net"}
     errors = errors_of(lab([outside]))
-    assert "outside cookie_domain 'example.org'" in errors["hecate:reverse_proxy:caddy:routes[0]:auth"]
+    assert "outside cookie_domain 'example.org'" in errors["hecate:reverse_proxy:caddy:routes[0](app.other.net):auth"]
 
 
 def test_slug_length_is_checked():
     route = {**APP, "service": "s" * 60}
     errors = errors_of(lab([route]))
-    assert "slug" in errors["hecate:reverse_proxy:caddy:routes[0]:auth"]
+    assert "slug" in errors["hecate:reverse_proxy:caddy:routes[0](app.example.org):auth"]
 
 
 def test_auth_true_means_any_signed_in_user_and_false_means_open():
@@ -234,7 +233,12 @@ def test_plan_patches_only_the_differing_declared_fields():
     snap["applications"]["hecate-app"]["policy_engine_mode"] = "all"
     actions = ha.plan(desired, snap)
     assert actions["providers_update"] == [
-        {"name": "hecate-app", "pk": 1, "diff": {"external_host": {"old": "http://old.example.org", "new": "http://app.example.org"}}}
+        {
+            "name": "hecate-app",
+            "pk": 1,
+            "diff": {"external_host": {"old": "http://old.example.org", "new": "http://app.example.org"}},
+            "current": snap["providers"]["hecate-app"],  # the client takes mode/internal_host from it
+        }
     ]
     assert actions["applications_update"] == [{"slug": "hecate-app", "diff": {"policy_engine_mode": {"old": "all", "new": "any"}}}]
 
@@ -281,67 +285,25 @@ def test_plan_bindings_are_exactly_the_pillar_groups():
     actions = ha.plan(desired, snap)
     assert actions["bindings_delete"] == [{"application": "hecate-app", "pk": "b-user", "what": "user 5"}]
     assert actions["bindings_update"] == [
-        {"application": "hecate-app", "group": "ops", "pk": "b-hecate-app-ops", "diff": {"enabled": {"old": False, "new": True}}}
+        {
+            "application": "hecate-app",
+            "group": "ops",
+            "pk": "b-hecate-app-ops",
+            "diff": {"enabled": {"old": False, "new": True}},
+            "current": snap["bindings"]["a-hecate-app"][1],  # the client takes target and group from it
+        }
     ]
 
 
-# -- Caddy ------------------------------------------------------------------------------------------------
-def _reference_forward_auth():
-    reference = json.loads((REFERENCE / "authentik-forward-auth.hardened.json").read_text())
-    inner = reference["apps"]["http"]["servers"]["srv0"]["routes"][0]["handle"][0]["routes"][0]["handle"][0]["routes"]
-    return inner
-
-
-def test_auth_handlers_follow_the_hardened_reference():
-    tree = validate(lab([APP]))
-    strip, forward = ha.caddy_auth_handlers(tree["reverse_proxy"]["caddy"]["routes"][0], tree)
-    ref_strip, _ref_outpost, ref_forward, _ref_backend = _reference_forward_auth()
-    # the client's X-Authentik-* headers are deleted first: the reference's list, plus a wildcard
-    assert set(ref_strip["handle"][0]["request"]["delete"]) <= set(strip["handle"][0]["request"]["delete"])
-    assert "X-Authentik-*" in strip["handle"][0]["request"]["delete"]
-    mine, ref = forward["handle"][0], copy.deepcopy(ref_forward["handle"][0])
-    assert mine["upstreams"] == [{"dial": "10.0.0.9:9000"}]
-    ref.pop("trusted_proxies")  # hardened default: trust no client-sent X-Forwarded-*
-    ref["upstreams"] = mine["upstreams"]
-    assert mine == ref
-
-
-def test_trusted_proxies_are_opt_in():
-    tree = validate(lab([APP], trusted_proxies=["private_ranges", "100.64.0.0/10"]))
-    _, forward = ha.caddy_auth_handlers(tree["reverse_proxy"]["caddy"]["routes"][0], tree)
-    trusted = forward["handle"][0]["trusted_proxies"]
-    assert trusted[:6] == ha.PRIVATE_RANGES and trusted[-1] == "100.64.0.0/10"
-
-
-def test_outpost_upstream_forms():
-    https = validate(lab([APP], outpost={"upstream": "https://outpost.example.org"}))
-    handler = ha.forward_auth_handler(https)
-    assert handler["upstreams"] == [{"dial": "outpost.example.org:443"}] and handler["transport"] == {"protocol": "http", "tls": {}}
-    consul = validate(lab([APP], outpost={"upstream": "consul://authentik-server"}))
-    assert ha.forward_auth_handler(consul)["dynamic_upstreams"]["name"] == "authentik-server.service.consul"
-
-
-def test_outpost_route_is_host_and_path_scoped():
-    tree = validate(lab([APP]))
-    route = tree["reverse_proxy"]["caddy"]["routes"][0]
-    (outpost,) = ha.caddy_outpost_route(route, tree)
-    assert outpost["@id"] == "hecate_route_app.outpost"
-    assert outpost["match"] == [{"host": ["app.example.org"], "path": ["/outpost.goauthentik.io/*"]}]
-    assert outpost["handle"][0]["routes"][0] == ha.strip_route()
-    assert outpost["handle"][0]["routes"][1]["handle"][0]["upstreams"] == [{"dial": "10.0.0.9:9000"}]
-    assert ha.caddy_outpost_route({"domain": "open.example.org"}, tree) == []
-    assert ha.caddy_auth_handlers({"domain": "open.example.org"}, tree) == []
-
-
-def test_compiled_config_orders_outpost_strip_forward_auth_backend():
-    import hecate_caddy
-
-    tree = validate(lab([APP]))
-    server = hecate_caddy.desired_config({}, tree)["apps"]["http"]["servers"]["hecate"]
-    ids = [r.get("@id") for r in server["routes"]]
-    assert ids.index("hecate_route_app.outpost") < ids.index("hecate_route_app")
-    inner = server["routes"][ids.index("hecate_route_app")]["handle"][0]["routes"]
-    kinds = [r["handle"][-1].get("handler") for r in inner]
-    first_auth = kinds.index("headers", len(inner) - 3)
-    assert kinds[first_auth:] == ["headers", "reverse_proxy", "reverse_proxy"]
-    assert "rewrite" in inner[-2]["handle"][0] and "rewrite" not in inner[-1]["handle"][-1]
+def test_plan_never_empties_a_non_embedded_outpost():
+    desired = ha.desired_objects(validate(lab([APP])))
+    snap = snapshot_for(desired)
+    nothing = ha.desired_objects(validate(lab([{**APP, "auth": False}])))
+    snap["outpost"]["providers"] = [1]  # hecate's provider is the outpost's only one
+    actions = ha.plan(nothing, snap)
+    # authentik refuses providers: [] on it; deleting the provider takes it off the outpost
+    assert actions["outpost_remove"] == [] and actions["providers_delete"] == ["hecate-app"]
+    snap["outpost"]["managed"] = ha.EMBEDDED_MANAGED  # the embedded outpost may be empty
+    assert ha.plan(nothing, snap)["outpost_remove"] == ["hecate-app"]
+    snap["outpost"] = {"pk": "o", "providers": [1, 99]}  # somebody else's provider stays: the PATCH is fine
+    assert ha.plan(nothing, snap)["outpost_remove"] == ["hecate-app"]

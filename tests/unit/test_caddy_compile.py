@@ -2,11 +2,15 @@
 
 import copy
 import json
+import subprocess
+import time
 
+import hecate_authentik
 import hecate_caddy
 import hecate_schema
 import pytest
 
+from tests.support.caddy import caddy_binary
 from tests.support.pillars import seed_tree
 
 
@@ -32,8 +36,8 @@ def test_same_pillar_same_json(tree):
 def test_every_route_has_a_deterministic_id_and_the_catch_all_is_last(tree):
     server = hecate_caddy.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]
     ids = [r["@id"] for r in server["routes"]]
-    assert ids[-1] == "hecate_catch_all"
-    assert ids[:-1] == [f"hecate_route_{r['service']}" for r in tree["reverse_proxy"]["caddy"]["routes"]]
+    assert ids[0] == "hecate_strip_auth_headers" and ids[-1] == "hecate_catch_all"
+    assert ids[1:-1] == [f"hecate_route_{r['service']}" for r in tree["reverse_proxy"]["caddy"]["routes"]]
     assert server["listen"] == [":443"]
 
 
@@ -143,3 +147,181 @@ def test_the_live_config_is_never_modified(tree, mode):
     hecate_caddy.diff(live, desired)
     assert json.dumps(live, sort_keys=True) == before
     assert desired != live
+
+
+# -- forward auth: the same JSON as Caddy's own forward_auth ---------------------------------------------
+def lab(routes, **authentik):
+    return hecate_schema.validate(
+        {
+            "global": {"domain": "example.org"},
+            "reverse_proxy": {"caddy": {"tls": {"mode": "off"}, "routes": routes}},
+            "authentik": {"url": "https://auth.example.org", "outpost": {"upstream": "10.0.0.9:9000"}, **authentik},
+        }
+    )
+
+
+APP = {"domain": "app.example.org", "backend": "10.0.0.5:8080", "service": "app", "auth": {"groups": ["admins"]}}
+
+
+def caddy_adapt(caddyfile):
+    """The real Caddy's Caddyfile adapter (``caddy adapt``): its own expansion of a directive."""
+    done = subprocess.run(
+        [caddy_binary(), "adapt", "--adapter", "caddyfile", "--config", "/dev/stdin"],
+        input=caddyfile.encode(),
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return json.loads(done.stdout)
+
+
+def test_forward_auth_is_what_caddys_own_forward_auth_produces():
+    """Caddy's forward_auth deletes each copied header and sets it only when the outpost sent a value;
+    Authorization is copied too (basic-auth providers)."""
+    headers = " ".join([*hecate_authentik.AK_HEADERS, "Authorization"])
+    adapted = caddy_adapt(
+        "http://app.example.org {\n"
+        f"  forward_auth 10.0.0.9:9000 {{\n    uri /outpost.goauthentik.io/auth/caddy\n    copy_headers {headers}\n  }}\n"
+        "}\n"
+    )
+    theirs = adapted["apps"]["http"]["servers"]["srv0"]["routes"][0]["handle"][0]["routes"][0]["handle"][0]
+    mine = hecate_caddy.forward_auth_handler(lab([APP]))
+    assert mine["handle_response"] == theirs["handle_response"]
+    assert {k: mine[k] for k in ("handler", "rewrite", "headers", "upstreams")} == {
+        k: theirs[k] for k in ("handler", "rewrite", "headers", "upstreams")
+    }
+
+
+def test_every_route_strips_client_sent_authentik_headers_first():
+    tree = lab([APP, {"domain": "open.example.org", "backend": "10.0.0.6:80", "service": "open", "profile": "none"}])
+    first = hecate_caddy.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]["routes"][0]
+    # no matcher, not terminal: runs for every request on the server, then the host routes
+    assert first == hecate_caddy.strip_route() and "match" not in first and "terminal" not in first
+    assert "X-Authentik-*" in first["handle"][0]["request"]["delete"]
+
+
+def test_trusted_proxies_are_opt_in():
+    assert "trusted_proxies" not in hecate_caddy.forward_auth_handler(lab([APP]))
+    trusted = hecate_caddy.forward_auth_handler(lab([APP], trusted_proxies=["private_ranges", "100.64.0.0/10"]))["trusted_proxies"]
+    assert trusted[:6] == hecate_caddy.PRIVATE_RANGES and trusted[-1] == "100.64.0.0/10"
+
+
+def test_outpost_upstream_forms():
+    handler = hecate_caddy.forward_auth_handler(lab([APP], outpost={"upstream": "https://outpost.example.org"}))
+    assert handler["upstreams"] == [{"dial": "outpost.example.org:443"}] and handler["transport"] == {"protocol": "http", "tls": {}}
+    consul = hecate_caddy.forward_auth_handler(lab([APP], outpost={"upstream": "consul://authentik-server"}))
+    assert consul["dynamic_upstreams"]["name"] == "authentik-server.service.consul"
+
+
+def test_outpost_route_is_host_and_path_scoped_and_before_its_route():
+    tree = lab([APP])
+    route = tree["reverse_proxy"]["caddy"]["routes"][0]
+    (outpost,) = hecate_caddy.outpost_route(route, tree)
+    assert outpost["@id"] == "hecate_route_app.outpost"
+    assert outpost["match"] == [{"host": ["app.example.org"], "path": ["/outpost.goauthentik.io/*"]}]
+    assert outpost["handle"][0]["routes"][0]["handle"][0]["upstreams"] == [{"dial": "10.0.0.9:9000"}]
+    assert hecate_caddy.outpost_route({"domain": "open.example.org"}, tree) == []
+    assert hecate_caddy.auth_handlers({"domain": "open.example.org"}, tree) == []
+    server = hecate_caddy.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]
+    ids = [r["@id"] for r in server["routes"]]
+    assert ids == ["hecate_strip_auth_headers", "hecate_route_app.outpost", "hecate_route_app", "hecate_catch_all"]
+    kinds = [r["handle"][-1].get("handler") for r in server["routes"][2]["handle"][0]["routes"]]
+    assert kinds[-2:] == ["reverse_proxy", "reverse_proxy"]
+
+
+# -- hostile pillar strings and order ------------------------------------------------------------------------
+def test_placeholders_in_pillar_strings_are_escaped_where_caddy_expands_them(tree):
+    tree["reverse_proxy"]["caddy"]["profiles"]["leak"] = {
+        "headers": {"X-Leak": "{file./etc/passwd}", "X-Env": "a\\{env.HOME}"},
+        "block_paths": ["/{env.HOME}/*"],
+        "block_path_regexp": "^/a{2,3}$",
+        "block_user_agents": "^x{2}$",
+    }
+    tree["reverse_proxy"]["caddy"]["routes"][0]["profile"] = "leak"
+    tree["reverse_proxy"]["caddy"]["tls"]["email"] = "{env.USER}@example.org"
+    config = hecate_caddy.bootstrap_config(tree)
+    inner = by_service(config, tree["reverse_proxy"]["caddy"]["routes"][0]["service"])["handle"][0]["routes"]
+    assert inner[-1]["handle"][0]["response"]["set"] == {"X-Env": ["a\\\\{env.HOME\\}"], "X-Leak": ["\\{file./etc/passwd\\}"]}
+    assert inner[1]["match"] == [{"path": ["/\\{env.HOME\\}/*"]}]
+    assert inner[2]["match"] == [{"path_regexp": {"pattern": "^/a{2,3}$"}}]  # compiled without the replacer
+    assert inner[0]["match"][0]["header_regexp"]["User-Agent"]["pattern"] == "^x{2}$"
+    assert config["apps"]["tls"]["automation"]["policies"][0]["issuers"][0]["email"] == "\\{env.USER\\}@example.org"
+
+
+@pytest.mark.parametrize("text", ["{env.HOME}", "a\\{b}", "x\\", "}{", "\\\\{x}", "plain"])
+def test_literal_is_undone_by_caddys_replacer(text):
+    # Caddy's replacer.go ``replace`` on escaped input: a backslash before a brace is dropped, nothing else
+    # changes; re-implemented here only to check the inverse over tricky inputs (the e2e test uses Caddy).
+    escaped, out, i = hecate_caddy.literal(text), [], 0
+    while i < len(escaped):
+        if escaped[i] == "\\" and i + 1 < len(escaped) and escaped[i + 1] in "{}":
+            out.append(escaped[i + 1])
+            i += 2
+            continue
+        assert escaped[i] not in "{}"  # no unescaped brace: nothing can open a placeholder
+        out.append(escaped[i])
+        i += 1
+    assert "".join(out) == text
+
+
+def test_exact_hosts_come_before_wildcards_whatever_the_pillar_order():
+    routes = [
+        {"domain": "*.example.org", "backend": "10.0.0.1:80", "service": "any"},
+        {"domain": "*.a.example.org", "backend": "10.0.0.2:80", "service": "any-a"},
+        {"domain": "secret.example.org", "backend": "10.0.0.3:80", "service": "secret", "auth": {"groups": ["admins"]}},
+        {"domain": "b.example.org", "backend": "10.0.0.4:80", "service": "b"},
+    ]
+    server = hecate_caddy.bootstrap_config(lab(routes))["apps"]["http"]["servers"]["hecate"]
+    assert [r["@id"] for r in server["routes"]] == [
+        "hecate_strip_auth_headers", "hecate_route_secret.outpost", "hecate_route_secret", "hecate_route_b", "hecate_route_any-a", "hecate_route_any",
+        "hecate_catch_all"]  # fmt: skip
+
+
+def test_consul_dns_becomes_the_dynamic_upstreams_resolver(tree):
+    tree["reverse_proxy"]["caddy"]["routes"][0]["backend"] = "consul://authentik-server:9000"
+    tree["reverse_proxy"]["caddy"]["routes"][1]["backend"] = "consul://nextcloud"
+    tree["reverse_proxy"]["caddy"]["consul_dns"] = "127.0.0.1:8600"
+    config = hecate_caddy.bootstrap_config(tree)
+    for service in ("authentik", "nextcloud"):
+        assert proxy_of(by_service(config, service))["dynamic_upstreams"]["resolver"] == {"addresses": ["127.0.0.1:8600"]}
+    assert "resolver" not in proxy_of(by_service(config, "grafana"))  # static upstreams: nothing to resolve
+
+
+def test_consul_dns_is_validated():
+    with pytest.raises(hecate_schema.PillarError) as info:
+        hecate_schema.validate({"reverse_proxy": {"caddy": {"consul_dns": "8600"}}})
+    assert "hecate:reverse_proxy:caddy:consul_dns" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("dial", "admin", "hit"),
+    [("127.0.0.1:2019", "127.0.0.1:2019", True), ("localhost:2019", "127.0.0.1:2019", True),
+     ("[::1]:2019", "127.0.0.1:2019", True), ("127.0.0.2:2019", "127.0.0.1:2019", True),
+     ("0.0.0.0:2019", "127.0.0.1:2019", True), ("10.0.0.5:2019", "127.0.0.1:2019", False),
+     ("127.0.0.1:2020", "127.0.0.1:2019", False), ("unix//run/caddy/admin.sock", "unix//run/caddy/admin.sock", True),
+     ("unix//run/other.sock", "unix//run/caddy/admin.sock", False)],
+)  # fmt: skip
+def test_admin_dials_finds_routes_to_the_admin_endpoint(dial, admin, hit):
+    config = {"apps": {"http": {"servers": {"x": {"routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": dial}]}]}]}}}}}
+    assert hecate_caddy.admin_dials(config, {admin}) == ([dial] if hit else [])
+
+
+def test_five_thousand_routes_compile_well_under_a_second(tree):
+    tree["reverse_proxy"]["caddy"]["routes"] = [
+        {**tree["reverse_proxy"]["caddy"]["routes"][2], "domain": f"app{i}.example.org", "service": f"app{i}"} for i in range(5000)
+    ]
+    start = time.perf_counter()
+    config = hecate_caddy.bootstrap_config(tree)
+    elapsed = time.perf_counter() - start
+    routes = hecate_caddy.owned_routes(config)
+    assert len(routes) == 5000
+    first, last = (routes[f"hecate_route_app{i}"]["handle"][0]["routes"] for i in (0, 4999))
+    assert first[:-1] and all(a is b for a, b in zip(first[:-1], last[:-1], strict=True))  # one profile, built once
+    assert elapsed < 1.0, f"compiling 5000 routes took {elapsed:.2f} s"  # 0.06 s idle, 0.3 s under load (0.67/1.5 before)
+
+
+def test_an_admin_address_with_a_placeholder_is_refused():
+    # Caddy expands placeholders in it (ParseNetworkAddress, admin.go) while hecate connects to it as written
+    with pytest.raises(hecate_schema.PillarError) as info:
+        hecate_schema.validate({"reverse_proxy": {"caddy": {"admin": "unix//run/{env.USER}/admin.sock"}}})
+    assert "hecate:reverse_proxy:caddy:admin" in str(info.value) and "{ or }" in str(info.value)

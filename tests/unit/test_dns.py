@@ -396,12 +396,30 @@ def test_plan_writes_only_what_differs():
         **want("d", "A", ["192.0.2.4"]),
     }
     actual = [api("a", "A", ["192.0.2.9"]), api("b", "A", ["192.0.2.2"]), api("c", "A", ["192.0.2.3"], labels={"team": "x"})]
-    result = hecate_dns.plan(desired, actual, ZONE, LABELS)
+    result = hecate_dns.plan(desired, actual, ZONE, LABELS, prune=True)
     assert [(i["name"], i["new"]) for i in result["set_records"]] == [("a", ["192.0.2.1"])]
     assert [(i["name"], i["old"], i["new"]) for i in result["change_ttl"]] == [("b", 300, 600)]
     assert [(i["name"], i["new"]) for i in result["set_labels"]] == [("c", {"team": "x", **LABELS})]
     assert [i["name"] for i in result["create"]] == ["d"]
     assert hecate_dns.write_count(result) == 4
+    assert hecate_dns.updates_line(result) == "2 to update, 1 to adopt (1 label writes, for prune), "
+    assert hecate_dns.write_count(hecate_dns.plan(desired, actual, ZONE, LABELS)) == 3  # without prune c is left as it is
+
+
+def test_plan_adopts_unlabelled_sets_only_with_prune():
+    # First contact with a zone hecate did not create: labels matter only for pruning, so without prune a
+    # matching unlabelled set costs nothing; with prune each one is adopted (one label PUT), shown in the plan.
+    desired, actual = {}, list(HETZNER)
+    for i in range(1000):
+        desired.update(want(f"h{i:04d}", "A", [f"10.0.{i // 250}.{i % 250 + 1}"]))
+        actual.append(api(f"h{i:04d}", "A", [f"10.0.{i // 250}.{i % 250 + 1}"], labels={}))
+    quiet = hecate_dns.plan(desired, actual, ZONE, LABELS)
+    assert hecate_dns.write_count(quiet) == 0 and quiet["unchanged"] == 1000
+    assert hecate_dns.updates_line(quiet) == "0 to update, "
+    adopting = hecate_dns.plan(desired, actual, ZONE, LABELS, prune=True)
+    assert hecate_dns.write_count(adopting) == len(adopting["set_labels"]) == 1000
+    assert hecate_dns.updates_line(adopting) == "0 to update, 1000 to adopt (1000 label writes, for prune), "
+    assert hecate_dns.describe(adopting, ZONE)["h0007.cybermonkey.dev A"] == {"labels": {"old": {}, "new": LABELS}}
 
 
 def test_plan_prunes_only_labelled_sets_of_this_owner_and_never_soa_or_apex_ns():
@@ -475,4 +493,4 @@ def test_whole_schema_reports_dns_problems_with_key_paths():
     tree["reverse_proxy"]["caddy"]["routes"][5]["dns"] = {"cname": "a.*.example.net"}
     _, report = hecate_schema.check(tree)
     assert ("hecate:dns:records[2]:ttl", "30 is out of range 60..2147483647") in report.errors
-    assert "hecate:reverse_proxy:caddy:routes[5]:dns" in paths(report.errors)
+    assert "hecate:reverse_proxy:caddy:routes[5](s3api.cybermonkey.dev):dns" in paths(report.errors)

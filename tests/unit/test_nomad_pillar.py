@@ -199,7 +199,7 @@ def test_plan_summary_keeps_non_zero_updates_and_changed_fields():
     assert summary["diff"] == "Edited"
     assert summary["desired_tg_updates"] == {"web": {"Place": 1, "Canary": 1, "Ignore": 1}}
     assert summary["fields"] == ["web/Count: 1 -> 2", "web/app: Config.image: a:1 -> a:2"]
-    assert summary["placement_failures"] == ["web"]
+    assert summary["placement_failures"] == {"web": ["1 allocation(s) cannot be placed", "no node in the job's datacenters"]}
 
 
 def test_deploy_timeout_is_longer_than_the_progress_deadline():

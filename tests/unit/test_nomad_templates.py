@@ -3,11 +3,13 @@ parses HCL2 (the emulator's parser), and checked against the seed's defects list
 
 import copy
 import json
+import re
 
 import hecate_caddy
 import hecate_nginx
 import hecate_nomad
 import hecate_schema
+import hecate_terraform
 import pytest
 
 from tests.conftest import REPO, SEED
@@ -49,7 +51,14 @@ def test_every_seed_job_renders_parses_and_keeps_the_seeds_identity(tree, job):
     ours = parsed(tree, job)
     seed = hcl_to_job((SEED / f"hecate-{job}.nomad").read_text())
     assert ours["ID"] == seed["ID"] == f"hecate-{job}"
-    assert ours["Constraints"] == seed["Constraints"]  # the seed's placement, now from pillar defaults
+    # the seed's placement (same attribute and operator), on the names terraform gives the servers
+    assert [(c["LTarget"], c["Operand"]) for c in ours["Constraints"]] == [(c["LTarget"], c["Operand"]) for c in seed["Constraints"]]
+    names = [n for role in hecate_nomad.JOB_ROLES[job] for n in hecate_terraform.node_roles(tree).get(role, [])]
+    (constraint,) = ours["Constraints"]
+    matching = [
+        n for n in names if (re.search(constraint["RTarget"], n) if constraint["Operand"] == "regexp" else n == constraint["RTarget"])
+    ]
+    assert matching == (names if constraint["Operand"] == "regexp" else names[:1]) and names
     seed_groups = {g["Name"]: {t["Name"] for t in g["Tasks"]} for g in seed["TaskGroups"]}
     our_groups = {g["Name"]: {t["Name"] for t in g["Tasks"]} for g in ours["TaskGroups"]}
     for name, tasks in seed_groups.items():
@@ -77,9 +86,9 @@ def test_caddy_starts_from_the_compiled_bootstrap_with_resume(tree):
     skeleton = copy.deepcopy(tree)
     skeleton["reverse_proxy"]["caddy"]["routes"] = []
     expected = hecate_caddy.bootstrap_config(skeleton)  # the same compiler as the routes, without them
-    expected["admin"]["listen"] = "unix//alloc/caddy-admin.sock"
+    expected["admin"]["listen"] = "127.0.0.1:2019"  # the seed's pillar: admin where the edge minion dials it
     assert json.loads(template["EmbeddedTmpl"]) == expected  # survives HCL quoting byte for byte
-    assert [r["@id"] for r in expected["apps"]["http"]["servers"]["hecate"]["routes"]] == ["hecate_catch_all"]
+    assert [r["@id"] for r in expected["apps"]["http"]["servers"]["hecate"]["routes"]] == [hecate_caddy.STRIP_ID, "hecate_catch_all"]
 
 
 def test_a_route_change_does_not_change_the_caddy_job(tree):
@@ -94,6 +103,28 @@ def test_a_unix_admin_address_in_pillar_is_the_jobs_socket_mounted_from_the_host
     caddy = task(parsed(changed, "reverse-proxy"), "proxy-stack", "caddy")
     assert json.loads(caddy["Templates"][0]["EmbeddedTmpl"])["admin"]["listen"] == "unix//run/caddy/admin.sock"
     assert caddy["Config"]["volumes"] == ["/run/caddy:/run/caddy"]
+    assert group(parsed(changed, "reverse-proxy"), "proxy-stack")["Networks"][0]["Mode"] == "bridge"
+    assert caddy["Services"][0]["Checks"][0]["Type"] == "tcp"  # Consul cannot reach a unix socket
+
+
+def test_the_seeds_loopback_admin_is_the_edge_hosts_loopback_and_checked_on_config(tree):
+    """Issue 16 item 3: with the seed pillar the routes stage dials 127.0.0.1:2019 on the edge node; the
+    job used to listen on a socket in the allocation directory. Now Caddy's admin is that very address,
+    in the host's network namespace, and Nomad checks GET /config/ on it as the seed did."""
+    job = parsed(tree, "reverse-proxy")
+    proxy = group(job, "proxy-stack")
+    caddy = task(job, "proxy-stack", "caddy")
+    assert (
+        json.loads(caddy["Templates"][0]["EmbeddedTmpl"])["admin"]["listen"] == tree["reverse_proxy"]["caddy"]["admin"] == "127.0.0.1:2019"
+    )
+    assert proxy["Networks"][0]["Mode"] == "host" and caddy["Config"]["network_mode"] == "host" and "ports" not in caddy["Config"]
+    assert {p["Label"]: (p["Value"], p["To"]) for p in proxy["Networks"][0]["ReservedPorts"]}["https"] == (443, 0)
+    (check,) = caddy["Services"][0]["Checks"]
+    assert (check["Type"], check["Command"], check["Args"]) == (
+        "script",
+        "wget",
+        ["-q", "-O", "/dev/null", "http://127.0.0.1:2019/config/"],
+    )
 
 
 def test_none_of_the_seeds_caddy_defects_survive(tree):
@@ -102,7 +133,7 @@ def test_none_of_the_seeds_caddy_defects_survive(tree):
     for gone in ("SIGUSR1", "change_signal", "experimental_http3", "rate_limit", "0.0.0.0:2019", "Caddyfile", "NET_BIND_SERVICE"):
         assert gone not in text and gone not in job, gone
     assert "ChangeSignal" not in job
-    assert '"listen":"unix//alloc/caddy-admin.sock"' in text  # admin on a unix socket in the alloc dir
+    assert '"listen":"127.0.0.1:2019"' in text  # admin on loopback, never a wildcard
 
 
 def test_caddy_admin_socket_comes_from_pillar(tree):
@@ -118,7 +149,11 @@ def test_nginx_stream_config_comes_from_tcp_proxies_and_passes_nginx_t(tree, tmp
     (template,) = nginx["Templates"]
     stream = hecate_nginx.render_stream(tree["reverse_proxy"]["nginx"]["tcp_proxies"])
     assert template["EmbeddedTmpl"] == hecate_nginx.render_main(stream, user="nginx", pid="/tmp/nginx.pid")
-    assert nginx["Config"]["ports"] == [p["port_label"] for p in hecate_nomad.job_context(tree, "reverse-proxy")["tcp_proxies"]]
+    assert nginx["Config"]["network_mode"] == "host"  # the group shares the host's network (loopback admin)
+    labels = [p["port_label"] for p in hecate_nomad.job_context(tree, "reverse-proxy")["tcp_proxies"]]
+    unix = copy.deepcopy(tree)
+    unix["reverse_proxy"]["caddy"]["admin"] = "unix//run/caddy/admin.sock"
+    assert task(parsed(unix, "reverse-proxy"), "proxy-stack", "nginx-stream")["Config"]["ports"] == labels
     # the job's file, as nginx reads it (Debian has no "nginx" user: the main context is the test's)
     body = template["EmbeddedTmpl"][template["EmbeddedTmpl"].index("stream {") :]
     ok, output = nginx_test(tmp_path, body)
@@ -240,8 +275,24 @@ def test_seed_resources_reach_the_jobs(tree):
     helen = parsed(tree, "helen-bridge")
     assert task(helen, "bridge", "tailscale-proxy")["Resources"] == {"CPU": 500, "MemoryMB": 256}  # resources.applications.helen
     authentik = parsed(tree, "authentik")
-    assert task(authentik, "authentik", "server")["Resources"] == {"CPU": 600, "MemoryMB": 614}
-    assert task(authentik, "authentik", "worker")["Resources"] == {"CPU": 400, "MemoryMB": 409}
+    assert group(authentik, "authentik")["EphemeralDisk"]["SizeMB"] == 20480  # resources.authentik.disk
+
+
+def test_seed_job_values_survive(tree):
+    """Issue 16 item 4: what the seed's jobs had and a first rendering silently dropped."""
+    authentik = parsed(tree, "authentik")
+    server, worker = task(authentik, "authentik", "server"), task(authentik, "authentik", "worker")
+    assert server["Resources"] == {"CPU": 750, "MemoryMB": 1024, "MemoryMaxMB": 2048}  # seed: 750/1024
+    assert worker["Resources"] == {"CPU": 500, "MemoryMB": 512, "MemoryMaxMB": 1024}  # seed: 500/512
+    for role in (server, worker):
+        assert "../alloc/data/templates:/templates" in role["Config"]["volumes"]
+        env = role["Templates"][0]["EmbeddedTmpl"]
+        assert '{{ with secret "secret/hecate/authentik/email" }}' in env and "AUTHENTIK_EMAIL__HOST=" in env
+    proxy = parsed(tree, "reverse-proxy")
+    assert task(proxy, "proxy-stack", "caddy")["Config"]["image"] == f"caddy:{hecate_nomad.CADDY_TESTED}"  # pillar: latest
+    assert task(proxy, "proxy-stack", "nginx-stream")["Config"]["image"] == "nginx:alpine"
+    assert task(parsed(tree, "helen-bridge"), "bridge", "tailscale-proxy")["Config"]["image"] == "nginx:alpine"
+    assert [hecate_nomad.nginx_tag(v) for v in ("1.27", "1.27-alpine", None)] == ["1.27-alpine", "1.27-alpine", "alpine"]
 
 
 def test_deployment_strategy_decides_the_update_blocks(tree):

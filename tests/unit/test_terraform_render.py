@@ -93,15 +93,32 @@ def test_seed_pillar_renders_network_firewall_servers_outputs():
         ("icmp", None, anywhere, "icmp"),
     }
     outputs = {name for block in files["hecate_outputs.tf"]["output"] for name in block}
-    assert outputs == {"hecate_edge_nodes", "hecate_edge_ipv4", "hecate_edge_ipv6", "hecate_network_id"}
+    assert outputs == {"hecate_nodes", "hecate_edge_nodes", "hecate_edge_ipv4", "hecate_edge_ipv6", "hecate_network_id"}
 
 
-def test_defaults_one_edge_node_and_no_ssh_rule():
+def test_defaults_are_the_nodes_the_jobs_need_and_no_ssh_rule():
+    """Two edge nodes (the reverse proxy twice, static 80/443), one app node (authentik), one db node
+    (PostgreSQL and Redis), named <prefix>-<role>-<n> (issue 16 item 2: terraform made edge nodes only)."""
     files = rendered(dict(BASE))
-    nodes = files["hecate_servers.tf"]["locals"][0]["hecate_edge_nodes"]
-    assert list(nodes) == ["hecate-production-edge-1"]
-    rules = files["hecate_firewall.tf"]["resource"][0]["hcloud_firewall"]["edge"]["rule"]
+    local = files["hecate_servers.tf"]["locals"][0]
+    assert list(local["hecate_edge_nodes"]) == ["hecate-production-edge-1", "hecate-production-edge-2"]
+    assert {name: node["labels"]["role"] for name, node in local["hecate_role_nodes"].items()} == {
+        "hecate-production-app-1": "app",
+        "hecate-production-db-1": "db",
+    }
+    firewalls = files["hecate_firewall.tf"]["resource"]
+    rules = firewalls[0]["hcloud_firewall"]["edge"]["rule"]
     assert not [r for r in rules if r.get("port") == "22"]
+    internal = firewalls[1]["hcloud_firewall"]["internal"]["rule"]
+    assert [r["protocol"] for r in (internal if isinstance(internal, list) else [internal])] == ["icmp"]  # nothing public
+
+
+def test_roles_and_counts_come_from_pillar():
+    files = rendered({**BASE, "hcloud": {"nodes": {"edge": {"count": 3}, "cache": {"count": 1, "server_type": "cx32"}}}})
+    local = files["hecate_servers.tf"]["locals"][0]
+    assert len(local["hecate_edge_nodes"]) == 3
+    assert local["hecate_role_nodes"]["hecate-production-cache-1"]["server_type"] == "cx32"
+    assert sorted(local["hecate_role_nodes"]) == ["hecate-production-app-1", "hecate-production-cache-1", "hecate-production-db-1"]
 
 
 def test_rendering_is_deterministic():

@@ -1,0 +1,79 @@
+"""Drift of an edge's Caddy: how hecate's part of the live config differs from what hecate last applied.
+
+After every successful ``caddy.routes_managed`` (a write, or a run that found nothing to change) the
+state keeps hecate's part of the config in the minion's cache (:func:`record_applied`). The
+``hecate_drift`` beacon then reads Caddy's config once per interval and compares hecate's part with
+that file (:func:`compare`): a hand edit through the admin API, a ``caddy reload`` of another file,
+or a Caddy restarted without ``--resume`` shows up as routes added, removed or changed.
+
+Pure apart from the two file helpers; only hecate's own keys are compared (see ``hecate_caddy``), so
+other owners of the same Caddy never count as drift.
+"""
+
+import json
+import os
+
+import hecate_caddy
+
+APPLIED_FILE = os.path.join("hecate", "caddy-applied.json")
+
+
+def owned_part(config):
+    """The keys hecate owns in a full Caddy config, as one small mapping (missing keys are None)."""
+    config = config if isinstance(config, dict) else {}
+    http = ((config.get("apps") or {}).get("http")) or {}
+    policies = ((((config.get("apps") or {}).get("tls") or {}).get("automation")) or {}).get("policies") or []
+    return {
+        "admin_listen": (config.get("admin") or {}).get("listen"),
+        "http_port": http.get("http_port"),
+        "https_port": http.get("https_port"),
+        "server": (http.get("servers") or {}).get(hecate_caddy.SERVER),
+        "tls_policy": next((p for p in policies if p.get("@id") == hecate_caddy.TLS_POLICY_ID), None),
+    }
+
+
+def _as_config(part):
+    """A config holding only ``part``: what ``hecate_caddy.diff`` reads."""
+    servers = {hecate_caddy.SERVER: part["server"]} if part["server"] is not None else {}
+    http = {"servers": servers, "http_port": part["http_port"], "https_port": part["https_port"]}
+    tls = {"automation": {"policies": [part["tls_policy"]]}} if part["tls_policy"] else {}
+    return {"admin": {"listen": part["admin_listen"]}, "apps": {"http": http, "tls": tls}}
+
+
+def compare(applied, live):
+    """How ``live`` (a full config) differs from ``applied`` (an :func:`owned_part`): ``{}`` when it
+    does not; else ``hecate_caddy.diff``'s summary (routes ``added``/``removed``/``changed`` by id,
+    ``server`` for the other owned keys) plus ``count``, the number of differences."""
+    now = owned_part(live)
+    if now == applied:
+        return {}
+    changes = hecate_caddy.diff(_as_config(applied), _as_config(now))
+    if not changes:  # hecate's keys differ in a way the route diff does not name
+        changes = {"server": "hecate server settings (listen, TLS policy, ports, admin)"}
+    count = sum(len(changes.get(k, {})) for k in ("added", "removed", "changed")) + ("server" in changes)
+    return {**changes, "count": count}
+
+
+def applied_path(cachedir):
+    return os.path.join(cachedir, APPLIED_FILE)
+
+
+def record_applied(cachedir, config):
+    """Keep hecate's part of ``config`` (what Caddy serves after a good run) for the drift beacon.
+    Written to a temp file then renamed, mode 0600: a crash never leaves half a file."""
+    path = applied_path(cachedir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(owned_part(config), handle, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def load_applied(cachedir):
+    """What :func:`record_applied` kept, or None before hecate's first good run on this minion."""
+    try:
+        with open(applied_path(cachedir), encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None

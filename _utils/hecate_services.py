@@ -1,0 +1,149 @@
+"""Services Nomad does not run, registered in Consul so that routes and templates find them by name:
+the seed's ``register-external-services.sh`` as pillar ``hecate:consul:external_services``.
+
+Pure: the schema of one service, and :func:`compile_services` / :func:`plan`, which the
+``hecate_consul`` module and state share. Every service hecate registers carries two ``Meta`` keys:
+``hecate-managed`` (pruning only ever touches services with it) and ``hecate-spec`` (a digest of the
+definition, so a re-run compares one string per service instead of reading checks back).
+
+.. code-block:: yaml
+
+    hecate:
+      consul:
+        external_services:
+          - id: wazuh-master
+            name: wazuh-registration
+            tags: [wazuh, security, external]
+            address: 100.88.163.85
+            port: 1515
+            check: {tcp: "100.88.163.85:1515", interval: 30s, timeout: 5s}
+"""
+
+import hashlib
+import json
+import re
+
+from hecate_spec import Duration, Field, Hostname, Int, ListOf, Map, MapOf, Str, index, key
+
+__all__ = ["MARKER", "SERVICES", "SPEC_META", "compile_services", "plan"]
+
+MARKER = "hecate-managed"
+SPEC_META = "hecate-spec"
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+# agent/structs ValidateServiceMetadata: keys of at most 128 of [A-Za-z0-9_-], not "consul-"-prefixed
+_META_KEY = r"^(?!consul-)(?!hecate-)[A-Za-z0-9_-]{1,128}$"
+_TAG = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,127}$"
+
+CHECK = Map(
+    {
+        "tcp": Str(pattern=r"^[A-Za-z0-9.\[\]:-]+:[0-9]{1,5}$", what="host:port"),
+        "http": Str(pattern=r"^https?://[A-Za-z0-9.\[\]:_-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%?&=+-]*)?$", what="http(s) URL"),
+        "interval": Field(Duration(), default="30s"),
+        "timeout": Field(Duration(), default="5s"),
+        "tls_skip_verify": Field(Str(choices=["true", "false"]), default="false"),
+    }
+)
+
+SERVICE = Map(
+    {
+        "id": Field(Str(pattern=_ID, what="service ID"), required=True),
+        "name": Field(Str(pattern=_ID, what="service name"), required=True),
+        "address": Field(Hostname(ip=True), required=True),
+        "port": Field(Int(1, 65535), required=True),
+        "tags": ListOf(Str(pattern=_TAG, what="tag"), unique=True),
+        "meta": MapOf(Str(max_len=512), key_spec=Str(pattern=_META_KEY, what="meta key (no consul-/hecate- prefix)")),
+        "check": CHECK,
+    }
+)
+
+
+class ServiceList(ListOf):
+    """The list, plus what spans its items: unique IDs, exactly one kind of check per service."""
+
+    def __init__(self):
+        super().__init__(SERVICE)
+
+    def __call__(self, value, path, report):
+        out = super().__call__(value, path, report)
+        seen = {}
+        for i, service in enumerate(out if isinstance(out, list) else []):
+            if not isinstance(service, dict):
+                continue
+            where = index(path, i)
+            if service.get("id") in seen:
+                report.error(key(where, "id"), f"{service['id']!r} is also external_services[{seen[service['id']]}]")
+            seen.setdefault(service.get("id"), i)
+            check = service.get("check")
+            if check is not None and ("tcp" in check) == ("http" in check):
+                report.error(key(where, "check"), "give exactly one of tcp or http")
+        return out
+
+
+SERVICES = ServiceList()
+
+
+def _definition(service):
+    """One pillar service -> Consul's agent service definition (api.AgentServiceRegistration)."""
+    body = {"ID": service["id"], "Name": service["name"], "Address": service["address"], "Port": int(service["port"])}
+    body["Tags"] = list(service.get("tags") or [])
+    body["Meta"] = {str(k): str(v) for k, v in (service.get("meta") or {}).items()}
+    check = service.get("check")
+    if check:
+        kind = "TCP" if "tcp" in check else "HTTP"
+        body["Check"] = {
+            "Name": f"{service['id']}-{kind.lower()}",
+            kind: check["tcp" if kind == "TCP" else "http"],
+            "Interval": check.get("interval") or "30s",
+            "Timeout": check.get("timeout") or "5s",
+        }
+        if kind == "HTTP" and check.get("tls_skip_verify") == "true":
+            body["Check"]["TLSSkipVerify"] = True
+    return body
+
+
+def digest(body):
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def compile_services(services):
+    """``[service, ...]`` (validated) -> ``{id: registration body}`` with the two hecate Meta keys."""
+    out = {}
+    for service in services or []:
+        body = _definition(service)
+        body["Meta"].update({MARKER: "true", SPEC_META: digest(body)})
+        out[body["ID"]] = body
+    return out
+
+
+def managed(registered):
+    """The agent's services (``GET /v1/agent/services``: id -> service) that hecate registered."""
+    return {sid: svc for sid, svc in (registered or {}).items() if (svc.get("Meta") or {}).get(MARKER) == "true"}
+
+
+def plan(desired, registered, prune=True):
+    """What to write: ``register`` (missing, or registered with another definition), ``deregister``
+    (hecate's, no longer in pillar; only with ``prune``), ``unchanged``. A service of the same ID that
+    hecate did not register is ``adopt``-ed only by registering it (reported as such)."""
+    ours = managed(registered)
+    out = {"register": [], "adopt": [], "deregister": [], "unchanged": []}
+    for sid, body in sorted(desired.items()):
+        current = (registered or {}).get(sid)
+        if current is None:
+            out["register"].append(sid)
+        elif sid not in ours:
+            out["adopt"].append(sid)
+        elif (current.get("Meta") or {}).get(SPEC_META) != body["Meta"][SPEC_META]:
+            out["register"].append(sid)
+        else:
+            out["unchanged"].append(sid)
+    if prune:
+        out["deregister"] = sorted(sid for sid in ours if sid not in desired)
+    return out
+
+
+def summary(body):
+    """A short, secret-free line for ``changes``: name, address:port, check."""
+    check = body.get("Check") or {}
+    probe = check.get("TCP") or check.get("HTTP") or "none"
+    text = f"{body['Name']} at {body['Address']}:{body['Port']}, check {probe}"
+    return re.sub(r"//[^/@]*@", "//", text)  # never echo credentials in a check URL

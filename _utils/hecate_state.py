@@ -1,0 +1,146 @@
+"""What every hecate state module shares: the virtual check, the validated tree, the return dict,
+``test=True`` and ``mod_watch``. A state module is a short shell over it:
+
+.. code-block:: python
+
+    import hecate_state
+
+    __virtualname__ = "caddy"
+
+    def __virtual__():
+        return hecate_state.virtual(__virtualname__, __salt__, "caddy.snapshot")
+
+    def routes_managed(name):
+        ret = hecate_state.ret(name)
+        try:
+            tree = hecate_state.tree(__pillar__, __opts__, __context__)
+        except hecate_state.PillarError as exc:
+            return hecate_state.fail(ret, f"nothing was changed: {exc}")
+        ...
+        if hecate_state.test(__opts__):
+            return hecate_state.pending(ret, changes, "would apply ...")
+        ...
+
+    def mod_watch(name, sfun=None, **kwargs):
+        return hecate_state.mod_watch({"routes_managed": routes_managed}, name, sfun, kwargs)
+
+The API, all pure of Salt's dunders (a state passes its own ``__pillar__``, ``__opts__``, ``__context__``;
+helpers are plain modules on ``sys.path`` and get no dunders of their own):
+
+``virtual(virtualname, salt, function)``
+    ``virtualname`` when the execution module's ``function`` is loaded, else ``(False, reason)``.
+``tree(pillar, opts, context)``
+    The validated ``hecate`` tree from **pillar only**, validated once per state run and cached in
+    ``context`` under a digest of the raw tree, so a pillar override later in the same process (the runner's
+    rollback, a test's second call) is validated on its own. Raises ``PillarError`` naming every bad key
+    path. A ``hecate`` key in the minion config is not merged (``config.get("hecate")`` would return it
+    instead of the whole pillar); it is named in a warning, values never echoed. The returned tree is
+    shared by every state of the run: treat it as read-only (``copy.deepcopy`` before changing it).
+``ret(name, result=True, changes=None, comment="")``
+    Salt's return dict. The default result is ``True``: a state that changed nothing succeeded.
+``test(opts)``
+    Whether this is a ``test=True`` run.
+``pending(ret, changes, comment)``
+    ``test=True`` with something to change: ``result: None``, the changes, the comment.
+``fail(ret, comment)``
+    ``result: False`` with ``comment``; ``changes`` kept only when the caller says what was done.
+``mod_watch(functions, name, sfun, kwargs)``
+    Re-run ``functions[sfun]`` with the state's own arguments only: Salt's internal keywords (``__reqs__``,
+    ``__id__``, ``__sls__``, ``__env__``, ``__pub_*``, ``sfun``, requisites, ``order``...) are dropped, and so
+    is anything the function does not accept. An ``sfun`` not in ``functions`` fails, naming it.
+"""
+
+import hashlib
+import inspect
+import json
+import logging
+
+import hecate_schema
+from salt.state import STATE_INTERNAL_KEYWORDS
+
+log = logging.getLogger(__name__)
+
+PillarError = hecate_schema.PillarError
+
+__all__ = ["PillarError", "fail", "mod_watch", "pending", "ret", "test", "tree", "virtual"]
+
+CACHE_KEY = "hecate_state.tree"
+WARNED_KEY = "hecate_state.warned_minion_config"
+
+# What the state engine hands mod_watch besides the state's own arguments: Salt's own list (salt/state.py
+# STATE_INTERNAL_KEYWORDS: requisites, runtime options, __id__, __sls__, __pub_*...), mod_watch's ``sfun``,
+# and ``__reqs__``/``__run_num__``, which Salt adds without listing them (dropped with every ``__`` key).
+ENGINE_KEYWORDS = STATE_INTERNAL_KEYWORDS | {"sfun", "name", "names"}
+
+
+def virtual(virtualname, salt, function):
+    """``virtualname`` when the execution module function ``function`` is loaded, else ``(False, reason)``."""
+    if function in salt:
+        return virtualname
+    module = function.split(".", 1)[0]
+    return (False, f"{virtualname}: the {module} execution module is not loaded (no {function})")
+
+
+def ret(name, result=True, changes=None, comment=""):
+    return {"name": name, "result": result, "changes": changes or {}, "comment": comment}
+
+
+def test(opts):
+    return bool(opts.get("test"))
+
+
+def pending(state_ret, changes, comment):
+    state_ret.update(result=None, changes=changes, comment=comment)
+    return state_ret
+
+
+def fail(state_ret, comment, changes=None):
+    state_ret.update(result=False, changes=changes or {}, comment=comment)
+    return state_ret
+
+
+def _digest(raw):
+    # Canonical JSON: equal trees give equal keys whatever their dict order. default=str covers the odd
+    # non-JSON scalar (a date from YAML); the digest only keys the cache, it is never shown.
+    text = json.dumps(raw, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _warn_minion_config(opts, context):
+    if "hecate" not in opts or context.get(WARNED_KEY):
+        return
+    context[WARNED_KEY] = True
+    section = opts["hecate"]
+    keys = ", ".join(sorted(map(str, section))) if isinstance(section, dict) else type(section).__name__
+    log.warning(
+        "the minion config has a 'hecate' key (%s): hecate's states read the tree from pillar only and ignore it"
+        " (execution modules still read single settings such as hecate:dns:token from it through config.get)",
+        keys,
+    )
+
+
+def tree(pillar, opts, context):
+    """The validated ``hecate`` tree from pillar, validated once per run (see the module docstring)."""
+    _warn_minion_config(opts, context)
+    raw = pillar.get("hecate")
+    if raw is None and "hecate" in opts:
+        raise PillarError([("hecate", "missing from pillar (a 'hecate' key in the minion config is not read: move it to pillar)")])
+    key = _digest(raw)
+    cached = context.get(CACHE_KEY)
+    if cached and cached[0] == key:
+        return cached[1]
+    validated = hecate_schema.validate(raw)  # builds a new tree; pillar stays as it was
+    context[CACHE_KEY] = (key, validated)
+    return validated
+
+
+def mod_watch(functions, name, sfun, kwargs):
+    """Run ``functions[sfun]`` for a ``watch`` with only the state's own arguments (see the module docstring)."""
+    function = functions.get(sfun)
+    if function is None:
+        return ret(name, False, comment=f"watch is not supported by {sfun}; supported: {', '.join(sorted(functions))}")
+    own = {k: v for k, v in kwargs.items() if not k.startswith("__") and k not in ENGINE_KEYWORDS}
+    params = inspect.signature(function).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        own = {k: v for k, v in own.items() if k in params}
+    return function(name, **own)

@@ -1,0 +1,56 @@
+"""hecate_terraform.run skips init and plan when neither the configuration nor the state changed since the
+last plan that found nothing to do; ``refresh=True`` plans anyway (issue 13). The real Terraform 1.0.3
+offline (the setup of test_terraform.py), behind a recorder that logs every invocation."""
+
+import json
+import sys
+
+from tests.functional.test_terraform import TERRAFORM, pillar_for, set_nodes, tf_env, workdir  # noqa: F401 (fixtures)
+
+
+def recorder(tmp_path):
+    record = tmp_path / "argv.jsonl"
+    wrapper = tmp_path / "terraform-recorder"
+    wrapper.write_text(
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        f"with open({str(record)!r}, 'a') as f:\n"
+        "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        f"os.execv({str(TERRAFORM)!r}, [{str(TERRAFORM)!r}] + sys.argv[1:])\n"
+    )
+    wrapper.chmod(0o755)
+    return wrapper, lambda: [json.loads(line)[0] for line in record.read_text().splitlines()]
+
+
+def test_a_second_no_op_run_does_not_plan_and_refresh_forces_it(make_loaders, workdir, tf_env, tmp_path):  # noqa: F811
+    wrapper, commands = recorder(tmp_path)
+    set_nodes(workdir, {"edge-1": "192.0.2.10"})  # a user-managed variables file: an input hecate does not render
+    module = make_loaders(pillar_for(workdir, tf_env, binary=wrapper)).modules.hecate_terraform
+
+    assert module.run()["applied"] is True  # init, plan, show, apply, output
+    noop = module.run()  # the state changed with the apply: planned once more, found nothing, recorded
+    assert noop["changes"] is False and "plan_skipped" not in noop
+    assert commands() == ["init", "plan", "show", "apply", "output", "init", "plan", "output"]
+
+    skipped = module.run()
+    assert skipped["changes"] is False and skipped["applied"] is False and "unchanged" in skipped["plan_skipped"]
+    assert skipped["outputs"] == noop["outputs"]
+    assert commands()[8:] == ["output"]  # no init, no plan
+    dry = module.run(test=True)
+    assert dry["changes"] is False and "plan_skipped" in dry and commands()[9:] == []
+
+    forced = module.run(refresh=True)
+    assert forced["changes"] is False and "plan_skipped" not in forced
+    assert commands()[9:] == ["init", "plan", "output"]
+
+    # a changed input plans again: the variables file, then the state itself
+    set_nodes(workdir, {"edge-1": "192.0.2.10", "edge-2": "192.0.2.11"})
+    changed = module.run(test=True)
+    assert changed["changes"] is True and "plan_skipped" not in changed
+    assert commands()[12:] == ["init", "plan", "show"]
+    set_nodes(workdir, {"edge-1": "192.0.2.10"})
+    module.run()  # the record of the last empty plan still matches: skipped
+    assert commands()[15:] == ["output"]
+    state = workdir / "terraform.tfstate"
+    state.write_text(state.read_text().replace('"serial": ', '"serial": 1', 1))  # someone else wrote the state
+    module.run()
+    assert commands()[16:] == ["init", "plan", "output"]

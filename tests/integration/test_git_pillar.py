@@ -1,0 +1,133 @@
+"""The pillar from git, as operators keep it: a master whose pillar is a local git repository
+(git_pillar with GitPython), a commit, ``salt-run git_pillar.update``, and the edge serves the new route."""
+
+import copy
+import subprocess
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.support.caddy import Caddy, free_port
+from tests.support.http import backend_of, get
+from tests.support.pillars import local_seed_tree
+
+pytestmark = pytest.mark.integration
+
+
+class PillarRepo:
+    """A git repository holding top.sls + hecate.sls; :meth:`commit` writes a tree and commits it."""
+
+    def __init__(self, path):
+        self.path = path
+        path.mkdir(parents=True)
+        self.git("init", "-q", "-b", "main")
+        (path / "top.sls").write_text("base:\n  '*':\n    - hecate\n")
+
+    def git(self, *args):
+        env = {"GIT_AUTHOR_NAME": "ops", "GIT_AUTHOR_EMAIL": "ops@example.org", "GIT_COMMITTER_NAME": "ops",
+               "GIT_COMMITTER_EMAIL": "ops@example.org", "PATH": "/usr/bin:/bin"}  # fmt: skip
+        return subprocess.run(["git", *args], cwd=self.path, check=True, capture_output=True, text=True, env=env).stdout.strip()
+
+    def commit(self, tree, message):
+        (self.path / "hecate.sls").write_text(yaml.safe_dump({"hecate": tree}, sort_keys=False))
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+
+@pytest.fixture(scope="module")
+def git_caddy(integration_dir):
+    caddy = Caddy(integration_dir / "gitcaddy").start()
+    yield caddy
+    caddy.stop()
+
+
+@pytest.fixture(scope="module")
+def git_tree(git_caddy, edge_backends):
+    plain, secure = edge_backends
+    ports = {"http": free_port(), "https": free_port(), "admin": free_port()}
+    return local_seed_tree({k: b.port for k, b in plain.items()}, secure.port, ports, git_caddy.admin)
+
+
+@pytest.fixture(scope="module")
+def pillar_repo(integration_dir, git_tree):
+    repo = PillarRepo(integration_dir / "pillar-git")
+    repo.commit(git_tree, "the seed pillar on local backends")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def git_master(salt_factories, pillar_repo):
+    overrides = {
+        "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+        "pillar_roots": {"base": []},
+        "git_pillar_provider": "gitpython",
+        "git_pillar_base": "main",  # the branch that is the base environment
+        "ext_pillar": [{"git": [f"main file://{pillar_repo.path}"]}, {"hecate": {}}],
+    }
+    factory = salt_factories.salt_master_daemon("hecate-git-master", overrides=overrides)
+    with factory.started():
+        yield factory
+
+
+@pytest.fixture(scope="module")
+def git_minion(git_master):
+    factory = git_master.salt_minion_daemon("hecate-git-edge", overrides={"grains": {"roles": ["hecate-controller", "hecate-proxy"]}})
+    with factory.started():
+        yield factory
+
+
+@pytest.fixture(scope="module")
+def git_call(git_minion):
+    cli = git_minion.salt_call_cli(timeout=120)
+    assert cli.run("saltutil.sync_all").returncode == 0
+    return cli
+
+
+def _state(result):
+    assert result.data, result
+    return next(iter(result.data.values()))
+
+
+def test_a_commit_reaches_the_edge_after_git_pillar_update(git_master, git_call, git_tree, pillar_repo, edge_backends):
+    first = _state(git_call.run("state.apply", "hecate.routes"))
+    assert first["result"] is True, first["comment"]
+    port = git_tree["reverse_proxy"]["caddy"]["ports"]["http"]
+    assert get(port, "observe.cybermonkey.dev")[0] == 200
+    assert get(port, "new.cybermonkey.dev")[1].get("x-hecate-route") == "none"  # not routed yet
+
+    plain, _ = edge_backends
+    changed = copy.deepcopy(git_tree)
+    changed["reverse_proxy"]["caddy"]["routes"].append(
+        {"domain": "new.cybermonkey.dev", "backend": f"127.0.0.1:{plain['grafana'].port}", "service": "new"}
+    )
+    pillar_repo.commit(changed, "route new.cybermonkey.dev")
+    unchanged = _state(git_call.run("state.apply", "hecate.routes"))
+    assert unchanged["changes"] == {}  # the master still serves its cached checkout
+
+    update = git_master.salt_run_cli(timeout=120).run("git_pillar.update")
+    assert update.returncode == 0, update
+    assert git_call.run("saltutil.refresh_pillar", wait=True).returncode == 0
+    second = _state(git_call.run("state.apply", "hecate.routes"))
+    assert second["result"] is True and list(second["changes"]["added"]) == ["hecate_route_new"], second
+    status, _, body = get(port, "new.cybermonkey.dev")
+    assert (status, backend_of(body)) == (200, "grafana")
+
+
+def test_an_invalid_commit_never_reaches_the_edge(git_master, git_call, git_tree, pillar_repo, git_caddy):
+    before = git_caddy.config_bytes()
+    bad = copy.deepcopy(git_tree)
+    bad["reverse_proxy"]["caddy"]["routes"][0]["backend"] = "ftp://nowhere"
+    pillar_repo.commit(bad, "a typo")
+    try:
+        assert git_master.salt_run_cli(timeout=120).run("git_pillar.update").returncode == 0
+        git_call.run("saltutil.refresh_pillar", wait=True)
+        refused = git_call.run("state.apply", "hecate.routes")
+        assert refused.returncode != 0
+        assert "routes[0]" in str(refused.data) and "backend" in str(refused.data)
+        assert git_caddy.config_bytes() == before
+    finally:
+        pillar_repo.git("revert", "--no-edit", "HEAD")
+        git_master.salt_run_cli(timeout=120).run("git_pillar.update")
+        git_call.run("saltutil.refresh_pillar", wait=True)
