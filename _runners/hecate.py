@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import time
 
 import hecate_backends
@@ -386,11 +387,12 @@ def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=N
         record.update(pillar=hecate_orchestrate.pillar_commit(__opts__), **run["extra"])
         hecate_lock.write_record(client, environment, record, run_id, prefix)
         hecate_orchestrate.save_run(__opts__, run)
-    except BaseException:
+        _HELD[run_id] = lock
+        _event(f"{kind}/{run_id}/start", {"id": run_id, "stages": steps})
+    except BaseException:  # Ctrl-C included: a recorded run left "running" without its lock shows as interrupted
+        _HELD.pop(run_id, None)
         lock.release()
         raise
-    _HELD[run_id] = lock
-    _event(f"{kind}/{run_id}/start", {"id": run_id, "stages": steps})
     return run
 
 
@@ -553,35 +555,65 @@ def _finish(tree, run, status=None):
     return summary
 
 
+class _CtrlC:
+    """Ctrl-C during a run is noted and acted on between steps: the step in flight finishes (a half-sent
+    state.apply helps no one), the run is recorded as interrupted and the lock released. A second
+    Ctrl-C stops at once. Only in the main thread (salt-run); a salt.runner step keeps Salt's handling."""
+
+    def __enter__(self):
+        self.hit = False
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._note)
+        except ValueError:  # not the main thread
+            self.previous = None
+        return self
+
+    def _note(self, signum, frame):
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+        log.warning("hecate: Ctrl-C: stopping after the current step (again to stop now)")
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
 def _drive(tree, kind, only=None, wait=None, recorded=None, extra=None, nomad_versions=None):
     """One whole run in this process: the same steps ``orchestrate.sls`` calls one by one.
     ``nomad_versions``: jobs to revert once the steps succeeded (a rollback), each revert checked."""
-    run = None
     try:
         run = _begin(tree, kind, only=only, wait=wait, recorded=recorded, extra=extra)
-        _snapshot(tree, run)
-        for name in run["steps"]:
-            _step(tree, run, name)
-            if run["failure"]:
-                break
-        if not run["failure"] and nomad_versions:
-            done, problems = [], []
-            with _Minions(tree) as call:
-                _revert_nomad(tree, call, nomad_versions, done, problems)
-            run["results"]["nomad_revert"] = {"ok": not problems, "changed": len(done), "changes": done, "problems": problems}
-            if problems:
-                run["failure"] = "nomad revert failed: " + "; ".join(problems)
-        if run["failure"] and tree["deployment"]["auto_rollback"]:
-            _undo(tree, run)
-    except (KeyboardInterrupt, SystemExit):  # Ctrl-C: one line, the lock released, the run recorded
-        if run is None:
-            return {"status": "interrupted", "error": "interrupted (Ctrl-C) before the run began: nothing was changed", "retcode": 1}
+    except (KeyboardInterrupt, SystemExit):  # the lock is released by _begin
+        return {"status": "interrupted", "error": "interrupted (Ctrl-C) before the run began: nothing was changed", "retcode": 1}
+    try:
+        with _CtrlC() as ctrl_c:
+            _snapshot(tree, run)
+            for name in run["steps"]:
+                if ctrl_c.hit:
+                    break
+                _step(tree, run, name)
+                if run["failure"]:
+                    break
+            if not run["failure"] and nomad_versions and not ctrl_c.hit:
+                done, problems = [], []
+                with _Minions(tree) as call:
+                    _revert_nomad(tree, call, nomad_versions, done, problems)
+                run["results"]["nomad_revert"] = {"ok": not problems, "changed": len(done), "changes": done, "problems": problems}
+                if problems:
+                    run["failure"] = "nomad revert failed: " + "; ".join(problems)
+            if run["failure"] and tree["deployment"]["auto_rollback"] and not ctrl_c.hit:
+                _undo(tree, run)
+        if ctrl_c.hit:
+            summary = _finish(tree, run, status="interrupted")
+            return {"id": run["id"], "status": "interrupted", "error": summary["error"], "retcode": 1}
+    except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: one line, the lock released, the run recorded
         summary = _finish(tree, run, status="interrupted")
         return {"id": run["id"], "status": "interrupted", "error": summary["error"], "retcode": 1}
     except BaseException:
-        if run is not None:
-            run["failure"] = run["failure"] or "the run stopped on an internal error (see the master log)"
-            _finish(tree, run)
+        run["failure"] = run["failure"] or "the run stopped on an internal error (see the master log)"
+        _finish(tree, run)
         raise
     return _finish(tree, run)
 
