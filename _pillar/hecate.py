@@ -9,14 +9,16 @@ Master config::
       consul: {host: 127.0.0.1, port: 8500, token_file: /etc/salt/hecate-consul-token}
 
 It reads ``hecate`` from the pillar rendered so far (pillar_roots, git_pillar), so the operator's
-files stay the single source. A bad pillar raises: Salt then puts the error (every key path and
-reason, never a secret) in ``_errors`` and refuses to run states, so nothing is touched.
+files stay the single source. A bad pillar becomes ``_errors`` (every key path and reason, never a
+secret): Salt refuses to run states with it, so nothing is touched, and ``salt-run hecate.deploy``
+answers with those lines. It is not raised: Salt would log a traceback of this module first.
 """
 
 import logging
 
 import hecate_schema
 import hecate_secrets
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,10 @@ def ext_pillar(minion_id, pillar, **kwargs):
     tree = pillar.get("hecate")
     if tree is None:
         return {}
-    resolved = hecate_secrets.resolve(tree, __opts__)
-    validated = hecate_schema.validate(resolved)
+    try:
+        validated = hecate_schema.validate(hecate_secrets.resolve(tree, __opts__))
+    except (hecate_schema.PillarError, CommandExecutionError, SaltInvocationError) as exc:
+        log.error("hecate ext_pillar: the hecate pillar of %s is refused: %s", minion_id, exc)
+        return {"_errors": [f"hecate: {exc}"]}
     log.debug("hecate ext_pillar: %d route(s) valid for %s", len(validated["reverse_proxy"]["caddy"]["routes"]), minion_id)
     return {"hecate": validated}

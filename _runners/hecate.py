@@ -1,19 +1,27 @@
 """hecate's runner: the operator's entry points on the master.
 
-``deploy`` takes the stack from the committed pillar to production under a Consul lock, stage by
-stage (terraform -> Nomad -> authentik -> routes -> DNS -> apps -> verify), firing progress events,
-rolling back the applied stages on failure, and writing a deployment record to Consul KV. ``plan``
-shows every stage's diff and writes nothing; ``status`` is that diff as drift per backend;
-``history``, ``rollback`` and ``promote`` work from the records. See docs/orchestration.md.
-
-The stages themselves are the state files (``salt/hecate/*.sls``) applied on the targets of
-``hecate:deployment:targets``; ``salt/hecate/orchestrate.sls`` runs the same stages natively.
+``deploy`` takes the stack from the committed pillar to production under a Consul lock: expand (Nomad
+jobs, authentik objects, DNS records created and updated, nothing deleted), switch (Caddy's routes,
+then every route verified through every edge), contract (what the pillar no longer has is removed).
+A failure before the contract rolls back every applied stage; every run is recorded in Consul KV.
+``salt/hecate/orchestrate.sls`` drives the same engine one step at a time (``begin``, ``stage``,
+``undo``, ``finish``). ``plan`` shows every stage's diff and writes nothing; ``status`` is that diff as
+drift; ``history``, ``show``, ``rollback`` and ``promote`` work from the records. The backends, their
+order, phase and undo: ``_utils/hecate_backends.py``. See docs/orchestration.md, docs/architecture.md.
 """
 
 import functools
+import json
 import logging
+import os
+import signal
 import time
 
+import hecate_backends
+import hecate_backup
+import hecate_cli
+import hecate_health
+import hecate_import
 import hecate_lock
 import hecate_nomad
 import hecate_orchestrate
@@ -34,6 +42,11 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "hecate"
 
+# Locks taken by this process, by run id: state.orchestrate's steps are runner calls in one process,
+# so the lock taken by ``begin`` (and its renewal thread) is still here for ``finish`` to release.
+# A step in another process finds the lock by its session instead (the run's file).
+_HELD = hecate_orchestrate.__dict__.setdefault("HELD_LOCKS", {})
+
 
 def __virtual__():
     if IMPORT_ERROR:
@@ -41,52 +54,24 @@ def __virtual__():
     return __virtualname__
 
 
-def validate(minion=None, saltenv=None):
-    """Compile the pillar of ``minion`` (default: the master's own id) as the minion would get it,
-    ext_pillar included, and check the ``hecate`` tree. Exits non-zero when invalid.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run hecate.validate
-        salt-run hecate.validate minion=edge-1
-    """
-    minion = minion or __opts__["id"]
-    pillar = __salt__["pillar.show_pillar"](minion, saltenv=saltenv) or {}
-    errors = [("pillar", e) for e in pillar.get("_errors", [])]
-    warnings = []
-    routes = 0
-    if not errors:
-        tree, report = hecate_schema.check(pillar.get("hecate"))
-        errors, warnings = report.errors, report.warnings
-        routes = len(tree.get("reverse_proxy", {}).get("caddy", {}).get("routes", [])) if not errors else 0
-    if errors:
-        __context__["retcode"] = 1  # marks the job failed on the event bus
-    return {
-        "valid": not errors,
-        "retcode": 1 if errors else 0,  # salt-run exits with this
-        "minion": minion,
-        "routes": routes,
-        "errors": [f"{path}: {reason}" for path, reason in errors],
-        "warnings": [f"{path}: {reason}" for path, reason in warnings],
-    }
+# -- the one outcome rule ----------------------------------------------------------------------------
 
 
-# -- orchestration (issue 6) -------------------------------------------------------------------------
-
-
-def _reports_refusals(func):
-    """A runner that cannot start (invalid pillar, Consul unreachable) answers with the reason and a
-    non-zero exit, not with Salt's "Passed invalid arguments" and the docstring."""
+def _outcome(func):
+    """Every entry point answers with a dict and sets the exit code from it: ``retcode`` in the result
+    is what ``salt-run`` exits with, ``__context__["retcode"]`` is what makes a ``salt.runner`` step of an
+    orchestration fail. A refusal (bad argument, unknown stage, invalid pillar, unreachable backend, lock
+    held) is one line of reason, never Salt's "Passed invalid arguments" and the docstring."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
-        except (SaltInvocationError, CommandExecutionError) as exc:
-            __context__["retcode"] = 1
-            return {"status": "not started", "error": str(exc), "retcode": 1}
+            result = func(*args, **kwargs)
+        except (SaltInvocationError, CommandExecutionError, ValueError) as exc:
+            result = {"status": "not started", "error": str(exc), "retcode": 1}
+        if isinstance(result, dict) and result.get("retcode"):
+            __context__["retcode"] = result["retcode"]
+        return result
 
     return wrapper
 
@@ -95,461 +80,59 @@ def _tree(minion=None):
     """The validated ``hecate`` tree as ``minion`` (default: the master itself) gets it."""
     pillar = __salt__["pillar.show_pillar"](minion or __opts__["id"]) or {}
     if pillar.get("_errors"):
-        raise SaltInvocationError("the pillar did not render: " + "; ".join(map(str, pillar["_errors"])))
+        raise SaltInvocationError("the pillar did not render: " + "; ".join(_explain(str(e)) for e in pillar["_errors"]))
     try:
         return hecate_schema.validate(pillar.get("hecate"))
     except hecate_schema.PillarError as exc:
         raise SaltInvocationError(str(exc)) from exc
 
 
+def _explain(error):
+    """Salt hides a pillar file's render error behind "Please see master log for details"; on the master
+    the file is at hand, so render it again to name the line and column (as hecate-validate does)."""
+    marker = "Rendering SLS '"
+    if marker not in error:
+        return error
+    sls = error.split(marker, 1)[1].split("'", 1)[0]
+    relative = sls.replace(".", os.sep)
+    for roots in (__opts__.get("pillar_roots") or {}).values():
+        for root in roots:
+            for path in (os.path.join(root, relative + ".sls"), os.path.join(root, relative, "init.sls")):
+                if os.path.isfile(path):
+                    try:
+                        hecate_cli.render_sls(path)
+                    except Exception as exc:  # any render error is the answer we want to show
+                        return f"{path}: {' '.join(str(exc).split())}"
+    return error
+
+
 def _event(tag, data):
-    """Progress on the master's event bus: ``salt-run state.event 'hecate/*'`` shows a deploy live."""
+    """Progress on the master's event bus: ``salt-run state.event 'hecate/*'`` shows a run live."""
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
         bus.fire_event(data, f"hecate/{tag}")
 
 
-def _client():
-    return salt.client.LocalClient(mopts=__opts__)
-
-
-def _cmd(tree, tgt, tgt_type, fun, arg=(), kwarg=None):
-    with _client() as client:
-        return (
-            client.cmd(
-                tgt, fun, list(arg), tgt_type=tgt_type, kwarg=kwarg or {}, timeout=tree["deployment"]["stage_timeout"], full_return=True
-            )
-            or {}
-        )
-
-
-def _call(tree, role, fun, arg=(), kwarg=None):
-    """Run an execution function on the targets of ``role``: minion -> return."""
-    tgt, tgt_type = hecate_orchestrate.target(tree, role)
-    return {minion: answer.get("ret") for minion, answer in _cmd(tree, tgt, tgt_type, fun, arg, kwarg).items()}
-
-
-def _apply(tree, stage, test, pillar=None):
-    """Apply one stage's SLS on its targets. Returns ``{ok, changes, problems, seconds}``."""
-    tgt, tgt_type = hecate_orchestrate.target(tree, stage.role)
-    kwarg = {"test": bool(test), **({"pillar": pillar} if pillar else {})}
-    started = time.monotonic()
-    returns = _cmd(tree, tgt, tgt_type, "state.apply", [stage.sls], kwarg)
-    ok, changes, problems = hecate_orchestrate.read_state_returns(returns)
-    if not returns:
-        problems = [f"no minion matched {tgt_type} target {tgt!r} for stage {stage.name}"]
-    return {"ok": ok, "changes": changes, "problems": problems, "seconds": round(time.monotonic() - started, 2)}
-
-
-@_reports_refusals
-def plan(only=None, minion=None):
-    """Every enabled stage's diff (``state.apply ... test=True`` on its targets). Writes nothing.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run hecate.plan
-        salt-run hecate.plan only='[routes, dns]'
-    """
-    tree = _tree(minion)
-    stages = {}
-    for stage in hecate_orchestrate.enabled_stages(tree, only):
-        result = _apply(tree, stage, test=True)
-        stages[stage.name] = {"ok": result["ok"], "changes": result["changes"], "problems": result["problems"]}
-    would_change = sum(hecate_orchestrate.count_changes(s["changes"]) for s in stages.values())
-    return {"stages": stages, "would_change": would_change, "retcode": 0 if all(s["ok"] for s in stages.values()) else 1}
-
-
-@_reports_refusals
-def status(minion=None):
-    """Drift per backend: desired (pillar) against live, from a dry run of every stage. Writes nothing.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run hecate.status
-    """
-    planned = plan(minion=minion)
-    if "stages" not in planned:  # refused (see _reports_refusals)
-        return planned
-    drift = {}
-    for name, stage in planned["stages"].items():
-        if not stage["ok"]:
-            drift[name] = {"state": "error", "problems": stage["problems"]}
-        elif stage["changes"]:
-            drift[name] = {"state": "drift", "changes": stage["changes"]}
-        else:
-            drift[name] = {"state": "in sync"}
-    return {"backends": drift, "in_sync": all(d["state"] == "in sync" for d in drift.values()), "retcode": planned["retcode"]}
-
-
-def _consul(tree):
-    settings = hecate_lock.consul_settings(tree, __opts__)
-    try:
-        return settings, hecate_secrets.consul_client(settings)
-    except CommandExecutionError as exc:
-        raise CommandExecutionError(f"deploy needs Consul for its lock and records: {exc}") from exc
-
-
-def _nomad_versions(tree):
-    """Current version of every hecate Nomad job (for reverting), or {} without Nomad."""
-    if not hecate_orchestrate.backend_enabled(tree, "nomad"):
-        return {}
-    versions = {}
-    for name in hecate_nomad.JOBS:
-        job_id = hecate_nomad.job_settings(tree, name)["id"]
-        answers = _call(tree, "controller", "nomad_job.status", [job_id])
-        status_ = next(iter(answers.values()), None)
-        if isinstance(status_, dict):
-            versions[job_id] = status_.get("Version")
-    return versions
-
-
-def _snapshots(tree):
-    """Caddy's config on every edge before a deploy (one GET each): the exact state to restore."""
-    return {m: snap for m, snap in _call(tree, "edge", "caddy.snapshot").items() if isinstance(snap, dict) and "config" in snap}
-
-
-def _roll_back(tree, applied, before, previous):
-    """Undo the applied stages: Caddy back to its snapshot, Nomad jobs reverted to their versions from
-    before, authentik and DNS re-converged to the previous successful deployment's tree."""
-    done, problems = [], []
-    for stage in reversed(applied):
-        if stage.name == "routes":
-            for minion, snap in before["caddy"].items():
-                answer = _cmd(tree, minion, "glob", "caddy.restore", [snap]).get(minion) or {}
-                (done if answer.get("ret") is True else problems).append(f"routes on {minion}: restored the snapshot")
-        elif stage.name.startswith("nomad_") or stage.name == "terraform":
-            continue  # Nomad: below, once; terraform: never destroyed automatically
-        elif previous:
-            result = _apply(tree, stage, test=False, pillar={"hecate": previous["tree"]})  # its secrets come from the live pillar
-            (done if result["ok"] else problems).append(f"{stage.name}: re-applied deployment {previous['id']}")
-        else:
-            problems.append(f"{stage.name}: no previous successful deployment to return to")
-    if any(s.name.startswith("nomad_") for s in applied):
-        after = _nomad_versions(tree)
-        for job, version in before["nomad"].items():
-            if version is not None and after.get(job) not in (None, version):
-                answer = _call(tree, "controller", "nomad_job.revert", [job, version])
-                ok = all(not isinstance(r, str) for r in answer.values())
-                (done if ok else problems).append(f"nomad job {job}: reverted to version {version}")
-    return done, problems
-
-
-def _last_success(client, settings):
-    found = hecate_lock.list_records(client, settings["environment"], settings["deployments"]["prefix"], status="success", limit=1)
-    return found[-1] if found else None
-
-
-def _verify(tree):
-    """Every pillar route requested through every edge (one ``caddy.check`` per edge); the failures."""
-    failures = []
-    domains = [route["domain"] for route in tree["reverse_proxy"]["caddy"]["routes"]]
-    for minion, answer in _call(tree, "edge", "caddy.check", [domains]).items():
-        if not isinstance(answer, list):
-            failures.append(f"{minion}: {answer}")
-            continue
-        failures.extend(f"{probe['domain']} via {minion}: {probe['reason']}" for probe in answer)
-    return failures
-
-
-def _run(tree, kind, only=None, recorded=None, record_extra=None, wait=None):
-    """Apply the enabled stages under the lock; roll back on failure; record the outcome.
-
-    ``recorded``: a (secret-free) tree from a deployment record to apply instead of the pillar's own
-    (rollback, promote); each stage gets it as ``pillar={"hecate": recorded}`` over the live pillar."""
-    pillar = {"hecate": recorded} if recorded else None
-    effective = hecate_schema.validate(hecate_orchestrate.overlay(tree, recorded)) if recorded else tree
-    settings, consul_client = _consul(tree)
-    deployment_id = hecate_lock.new_deployment_id()
-    lock = hecate_lock.ConsulLock(
-        consul_client,
-        settings["lock"]["key"],
-        ttl=settings["lock"]["ttl"],
-        timeout=settings["lock"]["wait"] if wait is None else wait,
-        lock_delay=settings["lock"]["lock_delay"],
-        info={"deployment": deployment_id, "kind": kind},
-    )
-    started = time.time()
-    record = {"kind": kind, "status": "running", "deployed_by": hecate_lock.whoami(), "stages": {}, **(record_extra or {})}
-    with lock:
-        previous = _last_success(consul_client, settings)
-        before = {"caddy": _snapshots(tree), "nomad": _nomad_versions(tree)}
-        applied, failure = [], None
-        _event(
-            f"{kind}/{deployment_id}/start",
-            {"id": deployment_id, "stages": [s.name for s in hecate_orchestrate.enabled_stages(tree, only)]},
-        )
-        for stage in hecate_orchestrate.enabled_stages(tree, only):
-            lock.check()
-            _event(f"{kind}/{deployment_id}/{stage.name}/start", {"stage": stage.name})
-            result = _apply(tree, stage, test=False, pillar=pillar)
-            record["stages"][stage.name] = {
-                "ok": result["ok"],
-                "seconds": result["seconds"],
-                "changed": hecate_orchestrate.count_changes(result["changes"]),
-                "problems": result["problems"],
-            }
-            _event(
-                f"{kind}/{deployment_id}/{stage.name}/{'done' if result['ok'] else 'fail'}",
-                {"stage": stage.name, **record["stages"][stage.name]},
-            )
-            applied.append(stage)
-            if not result["ok"]:
-                failure = f"stage {stage.name} failed: " + "; ".join(result["problems"])
-                break
-        if failure is None and tree["deployment"]["verify"]:
-            failed_routes = _verify(effective)
-            record["stages"]["verify"] = {"ok": not failed_routes, "problems": failed_routes}
-            if failed_routes:
-                failure = "verify failed: " + "; ".join(failed_routes)
-        if failure and tree["deployment"]["auto_rollback"]:
-            undone, undo_problems = _roll_back(tree, applied, before, previous)
-            record["rollback"] = {"done": undone, "problems": undo_problems}
-        record.update(
-            status="failed" if failure else "success",
-            error=failure,
-            seconds=round(time.time() - started, 2),
-            tree=hecate_orchestrate.strip_secrets(effective),
-            nomad_versions=_nomad_versions(tree) if not failure else before["nomad"],
-        )
-        stored = hecate_lock.write_record(consul_client, settings["environment"], record, deployment_id, settings["deployments"]["prefix"])
-    _event(
-        f"{kind}/{deployment_id}/{'done' if not failure else 'fail'}", {"id": deployment_id, "status": stored["status"], "error": failure}
-    )
-    summary = {k: stored[k] for k in ("id", "environment", "status", "error", "seconds", "stages") if k in stored}
-    if "rollback" in stored:
-        summary["rollback"] = stored["rollback"]
-    summary["retcode"] = 0 if not failure else 1
-    return summary
-
-
-@_reports_refusals
-def deploy(test=False, only=None, minion=None, wait=None):
-    """Take the stack from the committed pillar to production: every enabled stage in order, under a
-    Consul lock, with progress events, rollback of the applied stages on failure (when
-    ``hecate:deployment:auto_rollback``) and a deployment record in Consul KV. ``test=True`` is
-    :py:func:`plan`: every stage's diff, zero writes.
-
-    A second deploy waits for the lock up to ``wait`` seconds (default ``hecate:consul:lock:wait``)
-    and then fails, naming the holder.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run hecate.deploy
-        salt-run hecate.deploy test=True
-        salt-run hecate.deploy only='[routes]' wait=0
-    """
-    if test:
-        return plan(only=only, minion=minion)
-    tree = _tree(minion)
-    try:
-        return _run(tree, "deploy", only=only, wait=wait)
-    except hecate_lock.LockTimeout as exc:
-        return {"status": "not started", "error": str(exc), "retcode": 1}
-
-
-@_reports_refusals
-def history(limit=20, minion=None):
-    """Deployment records of this environment, newest last.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run hecate.history
-        salt-run hecate.history limit=5
-    """
-    tree = _tree(minion)
-    settings, consul_client = _consul(tree)
-    records = hecate_lock.list_records(consul_client, settings["environment"], settings["deployments"]["prefix"], limit=limit)
-    keep = ("id", "kind", "status", "recorded_at", "deployed_by", "seconds", "error", "rolled_back_to")
-    return [{k: r[k] for k in keep if k in r} for r in records]
-
-
-@_reports_refusals
-def rollback(id=None, minion=None, wait=None):
-    """Return to a previous successful deployment (default: the one before the latest success):
-    Nomad jobs reverted to their recorded versions; Caddy, authentik and DNS re-converged to the
-    recorded desired state. Recorded as a deployment of kind ``rollback``.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run hecate.rollback
-        salt-run hecate.rollback id=20261127T101500Z-1a2b3c
-    """
-    tree = _tree(minion)
-    settings, consul_client = _consul(tree)
-    successes = hecate_lock.list_records(consul_client, settings["environment"], settings["deployments"]["prefix"], status="success")
-    if id is None:
-        if len(successes) < 2:
-            return {"status": "not started", "error": "no earlier successful deployment to roll back to", "retcode": 1}
-        target_record = successes[-2]
-    else:
-        target_record = hecate_lock.read_record(consul_client, settings["environment"], id, settings["deployments"]["prefix"])
-        if not target_record or target_record.get("status") != "success":
-            return {"status": "not started", "error": f"deployment {id} is unknown or was not successful", "retcode": 1}
-    stages = [s.name for s in hecate_orchestrate.enabled_stages(tree) if s.name in hecate_orchestrate.DECLARATIVE]
-    try:
-        summary = _run(
-            tree,
-            "rollback",
-            only=stages,
-            recorded=target_record["tree"],
-            record_extra={"rolled_back_to": target_record["id"]},
-            wait=wait,
-        )
-    except hecate_lock.LockTimeout as exc:
-        return {"status": "not started", "error": str(exc), "retcode": 1}
-    reverted = []
-    for job, version in (target_record.get("nomad_versions") or {}).items():
-        if version is not None:
-            _call(tree, "controller", "nomad_job.revert", [job, version])
-            reverted.append(f"{job} -> version {version}")
-    summary.update(rolled_back_to=target_record["id"], nomad_reverted=reverted)
-    return summary
-
-
-@_reports_refusals
-def promote(approve=False, source="staging", minion=None, wait=None):
-    """Deploy here what last succeeded in the ``source`` environment (its recorded pillar, with this
-    environment's name and secrets). Without ``approve=True`` it only shows the plan.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run hecate.promote
-        salt-run hecate.promote approve=True
-    """
-    tree = _tree(minion)
-    settings, consul_client = _consul(tree)
-    found = hecate_lock.list_records(consul_client, source, settings["deployments"]["prefix"], status="success", limit=1)
-    if not found:
-        return {"status": "not started", "error": f"no successful deployment in {source} to promote", "retcode": 1}
-    candidate = found[-1]
-    promoted = {**candidate["tree"], "global": {**candidate["tree"].get("global", {}), "environment": settings["environment"]}}
-    if not approve:
-        return {"status": "needs approval", "from": candidate["id"], "to": settings["environment"],
-                "hint": "salt-run hecate.promote approve=True", "retcode": 1}  # fmt: skip
-    try:
-        summary = _run(tree, "promote", recorded=promoted, record_extra={"promoted_from": f"{source}/{candidate['id']}"}, wait=wait)
-    except hecate_lock.LockTimeout as exc:
-        return {"status": "not started", "error": str(exc), "retcode": 1}
-    summary["promoted_from"] = f"{source}/{candidate['id']}"
-    return summary
-
-
-def stages(minion=None):
-    """The stages this pillar turns on, in order, with their SLS and targets (orchestrate.sls reads this).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run hecate.stages
-    """
-    tree = _tree(minion)
-    out = []
-    for stage in hecate_orchestrate.enabled_stages(tree):
-        tgt, tgt_type = hecate_orchestrate.target(tree, stage.role)
-        out.append({"name": stage.name, "sls": stage.sls, "tgt": tgt, "tgt_type": tgt_type})
-    return out
-
-
-@_reports_refusals
-def verify(minion=None):
-    """Request every pillar route through every edge (``caddy.probe``); fails when one does not answer.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run hecate.verify
-    """
-    tree = _tree(minion)
-    failures = _verify(tree)
-    if failures:
-        __context__["retcode"] = 1
-    return {
-        "ok": not failures,
-        "routes": len(tree["reverse_proxy"]["caddy"]["routes"]),
-        "failures": failures,
-        "retcode": 1 if failures else 0,
-    }
-
-
-@_reports_refusals
-def record(status="success", minion=None):
-    """Write a deployment record for what the pillar describes now (``state.orchestrate`` ends with it).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run hecate.record
-    """
-    tree = _tree(minion)
-    settings, consul_client = _consul(tree)
-    stored = hecate_lock.write_record(
-        consul_client,
-        settings["environment"],
-        {
-            "kind": "orchestrate",
-            "status": status,
-            "deployed_by": hecate_lock.whoami(),
-            "tree": hecate_orchestrate.strip_secrets(tree),
-            "nomad_versions": _nomad_versions(tree),
-        },
-        prefix=settings["deployments"]["prefix"],
-    )
-    return {"id": stored["id"], "environment": stored["environment"], "status": stored["status"]}
-
-
-# -- operate: import, health, backup (issue 7) --
-# Helpers live in _utils (hecate_import, hecate_health, hecate_backup); the functions here are thin:
-# read the validated tree, reach the minions (edges: Caddy; the controller: authentik, DNS, Nomad), format.
-# Imported at module level like every helper (tests/unit/test_import_rule.py), here to keep the section whole.
-import hecate_backup  # noqa: E402
-import hecate_health  # noqa: E402
-import hecate_import  # noqa: E402
-
-
-def _operate_tree(minion=None):
-    pillar = __salt__["pillar.show_pillar"](minion or __opts__["id"]) or {}
-    if pillar.get("_errors"):
-        raise SaltInvocationError("the pillar did not render: " + "; ".join(map(str, pillar["_errors"])))
-    try:
-        return hecate_schema.validate(pillar.get("hecate"))
-    except hecate_schema.PillarError as exc:
-        raise SaltInvocationError(str(exc)) from exc
-
-
-class _OperateCaller:
-    """``call(target, fun, *args, **kwargs) -> {minion: {"ok", "ret"}}`` over one LocalClient.
-
-    ``target``: ``edge`` (``tgt`` or ``hecate:deployment:targets:edge``, default grain ``roles:hecate-proxy``),
-    ``controller`` (``controller`` or ``hecate:deployment:targets:controller``, default grain
-    ``roles:hecate-controller``), or ``minion:<id>``."""
+class _Minions:
+    """``call(target, fun, *args, **kwargs) -> {minion: {"ok", "ret"}}`` over one LocalClient: the one way
+    this runner reaches minions. ``target``: ``edge`` or ``controller`` (``hecate:deployment:targets``,
+    overridden by ``tgt``/``controller``), or ``minion:<id>``. ``ok`` is False when the function failed or
+    the minion did not answer within ``timeout`` (default ``hecate:deployment:stage_timeout``)."""
 
     def __init__(self, tree, tgt=None, tgt_type=None, controller=None, timeout=None):
-        import salt.client as salt_client
-
-        targets = (tree.get("deployment") or {}).get("targets") or {}
-        default_type = targets.get("tgt_type", "grain")
+        targets = tree["deployment"]["targets"]
         self.roles = {
-            "edge": (tgt, tgt_type or "glob") if tgt else (targets.get("edge", "roles:hecate-proxy"), default_type),
-            "controller": (controller, tgt_type or "glob")
-            if controller
-            else (targets.get("controller", "roles:hecate-controller"), default_type),
+            "edge": (tgt, tgt_type or "glob") if tgt else (targets["edge"], targets["tgt_type"]),
+            "controller": (controller, tgt_type or "glob") if controller else (targets["controller"], targets["tgt_type"]),
         }
-        self.timeout = int(timeout or 30)
-        self.client = salt_client.LocalClient(mopts=__opts__)
+        self.timeout = int(timeout or tree["deployment"]["stage_timeout"])
+        self.client = salt.client.LocalClient(mopts=__opts__)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
     def _target(self, target):
         return (target[len("minion:") :], "glob") if target.startswith("minion:") else self.roles[target]
@@ -559,7 +142,7 @@ class _OperateCaller:
         out = {}
         for minion, answer in (answers or {}).items():
             if not isinstance(answer, dict) or answer.get("failed") or "ret" not in answer:  # did not return in time
-                out[minion] = {"ok": False, "ret": "no answer from the minion (down, or slower than timeout=)"}
+                out[minion] = {"ok": False, "ret": "no answer from the minion (down, or slower than the timeout)"}
             else:
                 out[minion] = {"ok": answer.get("retcode", 0) == 0, "ret": answer["ret"]}
         return out
@@ -592,6 +175,751 @@ class _OperateCaller:
         self.client.destroy()
 
 
+def _rets(answers):
+    """``{minion: {"ok", "ret"}}`` -> ``{minion: ret}`` of the minions whose call worked."""
+    return {minion: answer["ret"] for minion, answer in answers.items() if answer["ok"]}
+
+
+# -- validate, plan, status --------------------------------------------------------------------------
+
+
+@_outcome
+def validate(minion=None, saltenv=None):
+    """Compile the pillar of ``minion`` (default: the master's own id) as the minion would get it,
+    ext_pillar included, and check the ``hecate`` tree. Exits non-zero when invalid.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.validate
+        salt-run hecate.validate minion=edge-1
+    """
+    minion = minion or __opts__["id"]
+    pillar = __salt__["pillar.show_pillar"](minion, saltenv=saltenv) or {}
+    errors = [("pillar", _explain(str(e))) for e in pillar.get("_errors", [])]
+    warnings = []
+    routes = 0
+    if not errors:
+        tree, report = hecate_schema.check(pillar.get("hecate"))
+        errors, warnings = report.errors, report.warnings
+        routes = len(tree.get("reverse_proxy", {}).get("caddy", {}).get("routes", [])) if not errors else 0
+    return {
+        "valid": not errors,
+        "retcode": 1 if errors else 0,
+        "minion": minion,
+        "routes": routes,
+        "errors": [f"{path}: {reason}" for path, reason in errors],
+        "warnings": [f"{path}: {reason}" for path, reason in warnings],
+    }
+
+
+def _stage_pillar(step, recorded=None):
+    """The pillar override a step's ``state.apply`` gets: a recorded tree (rollback, promote) over the
+    live pillar, which still supplies the secrets; ``hecate_prune: False`` while expanding."""
+    pillar = {"hecate": recorded} if recorded else {}
+    if step.prune is not None:
+        pillar["hecate_prune"] = step.prune
+    return pillar or None
+
+
+def _apply(call, step, test, recorded=None, pillar=None):
+    """Apply one step's SLS on its targets. Returns ``{ok, changes, problems, seconds}``."""
+    pillar = pillar if pillar is not None else _stage_pillar(step, recorded)
+    started = time.monotonic()
+    kwargs = {"test": bool(test), **({"pillar": pillar} if pillar else {})}
+    answers = call(step.backend.role, "state.apply", step.backend.sls, **kwargs)
+    ok, changes, problems = hecate_orchestrate.read_state_returns(answers)
+    if not answers:
+        tgt, tgt_type = call.roles[step.backend.role]
+        problems = [f"no minion matched {tgt_type} target {tgt!r} for stage {step.name}"]
+    return {"ok": ok, "changes": changes, "problems": problems, "seconds": round(time.monotonic() - started, 2)}
+
+
+def _planned(tree, only=None):
+    """Every enabled step's dry run (``state.apply ... test=True``), in run order; verify is skipped
+    (it sends requests, not writes, but it tests the live state, not the plan)."""
+    planned, removed = {}, []
+    with _Minions(tree) as call:
+        for step in hecate_backends.steps(tree, only, verify=False):
+            result = _apply(call, step, test=True)
+            planned[step.name] = {
+                "ok": result["ok"],
+                "would_change": hecate_orchestrate.count_changes(result["changes"]),
+                "changes": hecate_orchestrate.summarize(result["changes"]),
+                "problems": result["problems"],
+            }
+            if step.name == "routes":
+                removed = hecate_orchestrate.removed_hosts(result["changes"])
+    dns = hecate_backends.BY_NAME["dns"]
+    if removed and hecate_backends.enabled(tree, dns) and not hecate_backends.prunes(tree, dns):
+        note = [f"{host}: its DNS record stays (hecate:dns:prune is off)" for host in removed]
+        planned.setdefault("dns", {"ok": True, "would_change": 0, "changes": [], "problems": []})["notes"] = note
+    return planned
+
+
+@_outcome
+def plan(only=None, minion=None):
+    """Every enabled stage's diff in run order (``state.apply ... test=True`` on its targets), with what
+    each would change; ``would_change`` counts changed things (routes, objects, record sets). Writes
+    nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.plan
+        salt-run hecate.plan only='[routes, dns]'
+    """
+    stages = _planned(_tree(minion), only)
+    return {
+        "stages": stages,
+        "order": hecate_orchestrate.timeline(stages),
+        "would_change": sum(s["would_change"] for s in stages.values()),
+        "retcode": 0 if all(s["ok"] for s in stages.values()) else 1,
+    }
+
+
+@_outcome
+def status(minion=None):
+    """Drift per stage: desired (pillar) against live, from a dry run of every stage. Writes nothing.
+    Exits 1 on drift or error, so cron and alerting can use it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.status
+    """
+    drift = {}
+    for name, stage in _planned(_tree(minion)).items():
+        if not stage["ok"]:
+            drift[name] = {"state": "error", "problems": stage["problems"]}
+        elif stage["would_change"] or stage["changes"]:
+            drift[name] = {"state": "drift", "changes": stage["changes"]}
+        else:
+            drift[name] = {"state": "in sync"}
+    in_sync = all(d["state"] == "in sync" for d in drift.values())
+    return {"backends": drift, "in_sync": in_sync, "retcode": 0 if in_sync else 1}
+
+
+# -- the engine: begin, stage, undo, finish ----------------------------------------------------------
+
+
+def _consul(tree):
+    settings = hecate_lock.consul_settings(tree, __opts__)
+    try:
+        return settings, hecate_secrets.consul_client(settings)
+    except CommandExecutionError as exc:
+        raise CommandExecutionError(f"the deploy needs Consul for its lock and records: {exc}") from exc
+
+
+def _nomad_versions(tree, call):
+    """Current version of every hecate Nomad job (for reverting), or {} without Nomad."""
+    if not tree.get("nomad"):
+        return {}
+    versions = {}
+    for name in hecate_nomad.JOBS:
+        job_id = hecate_nomad.job_settings(tree, name)["id"]
+        found = next(iter(_rets(call("controller", "nomad_job.status", job_id)).values()), None)
+        if isinstance(found, dict):
+            versions[job_id] = found.get("Version")
+    return versions
+
+
+def _snapshots(call):
+    """Caddy's config on every edge (one GET each): the exact state to restore."""
+    return {m: snap for m, snap in _rets(call("edge", "caddy.snapshot")).items() if isinstance(snap, dict) and "config" in snap}
+
+
+def _verify(tree, call):
+    """Every pillar route requested through every edge (one ``caddy.check`` per edge); the failures."""
+    failures = []
+    domains = [route["domain"] for route in tree["reverse_proxy"]["caddy"]["routes"]]
+    for minion, answer in call("edge", "caddy.check", domains).items():
+        if not answer["ok"] or not isinstance(answer["ret"], list):
+            failures.append(f"{minion}: {answer['ret']}")
+            continue
+        failures.extend(f"{probe['domain']} via {minion}: {probe['reason']}" for probe in answer["ret"])
+    return failures
+
+
+def _records(tree):
+    settings, client = _consul(tree)
+    return settings, client, settings["environment"], settings["deployments"]["prefix"]
+
+
+def _effective(tree, run):
+    """The tree the run deploys: the pillar's, or a recorded one over it (rollback, promote)."""
+    recorded = run.get("recorded")
+    return hecate_schema.validate(hecate_orchestrate.overlay(tree, recorded)) if recorded else tree
+
+
+def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=None):
+    """Take the deploy lock and record the run as running (``cas=0``): from here on the run is recorded
+    whatever happens (success, failed, interrupted)."""
+    settings, client, environment, prefix = _records(tree)
+    run_id = run_id or hecate_lock.new_deployment_id()
+    run = {"id": run_id, "kind": kind, "only": only, "recorded": recorded, "extra": extra or {}, "started": time.time()}
+    steps = [s.name for s in hecate_backends.steps(_effective(tree, run), only)]  # refuses an unknown stage before the lock
+    lock = hecate_lock.ConsulLock(
+        client,
+        settings["lock"]["key"],
+        ttl=settings["lock"]["ttl"],
+        timeout=settings["lock"]["wait"] if wait is None else wait,
+        lock_delay=settings["lock"]["lock_delay"],
+        info={"deployment": run_id, "kind": kind},
+    )
+    lock.acquire()
+    try:
+        successes = hecate_lock.list_records(client, environment, prefix, status="success", limit=1)
+        run.update(
+            session=lock.session,
+            lock_key=lock.key,
+            steps=steps,
+            previous=successes[-1]["id"] if successes else None,
+            before={"caddy": {}, "nomad": {}},
+            results={},
+            applied=[],
+            failure=None,
+        )
+        record = {"kind": kind, "status": "running", "deployed_by": hecate_orchestrate.operator(__opts__), "stages": {}}
+        record.update(pillar=hecate_orchestrate.pillar_commit(__opts__), **run["extra"])
+        hecate_lock.write_record(client, environment, record, run_id, prefix)
+        hecate_orchestrate.save_run(__opts__, run)
+        _HELD[run_id] = lock
+        _event(f"{kind}/{run_id}/start", {"id": run_id, "stages": steps})
+    except BaseException:  # Ctrl-C included: a recorded run left "running" without its lock shows as interrupted
+        _HELD.pop(run_id, None)
+        lock.release()
+        raise
+    return run
+
+
+def _snapshot(tree, run):
+    """What undo needs, read before the first write: Caddy's config on every edge, the Nomad versions."""
+    with _Minions(tree) as call:
+        run["before"] = {"caddy": _snapshots(call), "nomad": _nomad_versions(tree, call)}
+    hecate_orchestrate.save_run(__opts__, run)
+
+
+def _load(run_id):
+    run = hecate_orchestrate.load_run(__opts__, run_id)
+    if run is None:
+        raise SaltInvocationError(f"run {run_id} has not begun on this master (or has finished)")
+    return run
+
+
+def _check_lock(client, run):
+    """Stop before a write unless the run still holds the deploy lock (renewing the session once)."""
+    lock = _HELD.get(run["id"])
+    if lock is not None:
+        lock.check()
+        return
+    _, entry = client.kv.get(run["lock_key"])
+    if not entry or entry.get("Session") != run["session"] or not client.session.renew(run["session"]):
+        raise hecate_lock.LockLost(f"run {run['id']} no longer holds the Consul lock {run['lock_key']}; it stops here")
+
+
+def _step(tree, run, name):
+    """Apply one step of the run (or verify); the outcome goes into the run's file."""
+    effective = _effective(tree, run)
+    step = next((s for s in hecate_backends.steps(effective, run["only"]) if s.name == name), None)
+    if step is None:
+        raise SaltInvocationError(f"run {run['id']} has no step {name!r}; its steps are: {', '.join(run['steps'])}")
+    _, client, _, _ = _records(tree)
+    tag = f"{run['kind']}/{run['id']}/{name}"
+    _event(f"{tag}/start", {"stage": name})
+    try:
+        _check_lock(client, run)
+        with _Minions(tree) as call:
+            if step.phase == hecate_backends.VERIFY:
+                failures = _verify(effective, call)
+                result = {"ok": not failures, "changes": {}, "problems": failures, "seconds": 0}
+            else:
+                result = _apply(call, step, test=False, recorded=run["recorded"])
+                run["applied"].append(name)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        result = {"ok": False, "changes": {}, "problems": [str(exc)], "seconds": 0}
+    run["results"][name] = {
+        "ok": result["ok"],
+        "seconds": result["seconds"],
+        "changed": hecate_orchestrate.count_changes(result["changes"]),
+        "changes": hecate_orchestrate.summarize(result["changes"]),
+        "problems": result["problems"],
+    }
+    if not result["ok"] and not run["failure"]:
+        prefix = "verify failed: " if step.phase == hecate_backends.VERIFY else f"stage {name} failed: "
+        run["failure"] = prefix + "; ".join(result["problems"])
+    hecate_orchestrate.save_run(__opts__, run)
+    _event(f"{tag}/{'done' if result['ok'] else 'fail'}", {"stage": name, **run["results"][name]})
+    return run["results"][name]
+
+
+def _undo(tree, run):
+    """Roll back every backend the run applied, last first, each with its own undo (hecate_backends);
+    every revert is checked: a backend that answered an error is a problem, not "done"."""
+    _, client, environment, prefix = _records(tree)
+    _check_lock(client, run)
+    touched = []
+    for name in reversed(run["applied"]):
+        backend = hecate_backends.BY_NAME[name.removesuffix("_contract")]
+        if backend not in touched:
+            touched.append(backend)
+    previous = hecate_lock.read_record(client, environment, run["previous"], prefix) if run["previous"] else None
+    done, problems = [], []
+    with _Minions(tree) as call:
+        for backend in touched:
+            if backend.undo == "snapshot":
+                for minion, snap in run["before"]["caddy"].items():
+                    answer = call(f"minion:{minion}", "caddy.restore", snap).get(minion) or {"ok": False, "ret": "no answer"}
+                    line = f"{backend.name} on {minion}: restored the snapshot"
+                    (done if answer["ok"] and answer["ret"] is True else problems).append(
+                        line if answer["ok"] and answer["ret"] is True else f"{line} FAILED: {answer['ret']}"
+                    )
+            elif backend.undo == "reapply":
+                if not previous:
+                    problems.append(f"{backend.name}: no previous successful deployment to return to; left as applied")
+                    continue
+                step = hecate_backends.Step(backend.name, hecate_backends.CONTRACT, backend)
+                result = _apply(call, step, test=False, pillar={"hecate": previous["tree"]})
+                line = f"{backend.name}: re-applied deployment {previous['id']}"
+                (done if result["ok"] else problems).append(line if result["ok"] else f"{line} FAILED: {'; '.join(result['problems'])}")
+            elif backend.undo == "keep":
+                problems.append(f"{backend.name}: never undone automatically (destroying machines is not a rollback)")
+        if any(b.undo == "revert" for b in touched):
+            _revert_nomad(tree, call, run["before"]["nomad"], done, problems)
+    run["rollback"] = {"done": done, "problems": problems}
+    hecate_orchestrate.save_run(__opts__, run)
+    return run["rollback"]
+
+
+def _revert_nomad(tree, call, versions, done, problems):
+    """Nomad jobs whose version moved go back to ``versions``; each revert's answer is checked."""
+    now = _nomad_versions(tree, call)
+    for job, version in versions.items():
+        if version is None or now.get(job) in (None, version):
+            continue
+        answers = call("controller", "nomad_job.revert", job, version)
+        failed = [str(a["ret"]) for a in answers.values() if not a["ok"] or isinstance(a["ret"], str)]
+        line = f"nomad job {job}: reverted to version {version}"
+        (problems.append(f"{line} FAILED: {'; '.join(failed)}") if failed or not answers else done.append(line))
+
+
+def _release(client, run):
+    lock = _HELD.pop(run["id"], None)
+    if lock is not None:
+        lock.release()
+        return
+    try:  # the lock was taken by another process (its renewal stopped with it): release by session
+        client.kv.put(run["lock_key"], None, release=run["session"])
+        client.session.destroy(run["session"])
+    except Exception as exc:  # releasing must never hide the run's outcome; the TTL frees it
+        log.warning("hecate: releasing the lock of run %s failed (%s); its session TTL will free it", run["id"], type(exc).__name__)
+
+
+def _finish(tree, run, status=None):
+    """Write the run's record (success, failed with stage and reason, interrupted), release the lock."""
+    _, client, environment, prefix = _records(tree)
+    missing = [name for name in run["steps"] if name not in run["results"]]
+    if not run["failure"] and missing and status != "interrupted":  # a step that never ran is not a success
+        run["failure"] = f"step(s) {', '.join(missing)} did not run"
+    status = status or ("failed" if run["failure"] else "success")
+    try:
+        versions = run["before"]["nomad"]
+        if status == "success" and tree.get("nomad"):
+            with _Minions(tree) as call:
+                versions = _nomad_versions(tree, call)
+        changes = {
+            "status": status,
+            "error": run["failure"]
+            if status != "interrupted"
+            else "interrupted (Ctrl-C) after: " + (", ".join(run["results"]) or "nothing"),
+            "seconds": round(time.time() - run["started"], 2),
+            "stages": run["results"],
+            "order": list(run["results"]),  # records are stored with sorted keys: the execution order
+            "tree": hecate_orchestrate.strip_secrets(_effective(tree, run)),
+            "nomad_versions": versions,
+        }
+        if "rollback" in run:
+            changes["rollback"] = run["rollback"]
+        stored = hecate_lock.update_record(client, environment, run["id"], changes, prefix)
+    finally:
+        _release(client, run)
+        hecate_orchestrate.drop_run(__opts__, run["id"])
+    _event(f"{run['kind']}/{run['id']}/{'done' if status == 'success' else 'fail'}", {"id": run["id"], "status": status})
+    summary = {k: stored[k] for k in ("id", "kind", "environment", "status", "error", "seconds", "stages", "rollback") if k in stored}
+    summary["stages"] = {name: {k: v for k, v in s.items() if k != "changes" or v} for name, s in run["results"].items()}
+    summary["order"] = hecate_orchestrate.timeline(run["results"])
+    summary["retcode"] = 0 if status == "success" else 1
+    return summary
+
+
+class _CtrlC:
+    """Ctrl-C during a run is noted and acted on between steps: the step in flight finishes (a half-sent
+    state.apply helps no one), the run is recorded as interrupted and the lock released. A second
+    Ctrl-C stops at once. Only in the main thread (salt-run); a salt.runner step keeps Salt's handling."""
+
+    def __enter__(self):
+        self.hit = False
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._note)
+        except ValueError:  # not the main thread
+            self.previous = None
+        return self
+
+    def _note(self, signum, frame):
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+        log.warning("hecate: Ctrl-C: stopping after the current step (again to stop now)")
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _drive(tree, kind, only=None, wait=None, recorded=None, extra=None, nomad_versions=None):
+    """One whole run in this process: the same steps ``orchestrate.sls`` calls one by one.
+    ``nomad_versions``: jobs to revert once the steps succeeded (a rollback), each revert checked."""
+    try:
+        run = _begin(tree, kind, only=only, wait=wait, recorded=recorded, extra=extra)
+    except (KeyboardInterrupt, SystemExit):  # the lock is released by _begin
+        return {"status": "interrupted", "error": "interrupted (Ctrl-C) before the run began: nothing was changed", "retcode": 1}
+    try:
+        with _CtrlC() as ctrl_c:
+            _snapshot(tree, run)
+            for name in run["steps"]:
+                if ctrl_c.hit:
+                    break
+                _step(tree, run, name)
+                if run["failure"]:
+                    break
+            if not run["failure"] and nomad_versions and not ctrl_c.hit:
+                done, problems = [], []
+                with _Minions(tree) as call:
+                    _revert_nomad(tree, call, nomad_versions, done, problems)
+                run["results"]["nomad_revert"] = {"ok": not problems, "changed": len(done), "changes": done, "problems": problems}
+                if problems:
+                    run["failure"] = "nomad revert failed: " + "; ".join(problems)
+            if run["failure"] and tree["deployment"]["auto_rollback"] and not ctrl_c.hit:
+                _undo(tree, run)
+        if ctrl_c.hit:
+            summary = _finish(tree, run, status="interrupted")
+            return {"id": run["id"], "status": "interrupted", "error": summary["error"], "retcode": 1}
+    except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: one line, the lock released, the run recorded
+        summary = _finish(tree, run, status="interrupted")
+        return {"id": run["id"], "status": "interrupted", "error": summary["error"], "retcode": 1}
+    except BaseException:
+        run["failure"] = run["failure"] or "the run stopped on an internal error (see the master log)"
+        _finish(tree, run)
+        raise
+    return _finish(tree, run)
+
+
+def _say(message):
+    """A line the operator sees while the runner works (``salt-run`` prints progress events)."""
+    try:
+        __jid_event__.fire_event({"message": message}, "progress")
+    except NameError:  # called outside salt-run (tests through the loader)
+        log.info("hecate: %s", message)
+
+
+# -- deploy, and the steps orchestrate.sls calls -------------------------------------------------------
+
+
+@_outcome
+def deploy(test=False, only=None, minion=None, wait=None):
+    """Take the stack from the committed pillar to production, under a Consul lock: expand (Nomad jobs,
+    authentik objects and DNS records created or updated, nothing deleted), switch (Caddy's routes,
+    then every route verified), contract (what the pillar no longer has is removed). A failure before
+    the contract rolls back every applied stage (``hecate:deployment:auto_rollback``); every run is
+    recorded, with the pillar's git commit and the operator. ``test=True`` is :py:func:`plan`.
+
+    A second deploy waits for the lock up to ``wait`` seconds (default ``hecate:consul:lock:wait``)
+    and then stops, naming the holder.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.deploy
+        salt-run hecate.deploy test=True
+        salt-run hecate.deploy only='[routes]' wait=0
+    """
+    if test:
+        return plan(only=only, minion=minion)
+    return _drive(_tree(minion), "deploy", only=only, wait=wait)
+
+
+@_outcome
+def stages(minion=None):
+    """The steps this pillar turns on, in run order (expand, switch, verify, contract), with their SLS
+    and targets, and a fresh run id: ``orchestrate.sls`` renders its steps from this. Writes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.stages
+    """
+    tree = _tree(minion)
+    out = []
+    for step in hecate_backends.steps(tree):
+        entry = {"name": step.name, "phase": step.phase}
+        if step.backend:
+            tgt, tgt_type = hecate_backends.target(tree, step.backend.role)
+            entry.update(sls=step.backend.sls, tgt=tgt, tgt_type=tgt_type)
+        out.append(entry)
+    return {"run": hecate_lock.new_deployment_id(), "stages": out, "retcode": 0}
+
+
+@_outcome
+def begin(run, kind="orchestrate", wait=None, minion=None):
+    """Step 1 of ``state.orchestrate hecate.orchestrate``: take the deploy lock, record run ``run`` as
+    running, snapshot what a rollback needs.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.begin run=20261202T101500Z-1a2b3c
+    """
+    tree = _tree(minion)
+    began = _begin(tree, kind, run_id=run, wait=wait)
+    _snapshot(tree, began)
+    return {"id": began["id"], "status": "running", "steps": began["steps"], "retcode": 0}
+
+
+@_outcome
+def stage(run, step, minion=None):
+    """Apply one step of run ``run`` (a stage, ``verify`` or a ``<stage>_contract``) under its lock.
+    Exits 1 when the step failed: ``orchestrate.sls``'s ``onfail`` requisites then roll back.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.stage run=20261202T101500Z-1a2b3c step=routes
+    """
+    tree = _tree(minion)
+    run_ = _load(run)
+    result = _step(tree, run_, step)
+    return {"id": run, "step": step, **result, "retcode": 0 if result["ok"] else 1}
+
+
+@_outcome
+def undo(run, minion=None):
+    """Roll back every stage run ``run`` applied (``orchestrate.sls`` calls it ``onfail``), under its
+    lock, each backend's revert checked. Nothing when ``hecate:deployment:auto_rollback`` is false.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.undo run=20261202T101500Z-1a2b3c
+    """
+    tree = _tree(minion)
+    run_ = _load(run)
+    if not tree["deployment"]["auto_rollback"]:
+        return {"id": run, "rollback": "off (hecate:deployment:auto_rollback is false)", "retcode": 0}
+    rolled = _undo(tree, run_)
+    return {"id": run, "rollback": rolled, "retcode": 1 if rolled["problems"] else 0}
+
+
+@_outcome
+def finish(run, minion=None):
+    """The last step of every ``state.orchestrate`` run, whatever happened before: write the run's record
+    (success, or failed with the stage and reason) and release the lock.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.finish run=20261202T101500Z-1a2b3c
+    """
+    run_ = hecate_orchestrate.load_run(__opts__, run)
+    if run_ is None:
+        return {"id": run, "status": "not started", "error": f"run {run} did not begin (see its begin step)", "retcode": 1}
+    return _finish(_tree(minion), run_)
+
+
+@_outcome
+def verify(minion=None):
+    """Request every pillar route through every edge (``caddy.check``); fails when one does not answer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.verify
+    """
+    tree = _tree(minion)
+    with _Minions(tree) as call:
+        failures = _verify(tree, call)
+    routes = len(tree["reverse_proxy"]["caddy"]["routes"])
+    return {"ok": not failures, "routes": routes, "failures": failures, "retcode": 1 if failures else 0}
+
+
+# -- records: history, show, rollback, promote --------------------------------------------------------
+
+
+def _holder(client, tree):
+    """The run id holding the deploy lock now, or None."""
+    settings = hecate_lock.consul_settings(tree, __opts__)
+    _, entry = client.kv.get(settings["lock"]["key"])
+    if not entry or not entry.get("Session"):
+        return None
+    try:
+        return json.loads(entry["Value"] or b"{}").get("deployment")
+    except (ValueError, AttributeError):  # not ConsulLock's JSON: someone else's holder
+        return None
+
+
+@_outcome
+def history(limit=20, minion=None):
+    """Deployment records of this environment, oldest first, with their change counts. A run still
+    marked running whose lock is gone (Ctrl-C, a killed master) shows as interrupted.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.history
+        salt-run hecate.history limit=5
+    """
+    tree = _tree(minion)
+    _, client, environment, prefix = _records(tree)
+    records = hecate_lock.list_records(client, environment, prefix, limit=limit)
+    holder = _holder(client, tree) if any(r.get("status") == "running" for r in records) else None
+    keep = ("id", "kind", "status", "recorded_at", "deployed_by", "seconds", "error", "rolled_back_to", "promoted_from")
+    out = []
+    for r in records:
+        row = {k: r[k] for k in keep if k in r}
+        if row.get("status") == "running" and r["id"] != holder:
+            row["status"] = "interrupted"
+        row["changed"] = sum(s.get("changed", 0) for s in (r.get("stages") or {}).values())
+        if r.get("pillar"):
+            row["commit"] = r["pillar"]["commit"][:12] + ("+dirty" if r["pillar"].get("dirty") else "")
+        out.append(row)
+    return out
+
+
+@_outcome
+def show(id, tree=False, minion=None):
+    """One deployment record: its stages in execution order with what each changed, the rollback, the
+    pillar commit and operator; ``tree=True`` adds the deployed (secret-free) pillar tree.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.show 20261202T101500Z-1a2b3c
+    """
+    live = _tree(minion)
+    _, client, environment, prefix = _records(live)
+    found = hecate_lock.read_record(client, environment, id, prefix)
+    if not found:
+        return {"error": f"no deployment record {id} in {environment}", "retcode": 1}
+    found.pop("_modify_index", None)
+    if not tree:
+        found.pop("tree", None)
+    stages = found.get("stages") or {}
+    found["order"] = hecate_orchestrate.timeline({name: stages[name] for name in found.get("order") or stages if name in stages})
+    return found
+
+
+def _rollback_target(client, environment, prefix, id):
+    """The record to return to: ``id``, or the newest success whose tree differs from the newest
+    success's (a no-op deploy after a change is not a point to return to)."""
+    successes = hecate_lock.list_records(client, environment, prefix, status="success")
+    if id is not None:
+        found = hecate_lock.read_record(client, environment, id, prefix)
+        if not found or found.get("status") != "success":
+            raise SaltInvocationError(f"deployment {id} is unknown or was not successful")
+        return found, successes
+    if not successes:
+        raise SaltInvocationError("no successful deployment recorded: nothing to roll back to")
+    live = successes[-1].get("tree")
+    for candidate in reversed(successes[:-1]):
+        if candidate.get("tree") != live:
+            return candidate, successes
+    raise SaltInvocationError("every successful deployment recorded deploys what is live now: nothing to roll back to")
+
+
+@_outcome
+def rollback(id=None, test=False, minion=None, wait=None):
+    """Return to a previous successful deployment: by default the newest one whose desired state differs
+    from what is live now (shown before acting). Caddy, authentik and DNS are converged to its recorded
+    tree (expand, switch, contract, as a deploy), Nomad jobs reverted to its recorded versions, each
+    revert checked; all under the deploy lock, recorded as kind ``rollback``. ``test=True`` shows what
+    would change and writes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.rollback test=True
+        salt-run hecate.rollback
+        salt-run hecate.rollback id=20261127T101500Z-1a2b3c
+    """
+    tree = _tree(minion)
+    _, client, environment, prefix = _records(tree)
+    target, _ = _rollback_target(client, environment, prefix, id)
+    _say(f"rolling back to {target['id']} ({target.get('recorded_at')}, by {target.get('deployed_by')})")
+    only = [b.name for b in hecate_backends.BACKENDS if b.undo in ("snapshot", "reapply")]
+    only = [b.name for b in hecate_backends.choose(_effective(tree, {"recorded": target["tree"]})) if b.name in only]
+    versions = {job: v for job, v in (target.get("nomad_versions") or {}).items() if v is not None}
+    if test:
+        planned = {}
+        with _Minions(tree) as call:
+            for step in hecate_backends.steps(_effective(tree, {"recorded": target["tree"]}), only, verify=False):
+                result = _apply(call, step, test=True, recorded=target["tree"])
+                planned[step.name] = {"ok": result["ok"], "changes": hecate_orchestrate.summarize(result["changes"])}
+            now = _nomad_versions(tree, call)
+        reverts = [f"{job}: version {now.get(job)} -> {v}" for job, v in versions.items() if now.get(job) not in (None, v)]
+        return {"target": target["id"], "stages": planned, "nomad_reverts": reverts, "test": True, "retcode": 0}
+    summary = _drive(
+        tree, "rollback", only=only, wait=wait, recorded=target["tree"], extra={"rolled_back_to": target["id"]}, nomad_versions=versions
+    )
+    summary["rolled_back_to"] = target["id"]
+    return summary
+
+
+@_outcome
+def promote(approve=False, source="staging", minion=None, wait=None):
+    """Deploy here what last succeeded in the ``source`` environment (its recorded pillar, with this
+    environment's name and secrets). Without ``approve=True`` it only shows the plan.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.promote
+        salt-run hecate.promote approve=True
+    """
+    tree = _tree(minion)
+    _, client, environment, prefix = _records(tree)
+    found = hecate_lock.list_records(client, source, prefix, status="success", limit=1)
+    if not found:
+        return {"status": "not started", "error": f"no successful deployment in {source} to promote", "retcode": 1}
+    candidate = found[-1]
+    promoted = {**candidate["tree"], "global": {**candidate["tree"].get("global", {}), "environment": environment}}
+    if not approve:
+        return {"status": "needs approval", "from": candidate["id"], "to": environment,
+                "hint": "salt-run hecate.promote approve=True", "retcode": 1}  # fmt: skip
+    summary = _drive(tree, "promote", wait=wait, recorded=promoted, extra={"promoted_from": f"{source}/{candidate['id']}"})
+    summary["promoted_from"] = f"{source}/{candidate['id']}"
+    return summary
+
+
+# -- operate: import, health, backup, restore ----------------------------------------------------------
+# Helpers live in _utils (hecate_import, hecate_health, hecate_backup); the functions here are thin:
+# read the validated tree, reach the minions (edges: Caddy; the controller: authentik, DNS, Nomad), format.
+
+
+@_outcome
 def import_caddyfile(path, dest=None, caddy=None, force=False):
     """Turn a Caddyfile into hecate pillar with the real ``caddy adapt``: routes (domain, backend(s),
     service from the comment above each site or its first label, ``tls_skip_verify``, https backends),
@@ -615,8 +943,6 @@ def import_caddyfile(path, dest=None, caddy=None, force=False):
         salt-run hecate.import_caddyfile path=/etc/caddy/Caddyfile dest=/srv/pillar/hecate-imported.sls
         salt-run hecate.import_caddyfile path=/etc/caddy/Caddyfile --out=yaml
     """
-    import os
-
     try:
         result = hecate_import.import_file(path, binary=caddy)
     except hecate_import.CaddyfileError as exc:
@@ -642,6 +968,7 @@ def import_caddyfile(path, dest=None, caddy=None, force=False):
     }
 
 
+@_outcome
 def health(tgt=None, tgt_type=None, controller=None, minion=None, only=None, timeout=30):
     """Is every route answering through every edge, and do the backends agree? Routes (``caddy.probe``
     on each edge), Caddy's upstreams (``caddy.upstreams``), authentik (``authentik.health``), Nomad
@@ -667,8 +994,8 @@ def health(tgt=None, tgt_type=None, controller=None, minion=None, only=None, tim
         salt-run hecate.health tgt=edge-1 controller=ctl-1
         salt-run hecate.health only='[routes, dns]' --out=json
     """
-    tree = _operate_tree(minion)
-    call = _OperateCaller(tree, tgt, tgt_type, controller, timeout)
+    tree = _tree(minion)
+    call = _Minions(tree, tgt, tgt_type, controller, timeout)
     try:
         report = hecate_health.collect(tree, call, only=[only] if isinstance(only, str) else only)
     finally:
@@ -678,6 +1005,7 @@ def health(tgt=None, tgt_type=None, controller=None, minion=None, only=None, tim
     return {"data": report, "outputter": "table"}
 
 
+@_outcome
 def backup(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=None, timeout=60):
     """Save what hecate manages into a new directory on the master: each edge's Caddy config
     (``caddy.snapshot``), the authentik objects hecate owns, the DNS zones' record sets, the Nomad jobs'
@@ -694,8 +1022,8 @@ def backup(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=None
         salt-run hecate.backup dir=/var/backups/hecate/$(date +%F)
         salt-run hecate.backup dir=/var/backups/hecate/now only='[caddy]' tgt=edge-1
     """
-    tree = _operate_tree(minion)
-    call = _OperateCaller(tree, tgt, tgt_type, controller, timeout)
+    tree = _tree(minion)
+    call = _Minions(tree, tgt, tgt_type, controller, timeout)
     try:
         sections, files = hecate_backup.collect(tree, call, only=[only] if isinstance(only, str) else only)
     finally:
@@ -711,6 +1039,7 @@ def backup(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=None
     return {"dir": dir, "files": len(manifest["files"]), "sections": sections, "failed": failed, "retcode": 1 if failed else 0}
 
 
+@_outcome
 def restore(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=None, test=False, timeout=120):
     """Put a backup back. First every checksum is verified (manifest.json, SHA256SUMS, every file; an
     extra or missing file counts): on any mismatch nothing is changed and it exits 1. Then Caddy on each
@@ -730,8 +1059,8 @@ def restore(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=Non
         __context__["retcode"] = 1
         return {"restored": False, "refused": True, "problems": problems, "comment": "the backup failed verification: nothing was changed",
                 "retcode": 1}  # fmt: skip
-    tree = _operate_tree(minion)
-    call = _OperateCaller(tree, tgt, tgt_type, controller, timeout)
+    tree = _tree(minion)
+    call = _Minions(tree, tgt, tgt_type, controller, timeout)
     try:
         result = hecate_backup.restore(dir, call, only=[only] if isinstance(only, str) else only, test=test)
     finally:

@@ -1,68 +1,18 @@
-"""The orchestration's plan, pure: which stages run, in which order, on which minions, and how to read
-their results. The runner (``_runners/hecate.py``) does the I/O; ``salt/hecate/orchestrate.sls`` lists the
-same stages for ``salt-run state.orchestrate hecate.orchestrate``.
-
-The order is the seed's orchestrate.sls, corrected (see docs/orchestration.md): terraform -> Nomad
-stateful -> Nomad core (the reverse proxy) -> Nomad authentik -> authentik objects -> Caddy routes -> DNS
--> Nomad apps -> verify -> record.
+"""The orchestration's pure parts and the run's own file: how to read stage results, count their
+changes, keep secrets out of records, overlay a recorded tree on the live pillar, name the pillar's git
+commit and the operator. Which backends run, in which order and phase: ``hecate_backends``. The runner
+(``_runners/hecate.py``) does the I/O.
 """
 
 import copy
-from dataclasses import dataclass
+import glob
+import json
+import os
+import socket
+import subprocess
 
 import hecate_schema
 from hecate_spec import ListOf, Map, MapOf, Secret
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    role: str  # "controller" or "edge": which target of hecate:deployment:targets applies it
-    sls: str
-    backend: str  # the pillar section that turns the stage on
-
-
-STAGES = (
-    Stage("terraform", "controller", "hecate.terraform", "terraform"),
-    Stage("nomad_stateful", "controller", "hecate.nomad.stateful", "nomad"),
-    Stage("nomad_core", "controller", "hecate.nomad.core", "nomad"),
-    Stage("nomad_authentik", "controller", "hecate.nomad.authentik", "nomad"),
-    Stage("authentik", "controller", "hecate.authentik", "authentik"),
-    Stage("routes", "edge", "hecate.routes", "caddy"),
-    Stage("dns", "controller", "hecate.dns", "dns"),
-    Stage("nomad_apps", "controller", "hecate.nomad.apps", "nomad"),
-)
-STAGE_NAMES = tuple(s.name for s in STAGES)
-# Stages that converge to a declared state: rolled back by re-applying the previous deployment's tree.
-DECLARATIVE = {"authentik", "routes", "dns"}
-
-
-def backend_enabled(tree, backend):
-    if backend == "caddy":
-        return True
-    if backend == "authentik":
-        routes = tree["reverse_proxy"]["caddy"]["routes"]
-        return bool((tree.get("authentik") or {}).get("url")) and any(r.get("auth") for r in routes)
-    if backend == "dns":
-        dns = tree.get("dns") or {}
-        return bool(dns.get("zone") or dns.get("zones"))
-    return bool(tree.get(backend))
-
-
-def enabled_stages(tree, only=None):
-    """The stages this pillar turns on, in order; ``only`` (names) narrows them."""
-    chosen = [s for s in STAGES if backend_enabled(tree, s.backend)]
-    if only:
-        unknown = set(only) - set(STAGE_NAMES)
-        if unknown:
-            raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(STAGE_NAMES)}")
-        chosen = [s for s in chosen if s.name in only]
-    return chosen
-
-
-def target(tree, role):
-    targets = tree["deployment"]["targets"]
-    return targets[role], targets["tgt_type"]
 
 
 def read_state_returns(returns):
@@ -119,7 +69,92 @@ _SECRET = object()
 
 
 def count_changes(changes):
-    return sum(len(states) for states in changes.values())
+    """How many things changed (routes, authentik objects, record sets), not how many states did:
+    ``{minion: {state: changes}}`` from :func:`read_state_returns`."""
+    return sum(_items(state) for states in changes.values() for state in states.values())
+
+
+def _items(value, depth=0):
+    if isinstance(value, list):
+        return len(value)
+    if isinstance(value, dict):
+        if not value:
+            return 0
+        if "old" in value or "new" in value or depth >= 2:  # one object's diff
+            return 1
+        return sum(_items(v, depth + 1) for v in value.values())
+    return 1 if value else 0
+
+
+def summarize(changes):
+    """``{state: changes}`` per minion -> one readable line per changed thing, for the operator:
+    ``routes added: grafana.example.org``, ``providers created: hecate-grafana``, ``observe.example.org A``."""
+    lines = []
+    for minion, states in sorted(changes.items()):
+        for diff in states.values():
+            for line in _lines(diff):
+                lines.append(f"{minion}: {line}" if len(changes) > 1 else line)
+    return lines
+
+
+def timeline(results):
+    """Step results (in execution order) -> one line per step, then its changes indented: Salt's outputters
+    sort mapping keys, so the order an operator reads is this list.
+    ``["terraform: ok, 0 changed (2.1 s)", "routes: FAILED (1.0 s): ...", "  added: app.example.org"]``"""
+    lines = []
+    for name, result in results.items():
+        state = "ok" if result.get("ok") else "FAILED"
+        seconds = f" ({result['seconds']} s)" if result.get("seconds") else ""
+        line = f"{name}: {state}, {result.get('changed', result.get('would_change', 0))} changed{seconds}"
+        if result.get("problems"):
+            line += ": " + "; ".join(result["problems"])
+        lines.append(line)
+        lines.extend(f"  {change}" for change in result.get("changes") or [])
+    return lines
+
+
+def removed_hosts(changes):
+    """The hosts of the routes a routes stage removes (``removed`` in ``caddy.routes_managed``'s changes)."""
+    hosts = set()
+    for states in changes.values():
+        for diff in states.values():
+            removed = diff.get("removed") if isinstance(diff, dict) else None
+            for route in (removed or {}).values():
+                hosts.update((route.get("hosts") or []) if isinstance(route, dict) else [])
+    return sorted(hosts)
+
+
+def _lines(diff, prefix=""):
+    if not isinstance(diff, dict):
+        return [f"{prefix}{diff}"] if diff else []
+    out = []
+    for key, value in diff.items():
+        if isinstance(value, dict) and value and not _is_object(value):
+            if all(_is_object(v) for v in value.values()):
+                out.append(f"{prefix}{key}: {', '.join(_label(k, v) for k, v in value.items())}")
+            else:
+                out.extend(_lines(value, f"{prefix}{key} "))
+        elif isinstance(value, list):
+            out.append(f"{prefix}{key}: {', '.join(map(str, value))}")
+        elif isinstance(value, dict):
+            out.append(f"{prefix}{_label(key, value)}")
+        else:
+            out.append(f"{prefix}{key}: {value}")
+    return out
+
+
+def _is_object(value):
+    """One changed thing: a scalar, an old/new diff, or a route summary (it has hosts)."""
+    return not isinstance(value, (dict, list)) or (isinstance(value, dict) and bool({"old", "new", "hosts"} & set(value)))
+
+
+def _label(key, value):
+    """A route by its hosts (what the operator knows it by), anything else by its name."""
+    if isinstance(value, dict):
+        for side in (value, value.get("new"), value.get("old")):
+            if isinstance(side, dict) and side.get("hosts"):
+                return ", ".join(map(str, side["hosts"]))
+    return str(key)
 
 
 def overlay(live, recorded):
@@ -131,3 +166,66 @@ def overlay(live, recorded):
     for key, value in recorded.items():
         out[key] = overlay(live.get(key), value) if isinstance(value, dict) else copy.deepcopy(value)
     return out
+
+
+def operator(opts=None):
+    """Who runs this: the user behind sudo, else the login user, else the master's user; with the host."""
+    user = os.environ.get("SUDO_USER") or os.environ.get("USER") or (opts or {}).get("user") or "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def pillar_commit(opts):
+    """The git commit of the pillar: ``git rev-parse HEAD`` of the first pillar root that is a git
+    checkout, else of git_pillar's working copies in the master's cache. None when neither is git.
+    ``{"commit", "dirty", "path"}``: ``dirty`` when the checkout has uncommitted changes."""
+    roots = [root for roots in (opts.get("pillar_roots") or {}).values() for root in roots]
+    roots += sorted(glob.glob(os.path.join(opts.get("cachedir", ""), "git_pillar", "*")))
+    for root in roots:
+        commit = _git(root, "rev-parse", "HEAD")
+        if commit:
+            return {"commit": commit, "dirty": bool(_git(root, "status", "--porcelain")), "path": root}
+    return None
+
+
+def _git(root, *args):
+    if not os.path.isdir(root):
+        return None
+    try:
+        done = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):  # no git binary, or a hung filesystem
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+# -- the run's own file ----------------------------------------------------------------------------
+# A run driven by state.orchestrate is several runner calls: what one step learns (the lock's session,
+# the snapshots, which steps applied) is kept for the next in a file on the master, mode 0600.
+def run_path(opts, run_id):
+    if not run_id or not all(c.isalnum() or c in "-_." for c in str(run_id)):
+        raise ValueError(f"run id {run_id!r} is not valid (letters, digits, '-', '_', '.')")
+    return os.path.join(opts["cachedir"], "hecate", "runs", f"{run_id}.json")
+
+
+def save_run(opts, run):
+    path = run_path(opts, run["id"])
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(run, handle)
+    os.replace(path + ".tmp", path)
+
+
+def load_run(opts, run_id):
+    """The run's file, or None when that run never began here (or already finished)."""
+    try:
+        with open(run_path(opts, run_id), encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+
+
+def drop_run(opts, run_id):
+    try:
+        os.remove(run_path(opts, run_id))
+    except FileNotFoundError:
+        pass

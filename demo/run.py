@@ -4,12 +4,19 @@ REAL: a salt-master and a salt-minion, Caddy, Terraform 1.0.3 with a local-only 
 EMULATED (tests/emulators, clearly not the vendors): authentik, Hetzner Cloud DNS, Nomad, Consul, Vault.
 The seed pillar, pointed at those, goes through `salt-run hecate.deploy` twice (from nothing, then a
 no-op); the deployment record and requests through the proxy are printed. `make demo-stop` stops it all.
+
+The demo's directory (configs, logs, state) is ``--dir``, else ``$HECATE_DEMO_DIR``, else
+``$TMPDIR/hecate-demo``. The pack is installed into the demo's Python (``pip install --no-deps -e``) so
+every README command, ``hecate-validate`` included, works in that venv.
 """
 
 import argparse
 import json
+import os
 import pathlib
+import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
@@ -17,7 +24,18 @@ from stack import BIN, LocalStack, stop
 
 from tests.support.http import get
 
-RUN = pathlib.Path("/tmp/hecate-demo")
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def demo_dir(flag=None):
+    return pathlib.Path(flag or os.environ.get("HECATE_DEMO_DIR") or pathlib.Path(tempfile.gettempdir()) / "hecate-demo")
+
+
+def install_pack():
+    """``hecate-validate`` next to this Python, or install the checkout there (editable, no dependencies:
+    ``make setup`` installed those)."""
+    if not (BIN / "hecate-validate").exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(REPO)], check=True)
 
 
 def say(text):
@@ -27,12 +45,16 @@ def say(text):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--stop", action="store_true")
-    if parser.parse_args().stop:
-        stopped = stop(RUN)
+    parser.add_argument("--dir", help="the demo's directory (default $HECATE_DEMO_DIR, else $TMPDIR/hecate-demo)")
+    args = parser.parse_args()
+    run = demo_dir(args.dir)
+    if args.stop:
+        stopped = stop(run)
         print(f"demo: stopped {', '.join(stopped)}" if stopped else "demo: nothing running")
         return
+    install_pack()
     say("starting: REAL Caddy, salt-master, salt-minion, Terraform; EMULATED authentik, Hetzner DNS, Nomad, Consul, Vault")
-    stack = LocalStack(RUN).start()
+    stack = LocalStack(run).start()
     for name in ("authentik", "hetzner", "nomad"):
         print(f"  EMULATED {name:10} {stack.emulated[name]['url']}")
     print(f"  REAL Caddy: admin {stack.caddy.admin}, HTTP on 127.0.0.1:{stack.ports['http']}")
@@ -74,8 +96,9 @@ def main():
 
     say(f"first deploy {first_s:.1f} s, no-op deploy {second_s:.1f} s (wall time of salt-run, this machine)")
     print(f"try:   curl -H 'Host: cloud.cybermonkey.dev' http://127.0.0.1:{stack.ports['http']}/")
-    print(f"       {BIN}/salt-run -c {RUN}/conf hecate.status")
-    print(f"       {BIN}/salt -c {RUN}/conf demo-edge caddy.routes")
+    print(f"       {BIN}/salt-run -c {run}/conf hecate.status")
+    print(f"       {BIN}/salt -c {run}/conf demo-edge caddy.routes")
+    print(f"       {BIN}/hecate-validate {REPO}/pillar/hecate.sls")
     print("stop:  make demo-stop")
 
 

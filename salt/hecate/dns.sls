@@ -2,9 +2,12 @@
 # hetzner_dns.rrsets_managed per managed zone (read once, write only what differs, prune only
 # hecate-labelled sets when hecate:dns:prune is true). Without a hecate:dns zone the stage is off.
 # Run: salt-call state.apply hecate.dns [test=True]
+# A deploy's expand step passes pillar hecate_prune=False (create and update only); its contract step,
+# after the routes switched and verified, applies it again with hecate:dns:prune (hecate_backends).
 # Edge addresses: when hecate:terraform is configured, from the terraform outputs on this minion
 # (hecate_edge_ipv4/ipv6, read-only); otherwise hecate:dns:targets.
 {%- set dns = (pillar.get('hecate') or {}).get('dns') or {} %}
+{%- set prune = pillar.get('hecate_prune') %}
 {%- set targets = {} %}
 {%- if (pillar.get('hecate') or {}).get('terraform') and 'hecate_terraform.dns_targets' in salt %}
 {%-   set outputs = salt['hecate_terraform.dns_targets']() %}
@@ -27,6 +30,9 @@ hecate_dns_{{ zone }}:
     - targets: {{ targets | json }}
 {%-   elif (pillar.get('hecate') or {}).get('terraform') %}
     - awaiting_targets: true
+{%-   endif %}
+{%-   if prune is not none %}
+    - prune: {{ prune | json }}
 {%-   endif %}
 {%- endfor %}
 {%- else %}

@@ -1,26 +1,27 @@
 # salt-run state.orchestrate hecate.orchestrate [test=True]
 #
-# The seed's nine steps, corrected (docs/orchestration.md):
-#   1 validate the pillar and the prerequisites   -> salt-run hecate.validate (ext_pillar included)
-#   2+3 terraform: render, init (no -upgrade), plan -detailed-exitcode, gate, apply the plan file
-#   4 Nomad stateful -> core (the reverse proxy, bootstrap config + --resume, admin on a unix socket)
-#   5 Nomad authentik, then the authentik objects for routes with auth:
-#   6 Caddy routes through the admin API (one reload, none when nothing differs), then DNS
-#     (targets from the terraform outputs)
-#   7 the applications
-#   8 verify: every route answers through every edge
-#   9 the deployment record in Consul KV (cas=0)
-# Which stages run and where comes from the pillar (hecate:deployment:targets, and a stage is on only
-# when its section is configured): salt-run hecate.stages shows the list. With test=True every
-# salt.state step is a dry run on its minions and the runner steps (verify, record) are skipped, so
-# nothing anywhere is written. For a locked, recorded, auto-rolled-back deploy use salt-run hecate.deploy.
-{%- set stages = salt['saltutil.runner']('hecate.stages') %}
+# The seed's nine steps, corrected and made safe (docs/orchestration.md, docs/architecture.md). Each
+# step below is one call of the engine that salt-run hecate.deploy runs in one go:
+#   begin      validate the pillar, take the Consul deploy lock, record the run as running, snapshot
+#              Caddy's config and the Nomad job versions
+#   expand     terraform, the Nomad jobs, authentik objects and DNS records: created and updated,
+#              nothing deleted
+#   switch     Caddy's routes (one reload), then verify: every route through every edge
+#   contract   authentik objects and DNS records the pillar no longer has are removed
+#   undo       only when a step failed (onfail): every applied stage rolled back, under the lock
+#   finish     always, last: the record (success, or failed with the stage and reason), the lock released
+# Which steps run and where comes from the pillar: salt-run hecate.stages shows the list.
+#
+# test=True: Salt does not run runner steps in test mode, so a dry run applies every stage's SLS with
+# test=True on its minions instead: every diff, no lock, no record, no write anywhere.
+{%- set planned = salt['saltutil.runner']('hecate.stages') %}
+{%- if planned.get('retcode') %}
 
-hecate_validate:
-  salt.runner:
-    - name: hecate.validate
-{%- set ns = namespace(previous='hecate_validate') %}
-{%- for stage in stages %}
+hecate_refused:
+  test.fail_without_changes:
+    - name: {{ planned.get('error', 'the pillar is invalid') | yaml_dquote }}
+{%- elif opts.get('test') %}
+{%- for stage in planned.stages if stage.sls is defined and stage.phase != 'contract' %}
 
 hecate_{{ stage.name }}:
   salt.state:
@@ -28,20 +29,41 @@ hecate_{{ stage.name }}:
     - tgt_type: {{ stage.tgt_type }}
     - sls:
       - {{ stage.sls }}
-    - failhard: True
+{%- endfor %}
+{%- else %}
+{%- set run = planned.run %}
+
+hecate_begin:
+  salt.runner:
+    - name: hecate.begin
+    - run: {{ run }}
+{%- set ns = namespace(previous='hecate_begin') %}
+{%- for stage in planned.stages %}
+
+hecate_{{ stage.name }}:
+  salt.runner:
+    - name: hecate.stage
+    - run: {{ run }}
+    - step: {{ stage.name }}
     - require:
       - salt: {{ ns.previous }}
 {%- set ns.previous = 'hecate_' ~ stage.name %}
 {%- endfor %}
 
-hecate_verify:
+hecate_undo:
   salt.runner:
-    - name: hecate.verify
+    - name: hecate.undo
+    - run: {{ run }}
     - require:
-      - salt: {{ ns.previous }}
+      - salt: hecate_begin
+    - onfail:
+{%- for stage in planned.stages %}
+      - salt: hecate_{{ stage.name }}
+{%- endfor %}
 
-hecate_record:
+hecate_finish:
   salt.runner:
-    - name: hecate.record
-    - require:
-      - salt: hecate_verify
+    - name: hecate.finish
+    - run: {{ run }}
+    - order: last
+{%- endif %}

@@ -8,6 +8,8 @@ import json
 import os
 
 import consul as consul_client
+import hecate_backends
+import hecate_schema
 import pytest
 
 from tests.support.http import backend_of, get
@@ -66,17 +68,13 @@ def test_seed_deploys_from_nothing_and_the_second_deploy_writes_nothing(stack, s
     first = salt_run_cli.run("hecate.deploy")
     assert first.returncode == 0, json.dumps(first.data, indent=1)
     stages = first.data["stages"]
-    assert list(stages) == [
-        "terraform",
-        "nomad_stateful",
-        "nomad_core",
-        "nomad_authentik",
-        "authentik",
-        "routes",
-        "dns",
-        "nomad_apps",
-        "verify",
-    ]
+    # every step of the registry in its order (pinned in tests/unit/test_orchestrate.py): expand, switch, verify, contract
+    assert list(stages) == [s.name for s in hecate_backends.steps(hecate_schema.validate(stack))]
+    assert len(stages) == 10
+    shown = salt_run_cli.run("hecate.show", first.data["id"]).data
+    assert [line.split(":")[0] for line in shown["order"] if not line.startswith(" ")] == list(stages)  # execution order
+    assert any(line.startswith("  added: ") and "cloud.cybermonkey.dev" in line for line in shown["order"]), shown["order"]
+    assert shown["order"][0].startswith("terraform: ok, ")
     assert all(s["ok"] for s in stages.values())
 
     hz = emulators["hetzner"]
@@ -107,6 +105,29 @@ def test_dry_run_writes_nothing_anywhere(stack, salt_run_cli, emulators, edge_ca
     assert sorted(os.listdir(terraform_dir["workdir"])) == files
 
 
+def test_plan_shows_the_authentik_objects_a_new_auth_creates_and_the_records_that_stay(
+    stack, salt_run_cli, emulators, pillar_files, salt_call_cli
+):
+    assert salt_run_cli.run("hecate.deploy").returncode == 0
+    edited = copy.deepcopy(stack)
+    routes = edited["reverse_proxy"]["caddy"]["routes"]
+    next(r for r in routes if r["domain"] == "cloud.cybermonkey.dev")["auth"] = {"groups": ["ops"]}
+    routes[:] = [r for r in routes if r["domain"] != "s3.cybermonkey.dev"]
+    use(pillar_files, salt_call_cli, edited)
+    before = writes(emulators)
+    planned = salt_run_cli.run("hecate.plan")
+    assert planned.returncode == 0, planned.data
+    stages = planned.data["stages"]
+    assert any(line.startswith("providers created: ") and "nextcloud" in line for line in stages["authentik"]["changes"]), stages
+    assert any("applications created" in line for line in stages["authentik"]["changes"])
+    assert stages["dns"]["notes"] == ["s3.cybermonkey.dev: its DNS record stays (hecate:dns:prune is off)"]
+    routes_lines = stages["routes"]["changes"]
+    assert "removed: s3.cybermonkey.dev" in routes_lines and "added: cloud.cybermonkey.dev" in routes_lines, routes_lines
+    assert stages["routes"]["would_change"] == 3, routes_lines  # things (auth route added, route changed, s3 removed), not stages
+    assert planned.data["would_change"] == sum(s["would_change"] for s in stages.values())
+    assert writes(emulators) == before
+
+
 FAULTS = {  # stage -> how to break it
     "nomad_core": lambda e: e["nomad"].script("hecate-reverse-proxy", "fail"),  # failed deployment, auto-reverted
     "authentik": lambda e: e["authentik"].inject(status=500, times=1000, method="POST"),
@@ -114,11 +135,23 @@ FAULTS = {  # stage -> how to break it
 }
 
 
+def orchestrate(salt_run_cli):
+    """``salt-run state.orchestrate hecate.orchestrate``: exit code, and the newest record."""
+    result = salt_run_cli.run("state.orchestrate", "hecate.orchestrate")
+    history = salt_run_cli.run("hecate.history").data
+    return result.returncode, history[-1] if history else None
+
+
+def lock_free(consul):
+    _, entry = consul_client.Consul(host="127.0.0.1", port=consul.port, token=CONSUL_TOKEN).kv.get("hecate/locks/production")
+    return not (entry and entry.get("Session"))
+
+
 @pytest.mark.fault
-def test_a_fault_at_each_stage_stops_the_run_and_keeps_the_previous_state(
-    stack, salt_run_cli, emulators, edge_caddy, pillar_files, salt_call_cli
+def test_a_fault_at_each_stage_stops_state_orchestrate_and_keeps_the_previous_state(
+    stack, salt_run_cli, emulators, edge_caddy, pillar_files, salt_call_cli, consul
 ):
-    assert salt_run_cli.run("hecate.deploy").returncode == 0
+    assert orchestrate(salt_run_cli)[0] == 0
     changed = copy.deepcopy(stack)
     changed["reverse_proxy"]["caddy"]["version"] = "2.11.9"  # a new Caddy image: the reverse-proxy job changes
     extra = {"domain": "new.cybermonkey.dev", "backend": changed["reverse_proxy"]["caddy"]["routes"][1]["backend"], "service": "newapp",
@@ -126,21 +159,50 @@ def test_a_fault_at_each_stage_stops_the_run_and_keeps_the_previous_state(
     changed["reverse_proxy"]["caddy"]["routes"].append(extra)
     use(pillar_files, salt_call_cli, changed)
     caddy_before = edge_caddy.config_bytes()
+    providers_before = sorted(p["name"] for p in emulators["authentik"].providers.values())
     http = stack["reverse_proxy"]["caddy"]["ports"]["http"]
     for stage, inject in FAULTS.items():
         inject(emulators)
         try:
-            result = salt_run_cli.run("hecate.deploy")
+            code, record = orchestrate(salt_run_cli)
         finally:
             for emulator in emulators.values():
                 emulator.faults.clear()
-        assert result.returncode == 1, stage
-        assert result.data["status"] == "failed" and result.data["error"].startswith(f"stage {stage} failed"), result.data["error"]
+        assert code != 0, stage
+        assert record["status"] == "failed" and record["error"].startswith(f"stage {stage} failed"), record
         assert edge_caddy.config_bytes() == caddy_before, stage  # Caddy back to (or still at) the previous deployment
         assert get(http, "new.cybermonkey.dev")[0] == 404
         assert backend_of(get(http, "cloud.cybermonkey.dev")[2]) == "nextcloud"
+        assert get(http, "observe.cybermonkey.dev")[0] == 302  # still protected
+        assert sorted(p["name"] for p in emulators["authentik"].providers.values()) == providers_before, stage  # undone
+        assert "caddy:2.11.9" not in json.dumps(nomad_job(emulators)), stage  # the reverse proxy job reverted
+        assert lock_free(consul), stage
     statuses = [h["status"] for h in salt_run_cli.run("hecate.history").data]
     assert statuses == ["success", "failed", "failed", "failed"]
+
+
+def test_half_apply_a_removed_protected_route_keeps_serving_when_the_switch_fails(
+    stack, salt_run_cli, emulators, pillar_files, salt_call_cli, consul
+):
+    """The issue's scenario: one edit removes a protected route and points another at a dead port. The
+    authentik objects of the removed route are deleted only in the contract step, which a failed switch
+    never reaches: the old routes keep serving, protected as before."""
+    assert orchestrate(salt_run_cli)[0] == 0
+    http = stack["reverse_proxy"]["caddy"]["ports"]["http"]
+    providers = sorted(p["name"] for p in emulators["authentik"].providers.values())
+    assert any("grafana" in name for name in providers)
+    edited = copy.deepcopy(stack)
+    routes = edited["reverse_proxy"]["caddy"]["routes"]
+    routes[:] = [r for r in routes if r["service"] != "grafana"]  # the protected route goes
+    next(r for r in routes if r["domain"] == "s3.cybermonkey.dev")["backend"] = "127.0.0.1:9"  # and s3 breaks
+    use(pillar_files, salt_call_cli, edited)
+    code, record = orchestrate(salt_run_cli)
+    assert code != 0 and record["status"] == "failed" and record["error"].startswith("stage routes failed"), record
+    status, headers, _ = get(http, "observe.cybermonkey.dev")
+    assert status == 302 and "/application/o/authorize/" in headers["location"]  # still there, still protected
+    assert backend_of(get(http, "s3.cybermonkey.dev")[2]) == "minio-console"
+    assert sorted(p["name"] for p in emulators["authentik"].providers.values()) == providers
+    assert lock_free(consul)
 
 
 @pytest.mark.fault
@@ -167,7 +229,13 @@ def test_rollback_reverts_nomad_and_routes(stack, salt_run_cli, emulators, pilla
     assert nomad_job(emulators)["Version"] > version_a
     http = stack["reverse_proxy"]["caddy"]["ports"]["http"]
     assert backend_of(get(http, "cloud.cybermonkey.dev")[2]) == "jenkins"
+    emulators["nomad"].inject(status=500, method="POST", path=r"/revert$", body="can't revert", times=1)
+    failed = salt_run_cli.run("hecate.rollback")
+    assert failed.returncode == 1 and failed.data["status"] == "failed", failed.data  # a 500 is not "done"
+    assert "nomad revert failed" in failed.data["error"] and "FAILED" in failed.data["error"]
+    emulators["nomad"].faults.clear()
     result = salt_run_cli.run("hecate.rollback")
     assert result.returncode == 0, result.data
     assert backend_of(get(http, "cloud.cybermonkey.dev")[2]) == "nextcloud"
     assert "caddy:2.11.9" not in json.dumps(nomad_job(emulators))  # the reverted version's task config
+    assert result.data["stages"]["nomad_revert"]["changes"]

@@ -1,9 +1,12 @@
-"""The orchestration on a real master + minion: salt-run hecate.deploy / plan / history / rollback and
-salt-run state.orchestrate hecate.orchestrate, with the Consul lock and records (emulated Consul) and a
-real Caddy. The seed pillar enables the routes stage; tests/integration/test_full_stack.py adds the rest."""
+"""The orchestration on a real master + minion: salt-run hecate.deploy / plan / history / show / rollback
+and salt-run state.orchestrate hecate.orchestrate, with the Consul lock and records (emulated Consul) and
+a real Caddy. The seed pillar enables the routes stage; tests/integration/test_full_stack.py adds the rest."""
 
 import copy
+import json
+import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -36,14 +39,42 @@ def deploy(salt_run_cli, *args):
     return result.returncode, result.data
 
 
+def use(pillar_files, salt_call_cli, tree):
+    pillar_files.write(tree)
+    salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+
+
+def lock_holder(client):
+    """The session holding the deploy lock, or None: every path of a run must release it."""
+    _, entry = client.kv.get("hecate/locks/production")
+    return entry and entry.get("Session")
+
+
+def commit_pillar(pillar_files):
+    """Make the pillar root a git checkout with one commit; its HEAD."""
+    git = ["git", "-C", str(pillar_files.root), "-c", "user.name=ops", "-c", "user.email=ops@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "pillar", "--allow-empty"], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
 def test_deploy_from_nothing_then_the_second_deploy_changes_nothing(
-    fresh, salt_run_cli, edge_caddy, edge_tree, salt_master, event_listener
+    fresh, salt_run_cli, edge_caddy, edge_tree, salt_master, event_listener, pillar_files
 ):
     started = time.time()
+    head = commit_pillar(pillar_files)
     code, first = deploy(salt_run_cli)
     assert code == 0, first
-    assert first["status"] == "success" and first["stages"]["routes"]["changed"] == 1
-    assert first["stages"]["verify"]["ok"] is True
+    routes = len(edge_tree["reverse_proxy"]["caddy"]["routes"]) + 1  # and the catch-all
+    assert first["status"] == "success" and first["stages"]["routes"]["changed"] == routes  # things changed, not states
+    assert list(first["stages"]) == ["routes", "verify"] and first["stages"]["verify"]["ok"] is True
+    shown = salt_run_cli.run("hecate.show", first["id"])
+    assert shown.returncode == 0, shown
+    assert shown.data["pillar"]["commit"] == head and shown.data["deployed_by"].split("@")[0]
+    assert "tree" not in shown.data and any(line.startswith("added: ") for line in shown.data["stages"]["routes"]["changes"]), shown.data[
+        "stages"
+    ]
     http = edge_tree["reverse_proxy"]["caddy"]["ports"]["http"]
     assert backend_of(get(http, "cloud.cybermonkey.dev")[2]) == "nextcloud"
     mutations = edge_caddy.new_mutations()
@@ -56,6 +87,7 @@ def test_deploy_from_nothing_then_the_second_deploy_changes_nothing(
     history = salt_run_cli.run("hecate.history").data
     assert [h["id"] for h in history] == [first["id"], second["id"]]
     assert all(h["status"] == "success" for h in history)
+    assert [h["changed"] for h in history] == [routes, 0] and history[0]["commit"] == head[:12]
     tags = {e.tag for e in event_listener.get_events([(salt_master.id, "hecate/deploy/*")], after_time=started)}
     assert f"hecate/deploy/{first['id']}/routes/start" in tags and f"hecate/deploy/{first['id']}/done" in tags
 
@@ -63,27 +95,93 @@ def test_deploy_from_nothing_then_the_second_deploy_changes_nothing(
 def test_dry_runs_write_nothing(fresh, salt_run_cli, edge_caddy, consul):
     before = edge_caddy.config_bytes()
     planned = salt_run_cli.run("hecate.plan").data
-    assert planned["would_change"] == 1 and planned["stages"]["routes"]["ok"]
+    assert planned["would_change"] == len(fresh_routes(salt_run_cli)) + 1 and planned["stages"]["routes"]["ok"]
     via_deploy = salt_run_cli.run("hecate.deploy", test=True).data
     assert via_deploy["stages"].keys() == planned["stages"].keys()
     orchestrated = salt_run_cli.run("state.orchestrate", "hecate.orchestrate", test=True)
     assert orchestrated.returncode == 0, orchestrated
     assert edge_caddy.config_bytes() == before and edge_caddy.new_mutations() == []
     assert consul.writes == []  # no lock, no record
-    drift = salt_run_cli.run("hecate.status").data
-    assert drift["in_sync"] is False and drift["backends"]["routes"]["state"] == "drift"
+    drift = salt_run_cli.run("hecate.status")
+    assert drift.returncode == 1, drift  # cron and alerting see drift
+    assert drift.data["in_sync"] is False and drift.data["backends"]["routes"]["state"] == "drift"
+    assert deploy(salt_run_cli)[0] == 0
+    in_sync = salt_run_cli.run("hecate.status")
+    assert in_sync.returncode == 0 and in_sync.data["in_sync"] is True
 
 
-def test_state_orchestrate_runs_the_stages_and_records(fresh, salt_run_cli, edge_caddy, edge_tree):
+def test_state_orchestrate_runs_the_stages_under_the_lock_and_records(fresh, salt_run_cli, edge_caddy, edge_tree):
     result = salt_run_cli.run("state.orchestrate", "hecate.orchestrate")
     assert result.returncode == 0, result.stdout
     http = edge_tree["reverse_proxy"]["caddy"]["ports"]["http"]
     assert backend_of(get(http, "s3.cybermonkey.dev")[2]) == "minio-console"
     history = salt_run_cli.run("hecate.history").data
-    assert [h["kind"] for h in history] == ["orchestrate"]
+    assert [(h["kind"], h["status"]) for h in history] == [("orchestrate", "success")]
+    assert history[0]["changed"] == len(edge_tree["reverse_proxy"]["caddy"]["routes"]) + 1  # and the catch-all
+    assert lock_holder(fresh) is None
     again = salt_run_cli.run("state.orchestrate", "hecate.orchestrate")
     assert again.returncode == 0
-    assert edge_caddy.new_mutations() == [("POST", "/config/")]
+    assert edge_caddy.new_mutations() == [("POST", "/config/")]  # the first run's one load; none the second time
+    assert lock_holder(fresh) is None
+
+
+def test_state_orchestrate_rolls_back_a_failed_stage_records_it_and_releases_the_lock(
+    fresh, salt_run_cli, edge_caddy, edge_tree, pillar_files, salt_call_cli
+):
+    assert salt_run_cli.run("state.orchestrate", "hecate.orchestrate").returncode == 0
+    before = edge_caddy.config_bytes()
+    broken = copy.deepcopy(edge_tree)
+    broken["reverse_proxy"]["caddy"]["verify"] = {"enabled": False}  # the routes state trusts the change; verify does not
+    broken["reverse_proxy"]["caddy"]["routes"][2]["backend"] = "127.0.0.1:9"
+    use(pillar_files, salt_call_cli, broken)
+    failed = salt_run_cli.run("state.orchestrate", "hecate.orchestrate")
+    assert failed.returncode != 0, failed.stdout  # the failed salt.runner step fails the orchestration
+    steps = {state["__id__"]: state for state in failed.data["data"][next(iter(failed.data["data"]))].values()}
+    assert steps["hecate_verify"]["result"] is False and steps["hecate_undo"]["result"] is True
+    assert steps["hecate_finish"]["__run_num__"] == max(s["__run_num__"] for s in steps.values())
+    assert edge_caddy.config_bytes() == before  # undo loaded the snapshot back
+    http = edge_tree["reverse_proxy"]["caddy"]["ports"]["http"]
+    assert backend_of(get(http, "observe.cybermonkey.dev")[2]) == "grafana"
+    last = salt_run_cli.run("hecate.history").data[-1]
+    assert last["status"] == "failed" and last["error"].startswith("verify failed") and "observe.cybermonkey.dev" in last["error"]
+    record = salt_run_cli.run("hecate.show", last["id"]).data
+    assert record["rollback"] == {"done": ["routes on hecate-edge: restored the snapshot"], "problems": []}
+    assert lock_holder(fresh) is None
+
+
+def test_state_orchestrate_waits_for_the_lock_then_stops_without_touching_anything(
+    fresh, salt_run_cli, edge_caddy, edge_tree, pillar_files, salt_call_cli
+):
+    impatient = copy.deepcopy(edge_tree)
+    impatient["consul"] = {"lock": {"wait": 0}}
+    use(pillar_files, salt_call_cli, impatient)
+    holder = hecate_lock.ConsulLock(fresh, "hecate/locks/production", ttl=15, timeout=0, info={"deployment": "manual-test"})
+    holder.acquire()
+    try:
+        refused = salt_run_cli.run("state.orchestrate", "hecate.orchestrate")
+        assert lock_holder(fresh) == holder.session  # finish released nothing it did not take
+    finally:
+        holder.release()
+    assert refused.returncode != 0
+    assert "manual-test" in json.dumps(refused.data)
+    assert edge_caddy.new_mutations() == []
+    assert salt_run_cli.run("hecate.history").data == []
+
+
+def test_unknown_stage_and_bad_pillar_are_one_line_refusals(fresh, salt_run_cli, pillar_files, salt_call_cli, edge_caddy):
+    unknown = salt_run_cli.run("hecate.deploy", "only=[routez]")
+    assert unknown.returncode == 1 and unknown.data["status"] == "not started"
+    assert unknown.data["error"] == "unknown stage 'routez'; the stages are: terraform, nomad_stateful, nomad_core, nomad_authentik, " \
+        "nomad_apps, authentik, dns, routes"  # fmt: skip
+    (pillar_files.root / "hecate.sls").write_text("hecate:\n  global:\n    domain: x\n   environment: y\n")  # bad indentation
+    salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+    broken = salt_run_cli.run("hecate.deploy")
+    assert broken.returncode == 1 and "line 4, column 4" in broken.data["error"], broken.data  # not "see master log"
+    assert edge_caddy.new_mutations() == []
+
+
+def fresh_routes(salt_run_cli):
+    return salt_run_cli.run("pillar.show_pillar", "hecate-master").data["hecate"]["reverse_proxy"]["caddy"]["routes"]
 
 
 def test_a_held_lock_stops_a_second_deploy_and_a_waiting_deploy_runs_after(fresh, salt_run_cli, edge_caddy):
@@ -135,7 +233,9 @@ def test_failed_verify_rolls_the_routes_back(fresh, salt_run_cli, edge_caddy, ed
     assert backend_of(get(http, "observe.cybermonkey.dev")[2]) == "grafana"
 
 
-def test_rollback_returns_to_the_previous_deployment(fresh, salt_run_cli, edge_tree, pillar_files, salt_call_cli, edge_backends):
+def test_rollback_returns_to_the_last_deployment_that_differs_from_live(
+    fresh, salt_run_cli, edge_tree, pillar_files, salt_call_cli, edge_backends, edge_caddy
+):
     assert deploy(salt_run_cli)[0] == 0
     changed = copy.deepcopy(edge_tree)
     plain, _ = edge_backends
@@ -143,13 +243,21 @@ def test_rollback_returns_to_the_previous_deployment(fresh, salt_run_cli, edge_t
     pillar_files.write(changed)
     salt_call_cli.run("saltutil.refresh_pillar", wait=True)
     assert deploy(salt_run_cli)[0] == 0
+    assert deploy(salt_run_cli)[0] == 0  # a no-op deploy after the change: not a point to roll back to
     http = edge_tree["reverse_proxy"]["caddy"]["ports"]["http"]
     assert backend_of(get(http, "cloud.cybermonkey.dev")[2]) == "jenkins"
+    first = salt_run_cli.run("hecate.history").data[0]["id"]
+    mutations = len(edge_caddy.new_mutations())
+    dry = salt_run_cli.run("hecate.rollback", test=True)
+    assert dry.returncode == 0 and dry.data["target"] == first and dry.data["test"] is True, dry.data
+    assert dry.data["stages"]["routes"]["changes"], dry.data  # what the rollback would change
+    assert len(edge_caddy.new_mutations()) == mutations and len(salt_run_cli.run("hecate.history").data) == 3
     result = salt_run_cli.run("hecate.rollback")
     assert result.returncode == 0, result.data
     assert backend_of(get(http, "cloud.cybermonkey.dev")[2]) == "nextcloud"
     history = salt_run_cli.run("hecate.history").data
-    assert history[-1]["kind"] == "rollback" and history[-1]["rolled_back_to"] == history[0]["id"]
+    assert history[-1]["kind"] == "rollback" and history[-1]["rolled_back_to"] == first
+    assert lock_holder(fresh) is None
 
 
 def test_an_invalid_pillar_stops_deploy_before_anything_is_touched(
@@ -164,3 +272,19 @@ def test_an_invalid_pillar_stops_deploy_before_anything_is_touched(
     assert "hecate:reverse_proxy:caddy:routes[0](hera.cybermonkey.dev):backend" in refused["error"]
     assert "Passed invalid arguments" not in refused["error"]
     assert edge_caddy.new_mutations() == [] and consul.writes == []
+    refused_run = salt_run_cli.run("hecate.deploy")
+    assert "Traceback" not in refused_run.stdout + refused_run.stderr  # the ext_pillar refuses without one
+
+
+def test_ctrl_c_is_one_line_releases_the_lock_and_records_the_run_as_interrupted(fresh, salt_run_cli, edge_caddy):
+    process = subprocess.Popen(salt_run_cli.cmdline("hecate.deploy"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    while not (lock_holder(fresh) and fresh.kv.get("hecate/deployments/", recurse=True)[1]):  # begun: locked, recorded
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert "Traceback" not in out + err and len(err.strip().splitlines()) <= 2, err
+    assert "interrupted" in out
+    assert lock_holder(fresh) is None
+    assert [h["status"] for h in salt_run_cli.run("hecate.history").data] == ["interrupted"]

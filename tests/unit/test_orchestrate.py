@@ -1,7 +1,11 @@
-"""The orchestration's pure parts: stage selection, reading state returns, secret-free records, overlays."""
+"""The orchestration's pure parts: the backends' run order and phases (expand, switch, contract), reading state returns, secret-free records, overlays."""
 
+import copy
 import json
+import os
+import subprocess
 
+import hecate_backends
 import hecate_orchestrate
 import hecate_schema
 import pytest
@@ -14,25 +18,156 @@ def tree():
     return hecate_schema.validate(seed_tree())
 
 
-def test_seed_pillar_runs_only_the_routes_stage(tree):
-    assert [s.name for s in hecate_orchestrate.enabled_stages(tree)] == ["routes"]
+def full(tree):
+    """Every backend on: what tests/support/stack.py's full_tree turns on, without servers."""
+    tree = copy.deepcopy(tree)
+    tree["reverse_proxy"]["caddy"]["routes"][2]["auth"] = {"groups": ["ops"]}
+    tree["authentik"].update({"url": "https://auth.example.org", "token": "t"})
+    tree["dns"] = {"zone": "cybermonkey.dev", "token": "t"}
+    tree["nomad"] = {"address": "https://nomad.example.org:4646", "token": "t"}
+    tree["terraform"] = {"workdir": "/srv/terraform/x", "render": False}
+    return hecate_schema.validate(tree)
 
 
-def test_stages_follow_the_seed_order_when_everything_is_configured():
-    names = [s.name for s in hecate_orchestrate.STAGES]
-    assert names.index("terraform") < names.index("nomad_stateful") < names.index("nomad_core") < names.index("routes")
-    assert names.index("routes") < names.index("dns") < names.index("nomad_apps")
-    assert names.index("authentik") < names.index("routes")  # providers exist before Caddy sends users to the outpost
+def names(steps):
+    return [s.name for s in steps]
 
 
-def test_unknown_stage_is_refused(tree):
-    with pytest.raises(ValueError, match="unknown stage"):
-        hecate_orchestrate.enabled_stages(tree, only=["routez"])
+def test_seed_pillar_runs_the_routes_then_verifies(tree):
+    assert names(hecate_backends.steps(tree)) == ["routes", "verify"]
+
+
+def test_a_run_expands_then_switches_then_contracts(tree):
+    steps = hecate_backends.steps(full(tree))
+    assert names(steps) == [
+        "terraform",
+        "nomad_stateful",
+        "nomad_core",
+        "nomad_authentik",
+        "nomad_apps",
+        "authentik",
+        "dns",
+        "routes",
+        "verify",
+        "authentik_contract",  # hecate:authentik:prune defaults to true; DNS prune to false: no DNS contract
+    ]
+    phases = [s.phase for s in steps]
+    assert phases == sorted(phases, key=["expand", "switch", "verify", "contract"].index)
+    by_name = {s.name: s for s in steps}
+    assert by_name["authentik"].prune is False and by_name["dns"].prune is False  # expand deletes nothing
+    assert by_name["authentik_contract"].prune is None and by_name["routes"].prune is None  # the pillar's own setting
+
+
+def test_dns_gets_a_contract_step_only_when_it_may_prune(tree):
+    pruning = full(tree)
+    pruning["dns"]["prune"] = True
+    assert names(hecate_backends.steps(pruning))[-2:] == ["authentik_contract", "dns_contract"]
+
+
+def test_verify_off_and_only(tree):
+    everything = full(tree)
+    everything["deployment"]["verify"] = False
+    assert "verify" not in names(hecate_backends.steps(everything))
+    assert names(hecate_backends.steps(full(tree), only="[routes, dns]")) == ["dns", "routes", "verify"]
+
+
+def test_unknown_stage_is_refused_in_one_line_naming_the_stages(tree):
+    with pytest.raises(ValueError) as refused:
+        hecate_backends.steps(tree, only=["routez"])
+    message = str(refused.value)
+    assert "\n" not in message and "'routez'" in message
+    assert all(b.name in message for b in hecate_backends.BACKENDS)
+
+
+def test_every_backend_says_how_it_is_undone():
+    assert {b.name: b.undo for b in hecate_backends.BACKENDS if b.undo != "revert"} == {
+        "terraform": "keep",
+        "authentik": "reapply",
+        "dns": "reapply",
+        "routes": "snapshot",
+    }
 
 
 def test_targets_default_to_the_seed_grains(tree):
-    assert hecate_orchestrate.target(tree, "controller") == ("roles:hecate-controller", "grain")
-    assert hecate_orchestrate.target(tree, "edge") == ("roles:hecate-proxy", "grain")
+    assert hecate_backends.target(tree, "controller") == ("roles:hecate-controller", "grain")
+    assert hecate_backends.target(tree, "edge") == ("roles:hecate-proxy", "grain")
+
+
+def test_changes_count_things_not_states():
+    changes = {
+        "edge-1": {
+            "r": {
+                "added": {"hecate_route_a": {"hosts": ["a.example.org"]}, "hecate_route_b": {"hosts": ["b.example.org"]}},
+                "changed": {"hecate_route_c": {"old": {"hosts": ["c.example.org"]}, "new": {"hosts": ["c.example.org"]}}},
+            }
+        },
+        "ctl": {
+            "ak": {"providers": {"created": ["hecate-a", "hecate-b"]}, "applications": {"deleted": ["hecate-c"]}},
+            "example.org": {"a.example.org A": {"old": None, "new": {"records": ["1.2.3.4"]}}, "b.example.org A": {"old": {}, "new": None}},
+        },
+    }
+    assert hecate_orchestrate.count_changes(changes) == 3 + 3 + 2
+    lines = hecate_orchestrate.summarize(changes)
+    assert "ctl: providers created: hecate-a, hecate-b" in lines
+    assert "edge-1: added: a.example.org, b.example.org" in lines  # routes by host
+    assert "edge-1: changed: c.example.org" in lines
+    assert "ctl: a.example.org A" in lines and "ctl: applications deleted: hecate-c" in lines
+
+
+def test_the_timeline_is_in_execution_order_with_changes_under_each_step():
+    results = {
+        "terraform": {"ok": True, "changed": 0, "seconds": 2.5, "changes": [], "problems": []},
+        "routes": {"ok": False, "changed": 1, "seconds": 1.0, "changes": ["added: a.example.org"], "problems": ["Caddy rejected"]},
+    }
+    assert hecate_orchestrate.timeline(results) == [
+        "terraform: ok, 0 changed (2.5 s)",
+        "routes: FAILED, 1 changed (1.0 s): Caddy rejected",
+        "  added: a.example.org",
+    ]
+
+
+def test_removed_routes_are_named_by_host():
+    changes = {"edge-1": {"r": {"removed": {"hecate_route_a": {"hosts": ["a.example.org"]}}, "added": {"x": {"hosts": ["x.org"]}}}}}
+    assert hecate_orchestrate.removed_hosts(changes) == ["a.example.org"]
+    assert hecate_orchestrate.removed_hosts({}) == []
+
+
+def test_the_pillar_commit_is_named_when_the_pillar_is_a_git_checkout(tmp_path):
+    plain, repo = tmp_path / "plain", tmp_path / "repo"
+    plain.mkdir()
+    repo.mkdir()
+    opts = {"pillar_roots": {"base": [str(plain)]}, "cachedir": str(tmp_path / "cache")}
+    assert hecate_orchestrate.pillar_commit(opts) is None
+    (repo / "hecate.sls").write_text("hecate: {}\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "pillar"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    opts["pillar_roots"]["base"].append(str(repo))
+    assert hecate_orchestrate.pillar_commit(opts) == {"commit": head, "dirty": False, "path": str(repo)}
+    (repo / "hecate.sls").write_text("hecate: {global: {}}\n")
+    assert hecate_orchestrate.pillar_commit(opts)["dirty"] is True
+
+
+def test_the_operator_is_the_user_behind_sudo(monkeypatch):
+    monkeypatch.setenv("SUDO_USER", "alice")
+    monkeypatch.setenv("USER", "root")
+    assert hecate_orchestrate.operator({"user": "salt"}).startswith("alice@")
+    monkeypatch.delenv("SUDO_USER")
+    assert hecate_orchestrate.operator({"user": "salt"}).startswith("root@")
+
+
+def test_a_runs_file_is_private_and_named_safely(tmp_path):
+    opts = {"cachedir": str(tmp_path)}
+    hecate_orchestrate.save_run(opts, {"id": "20261202T100000Z-abc123", "steps": ["routes"]})
+    path = hecate_orchestrate.run_path(opts, "20261202T100000Z-abc123")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert hecate_orchestrate.load_run(opts, "20261202T100000Z-abc123")["steps"] == ["routes"]
+    hecate_orchestrate.drop_run(opts, "20261202T100000Z-abc123")
+    assert hecate_orchestrate.load_run(opts, "20261202T100000Z-abc123") is None
+    with pytest.raises(ValueError):
+        hecate_orchestrate.run_path(opts, "../../etc/passwd")
 
 
 def test_reading_state_returns():
