@@ -98,8 +98,8 @@ if not IMPORT_ERROR:
         def error(self, method, path, response):
             try:
                 body = response.json()
-            except ValueError:
-                body = response.text[:500]
+            except ValueError:  # redact, then cut: a cut first could leave part of a token
+                body = hecate_http.excerpt(response.text, self.secrets, 500)
             status = response.status_code
             if status == 403:
                 detail = body.get("detail") if isinstance(body, dict) else body

@@ -12,19 +12,23 @@ natural key and PATCH only the declared fields that differ. Lists the server add
 (``property_mappings``, an outpost's ``providers``) are compared as sets: what is declared must be there.
 """
 
-import inspect
-
-import hecate_authentik
-import hecate_schema
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import hecate_authentik
+    import hecate_state
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
+    IMPORT_ERROR = None
 
 __virtualname__ = "authentik"
 
 
 def __virtual__():
-    if "authentik.version" not in __salt__:
-        return False, "the authentik execution module is not available (hecate's _modules/authentik.py)"
-    return __virtualname__
+    if IMPORT_ERROR:
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
+    return hecate_state.virtual(__virtualname__, __salt__, "authentik.version")
 
 
 class _Missing(CommandExecutionError):
@@ -32,31 +36,22 @@ class _Missing(CommandExecutionError):
     same run may be about to create it."""
 
 
-def _ret(name):
-    return {"name": name, "result": True, "changes": {}, "comment": ""}
-
-
 def _test():
-    return bool(__opts__.get("test"))
+    return hecate_state.test(__opts__)
 
 
 def _fail(ret, exc, done=None):
     if isinstance(exc, _Missing) and _test():
         ret.update(result=None, comment=f"{exc} (yet): it may be created by an earlier state of this run")
         return ret
-    ret["result"] = False
-    ret["comment"] = str(exc)
-    if done:
-        ret["changes"] = done
-    return ret
+    return hecate_state.fail(ret, str(exc), done)
 
 
 def _converge(ret, kind, label, current, wanted, create, update):
     """Shared present-logic: create when absent, PATCH the differing declared fields, honour test."""
     if current is None:
         if _test():
-            ret.update(result=None, comment=f"{kind} {label} would be created", changes={"new": wanted})
-            return ret
+            return hecate_state.pending(ret, {"new": wanted}, f"{kind} {label} would be created")
         created = create()
         ret.update(comment=f"{kind} {label} created", changes={"new": wanted, "pk": created.get("pk")})
         return ret
@@ -69,8 +64,7 @@ def _patch(ret, kind, label, diff, update):
         ret["comment"] = f"{kind} {label} is as declared"
         return ret
     if _test():
-        ret.update(result=None, comment=f"{kind} {label} would be updated", changes=diff)
-        return ret
+        return hecate_state.pending(ret, diff, f"{kind} {label} would be updated")
     update({k: v["new"] for k, v in diff.items()})
     ret.update(comment=f"{kind} {label} updated", changes=diff)
     return ret
@@ -81,8 +75,7 @@ def _absent(ret, kind, label, current, delete):
         ret["comment"] = f"{kind} {label} is already absent"
         return ret
     if _test():
-        ret.update(result=None, comment=f"{kind} {label} would be deleted", changes={"old": label, "new": None})
-        return ret
+        return hecate_state.pending(ret, {"old": label, "new": None}, f"{kind} {label} would be deleted")
     delete()
     ret.update(comment=f"{kind} {label} deleted", changes={"old": label, "new": None})
     return ret
@@ -99,7 +92,7 @@ def group_present(name, parents=None, attributes=None, is_superuser=None):
     is_superuser
         Members become superusers (compared only when given).
     """
-    ret = _ret(name)
+    ret = hecate_state.ret(name)
     try:
         current = __salt__["authentik.group"](name)
         if current is None:
@@ -130,12 +123,13 @@ def group_present(name, parents=None, attributes=None, is_superuser=None):
         return _fail(ret, exc)
 
 
-def _named_absent(name, kind, function):
-    """No object called ``name``: read with ``authentik.<function>``, deleted by pk with ``<function>_delete``."""
-    ret = _ret(name)
+def _named_absent(name, kind, function, key="pk"):
+    """No object called ``name``: read with ``authentik.<function>``, deleted by its ``key`` with
+    ``<function>_delete``."""
+    ret = hecate_state.ret(name)
     try:
         current = __salt__[f"authentik.{function}"](name)
-        return _absent(ret, kind, name, current, lambda: __salt__[f"authentik.{function}_delete"](current["pk"]))
+        return _absent(ret, kind, name, current, lambda: __salt__[f"authentik.{function}_delete"](current[key]))
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _fail(ret, exc)
 
@@ -150,8 +144,8 @@ def proxy_provider_present(
     name,
     external_host,
     mode="forward_single",
-    authorization_flow=hecate_authentik.DEFAULT_FLOWS["authorization"],
-    invalidation_flow=hecate_authentik.DEFAULT_FLOWS["invalidation"],
+    authorization_flow=None,
+    invalidation_flow=None,
     cookie_domain=None,
     property_mappings=None,
     skip_path_regex=None,
@@ -162,19 +156,21 @@ def proxy_provider_present(
     mode
         ``forward_single`` (default), ``forward_domain`` or ``proxy`` (then ``internal_host`` is needed).
     authorization_flow / invalidation_flow
-        Flow slugs (defaults: authentik's implicit-consent authorization and provider invalidation flows).
+        Flow slugs (default, also for ``None``: authentik's implicit-consent authorization and provider
+        invalidation flows).
     property_mappings
         Scope mappings (names or managed ids) that must be attached; authentik adds its own defaults and
         those are kept (set semantics).
     """
-    ret = _ret(name)
+    ret = hecate_state.ret(name)
     try:
         flows = {}
-        for field, slug in (("authorization_flow", authorization_flow), ("invalidation_flow", invalidation_flow)):
+        for role, slug in (("authorization", authorization_flow), ("invalidation", invalidation_flow)):
+            slug = slug or hecate_authentik.DEFAULT_FLOWS[role]
             found = __salt__["authentik.flow"](slug)
             if found is None:
-                raise CommandExecutionError(f"there is no flow with slug {slug!r} ({field})")
-            flows[field] = found["pk"]
+                raise CommandExecutionError(f"there is no flow with slug {slug!r} ({role}_flow)")
+            flows[f"{role}_flow"] = found["pk"]
         mapping_pks = None
         if property_mappings is not None:
             known = __salt__["authentik.scope_mappings"]()
@@ -232,7 +228,7 @@ def application_present(
     provider
         The provider's name.
     """
-    ret = _ret(name)
+    ret = hecate_state.ret(name)
     try:
         provider_pk = None
         if provider is not None:
@@ -266,12 +262,7 @@ def application_present(
 
 def application_absent(name):
     """No application with slug ``name`` (its policy bindings go with it)."""
-    ret = _ret(name)
-    try:
-        current = __salt__["authentik.application"](name)
-        return _absent(ret, "application", name, current, lambda: __salt__["authentik.application_delete"](name))
-    except (CommandExecutionError, SaltInvocationError) as exc:
-        return _fail(ret, exc)
+    return _named_absent(name, "application", "application", key="slug")
 
 
 # -- policy bindings ---------------------------------------------------------------------------------------
@@ -299,7 +290,7 @@ def policy_binding_present(name, application, group=None, policy=None, binding_o
     """A binding of a group (by name) or an expression policy (by name) to the application with slug
     ``application``. The pair is the key; ``binding_order`` (authentik's ``order``; Salt reserves
     ``order`` for state ordering), ``negate`` and ``enabled`` are compared."""
-    ret = _ret(name)
+    ret = hecate_state.ret(name)
     try:
         app, field, pk, current = _find_binding(application, group, policy)
         label = f"{application} <- {field} {group or policy}"
@@ -321,7 +312,7 @@ def policy_binding_present(name, application, group=None, policy=None, binding_o
 
 def policy_binding_absent(name, application, group=None, policy=None):
     """No binding of that group or policy to the application (absent application: nothing to do)."""
-    ret = _ret(name)
+    ret = hecate_state.ret(name)
     try:
         if __salt__["authentik.application"](application) is None:
             ret["comment"] = f"application {application} is absent, so is the binding"
@@ -335,7 +326,7 @@ def policy_binding_absent(name, application, group=None, policy=None):
 
 # -- outposts ----------------------------------------------------------------------------------------------
 def _outpost_membership(name, providers, present):
-    ret = _ret(name)
+    ret = hecate_state.ret(name)
     try:
         outpost = __salt__["authentik.outpost"](name)
         if outpost is None:
@@ -355,8 +346,7 @@ def _outpost_membership(name, providers, present):
             return ret
         verb = "added" if present else "removed"
         if _test():
-            ret.update(result=None, comment=f"outpost {name}: providers would be {verb}", changes={verb: pending})
-            return ret
+            return hecate_state.pending(ret, {verb: pending}, f"outpost {name}: providers would be {verb}")
         __salt__["authentik.outpost_update_providers"](
             add=pending if present else None, remove=None if present else pending, outpost_name=name
         )
@@ -378,12 +368,6 @@ def outpost_providers_absent(name, providers):
 
 
 # -- the set-level state -------------------------------------------------------------------------------------
-def _tree():
-    """The validated ``hecate`` tree from pillar (or minion config): never a state argument, since it
-    holds the tokens and a state's arguments end up in the job's return and events."""
-    return hecate_authentik.validate_tree(hecate_schema.validate(__salt__["config.get"]("hecate", None)))
-
-
 def _snapshot(desired):
     """Read authentik once: everything the plan compares, natural keys -> objects."""
     prefix = desired["prefix"]
@@ -499,10 +483,12 @@ def protected_routes(name, prune=None):
     prune
         Override ``hecate:authentik:prune``.
     """
-    ret = _ret(name)
+    ret = hecate_state.ret(name)
     try:
-        tree = _tree()
-    except hecate_schema.PillarError as exc:
+        # From pillar only, never a state argument: the tree holds the tokens, and a state's arguments end
+        # up in the job's return and events. hecate_schema.validate already applies authentik's schema.
+        tree = hecate_state.tree(__pillar__, __opts__, __context__)
+    except hecate_state.PillarError as exc:
         return _fail(ret, exc)
     settings = hecate_authentik.section(tree)
     desired = hecate_authentik.desired_objects(tree)
@@ -520,8 +506,7 @@ def protected_routes(name, prune=None):
             ret["comment"] = f"authentik already guards the {count} protected route object(s) as declared; nothing sent"
             return ret
         if _test():
-            ret.update(result=None, changes=changes, comment="authentik would change (test=True: nothing sent)")
-            return ret
+            return hecate_state.pending(ret, changes, "authentik would change (test=True: nothing sent)")
         _execute(actions, snapshot, desired, done)
         ret.update(changes=changes, comment=f"authentik converged: {count} protected application(s)")
         return ret
@@ -529,27 +514,23 @@ def protected_routes(name, prune=None):
         return _fail(ret, f"authentik: {exc} (done before the failure: {done or 'nothing'})", done)
 
 
-WATCHABLE = (
-    "protected_routes",
-    "group_present",
-    "group_absent",
-    "proxy_provider_present",
-    "proxy_provider_absent",
-    "application_present",
-    "application_absent",
-    "policy_binding_present",
-    "policy_binding_absent",
-    "outpost_providers_present",
-    "outpost_providers_absent",
-)
-
-
 def mod_watch(name, sfun=None, **kwargs):
     """``watch``: run the watching state again (every state here converges, so that is all a watched
-    change asks for). Only the state's own arguments are passed on: the low chunk also holds Salt's keys
-    (``__reqs__``, ``__id__``, ``fun``...)."""
-    if sfun not in WATCHABLE:
-        return {"name": name, "result": False, "changes": {}, "comment": f"watch is not supported by authentik.{sfun}"}
-    function = globals()[sfun]
-    own = inspect.signature(function).parameters
-    return function(name, **{k: v for k, v in kwargs.items() if k in own and k != "name"})
+    change asks for), with only the state's own arguments."""
+    functions = {
+        f.__name__: f
+        for f in (
+            protected_routes,
+            group_present,
+            group_absent,
+            proxy_provider_present,
+            proxy_provider_absent,
+            application_present,
+            application_absent,
+            policy_binding_present,
+            policy_binding_absent,
+            outpost_providers_present,
+            outpost_providers_absent,
+        )
+    }
+    return hecate_state.mod_watch(functions, name, sfun, kwargs)

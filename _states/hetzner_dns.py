@@ -211,7 +211,7 @@ def _desired_from_pillar(zone, targets):
     return compiled[zone], hecate_dns.owner_labels(tree), bool(tree["dns"].get("prune")), []
 
 
-def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None, **kwargs):
+def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None, awaiting_targets=False, **kwargs):
     """Converge hecate's RRSets in zone ``name``: read once, diff, write the minimum, wait in batches.
 
     name
@@ -228,6 +228,10 @@ def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None, **kw
         set are never deleted.
     owner
         The ``hecate-owner`` label value. Default: ``hecate:dns:owner``, else ``hecate:global:environment``.
+    awaiting_targets
+        The edge addresses come from a terraform apply that has not happened yet (``hecate.dns`` sets it
+        when terraform has no outputs): with ``test=True`` the missing addresses are a pending change,
+        not an error, so a dry run from nothing shows the whole plan.
 
     .. code-block:: yaml
 
@@ -243,6 +247,12 @@ def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None, **kw
     else:
         desired, problems = hecate_dns.desired_from_list(rrsets, zone)
         labels, pillar_prune = hecate_dns.owner_labels(__pillar__.get("hecate") or {}, owner=owner), False
+    if problems and awaiting_targets and hecate_state.test(__opts__) and all(p == "hecate:dns:targets" for p, _ in problems):
+        return hecate_state.pending(
+            hecate_state.ret(name),
+            {"zone": zone, "records": "created once terraform has created the edge servers (no addresses yet)"},
+            "would create the route records with the edge addresses terraform outputs after its apply",
+        )
     if problems:
         lines = "\n".join(f"  {path}: {reason}" for path, reason in problems)
         return hecate_state.ret(name, False, comment=f"refusing to touch zone {zone}; invalid input:\n{lines}")

@@ -32,37 +32,31 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import hecate_nomad
-    import hecate_schema
-    from hecate_spec import PillarError
-
+    import hecate_state
+except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
+    IMPORT_ERROR = f"cannot import {exc.name}"
+else:
     IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover
-    IMPORT_ERROR = str(exc)
 
 __virtualname__ = "nomad_job"
 
 
 def __virtual__():
     if IMPORT_ERROR:
-        return False, f"nomad_job: hecate's helpers are not importable ({IMPORT_ERROR}); sync _utils"
-    if "nomad_job.plan" not in __salt__:
-        return False, "nomad_job: the nomad_job execution module is not available"
-    return __virtualname__
-
-
-def _ret(name):
-    return {"name": name, "result": False, "changes": {}, "comment": ""}
+        return (False, f"{__virtualname__}: {IMPORT_ERROR}")
+    return hecate_state.virtual(__virtualname__, __salt__, "nomad_job.plan")
 
 
 def _short(dep_id):
     return (dep_id or "")[:8]
 
 
-def _tree():
-    raw = __salt__["config.get"]("hecate", None)
-    if raw is None:
-        raise SaltInvocationError("pillar has no 'hecate' tree: the job templates render from it")
-    return hecate_schema.validate(raw)
+def _tree(required=True):
+    """The validated ``hecate`` tree, from pillar only. Without ``required`` (an inline ``hcl`` job, or a
+    rollback: the tree only adds the canary policy) ``None`` when pillar has no ``hecate`` key."""
+    if not required and __pillar__.get("hecate") is None:
+        return None
+    return hecate_state.tree(__pillar__, __opts__, __context__)
 
 
 def _template_key(source, job):
@@ -156,20 +150,16 @@ def present(
     wait
         Watch the deployment (default). False returns after the registration.
     """
-    ret = _ret(name)
+    ret = hecate_state.ret(name)
     if bool(source) == bool(hcl):
-        ret["comment"] = "give exactly one of source (a salt:// template) or hcl"
-        return ret
-    test = bool(__opts__.get("test"))
+        return hecate_state.fail(ret, "give exactly one of source (a salt:// template) or hcl")
+    test = hecate_state.test(__opts__)
     try:
-        tree = None
+        tree = _tree(required=bool(source))
         if source:
-            tree = _tree()
             key = _template_key(source, job)
             text = _render(source, tree, key, context)
         else:
-            raw = __salt__["config.get"]("hecate", None)
-            tree = hecate_schema.validate(raw) if raw is not None else None
             key = job or name
             text = hcl
         policy, configured = _policy(tree, key, promote, healthy_seconds)
@@ -177,8 +167,7 @@ def present(
             configured = float(deploy_timeout)
         parsed = __salt__["nomad_job.parse"](text, variables=variables)
         if parsed.get("ID") != name:
-            ret["comment"] = f"the rendered job is {parsed.get('ID')!r}, not {name!r}"
-            return ret
+            return hecate_state.fail(ret, f"the rendered job is {parsed.get('ID')!r}, not {name!r}")
         plan = __salt__["nomad_job.plan"](parsed)
         summary = hecate_nomad.plan_summary(plan)
         if summary["diff"] == "None":
@@ -187,27 +176,22 @@ def present(
             # Nomad would accept the job and block its evaluation until the progress deadline fails it:
             # refuse before writing, the running version keeps serving
             reasons = "; ".join(f"group {g}: {', '.join(r)}" for g, r in summary["placement_failures"].items())
-            ret["comment"] = f"Job {name} cannot be placed, nothing registered: {reasons}"
-            return ret
+            return hecate_state.fail(ret, f"Job {name} cannot be placed, nothing registered: {reasons}")
         if test:
-            ret.update(result=None, changes={"plan": summary}, comment=_plan_comment(name, summary) + " (test mode: nothing written)")
-            return ret
+            return hecate_state.pending(ret, {"plan": summary}, _plan_comment(name, summary) + " (test mode: nothing written)")
         registered, summary, replanned = _register(name, parsed, plan, summary, text, variables)
         if registered is None:  # the conflicting writer registered this very spec
-            ret.update(
-                result=True, comment=f"Job {name} was registered with this spec meanwhile (re-planned after a check-and-set conflict)"
-            )
+            ret["comment"] = f"Job {name} was registered with this spec meanwhile (re-planned after a check-and-set conflict)"
             return ret
-    except (CommandExecutionError, SaltInvocationError, PillarError) as exc:
-        ret["comment"] = str(exc)
-        return ret
+    except (CommandExecutionError, SaltInvocationError, hecate_state.PillarError) as exc:
+        return hecate_state.fail(ret, str(exc))
 
     ret["changes"] = {"plan": summary, "job_modify_index": registered["JobModifyIndex"]}
     if replanned:
         ret["changes"]["replanned_after_conflict"] = True
     verb = "created" if summary["diff"] == "Added" else "updated"
     if not wait or not hecate_nomad.has_deployments(parsed):
-        ret.update(result=True, comment=f"Job {name} {verb} (eval {_short(registered.get('EvalID'))}); deployment not watched")
+        ret["comment"] = f"Job {name} {verb} (eval {_short(registered.get('EvalID'))}); deployment not watched"
         return ret
     return _watch(ret, name, parsed, registered["JobModifyIndex"], policy, configured, verb, _places(summary))
 
@@ -247,22 +231,18 @@ def _unchanged(ret, name, parsed, policy, configured, test):
     """The spec is registered already. A deployment of it that is still running is watched (a previous
     run may have been interrupted); one that failed fails the state."""
     latest = __salt__["nomad_job.deployment"](name=name) if hecate_nomad.has_deployments(parsed) else None
-    if not latest or latest.get("Status") == "successful":
-        ret.update(result=True, comment=f"Job {name} is up to date")
+    if not latest or latest.get("Status") in ("successful", "cancelled"):
+        ret["comment"] = f"Job {name} is up to date"
         return ret
-    if latest.get("Status") in ("failed", "cancelled"):
-        if latest["Status"] == "cancelled":
-            ret.update(result=True, comment=f"Job {name} is up to date")
-            return ret
-        ret["comment"] = (
+    if latest.get("Status") == "failed":
+        return hecate_state.fail(
+            ret,
             f"Job {name} is up to date, but its deployment {_short(latest['ID'])} of version {latest.get('JobVersion')} "
-            f"failed: {latest.get('StatusDescription')}"
+            f"failed: {latest.get('StatusDescription')}",
         )
-        return ret
     if test:
-        ret.update(result=True, comment=f"Job {name} is up to date; its deployment {_short(latest['ID'])} is {latest['Status']}")
+        ret["comment"] = f"Job {name} is up to date; its deployment {_short(latest['ID'])} is {latest['Status']}"
         return ret
-    ret["changes"] = {}
     return _follow(ret, name, parsed, latest, policy, configured, "is up to date; deployment")
 
 
@@ -273,16 +253,19 @@ def _watch(ret, name, parsed, job_modify_index, policy, configured, verb, places
     try:
         dep = __salt__["nomad_job.find_deployment"](name, job_modify_index, timeout=find)
     except CommandExecutionError as exc:
-        ret["comment"] = f"Job {name} {verb}, but its deployment could not be read: {exc}"
-        return ret
+        return _failed(ret, f"Job {name} {verb}, but its deployment could not be read: {exc}")
     if dep is None:
         if not places:
-            ret.update(result=True, comment=f"Job {name} {verb}: no allocation changes, no deployment")
+            ret["comment"] = f"Job {name} {verb}: no allocation changes, no deployment"
             return ret
-        ret.update(result=False, comment=f"Job {name} {verb}, but Nomad created no deployment for it within {find:g}s")
-        return ret
+        return _failed(ret, f"Job {name} {verb}, but Nomad created no deployment for it within {find:g}s")
     remaining = max(1.0, timeout - (time.monotonic() - started))
     return _follow(ret, name, parsed, dep, policy, remaining, verb, absolute=True)
+
+
+def _failed(ret, comment):
+    """Fail, keeping what was done (the registration, the deployment) in ``changes``."""
+    return hecate_state.fail(ret, comment, ret["changes"])
 
 
 def _follow(ret, name, parsed, dep, policy, timeout, verb, absolute=False):
@@ -293,8 +276,7 @@ def _follow(ret, name, parsed, dep, policy, timeout, verb, absolute=False):
             dep["ID"], timeout=timeout, promote=policy["mode"], healthy_seconds=policy.get("healthy_seconds")
         )
     except CommandExecutionError as exc:
-        ret["comment"] = f"Job {name} {verb}; watching deployment {_short(dep['ID'])} failed: {exc}"
-        return ret
+        return _failed(ret, f"Job {name} {verb}; watching deployment {_short(dep['ID'])} failed: {exc}")
     deployment = {"id": outcome["deployment_id"], "status": outcome["status"], "version": outcome["job_version"]}
     if outcome["promoted"]:
         deployment["promoted"] = outcome["promoted"]
@@ -303,23 +285,20 @@ def _follow(ret, name, parsed, dep, policy, timeout, verb, absolute=False):
     short = _short(outcome["deployment_id"])
     if outcome["status"] == "successful":
         promoted = f", canaries of {', '.join(outcome['promoted'])} promoted" if outcome["promoted"] else ""
-        ret.update(result=True, comment=f"{head}: deployment {short} successful{promoted}")
+        ret["comment"] = f"{head}: deployment {short} successful{promoted}"
         return ret
     if outcome["awaiting_promotion"]:
         deployment["status"] = "awaiting promotion"
-        ret.update(
-            result=True,
-            comment=f"{head}: canaries are healthy; deployment {short} awaits manual promotion "
-            f"(salt-call nomad_job.promote {outcome['deployment_id']})",
+        ret["comment"] = (
+            f"{head}: canaries are healthy; deployment {short} awaits manual promotion "
+            f"(salt-call nomad_job.promote {outcome['deployment_id']})"
         )
         ret["warnings"] = [f"{name}: deployment {outcome['deployment_id']} awaits manual promotion"]
         return ret
     if outcome.get("stalled"):
-        ret["comment"] = f"{head}: deployment {short} is {outcome['status']} ({outcome['description']}): {outcome['stalled']}"
-        return ret
+        return _failed(ret, f"{head}: deployment {short} is {outcome['status']} ({outcome['description']}): {outcome['stalled']}")
     if outcome["timed_out"]:
-        ret["comment"] = f"{head}: deployment {short} still {outcome['status']} after {timeout:g}s ({outcome['description']})"
-        return ret
+        return _failed(ret, f"{head}: deployment {short} still {outcome['status']} after {timeout:g}s ({outcome['description']})")
     comment = f"{head}: deployment {short} {outcome['status']}: {outcome['description']}"
     if outcome["failing_allocations"]:
         ret["changes"]["failing_allocations"] = outcome["failing_allocations"]
@@ -336,8 +315,7 @@ def _follow(ret, name, parsed, dep, policy, timeout, verb, absolute=False):
         comment += f". Nomad auto-reverted {name} to the spec of version {outcome['reverted_to']}" + (
             f" (rollback deployment {_short(revert.get('deployment_id'))}: {revert.get('status')})" if revert.get("deployment_id") else ""
         )
-    ret.update(result=False, comment=comment)
-    return ret
+    return _failed(ret, comment)
 
 
 def absent(name, purge=False):
@@ -348,25 +326,23 @@ def absent(name, purge=False):
     purge
         Remove the job from Nomad entirely (``nomad job stop -purge``).
     """
-    ret = _ret(name)
+    ret = hecate_state.ret(name)
     try:
         job = __salt__["nomad_job.inspect"](name)
         if job is None:
-            ret.update(result=True, comment=f"Job {name} is absent")
+            ret["comment"] = f"Job {name} is absent"
             return ret
         if job.get("Stop") and not purge:
-            ret.update(result=True, comment=f"Job {name} is stopped")
+            ret["comment"] = f"Job {name} is stopped"
             return ret
         action = "purged" if purge else "stopped"
         change = {"old": {"version": job.get("Version"), "status": job.get("Status")}, "new": action}
-        if __opts__.get("test"):
-            ret.update(result=None, changes={"job": change}, comment=f"Job {name} would be {action}")
-            return ret
+        if hecate_state.test(__opts__):
+            return hecate_state.pending(ret, {"job": change}, f"Job {name} would be {action}")
         __salt__["nomad_job.stop"](name, purge=purge)
     except (CommandExecutionError, SaltInvocationError) as exc:
-        ret["comment"] = str(exc)
-        return ret
-    ret.update(result=True, changes={"job": change}, comment=f"Job {name} {action}")
+        return hecate_state.fail(ret, str(exc))
+    ret.update(changes={"job": change}, comment=f"Job {name} {action}")
     return ret
 
 
@@ -382,64 +358,46 @@ def rolled_back(name, version=None, promote=None, healthy_seconds=None, deploy_t
     version
         The version to return to (an integer); default the previous stable version.
     """
-    ret = _ret(name)
+    ret = hecate_state.ret(name)
     try:
         current = __salt__["nomad_job.inspect"](name)
         if current is None:
-            ret["comment"] = f"Job {name} does not exist: nothing to roll back"
-            return ret
+            return hecate_state.fail(ret, f"Job {name} does not exist: nothing to roll back")
         history = __salt__["nomad_job.versions"](name, full=True)
         if version is not None:
             target = next((v for v in history if v.get("Version") == int(version)), None)
             if target is None:
-                ret["comment"] = f"Job {name} has no version {version} (versions: {', '.join(str(v['Version']) for v in history)})"
-                return ret
+                versions = ", ".join(str(v["Version"]) for v in history)
+                return hecate_state.fail(ret, f"Job {name} has no version {version} (versions: {versions})")
             if hecate_nomad.same_spec(target, current):
-                ret.update(result=True, comment=f"Job {name} already runs the spec of version {version} (version {current['Version']})")
+                ret["comment"] = f"Job {name} already runs the spec of version {version} (version {current['Version']})"
                 return ret
         else:
             older = [v for v in history if v.get("Version", -1) < current["Version"] and v.get("Stable")]
             older = [v for v in sorted(older, key=lambda v: -v["Version"]) if not hecate_nomad.same_spec(v, current)]
             if not older:
-                ret["comment"] = f"Job {name} has no stable version before {current['Version']} with a different spec"
-                return ret
+                return hecate_state.fail(ret, f"Job {name} has no stable version before {current['Version']} with a different spec")
             target = older[0]
-        change = {"old_version": current["Version"], "reverted_to": target["Version"]}
-        if __opts__.get("test"):
-            ret.update(
-                result=None,
-                changes={"rollback": change},
-                comment=f"Job {name} would be reverted from version {current['Version']} to {target['Version']}",
-            )
-            return ret
-        response = __salt__["nomad_job.revert"](name, target["Version"], enforce_prior_version=current["Version"])
-        tree_raw = __salt__["config.get"]("hecate", None)
-        tree = hecate_schema.validate(tree_raw) if tree_raw is not None else None
-        policy, configured = _policy(tree, name[len("hecate-") :] if name.startswith("hecate-") else name, promote, healthy_seconds)
+        # The watch policy is read before the revert: an invalid pillar or argument refuses without writing.
+        key = name[len("hecate-") :] if name.startswith("hecate-") else name
+        policy, configured = _policy(_tree(required=False), key, promote, healthy_seconds)
         if deploy_timeout is not None:
             configured = float(deploy_timeout)
-    except (CommandExecutionError, SaltInvocationError, PillarError) as exc:
-        ret["comment"] = str(exc)
-        return ret
+        change = {"old_version": current["Version"], "reverted_to": target["Version"]}
+        if hecate_state.test(__opts__):
+            comment = f"Job {name} would be reverted from version {current['Version']} to {target['Version']}"
+            return hecate_state.pending(ret, {"rollback": change}, comment)
+        response = __salt__["nomad_job.revert"](name, target["Version"], enforce_prior_version=current["Version"])
+    except (CommandExecutionError, SaltInvocationError, hecate_state.PillarError) as exc:
+        return hecate_state.fail(ret, str(exc))
     ret["changes"] = {"rollback": {**change, "new_version": current["Version"] + 1}}
     if not wait or not hecate_nomad.has_deployments(target):
-        ret.update(result=True, comment=f"Job {name} reverted to the spec of version {target['Version']}")
+        ret["comment"] = f"Job {name} reverted to the spec of version {target['Version']}"
         return ret
     return _watch(ret, name, target, response["JobModifyIndex"], policy, configured, f"reverted to the spec of version {target['Version']}")
 
 
 def mod_watch(name, sfun=None, **kwargs):
-    """``watch`` requisites: re-converge ``present``; perform ``rolled_back``."""
-    kwargs = {k: v for k, v in kwargs.items() if not k.startswith("__")}
-    if sfun == "present":
-        return present(name, **{k: v for k, v in kwargs.items() if k in _PRESENT_ARGS})
-    if sfun == "rolled_back":
-        return rolled_back(name, **{k: v for k, v in kwargs.items() if k in _ROLLBACK_ARGS})
-    ret = _ret(name)
-    ret["comment"] = f"nomad_job.{sfun} does not react to watch"
-    ret["result"] = True
-    return ret
-
-
-_PRESENT_ARGS = ("source", "hcl", "job", "variables", "context", "promote", "healthy_seconds", "deploy_timeout", "wait")
-_ROLLBACK_ARGS = ("version", "promote", "healthy_seconds", "deploy_timeout", "wait")
+    """``watch``: re-converge ``present``, perform ``rolled_back``, re-check ``absent``; with the state's
+    own arguments only."""
+    return hecate_state.mod_watch({"present": present, "rolled_back": rolled_back, "absent": absent}, name, sfun, kwargs)

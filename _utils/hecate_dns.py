@@ -32,7 +32,9 @@ from hecate_spec import (
     Secret,
     Str,
     index,
+    is_hostname,
     key,
+    quote,
 )
 
 __all__ = [
@@ -401,6 +403,20 @@ class DnsName(Str):
         return value
 
 
+class ZoneName(DnsName):
+    """A managed zone: a host name by the rule route domains follow (``hecate_spec.is_hostname``), so
+    ``12345`` or ``999.999.999.999`` (a last label all digits, not a name) is refused; no wildcard."""
+
+    def __init__(self):
+        super().__init__(wildcard=False, what="zone name")
+
+    def __call__(self, value, path, report):
+        value = super().__call__(value, path, report)
+        if isinstance(value, str) and name_problem(value, wildcard=False) is None and not is_hostname(value):
+            report.error(path, f"is not a valid hostname: {quote(value)}")
+        return value
+
+
 class RecordType(Str):
     def __init__(self):
         super().__init__(choices=list(PILLAR_TYPES))
@@ -482,8 +498,8 @@ TARGETS_SCHEMA = Map({"ipv4": ListOf(Address(4), unique=True), "ipv6": ListOf(Ad
 
 PILLAR_SCHEMA = Map(
     {
-        "zone": Field(DnsName(wildcard=False, what="zone name"), doc="the managed zone (or zones: [...])"),
-        "zones": ListOf(DnsName(wildcard=False, what="zone name"), unique=True),
+        "zone": Field(ZoneName(), doc="the managed zone (or zones: [...])"),
+        "zones": ListOf(ZoneName(), unique=True),
         "token": Secret(),
         "endpoint": Endpoint(),
         "allow_insecure_endpoint": Field(Bool(), default=False),

@@ -22,7 +22,7 @@ import hecate_caddy
 import hecate_nginx
 import hecate_terraform
 import jinja2
-from hecate_spec import Bool, Field, Int, ListOf, Map, MapOf, Report, Secret, Str, index, key
+from hecate_spec import Bool, Duration, Field, Int, ListOf, Map, MapOf, Report, Secret, Str, index, key, parse_duration
 
 __all__ = [
     "JOBS",
@@ -51,22 +51,23 @@ STALLED = {
 }  # template delimiters that make a template block literal
 
 # -- durations ------------------------------------------------------------------------------------
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d))+$", re.ASCII)  # ASCII digits, as Go reads them
+# Nomad reads durations with Go's time.ParseDuration (src/time/format.go): no "d" unit, unlike Caddy.
+DURATION_UNITS = "ns, us, ms, s, m, h"
 
 
 def seconds(value):
     """A Go duration (``"90s"``, ``"1m30s"``), nanoseconds (an int, as Nomad's JSON has them) or None
-    -> seconds (float). Raises ValueError on anything else."""
+    -> seconds (float). Raises ValueError on anything else, ``"1d"`` included (Go has no ``d``)."""
     if value is None:
         return None
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, (int, float)):
         return value / 1e9
-    if not _DURATION.match(str(value)):
+    nanoseconds = parse_duration(value, days=False)
+    if nanoseconds is None:
         raise ValueError(f"not a duration: {value!r}")
-    return sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)", str(value), re.ASCII))
+    return nanoseconds / 1e9
 
 
 def go_duration(secs):
@@ -92,12 +93,16 @@ class Seconds:
         except ValueError:
             secs = None
         if secs is None or secs < self.minimum:
-            report.error(path, f"must be a number of seconds >= {self.minimum} or a duration like 90s, got {value!r}")
+            report.error(
+                path,
+                f"must be a number of seconds >= {self.minimum} or a Go duration like 90s or 1h30m "
+                f"(units {DURATION_UNITS}; no d: Nomad's parser refuses it), got {value!r}",
+            )
             return value
         return secs
 
 
-DURATION_STR = Str(pattern=_DURATION, what="duration (like 30s, 5m, 1h30m)")
+DURATION_STR = Duration(days=False)  # Go's syntax, as Nomad parses it
 IMAGE = Str(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$", what="container image")
 VAULT_PATH = Str(pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]*#[A-Za-z0-9_.-]+$", what="Vault path#key (e.g. secret/hecate/x#value)")
 

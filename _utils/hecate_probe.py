@@ -36,6 +36,15 @@ NO_CERTIFICATE_YET = "TLSV1_ALERT_INTERNAL_ERROR"
 GATEWAY_ERRORS = (502, 503, 504)
 
 
+def _failure(exc):
+    """Why a request got no usable answer. An ``HTTPException`` means the server did answer, but with
+    something ``http.client`` cannot read (more than ``http.client._MAXHEADERS`` = 100 header lines, a
+    malformed status line): say that, not "no answer"."""
+    if isinstance(exc, http.client.HTTPException):
+        return f"answered, but Python's http.client cannot read the response: {exc}"
+    return f"no answer: {exc}"
+
+
 def targets(tree, domains=None):
     """``[(domain, route or None)]`` for ``domains`` (default: every pillar route); the route says how
     to prove the backend of a protected domain."""
@@ -133,7 +142,7 @@ class Prober:
                 result["reason"] = f"TLS failed: {exc}"
             return result
         except (OSError, http.client.HTTPException) as exc:
-            result["reason"] = f"no answer on 127.0.0.1:{self.port}: {exc}"
+            result["reason"] = f"127.0.0.1:{self.port} {_failure(exc)}"
             return result
         result["status"] = response.status
         if response.getheader(hecate_caddy.NO_ROUTE_HEADER):
@@ -167,7 +176,7 @@ class Prober:
                     self.backoff,
                 )
             except (OSError, http.client.HTTPException) as exc:
-                dead.append(f"behind auth, backend {address} does not answer: {exc}")
+                dead.append(f"behind auth, backend {address} {_failure(exc)}")
                 continue
             if response.status in GATEWAY_ERRORS:
                 dead.append(f"behind auth, backend {address} answered HTTP {response.status}")

@@ -28,6 +28,8 @@ hecate_dns_{{ zone }}:
     - name: {{ zone | yaml_dquote }}
 {%-   if targets %}
     - targets: {{ targets | json }}
+{%-   elif (pillar.get('hecate') or {}).get('terraform') %}
+    - awaiting_targets: true
 {%-   endif %}
 {%-   if prune is not none %}
     - prune: {{ prune | json }}

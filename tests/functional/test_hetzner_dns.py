@@ -155,6 +155,16 @@ def test_changed_target_and_ttl_cost_one_write_per_difference(hetzner, salt_load
     assert hetzner.records(ZONE)[("cloud", "A")] == (sorted([V4, "203.0.113.8"]), 900)
 
 
+def test_dry_run_before_terraform_made_the_edges_is_pending_not_an_error(hetzner, salt_loaders):
+    pillar = dns_pillar(hetzner)
+    del pillar["hecate"]["dns"]["targets"]  # the addresses come from terraform, which has not applied yet
+    dry = converge(salt_loaders, pillar, test=True, awaiting_targets=True)
+    assert dry.result is None and "terraform" in dry.comment
+    assert hetzner.requests == []
+    real = converge(salt_loaders, pillar, awaiting_targets=True)  # a real run without addresses still refuses
+    assert real.result is False and "no ipv4/ipv6 edge address" in real.comment and hetzner.writes == []
+
+
 def test_targets_argument_overrides_the_pillar(hetzner, salt_loaders):
     result = converge(salt_loaders, dns_pillar(hetzner), targets={"ipv4": ["198.51.100.20"]})
     assert result.result is True, result.comment

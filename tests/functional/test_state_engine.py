@@ -4,6 +4,7 @@ direct call never does."""
 
 import hecate_schema
 import pytest
+import yaml
 
 from tests.conftest import REPO, assert_no_violations
 from tests.functional.test_conventions import nomad  # noqa: F401 - the fixture, shared
@@ -30,41 +31,41 @@ def run_sls(loaders, sls_root, name, text, **kwargs):
     return {r.id: r for r in loaders.modules.state.sls(name, **kwargs)}
 
 
-# The same shape for every backend: a directory required, a marker file watched, the backend's state.
-ENGINE_SLS = """
-config-dir:
-  file.directory:
-    - name: {root}/etc
-marker:
-  file.managed:
-    - name: {root}/etc/marker
-    - contents: "{marker}"
-    - require:
-      - file: config-dir
-backend:
-  {state}:
-{args}
-    - require:
-      - file: config-dir
-    - watch:
-      - file: marker
-"""
+def chain_sls(root, marker, states):
+    """A directory, a marker file in it, then ``states`` ``[(id, "module.function", {args})]``: each
+    requires the one before it (the first: the directory) and watches the marker."""
+    sls = {
+        "config-dir": {"file.directory": [{"name": f"{root}/etc"}]},
+        "marker": {"file.managed": [{"name": f"{root}/etc/marker"}, {"contents": marker}, {"require": [{"file": "config-dir"}]}]},
+    }
+    previous = {"file": "config-dir"}
+    for sid, function, args in states:
+        requisites = [{"require": [previous]}, {"watch": [{"file": "marker"}]}]
+        sls[sid] = {function: [*({k: v} for k, v in args.items()), *requisites]}
+        previous = {function.split(".")[0]: sid}
+    return yaml.safe_dump(sls, sort_keys=False)
 
 
 def backend_sls(sls_root, marker, state, **args):
-    lines = "\n".join(f"    - {key}: {value}" for key, value in args.items())
-    return ENGINE_SLS.format(root=sls_root, marker=marker, state=state, args=lines)
+    return chain_sls(sls_root, marker, [("backend", state, args)])
+
+
+def run_chain_twice(loaders, sls_root, sls, states, writes):
+    """Run the chain (the backends converge), then again with the marker changed: Salt runs each state, then
+    its mod_watch. Returns both runs' results by ID and the second run's writes."""
+    first = run_sls(loaders, sls_root, sls, chain_sls(sls_root, "one", states))
+    for sid, *_ in states:
+        assert first[sid].result is True, (sid, first[sid].comment)
+    before = len(writes())
+    second = run_sls(loaders, sls_root, sls, chain_sls(sls_root, "two", states))
+    assert second["marker"].changes
+    return first, second, writes()[before:]
 
 
 def run_twice(loaders, sls_root, sls, state, writes, **args):
-    """Run the sls (the backend converges), then again with the watched file changed (Salt runs the state,
-    and mod_watch where the module has one). Returns both runs' backend results and the second run's writes."""
-    first = run_sls(loaders, sls_root, sls, backend_sls(sls_root, "one", state, **args))
-    assert first["backend"].result is True, first["backend"].comment
-    before = len(writes())
-    second = run_sls(loaders, sls_root, sls, backend_sls(sls_root, "two", state, **args))
-    assert second["marker"].changes
-    return first["backend"], second["backend"], writes()[before:]
+    """:func:`run_chain_twice` of one state, ``backend``; returns its two results and the second run's writes."""
+    first, second, written = run_chain_twice(loaders, sls_root, sls, [("backend", state, args)], writes)
+    return first["backend"], second["backend"], written
 
 
 @pytest.fixture
@@ -144,7 +145,7 @@ def authentik():
     assert_no_violations(emulator)
 
 
-def test_authentik_protected_routes_with_require_and_watch(make_loaders, sls_root, authentik):
+def test_authentik_protected_routes_with_require_and_watch(make_loaders, sls_root, authentik, validations):
     from tests.functional.test_authentik_states import route, tree
 
     pillar = {"hecate": tree(authentik, [route("engine", ["engine-admins"])], "eng-")}
@@ -153,9 +154,10 @@ def test_authentik_protected_routes_with_require_and_watch(make_loaders, sls_roo
     assert first.changes["providers"]["created"] == ["eng-engine"]
     assert second.result is True and second.changes == {}, second.comment
     assert writes == []
+    assert len(validations) == 2  # one per run: the state and its mod_watch share the validated tree (3 before)
 
 
-def test_nomad_job_present_with_require_and_watch(make_loaders, sls_root, nomad):  # noqa: F811
+def test_nomad_job_present_with_require_and_watch(make_loaders, sls_root, nomad, validations):  # noqa: F811
     from tests.functional.test_nomad_job import nomad_pillar
 
     loaders = engine(make_loaders, sls_root, nomad_pillar(nomad))
@@ -166,3 +168,88 @@ def test_nomad_job_present_with_require_and_watch(make_loaders, sls_root, nomad)
     assert first.changes
     assert second.result is True and second.changes == {}, second.comment
     assert writes == []
+    assert len(validations) == 2  # one per run: the state and its mod_watch share the validated tree (3 before)
+
+
+AUTHENTIK_OBJECTS = [
+    ("eo-team", "authentik.group_present", {"attributes": {"owner": "ops"}}),
+    ("eo-prov", "authentik.proxy_provider_present", {"external_host": "https://eo.example.org"}),
+    ("eo-app", "authentik.application_present", {"provider": "eo-prov"}),
+    ("eo-bind", "authentik.policy_binding_present", {"application": "eo-app", "group": "eo-team"}),
+    ("embedded", "authentik.outpost_providers_present", {"providers": ["eo-prov"]}),
+]
+AUTHENTIK_REMOVAL = [
+    ("embedded", "authentik.outpost_providers_absent", {"providers": ["eo-prov"]}),
+    ("eo-unbind", "authentik.policy_binding_absent", {"application": "eo-app", "group": "eo-team"}),
+    ("eo-app", "authentik.application_absent", {}),
+    ("eo-prov", "authentik.proxy_provider_absent", {}),
+    ("eo-team", "authentik.group_absent", {}),
+]
+
+
+def test_authentik_object_states_with_require_and_watch(make_loaders, sls_root, authentik):
+    """Every single-object authentik state in a require chain that watches a file: created (removed) on the
+    first run; on the second the watch re-runs each through mod_watch, which sends nothing."""
+    from tests.functional.test_authentik_states import tree
+
+    loaders = engine(make_loaders, sls_root, {"hecate": tree(authentik, [], "eo-")})
+    for sls, states in (("akobjects", AUTHENTIK_OBJECTS), ("akremoval", AUTHENTIK_REMOVAL)):
+        first, second, writes = run_chain_twice(loaders, sls_root, sls, states, lambda: authentik.writes)
+        assert all(first[sid].changes for sid, *_ in states), {sid: first[sid].comment for sid, *_ in states}
+        assert [(second[sid].result, second[sid].changes) for sid, *_ in states] == [(True, {})] * len(states)
+        assert writes == []
+    assert authentik.group_by_name("eo-team") is None and authentik.provider_by_name("eo-prov") is None
+
+
+def test_nomad_job_rolled_back_and_absent_with_require_and_watch(make_loaders, sls_root, nomad):  # noqa: F811
+    from tests.functional.test_nomad_job import nomad_pillar, web_job
+
+    loaders = engine(make_loaders, sls_root, nomad_pillar(nomad))
+    deploy = [
+        # IDs differ from the job's name: a requisite on "web" would match pin-web's name too (a loop)
+        ("deploy-web", "nomad_job.present", {"name": "web", "hcl": web_job(), "variables": {"image": "web:1"}}),
+        ("pin-web", "nomad_job.rolled_back", {"name": "web", "version": 0}),
+    ]
+    first, second, writes = run_chain_twice(loaders, sls_root, "nomadpin", deploy, lambda: nomad.writes)
+    assert first["deploy-web"].changes and "already runs the spec of version 0" in first["pin-web"].comment
+    assert [(second[sid].result, second[sid].changes) for sid in ("deploy-web", "pin-web")] == [(True, {})] * 2
+    assert writes == []
+    first, second, writes = run_chain_twice(
+        loaders, sls_root, "nomadstop", [("stop-web", "nomad_job.absent", {"name": "web"})], lambda: nomad.writes
+    )
+    assert first["stop-web"].changes["job"]["new"] == "stopped"
+    # mod_watch re-checks: it used to answer "nomad_job.absent does not react to watch" without looking
+    assert (second["stop-web"].result, second["stop-web"].changes, second["stop-web"].comment) == (True, {}, "Job web is stopped")
+    assert writes == []
+
+
+# -- conventions the helper gives every state module -------------------------------------------------------
+def test_nomad_job_and_authentik_read_the_tree_from_pillar_only(make_loaders, nomad, authentik):  # noqa: F811
+    """Issue 15: ``config.get("hecate")`` returned the minion config's ``hecate`` key instead of the pillar
+    (nomad_job read it in three places, authentik.protected_routes in one)."""
+    from tests.functional.test_authentik_states import route, tree
+    from tests.functional.test_nomad_job import nomad_pillar
+
+    minion_config = {"hecate": {"dns": {"token": "a-token-kept-in-the-minion-config"}}}
+    pillar = nomad_pillar(nomad)
+    pillar["hecate"]["authentik"] = tree(authentik, [], "mc-")["authentik"]
+    pillar["hecate"]["reverse_proxy"]["caddy"]["routes"].append(route("mcapp", ["mc-team"]))
+    states = make_loaders(pillar, minion_config).states
+    deployed = states.nomad_job.present(name="hecate-redis", source="salt://hecate/nomad/redis.nomad.j2")
+    assert deployed.result is True and deployed.changes, deployed.comment
+    protected = states.authentik.protected_routes(name="protect")
+    assert protected.result is True and "mc-mcapp" in protected.changes["providers"]["created"], protected.comment
+
+
+def test_nomad_job_rolled_back_refuses_a_bad_argument_before_reverting(make_loaders, nomad):  # noqa: F811
+    """The canary policy used to be read after the revert: a bad ``promote`` failed the state with the job
+    already reverted. It is read first now: nothing is written."""
+    from tests.functional.test_nomad_job import deploy_web, nomad_pillar
+
+    loaders = make_loaders(nomad_pillar(nomad))
+    assert deploy_web(loaders, "web:1").result is True
+    assert deploy_web(loaders, "web:2").result is True
+    before = len(nomad.writes)
+    refused = loaders.states.nomad_job.rolled_back(name="web", promote="sometimes")
+    assert refused.result is False and "promote must be one of" in refused.comment
+    assert nomad.writes[before:] == [] and nomad.job("web")["Version"] == 1

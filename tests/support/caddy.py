@@ -158,6 +158,7 @@ class Backend:
         self.wanted_port = port
         self.server = None
         self.hits = 0
+        self.paths = []  # every request's path as sent (the health checker's too)
 
     def start(self):
         backend = self
@@ -170,6 +171,7 @@ class Backend:
 
             def do_GET(self):
                 backend.hits += 1
+                backend.paths.append(self.path)
                 body = json.dumps(
                     {"backend": backend.name, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}
                 ).encode()

@@ -24,16 +24,32 @@ SANDBOX_ESCAPES = [
 ]
 
 
+# The validator's own peak memory: the kernel's ru_maxrss of a child also counts the pytest process it was
+# forked from (the old address space's high-water mark is carried over at exec), so the child reports
+# VmHWM of its own address space as it exits.
+PEAK_WRAPPER = """
+import runpy, sys
+peak_path, sys.argv = sys.argv[1], sys.argv[2:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    with open("/proc/self/status") as status, open(peak_path, "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+"""
+
+
 def run_cli(*files):
     """Run hecate-validate as CI does: (exit code, stdout, stderr, its CPU seconds, its peak RSS in KB).
     CPU time, not wall time: the machine is shared, and others' load is not the validator's cost."""
-    out_path, err_path = pathlib.Path(str(files[0]) + ".out"), pathlib.Path(str(files[0]) + ".err")
+    base = pathlib.Path(str(files[0]))
+    out_path, err_path, peak_path = (pathlib.Path(f"{base}.{ext}") for ext in ("out", "err", "peak"))
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        process = subprocess.Popen([sys.executable, str(CLI), *map(str, files)], stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage (RUSAGE_CHILDREN mixes all)
+        command = [sys.executable, "-c", PEAK_WRAPPER, str(peak_path), str(CLI), *map(str, files)]
+        process = subprocess.Popen(command, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own CPU time (RUSAGE_CHILDREN mixes all)
     process.returncode = os.waitstatus_to_exitcode(status)
     cpu = usage.ru_utime + usage.ru_stime
-    return process.returncode, out_path.read_text(), err_path.read_text(), cpu, usage.ru_maxrss
+    return process.returncode, out_path.read_text(), err_path.read_text(), cpu, int(peak_path.read_text())
 
 
 def validate_text(tmp_path, text):
