@@ -17,7 +17,9 @@ pillar string that lands in such a field goes through :func:`literal`; regular e
 compiles them without the replacer: ``MatchRegexp.Provision`` in ``modules/caddyhttp/matchers.go``), nor does
 the active health check's ``uri`` (``url.Parse`` in ``ActiveHealthChecks.Provision``, ``healthchecks.go``).
 
-All the Caddy JSON hecate writes is produced here, forward auth to authentik's outpost included.
+All the Caddy JSON hecate writes is produced here, forward auth to authentik's outpost included. With
+``consul_dns`` set, authentik's and helen's routes go through the Consul services of the Nomad jobs hecate
+deploys for them (:data:`NOMAD_SERVICES`), as the seed's Caddyfile did.
 """
 
 import ipaddress
@@ -107,7 +109,13 @@ def upstream_fields(backends, caddy, tls_skip_verify=False):
         if backend["port"]:
             dynamic.update(source="a", port=str(backend["port"]))
         if caddy.get("consul_dns"):
-            dynamic["resolver"] = {"addresses": [caddy["consul_dns"]]}
+            resolver = {"addresses": [caddy["consul_dns"]]}
+            dynamic["resolver"] = resolver
+            if not backend["port"]:
+                # SRV answers name targets (<node>.node.<dc>.consul, <hex>.addr.<dc>.consul) that Caddy dials
+                # through its transport (SRVUpstreams.GetUpstreams in reverseproxy/upstreams.go): resolve them
+                # with Consul's DNS too (HTTPTransport.Resolver, reverseproxy/httptransport.go)
+                fields["transport"] = {"protocol": "http", "resolver": resolver}
         fields["dynamic_upstreams"] = dynamic
     else:
         fields["upstreams"] = [{"dial": dial(b)} for b in backends]
@@ -116,11 +124,56 @@ def upstream_fields(backends, caddy, tls_skip_verify=False):
     return fields
 
 
-def reverse_proxy(route, caddy):
-    backends = [hecate_spec.parse_backend(b) for b in hecate_spec.route_backends(route)]
+# The services hecate runs on Nomad that Caddy proxies to, as the seed's Caddyfile did
+# (hecate-reverse-proxy.nomad): the Consul service each job registers (salt/hecate/nomad/authentik.nomad.j2,
+# helen-bridge.nomad.j2); for helen, the seed's ``header_up X-Forwarded-Source "hecate-cloud"`` and
+# ``header_up X-Original-Host {host}`` (hecate's own constants, not pillar strings: the placeholder is meant
+# to expand to the request's Host) and its fallback to helen's own address when the bridge is not in Consul.
+NOMAD_SERVICES = {
+    "authentik": {"consul": "authentik-server"},
+    "helen": {
+        "consul": "helen-bridge",
+        "headers": {"X-Forwarded-Source": ["hecate-cloud"], "X-Original-Host": ["{http.request.host}"]},
+        "fallback": True,
+    },
+}
+
+
+def nomad_service(route, tree):
+    """The :data:`NOMAD_SERVICES` entry Caddy reaches ``route`` through, or None: authentik's route
+    (``service`` = ``hecate:authentik:service``) and the ``service: helen`` route (the one the helen-bridge
+    job forwards to), only when the pillar gives Caddy Consul's DNS (``consul_dns``; the jobs' ports are
+    dynamic, only Consul knows them). A route whose backend is already ``consul://`` is kept as written."""
+    if not caddy_settings(tree).get("consul_dns"):
+        return None
+    if any(b.startswith("consul://") for b in hecate_spec.route_backends(route)):
+        return None
+    service = hecate_spec.route_service(route)
+    if service == hecate_authentik.section(tree)["service"]:
+        return NOMAD_SERVICES["authentik"]
+    return NOMAD_SERVICES["helen"] if service == "helen" else None
+
+
+def route_upstreams(route, tree):
+    """The backends Caddy dials for ``route``: its Nomad job's Consul service, else the pillar's."""
+    service = nomad_service(route, tree)
+    return [f"consul://{service['consul']}"] if service else hecate_spec.route_backends(route)
+
+
+def reverse_proxy(route, tree):
+    caddy = caddy_settings(tree)
+    backends = [hecate_spec.parse_backend(b) for b in route_upstreams(route, tree)]
     handler = {"handler": "reverse_proxy", "stream_close_delay": caddy["stream_close_delay"]}
     scheme = backends[0]["scheme"]
     handler.update(upstream_fields(backends, caddy, route["tls_skip_verify"]))
+    service = nomad_service(route, tree) or {}
+    if service.get("headers"):
+        handler["headers"] = {"request": {"set": {name: list(values) for name, values in service["headers"].items()}}}
+    fallback = [hecate_spec.parse_backend(b) for b in hecate_spec.route_backends(route)] if service.get("fallback") else []
+    if fallback and all(b["scheme"] == "http" for b in fallback):
+        # Caddy dials the static upstreams when the dynamic lookup fails ("falling back to static upstreams",
+        # Handler.proxyLoopIteration in reverseproxy/reverseproxy.go): the seed's {{ else }} to helen's address
+        handler["upstreams"] = [{"dial": dial(b)} for b in fallback]
     if len(backends) > 1 or scheme == "consul":
         handler["load_balancing"] = {"selection_policy": {"policy": route["lb_policy"]}, "try_duration": "2s"}
     health = route.get("health")
@@ -145,7 +198,11 @@ def _proxy_to(upstream, caddy):
 
 
 def _outpost_upstream(tree):
-    upstream = hecate_authentik.outpost_upstream(tree)
+    """``outpost.upstream`` when set, else where Caddy reaches authentik's route (its Nomad service or backend)."""
+    route = hecate_authentik.authentik_route(tree)
+    explicit = hecate_authentik.section(tree)["outpost"].get("upstream")
+    upstreams = route_upstreams(route, tree) if route is not None and not explicit else []
+    upstream = upstreams[0] if upstreams else hecate_authentik.outpost_upstream(tree)
     if upstream is None:
         raise ValueError("no outpost upstream: set hecate:authentik:outpost:upstream or add authentik's route")
     return upstream
@@ -239,7 +296,7 @@ def compile_route(route, tree, shared=None):
         if "auth" not in shared:
             shared["auth"] = auth_handlers(route, tree)
         inner.extend(shared["auth"])
-    inner.append({"handle": [*handlers, reverse_proxy(route, caddy)]})
+    inner.append({"handle": [*handlers, reverse_proxy(route, tree)]})
     return {
         "@id": route_id(route),
         "match": [{"host": [route["domain"]]}],
@@ -348,13 +405,10 @@ def owned_routes(config):
 def route_summary(route):
     """Domain and upstreams of a compiled route: what a human wants to see in a diff."""
     hosts = [h for m in route.get("match", []) for h in m.get("host", [])]
-    proxy = _backend_proxy(route)
-    if proxy is None:
-        upstreams = []
-    elif "dynamic_upstreams" in proxy:
-        upstreams = [f"{proxy['dynamic_upstreams']['source']}:{proxy['dynamic_upstreams']['name']}"]
-    else:
-        upstreams = [u.get("dial") for u in proxy.get("upstreams", [])]
+    proxy = _backend_proxy(route) or {}
+    dynamic = proxy.get("dynamic_upstreams")
+    upstreams = [f"{dynamic['source']}:{dynamic['name']}"] if dynamic else []
+    upstreams += [u.get("dial") for u in proxy.get("upstreams", [])]  # the only ones, or the dynamic ones' fallback
     return {"hosts": hosts, "upstreams": upstreams}
 
 

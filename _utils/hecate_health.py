@@ -53,7 +53,7 @@ def _dials(tree):
     """Upstream address (as Caddy lists it) -> services that use it."""
     out = {}
     for route in tree["reverse_proxy"]["caddy"]["routes"]:
-        for backend in hecate_schema.route_backends(route):
+        for backend in hecate_caddy.route_upstreams(route, tree):  # as Caddy dials it (consul_dns: the job's service)
             parsed = hecate_schema.parse_backend(backend)
             if parsed["scheme"] == "consul":
                 continue

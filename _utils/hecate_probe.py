@@ -50,7 +50,12 @@ def targets(tree, domains=None):
     to prove the backend of a protected domain."""
     routes = tree["reverse_proxy"]["caddy"]["routes"]
     protected = {route["domain"] for route in hecate_authentik.auth_routes(tree)}
-    by_domain = {route["domain"]: route for route in routes if route["domain"] in protected}
+    # the route as Caddy dials it: its Nomad job's Consul service when consul_dns maps it there
+    by_domain = {
+        route["domain"]: {**route, "upstreams": hecate_caddy.route_upstreams(route, tree)}
+        for route in routes
+        if route["domain"] in protected
+    }
     if domains is None:
         domains = [route["domain"] for route in routes]
     return [(domain, by_domain.get(domain)) for domain in domains]
@@ -161,7 +166,7 @@ class Prober:
         address Caddy dials, as Caddy would (TLS for https://, verified unless ``tls_skip_verify``).
         ``consul://`` upstreams are resolved by Caddy itself and are not dialled from here."""
         dead = []
-        for backend in hecate_spec.route_backends(route):
+        for backend in route.get("upstreams") or hecate_spec.route_backends(route):
             parsed = hecate_spec.parse_backend(backend)
             if parsed["scheme"] == "consul":
                 continue

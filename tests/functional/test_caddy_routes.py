@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from tests.support.consul_dns import ConsulDns
 from tests.support.http import backend_of, get
 
 
@@ -219,42 +220,6 @@ def test_a_restore_whose_answer_timed_out_but_happened_is_reported_restored(cadd
     last_write = max(i for i, r in enumerate(requests) if r[0] == "POST")
     assert requests[last_write] == ("POST", "/config/")  # conditional (If-Match), not /load
     assert requests[last_write + 1 :] and set(requests[last_write + 1 :]) == {("GET", "/config/")}  # no answer: re-read
-
-
-class ConsulDns:
-    """Consul's DNS interface, reduced to A records: ``<service>.service.consul`` -> 127.0.0.1 (UDP)."""
-
-    def __init__(self, services):
-        import socket
-
-        self.services, self.queries = set(services), []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                packet, peer = self.sock.recvfrom(512)
-            except OSError:
-                return
-            labels, i = [], 12
-            while packet[i]:
-                labels.append(packet[i + 1 : i + 1 + packet[i]].decode().lower())
-                i += 1 + packet[i]
-            qtype = int.from_bytes(packet[i + 1 : i + 3], "big")
-            question = packet[12 : i + 5]
-            name = ".".join(labels)
-            self.queries.append((name, qtype))
-            known = name.endswith(".service.consul") and name.split(".")[0] in self.services
-            answers = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x05\x00\x04\x7f\x00\x00\x01" if known and qtype == 1 else b""
-            flags = b"\x85\x80" if known else b"\x85\x83"  # authoritative answer / NXDOMAIN
-            header = packet[:2] + flags + b"\x00\x01" + (b"\x00\x01" if answers else b"\x00\x00") + b"\x00\x00\x00\x00"
-            self.sock.sendto(header + question + answers, peer)
-
-    def stop(self):
-        self.sock.close()
 
 
 def test_consul_backends_resolve_through_the_pillars_consul_dns(caddy, make_loaders, local_tree, backends):
