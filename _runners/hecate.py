@@ -518,6 +518,8 @@ def _undo(tree, run):
         for backend in touched:
             if backend.undo == "snapshot":
                 for minion, snap in run["before"]["caddy"].items():
+                    if run.get("edges", {}).get(minion) == "not reached":  # the fleet rollout stopped before it
+                        continue
                     answer = call(f"minion:{minion}", "caddy.restore", snap).get(minion) or {"ok": False, "ret": "no answer"}
                     line = f"{backend.name} on {minion}: restored the snapshot"
                     (done if answer["ok"] and answer["ret"] is True else problems).append(
@@ -841,7 +843,7 @@ def reconcile(minion, backend="caddy", wait=0):
 
         salt-run hecate.reconcile minion=edge-1 backend=caddy
     """
-    tree = _tree()
+    tree = _tree(minion)  # the drifted edge's own pillar (its Caddy, its ports)
     settings = tree["reconcile"]
     stage = "routes" if backend == "caddy" else backend
     if stage not in hecate_backends.BY_NAME:
