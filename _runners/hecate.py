@@ -20,6 +20,7 @@ import time
 import hecate_backends
 import hecate_backup
 import hecate_cli
+import hecate_fleet
 import hecate_health
 import hecate_import
 import hecate_lock
@@ -135,6 +136,8 @@ class _Minions:
         return False
 
     def _target(self, target):
+        if target.startswith("minions:"):  # a batch of the fleet rollout
+            return target[len("minions:") :], "list"
         return (target[len("minion:") :], "glob") if target.startswith("minion:") else self.roles[target]
 
     @staticmethod
@@ -436,6 +439,9 @@ def _step(tree, run, name):
             if step.phase == hecate_backends.VERIFY:
                 failures = _verify(effective, call)
                 result = {"ok": not failures, "changes": {}, "problems": failures, "seconds": 0}
+            elif step.backend.role == "edge":
+                result = _roll_out(effective, call, step, run)
+                run["applied"].append(name)
             else:
                 result = _apply(call, step, test=False, recorded=run["recorded"])
                 run["applied"].append(name)
@@ -456,6 +462,48 @@ def _step(tree, run, name):
     return run["results"][name]
 
 
+def _roll_out(tree, call, step, run):
+    """The edge stage over the fleet (hecate_fleet): one canary edge, then batches of
+    ``hecate:deployment:edge_batch``; each edge's own state verifies its routes and restores its own
+    snapshot when they fail; a failed batch's other edges get their snapshot back and the rollout stops
+    there, so a bad change never reaches the edges after it. Progress: ``<kind>/<id>/<step>/<minion>``."""
+    started = time.monotonic()
+    edges = sorted(call("edge", "test.ping"))
+    pillar = _stage_pillar(step, run["recorded"])
+    changes, problems = {}, []
+
+    def apply(batch):
+        kwargs = {"pillar": pillar} if pillar else {}
+        answers = call("minions:" + ",".join(batch), "state.apply", step.backend.sls, **kwargs)
+        out = {}
+        for minion in batch:
+            ok, changed, found = hecate_orchestrate.read_state_returns({minion: answers[minion]} if minion in answers else {})
+            changes.update(changed)
+            problems.extend(found if minion in answers else [f"{minion}: no answer from the minion"])
+            out[minion] = {"result": ok}
+        return out
+
+    def roll_back(batch):
+        restored = []
+        for minion in batch:
+            snap = run["before"]["caddy"].get(minion)
+            answer = call(f"minion:{minion}", "caddy.restore", snap).get(minion) if snap else None
+            (restored.append(minion) if answer and answer["ok"] else problems.append(f"{minion}: restoring its snapshot failed"))
+        return restored
+
+    def progress(minion, status):
+        _event(f"{run['kind']}/{run['id']}/{step.name}/{minion}", {"edge": minion, "status": status})
+
+    outcome = hecate_fleet.roll_out(edges, tree["deployment"]["edge_batch"], apply, roll_back, progress)
+    if not edges:
+        problems.append("no edge minion answered (hecate:deployment:targets:edge)")
+    elif not outcome["ok"]:
+        stopped = [m for m, s in outcome["edges"].items() if s == "not reached"]
+        problems.append(f"stopped at batch {outcome['failed_batch']}: {', '.join(stopped) or 'no edge'} not reached")
+    run["edges"] = outcome["edges"]
+    return {"ok": bool(edges) and outcome["ok"], "changes": changes, "problems": problems, "seconds": round(time.monotonic() - started, 2)}
+
+
 def _undo(tree, run):
     """Roll back every backend the run applied, last first, each with its own undo (hecate_backends);
     every revert is checked: a backend that answered an error is a problem, not "done"."""
@@ -472,6 +520,8 @@ def _undo(tree, run):
         for backend in touched:
             if backend.undo == "snapshot":
                 for minion, snap in run["before"]["caddy"].items():
+                    if run.get("edges", {}).get(minion) == "not reached":  # the fleet rollout stopped before it
+                        continue
                     answer = call(f"minion:{minion}", "caddy.restore", snap).get(minion) or {"ok": False, "ret": "no answer"}
                     line = f"{backend.name} on {minion}: restored the snapshot"
                     (done if answer["ok"] and answer["ret"] is True else problems).append(
@@ -760,6 +810,129 @@ def verify(minion=None):
         failures = _verify(tree, call)
     routes = len(tree["reverse_proxy"]["caddy"]["routes"])
     return {"ok": not failures, "routes": routes, "failures": failures, "retcode": 1 if failures else 0}
+
+
+# -- between deploys: drift, reconcile, follow ---------------------------------------------------------
+
+DRIFT_PREFIX = "hecate/drift"
+DRIFT_STAGES = ("authentik", "dns", "nomad_stateful", "nomad_core", "nomad_authentik", "nomad_apps")
+_WINDOW = {"m": 60, "h": 3600, "d": 86400}
+
+
+def _keep_drift(tree, report):
+    """Append a drift report to the bounded history in Consul KV (``hecate:reconcile:history`` newest)."""
+    _, client, environment, _ = _records(tree)
+    hecate_lock.write_record(client, environment, {"time": time.time(), **report}, prefix=DRIFT_PREFIX)
+    kept = hecate_lock.list_records(client, environment, prefix=DRIFT_PREFIX)
+    for old in kept[: max(0, len(kept) - tree["reconcile"]["history"])]:
+        client.kv.delete(hecate_lock.record_key(environment, old["id"], DRIFT_PREFIX))
+
+
+@_outcome
+def drift(history=None, minion=None):
+    """Drift of authentik, DNS and the Nomad jobs from the pillar, counted per backend (a dry run of
+    each stage from the master; Caddy's drift comes from each edge's ``hecate_drift`` beacon). The
+    report is kept in Consul KV (bounded). ``history='24h'`` lists the kept reports of that window
+    instead: what drifted, where, and whether it was healed. Exits 1 on drift.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.drift
+        salt-run hecate.drift history=24h
+    """
+    tree = _tree(minion)
+    if history:
+        text = str(history).strip()
+        if len(text) < 2 or text[-1] not in _WINDOW or not text[:-1].isdigit():
+            raise SaltInvocationError(f"history={history!r}: use a number of minutes, hours or days, e.g. 30m, 24h, 7d")
+        since = time.time() - int(text[:-1]) * _WINDOW[text[-1]]
+        _, client, environment, _ = _records(tree)
+        reports = [r for r in hecate_lock.list_records(client, environment, prefix=DRIFT_PREFIX) if r.get("time", 0) >= since]
+        return {"window": text, "reports": reports, "count": len(reports), "retcode": 0}
+    enabled = {step.name for step in hecate_backends.steps(tree, verify=False)}
+    only = [name for name in DRIFT_STAGES if name in enabled]
+    counts = {name: stage["would_change"] for name, stage in _planned(tree, only).items()} if only else {}
+    drifted = {name: count for name, count in counts.items() if count}
+    if drifted:
+        _keep_drift(
+            tree, {"minion": __opts__["id"], "backend": "master", "count": sum(drifted.values()), "drift": drifted, "action": "alert"}
+        )
+    return {"backends": counts, "drifted": sorted(drifted), "retcode": 1 if drifted else 0}
+
+
+@_outcome
+def reconcile(minion, backend="caddy", wait=0):
+    """Act on a drift report (the reactor ``salt/reactor/hecate_drift.sls`` calls it for each
+    ``hecate/drift/<minion>/<backend>`` event), by ``hecate:reconcile:policy``: ``alert`` records it and
+    fires ``hecate/drift/alert``; ``heal`` re-applies the drifted stage as a recorded run under the
+    deploy lock, unless the drift exceeds ``max_changes`` (then it only alerts). Every report is kept.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.reconcile minion=edge-1 backend=caddy
+    """
+    tree = _tree(minion)  # the drifted edge's own pillar (its Caddy, its ports)
+    settings = tree["reconcile"]
+    stage = "routes" if backend == "caddy" else backend
+    if stage not in hecate_backends.BY_NAME:
+        raise SaltInvocationError(f"backend {backend!r}: one of caddy, {', '.join(DRIFT_STAGES)}")
+    with _Minions(tree) as call:
+        if backend == "caddy":
+            answer = call(f"minion:{minion}", "caddy.plan").get(minion) or {"ok": False, "ret": "no answer"}
+            if not answer["ok"]:
+                raise CommandExecutionError(f"{minion}: reading Caddy's drift failed: {answer['ret']}")
+            changes = answer["ret"] or {}
+            count = sum(len(changes.get(k) or {}) for k in ("added", "removed", "changed")) + ("server" in changes)
+        else:
+            planned = _planned(tree, [stage])[stage]
+            changes, count = planned["changes"], planned["would_change"]
+    report = {"minion": minion, "backend": backend, "count": count, "drift": changes}
+    if not count:
+        return {**report, "action": "none (no drift now)", "retcode": 0}
+    if settings["policy"] != "heal" or count > settings["max_changes"]:
+        why = "policy alert" if settings["policy"] != "heal" else f"{count} changes > max_changes {settings['max_changes']}"
+        report["action"] = f"alert ({why})"
+        _keep_drift(tree, report)
+        _event("drift/alert", report)
+        return {**report, "retcode": 1}
+    healed = _drive(tree, "heal", only=[stage], wait=wait, extra={"drift": {"minion": minion, "backend": backend, "count": count}})
+    report.update(action="healed" if healed.get("status") == "success" else f"heal {healed.get('status')}", run=healed.get("id"))
+    _keep_drift(tree, report)
+    return {**report, "heal": healed, "retcode": healed.get("retcode", 1)}
+
+
+@_outcome
+def follow(minion=None):
+    """Deploy the newest commit of the pillar's git branch (``hecate:reconcile:follow_branch``), for a
+    master schedule: ``git_pillar.update``, then a deploy if the commit differs from the last successful
+    deployment's. Never two at once (the deploy lock, not waited for); a commit whose pillar is invalid
+    is skipped with an event ``hecate/follow/skipped`` saying why.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.follow
+    """
+    if not (_tree(minion).get("reconcile") or {}).get("follow_branch"):
+        return {"status": "off", "why": "hecate:reconcile:follow_branch is not set", "retcode": 0}
+    __salt__["git_pillar.update"]()
+    try:
+        tree = _tree(minion)
+    except SaltInvocationError as exc:
+        _event("follow/skipped", {"reason": str(exc)[:2000]})
+        return {"status": "skipped", "error": f"the new commit's pillar is invalid: {exc}", "retcode": 1}
+    commit = (hecate_orchestrate.pillar_commit(__opts__) or {}).get("commit")
+    _, client, environment, prefix = _records(tree)
+    last = hecate_lock.list_records(client, environment, prefix, status="success", limit=1)
+    deployed = ((last[-1].get("pillar") or {}).get("commit")) if last else None
+    if commit and commit == deployed:
+        return {"status": "up to date", "commit": commit, "retcode": 0}
+    return {"commit": commit, **_drive(tree, "deploy", wait=0, extra={"follow": tree["reconcile"]["follow_branch"]})}
 
 
 # -- records: history, show, rollback, promote --------------------------------------------------------

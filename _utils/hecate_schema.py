@@ -305,6 +305,8 @@ SCHEMA = Map(
                         default=dict,
                     ),
                     "stage_timeout": Field(Int(10, 86400), default=1800),
+                    # the routes stage over several edges: one canary first, then batches of this size
+                    "edge_batch": Field(Int(1, 1000), default=5),
                     "verify": Field(Bool(), default=True),
                 }
             ),
@@ -317,6 +319,9 @@ SCHEMA = Map(
                     "interval": Field(Int(10, 86400), default=60),
                     "policy": Field(Str(choices=["alert", "heal"]), default="alert"),
                     "max_changes": Field(Int(1, 100000), default=5),
+                    # deploy each new commit of this git_pillar branch (hecate.follow, on a master schedule)
+                    "follow_branch": Str(pattern=r"^[A-Za-z0-9._/-]+$", what="git branch name"),
+                    "history": Field(Int(10, 10000), default=500),  # drift reports kept in Consul KV
                 }
             ),
             default=dict,

@@ -97,19 +97,23 @@ class Caddy:
 
     def reset(self):
         """Back to nothing but the admin endpoint (a test's starting point); not counted as a mutation."""
+        self.load({"admin": {"listen": self.admin}})
+        self.mark()
+
+    def load(self, config):
+        """``POST /load`` of ``config`` as an operator's hand edit would (not counted as hecate's mutation)."""
         import http.client
 
         conn = http.client.HTTPConnection("localhost", timeout=10)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(self.socket_path)
         conn.sock = sock
-        body = json.dumps({"admin": {"listen": self.admin}})
+        body = json.dumps(config)
         conn.request(
             "POST", "/load", body=body, headers={"Host": "localhost", "Content-Type": "application/json", "User-Agent": "hecate-tests"}
         )
         assert conn.getresponse().status == 200
         conn.close()
-        self.mark()
 
     def mark(self):
         """Count mutations from now on (see :meth:`new_mutations`)."""

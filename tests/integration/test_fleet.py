@@ -1,0 +1,155 @@
+"""Three edges, each its own minion with its own real Caddy, one master: the routes stage rolls out to
+one canary edge first, then the rest in batches (hecate:deployment:edge_batch), and a change that fails
+on the canary never reaches the other two."""
+
+import copy
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.support.caddy import Caddy, free_port
+from tests.support.http import backend_of, get
+from tests.support.pillars import local_seed_tree
+from tests.support.stack import ext_pillar_config
+
+pytestmark = pytest.mark.integration
+
+EDGES = ("fleet-edge-1", "fleet-edge-2", "fleet-edge-3")
+
+
+@pytest.fixture(scope="module")
+def fleet_caddies(integration_dir):
+    caddies = {edge: Caddy(integration_dir / f"f{n}").start() for n, edge in enumerate(EDGES)}
+    yield caddies
+    for caddy in caddies.values():
+        caddy.stop()
+
+
+@pytest.fixture(scope="module")
+def fleet_trees(fleet_caddies, edge_backends):
+    plain, secure = edge_backends
+    trees = {}
+    for edge, caddy in fleet_caddies.items():
+        ports = {"http": free_port(), "https": free_port(), "admin": free_port()}
+        tree = local_seed_tree({k: b.port for k, b in plain.items()}, secure.port, ports, caddy.admin)
+        tree["deployment"] = {"edge_batch": 2, "targets": {"controller": "fleet-edge-1", "edge": "fleet-edge-*", "tgt_type": "glob"}}
+        trees[edge] = tree
+    return trees
+
+
+class FleetPillar:
+    """One pillar file per edge (each edge has its own Caddy and ports), the same routes."""
+
+    def __init__(self, root):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        top = {"base": {edge: [edge.replace("-", "_")] for edge in EDGES}}
+        (root / "top.sls").write_text(yaml.safe_dump(top))
+
+    def write(self, trees):
+        for edge, tree in trees.items():
+            (self.root / f"{edge.replace('-', '_')}.sls").write_text(yaml.safe_dump({"hecate": tree}, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def fleet_pillar(integration_dir, fleet_trees):
+    pillar = FleetPillar(integration_dir / "fleet-pillar")
+    pillar.write(fleet_trees)
+    return pillar
+
+
+@pytest.fixture(scope="module")
+def fleet_master(salt_factories, fleet_pillar, vault, consul):
+    overrides = {
+        "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+        "pillar_roots": {"base": [str(fleet_pillar.root)]},
+        "ext_pillar": [{"hecate": {}}],
+        "hecate_ext_pillar": ext_pillar_config(vault, consul),
+    }
+    factory = salt_factories.salt_master_daemon("fleet-master", overrides=overrides)
+    with factory.started():
+        yield factory
+
+
+@pytest.fixture(scope="module")
+def fleet(fleet_master):
+    minions = [fleet_master.salt_minion_daemon(edge) for edge in EDGES]
+    for minion in minions:
+        minion.start()
+    try:
+        for minion in minions:
+            assert minion.salt_call_cli(timeout=120).run("saltutil.sync_all").returncode == 0
+        run = fleet_master.salt_run_cli(timeout=300)
+        assert "runners.hecate" in run.run("saltutil.sync_all").data["runners"]
+        yield run
+    finally:
+        for minion in minions:
+            minion.terminate()
+
+
+def _serves(tree, domain="cloud.cybermonkey.dev"):
+    status, _, body = get(tree["reverse_proxy"]["caddy"]["ports"]["http"], domain)
+    return status, (backend_of(body) if status == 200 else None)
+
+
+def test_a_change_failing_on_the_canary_never_reaches_the_other_edges(fleet, fleet_caddies, fleet_trees, fleet_pillar):
+    first = fleet.run("hecate.deploy", minion=EDGES[0])
+    assert first.data, (first.stdout, first.stderr)
+    assert first.returncode == 0 and first.data["status"] == "success", first
+    for edge in EDGES:
+        assert _serves(fleet_trees[edge]) == (200, "nextcloud"), edge
+    before = {edge: (caddy.config_bytes(), len(caddy.mutations())) for edge, caddy in fleet_caddies.items()}
+
+    broken = copy.deepcopy(fleet_trees)
+    for tree in broken.values():
+        cloud = next(r for r in tree["reverse_proxy"]["caddy"]["routes"] if r["domain"] == "cloud.cybermonkey.dev")
+        cloud["backend"] = "127.0.0.1:9"  # nothing listens: the canary's post-write check fails
+    fleet_pillar.write(broken)
+    try:
+        bad = fleet.run("hecate.deploy", minion=EDGES[0])
+        assert bad.returncode == 1 and bad.data["status"] == "failed", bad.data
+        assert "fleet-edge-2, fleet-edge-3 not reached" in bad.data["error"], bad.data["error"]
+        for edge in EDGES[1:]:  # never touched: not one admin write
+            assert (fleet_caddies[edge].config_bytes(), len(fleet_caddies[edge].mutations())) == before[edge], edge
+        for edge in EDGES:
+            assert _serves(fleet_trees[edge]) == (200, "nextcloud"), edge  # the canary restored its own snapshot
+    finally:
+        fleet_pillar.write(fleet_trees)
+
+
+def _hand_edit(caddy, domain, new_host):
+    """What an operator's curl to the admin API does: move ``domain``'s route to another host."""
+    config = json.loads(caddy.config_bytes())
+    for route in config["apps"]["http"]["servers"]["hecate"]["routes"]:
+        for match in route.get("match", []):
+            if domain in match.get("host", []):
+                match["host"] = [new_host]
+    caddy.load(config)
+
+
+def test_a_hand_edit_is_reported_with_alert_and_healed_with_heal(fleet, fleet_caddies, fleet_trees, fleet_pillar):
+    assert fleet.run("hecate.deploy", minion=EDGES[0]).data["status"] == "success"
+    edge, caddy = EDGES[1], fleet_caddies[EDGES[1]]
+    _hand_edit(caddy, "cloud.cybermonkey.dev", "elsewhere.example.net")
+    assert _serves(fleet_trees[edge])[0] == 404
+
+    alert = fleet.run("hecate.reconcile", minion=edge)  # policy alert (the default): report only
+    assert alert.returncode == 1 and alert.data["action"].startswith("alert") and alert.data["count"] == 1, alert.data
+    assert _serves(fleet_trees[edge])[0] == 404
+
+    healing = copy.deepcopy(fleet_trees)
+    for tree in healing.values():
+        tree["reconcile"] = {"policy": "heal", "max_changes": 5}
+    fleet_pillar.write(healing)
+    try:
+        healed = fleet.run("hecate.reconcile", minion=edge)
+        assert healed.returncode == 0 and healed.data["action"] == "healed", healed.data
+        assert healed.data["heal"]["kind"] == "heal" and healed.data["heal"]["status"] == "success"
+        assert _serves(fleet_trees[edge]) == (200, "nextcloud")
+        history = fleet.run("hecate.drift", history="1h", minion=edge)
+        actions = [(r["minion"], r["action"]) for r in history.data["reports"]][-2:]
+        assert actions == [(edge, "alert (policy alert)"), (edge, "healed")], history.data
+    finally:
+        fleet_pillar.write(fleet_trees)
