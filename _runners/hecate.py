@@ -918,14 +918,14 @@ def follow(minion=None):
 
         salt-run hecate.follow
     """
-    if not (_tree(minion).get("reconcile") or {}).get("follow_branch"):
-        return {"status": "off", "why": "hecate:reconcile:follow_branch is not set", "retcode": 0}
     __salt__["git_pillar.update"]()
     try:
         tree = _tree(minion)
     except SaltInvocationError as exc:
         _event("follow/skipped", {"reason": str(exc)[:2000]})
         return {"status": "skipped", "error": f"the new commit's pillar is invalid: {exc}", "retcode": 1}
+    if not tree["reconcile"].get("follow_branch"):
+        return {"status": "off", "why": "hecate:reconcile:follow_branch is not set", "retcode": 0}
     commit = (hecate_orchestrate.pillar_commit(__opts__) or {}).get("commit")
     _, client, environment, prefix = _records(tree)
     last = hecate_lock.list_records(client, environment, prefix, status="success", limit=1)

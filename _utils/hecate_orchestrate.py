@@ -179,7 +179,8 @@ def pillar_commit(opts):
     checkout, else of git_pillar's working copies in the master's cache. None when neither is git.
     ``{"commit", "dirty", "path"}``: ``dirty`` when the checkout has uncommitted changes."""
     roots = [root for roots in (opts.get("pillar_roots") or {}).values() for root in roots]
-    roots += sorted(glob.glob(os.path.join(opts.get("cachedir", ""), "git_pillar", "*")))
+    # git_pillar's working copies: <cachedir>/git_pillar/<remote hash>/<branch dir>
+    roots += sorted(glob.glob(os.path.join(opts.get("cachedir", ""), "git_pillar", "*", "*")))
     for root in roots:
         commit = _git(root, "rev-parse", "HEAD")
         if commit:

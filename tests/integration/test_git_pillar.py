@@ -3,6 +3,7 @@
 
 import copy
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -11,6 +12,7 @@ from tests.conftest import REPO
 from tests.support.caddy import Caddy, free_port
 from tests.support.http import backend_of, get
 from tests.support.pillars import local_seed_tree
+from tests.support.stack import ext_pillar_config
 
 pytestmark = pytest.mark.integration
 
@@ -58,13 +60,14 @@ def pillar_repo(integration_dir, git_tree):
 
 
 @pytest.fixture(scope="module")
-def git_master(salt_factories, pillar_repo):
+def git_master(salt_factories, pillar_repo, vault, consul):
     overrides = {
         "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
         "pillar_roots": {"base": []},
         "git_pillar_provider": "gitpython",
         "git_pillar_base": "main",  # the branch that is the base environment
         "ext_pillar": [{"git": [f"main file://{pillar_repo.path}"]}, {"hecate": {}}],
+        "hecate_ext_pillar": ext_pillar_config(vault, consul),  # the deploy lock and records (emulated Consul)
     }
     factory = salt_factories.salt_master_daemon("hecate-git-master", overrides=overrides)
     with factory.started():
@@ -131,3 +134,41 @@ def test_an_invalid_commit_never_reaches_the_edge(git_master, git_call, git_tree
         pillar_repo.git("revert", "--no-edit", "HEAD")
         git_master.salt_run_cli(timeout=120).run("git_pillar.update")
         git_call.run("saltutil.refresh_pillar", wait=True)
+
+
+def test_follow_deploys_each_new_commit_once_and_skips_an_invalid_one(git_master, git_call, git_tree, pillar_repo, edge_backends):
+    run = git_master.salt_run_cli(timeout=300)
+    assert "runners.hecate" in run.run("saltutil.sync_all").data["runners"]
+    off = run.run("hecate.follow", minion="hecate-git-edge")
+    assert off.returncode == 0 and off.data["status"] == "off", off.data
+
+    plain, _ = edge_backends
+    following = copy.deepcopy(git_tree)
+    following["reconcile"] = {"follow_branch": "main"}
+    following["reverse_proxy"]["caddy"]["routes"].append(
+        {"domain": "followed.cybermonkey.dev", "backend": f"127.0.0.1:{plain['grafana'].port}", "service": "followed"}
+    )
+    head = pillar_repo.commit(following, "follow main, with a new route")
+    started = time.monotonic()
+    first = run.run("hecate.follow", minion="hecate-git-edge")
+    seconds = time.monotonic() - started
+    assert first.returncode == 0 and first.data["status"] == "success" and first.data["commit"] == head, first.data
+    port = git_tree["reverse_proxy"]["caddy"]["ports"]["http"]
+    assert backend_of(get(port, "followed.cybermonkey.dev")[2]) == "grafana"
+    shown = run.run("hecate.show", first.data["id"])
+    assert shown.data["pillar"]["commit"] == head, shown.data
+    print(f"commit to traffic through hecate.follow: {seconds:.1f} s")
+
+    again = run.run("hecate.follow", minion="hecate-git-edge")
+    assert again.data["status"] == "up to date" and again.data["commit"] == head, again.data
+
+    bad = copy.deepcopy(following)
+    bad["reverse_proxy"]["caddy"]["routes"][0]["backend"] = "ftp://nowhere"
+    pillar_repo.commit(bad, "a typo")
+    try:
+        skipped = run.run("hecate.follow", minion="hecate-git-edge")
+        assert skipped.returncode == 1 and skipped.data["status"] == "skipped", skipped.data
+        assert "routes[0]" in skipped.data["error"] and "backend" in skipped.data["error"]
+        assert backend_of(get(port, "followed.cybermonkey.dev")[2]) == "grafana"  # the edge keeps serving
+    finally:
+        pillar_repo.commit(git_tree, "back to the start")
