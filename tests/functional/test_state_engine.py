@@ -135,7 +135,7 @@ def test_hecate_terraform_applied_with_require_and_watch(make_loaders, sls_root,
     assert state_file.read_text() == serial  # nothing applied the second time
 
 
-# -- authentik (helper b's module) and nomad_job (helper c's module) --------------------------------------
+# -- authentik and nomad_job --------------------------------------
 @pytest.fixture
 def authentik():
     from tests.emulators.authentik import AuthentikEmulator
