@@ -464,6 +464,16 @@ class Hostname(Str):
         return value
 
 
+class AbsPath(Str):
+    """An absolute filesystem path without ``..``."""
+
+    def __call__(self, value, path, report):
+        value = super().__call__(value, path, report)
+        if isinstance(value, str) and (not value.startswith("/") or ".." in value.split("/")):
+            report.error(path, f"must be an absolute path without '..', got {value!r}")
+        return value
+
+
 class Either:
     """The first spec whose check passes wins; otherwise report ``reason``."""
 
