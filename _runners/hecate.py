@@ -102,7 +102,7 @@ def _explain(error):
                 if os.path.isfile(path):
                     try:
                         hecate_cli.render_sls(path)
-                    except Exception as exc:  # any render error is the answer we want to show
+                    except (OSError, UnicodeDecodeError, hecate_cli.RenderError) as exc:  # as hecate-validate reports them
                         return f"{path}: {' '.join(str(exc).split())}"
     return error
 

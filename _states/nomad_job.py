@@ -32,6 +32,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import hecate_nomad
+    import hecate_schema
     import hecate_state
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
@@ -81,7 +82,7 @@ def _render(source, tree, key, context):
         return found if found else None
 
     try:
-        return hecate_nomad.render_job(text, tree, key, extra=context, include=include)
+        return hecate_nomad.render_job(text, tree, key, extra=context, include=include, spec=hecate_schema.SCHEMA)
     except ValueError as exc:
         raise SaltInvocationError(f"{source}: {exc}") from None
 

@@ -24,15 +24,21 @@ import hecate_dns
 import hecate_nomad
 import hecate_schema
 from hecate_spec import Report
+from salt.exceptions import SaltException
 
 NOT_CONFIGURED = [{"state": "not configured"}]
 
+# What a backend raises when it cannot answer: Salt's errors (CommandExecutionError, SaltInvocationError,
+# SaltClientError from LocalClient) and the transport's (OSError; requests' RequestException is one).
+# Anything else is a bug in hecate and keeps its traceback.
+BACKEND_ERRORS = (SaltException, OSError)
+
 
 def _answers(call, role, fun, *args, **kwargs):
-    """``call`` wrapped: never raises; a transport failure becomes one failed answer."""
+    """``call`` wrapped: a backend or transport failure becomes one failed answer."""
     try:
         return call(role, fun, *args, **kwargs) or {}
-    except Exception as exc:
+    except BACKEND_ERRORS as exc:
         return {"?": {"ok": False, "ret": f"{type(exc).__name__}: {exc}"}}
 
 
@@ -125,11 +131,7 @@ def nomad_section(tree, call):
         return list(NOT_CONFIGURED)
     rows = []
     for name in hecate_nomad.JOBS:
-        try:
-            job_id = hecate_nomad.job_settings(tree, name)["id"]
-        except Exception as exc:
-            rows.append({"job": name, "ok": False, "state": "error", "detail": str(exc)[:300]})
-            continue
+        job_id = hecate_nomad.job_settings(tree, name)["id"]  # pure, on the validated tree
         status_answers = _answers(call, "controller", "nomad_job.status", job_id)
         via, status = _first_ok(status_answers)
         if via is None:
@@ -216,7 +218,7 @@ def collect(tree, call, only=None):
             continue
         try:
             report[name] = section(tree, call)
-        except Exception as exc:
+        except BACKEND_ERRORS as exc:
             report[name] = [{"state": "error", "ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}]
     report["summary"] = [summary(report)]
     report["retcode"] = 0 if report["summary"][0]["healthy"] else 1

@@ -27,12 +27,15 @@ import socket
 import threading
 import time
 
+import hecate_services
 from hecate_http import redact
+from hecate_spec import AbsPath, Bool, Either, Field, Int, Map, Secret, Str
 from salt.exceptions import CommandExecutionError
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CONSUL_SCHEMA",
     "ConsulLock",
     "LockError",
     "LockLost",
@@ -316,6 +319,35 @@ def _scrub(exc, client):
 
 
 # -- configuration ---------------------------------------------------------------------------------
+# The pillar section hecate:consul: the Consul connection (hecate_secrets.consul_client), the deploy lock
+# and the deployment records, plus the external services the hecate_consul state registers.
+CONSUL_SCHEMA = Map(
+    {
+        "external_services": hecate_services.SERVICES,  # registered by the hecate_consul state
+        "address": Str(pattern=r"^https?://[A-Za-z0-9.\[\]:_-]+(:\d+)?/?$", what="Consul address (http(s)://host:port)"),
+        "token": Secret(),
+        "verify": Either("must be true, false or the path of a CA bundle", Bool(), AbsPath()),
+        "datacenter": Str(pattern=r"^[a-z0-9]([a-z0-9_-]{0,62})$", what="datacenter name"),
+        "allow_insecure_endpoint": Field(Bool(), default=False),
+        "lock": Field(
+            Map(
+                {
+                    "key": Field(Str(pattern=r"^[A-Za-z0-9_./{}-]+$", what="KV key"), default=LOCK_KEY),
+                    "ttl": Field(Int(10, 86400, "integer (seconds)"), default=DEFAULT_TTL),
+                    "wait": Field(Int(0, 86400, "integer (seconds)"), default=DEFAULT_WAIT),
+                    "lock_delay": Field(Int(0, 60, "integer (seconds)"), default=DEFAULT_LOCK_DELAY),
+                }
+            ),
+            default=dict,
+        ),
+        "deployments": Field(
+            Map({"prefix": Field(Str(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", what="KV prefix"), default=RECORD_PREFIX)}),
+            default=dict,
+        ),
+    }
+)
+
+
 def consul_settings(hecate=None, opts=None):
     """Connection + lock settings: pillar ``hecate:consul`` (validated, see ``CONSUL_SCHEMA``) over the
     master's ``hecate_ext_pillar:consul``. Returns a dict for :func:`hecate_secrets.consul_client` plus

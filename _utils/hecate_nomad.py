@@ -22,7 +22,7 @@ import hecate_caddy
 import hecate_nginx
 import hecate_terraform
 import jinja2
-from hecate_spec import Bool, Duration, Field, Int, ListOf, Map, MapOf, Report, Secret, Str, index, key, parse_duration
+from hecate_spec import Bool, Duration, Field, Int, ListOf, Map, MapOf, Report, Secret, Str, index, key, parse_duration, secret_values
 
 __all__ = [
     "JOBS",
@@ -768,33 +768,16 @@ def _environment(include=None):
     return env
 
 
-def secret_values(tree):
-    """Every secret value the pillar holds (resolved strings, not references): none may reach job text."""
-    found = []
-
-    def walk(node, path):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{path}:{k}")
-        elif isinstance(node, list):
-            for i, v in enumerate(node):
-                walk(v, f"{path}[{i}]")
-        elif isinstance(node, str) and re.search(r"(secret|password|token|_key)$", path.split(":")[-1]):
-            if len(node) >= 6 and not node.startswith(("vault:", "consul:")):
-                found.append((path, node))
-
-    walk(tree or {}, "hecate")
-    return found
-
-
-def render_job(template_text, tree, name, extra=None, include=None):
+def render_job(template_text, tree, name, extra=None, include=None, *, spec):
     """Render one job template to HCL2. Raises ValueError if a pillar secret would appear in the text.
 
-    ``include`` resolves the names a template imports (``_common.j2``) to their text."""
+    ``include`` resolves the names a template imports (``_common.j2``) to their text. ``spec``: the
+    whole pillar schema (``hecate_schema.SCHEMA``, which imports this module), whose ``Secret`` types
+    say which values are secrets."""
     context = job_context(tree, name)
     context.update(extra or {})
     text = _environment(include).from_string(template_text).render(**context)
-    for path, value in secret_values(tree):
+    for path, value in secret_values(tree, spec):
         if value in text:
             raise ValueError(f"{path}: the secret value would be rendered into the job text of {name}; "
                              "secrets reach tasks only through Vault template blocks")  # fmt: skip

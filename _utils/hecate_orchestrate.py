@@ -12,7 +12,7 @@ import socket
 import subprocess
 
 import hecate_schema
-from hecate_spec import ListOf, Map, MapOf, Secret
+from hecate_spec import without_secrets
 
 
 def read_state_returns(returns):
@@ -43,29 +43,7 @@ def read_state_returns(returns):
 def strip_secrets(tree, spec=None):
     """A copy of ``tree`` without the values the schema marks as secrets (tokens, passwords): what a
     deployment record may keep. Rolling back re-applies it over the live pillar, which supplies them."""
-    spec = spec or hecate_schema.SCHEMA
-    return _strip(copy.deepcopy(tree), spec)
-
-
-def _strip(value, spec):
-    if isinstance(spec, Secret):
-        return _SECRET
-    if isinstance(spec, Map) and isinstance(value, dict):
-        out = {}
-        for name, item in value.items():
-            field = spec.fields.get(name)
-            stripped = _strip(item, field.spec) if field else item
-            if stripped is not _SECRET:
-                out[name] = stripped
-        return out
-    if isinstance(spec, MapOf) and isinstance(value, dict):
-        return {k: v for k, v in ((k, _strip(v, spec.value_spec)) for k, v in value.items()) if v is not _SECRET}
-    if isinstance(spec, ListOf) and isinstance(value, list):
-        return [_strip(v, spec.spec) for v in value]
-    return value
-
-
-_SECRET = object()
+    return without_secrets(copy.deepcopy(tree), spec or hecate_schema.SCHEMA)
 
 
 def count_changes(changes):

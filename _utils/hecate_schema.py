@@ -12,6 +12,7 @@ import re
 
 import hecate_authentik
 import hecate_dns
+import hecate_lock
 import hecate_nomad
 import hecate_re2
 import hecate_terraform
@@ -274,7 +275,7 @@ SCHEMA = Map(
         "dns": hecate_dns.PILLAR_SCHEMA,
         "nomad": hecate_nomad.PILLAR_SCHEMA,
         "terraform": hecate_terraform.PILLAR_SCHEMA,
-        "consul": hecate_terraform.CONSUL_SCHEMA,
+        "consul": hecate_lock.CONSUL_SCHEMA,
         "resources": Map(
             {
                 "reverse_proxy": RESOURCE,

@@ -271,6 +271,47 @@ class Secret(Str):
         return value
 
 
+def secret_values(tree, spec, root="hecate"):
+    """Every literal secret in ``tree`` (validated against ``spec``): ``[(path, value)]`` for the values
+    the schema types :class:`Secret`, whatever their key is named. ``vault:``/``consul:`` references and
+    values under 6 characters are left out: they are not secrets, or too short to look for in a text."""
+    found = []
+    _walk_secrets(tree, spec, root, found)
+    return [(path, value) for path, value in found if len(value) >= 6 and not value.startswith(("vault:", "consul:"))]
+
+
+def without_secrets(tree, spec):
+    """A copy of ``tree`` without the values ``spec`` types :class:`Secret` (their keys removed)."""
+    return _walk_secrets(tree, spec, "hecate", [])
+
+
+def _walk_secrets(value, spec, path, found):
+    """``value`` rebuilt without its secrets (``_SECRET`` when ``value`` is one); each string secret is
+    appended to ``found`` as ``(path, value)``. Secrets sit under Map, MapOf and ListOf only."""
+    if isinstance(spec, Secret):
+        if isinstance(value, str):
+            found.append((path, value))
+        return _SECRET
+    if isinstance(spec, Map) and isinstance(value, dict):
+        out = {}
+        for name, item in value.items():
+            field = spec.fields.get(name)
+            kept = _walk_secrets(item, field.spec, key(path, name), found) if field else item
+            if kept is not _SECRET:
+                out[name] = kept
+        return out
+    if isinstance(spec, MapOf) and isinstance(value, dict):
+        kept = {name: _walk_secrets(item, spec.value_spec, key(path, name), found) for name, item in value.items()}
+        return {name: item for name, item in kept.items() if item is not _SECRET}
+    if isinstance(spec, ListOf) and isinstance(value, list):
+        kept = [_walk_secrets(item, spec.spec, index(path, i), found) for i, item in enumerate(value)]
+        return [item for item in kept if item is not _SECRET]
+    return value
+
+
+_SECRET = object()
+
+
 class Int:
     def __init__(self, minimum=None, maximum=None, what="integer"):
         self.minimum, self.maximum, self.what = minimum, maximum, what
@@ -420,6 +461,16 @@ class Hostname(Str):
             if not (is_hostname(value, self.wildcard) or (self.ip and is_ip(value))):
                 report.error(path, f"is not a valid hostname: {quote(value)}")
             value = value.lower().rstrip(".")
+        return value
+
+
+class AbsPath(Str):
+    """An absolute filesystem path without ``..``."""
+
+    def __call__(self, value, path, report):
+        value = super().__call__(value, path, report)
+        if isinstance(value, str) and (not value.startswith("/") or ".." in value.split("/")):
+            report.error(path, f"must be an absolute path without '..', got {value!r}")
         return value
 
 

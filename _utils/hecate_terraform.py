@@ -14,15 +14,13 @@ import json
 import os
 import re
 
-import hecate_services
 import jinja2
 from hecate_http import check_token
-from hecate_lock import DEFAULT_LOCK_DELAY, DEFAULT_TTL, DEFAULT_WAIT, LOCK_KEY, RECORD_PREFIX
 from hecate_spec import (
+    AbsPath,
     Anything,
     Bool,
     Duration,
-    Either,
     Field,
     Hostname,
     Int,
@@ -37,7 +35,6 @@ from hecate_spec import (
 )
 
 __all__ = [
-    "CONSUL_SCHEMA",
     "PILLAR_SCHEMA",
     "TEMPLATES",
     "check_pillar",
@@ -110,14 +107,6 @@ class IPv4(Str):
                 ipaddress.IPv4Address(value)
             except ValueError:
                 report.error(path, f"is not an IPv4 address: {value!r}")
-        return value
-
-
-class AbsPath(Str):
-    def __call__(self, value, path, report):
-        value = super().__call__(value, path, report)
-        if isinstance(value, str) and (not value.startswith("/") or ".." in value.split("/")):
-            report.error(path, f"must be an absolute path without '..', got {value!r}")
         return value
 
 
@@ -239,32 +228,6 @@ PILLAR_SCHEMA = Map(
         "vars": MapOf(Anything(), key_spec=Str(pattern=_VAR_NAME, what="variable name")),
         "env": MapOf(Str(), key_spec=Str(pattern=_ENV_NAME, what="environment variable name")),
         "hcloud": Field(HCLOUD, default=dict),
-    }
-)
-
-CONSUL_SCHEMA = Map(
-    {
-        "external_services": hecate_services.SERVICES,  # registered by the hecate_consul state
-        "address": Str(pattern=r"^https?://[A-Za-z0-9.\[\]:_-]+(:\d+)?/?$", what="Consul address (http(s)://host:port)"),
-        "token": Secret(),
-        "verify": Either("must be true, false or the path of a CA bundle", Bool(), AbsPath()),
-        "datacenter": Str(pattern=_NAME, what="datacenter name"),
-        "allow_insecure_endpoint": Field(Bool(), default=False),
-        "lock": Field(
-            Map(
-                {
-                    "key": Field(Str(pattern=r"^[A-Za-z0-9_./{}-]+$", what="KV key"), default=LOCK_KEY),
-                    "ttl": Field(Int(10, 86400, "integer (seconds)"), default=DEFAULT_TTL),
-                    "wait": Field(Int(0, 86400, "integer (seconds)"), default=DEFAULT_WAIT),
-                    "lock_delay": Field(Int(0, 60, "integer (seconds)"), default=DEFAULT_LOCK_DELAY),
-                }
-            ),
-            default=dict,
-        ),
-        "deployments": Field(
-            Map({"prefix": Field(Str(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", what="KV prefix"), default=RECORD_PREFIX)}),
-            default=dict,
-        ),
     }
 )
 

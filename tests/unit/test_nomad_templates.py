@@ -9,6 +9,7 @@ import hecate_caddy
 import hecate_nginx
 import hecate_nomad
 import hecate_schema
+import hecate_spec
 import hecate_terraform
 import pytest
 
@@ -26,7 +27,7 @@ def include(name):
 
 
 def render(tree, job):
-    return hecate_nomad.render_job((TEMPLATES / f"{job}.nomad.j2").read_text(), tree, job, include=include)
+    return hecate_nomad.render_job((TEMPLATES / f"{job}.nomad.j2").read_text(), tree, job, include=include, spec=hecate_schema.SCHEMA)
 
 
 def parsed(tree, job):
@@ -179,7 +180,7 @@ def test_helen_bridge_proxies_to_the_helen_route_and_passes_nginx_t(tree, tmp_pa
 
 
 def secret_values(tree):
-    return [value for _, value in hecate_nomad.secret_values(tree)]
+    return [value for _, value in hecate_spec.secret_values(tree, hecate_schema.SCHEMA)]
 
 
 @pytest.mark.parametrize("job", hecate_nomad.JOBS)
@@ -225,7 +226,27 @@ def test_vault_paths_and_role_come_from_pillar(tree):
 def test_a_template_that_would_leak_a_secret_is_refused(tree):
     leaky = 'job "x" {\n  meta { s = {{ hecate.reverse_proxy.coturn.static_auth_secret | hcl }} }\n}\n'
     with pytest.raises(ValueError, match=r"hecate:reverse_proxy:coturn:static_auth_secret: the secret value would be rendered"):
-        hecate_nomad.render_job(leaky, tree, "reverse-proxy")
+        hecate_nomad.render_job(leaky, tree, "reverse-proxy", spec=hecate_schema.SCHEMA)
+
+
+def test_a_secret_is_known_by_its_schema_type_not_its_key_name(tree):
+    """``terraform.secret_vars`` values are secrets whatever the variable is called (the old key-name
+    regex missed ``db_pw``); ``nomad.client_key`` is a file path, not a secret (the regex refused it)."""
+    raw = copy.deepcopy(seed_tree())
+    raw["terraform"] = {
+        "workdir": "/srv/hecate/terraform",
+        "token": "vault:secret/hecate/hetzner#token",
+        "secret_vars": {"db_pw": "pw-LEAK-123456"},
+    }
+    raw.setdefault("nomad", {})["client_key"] = "/etc/nomad.d/tls/client-key.pem"
+    changed = hecate_schema.validate(raw)
+    leaky = 'job "x" {\n  meta { p = {{ hecate.terraform.secret_vars.db_pw | hcl }} }\n}\n'
+    with pytest.raises(ValueError, match=r"^hecate:terraform:secret_vars:db_pw: the secret value would be rendered"):
+        hecate_nomad.render_job(leaky, changed, "reverse-proxy", spec=hecate_schema.SCHEMA)
+    path = 'job "x" {\n  meta { k = {{ hecate.nomad.client_key | hcl }} }\n}\n'
+    text = hecate_nomad.render_job(path, changed, "reverse-proxy", spec=hecate_schema.SCHEMA)
+    assert "/etc/nomad.d/tls/client-key.pem" in text
+    assert ("hecate:terraform:secret_vars:db_pw", "pw-LEAK-123456") in hecate_spec.secret_values(changed, hecate_schema.SCHEMA)
 
 
 def test_authentik_job_fixes_the_seed(tree):

@@ -40,7 +40,7 @@ def include(name):
 
 
 def render_job(tree, job):
-    return hecate_nomad.render_job((NOMAD_TEMPLATES / f"{job}.nomad.j2").read_text(), tree, job, include=include)
+    return hecate_nomad.render_job((NOMAD_TEMPLATES / f"{job}.nomad.j2").read_text(), tree, job, include=include, spec=hecate_schema.SCHEMA)
 
 
 def terraform_fmt(text):

@@ -1,0 +1,71 @@
+"""hecate_health turns a backend's failure into a report row, and lets a bug in hecate raise with its
+traceback (it used to catch every exception, so a KeyError became a row that looked like an outage)."""
+
+import copy
+
+import hecate_dns
+import hecate_health
+import hecate_schema
+import pytest
+import requests
+from salt.exceptions import CommandExecutionError, SaltClientError
+
+from tests.support.pillars import seed_tree
+
+ZONE = "cybermonkey.dev"
+
+
+@pytest.fixture(scope="module")
+def tree():
+    raw = copy.deepcopy(seed_tree())
+    raw["dns"] = {"zone": ZONE, "token": "vault:secret/hecate/hetzner#dns", "targets": {"ipv4": ["203.0.113.7"]}}
+    return hecate_schema.validate(raw)
+
+
+def caller(rrsets):
+    """The runner's ``call`` for ``hetzner_dns.rrsets``: answers ``rrsets``, or raises it."""
+
+    def call(role, fun, *args, **kwargs):
+        assert (role, fun, args) == ("controller", "hetzner_dns.rrsets", (ZONE,))
+        if isinstance(rrsets, Exception):
+            raise rrsets
+        return {"ctl-1": {"ok": True, "ret": rrsets}}
+
+    return call
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        CommandExecutionError("hetzner_dns: 401 Unauthorized"),
+        SaltClientError("the master's LocalClient could not publish"),
+        requests.ConnectionError("connection refused"),
+    ],
+    ids=["CommandExecutionError", "SaltClientError", "requests.ConnectionError"],
+)
+def test_a_backend_error_is_a_report_row(tree, error):
+    report = hecate_health.collect(tree, caller(error), only=["dns"])
+    (row,) = report["dns"]
+    assert row["ok"] is False and row["zone"] == ZONE
+    assert row["state"] == f"error: ?: {type(error).__name__}: {error}"
+    assert report["retcode"] == 1 and report["summary"][0]["failing"] == "dns: 1"
+
+
+def test_a_zone_that_matches_the_pillar_is_healthy(tree):
+    (wanted,) = hecate_dns.compile_zones(tree).values()
+    rrsets = [{"name": name, "type": rtype, "ttl": want["ttl"], "records": [{"value": v} for v in want["records"]]}
+              for (name, rtype), want in wanted.items()]  # fmt: skip
+    report = hecate_health.collect(tree, caller(rrsets), only=["dns"])
+    assert len(report["dns"]) == len(wanted) > 0 and {row["state"] for row in report["dns"]} == {"ok"}
+    assert report["retcode"] == 0
+
+
+def test_a_programming_error_keeps_its_traceback(tree):
+    """An answer of the wrong shape (a record set without ``name``) is hecate's bug, not an outage."""
+    with pytest.raises(KeyError, match="name"):
+        hecate_health.collect(tree, caller([{"type": "A", "ttl": 300, "records": []}]), only=["dns"])
+
+
+def test_a_programming_error_in_a_caller_is_not_a_failed_answer(tree):
+    with pytest.raises(TypeError):
+        hecate_health.collect(tree, caller(TypeError("call() got an unexpected keyword argument")), only=["dns"])
