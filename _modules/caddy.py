@@ -532,7 +532,8 @@ def probe(domain, path="/", timeout=None):
 def certs(warn_days=14, timeout=5):
     """The certificate this Caddy serves for each pillar route, with its expiry: one TLS handshake per
     host on the local listener (SNI = the host), so it covers managed (ACME, internal) and loaded
-    certificates alike. ``expiring`` is true within ``warn_days`` of the end; a host that gets no
+    certificates alike. ``expiring`` is true within ``warn_days`` of the end; ``renewal_overdue`` when
+    less than a third of its lifetime is left (Caddy renews before that); a host that gets no
     certificate says why. Empty with ``tls: off``.
 
     CLI Example:
@@ -563,12 +564,16 @@ def certs(warn_days=14, timeout=5):
         cert = x509.load_der_x509_certificate(der)
         not_after = cert.not_valid_after_utc
         days = (not_after - now).total_seconds() / 86400
+        lifetime = (not_after - cert.not_valid_before_utc).total_seconds() / 86400
         entry.update(
             subject=cert.subject.rfc4514_string(),
             issuer=cert.issuer.rfc4514_string(),
             not_after=not_after.isoformat(),
             days_left=round(days, 1),
+            lifetime_days=round(lifetime, 1),
             expiring=days < warn_days,
+            # Caddy renews a managed certificate with a third of its lifetime left: less means renewal is failing
+            renewal_overdue=days < lifetime / 3,
         )
         found.append(entry)
     return found

@@ -9,6 +9,8 @@ and ``--out=json`` gives the same rows to scripts:
 
 - ``routes``: every pillar route requested through every edge (``caddy.probes``: 127.0.0.1, SNI = host,
   protected routes' upstreams dialled too);
+- ``certs``: each host's certificate on each edge (``caddy.certs``), flagged when it ends within 14 days
+  and Caddy should already have renewed it;
 - ``upstreams``: Caddy's view of each upstream (``caddy.upstreams``: requests in flight, recent failures);
 - ``authentik``: liveness/readiness (``authentik.health``);
 - ``nomad``: each hecate job's version, status and allocations (``nomad_job.status`` / ``.allocations``);
@@ -201,8 +203,31 @@ def dns_section(tree, call):
     return rows
 
 
+CERT_WARN_DAYS = 14
+
+
+def certs_section(tree, call):
+    """Each host's certificate on each edge (``caddy.certs``). Not ok when it ends within 14 days AND
+    Caddy should already have renewed it (a third of its lifetime left): a short-lived internal
+    certificate that Caddy renews every few hours is not an alarm, an ACME one 10 days from its end is."""
+    if tree["reverse_proxy"]["caddy"]["tls"]["mode"] == "off":
+        return NOT_CONFIGURED
+    rows = []
+    for minion, answer in sorted(_answers(call, "edge", "caddy.certs", warn_days=CERT_WARN_DAYS).items()):
+        if not answer.get("ok") or not isinstance(answer.get("ret"), list):
+            rows.append({"edge": minion, "domain": "-", "days_left": None, "ok": False, "detail": str(answer.get("ret"))[:300]})
+            continue
+        for cert in answer["ret"]:
+            late = bool(cert.get("expiring") and cert.get("renewal_overdue"))
+            detail = cert.get("error") or (f"ends in {cert.get('days_left')} days and was not renewed" if late else "")
+            rows.append({"edge": minion, "domain": cert.get("domain"), "days_left": cert.get("days_left"),
+                         "ok": "error" not in cert and not late, "detail": detail})  # fmt: skip
+    return rows
+
+
 SECTIONS = (
     ("routes", routes_section),
+    ("certs", certs_section),
     ("upstreams", upstreams_section),
     ("authentik", authentik_section),
     ("nomad", nomad_section),

@@ -143,6 +143,7 @@ def test_certs_lists_what_caddy_serves_with_expiry(caddy, make_loaders, backends
         assert "error" not in cert, cert
         assert "Caddy Local Authority" in cert["issuer"]
         assert 0 < cert["days_left"] < 14 and cert["expiring"] is True  # Caddy's internal CA issues 12 h certificates
+        assert cert["renewal_overdue"] is False and cert["lifetime_days"] < 1  # ... and renews them: no alarm
     assert all(c["expiring"] is False for c in loaders.modules.caddy.certs(warn_days=0))
 
 

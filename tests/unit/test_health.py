@@ -69,3 +69,34 @@ def test_a_programming_error_keeps_its_traceback(tree):
 def test_a_programming_error_in_a_caller_is_not_a_failed_answer(tree):
     with pytest.raises(TypeError):
         hecate_health.collect(tree, caller(TypeError("call() got an unexpected keyword argument")), only=["dns"])
+
+
+def _certs(found):
+    def call(role, fun, *args, **kwargs):
+        assert (role, fun, kwargs) == ("edge", "caddy.certs", {"warn_days": 14})
+        return {"edge-1": {"ok": True, "ret": found}}
+
+    return call
+
+
+@pytest.mark.parametrize(
+    ("cert", "ok"),
+    [
+        ({"days_left": 60.0, "expiring": False, "renewal_overdue": False}, True),  # ACME, fresh
+        ({"days_left": 0.4, "expiring": True, "renewal_overdue": False}, True),  # Caddy's 12 h internal cert, renewed on time
+        ({"days_left": 9.5, "expiring": True, "renewal_overdue": True}, False),  # ACME, renewal failing
+        ({"error": "no certificate from 127.0.0.1:443: handshake failed"}, False),
+    ],
+)
+def test_certificates_are_flagged_only_when_renewal_is_late(tree, cert, ok):
+    acme = copy.deepcopy(tree)
+    acme["reverse_proxy"]["caddy"]["tls"] = {"mode": "acme"}
+    report = hecate_health.collect(acme, _certs([{"domain": "cloud.cybermonkey.dev", **cert}]), only=["certs"])
+    assert [row["ok"] for row in report["certs"]] == [ok]
+    assert report["retcode"] == (0 if ok else 1)
+
+
+def test_no_certificates_without_tls(tree):
+    plain = copy.deepcopy(tree)
+    plain["reverse_proxy"]["caddy"]["tls"] = {"mode": "off"}
+    assert hecate_health.collect(plain, _certs([]), only=["certs"])["certs"] == hecate_health.NOT_CONFIGURED
