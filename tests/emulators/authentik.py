@@ -504,13 +504,8 @@ class AuthentikEmulator(Emulator):
         r("GET", r"/application/o/authorize/", self.authorize)
         r("GET", r"/if/flow/(?P<slug>[^/]+)/", lambda req: Response(200, "<html>authentik login</html>", {"Content-Type": "text/html"}))
 
-    def _handle(self, request):
-        response = super()._handle(request)
-        problems = self.checker.check_response(request, response.status, response.body)
-        if problems:
-            with self.lock:
-                self.violations.extend(problems)
-        return response
+    def response_problems(self, request, response):
+        return self.checker.check_response(request, response.status, response.body)
 
     # -- auth ----------------------------------------------------------------------------------------------
     def authenticate(self, request):

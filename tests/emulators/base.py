@@ -291,9 +291,17 @@ class Emulator:
         if refusal is not None:
             return self._send(http, refusal)
         response = self._handle(request)
+        problems = self.response_problems(request, response)
+        if problems:
+            with self.lock:
+                self.violations.extend(problems)
         if fault and fault.status and fault.after:
             response = Response(fault.status, fault.body, fault.headers)
         self._send(http, response)
+
+    def response_problems(self, request, response):
+        """What is wrong with our own answer by the vendor's spec (emulators that check answers say)."""
+        return []
 
     def _handle(self, request):
         for method, regex, handler in self.routes:

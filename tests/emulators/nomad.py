@@ -994,7 +994,7 @@ class NomadEmulator(Emulator):
                 if hook[3] > 0 and hook[0] == request.method and hook[1].search(request.path):
                     hook[3] -= 1
                     hook[2](request)
-        return self._answer(request)
+        return super()._handle(request)
 
     def job(self, job_id, namespace="default"):
         with self.lock:
@@ -1044,13 +1044,8 @@ class NomadEmulator(Emulator):
             return query or body.get("Namespace") or job.get("Namespace") or "default"
         return query or "default"
 
-    def _answer(self, request):
-        response = super()._handle(request)
-        problems = self.checker.check_response(request, response.status, response.body)
-        if problems:
-            with self.lock:
-                self.violations.extend(problems)
-        return response
+    def response_problems(self, request, response):
+        return self.checker.check_response(request, response.status, response.body)
 
     def _next(self, *tables):
         self.index += 1
