@@ -26,6 +26,8 @@ import fnmatch
 import heapq
 import itertools
 import json
+import os
+import pathlib
 import re
 import threading
 import time
@@ -1655,3 +1657,13 @@ class NomadEmulator(Emulator):
             "NextToken": "",
             "RequestTime": 0,
         }
+
+
+# hecate's subset of Nomad's API; HECATE_SPECS points the tests at another copy of the specs, as in tests/conftest.py
+DEPLOY_SPEC = pathlib.Path(os.environ.get("HECATE_SPECS", pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "specs"))
+DEPLOY_SPEC = DEPLOY_SPEC / "nomad" / "nomad-deploy-subset.json"
+
+
+def start_nomad(**auth):
+    """A running emulator on hecate's Nomad API subset, answering fast (``token=`` or ``tokens=``)."""
+    return NomadEmulator(str(DEPLOY_SPEC), delay=0.01, **auth).start()

@@ -16,10 +16,10 @@ import hecate_schema
 import pytest
 from saltfactories.utils.functional import Loaders
 
-from tests.conftest import SPECS, assert_no_violations, minion_opts_for
+from tests.conftest import assert_no_violations, minion_opts_for
 from tests.emulators.authentik import AuthentikEmulator
 from tests.emulators.hetzner import HetznerDNS
-from tests.emulators.nomad import NomadEmulator
+from tests.emulators.nomad import start_nomad
 from tests.support.http import backend_of, get
 
 ZONE = "cybermonkey.dev"
@@ -53,7 +53,7 @@ job "hecate-redis" {{
 @pytest.fixture(scope="module")
 def servers():
     hetzner = HetznerDNS().start()
-    nomad = NomadEmulator(str(SPECS / "nomad" / "nomad-deploy-subset.json"), token=NOMAD_TOKEN, delay=0.01).start()
+    nomad = start_nomad(token=NOMAD_TOKEN)
     with AuthentikEmulator("2025.6.1", token=AK_TOKEN) as authentik:
         yield {"hetzner": hetzner, "nomad": nomad, "authentik": authentik}
     hetzner.stop()

@@ -3,8 +3,8 @@ the ``hecate`` tree comes from pillar, whatever the minion config holds."""
 
 import pytest
 
-from tests.conftest import SPECS, assert_no_violations
-from tests.emulators.nomad import NomadEmulator
+from tests.conftest import assert_no_violations
+from tests.emulators.nomad import start_nomad
 from tests.functional.test_nomad_job import TOKEN, nomad_pillar
 from tests.functional.test_terraform import pillar_for as terraform_pillar
 from tests.functional.test_terraform import tf_env  # noqa: F401 - the fixture, shared
@@ -13,7 +13,7 @@ from tests.support.stack import NULL_MODULE
 
 @pytest.fixture
 def nomad():
-    emulator = NomadEmulator(str(SPECS / "nomad" / "nomad-deploy-subset.json"), token=TOKEN, delay=0.01).start()
+    emulator = start_nomad(token=TOKEN)
     yield emulator
     emulator.stop()
     assert_no_violations(emulator)

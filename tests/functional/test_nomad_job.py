@@ -9,8 +9,8 @@ import hecate_nomad
 import pytest
 from saltfactories.utils.functional import Loaders
 
-from tests.conftest import SPECS, assert_no_violations, minion_opts_for
-from tests.emulators.nomad import NomadEmulator
+from tests.conftest import assert_no_violations, minion_opts_for
+from tests.emulators.nomad import start_nomad
 from tests.support.pillars import seed_tree
 
 TOKEN = "nomad-acl-0123456789"
@@ -25,7 +25,7 @@ def nomad_pillar(nomad, tree=None, **section):
 
 @pytest.fixture(scope="module")
 def nomad():
-    emulator = NomadEmulator(str(SPECS / "nomad" / "nomad-deploy-subset.json"), token=TOKEN, delay=0.01).start()
+    emulator = start_nomad(token=TOKEN)
     yield emulator
     emulator.stop()
 

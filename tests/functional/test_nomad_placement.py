@@ -13,8 +13,8 @@ import hecate_terraform
 import pytest
 import requests
 
-from tests.conftest import REPO, SPECS, assert_no_violations
-from tests.emulators.nomad import NomadEmulator, hcl_to_job
+from tests.conftest import REPO, assert_no_violations
+from tests.emulators.nomad import hcl_to_job, start_nomad
 from tests.support.pillars import seed_tree
 
 TOKEN = "nomad-placement-token"
@@ -32,7 +32,7 @@ def terraform_servers(raw):
 
 @pytest.fixture(scope="module")
 def nomad():
-    emulator = NomadEmulator(str(SPECS / "nomad" / "nomad-deploy-subset.json"), token=TOKEN, delay=0.01).start()
+    emulator = start_nomad(token=TOKEN)
     yield emulator
     emulator.stop()
 

@@ -11,9 +11,9 @@ import json
 import hcl2
 import pytest
 
-from tests.conftest import SPECS, assert_no_violations
+from tests.conftest import assert_no_violations
 from tests.emulators.consul import ConsulEmulator
-from tests.emulators.nomad import NomadEmulator
+from tests.emulators.nomad import start_nomad
 from tests.functional.test_hecate_consul import SEED_SERVICES
 from tests.support.caddy import Backend, Caddy, free_port
 from tests.support.http import backend_of, get
@@ -26,7 +26,7 @@ ROLES = {"hecate-postgresql": "db", "hecate-redis": "db", "hecate-reverse-proxy"
 
 @pytest.fixture
 def stack(short_tmp):
-    nomad = NomadEmulator(str(SPECS / "nomad" / "nomad-deploy-subset.json"), token=NOMAD_TOKEN, delay=0.01).start()
+    nomad = start_nomad(token=NOMAD_TOKEN)
     agent = ConsulEmulator(tokens={CONSUL_TOKEN: "write"}).start()
     plain = {r["service"]: Backend(r["service"]).start() for r in seed_tree()["reverse_proxy"]["caddy"]["routes"]}
     secure = Backend("wazuh-https", tls_dir=short_tmp / "seedtls").start()

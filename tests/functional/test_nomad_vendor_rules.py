@@ -9,8 +9,8 @@ import time
 import pytest
 import requests
 
-from tests.conftest import SPECS, assert_no_violations
-from tests.emulators.nomad import STATUS_DESCRIPTIONS, NomadEmulator, hcl_to_job
+from tests.conftest import assert_no_violations
+from tests.emulators.nomad import STATUS_DESCRIPTIONS, hcl_to_job, start_nomad
 from tests.support.pillars import seed_tree
 
 SCOPED = "nomad-token-scoped-to-edge"
@@ -20,7 +20,7 @@ EVERYWHERE = "nomad-token-management"
 @pytest.fixture(scope="module")
 def nomad():
     tokens = {SCOPED: ["edge"], EVERYWHERE: None}
-    emulator = NomadEmulator(str(SPECS / "nomad" / "nomad-deploy-subset.json"), tokens=tokens, delay=0.01).start()
+    emulator = start_nomad(tokens=tokens)
     yield emulator
     emulator.stop()
 

@@ -9,7 +9,7 @@ import pathlib
 from tests.emulators.authentik import AuthentikEmulator
 from tests.emulators.consul import ConsulEmulator
 from tests.emulators.hetzner import HetznerDNS
-from tests.emulators.nomad import NomadEmulator
+from tests.emulators.nomad import start_nomad
 from tests.emulators.vault import VaultEmulator
 
 SPECS = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "specs"
@@ -54,7 +54,7 @@ def start_backends():
     ak = AuthentikEmulator("2025.6.1", token=AK_TOKEN).start()
     hz = HetznerDNS(token=HZ_TOKEN).start()
     hz.add_zone(ZONE)
-    nomad = NomadEmulator(str(SPECS / "nomad" / "nomad-deploy-subset.json"), token=NOMAD_TOKEN, delay=0.01).start()
+    nomad = start_nomad(token=NOMAD_TOKEN)
     return {"authentik": ak, "hetzner": hz, "nomad": nomad}
 
 

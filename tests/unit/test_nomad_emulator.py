@@ -7,8 +7,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import SPECS
-from tests.emulators.nomad import NomadEmulator, hcl_to_job
+from tests.emulators.nomad import hcl_to_job, start_nomad
 
 JOB = """
 job "web" {
@@ -28,7 +27,7 @@ job "web" {
 
 @pytest.fixture(scope="module")
 def server():
-    emulator = NomadEmulator(str(SPECS / "nomad" / "nomad-deploy-subset.json"), token="t0ken", delay=0.01).start()
+    emulator = start_nomad(token="t0ken")
     yield emulator
     emulator.stop()
 
