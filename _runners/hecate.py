@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import re
 import signal
 import time
 
@@ -817,6 +818,7 @@ def verify(minion=None):
 DRIFT_PREFIX = "hecate/drift"
 DRIFT_STAGES = ("authentik", "dns", "nomad_stateful", "nomad_core", "nomad_authentik", "nomad_apps")
 _WINDOW = {"m": 60, "h": 3600, "d": 86400}
+_MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def _keep_drift(tree, report):
@@ -875,6 +877,8 @@ def reconcile(minion, backend="caddy", wait=0):
 
         salt-run hecate.reconcile minion=edge-1 backend=caddy
     """
+    if not _MINION_ID.fullmatch(str(minion)):  # it becomes a Salt target: one id, never a glob from an event
+        raise SaltInvocationError(f"minion={str(minion)[:80]!r}: one minion id (letters, digits, '.', '_', '-')")
     tree = _tree(minion)  # the drifted edge's own pillar (its Caddy, its ports)
     settings = tree["reconcile"]
     stage = "routes" if backend == "caddy" else backend

@@ -4,8 +4,10 @@
 #   reactor:
 #     - 'hecate/drift/*':
 #       - salt://reactor/hecate_drift.sls
+# The minion is the event's sender as the master authenticated it (data['id']), not a name from the tag;
+# hecate.reconcile refuses anything but one plain minion id.
 hecate_reconcile:
   runner.hecate.reconcile:
     - args:
-      - minion: {{ tag.split('/')[2] }}
-      - backend: {{ tag.split('/')[3] }}
+      - minion: {{ data['id'] | yaml_dquote }}
+      - backend: {{ tag.split('/')[3] | yaml_dquote }}

@@ -38,17 +38,23 @@ def edge(short_tmp):
     caddy.stop()
 
 
-def load(caddy, config):
-    """POST /load over the admin socket: (status, body)."""
-    conn = http.client.HTTPConnection("localhost", timeout=30)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(caddy.socket_path)
-    conn.sock = sock
-    conn.request("POST", "/load", body=json.dumps(config), headers={"Host": "localhost", "Content-Type": "application/json"})
-    response = conn.getresponse()
-    body = response.read().decode(errors="replace")
-    conn.close()
-    return response.status, body
+def load(caddy, config, tries=3):
+    """POST /load over the admin socket: (status, body). A connection Caddy closed without an answer (its
+    admin server is replaced during a load on a busy machine) is sent again: the same config loads the same."""
+    for attempt in range(tries):
+        conn = http.client.HTTPConnection("localhost", timeout=30)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(caddy.socket_path)
+        conn.sock = sock
+        try:
+            conn.request("POST", "/load", body=json.dumps(config), headers={"Host": "localhost", "Content-Type": "application/json"})
+            response = conn.getresponse()
+            return response.status, response.read().decode(errors="replace")
+        except http.client.RemoteDisconnected:
+            if attempt == tries - 1:
+                raise
+        finally:
+            conn.close()
 
 
 def server_with(caddy, port, route):

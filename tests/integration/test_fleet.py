@@ -135,6 +135,8 @@ def test_a_hand_edit_is_reported_with_alert_and_healed_with_heal(fleet, fleet_ca
     _hand_edit(caddy, "cloud.cybermonkey.dev", "elsewhere.example.net")
     assert _serves(fleet_trees[edge])[0] == 404
 
+    refused = fleet.run("hecate.reconcile", minion="fleet-edge-*")  # an event's text never becomes a glob target
+    assert refused.returncode == 1 and "one minion id" in refused.data["error"], refused.data
     alert = fleet.run("hecate.reconcile", minion=edge)  # policy alert (the default): report only
     assert alert.returncode == 1 and alert.data["action"].startswith("alert") and alert.data["count"] == 1, alert.data
     assert _serves(fleet_trees[edge])[0] == 404
