@@ -28,10 +28,19 @@ def caddy_binary():
     return found
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port on 127.0.0.1 that this process has not handed out before: the kernel may return the
+    same port to calls in a row, and the pillar refuses a Caddy whose http/https/admin ports are equal."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class Caddy:
