@@ -240,21 +240,66 @@ def _apply(call, step, test, recorded=None, pillar=None):
     return {"ok": ok, "changes": changes, "problems": problems, "seconds": round(time.monotonic() - started, 2)}
 
 
+def _dry_run(tree, call, only=None, recorded=None, snapshot=False):
+    """Every chosen backend's dry run in ONE round of jobs: one ``state.apply <every SLS> test=True`` per
+    distinct target (one job when edge and controller are the same minions), published at once; each
+    state's result goes to the stage whose SLS holds it (``__sls__``). ``snapshot``: in the same round,
+    what undo needs from before the first write (Caddy's config on every edge, the Nomad job versions).
+    Returns ``({stage: {ok, changes, problems, seconds}}, {"caddy": ..., "nomad": ...})``."""
+    groups = {}  # one job per distinct (tgt, tgt_type)
+    for backend in hecate_backends.choose(tree, only):
+        groups.setdefault(call.roles[backend.role], (backend.role, []))[1].append(backend)
+    kwargs = {"test": True, **({"pillar": {"hecate": recorded}} if recorded else {})}
+    calls = [(role, "state.apply", [",".join(b.sls for b in group)], kwargs) for role, group in groups.values()]
+    jobs = _nomad_jobs(tree) if snapshot else []
+    calls += [("edge", "caddy.snapshot", [], {})] if snapshot else []
+    calls += [("controller", "nomad_job.status", [job], {}) for job in jobs]
+    started = time.monotonic()
+    answers = call.many(calls)
+    seconds = round(time.monotonic() - started, 2)
+    stages = {}
+    for ((tgt, tgt_type), (_, group)), answer in zip(groups.items(), answers, strict=False):
+        split = {b.name: {} for b in group}
+        for minion, returned in answer.items():
+            parts = {b.name: {} for b in group}
+            if isinstance(returned["ret"], dict):
+                for state_id, state in returned["ret"].items():
+                    sls = state.get("__sls__") if isinstance(state, dict) else None
+                    parts[(hecate_backends.owner(group, sls) or group[0]).name][state_id] = state
+                for name, states in parts.items():
+                    split[name][minion] = {"ok": returned["ok"], "ret": states}
+            else:  # a render error or no answer: every stage of the job shares it
+                for name in split:
+                    split[name][minion] = returned
+        for backend in group:
+            ok, changes, problems = hecate_orchestrate.read_state_returns(split[backend.name])
+            if not answer:
+                problems = [f"no minion matched {tgt_type} target {tgt!r} for stage {backend.name}"]
+            stages[backend.name] = {"ok": ok, "changes": changes, "problems": problems, "seconds": seconds}
+    stages = {b.name: stages[b.name] for b in hecate_backends.BACKENDS if b.name in stages}  # run order
+    before = {}
+    if snapshot:
+        edges = answers[len(groups)]
+        before["caddy"] = {m: snap for m, snap in _rets(edges).items() if isinstance(snap, dict) and "config" in snap}
+        before["nomad"] = _versions(jobs, answers[len(groups) + 1 :])
+    return stages, before
+
+
 def _planned(tree, only=None):
-    """Every enabled step's dry run (``state.apply ... test=True``), in run order; verify is skipped
-    (it sends requests, not writes, but it tests the live state, not the plan)."""
-    planned, removed = {}, []
+    """Every enabled stage's dry run (:func:`_dry_run`: one round of jobs), in run order, as the operator
+    reads it; verify is left out (it sends requests, not writes, and tests the live state, not the plan)."""
     with _Minions(tree) as call:
-        for step in hecate_backends.steps(tree, only, verify=False):
-            result = _apply(call, step, test=True)
-            planned[step.name] = {
-                "ok": result["ok"],
-                "would_change": hecate_orchestrate.count_changes(result["changes"]),
-                "changes": hecate_orchestrate.summarize(result["changes"]),
-                "problems": result["problems"],
-            }
-            if step.name == "routes":
-                removed = hecate_orchestrate.removed_hosts(result["changes"])
+        stages, _ = _dry_run(tree, call, only)
+    planned = {
+        name: {
+            "ok": stage["ok"],
+            "would_change": hecate_orchestrate.count_changes(stage["changes"]),
+            "changes": hecate_orchestrate.summarize(stage["changes"]),
+            "problems": stage["problems"],
+        }
+        for name, stage in stages.items()
+    }
+    removed = hecate_orchestrate.removed_hosts(stages["routes"]["changes"]) if "routes" in stages else []
     dns = hecate_backends.BY_NAME["dns"]
     if removed and hecate_backends.enabled(tree, dns) and not hecate_backends.prunes(tree, dns):
         note = [f"{host}: its DNS record stays (hecate:dns:prune is off)" for host in removed]
@@ -318,22 +363,25 @@ def _consul(tree):
         raise CommandExecutionError(f"the deploy needs Consul for its lock and records: {exc}") from exc
 
 
-def _nomad_versions(tree, call):
-    """Current version of every hecate Nomad job (for reverting), or {} without Nomad."""
-    if not tree.get("nomad"):
-        return {}
+def _nomad_jobs(tree):
+    """The ids of hecate's Nomad jobs, or [] without Nomad."""
+    return [hecate_nomad.job_settings(tree, name)["id"] for name in hecate_nomad.JOBS] if tree.get("nomad") else []
+
+
+def _versions(jobs, answers):
+    """``nomad_job.status`` answers (one per job, in order) -> ``{job: version}`` of the jobs that exist."""
     versions = {}
-    for name in hecate_nomad.JOBS:
-        job_id = hecate_nomad.job_settings(tree, name)["id"]
-        found = next(iter(_rets(call("controller", "nomad_job.status", job_id)).values()), None)
+    for job, answer in zip(jobs, answers, strict=True):
+        found = next(iter(_rets(answer).values()), None)
         if isinstance(found, dict):
-            versions[job_id] = found.get("Version")
+            versions[job] = found.get("Version")
     return versions
 
 
-def _snapshots(call):
-    """Caddy's config on every edge (one GET each): the exact state to restore."""
-    return {m: snap for m, snap in _rets(call("edge", "caddy.snapshot")).items() if isinstance(snap, dict) and "config" in snap}
+def _nomad_versions(tree, call):
+    """Current version of every hecate Nomad job (for reverting), read in one round; {} without Nomad."""
+    jobs = _nomad_jobs(tree)
+    return _versions(jobs, call.many([("controller", "nomad_job.status", [job], {}) for job in jobs]))
 
 
 def _verify(tree, call):
@@ -400,10 +448,26 @@ def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=N
     return run
 
 
-def _snapshot(tree, run):
-    """What undo needs, read before the first write: Caddy's config on every edge, the Nomad versions."""
+def _preview(tree, run):
+    """Before the first write, one round of jobs (:func:`_dry_run`): every stage's dry run and what undo
+    needs (Caddy's config on every edge, the Nomad job versions). Steps that cannot change anything are
+    skipped: the leading expand steps whose dry run found nothing to change (so nothing they feed
+    changed either), and their contract steps. When no stage would change anything the whole run is
+    skipped: no write, no probe (``hecate.verify`` probes on demand)."""
+    effective = _effective(tree, run)
     with _Minions(tree) as call:
-        run["before"] = {"caddy": _snapshots(call), "nomad": _nomad_versions(tree, call)}
+        stages, run["before"] = _dry_run(effective, call, run["only"], run["recorded"], snapshot=True)
+    unchanged = {name for name, dry in stages.items() if dry["ok"] and not dry["changes"]}
+    steps = hecate_backends.steps(effective, run["only"])
+    if all(step.backend is None or step.backend.name in unchanged for step in steps):
+        run["skip"] = [step.name for step in steps]
+    else:
+        leading = []
+        for step in steps:
+            if step.phase != hecate_backends.EXPAND or step.backend.name not in unchanged:
+                break
+            leading.append(step.backend.name)
+        run["skip"] = [s.name for s in steps if s.backend and s.backend.name in leading]  # their expand and contract steps
     hecate_orchestrate.save_run(__opts__, run)
 
 
@@ -431,8 +495,13 @@ def _step(tree, run, name):
     step = next((s for s in hecate_backends.steps(effective, run["only"]) if s.name == name), None)
     if step is None:
         raise SaltInvocationError(f"run {run['id']} has no step {name!r}; its steps are: {', '.join(run['steps'])}")
-    _, client, _, _ = _records(tree)
     tag = f"{run['kind']}/{run['id']}/{name}"
+    if name in run.get("skip", ()):
+        run["results"][name] = {"ok": True, "seconds": 0, "changed": 0, "changes": [], "problems": [], "skipped": True}
+        hecate_orchestrate.save_run(__opts__, run)
+        _event(f"{tag}/done", {"stage": name, **run["results"][name]})
+        return run["results"][name]
+    _, client, _, _ = _records(tree)
     _event(f"{tag}/start", {"stage": name})
     try:
         _check_lock(client, run)
@@ -578,7 +647,7 @@ def _finish(tree, run, status=None):
     status = status or ("failed" if run["failure"] else "success")
     try:
         versions = run["before"]["nomad"]
-        if status == "success" and tree.get("nomad"):
+        if status == "success" and any(name.startswith("nomad") for name in run["applied"]):
             with _Minions(tree) as call:
                 versions = _nomad_versions(tree, call)
         changes = {
@@ -640,7 +709,7 @@ def _drive(tree, kind, only=None, wait=None, recorded=None, extra=None, nomad_ve
         return {"status": "interrupted", "error": "interrupted (Ctrl-C) before the run began: nothing was changed", "retcode": 1}
     try:
         with _CtrlC() as ctrl_c:
-            _snapshot(tree, run)
+            _preview(tree, run)
             for name in run["steps"]:
                 if ctrl_c.hit:
                     break
@@ -739,7 +808,7 @@ def begin(run, kind="orchestrate", wait=None, minion=None):
     """
     tree = _tree(minion)
     began = _begin(tree, kind, run_id=run, wait=wait)
-    _snapshot(tree, began)
+    _preview(tree, began)
     return {"id": began["id"], "status": "running", "steps": began["steps"], "retcode": 0}
 
 

@@ -34,14 +34,20 @@ class Backend:
     undo: str  # "snapshot", "reapply", "revert" or "keep"
     prunes: bool = False  # expand holds deletions back; a contract step applies them after the switch
     prune_default: bool = False  # the section's own ``prune`` when the pillar does not say
+    parts: tuple = ()  # the SLS files ``sls`` includes (their states report these as ``__sls__``)
+
+
+def _nomad_sls(*jobs):
+    return tuple(f"hecate.nomad.{job}" for job in jobs)
 
 
 BACKENDS = (
     Backend("terraform", "terraform", "controller", "hecate.terraform", EXPAND, "keep"),
-    Backend("nomad_stateful", "nomad", "controller", "hecate.nomad.stateful", EXPAND, "revert"),
-    Backend("nomad_core", "nomad", "controller", "hecate.nomad.core", EXPAND, "revert"),
+    Backend("nomad_stateful", "nomad", "controller", "hecate.nomad.stateful", EXPAND, "revert", parts=_nomad_sls("postgresql", "redis")),
+    Backend("nomad_core", "nomad", "controller", "hecate.nomad.core", EXPAND, "revert", parts=_nomad_sls("reverse-proxy")),
     Backend("nomad_authentik", "nomad", "controller", "hecate.nomad.authentik", EXPAND, "revert"),
-    Backend("nomad_apps", "nomad", "controller", "hecate.nomad.apps", EXPAND, "revert"),
+    # apps includes the authentik job too: in a dry run of every stage at once its state counts once, for nomad_authentik
+    Backend("nomad_apps", "nomad", "controller", "hecate.nomad.apps", EXPAND, "revert", parts=_nomad_sls("authentik", "helen-bridge")),
     # providers exist before Caddy sends users to the outpost; records exist before Caddy asks ACME for them
     Backend("authentik", "authentik", "controller", "hecate.authentik", EXPAND, "reapply", prunes=True, prune_default=True),
     Backend("dns", "dns", "controller", "hecate.dns", EXPAND, "reapply", prunes=True),
@@ -113,6 +119,11 @@ def step_named(tree, name):
         if step.name == name:
             return step
     raise ValueError(f"unknown or disabled step {name!r}; this pillar's steps are: {', '.join(s.name for s in steps(tree))}")
+
+
+def owner(backends, sls):
+    """The first of ``backends`` (in run order) whose SLS is or includes ``sls``, or None."""
+    return next((b for b in backends if sls == b.sls or sls in b.parts), None)
 
 
 def target(tree, role):

@@ -83,6 +83,7 @@ def timeline(results):
     for name, result in results.items():
         state = "ok" if result.get("ok") else "FAILED"
         seconds = f" ({result['seconds']} s)" if result.get("seconds") else ""
+        seconds = " (skipped: its dry run found nothing to change)" if result.get("skipped") else seconds
         line = f"{name}: {state}, {result.get('changed', result.get('would_change', 0))} changed{seconds}"
         if result.get("problems"):
             line += ": " + "; ".join(result["problems"])

@@ -3,14 +3,19 @@
 import copy
 import json
 import os
+import pathlib
+import re
 import subprocess
 
 import hecate_backends
 import hecate_orchestrate
 import hecate_schema
 import pytest
+import yaml
 
 from tests.support.pillars import seed_tree
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -197,3 +202,26 @@ def test_overlay_is_salts_pillar_merge():
     live = {"a": {"token": "t", "keep": 1}, "routes": [1, 2, 3]}
     recorded = {"a": {"keep": 2}, "routes": [9]}
     assert hecate_orchestrate.overlay(live, recorded) == {"a": {"token": "t", "keep": 2}, "routes": [9]}
+
+
+def _included(sls):
+    """The SLS files ``sls`` includes, read from the state tree itself (its top-level ``include:`` list)."""
+    path = REPO / "salt" / (sls.replace(".", "/") + ".sls")
+    text = (path if path.exists() else path.with_suffix("") / "init.sls").read_text()
+    block = re.search(r"^include:\n((?:[ \t]+-.*\n)+)", text, re.M)
+    return tuple(yaml.safe_load(block.group(1))) if block else ()
+
+
+@pytest.mark.parametrize("backend", hecate_backends.BACKENDS, ids=lambda b: b.name)
+def test_every_backend_names_the_sls_files_it_includes(backend):
+    """A dry run of every stage in one job credits each state to a stage by its ``__sls__``: a stage whose
+    SLS includes others must list them (``parts``), or its states would be credited to another stage."""
+    assert backend.parts == _included(backend.sls)
+
+
+def test_a_state_belongs_to_the_first_stage_holding_its_sls():
+    nomad = [b for b in hecate_backends.BACKENDS if b.section == "nomad"]
+    assert hecate_backends.owner(nomad, "hecate.nomad.redis").name == "nomad_stateful"
+    assert hecate_backends.owner(nomad, "hecate.nomad.authentik").name == "nomad_authentik"  # apps includes it too
+    assert hecate_backends.owner(nomad, "hecate.nomad.helen-bridge").name == "nomad_apps"
+    assert hecate_backends.owner(nomad, "hecate.dns") is None
