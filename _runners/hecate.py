@@ -458,16 +458,7 @@ def _preview(tree, run):
     with _Minions(tree) as call:
         stages, run["before"] = _dry_run(effective, call, run["only"], run["recorded"], snapshot=True)
     unchanged = {name for name, dry in stages.items() if dry["ok"] and not dry["changes"]}
-    steps = hecate_backends.steps(effective, run["only"])
-    if all(step.backend is None or step.backend.name in unchanged for step in steps):
-        run["skip"] = [step.name for step in steps]
-    else:
-        leading = []
-        for step in steps:
-            if step.phase != hecate_backends.EXPAND or step.backend.name not in unchanged:
-                break
-            leading.append(step.backend.name)
-        run["skip"] = [s.name for s in steps if s.backend and s.backend.name in leading]  # their expand and contract steps
+    run["skip"] = hecate_backends.skippable(hecate_backends.steps(effective, run["only"]), unchanged)
     hecate_orchestrate.save_run(__opts__, run)
 
 

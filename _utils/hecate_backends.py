@@ -108,6 +108,21 @@ def steps(tree, only=None, verify=None):
     return out
 
 
+def skippable(steps, unchanged):
+    """The steps a run can leave out, given the stages whose dry run found nothing to change: all of
+    them when no stage would change anything (then nothing needs verifying either); otherwise the
+    leading expand steps that change nothing (so nothing they feed changes) and their contract steps.
+    Once a stage changes, every step after it runs: a later stage may read what it wrote."""
+    if all(step.backend is None or step.backend.name in unchanged for step in steps):
+        return [step.name for step in steps]
+    leading = set()
+    for step in steps:
+        if step.phase != EXPAND or step.backend.name not in unchanged:
+            break
+        leading.add(step.backend.name)
+    return [step.name for step in steps if step.backend and step.backend.name in leading]
+
+
 def prunes(tree, backend):
     """Does the pillar let ``backend`` delete (``hecate:<section>:prune``)? Without it there is no
     contract step: expand already wrote everything."""

@@ -80,10 +80,15 @@ def test_deploy_from_nothing_then_the_second_deploy_changes_nothing(
     assert backend_of(get(http, "cloud.cybermonkey.dev")[2]) == "nextcloud"
     mutations = edge_caddy.new_mutations()
 
+    noop_started = time.time()
     code, second = deploy(salt_run_cli)
     assert code == 0 and second["status"] == "success"
     assert second["stages"]["routes"]["changed"] == 0
     assert edge_caddy.new_mutations() == mutations  # zero admin writes
+    assert all(stage.get("skipped") for stage in second["stages"].values()), second["stages"]  # nothing to change: no step ran
+    jobs = [e.data["fun"] for e in event_listener.get_events([(salt_master.id, "salt/job/*/new")], after_time=noop_started)]
+    jobs = sorted(fun for fun in jobs if fun != "saltutil.find_job")  # Salt's own "still running?" polls under load
+    assert jobs == ["caddy.snapshot", "state.apply"], jobs  # one round of jobs: the dry run, and undo's snapshot
 
     history = salt_run_cli.run("hecate.history").data
     assert [h["id"] for h in history] == [first["id"], second["id"]]

@@ -225,3 +225,18 @@ def test_a_state_belongs_to_the_first_stage_holding_its_sls():
     assert hecate_backends.owner(nomad, "hecate.nomad.authentik").name == "nomad_authentik"  # apps includes it too
     assert hecate_backends.owner(nomad, "hecate.nomad.helen-bridge").name == "nomad_apps"
     assert hecate_backends.owner(nomad, "hecate.dns") is None
+
+
+def test_a_run_skips_only_steps_that_cannot_change_anything(tree):
+    steps = hecate_backends.steps(full(tree))
+    every = {s.backend.name for s in steps if s.backend}
+    assert hecate_backends.skippable(steps, every) == names(steps)  # a no-op: nothing runs, nothing to verify
+    routes_only = hecate_backends.skippable(steps, every - {"routes"})
+    assert "routes" not in routes_only and "verify" not in routes_only
+    assert set(routes_only) == {"terraform", "nomad_stateful", "nomad_core", "nomad_authentik", "nomad_apps", "authentik", "dns",
+                                "authentik_contract"}  # fmt: skip
+    # terraform changes: the DNS stage reads its outputs, so every later step runs even if its dry run was clean
+    assert hecate_backends.skippable(steps, every - {"terraform"}) == []
+    # a failed or changing authentik dry run: the steps before it are left out, authentik and after run
+    assert hecate_backends.skippable(steps, every - {"authentik"}) == ["terraform", "nomad_stateful", "nomad_core",
+                                                                       "nomad_authentik", "nomad_apps"]  # fmt: skip
