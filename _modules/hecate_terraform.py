@@ -575,11 +575,15 @@ def _unchanged_since_plan(runner, section, path):
 def _dry_run(runner, tree, section, path, allow_delete, allow_replace, refresh=False):
     rendered, files = _render(tree, section, path, TEMPLATE_SOURCE, test=True)
     skipped = None
-    if not refresh and not rendered["changed"] and not rendered["removed"]:
+    unrendered = not rendered["changed"] and not rendered["removed"]
+    if not refresh and unrendered:
         skipped = _unchanged_since_plan(runner, section, path)
     if skipped:
         return {"workdir": path, "test": True, "files": [], "changes": False, "summary": tf_util.summarize_plan({}),
                 "refused": [], "plan_skipped": skipped, "seconds": dict(runner.timings)}  # fmt: skip
+    # the workdir's inputs as the scratch copy gets them: an empty plan of an unchanged workdir is the
+    # workdir's own plan, so it is recorded like one (a deploy skips a stage whose dry run changes nothing)
+    fingerprint = _fingerprint(runner, section, path) if unrendered and os.path.isdir(os.path.join(path, ".terraform")) else None
     scratch = tempfile.mkdtemp(prefix="hecate-tf-")
     try:
         work = os.path.join(scratch, "work")
@@ -597,6 +601,8 @@ def _dry_run(runner, tree, section, path, allow_delete, allow_replace, refresh=F
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if fingerprint and not planned["changes"] and not planned["refused"]:
+        _record_plan(path, fingerprint)
     return {
         "workdir": path,
         "test": True,

@@ -48,6 +48,10 @@ __virtualname__ = "hecate"
 # so the lock taken by ``begin`` (and its renewal thread) is still here for ``finish`` to release.
 # A step in another process finds the lock by its session instead (the run's file).
 _HELD = hecate_orchestrate.__dict__.setdefault("HELD_LOCKS", {})
+# The validated tree of each state.orchestrate run, by run id, for the same reason: its steps use the
+# pillar ``hecate.stages`` rendered the run from (one consistent pillar per run, compiled once, not
+# once per step). A step in another process compiles it again.
+_TREES = hecate_orchestrate.__dict__.setdefault("RUN_TREES", {})
 
 
 def __virtual__():
@@ -87,6 +91,11 @@ def _tree(minion=None):
         return hecate_schema.validate(pillar.get("hecate"))
     except hecate_schema.PillarError as exc:
         raise SaltInvocationError(str(exc)) from exc
+
+
+def _run_tree(run, minion=None):
+    """The tree of state.orchestrate run ``run``: the one its steps were rendered from, or compiled now."""
+    return _TREES.get(run) if run in _TREES and minion is None else _tree(minion)
 
 
 def _explain(error):
@@ -783,7 +792,11 @@ def stages(minion=None):
             tgt, tgt_type = hecate_backends.target(tree, step.backend.role)
             entry.update(sls=step.backend.sls, tgt=tgt, tgt_type=tgt_type)
         out.append(entry)
-    return {"run": hecate_lock.new_deployment_id(), "stages": out, "retcode": 0}
+    run = hecate_lock.new_deployment_id()
+    while len(_TREES) >= 8:  # runs rendered but never begun (test=True) must not pile up
+        _TREES.pop(next(iter(_TREES)))
+    _TREES[run] = tree
+    return {"run": run, "stages": out, "retcode": 0}
 
 
 @_outcome
@@ -797,7 +810,7 @@ def begin(run, kind="orchestrate", wait=None, minion=None):
 
         salt-run hecate.begin run=20261202T101500Z-1a2b3c
     """
-    tree = _tree(minion)
+    tree = _run_tree(run, minion)
     began = _begin(tree, kind, run_id=run, wait=wait)
     _preview(tree, began)
     return {"id": began["id"], "status": "running", "steps": began["steps"], "retcode": 0}
@@ -814,7 +827,7 @@ def stage(run, step, minion=None):
 
         salt-run hecate.stage run=20261202T101500Z-1a2b3c step=routes
     """
-    tree = _tree(minion)
+    tree = _run_tree(run, minion)
     run_ = _load(run)
     result = _step(tree, run_, step)
     return {"id": run, "step": step, **result, "retcode": 0 if result["ok"] else 1}
@@ -831,7 +844,7 @@ def undo(run, minion=None):
 
         salt-run hecate.undo run=20261202T101500Z-1a2b3c
     """
-    tree = _tree(minion)
+    tree = _run_tree(run, minion)
     run_ = _load(run)
     if not tree["deployment"]["auto_rollback"]:
         return {"id": run, "rollback": "off (hecate:deployment:auto_rollback is false)", "retcode": 0}
@@ -853,7 +866,10 @@ def finish(run, minion=None):
     run_ = hecate_orchestrate.load_run(__opts__, run)
     if run_ is None:
         return {"id": run, "status": "not started", "error": f"run {run} did not begin (see its begin step)", "retcode": 1}
-    return _finish(_tree(minion), run_)
+    try:
+        return _finish(_run_tree(run, minion), run_)
+    finally:
+        _TREES.pop(run, None)
 
 
 @_outcome

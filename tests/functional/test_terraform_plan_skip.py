@@ -54,3 +54,22 @@ def test_a_second_no_op_run_does_not_plan_and_refresh_forces_it(make_loaders, wo
     state.write_text(state.read_text().replace('"serial": ', '"serial": 1', 1))  # someone else wrote the state
     module.run()
     assert commands()[16:] == ["init", "plan", "output"]
+
+
+def test_a_dry_run_that_finds_nothing_to_do_lets_the_next_run_skip_its_plan(make_loaders, workdir, tf_env, tmp_path):  # noqa: F811
+    """A deploy dry-runs every stage first and skips a stage with nothing to change: its empty dry-run
+    plan (of a scratch copy of the unchanged workdir) must count as the workdir's plan, or terraform would
+    plan on every deploy for ever."""
+    wrapper, commands = recorder(tmp_path)
+    set_nodes(workdir, {"edge-1": "192.0.2.10"})
+    module = make_loaders(pillar_for(workdir, tf_env, binary=wrapper)).modules.hecate_terraform
+    assert module.run()["applied"] is True
+    applied = len(commands())
+    first = module.run(test=True)  # the apply changed the state: plans (in a scratch copy), finds nothing
+    assert first["changes"] is False and "plan_skipped" not in first and "plan" in commands()[applied:]
+    planned = len(commands())
+    second = module.run(test=True)
+    assert second["changes"] is False and "plan_skipped" in second and commands()[planned:] == []
+    assert "plan_skipped" in module.run() and commands()[planned:] == ["output"]
+    set_nodes(workdir, {"edge-1": "192.0.2.10", "edge-2": "192.0.2.11"})  # a changed input is planned again
+    assert module.run(test=True)["changes"] is True and "plan" in commands()[planned + 1 :]
