@@ -37,6 +37,7 @@ ROUTE_PREFIX = "hecate_route_"
 CATCH_ALL_ID = "hecate_catch_all"
 STRIP_ID = "hecate_strip_auth_headers"
 TLS_POLICY_ID = "hecate_tls"
+SERVER_SETTINGS = "hecate server settings (listen, TLS policy, certificates, ports, admin)"
 NO_ROUTE_HEADER = "X-Hecate-Route"  # set only by the catch-all: lets the post-write check tell "unrouted"
 
 
@@ -477,8 +478,8 @@ def diff(current, desired):
     if certificates:
         changes["certificates"] = certificates
     rest_before, rest_after = _without_routes(current), _without_routes(desired)
-    if rest_before != rest_after:
-        changes["server"] = "hecate server settings (listen, TLS policy, ports, admin)"
+    if rest_before != rest_after:  # certificates count here too: hecate.reconcile counts routes and server
+        changes["server"] = SERVER_SETTINGS
     return changes
 
 
@@ -501,11 +502,8 @@ def certificate_changes(current, desired):
 
 
 def _without_routes(config):
-    """``config`` without hecate's routes in its server and without its certificate entries (copies only
-    the paths to them): what :func:`diff` calls the server settings."""
+    """``config`` with hecate's routes left out of its server (copies only the path to that list)."""
     config = dict(config) if isinstance(config, dict) else {}
-    if owned_certificates(config):
-        _set_certificates(_own(config, "apps"), [])
     servers = ((config.get("apps") or {}).get("http") or {}).get("servers") or {}
     if SERVER in servers:
         server = _own(_own(_own(_own(config, "apps"), "http"), "servers"), SERVER)

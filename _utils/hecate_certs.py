@@ -230,10 +230,18 @@ def check_pillar(tree, report, now=None):
             report.warn(where, f"covers none of the routes' domains (its names: {', '.join(cert.names)[:200] or 'none'})")
 
 
+def alert(entry):
+    """Whether a ``caddy.certs`` entry needs a person: it ends within the warning days and nobody renews it
+    in time: a custom certificate (``managed`` false), or a managed one with less than a third of its
+    lifetime left (Caddy renews before that, so its renewal is failing). Caddy's 12-hour internal
+    certificates are always "expiring" and never an alert. Health and the drift beacon both ask this."""
+    return bool(entry.get("expiring") and (entry.get("renewal_overdue") or entry.get("managed") is False))
+
+
 def load_files(tree, directory=None):
     """Caddy's ``tls.certificates.load_files`` entries for the pillar certificates: paths only, each
     ``@id``'d ``hecate_cert_<name>`` (Caddy drops ``@id`` before decoding, ``RemoveMetaFields`` in admin.go)."""
-    directory = directory or settings(tree)["dir"]
+    directory = directory or settings(tree).get("dir") or DEFAULT_DIR
     entries = []
     for cert in certificates(tree):
         crt, pem_key = cert.paths(directory)
@@ -256,8 +264,7 @@ def _owner(tree):
 def plan_files(tree):
     """What the edge's certificate directory needs: ``{"write": [(path, data)], "remove": [path], "dir": str,
     "fix_dir": bool, "uid": int|None}``. Reads only. ``data`` holds the key: never log or return it."""
-    tls = settings(tree)
-    directory = tls["dir"]
+    directory = settings(tree).get("dir") or DEFAULT_DIR
     uid = _owner(tree)
     wanted = {}
     for cert in certificates(tree, with_key=True):
