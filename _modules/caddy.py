@@ -490,7 +490,16 @@ def _probe_all(domains=None, path="/", timeout=None):
     """Every probe of one run: the pillar validated once, the local CA fetched once, requests in parallel."""
     tree = _tree()
     caddy = tree["reverse_proxy"]["caddy"]
-    prober = hecate_probe.Prober(caddy, ca=_local_ca() if caddy["tls"]["mode"] == "internal" else None, timeout=timeout)
+    # trusted: Caddy's local root with tls internal, and the pillar's custom certificates themselves (a
+    # company CA is in no trust store here; the probe proves Caddy serves exactly the pillar's certificate)
+    trusted = [_local_ca() if caddy["tls"]["mode"] == "internal" else None]
+    if caddy["tls"]["mode"] != "off":
+        try:
+            trusted += [c.certificate_pem.decode() for c in hecate_certs.certificates(tree)]
+        except hecate_certs.CertError as exc:
+            raise SaltInvocationError(str(exc)) from exc
+    ca = "".join(pem for pem in trusted if pem) or None
+    prober = hecate_probe.Prober(caddy, ca=ca, timeout=timeout)
     return prober.run(hecate_probe.targets(tree, domains), path)
 
 
