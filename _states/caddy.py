@@ -97,9 +97,7 @@ def routes_managed(name):
     try:
         tree = _tree()
         files = hecate_certs.plan_files(tree)  # reads only; holds the keys: never in a return or a log
-    except hecate_state.PillarError as exc:
-        return hecate_state.fail(ret, f"nothing was changed: {exc}")
-    except (hecate_certs.CertError, OSError) as exc:
+    except (hecate_state.PillarError, hecate_certs.CertError, OSError) as exc:
         return hecate_state.fail(ret, f"nothing was changed: {exc}")
     count = len(tree["reverse_proxy"]["caddy"]["routes"])
     file_changes = _file_changes(files)
