@@ -3,6 +3,7 @@ read-only mount, diffs and drift by name, the alert rule, and hostile PEM values
 
 import copy
 import json
+import os
 import time
 
 import hecate_caddy
@@ -137,3 +138,25 @@ def test_a_route_not_covered_and_a_certificate_ending_soon_are_warnings(ca):
     reasons = dict(report.warnings)
     assert "in 5.0 days" in reasons[f"{CERTS}:corp:certificate"] or "in 4.9 days" in reasons[f"{CERTS}:corp:certificate"]
     assert "covers none of the routes' domains (its names: intranet.corp.example)" in reasons[f"{CERTS}:corp"]
+
+
+def test_files_are_written_once_with_their_owner_and_an_unknown_owner_is_refused(tmp_path, issued):
+    import pwd
+
+    cert, key, fingerprint = issued
+    me = pwd.getpwuid(os.getuid()).pw_name
+    raw = with_certs({"wild": {"certificate": cert, "key": key}})
+    raw["reverse_proxy"]["caddy"]["tls"].update(dir=str(tmp_path / "tls"), owner=me)
+    tree = hecate_schema.validate(raw)
+    plan = hecate_certs.plan_files(tree)
+    assert "BEGIN" not in repr(hecate_certs.certificates(tree, with_key=True))  # a parsed key never prints
+    assert sorted(os.path.basename(p) for p in hecate_certs.write_files(plan)) == [
+        f"wild-{fingerprint[:16]}.crt",
+        f"wild-{fingerprint[:16]}.key",
+    ]
+    assert {(p.stat().st_uid, p.stat().st_mode & 0o777) for p in (tmp_path / "tls").iterdir()} == {(os.getuid(), 0o600)}
+    again = hecate_certs.plan_files(tree)
+    assert (again["write"], again["remove"], again["fix_dir"]) == ([], [], False)
+    tree["reverse_proxy"]["caddy"]["tls"]["owner"] = "no-such-user-hecate"
+    with pytest.raises(hecate_certs.CertError, match="hecate:reverse_proxy:caddy:tls:owner: no user"):
+        hecate_certs.plan_files(tree)
