@@ -6,6 +6,13 @@ One ``GET /config/`` per interval, no write. When hecate's part of the live conf
 changed by id; ``count``). The same drift is reported once, not every interval; a changed drift is
 reported again. The reactor ``salt/reactor/hecate_drift.sls`` acts on it (alert or heal).
 
+Certificates change slowly: at most once an hour (:data:`CERT_CHECK_SECONDS`) the beacon also asks
+``caddy.certs`` (one TLS handshake per host, no admin request) and fires ``hecate/certs/<minion>/expiring``
+when a certificate ends within ``hecate:reconcile:cert_warn_days`` (14) and nobody renews it in time
+(``hecate_certs.alert``: a custom certificate, or a managed one whose renewal is overdue); the same set is
+reported once. That tag is outside ``hecate/drift/``: the drift reactor re-applies routes, and no
+re-apply renews a certificate (Caddy does, or whoever rotates the custom one in pillar).
+
 .. code-block:: yaml
 
     # the state hecate.drift installs this from pillar (hecate:reconcile:interval, default 60 s)
@@ -16,7 +23,9 @@ reported again. The reactor ``salt/reactor/hecate_drift.sls`` acts on it (alert 
 
 import json
 import logging
+import time
 
+import hecate_certs
 import hecate_drift
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -25,6 +34,8 @@ log = logging.getLogger(__name__)
 __virtualname__ = "hecate_drift"
 
 _LAST = {}  # minion id -> the drift last reported (a beacon module lives as long as the minion)
+_CERTS = {}  # minion id -> (monotonic time of the last certificate check, the alerts last reported)
+CERT_CHECK_SECONDS = 3600
 
 
 def __virtual__():
@@ -44,6 +55,7 @@ def beacon(config):
     applied = hecate_drift.load_applied(__opts__["cachedir"])
     if applied is None:  # hecate never applied routes on this minion: nothing to compare with
         return []
+    _check_certificates(minion)
     try:
         live = __salt__["caddy.snapshot"]()["config"]
     except (CommandExecutionError, SaltInvocationError) as exc:
@@ -60,3 +72,25 @@ def beacon(config):
     log.warning("hecate: Caddy on %s drifted from the last applied config: %s", minion, drift.get("count", "?"))
     __salt__["event.send"](f"hecate/drift/{minion}/caddy", data)
     return []  # the event above carries the exact tag; a beacon return would send it twice
+
+
+def _check_certificates(minion):
+    """Once per :data:`CERT_CHECK_SECONDS`: fire ``hecate/certs/<minion>/expiring`` for the certificates that
+    need a person (``hecate_certs.alert``), when that set differs from the one last reported."""
+    checked, reported = _CERTS.get(minion, (None, None))
+    now = time.monotonic()
+    if checked is not None and now - checked < CERT_CHECK_SECONDS:
+        return
+    try:
+        found = __salt__["caddy.certs"]()
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        log.warning("hecate: reading the certificates Caddy serves on %s failed: %s", minion, exc)
+        _CERTS[minion] = (now, reported)
+        return
+    alerts = [{k: c.get(k) for k in ("domain", "certificate", "not_after", "days_left", "managed")} for c in found if hecate_certs.alert(c)]
+    fingerprint = json.dumps(sorted((a["domain"] or "", a["certificate"] or "", a["not_after"]) for a in alerts))
+    _CERTS[minion] = (now, fingerprint)
+    if not alerts or fingerprint == reported:
+        return
+    log.warning("hecate: %d certificate(s) on %s end soon and will not be renewed in time", len(alerts), minion)
+    __salt__["event.send"](f"hecate/certs/{minion}/expiring", {"minion": minion, "certificates": alerts})

@@ -9,6 +9,7 @@ The admin address comes from pillar ``hecate:reverse_proxy:caddy:admin`` (``unix
 """
 
 import datetime
+import hashlib
 import http.client
 import json
 import logging
@@ -21,6 +22,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import hecate_caddy
+    import hecate_certs
     import hecate_probe
     import hecate_schema
     import hecate_state
@@ -457,6 +459,13 @@ def compile():  # the verb operators look for; shadows a builtin only inside thi
     return hecate_caddy.bootstrap_config(_tree())
 
 
+def _desired(live, tree):
+    try:
+        return hecate_caddy.desired_config(live, tree)
+    except hecate_certs.CertError as exc:
+        raise SaltInvocationError(str(exc)) from exc
+
+
 def plan():
     """What ``caddy.routes_managed`` would change, without changing it: one GET.
 
@@ -468,7 +477,7 @@ def plan():
     """
     tree = _tree()
     live = snapshot()["config"]
-    desired = hecate_caddy.desired_config(live, tree)
+    desired = _desired(live, tree)
     return hecate_caddy.diff(live, desired) if desired != live else {}
 
 
@@ -481,7 +490,16 @@ def _probe_all(domains=None, path="/", timeout=None):
     """Every probe of one run: the pillar validated once, the local CA fetched once, requests in parallel."""
     tree = _tree()
     caddy = tree["reverse_proxy"]["caddy"]
-    prober = hecate_probe.Prober(caddy, ca=_local_ca() if caddy["tls"]["mode"] == "internal" else None, timeout=timeout)
+    # trusted: Caddy's local root with tls internal, and the pillar's custom certificates themselves (a
+    # company CA is in no trust store here; the probe proves Caddy serves exactly the pillar's certificate)
+    trusted = [_local_ca() if caddy["tls"]["mode"] == "internal" else None]
+    if caddy["tls"]["mode"] != "off":
+        try:
+            trusted += [c.certificate_pem.decode() for c in hecate_certs.certificates(tree)]
+        except hecate_certs.CertError as exc:
+            raise SaltInvocationError(str(exc)) from exc
+    ca = "".join(pem for pem in trusted if pem) or None
+    prober = hecate_probe.Prober(caddy, ca=ca, timeout=timeout)
     return prober.run(hecate_probe.targets(tree, domains), path)
 
 
@@ -529,12 +547,39 @@ def probe(domain, path="/", timeout=None):
     return _probe_all([domain], path, timeout)[0]
 
 
-def certs(warn_days=14, timeout=5):
+def _cert_entry(subject, issuer, not_before, not_after, now, warn_days):
+    """The expiry fields of one certificate."""
+    days = (not_after - now).total_seconds() / 86400
+    lifetime = (not_after - not_before).total_seconds() / 86400
+    return {
+        "subject": subject,
+        "issuer": issuer,
+        "not_after": not_after.isoformat(),
+        "days_left": round(days, 1),
+        "lifetime_days": round(lifetime, 1),
+        "expiring": days < warn_days,
+        # Caddy renews a managed certificate with a third of its lifetime left: less means renewal is failing
+        "renewal_overdue": days < lifetime / 3,
+    }
+
+
+def _served(port, host, timeout):
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # read the certificate, trust nothing
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with context.wrap_socket(sock, server_hostname=host) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def certs(warn_days=None, timeout=5):
     """The certificate this Caddy serves for each pillar route, with its expiry: one TLS handshake per
     host on the local listener (SNI = the host), so it covers managed (ACME, internal) and loaded
-    certificates alike. ``expiring`` is true within ``warn_days`` of the end; ``renewal_overdue`` when
-    less than a third of its lifetime is left (Caddy renews before that); a host that gets no
-    certificate says why. Empty with ``tls: off``.
+    certificates alike. ``expiring`` is true within ``warn_days`` of the end (default
+    ``hecate:reconcile:cert_warn_days``, 14); ``renewal_overdue`` when less than a third of its lifetime is
+    left (Caddy renews before that). ``certificate`` names the pillar's custom certificate a host gets
+    (``managed`` false: nobody renews it but you). Each custom certificate no route is served with is
+    listed too, from pillar (``domain`` null). A host that gets no certificate says why. Empty with
+    ``tls: off``.
 
     CLI Example:
 
@@ -543,37 +588,35 @@ def certs(warn_days=14, timeout=5):
         salt-call caddy.certs
         salt-call caddy.certs warn_days=30
     """
-    caddy = _tree()["reverse_proxy"]["caddy"]
+    tree = _tree()
+    caddy = tree["reverse_proxy"]["caddy"]
     if caddy["tls"]["mode"] == "off":
         return []
+    warn_days = tree["reconcile"]["cert_warn_days"] if warn_days is None else float(warn_days)
+    try:
+        custom = {c.fingerprint: c for c in hecate_certs.certificates(tree)}
+    except hecate_certs.CertError as exc:
+        raise SaltInvocationError(str(exc)) from exc
     port = caddy["ports"]["https"]
     now = datetime.datetime.now(datetime.timezone.utc)
-    found = []
+    found, served = [], set()
     for domain in sorted({r["domain"] for r in caddy["routes"]}):
-        host = domain.replace("*", "hecate-probe")
-        entry = {"domain": domain}
-        context = ssl.create_default_context()
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # read the certificate, trust nothing
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-                with context.wrap_socket(sock, server_hostname=host) as tls:
-                    der = tls.getpeercert(binary_form=True)
+            der = _served(port, domain.replace("*", "hecate-probe"), timeout)
         except OSError as exc:
-            found.append({**entry, "error": f"no certificate from 127.0.0.1:{port}: {exc}"})
+            found.append({"domain": domain, "error": f"no certificate from 127.0.0.1:{port}: {exc}"})
             continue
         cert = x509.load_der_x509_certificate(der)
-        not_after = cert.not_valid_after_utc
-        days = (not_after - now).total_seconds() / 86400
-        lifetime = (not_after - cert.not_valid_before_utc).total_seconds() / 86400
-        entry.update(
-            subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
-            not_after=not_after.isoformat(),
-            days_left=round(days, 1),
-            lifetime_days=round(lifetime, 1),
-            expiring=days < warn_days,
-            # Caddy renews a managed certificate with a third of its lifetime left: less means renewal is failing
-            renewal_overdue=days < lifetime / 3,
-        )
+        mine = custom.get(hashlib.sha256(der).hexdigest())
+        names = cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
+        fields = _cert_entry(*names, cert.not_valid_before_utc, cert.not_valid_after_utc, now, warn_days)
+        entry = {"domain": domain, **fields, "managed": mine is None}
+        if mine:
+            entry["certificate"] = mine.name
+            served.add(mine.name)
         found.append(entry)
+    for mine in custom.values():
+        if mine.name not in served:
+            fields = _cert_entry(mine.subject, mine.issuer, mine.not_before, mine.not_after, now, warn_days)
+            found.append({"domain": None, "certificate": mine.name, **fields, "managed": False})
     return found

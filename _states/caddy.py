@@ -10,6 +10,9 @@ leaves every other part of the config alone. A run costs one ``GET /config/`` wh
 and one ``GET`` + one ``POST /config/`` (``If-Match``: one reload) when something does, however many
 routes changed. After writing it requests every changed host through Caddy; if Caddy refused the
 config or a host does not answer, the snapshot taken before the write is loaded back.
+
+Custom certificates (``hecate:reverse_proxy:caddy:tls:certificates``) are written as files (``hecate_certs``)
+before the config that names them; ``changes`` and ``comment`` name their files, never their content.
 """
 
 import copy
@@ -18,6 +21,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import hecate_caddy
+    import hecate_certs
     import hecate_drift
     import hecate_schema
     import hecate_state
@@ -66,34 +70,57 @@ def _roll_back(snap, failures, written=None):
     return "post-write check failed, " + outcome + ":\n  " + "\n  ".join(lines)
 
 
+def _file_changes(files, written=None, removed=None):
+    """The certificate files a run writes or removes, by path (names and fingerprints: no content)."""
+    written = [path for path, _ in files["write"]] if written is None else written
+    removed = files["remove"] if removed is None else removed
+    changes = {"directory": f"{files['dir']} (mode 0700)"} if files["fix_dir"] else {}
+    if written:
+        changes["written"] = written
+    if removed:
+        changes["removed"] = removed
+    return {"certificate files": changes} if changes else {}
+
+
 def routes_managed(name):
-    """Make Caddy serve exactly the routes in pillar ``hecate:reverse_proxy:caddy:routes``.
+    """Make Caddy serve exactly the routes in pillar ``hecate:reverse_proxy:caddy:routes``, with the
+    custom certificates of ``hecate:reverse_proxy:caddy:tls:certificates``.
 
     name
         A label for the state; it does not select anything.
 
     Creates hecate's server when Caddy runs with nothing but an admin endpoint; prunes only
-    hecate's own routes; ``test=True`` returns the diff and writes nothing.
+    hecate's own routes; ``test=True`` returns the diff and writes nothing. Certificate files are
+    written before the config that names them; files no config names are removed after a good run.
     """
     ret = hecate_state.ret(name)
     try:
         tree = _tree()
-    except hecate_state.PillarError as exc:
+        files = hecate_certs.plan_files(tree)  # reads only; holds the keys: never in a return or a log
+    except (hecate_state.PillarError, hecate_certs.CertError, OSError) as exc:
         return hecate_state.fail(ret, f"nothing was changed: {exc}")
     count = len(tree["reverse_proxy"]["caddy"]["routes"])
+    file_changes = _file_changes(files)
+    test = hecate_state.test(__opts__)
+    wrote = False
     try:
         for _ in range(ETAG_RETRIES):
             snap = __salt__["caddy.snapshot"]()
             live = snap["config"]
             desired = hecate_caddy.desired_config(live, tree)
             if desired == live:
-                if not hecate_state.test(__opts__):
-                    hecate_drift.record_applied(__opts__["cachedir"], live)
-                ret["comment"] = f"Caddy already serves the {count} pillar route(s); nothing sent"
-                return ret
-            changes = hecate_caddy.diff(live, desired)
-            if hecate_state.test(__opts__):
+                if test and file_changes:
+                    return hecate_state.pending(ret, file_changes, "would write the certificate files; Caddy's config is up to date")
+                if test:
+                    ret["comment"] = f"Caddy already serves the {count} pillar route(s); nothing sent"
+                    return ret
+                return _files_only(ret, files, live, count)
+            changes = {**hecate_caddy.diff(live, desired), **file_changes}
+            if test:
                 return hecate_state.pending(ret, changes, "would apply these changes in one reload")
+            if not wrote:
+                hecate_certs.write_files(files)  # before the config that names them; a failure stops here
+                wrote = True
             try:
                 __salt__["caddy.apply"](desired, snap["etag"])
                 break
@@ -109,13 +136,34 @@ def routes_managed(name):
             return hecate_state.fail(
                 ret, f"Caddy's config changed under us {ETAG_RETRIES} times in a row (another writer?); nothing applied"
             )
-    except (CommandExecutionError, SaltInvocationError) as exc:
+    except OSError as exc:  # writing a certificate file: the previous files and config stay
+        return hecate_state.fail(ret, f"writing the certificate files failed, Caddy's config was not sent: {exc}")
+    except (CommandExecutionError, SaltInvocationError, hecate_certs.CertError) as exc:
         return hecate_state.fail(ret, str(exc))
     failures = _verify(tree, hecate_caddy.changed_domains(live, desired))
     if failures:
         return hecate_state.fail(ret, _roll_back(snap, failures, written=desired))
     hecate_drift.record_applied(__opts__["cachedir"], desired)
+    removed = hecate_certs.remove_files(files)  # the new config names none of them
+    changes.pop("certificate files", None)
+    changes.update(_file_changes(files, removed=removed))
     ret.update(changes=changes, comment=f"applied in one reload; {count} route(s) in place")
+    return ret
+
+
+def _files_only(ret, files, live, count):
+    """Caddy's config is the pillar's: write the certificate files it names that are missing or differ
+    (Caddy holds them in memory; a restart reads them), and remove those it no longer names."""
+    try:
+        written = hecate_certs.write_files(files) if files["write"] or files["fix_dir"] else []
+    except OSError as exc:
+        return hecate_state.fail(ret, f"writing the certificate files failed: {exc}")
+    hecate_drift.record_applied(__opts__["cachedir"], live)
+    changes = _file_changes(files, written=written, removed=hecate_certs.remove_files(files))
+    if changes:
+        ret.update(changes=changes, comment="Caddy's config is up to date; certificate files brought in line")
+    else:
+        ret["comment"] = f"Caddy already serves the {count} pillar route(s); nothing sent"
     return ret
 
 

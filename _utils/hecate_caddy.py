@@ -7,6 +7,8 @@ What hecate owns in a Caddy config (everything else is left as found):
   (exact hosts before wildcards), and a catch-all ``hecate_catch_all`` (404).
 - ``apps.http.http_port`` / ``apps.http.https_port`` (so redirects and ACME use the pillar's ports).
 - the TLS automation policy ``@id`` ``hecate_tls`` (first in the list), for ``acme`` and ``internal``.
+- ``apps.tls.certificates.load_files`` entries ``@id``'d ``hecate_cert_<name>``: the pillar's custom
+  certificates, as files on the edge (paths only: the key never enters the config; see ``hecate_certs``).
 - ``apps.pki.certificate_authorities.local.install_trust = false`` with ``internal`` (never touch the
   host's trust store).
 - ``admin.listen``: always written, because a config without an admin block moves the admin endpoint.
@@ -26,6 +28,7 @@ import ipaddress
 import posixpath
 
 import hecate_authentik
+import hecate_certs
 import hecate_spec
 
 SERVER = "hecate"
@@ -34,6 +37,7 @@ ROUTE_PREFIX = "hecate_route_"
 CATCH_ALL_ID = "hecate_catch_all"
 STRIP_ID = "hecate_strip_auth_headers"
 TLS_POLICY_ID = "hecate_tls"
+SERVER_SETTINGS = "hecate server settings (listen, TLS policy, certificates, ports, admin)"
 NO_ROUTE_HEADER = "X-Hecate-Route"  # set only by the catch-all: lets the post-write check tell "unrouted"
 
 
@@ -361,9 +365,39 @@ def _own(parent, key):
     return child
 
 
-def desired_config(current, tree):
+def _is_owned_certificate(entry):
+    return isinstance(entry, dict) and str(entry.get("@id", "")).startswith(hecate_certs.ID_PREFIX)
+
+
+def owned_certificates(config):
+    """hecate's ``load_files`` entries in a config (``@id`` ``hecate_cert_<name>``), in order."""
+    tls = ((config or {}).get("apps") or {}).get("tls") or {}
+    return [f for f in (tls.get("certificates") or {}).get("load_files") or [] if _is_owned_certificate(f)]
+
+
+def _set_certificates(apps, entries):
+    """Put ``entries`` first in ``apps.tls.certificates.load_files``, others' entries kept after them;
+    when hecate's were the last ones, the keys on the way go too."""
+    current = (((apps.get("tls") or {}).get("certificates") or {}).get("load_files")) or []
+    others = [f for f in current if not _is_owned_certificate(f)]
+    if entries or others:
+        _own(_own(apps, "tls"), "certificates")["load_files"] = entries + others
+    elif current:
+        certificates = _own(_own(apps, "tls"), "certificates")
+        del certificates["load_files"]
+        if not certificates:
+            del apps["tls"]["certificates"]
+        if not apps["tls"]:
+            del apps["tls"]
+
+
+def desired_config(current, tree, certificates=True):
     """The whole config Caddy should have: ``current`` with hecate's parts replaced. Pure: ``current``
-    is not modified (a deep copy of a 1000-route config cost more than the compile itself)."""
+    is not modified (a deep copy of a 1000-route config cost more than the compile itself).
+
+    ``certificates=False`` leaves the custom certificates out (the bootstrap of a new allocation: their
+    files are written by the routes state, which runs after the Nomad job, and a rotation must not change
+    the job's text). Raises ``hecate_certs.CertError`` for a certificate that cannot be parsed."""
     caddy = caddy_settings(tree)
     config = dict(current) if isinstance(current, dict) else {}
     _own(config, "admin")["listen"] = admin_listen(tree)
@@ -388,12 +422,14 @@ def desired_config(current, tree):
             del apps["tls"]
     if caddy["tls"]["mode"] == "internal":
         _own(_own(_own(apps, "pki"), "certificate_authorities"), "local")["install_trust"] = False
+    _set_certificates(apps, hecate_certs.load_files(tree) if certificates and caddy["tls"]["mode"] != "off" else [])
     return config
 
 
 def bootstrap_config(tree):
-    """A complete config for a new Caddy (the Nomad job starts ``caddy run --resume`` with it)."""
-    return desired_config({}, tree)
+    """A complete config for a new Caddy (the Nomad job starts ``caddy run --resume`` with it), without
+    the custom certificates (see :func:`desired_config`)."""
+    return desired_config({}, tree, certificates=False)
 
 
 def owned_routes(config):
@@ -438,9 +474,30 @@ def diff(current, desired):
         changes["removed"] = removed
     if changed:
         changes["changed"] = changed
+    certificates = certificate_changes(current, desired)
+    if certificates:
+        changes["certificates"] = certificates
     rest_before, rest_after = _without_routes(current), _without_routes(desired)
-    if rest_before != rest_after:
-        changes["server"] = "hecate server settings (listen, TLS policy, ports, admin)"
+    if rest_before != rest_after:  # certificates count here too: hecate.reconcile counts routes and server
+        changes["server"] = SERVER_SETTINGS
+    return changes
+
+
+def _certificate_files(config):
+    """name -> the certificate file of each hecate ``load_files`` entry (its name carries the fingerprint)."""
+    return {f["@id"][len(hecate_certs.ID_PREFIX) :]: f.get("certificate") for f in owned_certificates(config)}
+
+
+def certificate_changes(current, desired):
+    """Custom certificates added, removed or rotated, by name, with their files (no content)."""
+    before, after = _certificate_files(current), _certificate_files(desired)
+    changes = {}
+    for verb, names in (("added", after.keys() - before.keys()), ("removed", before.keys() - after.keys())):
+        if names:
+            changes[verb] = {n: (after if verb == "added" else before)[n] for n in sorted(names)}
+    rotated = {n: {"old": before[n], "new": after[n]} for n in sorted(after.keys() & before.keys()) if before[n] != after[n]}
+    if rotated:
+        changes["rotated"] = rotated
     return changes
 
 

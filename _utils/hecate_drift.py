@@ -23,13 +23,17 @@ def owned_part(config):
     config = config if isinstance(config, dict) else {}
     http = ((config.get("apps") or {}).get("http")) or {}
     policies = ((((config.get("apps") or {}).get("tls") or {}).get("automation")) or {}).get("policies") or []
-    return {
+    part = {
         "admin_listen": (config.get("admin") or {}).get("listen"),
         "http_port": http.get("http_port"),
         "https_port": http.get("https_port"),
         "server": (http.get("servers") or {}).get(hecate_caddy.SERVER),
         "tls_policy": next((p for p in policies if p.get("@id") == hecate_caddy.TLS_POLICY_ID), None),
     }
+    certificates = hecate_caddy.owned_certificates(config)
+    if certificates:  # only when there are some: a cache kept before custom certificates existed still matches
+        part["certificates"] = certificates
+    return part
 
 
 def _as_config(part):
@@ -37,19 +41,22 @@ def _as_config(part):
     servers = {hecate_caddy.SERVER: part["server"]} if part["server"] is not None else {}
     http = {"servers": servers, "http_port": part["http_port"], "https_port": part["https_port"]}
     tls = {"automation": {"policies": [part["tls_policy"]]}} if part["tls_policy"] else {}
+    if part.get("certificates"):
+        tls["certificates"] = {"load_files": part["certificates"]}
     return {"admin": {"listen": part["admin_listen"]}, "apps": {"http": http, "tls": tls}}
 
 
 def compare(applied, live):
     """How ``live`` (a full config) differs from ``applied`` (an :func:`owned_part`): ``{}`` when it
     does not; else ``hecate_caddy.diff``'s summary (routes ``added``/``removed``/``changed`` by id,
-    ``server`` for the other owned keys) plus ``count``, the number of differences."""
+    ``server`` for the other owned keys, with ``certificates`` naming the custom certificates
+    added/removed/rotated) plus ``count``, the number of differences."""
     now = owned_part(live)
     if now == applied:
         return {}
     changes = hecate_caddy.diff(_as_config(applied), _as_config(now))
     if not changes:  # hecate's keys differ in a way the route diff does not name
-        changes = {"server": "hecate server settings (listen, TLS policy, ports, admin)"}
+        changes = {"server": hecate_caddy.SERVER_SETTINGS}
     count = sum(len(changes.get(k, {})) for k in ("added", "removed", "changed")) + ("server" in changes)
     return {**changes, "count": count}
 

@@ -9,8 +9,8 @@ and ``--out=json`` gives the same rows to scripts:
 
 - ``routes``: every pillar route requested through every edge (``caddy.probes``: 127.0.0.1, SNI = host,
   protected routes' upstreams dialled too);
-- ``certs``: each host's certificate on each edge (``caddy.certs``), flagged when it ends within 14 days
-  and Caddy should already have renewed it;
+- ``certs``: each host's certificate on each edge (``caddy.certs``), and each custom certificate, flagged
+  when it ends within 14 days and nobody renews it in time (custom, or Caddy's renewal overdue);
 - ``upstreams``: Caddy's view of each upstream (``caddy.upstreams``: requests in flight, recent failures);
 - ``authentik``: liveness/readiness (``authentik.health``);
 - ``nomad``: each hecate job's version, status and allocations (``nomad_job.status`` / ``.allocations``);
@@ -22,6 +22,7 @@ module is missing or whose API fails shows ``{"state": "error", "detail": ...}``
 """
 
 import hecate_caddy
+import hecate_certs
 import hecate_dns
 import hecate_nomad
 import hecate_schema
@@ -203,24 +204,25 @@ def dns_section(tree, call):
     return rows
 
 
-CERT_WARN_DAYS = 14
-
-
 def certs_section(tree, call):
-    """Each host's certificate on each edge (``caddy.certs``). Not ok when it ends within 14 days AND
-    Caddy should already have renewed it (a third of its lifetime left): a short-lived internal
-    certificate that Caddy renews every few hours is not an alarm, an ACME one 10 days from its end is."""
+    """Each host's certificate on each edge (``caddy.certs``), and each custom certificate. Not ok on
+    ``hecate_certs.alert``: it ends within ``hecate:reconcile:cert_warn_days`` (14) and nobody renews it in
+    time (a custom certificate, or a managed one with less than a third of its lifetime left): a
+    short-lived internal certificate that Caddy renews every few hours is no alarm."""
     if tree["reverse_proxy"]["caddy"]["tls"]["mode"] == "off":
         return NOT_CONFIGURED
     rows = []
-    for minion, answer in sorted(_answers(call, "edge", "caddy.certs", warn_days=CERT_WARN_DAYS).items()):
+    warn_days = tree["reconcile"]["cert_warn_days"]
+    for minion, answer in sorted(_answers(call, "edge", "caddy.certs", warn_days=warn_days).items()):
         if not answer.get("ok") or not isinstance(answer.get("ret"), list):
             rows.append({"edge": minion, "domain": "-", "days_left": None, "ok": False, "detail": str(answer.get("ret"))[:300]})
             continue
         for cert in answer["ret"]:
-            late = bool(cert.get("expiring") and cert.get("renewal_overdue"))
-            detail = cert.get("error") or (f"ends in {cert.get('days_left')} days and was not renewed" if late else "")
-            rows.append({"edge": minion, "domain": cert.get("domain"), "days_left": cert.get("days_left"),
+            late = hecate_certs.alert(cert)
+            renewer = "Caddy" if cert.get("managed", True) else "nobody (a custom certificate: rotate it in pillar)"
+            detail = cert.get("error") or (f"ends in {cert.get('days_left')} days and was not renewed by {renewer}" if late else "")
+            domain = cert.get("domain") or f"- ({cert.get('certificate')}, no route)"
+            rows.append({"edge": minion, "domain": domain, "days_left": cert.get("days_left"),
                          "ok": "error" not in cert and not late, "detail": detail})  # fmt: skip
     return rows
 

@@ -686,6 +686,8 @@ def job_context(tree, name):
             caddy_bootstrap=_check_static(caddy_bootstrap(tree, admin_listen), "caddy bootstrap"),
             admin_socket=socket,
             admin_dir=socket.rsplit("/", 1)[0] if socket and not socket.startswith("/alloc/") else None,
+            # custom certificates: the edge minion writes them there (hecate_certs), Caddy reads the same path
+            tls_dir=caddy["tls"].get("dir") if (caddy.get("tls") or {}).get("certificates") else None,
             # loopback admin: the group runs in the host's network namespace so that 127.0.0.1 is the
             # edge minion's, and Nomad checks the admin API's /config/ as the seed did
             host_network=socket is None,

@@ -84,7 +84,8 @@ def _exchange(connect, method, path, headers, tries, backoff):
 
 class Prober:
     """Probes through Caddy on 127.0.0.1 (the pillar's ports, SNI = the domain). ``caddy`` is the
-    validated ``hecate:reverse_proxy:caddy``; ``ca`` Caddy's local root (PEM) when ``tls: internal``."""
+    validated ``hecate:reverse_proxy:caddy``; ``ca``: PEM certificates to trust (Caddy's local root when
+    ``tls: internal``, the pillar's custom certificates)."""
 
     def __init__(self, caddy, ca=None, timeout=None, tries=TRIES, backoff=BACKOFF):
         self.mode = caddy["tls"]["mode"]
@@ -96,6 +97,8 @@ class Prober:
             self.context = ssl.create_default_context()
             if ca:
                 self.context.load_verify_locations(cadata=ca)
+                # a custom certificate in ``ca`` is trusted as it is, without the company CA above it
+                self.context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
 
     def run(self, found, path="/", workers=WORKERS):
         """Probe every ``(domain, route)`` of :func:`targets`; the results in the same order."""

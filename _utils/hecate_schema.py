@@ -11,6 +11,7 @@ schema next to their compiler (``hecate_<backend>.PILLAR_SCHEMA`` / ``check_pill
 import re
 
 import hecate_authentik
+import hecate_certs
 import hecate_dns
 import hecate_lock
 import hecate_nomad
@@ -220,7 +221,28 @@ CADDY = Map(
         "admin": AdminAddress(),
         "bind": ListOf(Hostname(ip=True), unique=True),  # listen only on these addresses (default: every interface)
         "tls": Field(
-            Map({"mode": Field(TlsMode(), default="acme"), "email": Str(pattern=r"^[^@\s]+@[^@\s]+$", what="e-mail")}),
+            Map(
+                {
+                    "mode": Field(TlsMode(), default="acme"),
+                    "email": Str(pattern=r"^[^@\s]+@[^@\s]+$", what="e-mail"),
+                    # custom certificates, Caddy picks one by SNI (hecate_certs); the key is a Secret
+                    "certificates": MapOf(
+                        Map(
+                            {
+                                "certificate": Field(hecate_certs.PemCertificate(), required=True),
+                                "key": Field(hecate_certs.PemKey(), required=True),
+                            }
+                        ),
+                        key_spec=Str(pattern=NAME, what="certificate name"),
+                    ),
+                    # where the edge keeps them for Caddy (mode 0700, files 0600); Caddy must read the same path
+                    "dir": Field(
+                        Str(pattern=r"^(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$", what="absolute directory path (no . or .. parts)"),
+                        default=hecate_certs.DEFAULT_DIR,
+                    ),
+                    "owner": Str(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", what="user name"),  # a Caddy that does not run as root
+                }
+            ),
             default=dict,
         ),
         "stream_close_delay": Field(Duration(), default="5m"),
@@ -323,6 +345,8 @@ SCHEMA = Map(
                     # deploy each new commit of this git_pillar branch (hecate.follow, on a master schedule)
                     "follow_branch": Str(pattern=r"^[A-Za-z0-9._/-]+$", what="git branch name"),
                     "history": Field(Int(10, 10000), default=500),  # drift reports kept in Consul KV
+                    # health and the drift beacon flag a certificate Caddy will not renew in time within this many days
+                    "cert_warn_days": Field(Int(1, 365), default=14),
                 }
             ),
             default=dict,
@@ -458,6 +482,7 @@ def _check_caddy(tree, report):
         if "consul" in schemes and len(route_backends(route)) > 1:
             report.error(key(where, "backends"), "a consul:// backend already yields every instance; give it alone")
     _check_host_overlaps(caddy["routes"], report)
+    hecate_certs.check_pillar(tree, report)
 
 
 def _check_host_overlaps(routes, report):

@@ -34,6 +34,7 @@ def beacon(make_loaders, local_tree):
     events = []
     functions = {
         "caddy.snapshot": loaders.modules.caddy.snapshot,
+        "caddy.certs": loaders.modules.caddy.certs,
         "event.send": lambda tag, data: events.append((tag, data)) or True,
     }
     module = salt.loader.beacons(loaders.opts, functions)

@@ -2,8 +2,9 @@
 minion's log files, the event bus, the job cache (state and runner returns) and the CLI output. Zero hits.
 
 Secrets: the Vault and Consul tokens of the master's ext_pillar config, values the ext_pillar resolves from
-Vault and Consul (``vault:``/``consul:`` references), and the API tokens of two backends whose endpoints do
-not answer, so their modules' error paths run too. The commands: refresh the pillar, ``state.apply
+Vault and Consul (``vault:``/``consul:`` references), a custom certificate's private key from Vault (every
+base64 line of it; the routes state writes it to its file for Caddy), and the API tokens of two backends
+whose endpoints do not answer, so their modules' error paths run too. The commands: refresh the pillar, ``state.apply
 hecate.routes`` (and ``test=True``), ``salt-run hecate.validate``, ``salt-run hecate.health``.
 """
 
@@ -14,6 +15,7 @@ import time
 
 import pytest
 
+from tests.support.certs import CA, key_fragments
 from tests.support.stack import AUTHENTIK_KEY, CONSUL_TOKEN, COTURN_SECRET, VAULT_TOKEN
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -21,6 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.fault]
 DB_PASSWORD = "leak-probe-db-password-7f3a9c"
 DNS_TOKEN = "leak-probe-hetzner-token-1b8e44d0c2"
 AUTHENTIK_TOKEN = "leak-probe-authentik-token-90ce7d"
+TLS_CERT, TLS_KEY, _ = CA().issue(["cloud.cybermonkey.dev"])
 
 
 class Logs:
@@ -51,8 +54,11 @@ def job_cache_since(cachedir, started):
 
 @pytest.fixture
 def secret_pillar(synced, pillar_files, edge_tree, salt_call_cli, vault):
-    vault.put("secret", "hecate/leakprobe", {"db": DB_PASSWORD, "dns": DNS_TOKEN, "authentik": AUTHENTIK_TOKEN})
+    vault.put("secret", "hecate/leakprobe", {"db": DB_PASSWORD, "dns": DNS_TOKEN, "authentik": AUTHENTIK_TOKEN, "tls": TLS_KEY})
     tree = json.loads(json.dumps(edge_tree))
+    tls_dir = pillar_files.root.parent / "leakprobe-tls"
+    certificates = {"corp": {"certificate": TLS_CERT, "key": "vault:secret/hecate/leakprobe#tls"}}
+    tree["reverse_proxy"]["caddy"]["tls"] = {"mode": "internal", "dir": str(tls_dir), "certificates": certificates}
     tree["authentik"]["database"]["password"] = "vault:secret/hecate/leakprobe#db"
     tree["authentik"].update(url="http://127.0.0.1:1", token="vault:secret/hecate/leakprobe#authentik", allow_insecure_endpoint=True)
     tree["dns"] = {"zone": "cybermonkey.dev", "token": "vault:secret/hecate/leakprobe#dns", "endpoint": "http://127.0.0.1:1/v1",
@@ -74,6 +80,7 @@ def test_no_secret_in_logs_events_returns_or_output(
         "database password (vault)": DB_PASSWORD,
         "hetzner token (vault)": DNS_TOKEN,
         "authentik token (vault)": AUTHENTIK_TOKEN,
+        **{f"tls key line {i} (vault)": line for i, line in enumerate(key_fragments(TLS_KEY))},
     }
     logs = {
         "master log": Logs(salt_master.config["log_file"]),
@@ -100,6 +107,9 @@ def test_no_secret_in_logs_events_returns_or_output(
     # the secrets were really there to leak: the ext_pillar read them, and the modules got past their token checks
     assert any(r.path == "/v1/secret/data/hecate/leakprobe" for r in vault.requests)
     assert "not set" not in health["dns"][0]["state"] and "vault:" not in health["dns"][0]["state"]
+    key_files = list(pathlib.Path(secret_pillar["reverse_proxy"]["caddy"]["tls"]["dir"]).glob("corp-*.key"))
+    assert [(p.read_text(), p.stat().st_mode & 0o777) for p in key_files] == [(TLS_KEY.strip() + "\n", 0o600)]  # resolved, delivered
+    assert [row["ok"] for row in health["certs"] if row["domain"] == "cloud.cybermonkey.dev"] == [True]
 
     time.sleep(1)  # let the last events and log lines land
     haystacks = {name: log.new_text() for name, log in logs.items()}
