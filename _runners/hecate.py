@@ -258,7 +258,9 @@ def _dry_run(tree, call, only=None, recorded=None, snapshot=False):
     groups = {}  # one job per distinct (tgt, tgt_type)
     for backend in hecate_backends.choose(tree, only):
         groups.setdefault(call.roles[backend.role], (backend.role, []))[1].append(backend)
-    kwargs = {"test": True, **({"pillar": {"hecate": recorded}} if recorded else {})}
+    # concurrent: edge and controller may be one minion, and Salt refuses a second state run there while
+    # the first runs; two read-only dry runs cannot disturb each other (nor a real run: they write nothing)
+    kwargs = {"test": True, "concurrent": True, **({"pillar": {"hecate": recorded}} if recorded else {})}
     calls = [(role, "state.apply", [",".join(b.sls for b in group)], kwargs) for role, group in groups.values()]
     jobs = _nomad_jobs(tree) if snapshot else []
     calls += [("edge", "caddy.snapshot", [], {})] if snapshot else []
@@ -944,8 +946,9 @@ def drift(history=None, minion=None):
 def reconcile(minion, backend="caddy", wait=0):
     """Act on a drift report (the reactor ``salt/reactor/hecate_drift.sls`` calls it for each
     ``hecate/drift/<minion>/<backend>`` event), by ``hecate:reconcile:policy``: ``alert`` records it and
-    fires ``hecate/drift/alert``; ``heal`` re-applies the drifted stage as a recorded run under the
-    deploy lock, unless the drift exceeds ``max_changes`` (then it only alerts). Every report is kept.
+    fires ``hecate/alert/drift`` (outside ``hecate/drift/*``: the reactor never mistakes an alert for a
+    report); ``heal`` re-applies the drifted stage as a recorded run under the deploy lock, unless the
+    drift exceeds ``max_changes`` (then it only alerts). Every report is kept.
 
     CLI Example:
 
@@ -977,7 +980,7 @@ def reconcile(minion, backend="caddy", wait=0):
         why = "policy alert" if settings["policy"] != "heal" else f"{count} changes > max_changes {settings['max_changes']}"
         report["action"] = f"alert ({why})"
         _keep_drift(tree, report)
-        _event("drift/alert", report)
+        _event("alert/drift", report)
         return {**report, "retcode": 1}
     healed = _drive(tree, "heal", only=[stage], wait=wait, extra={"drift": {"minion": minion, "backend": backend, "count": count}})
     report.update(action="healed" if healed.get("status") == "success" else f"heal {healed.get('status')}", run=healed.get("id"))
