@@ -165,9 +165,15 @@ def config(path=""):
     return _request("GET", f"/config/{path.strip('/')}")[2]
 
 
-def snapshot(path=None):
+def snapshot(path=None, keep=None):
     """Read the whole config with its ``Etag``: ``{"config": ..., "etag": ...}``. With ``path``, also
     write it to that file (mode 0600) for a later :py:func:`restore`.
+
+    keep
+        A name (a deploy's run id): keep the snapshot in this minion's cache instead
+        (``<cachedir>/hecate/snapshots/<keep>.json``, mode 0600, the newest 10 kept) and return only
+        ``{"path": ..., "etag": ...}``. A rollback restores it from there: the whole config never travels
+        to the master (at 1000 routes that costs Salt seconds; the GET costs milliseconds).
 
     CLI Example:
 
@@ -179,11 +185,28 @@ def snapshot(path=None):
     _, headers, body = _request("GET", "/config/")
     etag = next((v for k, v in headers.items() if k.lower() == "etag"), None)
     snap = {"config": body, "etag": etag}
+    if keep is not None:
+        if not str(keep) or not all(c.isalnum() or c in "-_." for c in str(keep)) or str(keep).startswith("."):
+            raise SaltInvocationError(f"keep={str(keep)[:80]!r}: a name of letters, digits, '-', '_' and '.'")
+        folder = os.path.join(__opts__["cachedir"], "hecate", "snapshots")
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        path = os.path.join(folder, f"{keep}.json")
+        _write_private(path, json.dumps(snap, sort_keys=True))
+        kept = sorted((os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".json")), key=os.path.getmtime)
+        for old in kept[:-10]:
+            os.remove(old)
+        return {"path": path, "etag": etag}
     if path:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(snap, handle, indent=2, sort_keys=True)
+        _write_private(path, json.dumps(snap, indent=2, sort_keys=True))
     return snap
+
+
+def _write_private(path, text):
+    """Write ``text`` to ``path`` (mode 0600) through a temp file: a crash never leaves half a snapshot."""
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(path + ".tmp", path)
 
 
 def routes(server=None):

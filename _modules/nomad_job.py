@@ -290,6 +290,26 @@ def status(name):
     return out
 
 
+def current_versions(names):
+    """The version Nomad runs of each job in ``names`` (``None`` for a job it does not have): one
+    ``GET /v1/job/:id`` each. What a deploy reads before its first write, to revert to.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call nomad_job.current_versions '[hecate-redis, hecate-authentik]'
+    """
+    client = _client()
+    if isinstance(names, str):
+        names = [n.strip() for n in names.strip("[]").split(",") if n.strip()]
+    out = {}
+    for name in names:
+        job = _or_none(lambda name=name: client.get(f"/v1/job/{_q(name)}", params=client.params()))
+        out[name] = job.get("Version") if isinstance(job, dict) else None
+    return out
+
+
 def versions(name, diffs=False, full=False):
     """The job's versions, newest first (``GET /v1/job/:id/versions``): version, stable, submit time;
     ``full=True`` returns whole jobs, ``diffs=True`` Nomad's diffs between versions.

@@ -166,23 +166,34 @@ class _Minions:
             self.client.cmd(tgt, fun, list(args), tgt_type=tgt_type, kwarg=kwargs or None, timeout=self.timeout, full_return=True)
         )
 
-    def many(self, calls):
-        """Several calls published at once, then gathered: ``[(target, fun, args, kwargs)] -> [answers]``.
-        One round trip for all of them instead of one each (a probe per route adds up)."""
+    def many(self, jobs):
+        """Several jobs published at once, then gathered: one round trip for all of them.
+        ``[(target, [(fun, args, kwargs), ...])] -> [[answers of each fun]]``: each job is one compound
+        Salt job (several functions in one minion process, one return)."""
         self.client.event.subscribe("salt/job/")  # cache every job return until its turn to be read
         published = []
-        for target, fun, args, kwargs in calls:
+        for target, calls in jobs:
             tgt, tgt_type = self._target(target)
-            pub = self.client.run_job(tgt, fun, list(args), tgt_type=tgt_type, kwarg=kwargs or None, timeout=self.timeout, listen=True)
-            published.append((pub, tgt, tgt_type))
+            funs = [fun for fun, _, _ in calls]
+            args = [[*args, {**kwargs, "__kwarg__": True}] if kwargs else list(args) for _, args, kwargs in calls]
+            pub = self.client.run_job(tgt, funs, args, tgt_type=tgt_type, timeout=self.timeout, listen=True)
+            published.append((pub, tgt, tgt_type, funs))
         out = []
-        for pub, tgt, tgt_type in published:
+        for pub, tgt, tgt_type, funs in published:
             answers = {}
             if pub and pub.get("jid"):
                 for found in self.client.get_cli_event_returns(pub["jid"], pub["minions"], self.timeout, tgt, tgt_type):
                     answers.update(found or {})
-            out.append(self._answers(answers))
+            out.append([self._answers({m: self._part(a, fun) for m, a in answers.items()}) for fun in funs])
         return out
+
+    @staticmethod
+    def _part(answer, fun):
+        """One function's share of a compound job's return (``ret`` and ``retcode`` are keyed by function)."""
+        if not isinstance(answer, dict) or answer.get("failed") or not isinstance(answer.get("ret"), dict):
+            return answer
+        codes = answer.get("retcode")
+        return {"ret": answer["ret"].get(fun), "retcode": codes.get(fun, 0) if isinstance(codes, dict) else codes or 0}
 
     def close(self):
         self.client.destroy()
@@ -249,27 +260,34 @@ def _apply(call, step, test, recorded=None, pillar=None):
     return {"ok": ok, "changes": changes, "problems": problems, "seconds": round(time.monotonic() - started, 2)}
 
 
-def _dry_run(tree, call, only=None, recorded=None, snapshot=False):
-    """Every chosen backend's dry run in ONE round of jobs: one ``state.apply <every SLS> test=True`` per
-    distinct target (one job when edge and controller are the same minions), published at once; each
-    state's result goes to the stage whose SLS holds it (``__sls__``). ``snapshot``: in the same round,
-    what undo needs from before the first write (Caddy's config on every edge, the Nomad job versions).
-    Returns ``({stage: {ok, changes, problems, seconds}}, {"caddy": ..., "nomad": ...})``."""
+def _dry_run(tree, call, only=None, recorded=None, snapshot=None):
+    """Every chosen backend's dry run in ONE round: one compound job per distinct target (one when edge
+    and controller are the same target), published at once, running ``state.apply <every SLS> test=True``;
+    each state's result goes to the stage whose SLS holds it (``__sls__``). ``snapshot`` (the run id):
+    the same jobs also read what undo needs from before the first write, Caddy's config on every edge
+    (kept there: ``caddy.snapshot keep=<run id>``) and the Nomad job versions.
+    Returns ``({stage: {ok, changes, problems, seconds}}, {"caddy": {minion: path}, "nomad": {job: version}})``."""
     groups = {}  # one job per distinct (tgt, tgt_type)
     for backend in hecate_backends.choose(tree, only):
         groups.setdefault(call.roles[backend.role], (backend.role, []))[1].append(backend)
     # concurrent: edge and controller may be one minion, and Salt refuses a second state run there while
     # the first runs; two read-only dry runs cannot disturb each other (nor a real run: they write nothing)
     kwargs = {"test": True, "concurrent": True, **({"pillar": {"hecate": recorded}} if recorded else {})}
-    calls = [(role, "state.apply", [",".join(b.sls for b in group)], kwargs) for role, group in groups.values()]
-    jobs = _nomad_jobs(tree) if snapshot else []
-    calls += [("edge", "caddy.snapshot", [], {})] if snapshot else []
-    calls += [("controller", "nomad_job.status", [job], {}) for job in jobs]
+    jobs = {target: [("state.apply", [",".join(b.sls for b in group)], kwargs)] for target, (_, group) in groups.items()}
+    reads = [("edge", "caddy.snapshot", {"keep": snapshot})] if snapshot else []
+    nomad_jobs = _nomad_jobs(tree) if snapshot else []
+    reads += [("controller", "nomad_job.current_versions", {"names": nomad_jobs})] if nomad_jobs else []
+    where = {}  # read -> (target, its place in that job)
+    for role, fun, read in reads:  # added to the job already going to those minions
+        where[fun] = (call.roles[role], len(jobs.setdefault(call.roles[role], [])))
+        jobs[call.roles[role]].append((fun, [], read))
+    roles = {target: role for role, target in call.roles.items()}
     started = time.monotonic()
-    answers = call.many(calls)
+    answers = dict(zip(jobs, call.many([(roles[target], calls) for target, calls in jobs.items()]), strict=True))
     seconds = round(time.monotonic() - started, 2)
     stages = {}
-    for ((tgt, tgt_type), (_, group)), answer in zip(groups.items(), answers, strict=False):
+    for (tgt, tgt_type), (_, group) in groups.items():
+        answer = answers[(tgt, tgt_type)][0]
         split = {b.name: {} for b in group}
         for minion, returned in answer.items():
             parts = {b.name: {} for b in group}
@@ -290,9 +308,10 @@ def _dry_run(tree, call, only=None, recorded=None, snapshot=False):
     stages = {b.name: stages[b.name] for b in hecate_backends.BACKENDS if b.name in stages}  # run order
     before = {}
     if snapshot:
-        edges = answers[len(groups)]
-        before["caddy"] = {m: snap for m, snap in _rets(edges).items() if isinstance(snap, dict) and "config" in snap}
-        before["nomad"] = _versions(jobs, answers[len(groups) + 1 :])
+        read = {fun: answers[target][place] for fun, (target, place) in where.items()}
+        kept = _rets(read["caddy.snapshot"])
+        before["caddy"] = {m: snap["path"] for m, snap in kept.items() if isinstance(snap, dict) and snap.get("path")}
+        before["nomad"] = _versions(read["nomad_job.current_versions"]) if nomad_jobs else {}
     return stages, before
 
 
@@ -379,20 +398,16 @@ def _nomad_jobs(tree):
     return [hecate_nomad.job_settings(tree, name)["id"] for name in hecate_nomad.JOBS] if tree.get("nomad") else []
 
 
-def _versions(jobs, answers):
-    """``nomad_job.status`` answers (one per job, in order) -> ``{job: version}`` of the jobs that exist."""
-    versions = {}
-    for job, answer in zip(jobs, answers, strict=True):
-        found = next(iter(_rets(answer).values()), None)
-        if isinstance(found, dict):
-            versions[job] = found.get("Version")
-    return versions
+def _versions(answers):
+    """``nomad_job.current_versions`` answers -> ``{job: version}`` of the jobs that exist."""
+    found = next(iter(_rets(answers).values()), None)
+    return {job: version for job, version in (found or {}).items() if version is not None} if isinstance(found, dict) else {}
 
 
 def _nomad_versions(tree, call):
-    """Current version of every hecate Nomad job (for reverting), read in one round; {} without Nomad."""
+    """Current version of every hecate Nomad job (for reverting), in one job; {} without Nomad."""
     jobs = _nomad_jobs(tree)
-    return _versions(jobs, call.many([("controller", "nomad_job.status", [job], {}) for job in jobs]))
+    return _versions(call("controller", "nomad_job.current_versions", jobs)) if jobs else {}
 
 
 def _verify(tree, call):
@@ -467,7 +482,7 @@ def _preview(tree, run):
     skipped: no write, no probe (``hecate.verify`` probes on demand)."""
     effective = _effective(tree, run)
     with _Minions(tree) as call:
-        stages, run["before"] = _dry_run(effective, call, run["only"], run["recorded"], snapshot=True)
+        stages, run["before"] = _dry_run(effective, call, run["only"], run["recorded"], snapshot=run["id"])
     unchanged = {name for name, dry in stages.items() if dry["ok"] and not dry["changes"]}
     run["skip"] = hecate_backends.skippable(hecate_backends.steps(effective, run["only"]), unchanged)
     hecate_orchestrate.save_run(__opts__, run)

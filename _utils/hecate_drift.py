@@ -73,7 +73,7 @@ def record_applied(cachedir, config):
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(owned_part(config), handle, sort_keys=True)
+        handle.write(json.dumps(owned_part(config), sort_keys=True))  # dumps: C encoder, dump() is pure Python
     os.replace(tmp, path)
 
 

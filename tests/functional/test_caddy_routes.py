@@ -3,7 +3,9 @@ test=True, rejection and rollback."""
 
 import copy
 import json
+import os
 import socket
+import stat
 import threading
 
 import pytest
@@ -238,3 +240,24 @@ def test_consul_backends_resolve_through_the_pillars_consul_dns(caddy, make_load
         assert ("grafana.service.consul", 1) in dns.queries  # Caddy asked the pillar's DNS server, not the host's
     finally:
         dns.stop()
+
+
+def test_a_snapshot_kept_on_the_edge_restores_and_only_the_newest_ten_stay(seeded, local_tree, caddy, make_loaders):
+    """A deploy keeps Caddy's snapshot on the edge (``keep=<run id>``) and carries only its path: the
+    config itself never crosses Salt (seconds at 1000 routes)."""
+    caddy_module = seeded.modules.caddy
+    before = json.loads(caddy.config_bytes())
+    kept = caddy_module.snapshot(keep="20261202T120000Z-run0")
+    assert set(kept) == {"path", "etag"} and kept["path"].endswith("/hecate/snapshots/20261202T120000Z-run0.json")
+    assert stat.S_IMODE(os.stat(kept["path"]).st_mode) == 0o600
+    changed = copy.deepcopy(local_tree)
+    changed["reverse_proxy"]["caddy"]["routes"] = changed["reverse_proxy"]["caddy"]["routes"][:2]
+    assert converge(make_loaders({"hecate": changed})).result is True and json.loads(caddy.config_bytes()) != before
+    assert caddy_module.restore(kept["path"]) is True
+    assert json.loads(caddy.config_bytes()) == before
+    for run in range(1, 12):
+        caddy_module.snapshot(keep=f"20261202T120000Z-run{run}")
+    folder = os.path.dirname(kept["path"])
+    assert sorted(os.listdir(folder)) == sorted(f"20261202T120000Z-run{run}.json" for run in range(2, 12))
+    with pytest.raises(Exception, match="keep="):
+        caddy_module.snapshot(keep="../../etc/passwd")
