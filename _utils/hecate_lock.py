@@ -450,13 +450,26 @@ def update_record(client, environment, deployment_id, changes, prefix=RECORD_PRE
 
 def list_records(client, environment, prefix=RECORD_PREFIX, status=None, limit=None):
     """Records of ``environment``, oldest first (ids sort by time); ``status`` filters; ``limit`` keeps
-    the newest N."""
+    the newest N. With ``limit`` only the keys are listed and records are read newest first until N
+    match: every deploy asks for the last success, and records hold whole trees (a long history at
+    1000 routes is megabytes), so that costs a key listing and a read or two, not the whole history."""
     base = f"{prefix.strip('/')}/{environment}/"
     try:
+        if limit:
+            _, keys = client.kv.get(base, keys=True, separator="/")
+            found = []
+            for key in sorted((k for k in keys or [] if not k.endswith("/")), reverse=True):
+                _, entry = client.kv.get(key)
+                record = _decode(entry) if entry else None
+                if record is not None and status in (None, record.get("status")):
+                    found.append(record)
+                    if len(found) == int(limit):
+                        break
+            return found[::-1]
         _, entries = client.kv.get(base, recurse=True)
     except _consul_errors() as exc:
         raise RecordError(f"listing deployment records {base}: {_why(exc, client)}") from None
     records = [_decode(e) for e in sorted(entries or [], key=lambda e: e["Key"]) if "/" not in e["Key"][len(base) :]]
     if status is not None:
         records = [r for r in records if r.get("status") == status]
-    return records[-limit:] if limit else records
+    return records

@@ -342,3 +342,18 @@ def test_consul_settings_merge_pillar_over_master_config():
     assert got["lock"] == {"key": "hecate/locks/staging", "ttl": 60, "wait": 600, "lock_delay": 15}
     assert got["deployments"] == {"prefix": "hecate/deployments"} and got["environment"] == "staging"
     assert hecate_lock.consul_settings(None, opts)["lock"]["key"] == "hecate/locks/production"
+
+
+def test_the_last_success_of_a_long_history_costs_a_key_listing_and_a_read_or_two(emu):
+    """Every deploy asks for the previous success; records hold whole trees, so the whole history must
+    not be read for it."""
+    client = client_for(emu)
+    ids = [f"2025{day:04d}T000000Z-aaaaaa" for day in range(1, 41)]
+    for number, deployment_id in enumerate(ids):
+        status = "failed" if number == len(ids) - 1 else "success"
+        hecate_lock.write_record(client, "production", {"status": status, "tree": {"x": "y" * 1000}}, deployment_id=deployment_id)
+    emu.reset_counts()
+    assert [r["id"] for r in hecate_lock.list_records(client, "production", status="success", limit=1)] == [ids[-2]]
+    assert len(emu.reads) == 3  # the keys, the failed newest, the success before it
+    assert [r["id"] for r in hecate_lock.list_records(client, "production", limit=2)] == ids[-2:]
+    assert [r["id"] for r in hecate_lock.list_records(client, "production")] == ids  # without limit: the whole history
