@@ -17,7 +17,7 @@ reported again. The reactor ``salt/reactor/hecate_drift.sls`` acts on it (alert 
 import json
 import logging
 
-import hecate_drift
+import salt.loader
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,15 @@ log = logging.getLogger(__name__)
 __virtualname__ = "hecate_drift"
 
 _LAST = {}  # minion id -> the drift last reported (a beacon module lives as long as the minion)
+_UTILS = {}
+
+
+def _utils():
+    """hecate's utils through Salt's utils loader: Salt loads beacons with no utils directory on sys.path
+    (modules and states get one), so a plain ``import hecate_drift`` here finds this very file."""
+    if "loader" not in _UTILS:
+        _UTILS["loader"] = salt.loader.utils(__opts__)
+    return _UTILS["loader"]
 
 
 def __virtual__():
@@ -41,7 +50,7 @@ def validate(config):
 def beacon(config):
     """Compare Caddy's live config with the last applied one; fire an event when it drifted."""
     minion = __opts__["id"]
-    applied = hecate_drift.load_applied(__opts__["cachedir"])
+    applied = _utils()["hecate_drift.load_applied"](__opts__["cachedir"])
     if applied is None:  # hecate never applied routes on this minion: nothing to compare with
         return []
     try:
@@ -49,7 +58,7 @@ def beacon(config):
     except (CommandExecutionError, SaltInvocationError) as exc:
         drift = {"error": f"Caddy's admin API did not answer: {exc}"}
     else:
-        drift = hecate_drift.compare(applied, live)
+        drift = _utils()["hecate_drift.compare"](applied, live)
     fingerprint = json.dumps(drift, sort_keys=True)
     if fingerprint == _LAST.get(minion):
         return []
