@@ -228,9 +228,13 @@ def test_the_live_reactor_alerts_or_heals_what_the_beacon_reports(
         assert (reports[-1]["minion"], reports[-1]["action"], reports[-1]["count"]) == (alerting, "alert (policy alert)", 1)
         _until(f"{healing} healed", lambda: _serves(trees[healing]) == (200, "nextcloud"), 3 * INTERVAL + 60)
         healed = time.time()
-        reports = fleet.run("hecate.drift", history="1h", minion=healing).data["reports"]
-        assert (reports[-1]["minion"], reports[-1]["action"]) == (healing, "healed"), reports[-1]
-        heal = fleet.run("hecate.show", reports[-1]["run"], minion=healing).data  # the heal is a recorded run
+
+        def heal_recorded():  # once the heal run is verified, a moment after the route serves
+            reports = fleet.run("hecate.drift", history="1h", minion=healing).data["reports"]
+            return reports[-1] if (reports[-1]["minion"], reports[-1]["action"]) == (healing, "healed") else None
+
+        report = _until("the heal recorded in hecate.drift's history", heal_recorded, 60)
+        heal = fleet.run("hecate.show", report["run"], minion=healing).data  # the heal is a recorded run
         assert (heal["kind"], heal["status"], heal["drift"]["minion"]) == ("heal", "success", healing), heal
         detected = next(t for t, _, _ in logs[healing].new() if t >= edited)  # the beacon read that saw the edit
         print(
