@@ -25,8 +25,7 @@ import json
 import logging
 import time
 
-import hecate_certs
-import hecate_drift
+import salt.loader
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
@@ -36,6 +35,15 @@ __virtualname__ = "hecate_drift"
 _LAST = {}  # minion id -> the drift last reported (a beacon module lives as long as the minion)
 _CERTS = {}  # minion id -> (monotonic time of the last certificate check, the alerts last reported)
 CERT_CHECK_SECONDS = 3600
+_UTILS = {}
+
+
+def _utils():
+    """hecate's utils through Salt's utils loader: Salt loads beacons with no utils directory on sys.path
+    (modules and states get one), so a plain ``import hecate_drift`` here finds this very file."""
+    if "loader" not in _UTILS:
+        _UTILS["loader"] = salt.loader.utils(__opts__)
+    return _UTILS["loader"]
 
 
 def __virtual__():
@@ -52,7 +60,7 @@ def validate(config):
 def beacon(config):
     """Compare Caddy's live config with the last applied one; fire an event when it drifted."""
     minion = __opts__["id"]
-    applied = hecate_drift.load_applied(__opts__["cachedir"])
+    applied = _utils()["hecate_drift.load_applied"](__opts__["cachedir"])
     if applied is None:  # hecate never applied routes on this minion: nothing to compare with
         return []
     _check_certificates(minion)
@@ -61,7 +69,7 @@ def beacon(config):
     except (CommandExecutionError, SaltInvocationError) as exc:
         drift = {"error": f"Caddy's admin API did not answer: {exc}"}
     else:
-        drift = hecate_drift.compare(applied, live)
+        drift = _utils()["hecate_drift.compare"](applied, live)
     fingerprint = json.dumps(drift, sort_keys=True)
     if fingerprint == _LAST.get(minion):
         return []
@@ -87,7 +95,11 @@ def _check_certificates(minion):
         log.warning("hecate: reading the certificates Caddy serves on %s failed: %s", minion, exc)
         _CERTS[minion] = (now, reported)
         return
-    alerts = [{k: c.get(k) for k in ("domain", "certificate", "not_after", "days_left", "managed")} for c in found if hecate_certs.alert(c)]
+    alerts = [
+        {k: c.get(k) for k in ("domain", "certificate", "not_after", "days_left", "managed")}
+        for c in found
+        if _utils()["hecate_certs.alert"](c)
+    ]
     fingerprint = json.dumps(sorted((a["domain"] or "", a["certificate"] or "", a["not_after"]) for a in alerts))
     _CERTS[minion] = (now, fingerprint)
     if not alerts or fingerprint == reported:

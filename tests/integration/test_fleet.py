@@ -1,9 +1,11 @@
 """Three edges, each its own minion with its own real Caddy, one master: the routes stage rolls out to
 one canary edge first, then the rest in batches (hecate:deployment:edge_batch), and a change that fails
-on the canary never reaches the other two."""
+on the canary never reaches the other two. The master runs hecate's drift reactor as operators enable
+it; edges get the drift beacon only where a test applies hecate.drift."""
 
 import copy
 import json
+import time
 
 import pytest
 import yaml
@@ -67,6 +69,7 @@ def fleet_master(salt_factories, fleet_pillar, vault, consul):
         "pillar_roots": {"base": [str(fleet_pillar.root)]},
         "ext_pillar": [{"hecate": {}}],
         "hecate_ext_pillar": ext_pillar_config(vault, consul),
+        "reactor": [{"hecate/drift/*/*": ["salt://reactor/hecate_drift.sls"]}],  # as docs/reconcile.md enables it
     }
     factory = salt_factories.salt_master_daemon("fleet-master", overrides=overrides)
     with factory.started():
@@ -75,7 +78,9 @@ def fleet_master(salt_factories, fleet_pillar, vault, consul):
 
 @pytest.fixture(scope="module")
 def fleet(fleet_master):
-    minions = [fleet_master.salt_minion_daemon(edge) for edge in EDGES]
+    # loop_interval 1 s, Salt's default: Salt runs beacons once a second but counts their interval in
+    # loop_interval ticks, so salt-factories' 0.05 s would stretch a 10 s beacon interval to 200 s
+    minions = [fleet_master.salt_minion_daemon(edge, overrides={"loop_interval": 1}) for edge in EDGES]
     for minion in minions:
         minion.start()
     try:
@@ -102,6 +107,7 @@ def test_a_change_failing_on_the_canary_never_reaches_the_other_edges(fleet, fle
         assert _serves(fleet_trees[edge]) == (200, "nextcloud"), edge
     before = {edge: (caddy.config_bytes(), len(caddy.mutations())) for edge, caddy in fleet_caddies.items()}
 
+    started = time.monotonic()
     broken = copy.deepcopy(fleet_trees)
     for tree in broken.values():
         cloud = next(r for r in tree["reverse_proxy"]["caddy"]["routes"] if r["domain"] == "cloud.cybermonkey.dev")
@@ -111,6 +117,7 @@ def test_a_change_failing_on_the_canary_never_reaches_the_other_edges(fleet, fle
         bad = fleet.run("hecate.deploy", minion=EDGES[0])
         assert bad.returncode == 1 and bad.data["status"] == "failed", bad.data
         assert "fleet-edge-2, fleet-edge-3 not reached" in bad.data["error"], bad.data["error"]
+        print(f"3-edge rollout, failing canary: {time.monotonic() - started:.1f} s, edges touched: {EDGES[0]} (restored)")
         for edge in EDGES[1:]:  # never touched: not one admin write
             assert (fleet_caddies[edge].config_bytes(), len(fleet_caddies[edge].mutations())) == before[edge], edge
         for edge in EDGES:
@@ -155,3 +162,87 @@ def test_a_hand_edit_is_reported_with_alert_and_healed_with_heal(fleet, fleet_ca
         assert actions == [(edge, "alert (policy alert)"), (edge, "healed")], history.data
     finally:
         fleet_pillar.write(fleet_trees)
+
+
+INTERVAL = 10  # hecate:reconcile:interval's minimum (the schema refuses less)
+
+
+class AdminLog:
+    """The admin requests one Caddy logs from now on: (unix seconds as Caddy logged it, method, uri)."""
+
+    def __init__(self, caddy):
+        self.caddy, self.start = caddy, len(caddy.admin_log())
+
+    def new(self):
+        return self.caddy.admin_log()[self.start :]
+
+
+def _until(what, check, seconds):
+    """Poll ``check`` every 0.1 s until it returns something true; fail naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {seconds} s")
+
+
+def test_the_live_reactor_alerts_or_heals_what_the_beacon_reports(
+    fleet_master, fleet, fleet_caddies, fleet_trees, fleet_pillar, event_listener
+):
+    """As operators run it: hecate.drift applied on two edges (interval 10 s), the master's reactor on
+    hecate/drift/*/*. Nothing drifted: one GET per interval and no write. A hand edit on the alert edge is
+    reported and recorded and its Caddy is left alone; on the heal edge the route serves again by itself."""
+    assert fleet.run("hecate.deploy", minion=EDGES[0]).data["status"] == "success"
+    alerting, healing = EDGES[1], EDGES[2]
+    trees = copy.deepcopy(fleet_trees)
+    trees[alerting]["reconcile"] = {"interval": INTERVAL}  # policy alert, the default
+    trees[healing]["reconcile"] = {"interval": INTERVAL, "policy": "heal"}
+    fleet_pillar.write(trees)
+    salt = fleet_master.salt_cli(timeout=120)
+    logs = {edge: AdminLog(fleet_caddies[edge]) for edge in (alerting, healing)}
+    try:
+        installed = salt.run("state.apply", "hecate.drift", minion_tgt="fleet-edge-[23]")
+        assert installed.returncode == 0 and sorted(installed.data) == [alerting, healing], installed
+
+        _until(f"the beacon's first read on {alerting}", logs[alerting].new, 3 * INTERVAL)
+        edited = time.time()
+        _hand_edit(fleet_caddies[alerting], "cloud.cybermonkey.dev", "elsewhere.example.net")
+        writes = len(fleet_caddies[alerting].mutations())
+        alert = event_listener.wait_for_events([(fleet_master.id, "hecate/drift/alert")], timeout=3 * INTERVAL + 60, after_time=edited)
+        assert alert.found_all_events, f"no hecate/drift/alert; {alerting} logged {logs[alerting].new()}"
+        sent = event_listener.get_events([(fleet_master.id, f"hecate/drift/{alerting}/caddy")], after_time=edited)
+        assert [e.data["id"] for e in sent] == [alerting]  # the beacon's event, as the master authenticated it
+        assert len(fleet_caddies[alerting].mutations()) == writes and _serves(trees[alerting])[0] == 404  # not touched
+
+        reads = _until(f"two beacon reads on {healing}", lambda: len(logs[healing].new()) >= 2 and logs[healing].new()[:2], 3 * INTERVAL)
+        assert [(method, uri) for _, method, uri in reads] == [("GET", "/config/")] * 2  # nothing drifted: reads only
+        gap = reads[1][0] - reads[0][0]
+        assert 0.9 * INTERVAL <= gap <= 1.5 * INTERVAL, gap  # one GET per interval
+
+        edited = time.time()
+        _hand_edit(fleet_caddies[healing], "cloud.cybermonkey.dev", "elsewhere.example.net")
+        assert _serves(trees[healing])[0] == 404
+        reports = fleet.run("hecate.drift", history="1h", minion=alerting).data["reports"]  # while the beacon waits
+        assert (reports[-1]["minion"], reports[-1]["action"], reports[-1]["count"]) == (alerting, "alert (policy alert)", 1)
+        _until(f"{healing} healed", lambda: _serves(trees[healing]) == (200, "nextcloud"), 3 * INTERVAL + 60)
+        healed = time.time()
+
+        def heal_recorded():  # once the heal run is verified, a moment after the route serves
+            reports = fleet.run("hecate.drift", history="1h", minion=healing).data["reports"]
+            return reports[-1] if (reports[-1]["minion"], reports[-1]["action"]) == (healing, "healed") else None
+
+        report = _until("the heal recorded in hecate.drift's history", heal_recorded, 60)
+        heal = fleet.run("hecate.show", report["run"], minion=healing).data  # the heal is a recorded run
+        assert (heal["kind"], heal["status"], heal["drift"]["minion"]) == ("heal", "success", healing), heal
+        detected = next(t for t, _, _ in logs[healing].new() if t >= edited)  # the beacon read that saw the edit
+        print(
+            f"hand edit to healed at interval {INTERVAL} s: {healed - edited:.1f} s "
+            f"(waiting for the beacon {detected - edited:.1f} s, event + reactor + heal run {healed - detected:.1f} s); "
+            f"idle: {gap:.1f} s between two GETs, no write"
+        )
+    finally:
+        removed = salt.run("state.single", "beacon.absent", "hecate_drift", "save=True", minion_tgt="fleet-edge-[23]")
+        fleet_pillar.write(fleet_trees)
+        assert removed.returncode == 0, removed

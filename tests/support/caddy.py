@@ -136,6 +136,10 @@ class Caddy:
 
     def admin_requests(self):
         """Every admin request Caddy logged (excluding this fixture's own reads): (method, uri)."""
+        return [(method, uri) for _, method, uri in self.admin_log()]
+
+    def admin_log(self):
+        """:meth:`admin_requests` with the time Caddy logged each: (unix seconds, method, uri)."""
         found = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             try:
@@ -145,7 +149,7 @@ class Caddy:
             if entry.get("logger") == "admin.api" and entry.get("msg") == "received request":
                 agent = (entry.get("headers") or {}).get("User-Agent", [""])[0]
                 if agent != "hecate-tests":
-                    found.append((entry["method"], entry["uri"]))
+                    found.append((entry["ts"], entry["method"], entry["uri"]))
         return found
 
     def mutations(self):
