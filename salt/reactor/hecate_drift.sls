@@ -4,8 +4,8 @@
 #   reactor:
 #     - 'hecate/drift/*/*':
 #       - salt://reactor/hecate_drift.sls
-# Two levels: 'hecate/drift/*' would also match the runner's own hecate/drift/alert (rendered to nothing
-# below, but a reactor run per alert for nothing).
+# Two levels, and anything but hecate/drift/<minion>/<backend> renders to nothing (the runner's own
+# alerts are hecate/alert/drift, outside this pattern).
 # The minion is the event's sender as the master authenticated it (data['id']), not a name from the tag;
 # hecate.reconcile refuses anything but one plain minion id.
 {%- set parts = tag.split('/') %}

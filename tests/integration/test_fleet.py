@@ -210,8 +210,8 @@ def test_the_live_reactor_alerts_or_heals_what_the_beacon_reports(
         edited = time.time()
         _hand_edit(fleet_caddies[alerting], "cloud.cybermonkey.dev", "elsewhere.example.net")
         writes = len(fleet_caddies[alerting].mutations())
-        alert = event_listener.wait_for_events([(fleet_master.id, "hecate/drift/alert")], timeout=3 * INTERVAL + 60, after_time=edited)
-        assert alert.found_all_events, f"no hecate/drift/alert; {alerting} logged {logs[alerting].new()}"
+        alert = event_listener.wait_for_events([(fleet_master.id, "hecate/alert/drift")], timeout=3 * INTERVAL + 60, after_time=edited)
+        assert alert.found_all_events, f"no hecate/alert/drift; {alerting} logged {logs[alerting].new()}"
         sent = event_listener.get_events([(fleet_master.id, f"hecate/drift/{alerting}/caddy")], after_time=edited)
         assert [e.data["id"] for e in sent] == [alerting]  # the beacon's event, as the master authenticated it
         assert len(fleet_caddies[alerting].mutations()) == writes and _serves(trees[alerting])[0] == 404  # not touched
