@@ -315,10 +315,11 @@ def _dry_run(tree, call, only=None, recorded=None, snapshot=None):
     return stages, before
 
 
-def _planned(tree, only=None):
+def _planned(tree, only=None, tgt=None):
     """Every enabled stage's dry run (:func:`_dry_run`: one round of jobs), in run order, as the operator
-    reads it; verify is left out (it sends requests, not writes, and tests the live state, not the plan)."""
-    with _Minions(tree) as call:
+    reads it; verify is left out (it sends requests, not writes, and tests the live state, not the plan).
+    ``tgt``: the edge stage on these minions only."""
+    with _Minions(tree, tgt=tgt) as call:
         stages, _ = _dry_run(tree, call, only)
     planned = {
         name: {
@@ -978,16 +979,13 @@ def reconcile(minion, backend="caddy", wait=0):
     stage = "routes" if backend == "caddy" else backend
     if stage not in hecate_backends.BY_NAME:
         raise SaltInvocationError(f"backend {backend!r}: one of caddy, {', '.join(DRIFT_STAGES)}")
-    with _Minions(tree) as call:
-        if backend == "caddy":
-            answer = call(f"minion:{minion}", "caddy.plan").get(minion) or {"ok": False, "ret": "no answer"}
-            if not answer["ok"]:
-                raise CommandExecutionError(f"{minion}: reading Caddy's drift failed: {answer['ret']}")
-            changes = answer["ret"] or {}
-            count = sum(len(changes.get(k) or {}) for k in ("added", "removed", "changed")) + ("server" in changes)
-        else:
-            planned = _planned(tree, [stage])[stage]
-            changes, count = planned["changes"], planned["would_change"]
+    # a dry run of the stage, on that minion alone for Caddy: state.apply compiles the pillar afresh
+    # (after a git_pillar update a minion's in-memory pillar is the old commit's: caddy.plan there would
+    # count the new commit's routes as drift)
+    planned = _planned(tree, [stage], tgt=minion if backend == "caddy" else None)[stage]
+    if not planned["ok"]:
+        raise CommandExecutionError(f"{minion}: reading the drift of {stage} failed: {'; '.join(planned['problems'])}")
+    changes, count = planned["changes"], planned["would_change"]
     report = {"minion": minion, "backend": backend, "count": count, "drift": changes}
     if not count:
         return {**report, "action": "none (no drift now)", "retcode": 0}
