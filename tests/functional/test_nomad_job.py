@@ -322,6 +322,16 @@ def test_rollback_returns_the_previous_version(loaders, nomad):
     assert missing.result is False and "has no version 9" in missing.comment
 
 
+def test_current_versions_reads_one_job_each_and_names_the_missing(loaders, nomad):
+    assert deploy_web(loaders, "web:1").result is True
+    assert deploy_web(loaders, "web:2").result is True
+    nomad.reset_counts()
+    versions = loaders.modules.nomad_job.current_versions(["web", "nothing-here"])
+    assert versions == {"web": 1, "nothing-here": None}
+    assert [r.path for r in nomad.requests] == ["/v1/job/web", "/v1/job/nothing-here"] and nomad.writes == []
+    assert loaders.modules.nomad_job.current_versions("[web]") == {"web": 1}  # as the CLI passes it
+
+
 def test_onfail_rollback_and_watch(onfail_loaders, nomad):
     hcl = web_job(auto_revert=False)
     sls = """
