@@ -8,10 +8,9 @@ import tempfile
 import pytest
 import yaml
 
-from tests.conftest import REPO
 from tests.support.caddy import Backend, Caddy, free_port
 from tests.support.pillars import local_seed_tree, seed_tree
-from tests.support.stack import ext_pillar_config, start_secret_stores
+from tests.support.stack import master_overrides, start_secret_stores
 
 
 @pytest.fixture(scope="package")
@@ -87,12 +86,7 @@ def pillar_files(integration_dir, edge_tree):
 
 @pytest.fixture(scope="package")
 def salt_master(salt_factories, pillar_files, vault, consul):
-    overrides = {
-        "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
-        "pillar_roots": {"base": [str(pillar_files.root)]},
-        "ext_pillar": [{"hecate": {}}],
-        "hecate_ext_pillar": ext_pillar_config(vault, consul),
-    }
+    overrides = master_overrides(vault, consul, pillar_roots={"base": [str(pillar_files.root)]})
     factory = salt_factories.salt_master_daemon("hecate-master", overrides=overrides)
     with factory.started():
         yield factory

@@ -10,11 +10,10 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import REPO
 from tests.support.caddy import Caddy, free_port
 from tests.support.http import backend_of, get
 from tests.support.pillars import local_seed_tree
-from tests.support.stack import ext_pillar_config
+from tests.support.stack import master_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -64,13 +63,12 @@ def fleet_pillar(integration_dir, fleet_trees):
 
 @pytest.fixture(scope="module")
 def fleet_master(salt_factories, fleet_pillar, vault, consul):
-    overrides = {
-        "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
-        "pillar_roots": {"base": [str(fleet_pillar.root)]},
-        "ext_pillar": [{"hecate": {}}],
-        "hecate_ext_pillar": ext_pillar_config(vault, consul),
-        "reactor": [{"hecate/drift/*/*": ["salt://reactor/hecate_drift.sls"]}],  # as docs/reconcile.md enables it
-    }
+    overrides = master_overrides(
+        vault,
+        consul,
+        pillar_roots={"base": [str(fleet_pillar.root)]},
+        reactor=[{"hecate/drift/*/*": ["salt://reactor/hecate_drift.sls"]}],  # as docs/reconcile.md enables it
+    )
     factory = salt_factories.salt_master_daemon("fleet-master", overrides=overrides)
     with factory.started():
         yield factory

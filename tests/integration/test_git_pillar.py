@@ -8,11 +8,10 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import REPO
 from tests.support.caddy import Caddy, free_port
 from tests.support.http import backend_of, get
 from tests.support.pillars import local_seed_tree
-from tests.support.stack import ext_pillar_config
+from tests.support.stack import master_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -61,14 +60,14 @@ def pillar_repo(integration_dir, git_tree):
 
 @pytest.fixture(scope="module")
 def git_master(salt_factories, pillar_repo, vault, consul):
-    overrides = {
-        "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
-        "pillar_roots": {"base": []},
-        "git_pillar_provider": "gitpython",
-        "git_pillar_base": "main",  # the branch that is the base environment
-        "ext_pillar": [{"git": [f"main file://{pillar_repo.path}"]}, {"hecate": {}}],
-        "hecate_ext_pillar": ext_pillar_config(vault, consul),  # the deploy lock and records (emulated Consul)
-    }
+    overrides = master_overrides(
+        vault,
+        consul,  # the deploy lock and records (emulated Consul)
+        pillar_roots={"base": []},
+        git_pillar_provider="gitpython",
+        git_pillar_base="main",  # the branch that is the base environment
+        ext_pillar=[{"git": [f"main file://{pillar_repo.path}"]}, {"hecate": {}}],
+    )
     factory = salt_factories.salt_master_daemon("hecate-git-master", overrides=overrides)
     with factory.started():
         yield factory

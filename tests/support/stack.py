@@ -12,6 +12,7 @@ from tests.emulators.hetzner import HetznerDNS
 from tests.emulators.nomad import start_nomad
 from tests.emulators.vault import VaultEmulator
 
+REPO = pathlib.Path(__file__).resolve().parents[2]
 SPECS = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "specs"
 AK_TOKEN = "ak-emulator-token"
 HZ_TOKEN = "hetzner-test-token"
@@ -74,6 +75,21 @@ def ext_pillar_config(vault, kv):
     return {
         "vault": {"url": vault.url, "token": VAULT_TOKEN},
         "consul": {"host": "127.0.0.1", "port": kv.port, "scheme": "http", "token": CONSUL_TOKEN},
+    }
+
+
+def master_overrides(vault, kv, **extra):
+    """A test master shipping hecate the file_roots way (the repo's salt/ tree and its ``_modules`` etc.),
+    with hecate's ext_pillar on these emulators. salt-factories turns the file-list cache off
+    (``fileserver_list_cache_time: 0``): then every ``cp.list_master`` of a sync walks the whole checkout,
+    .venv included (15,000 files), 20 s per ``saltutil.sync_all``. Salt's own default (20 s) is what an
+    operator's master runs with; nothing in the tests changes the file roots while a master runs."""
+    return {
+        "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+        "fileserver_list_cache_time": 20,
+        "ext_pillar": [{"hecate": {}}],
+        "hecate_ext_pillar": ext_pillar_config(vault, kv),
+        **extra,
     }
 
 
