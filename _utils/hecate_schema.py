@@ -339,7 +339,7 @@ SCHEMA = Map(
         "reconcile": Field(
             Map(
                 {
-                    "interval": Field(Int(10, 86400), default=60),
+                    "interval": Field(Int(2, 86400), default=60),  # one GET per interval: even 2 s costs Caddy nothing
                     "policy": Field(Str(choices=["alert", "heal"]), default="alert"),
                     "max_changes": Field(Int(1, 100000), default=5),
                     # deploy each new commit of this git_pillar branch (hecate.follow, on a master schedule)
