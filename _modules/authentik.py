@@ -30,6 +30,9 @@ import salt.utils.args
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
+    import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
+
+    hecate_fresh.drop_stale()
     import hecate_http
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"

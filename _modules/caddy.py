@@ -21,6 +21,9 @@ import time
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
+    import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
+
+    hecate_fresh.drop_stale()
     import hecate_caddy
     import hecate_certs
     import hecate_probe

@@ -13,6 +13,9 @@ import logging
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
+    import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
+
+    hecate_fresh.drop_stale()
     import hecate_http
     import hecate_lock
     import hecate_schema

@@ -33,6 +33,9 @@ import salt.utils.path
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
+    import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
+
+    hecate_fresh.drop_stale()
     import hecate_http
     import hecate_terraform as tf_util
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing

@@ -40,6 +40,9 @@ from urllib.parse import quote
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
+    import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
+
+    hecate_fresh.drop_stale()
     import hecate_dns
     import hecate_http
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing

@@ -22,6 +22,9 @@ from urllib.parse import quote
 from salt.exceptions import SaltInvocationError
 
 try:
+    import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
+
+    hecate_fresh.drop_stale()
     import hecate_http
     import hecate_nomad
     from hecate_spec import PillarError

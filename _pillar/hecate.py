@@ -16,6 +16,9 @@ answers with those lines. It is not raised: Salt would log a traceback of this m
 
 import logging
 
+import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
+
+hecate_fresh.drop_stale()
 import hecate_schema
 import hecate_secrets
 from salt.exceptions import CommandExecutionError, SaltInvocationError

@@ -18,6 +18,9 @@ import re
 import signal
 import time
 
+import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
+
+hecate_fresh.drop_stale()
 import hecate_backends
 import hecate_backup
 import hecate_cli

@@ -15,6 +15,9 @@ natural key and PATCH only the declared fields that differ. Lists the server add
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
+    import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
+
+    hecate_fresh.drop_stale()
     import hecate_authentik
     import hecate_state
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing

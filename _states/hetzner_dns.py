@@ -34,6 +34,9 @@ import logging
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
+    import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
+
+    hecate_fresh.drop_stale()
     import hecate_dns
     import hecate_state
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing

@@ -31,6 +31,9 @@ import time
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
+    import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
+
+    hecate_fresh.drop_stale()
     import hecate_nomad
     import hecate_schema
     import hecate_state
