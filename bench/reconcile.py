@@ -29,13 +29,13 @@ import yaml
 from stack import LocalStack
 
 from tests.functional.test_caddy_edge import _caddy_task
-from tests.integration.test_fleet import _hand_edit
+from tests.integration.test_fleet import _hand_edit, _until
 from tests.integration.test_git_pillar import PillarRepo
 from tests.support.caddy import caddy_binary
 from tests.support.http import get
 
 RUN = pathlib.Path("/tmp/hecate-bench-rc")  # its own: bench/orchestrate.py stops what runs in /tmp/hecate-bench
-INTERVAL = 10  # hecate:reconcile:interval's minimum
+INTERVAL = 10  # seconds: a realistic beacon interval (hecate:reconcile:interval allows 2 and up)
 IDLE_INTERVALS = 3
 HEALS = 2
 DOMAIN = "cloud.cybermonkey.dev"
@@ -62,16 +62,6 @@ class ReconcileStack(LocalStack):
             reactor=REACTOR,
         )
         path.write_text(yaml.safe_dump(master))
-
-
-def _until(what, check, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise RuntimeError(f"bench: {what}: not within {seconds} s")
 
 
 def statuses(stack):
