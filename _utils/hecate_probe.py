@@ -32,6 +32,7 @@ BACKOFF = 0.1  # seconds before the 2nd try, doubled for each next one
 CLOSED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
 # Caddy's handshake answer for a name whose certificate it has not issued yet.
 NO_CERTIFICATE_YET = "TLSV1_ALERT_INTERNAL_ERROR"
+ISSUE_WAIT = 30  # seconds a post-write check waits for certificates Caddy is still issuing (tls: internal)
 # 502/503/504: Caddy (or the backend) says the backend is not there.
 GATEWAY_ERRORS = (502, 503, 504)
 
@@ -124,8 +125,9 @@ class Prober:
     def _through_edge(self, host, path):
         """The request through Caddy. With ``tls: internal`` Caddy issues certificates in the background
         after a reload and, until then, answers the handshake with an internal-error alert: wait for it,
-        up to the verify timeout."""
-        deadline = time.monotonic() + self.timeout
+        up to the verify timeout or ``ISSUE_WAIT`` seconds, whichever is longer (issuing a dozen
+        certificates on a busy 2-core edge took more than the 5 s default)."""
+        deadline = time.monotonic() + max(self.timeout, ISSUE_WAIT)
         while True:
             try:
                 return _exchange(self._connect_edge(host), "GET", path, {"Host": host, "User-Agent": AGENT}, self.tries, self.backoff)
