@@ -724,13 +724,16 @@ class _CtrlC:
 def _drive(tree, kind, only=None, wait=None, recorded=None, extra=None, nomad_versions=None):
     """One whole run in this process: the same steps ``orchestrate.sls`` calls one by one.
     ``nomad_versions``: jobs to revert once the steps succeeded (a rollback), each revert checked."""
-    try:
-        run = _begin(tree, kind, only=only, wait=wait, recorded=recorded, extra=extra)
-    except (KeyboardInterrupt, SystemExit):  # the lock is released by _begin
-        return {"status": "interrupted", "error": "interrupted (Ctrl-C) before the run began: nothing was changed", "retcode": 1}
-    try:
-        with _CtrlC() as ctrl_c:
-            _preview(tree, run)
+    # the handler from before the lock: a first Ctrl-C anywhere only sets the flag, acted on at the next
+    # step boundary, so it is never raised inside (and lost in) a library call while the run begins
+    with _CtrlC() as ctrl_c:
+        try:
+            run = _begin(tree, kind, only=only, wait=wait, recorded=recorded, extra=extra)
+        except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C while waiting for the lock: _begin released it
+            return {"status": "interrupted", "error": "interrupted (Ctrl-C) before the run began: nothing was changed", "retcode": 1}
+        try:
+            if not ctrl_c.hit:
+                _preview(tree, run)
             for name in run["steps"]:
                 if ctrl_c.hit:
                     break
@@ -746,16 +749,16 @@ def _drive(tree, kind, only=None, wait=None, recorded=None, extra=None, nomad_ve
                     run["failure"] = "nomad revert failed: " + "; ".join(problems)
             if run["failure"] and tree["deployment"]["auto_rollback"] and not ctrl_c.hit:
                 _undo(tree, run)
-        if ctrl_c.hit:
+        except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: one line, the lock released, the run recorded
             summary = _finish(tree, run, status="interrupted")
             return {"id": run["id"], "status": "interrupted", "error": summary["error"], "retcode": 1}
-    except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: one line, the lock released, the run recorded
+        except BaseException:
+            run["failure"] = run["failure"] or "the run stopped on an internal error (see the master log)"
+            _finish(tree, run)
+            raise
+    if ctrl_c.hit:
         summary = _finish(tree, run, status="interrupted")
         return {"id": run["id"], "status": "interrupted", "error": summary["error"], "retcode": 1}
-    except BaseException:
-        run["failure"] = run["failure"] or "the run stopped on an internal error (see the master log)"
-        _finish(tree, run)
-        raise
     return _finish(tree, run)
 
 
