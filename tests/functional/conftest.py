@@ -33,3 +33,26 @@ def local_tree(caddy, backends, caddy_ports):
     """The seed pillar pointed at the local backends and this test's Caddy (TLS off)."""
     plain, secure = backends
     return local_seed_tree({k: b.port for k, b in plain.items()}, secure.port, caddy_ports, caddy.admin)
+
+
+@pytest.fixture
+def make_beacon(make_loaders):
+    """Factory: ``make_beacon(tree)`` -> the hecate_drift beacon of a minion whose pillar is ``tree``;
+    ``run.events`` records what it fires, ``run.loaders`` are that minion's modules and states."""
+    import salt.loader
+
+    from tests.conftest import REPO
+
+    def make(tree):
+        loaders = make_loaders({"hecate": tree}, extra={"beacons_dirs": [str(REPO / "_beacons")]})
+        events = []
+        functions = {
+            "caddy.snapshot": loaders.modules.caddy.snapshot,
+            "caddy.certs": loaders.modules.caddy.certs,
+            "event.send": lambda tag, data: events.append((tag, data)) or True,
+        }
+        run = salt.loader.beacons(loaders.opts, functions)["hecate_drift.beacon"]
+        run.events, run.loaders = events, loaders
+        return run
+
+    return make

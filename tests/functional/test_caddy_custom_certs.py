@@ -15,9 +15,7 @@ import sys
 import hecate_schema
 import hecate_spec
 import pytest
-import salt.loader
 
-from tests.conftest import REPO
 from tests.support.caddy import free_port
 from tests.support.certs import CA, leaked
 from tests.support.http import backend_of, get
@@ -221,22 +219,9 @@ def test_state_engine_applies_hecate_routes_with_the_certificate(make_loaders, t
 
 
 @pytest.fixture
-def beacon(make_loaders):
-    """The hecate_drift beacon over a minion whose pillar is given; ``run.events`` records what it fires."""
-
-    def make(tree):
-        loaders = make_loaders({"hecate": tree}, extra={"beacons_dirs": [str(REPO / "_beacons")]})
-        events = []
-        functions = {
-            "caddy.snapshot": loaders.modules.caddy.snapshot,
-            "caddy.certs": loaders.modules.caddy.certs,
-            "event.send": lambda tag, data: events.append((tag, data)) or True,
-        }
-        run = salt.loader.beacons(loaders.opts, functions)["hecate_drift.beacon"]
-        run.events, run.loaders = events, loaders
-        return run
-
-    return make
+def beacon(make_beacon):
+    """``beacon(tree)``: the hecate_drift beacon over a minion whose pillar is ``tree``."""
+    return make_beacon
 
 
 def test_beacon_flags_a_custom_certificate_that_ends_in_two_days_once_an_hour(beacon, tree, caddy, ca):

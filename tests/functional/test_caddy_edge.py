@@ -13,9 +13,7 @@ import subprocess
 
 import hecate_caddy
 import pytest
-import salt.loader
 
-from tests.conftest import REPO
 from tests.emulators.nomad import hcl_to_job
 from tests.support.caddy import Caddy, caddy_binary
 from tests.support.http import backend_of, get
@@ -28,20 +26,9 @@ def converge(loaders):
 
 
 @pytest.fixture
-def beacon(make_loaders, local_tree):
-    """The hecate_drift beacon of a minion whose pillar is ``local_tree``; ``beacon.events`` records what it fires."""
-    loaders = make_loaders({"hecate": local_tree}, extra={"beacons_dirs": [str(REPO / "_beacons")]})
-    events = []
-    functions = {
-        "caddy.snapshot": loaders.modules.caddy.snapshot,
-        "caddy.certs": loaders.modules.caddy.certs,
-        "event.send": lambda tag, data: events.append((tag, data)) or True,
-    }
-    module = salt.loader.beacons(loaders.opts, functions)
-    run = module["hecate_drift.beacon"]
-    run.events = events
-    run.loaders = loaders
-    return run
+def beacon(make_beacon, local_tree):
+    """The hecate_drift beacon of a minion whose pillar is ``local_tree``."""
+    return make_beacon(local_tree)
 
 
 def test_nothing_applied_yet_means_no_read_and_no_event(beacon, caddy):
