@@ -130,16 +130,28 @@ def minion_opts_for(root, pillar=None, extra=None):
     return opts
 
 
+def loaders_for(root, pillar=None, extra=None):
+    """saltfactories ``Loaders`` on :func:`minion_opts_for`. Their constructor runs ``saltutil.sync_all``,
+    which then fires ``module_refresh`` on the minion's event bus and waits 1 s for a bus that no
+    functional test runs; that event is dropped at once instead (hecate's modules load from
+    ``module_dirs``, so the sync has nothing to copy and nobody to tell)."""
+    from unittest import mock
+
+    import salt.utils.event
+    from saltfactories.utils.functional import Loaders
+
+    with mock.patch.object(salt.utils.event.SaltEvent, "connect_pull", lambda self, timeout=None: False):
+        return Loaders(minion_opts_for(root, pillar, extra))
+
+
 @pytest.fixture
 def make_loaders(short_tmp, request):
     """Factory: ``make_loaders(pillar)`` -> saltfactories ``Loaders`` with hecate's modules and states."""
-    from saltfactories.utils.functional import Loaders
-
     made = []
 
     def factory(pillar=None, extra=None):
         root = short_tmp / f"fn{len(made)}{abs(hash(request.node.nodeid)) % 10**6}"
-        loaders = Loaders(minion_opts_for(root, pillar, extra))
+        loaders = loaders_for(root, pillar, extra)
         made.append(loaders)
         return loaders
 

@@ -18,6 +18,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import jsonschema
 import yaml
 
+from tests.support.http import serve
+
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
@@ -208,8 +210,7 @@ class Emulator:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name=self.name, daemon=True)
-        self.thread.start()
+        self.thread = serve(self.server)
         return self
 
     def stop(self):

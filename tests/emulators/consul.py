@@ -22,7 +22,6 @@ import base64
 import io
 import json
 import re
-import socket
 import threading
 import time
 import uuid
@@ -90,26 +89,6 @@ class Consul17(consul.Consul):
         super().__init__(*args, connections_timeout=None, **kwargs)
 
 
-class FastStop:
-    """Mixin: ``stop()`` returns in milliseconds instead of waiting out serve_forever's 0.5 s poll."""
-
-    def stop(self):
-        if self.server is None:
-            return
-        port = self.port
-
-        def poke():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                pass
-
-        waker = threading.Timer(0.01, poke)
-        waker.start()
-        super().stop()
-        waker.cancel()
-
-
 class ConsulRequestChecker:
     """Request shapes from Consul's HTTP API documentation (no vendor OpenAPI exists)."""
 
@@ -171,7 +150,7 @@ class ConsulRequestChecker:
         return problems
 
 
-class ConsulEmulator(FastStop, Emulator):
+class ConsulEmulator(Emulator):
     """Consul agent + server in one: state lives in ``kv``, ``sessions``, ``index``.
 
     ``tokens``: None disables ACLs; otherwise ``{token: policy}`` where policy is ``"write"``,

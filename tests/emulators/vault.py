@@ -22,7 +22,6 @@ import uuid
 from datetime import datetime, timezone
 
 from tests.emulators.base import READ_METHODS, Emulator, Response
-from tests.emulators.consul import FastStop
 
 ROOT = {"policies": ["root"]}
 _DURATION = re.compile(r"^(\d+(ns|us|µs|ms|s|m|h))+$|^\d+$")
@@ -173,7 +172,7 @@ class Secret:
         }
 
 
-class VaultEmulator(FastStop, Emulator):
+class VaultEmulator(Emulator):
     name = "vault"
 
     def __init__(self, tokens=None, mounts=("secret",), version="1.17.6"):

@@ -2,11 +2,12 @@
 cut never leaves a part of itself in the error, its body, a state comment or the log (issue 15 item 7)."""
 
 import logging
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from salt.exceptions import CommandExecutionError
+
+from tests.support.http import serve
 
 TOKEN = "hEcAtE-s3cr3t-T0ken-4f2a9c"
 CUT = 500  # what _modules/authentik.py keeps of a non-JSON error body
@@ -34,7 +35,7 @@ class Straddles(BaseHTTPRequestHandler):
 def straddles():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Straddles)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve(server)
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()

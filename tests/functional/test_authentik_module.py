@@ -2,9 +2,8 @@
 (2025.6.1 and 2026.5.6): every request is checked against that version's OpenAPI document."""
 
 import pytest
-from saltfactories.utils.functional import Loaders
 
-from tests.conftest import assert_no_violations, minion_opts_for
+from tests.conftest import assert_no_violations, loaders_for
 from tests.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
 
 TOKEN = "ak-emulator-token"
@@ -19,7 +18,7 @@ def ak(request, short_tmp):
     """One emulator and one loader per API version for this module (loaders cost ~2 s each); tests use
     their own object names. Settings that need a fresh server get their own through make_loaders."""
     with AuthentikEmulator(request.param) as emu:
-        loaders = Loaders(minion_opts_for(short_tmp / f"akm{request.param}", pillar_for(emu)))
+        loaders = loaders_for(short_tmp / f"akm{request.param}", pillar_for(emu))
         emu.mod = loaders.modules.authentik
         emu.loaders = loaders
         yield emu

@@ -7,9 +7,8 @@ import copy
 
 import pytest
 import yaml
-from saltfactories.utils.functional import Loaders
 
-from tests.conftest import SEED, assert_no_violations, minion_opts_for
+from tests.conftest import SEED, assert_no_violations, loaders_for
 from tests.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
 
 TOKEN = "ak-emulator-token"
@@ -24,7 +23,7 @@ def ak(request, short_tmp):
     """One emulator + loader per version for the module (a loader costs ~2 s); each test isolates its
     objects with its own ``name_prefix`` (pruning only ever touches the prefix it owns)."""
     with AuthentikEmulator(request.param) as emu:
-        loaders = Loaders(minion_opts_for(short_tmp / f"aks{request.param}", pillar_for(emu)))
+        loaders = loaders_for(short_tmp / f"aks{request.param}", pillar_for(emu))
         emu.states = loaders.states.authentik
         emu.mod = loaders.modules.authentik
         emu.state_mod = loaders.modules.state

@@ -14,9 +14,8 @@ import hecate_backup
 import hecate_health
 import hecate_schema
 import pytest
-from saltfactories.utils.functional import Loaders
 
-from tests.conftest import assert_no_violations, minion_opts_for
+from tests.conftest import assert_no_violations, loaders_for
 from tests.emulators.authentik import AuthentikEmulator
 from tests.emulators.hetzner import HetznerDNS
 from tests.emulators.nomad import start_nomad
@@ -79,8 +78,8 @@ def stack(servers, caddy, local_tree, short_tmp, request):
     tree["nomad"] = {"address": nomad.url, "token": NOMAD_TOKEN, "allow_insecure_endpoint": True, "blocking_wait": 1}
     tree["reverse_proxy"]["caddy"]["routes"][3]["auth"] = {"groups": ["bk-admins"]}  # jenkins: forward_auth via the emulator
     hecate_schema.validate(tree)
-    loaders = Loaders(minion_opts_for(short_tmp / f"bk{abs(hash(request.node.nodeid)) % 10**6}", {"hecate": tree},
-                                      extra={"__cli": "salt-call"}))  # fmt: skip
+    loaders = loaders_for(short_tmp / f"bk{abs(hash(request.node.nodeid)) % 10**6}", {"hecate": tree},
+                                      extra={"__cli": "salt-call"})  # fmt: skip
     protected = loaders.states.authentik.protected_routes(name="protect")
     assert protected.result is True, protected.comment
     routes = loaders.states.caddy.routes_managed(name="routes")

@@ -15,6 +15,7 @@ import hecate_schema
 import pytest
 
 from tests.support.caddy import free_port
+from tests.support.http import serve
 from tests.support.pillars import local_seed_tree
 
 PROTECTED = "observe.cybermonkey.dev"  # the seed's grafana route
@@ -43,7 +44,7 @@ class Answering:
         self.status, self.delay, self.headers = status, delay, headers
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve(self.server)
         self.port = self.server.server_address[1]
 
     def stop(self):

@@ -6,12 +6,11 @@ import json
 import os
 import socket
 import stat
-import threading
 
 import pytest
 
 from tests.support.consul_dns import ConsulDns
-from tests.support.http import backend_of, get
+from tests.support.http import backend_of, get, serve
 
 
 def converge(loaders, test=False):
@@ -185,7 +184,7 @@ def test_a_failed_runs_rollback_never_overwrites_a_later_runs_committed_config(s
             self.end_headers()
 
     trigger = ThreadingHTTPServer(("127.0.0.1", 0), SecondRunDuringCheck)
-    threading.Thread(target=trigger.serve_forever, daemon=True).start()
+    serve(trigger)
     try:
         broken = copy.deepcopy(local_tree)
         broken["reverse_proxy"]["caddy"]["routes"][3]["backend"] = f"127.0.0.1:{trigger.server_address[1]}"  # jenkins

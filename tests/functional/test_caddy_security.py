@@ -7,16 +7,14 @@ import json
 import pytest
 from salt.exceptions import SaltInvocationError
 
-from tests.support.http import backend_of, get
+from tests.support.http import backend_of, get, serve
 
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory):
     import tempfile
 
-    from saltfactories.utils.functional import Loaders
-
-    from tests.conftest import minion_opts_for
+    from tests.conftest import loaders_for
     from tests.support.caddy import Backend, Caddy, free_port
     from tests.support.pillars import local_seed_tree
 
@@ -27,7 +25,7 @@ def proxy(tmp_path_factory):
     services = ["authentik", "nextcloud", "grafana", "jenkins", "minio-console", "minio-api", "helen"]
     tree = local_seed_tree(dict.fromkeys(services, backend.port), backend.port, ports, caddy.admin)
     tree["reverse_proxy"]["caddy"]["routes"] = [r for r in tree["reverse_proxy"]["caddy"]["routes"] if r["service"] != "wazuh"]
-    loaders = Loaders(minion_opts_for(f"{root}/m", {"hecate": tree}))
+    loaders = loaders_for(f"{root}/m", {"hecate": tree})
     assert loaders.states.caddy.routes_managed(name="routes").result is True
     yield ports["http"]
     loaders.reset_state()
@@ -121,9 +119,8 @@ class Outpost:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        import threading
 
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve(self.server)
         self.port = self.server.server_address[1]
 
     def stop(self):
@@ -136,9 +133,7 @@ def hostile(tmp_path_factory):
     """A wildcard listed before a protected exact host, a profile full of placeholders, through real Caddy."""
     import tempfile
 
-    from saltfactories.utils.functional import Loaders
-
-    from tests.conftest import minion_opts_for
+    from tests.conftest import loaders_for
     from tests.support.caddy import Backend, Caddy, free_port
 
     root = tempfile.mkdtemp(prefix="hh", dir="/tmp")
@@ -163,7 +158,7 @@ def hostile(tmp_path_factory):
         },
         "authentik": {"url": "https://auth.example.org", "outpost": {"upstream": f"127.0.0.1:{outpost.port}"}},
     }  # fmt: skip
-    loaders = Loaders(minion_opts_for(f"{root}/m", {"hecate": tree}))
+    loaders = loaders_for(f"{root}/m", {"hecate": tree})
     result = loaders.states.caddy.routes_managed(name="routes")
     assert result.result is True, result.comment
     yield {"port": ports["http"], "home": str(caddy.workdir)}

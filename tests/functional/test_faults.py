@@ -27,9 +27,8 @@ import time
 
 import pytest
 import salt.loader
-from saltfactories.utils.functional import Loaders
 
-from tests.conftest import assert_no_violations, minion_opts_for
+from tests.conftest import assert_no_violations, loaders_for
 from tests.emulators.authentik import AuthentikEmulator
 from tests.emulators.hetzner import HetznerDNS
 from tests.support.caddy import caddy_binary
@@ -44,7 +43,7 @@ class Edge:
     loader's ``__salt__`` (so a test can time a fault between two of the state's calls)."""
 
     def __init__(self, tree, root):
-        self.loaders = Loaders(minion_opts_for(root, {"hecate": tree}))
+        self.loaders = loaders_for(root, {"hecate": tree})
         self.states = salt.loader.states(
             self.loaders.opts, functions=self.loaders.modules, utils=self.loaders.utils, serializers=self.loaders.serializers,
             context=self.loaders.context,
@@ -221,7 +220,7 @@ def test_authentik_failing_half_way_then_the_next_run_creates_only_what_is_missi
                                  outpost={"upstream": f"127.0.0.1:{authentik.port}"})  # fmt: skip
         for route in tree["reverse_proxy"]["caddy"]["routes"][1:4]:
             route["auth"] = {"groups": ["ft-admins"]}
-        loaders = Loaders(minion_opts_for(short_tmp / "ftak", {"hecate": tree}))
+        loaders = loaders_for(short_tmp / "ftak", {"hecate": tree})
         try:
             authentik.inject(status=503, times=1000, method="POST", path=r"/core/applications/$")
             first = loaders.states.authentik.protected_routes(name="protect")

@@ -8,9 +8,8 @@ import copy
 import consul
 import hecate_services
 import pytest
-from saltfactories.utils.functional import Loaders
 
-from tests.conftest import assert_no_violations, minion_opts_for
+from tests.conftest import assert_no_violations, loaders_for
 from tests.emulators.consul import ConsulEmulator
 from tests.support.pillars import seed_tree
 
@@ -49,7 +48,7 @@ def pillar(agent, services):
 
 @pytest.fixture(scope="module")
 def loaders(agent, short_tmp):
-    made = Loaders(minion_opts_for(short_tmp / "consulsvc", pillar(agent, SEED_SERVICES), extra={"__cli": "salt-call"}))
+    made = loaders_for(short_tmp / "consulsvc", pillar(agent, SEED_SERVICES), extra={"__cli": "salt-call"})
     yield made
     made.reset_state()
 

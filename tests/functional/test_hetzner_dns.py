@@ -15,9 +15,8 @@ import time
 import pytest
 import requests
 from salt.exceptions import CommandExecutionError, SaltInvocationError
-from saltfactories.utils.functional import Loaders
 
-from tests.conftest import assert_no_violations, minion_opts_for
+from tests.conftest import assert_no_violations, loaders_for
 from tests.emulators.hetzner import HetznerDNS
 from tests.support.pillars import seed_tree
 
@@ -56,7 +55,7 @@ def salt_loaders():
         key = json.dumps(pillar or {}, sort_keys=True)
         if key not in cache:
             roots.append(pathlib.Path(tempfile.mkdtemp(prefix="hd", dir="/tmp")))
-            cache[key] = Loaders(minion_opts_for(roots[-1], pillar or {}))
+            cache[key] = loaders_for(roots[-1], pillar or {})
         loaders = cache[key]
         loaders.context.clear()  # no client (and its rate-limit memory) carried over between tests
         return loaders

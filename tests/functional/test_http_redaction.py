@@ -4,12 +4,13 @@ exception, its body, a state's comment or the log (``hecate_http``: redaction, b
 import base64
 import json
 import logging
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
 import hecate_http
 import pytest
+
+from tests.support.http import serve
 
 TOKEN = "hEcAtE-s3cr3t-T0ken-4f2a9c"
 
@@ -69,7 +70,7 @@ class Echo(BaseHTTPRequestHandler):
 def echo():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve(server)
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()

@@ -7,9 +7,8 @@ import time
 
 import hecate_nomad
 import pytest
-from saltfactories.utils.functional import Loaders
 
-from tests.conftest import assert_no_violations, minion_opts_for
+from tests.conftest import assert_no_violations, loaders_for
 from tests.emulators.nomad import start_nomad
 from tests.support.pillars import seed_tree
 
@@ -41,7 +40,7 @@ def fresh(nomad):
 def loaders(nomad, short_tmp):
     """One loader for the module (building one costs seconds): the seed pillar plus hecate:nomad."""
     # "__cli: salt-call": state runs reuse the loaded pillar, as salt-call does (no recompile per state call)
-    made = Loaders(minion_opts_for(short_tmp / "nomadfn", nomad_pillar(nomad), extra={"__cli": "salt-call"}))
+    made = loaders_for(short_tmp / "nomadfn", nomad_pillar(nomad), extra={"__cli": "salt-call"})
     yield made
     made.reset_state()
 

@@ -50,7 +50,7 @@ def seed_with_terraform():
     return raw
 
 
-def loaders_for(make_loaders, nomad, raw):
+def placed_loaders(make_loaders, nomad, raw):
     tree = copy.deepcopy(raw)
     tree["nomad"] = {"address": nomad.url, "token": TOKEN, "allow_insecure_endpoint": True, "blocking_wait": 1}
     return make_loaders({"hecate": tree}, {"__cli": "salt-call"})
@@ -65,7 +65,7 @@ def test_every_seed_job_is_placed_on_the_servers_terraform_creates(make_loaders,
     servers = terraform_servers(raw)
     assert servers == ["hecate-production-edge-1", "hecate-production-edge-2", "hecate-production-app-1", "hecate-production-db-1"]
     nomad.add_nodes(servers)
-    loaders = loaders_for(make_loaders, nomad, raw)
+    loaders = placed_loaders(make_loaders, nomad, raw)
     for job in ("postgresql", "redis", "reverse-proxy", "authentik", "helen-bridge"):
         result = deploy(loaders, job)
         assert result.result is True, result.comment
@@ -88,7 +88,7 @@ def test_a_naming_mismatch_is_refused_before_anything_is_registered(make_loaders
     """Nodes named as the seed's constraints expected (hecate-edge-1) while the servers are
     hecate-production-*: Nomad's plan has FailedTGAllocs and the state registers nothing."""
     nomad.add_nodes(["hecate-edge-1", "hecate-edge-2", "hecate-app-1", "hecate-db-1"])
-    loaders = loaders_for(make_loaders, nomad, seed_with_terraform())
+    loaders = placed_loaders(make_loaders, nomad, seed_with_terraform())
     result = deploy(loaders, "reverse-proxy")
     assert result.result is False
     assert "cannot be placed, nothing registered" in result.comment

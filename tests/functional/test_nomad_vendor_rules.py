@@ -34,13 +34,11 @@ def fresh(nomad):
 
 @pytest.fixture(scope="module")
 def loaders(nomad, short_tmp):
-    from saltfactories.utils.functional import Loaders
-
-    from tests.conftest import minion_opts_for
+    from tests.conftest import loaders_for
 
     tree = copy.deepcopy(seed_tree())
     tree["nomad"] = {"address": nomad.url, "token": SCOPED, "allow_insecure_endpoint": True, "blocking_wait": 1, "namespace": "edge"}
-    made = Loaders(minion_opts_for(short_tmp / "nomadrules", {"hecate": tree}, extra={"__cli": "salt-call"}))
+    made = loaders_for(short_tmp / "nomadrules", {"hecate": tree}, extra={"__cli": "salt-call"})
     yield made
     made.reset_state()
 

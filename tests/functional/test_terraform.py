@@ -72,11 +72,9 @@ def pillar_for(workdir, tf_env, nodes=None, binary=TERRAFORM, **extra):
 
 @pytest.fixture(scope="module")
 def shared(tf_env, tmp_path_factory):
-    from saltfactories.utils.functional import Loaders
+    from tests.conftest import loaders_for
 
-    from tests.conftest import minion_opts_for
-
-    loaders = Loaders(minion_opts_for(tmp_path_factory.mktemp("loader"), pillar_for("/nonexistent-default", tf_env)))
+    loaders = loaders_for(tmp_path_factory.mktemp("loader"), pillar_for("/nonexistent-default", tf_env))
     yield loaders.modules.hecate_terraform
     loaders.reset_state()
 

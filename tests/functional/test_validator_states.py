@@ -8,9 +8,8 @@ import shutil
 import tempfile
 
 import pytest
-from saltfactories.utils.functional import Loaders
 
-from tests.conftest import assert_no_violations, minion_opts_for
+from tests.conftest import assert_no_violations, loaders_for
 from tests.emulators.hetzner import HetznerDNS
 
 ZONE = "example.org"
@@ -26,7 +25,7 @@ def hetzner():
 @pytest.fixture(scope="module")
 def loaders():
     root = pathlib.Path(tempfile.mkdtemp(prefix="hv", dir="/tmp"))
-    built = Loaders(minion_opts_for(root, {}))
+    built = loaders_for(root, {})
     yield built
     built.reset_state()
     shutil.rmtree(root, ignore_errors=True)

@@ -13,7 +13,7 @@ import yaml
 from tests.support.caddy import Caddy, free_port
 from tests.support.http import backend_of, get
 from tests.support.pillars import local_seed_tree
-from tests.support.stack import master_overrides
+from tests.support.stack import all_at_once, master_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -79,17 +79,16 @@ def fleet(fleet_master):
     # loop_interval 1 s, Salt's default: Salt runs beacons once a second but counts their interval in
     # loop_interval ticks, so salt-factories' 0.05 s would stretch a 10 s beacon interval to 200 s
     minions = [fleet_master.salt_minion_daemon(edge, overrides={"loop_interval": 1}) for edge in EDGES]
-    for minion in minions:
-        minion.start()
     try:
-        for minion in minions:
-            assert minion.salt_call_cli(timeout=120).run("saltutil.sync_all").returncode == 0
+        all_at_once(lambda minion: minion.start(), minions)
+        synced = fleet_master.salt_cli(timeout=120).run("saltutil.sync_all", minion_tgt="fleet-edge-*")
+        assert synced.returncode == 0 and sorted(synced.data) == list(EDGES), synced
+        assert all("modules.caddy" in synced.data[edge]["modules"] for edge in EDGES), synced.data
         run = fleet_master.salt_run_cli(timeout=300)
         assert "runners.hecate" in run.run("saltutil.sync_all").data["runners"]
         yield run
     finally:
-        for minion in minions:
-            minion.terminate()
+        all_at_once(lambda minion: minion.terminate(), minions)
 
 
 def _serves(tree, domain="cloud.cybermonkey.dev"):

@@ -14,9 +14,10 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.support.http import serve
 
 READS = {"GET", "HEAD", "OPTIONS"}
 
@@ -206,7 +207,7 @@ class Backend:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(cert, key)
             self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve(self.server)
         return self
 
     @property

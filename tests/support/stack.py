@@ -2,6 +2,7 @@
 terraform module for the real Terraform 1.0.3, and the pillar sections that point hecate at them.
 Used by tests/integration/test_full_stack.py and by make demo."""
 
+import concurrent.futures
 import copy
 import os
 import pathlib
@@ -150,3 +151,11 @@ def full_tree(tree, backends, terraform):
         "lock_timeout": "5s",
     }
     return tree
+
+
+def all_at_once(action, daemons):
+    """``action(daemon)`` for every salt-factories daemon in parallel threads: each start or stop spends
+    its seconds waiting on its own processes, so N minions cost about one."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(daemons))) as pool:
+        for done in [pool.submit(action, daemon) for daemon in daemons]:
+            done.result()
