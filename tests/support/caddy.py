@@ -30,18 +30,45 @@ def caddy_binary():
 
 
 _HANDED_OUT = set()
+LOWEST_PORT = 10000
+
+
+def _port_band():
+    """The ports :func:`free_port` hands out in this process: below the kernel's ephemeral range (a port
+    chosen there can become the local end of any outgoing connection before Caddy binds it), and a band
+    of its own per xdist worker (workers choose independently; Caddy listens with SO_REUSEPORT, so two
+    Caddys given one port both bind it and share its connections). Seen as "address already in use" and
+    as TLS probes answered by the other worker's Caddy."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            ephemeral = int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    size = max(100, (ephemeral - LOWEST_PORT) // workers)
+    low = LOWEST_PORT + (int(worker) if worker.isdigit() else 0) * size
+    return range(low, low + size)
 
 
 def free_port():
-    """A free port on 127.0.0.1 that this process has not handed out before: the kernel may return the
-    same port to calls in a row, and the pillar refuses a Caddy whose http/https/admin ports are equal."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in _HANDED_OUT:
+    """A free port on 127.0.0.1 from this process's band (:func:`_port_band`) that this process has not
+    handed out before (the pillar refuses a Caddy whose http/https/admin ports are equal); once the band
+    is used up, ports handed out long ago come round again."""
+    band = _port_band()
+    for _ in range(2):
+        for port in band:
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
             _HANDED_OUT.add(port)
             return port
+        _HANDED_OUT.difference_update(band)
+    raise RuntimeError(f"no free port on 127.0.0.1 in {band.start}-{band.stop - 1}")
 
 
 class Caddy:
