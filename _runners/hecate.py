@@ -10,12 +10,14 @@ drift; ``history``, ``show``, ``rollback`` and ``promote`` work from the records
 order, phase and undo: ``_utils/hecate_backends.py``. See docs/orchestration.md, docs/architecture.md.
 """
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import re
 import signal
+import threading
 import time
 
 import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
@@ -120,10 +122,28 @@ def _explain(error):
     return error
 
 
+_BUS = threading.local()  # .bus: the event bus connection of the run this thread drives (see _one_bus)
+
+
 def _event(tag, data):
     """Progress on the master's event bus: ``salt-run state.event 'hecate/*'`` shows a run live."""
+    bus = getattr(_BUS, "bus", None)
+    if bus is not None:
+        bus.fire_event(data, f"hecate/{tag}")
+        return
     with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
         bus.fire_event(data, f"hecate/{tag}")
+
+
+@contextlib.contextmanager
+def _one_bus():
+    """One connection to the event bus for a whole run (a dozen events) instead of one per event."""
+    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
+        _BUS.bus = bus
+        try:
+            yield
+        finally:
+            _BUS.bus = None
 
 
 class _Minions:
@@ -726,7 +746,7 @@ def _drive(tree, kind, only=None, wait=None, recorded=None, extra=None, nomad_ve
     ``nomad_versions``: jobs to revert once the steps succeeded (a rollback), each revert checked."""
     # the handler from before the lock: a first Ctrl-C anywhere only sets the flag, acted on at the next
     # step boundary, so it is never raised inside (and lost in) a library call while the run begins
-    with _CtrlC() as ctrl_c:
+    with _CtrlC() as ctrl_c, _one_bus():
         try:
             run = _begin(tree, kind, only=only, wait=wait, recorded=recorded, extra=extra)
         except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C while waiting for the lock: _begin released it

@@ -128,12 +128,12 @@ def test_run_apply_noop_dry_run_command_lines_and_files(make_loaders, workdir, t
     assert second["init"]["lockfile"] == "readonly"  # the committed lock file is never changed
 
     calls = [json.loads(line) for line in record.read_text().splitlines()]
-    assert [c["argv"][0] for c in calls] == ["init", "plan", "show", "apply", "output", "init", "plan", "output"]
+    assert [c["argv"][0] for c in calls] == ["init", "plan", "show", "apply", "init", "plan"]  # outputs: from the local state
     for call in calls:
         assert TOKEN not in " ".join(call["argv"])
         assert call["env"]["TF_VAR_api_token"] == TOKEN and call["env"]["TF_IN_AUTOMATION"] == "1"
         assert "-upgrade" not in call["argv"] and not any(a.startswith("-var") for a in call["argv"])
-    init, plan, _, apply, _, init2, plan2, _ = (c["argv"] for c in calls)
+    init, plan, _, apply, init2, plan2 = (c["argv"] for c in calls)
     assert init == ["init", "-input=false", "-no-color"] and init2 == [*init, "-lockfile=readonly"]
     assert plan[:4] == ["plan", "-input=false", "-no-color", "-detailed-exitcode"] and "-lock-timeout=2s" in plan
     assert any(a.startswith("-out=") for a in plan) and plan2 == plan
