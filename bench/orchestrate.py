@@ -43,7 +43,7 @@ def floor(stack, repeat=3):
         if not isinstance(answer, dict) or failed:
             raise RuntimeError(f"bench: the floor's reads failed ({failed}): {str(out)[:1000]}")
         walls.append(seconds)
-    return round(statistics.median(walls), 1)
+    return round(statistics.median(walls), 2)
 
 
 def measure(routes):
@@ -64,7 +64,7 @@ def measure(routes):
             "routes": len(stack.pillar["reverse_proxy"]["caddy"]["routes"]),
             "first_deploy_s": round(first_s, 1),
             "noop_after_first_s": round(after_first_s, 1),
-            "noop_deploy_s": round(noop_s, 1),
+            "noop_deploy_s": round(noop_s, 2),
             "noop_orchestrate_s": round(orchestrate_s, 1),
             "plan_s": round(plan_s, 1),
             "status_s": round(status_s, 1),

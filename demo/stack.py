@@ -22,7 +22,7 @@ import yaml  # noqa: E402
 
 from tests.support.caddy import Caddy, free_port  # noqa: E402
 from tests.support.pillars import local_seed_tree, seed_tree  # noqa: E402
-from tests.support.stack import full_tree, terraform_module  # noqa: E402
+from tests.support.stack import file_roots, full_tree, terraform_module  # noqa: E402
 
 BIN = pathlib.Path(sys.executable).parent
 
@@ -146,7 +146,7 @@ class LocalStack:
             "publish_port": ports["publish"],
             "ret_port": ports["ret"],
             "auto_accept": True,
-            "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+            "file_roots": file_roots(self.run / "roots"),
             "pillar_roots": {"base": [str(pillar_dir)]},
             "ext_pillar": [{"hecate": {}}],
             "hecate_ext_pillar": self.emulated["ext_pillar"],

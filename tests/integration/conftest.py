@@ -85,8 +85,8 @@ def pillar_files(integration_dir, edge_tree):
 
 
 @pytest.fixture(scope="package")
-def salt_master(salt_factories, pillar_files, vault, consul):
-    overrides = master_overrides(vault, consul, pillar_roots={"base": [str(pillar_files.root)]})
+def salt_master(salt_factories, pillar_files, vault, consul, integration_dir):
+    overrides = master_overrides(vault, consul, integration_dir / "roots", pillar_roots={"base": [str(pillar_files.root)]})
     factory = salt_factories.salt_master_daemon("hecate-master", overrides=overrides)
     with factory.started():
         yield factory

@@ -62,10 +62,11 @@ def fleet_pillar(integration_dir, fleet_trees):
 
 
 @pytest.fixture(scope="module")
-def fleet_master(salt_factories, fleet_pillar, vault, consul):
+def fleet_master(salt_factories, fleet_pillar, vault, consul, integration_dir):
     overrides = master_overrides(
         vault,
         consul,
+        integration_dir / "roots",
         pillar_roots={"base": [str(fleet_pillar.root)]},
         reactor=[{"hecate/drift/*/*": ["salt://reactor/hecate_drift.sls"]}],  # as docs/reconcile.md enables it
     )

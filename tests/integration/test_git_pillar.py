@@ -59,10 +59,11 @@ def pillar_repo(integration_dir, git_tree):
 
 
 @pytest.fixture(scope="module")
-def git_master(salt_factories, pillar_repo, vault, consul):
+def git_master(salt_factories, pillar_repo, vault, consul, integration_dir):
     overrides = master_overrides(
         vault,
         consul,  # the deploy lock and records (emulated Consul)
+        integration_dir / "roots",
         pillar_roots={"base": []},
         git_pillar_provider="gitpython",
         git_pillar_base="main",  # the branch that is the base environment

@@ -79,14 +79,32 @@ def ext_pillar_config(vault, kv):
     }
 
 
-def master_overrides(vault, kv, **extra):
-    """A test master shipping hecate the file_roots way (the repo's salt/ tree and its ``_modules`` etc.),
-    with hecate's ext_pillar on these emulators. salt-factories turns the file-list cache off
-    (``fileserver_list_cache_time: 0``): then every ``cp.list_master`` of a sync walks the whole checkout,
-    .venv included (15,000 files), 20 s per ``saltutil.sync_all``. Salt's own default (20 s) is what an
-    operator's master runs with; nothing in the tests changes the file roots while a master runs."""
+EXTENSION_DIRS = ("_beacons", "_modules", "_pillar", "_runners", "_states", "_utils")
+
+
+def file_roots(where):
+    """The ``file_roots`` of a master shipping hecate the file_roots way, as README.md sets them up:
+    the checkout's ``salt/`` tree, and a root holding its ``_modules`` etc. That root is ``where``, with
+    links to the checkout's extension dirs rather than the checkout itself: a development checkout
+    carries .venv (15,000 files), which every state run's file list and every sync would walk and an
+    operator's checkout does not have."""
+    where = pathlib.Path(where)
+    where.mkdir(parents=True, exist_ok=True)
+    for name in EXTENSION_DIRS:
+        link = where / name
+        if not link.is_symlink():
+            link.symlink_to(REPO / name, target_is_directory=True)
+    return {"base": [str(REPO / "salt"), str(where)]}
+
+
+def master_overrides(vault, kv, root, **extra):
+    """A test master shipping hecate the file_roots way (:func:`file_roots`, under ``root``), with
+    hecate's ext_pillar on these emulators. salt-factories turns the file-list cache off
+    (``fileserver_list_cache_time: 0``): then every ``cp.list_master`` of a sync walks the file roots
+    again. Salt's own default (20 s) is what an operator's master runs with; nothing in the tests changes
+    the file roots while a master runs."""
     return {
-        "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+        "file_roots": file_roots(root),
         "fileserver_list_cache_time": 20,
         "ext_pillar": [{"hecate": {}}],
         "hecate_ext_pillar": ext_pillar_config(vault, kv),
