@@ -36,6 +36,7 @@ import hecate_schema
 import hecate_secrets
 import salt.client
 import salt.utils.event
+import salt.utils.minions
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
@@ -218,6 +219,17 @@ class _Minions:
         codes = answer.get("retcode")
         return {"ret": answer["ret"].get(fun), "retcode": codes.get(fun, 0) if isinstance(codes, dict) else codes or 0}
 
+    def shared(self):
+        """``minions:<ids>`` when the edge and controller targets match the very same minions (as the
+        master's minion data cache has them, the list Salt waits for), so one job can carry both roles'
+        work; else None."""
+        matched = {
+            tuple(sorted(salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type).get("minions") or []))
+            for tgt, tgt_type in self.roles.values()
+        }
+        ids = matched.pop() if len(matched) == 1 else ()
+        return "minions:" + ",".join(ids) if ids else None
+
     def close(self):
         self.client.destroy()
 
@@ -285,32 +297,34 @@ def _apply(call, step, test, recorded=None, pillar=None):
 
 def _dry_run(tree, call, only=None, recorded=None, snapshot=None):
     """Every chosen backend's dry run in ONE round: one compound job per distinct target (one when edge
-    and controller are the same target), published at once, running ``state.apply <every SLS> test=True``;
+    and controller match the same minions), published at once, running ``state.apply <every SLS> test=True``;
     each state's result goes to the stage whose SLS holds it (``__sls__``). ``snapshot`` (the run id):
     the same jobs also read what undo needs from before the first write, Caddy's config on every edge
     (kept there: ``caddy.snapshot keep=<run id>``) and the Nomad job versions.
     Returns ``({stage: {ok, changes, problems, seconds}}, {"caddy": {minion: path}, "nomad": {job: version}})``."""
-    groups = {}  # one job per distinct (tgt, tgt_type)
+    # one job per distinct target: both roles' work in one job when their targets are the same minions
+    shared = call.shared()
+    target_of = {role: shared or (role if call.roles[role] != call.roles["edge"] else "edge") for role in call.roles}
+    groups = {}
     for backend in hecate_backends.choose(tree, only):
-        groups.setdefault(call.roles[backend.role], (backend.role, []))[1].append(backend)
+        groups.setdefault(target_of[backend.role], []).append(backend)
     # concurrent: edge and controller may be one minion, and Salt refuses a second state run there while
     # the first runs; two read-only dry runs cannot disturb each other (nor a real run: they write nothing)
     kwargs = {"test": True, "concurrent": True, **({"pillar": {"hecate": recorded}} if recorded else {})}
-    jobs = {target: [("state.apply", [",".join(b.sls for b in group)], kwargs)] for target, (_, group) in groups.items()}
+    jobs = {target: [("state.apply", [",".join(b.sls for b in group)], kwargs)] for target, group in groups.items()}
     reads = [("edge", "caddy.snapshot", {"keep": snapshot})] if snapshot else []
     nomad_jobs = _nomad_jobs(tree) if snapshot else []
     reads += [("controller", "nomad_job.current_versions", {"names": nomad_jobs})] if nomad_jobs else []
     where = {}  # read -> (target, its place in that job)
     for role, fun, read in reads:  # added to the job already going to those minions
-        where[fun] = (call.roles[role], len(jobs.setdefault(call.roles[role], [])))
-        jobs[call.roles[role]].append((fun, [], read))
-    roles = {target: role for role, target in call.roles.items()}
+        where[fun] = (target_of[role], len(jobs.setdefault(target_of[role], [])))
+        jobs[target_of[role]].append((fun, [], read))
     started = time.monotonic()
-    answers = dict(zip(jobs, call.many([(roles[target], calls) for target, calls in jobs.items()]), strict=True))
+    answers = dict(zip(jobs, call.many(list(jobs.items())), strict=True))
     seconds = round(time.monotonic() - started, 2)
     stages = {}
-    for (tgt, tgt_type), (_, group) in groups.items():
-        answer = answers[(tgt, tgt_type)][0]
+    for target, group in groups.items():
+        answer = answers[target][0]
         split = {b.name: {} for b in group}
         for minion, returned in answer.items():
             parts = {b.name: {} for b in group}
@@ -326,6 +340,7 @@ def _dry_run(tree, call, only=None, recorded=None, snapshot=None):
         for backend in group:
             ok, changes, problems = hecate_orchestrate.read_state_returns(split[backend.name])
             if not answer:
+                tgt, tgt_type = call.roles[backend.role]
                 problems = [f"no minion matched {tgt_type} target {tgt!r} for stage {backend.name}"]
             stages[backend.name] = {"ok": ok, "changes": changes, "problems": problems, "seconds": seconds}
     stages = {b.name: stages[b.name] for b in hecate_backends.BACKENDS if b.name in stages}  # run order

@@ -6,6 +6,7 @@ one injected fault per stage that stops the run and keeps the previous working s
 import copy
 import json
 import os
+import time
 
 import consul as consul_client
 import hecate_backends
@@ -64,7 +65,9 @@ def use(pillar_files, salt_call_cli, tree):
     salt_call_cli.run("saltutil.refresh_pillar", wait=True)
 
 
-def test_seed_deploys_from_nothing_and_the_second_deploy_writes_nothing(stack, salt_run_cli, emulators, edge_caddy):
+def test_seed_deploys_from_nothing_and_the_second_deploy_writes_nothing(
+    stack, salt_run_cli, emulators, edge_caddy, salt_master, event_listener
+):
     first = salt_run_cli.run("hecate.deploy")
     assert first.returncode == 0, json.dumps(first.data, indent=1)
     stages = first.data["stages"]
@@ -87,10 +90,16 @@ def test_seed_deploys_from_nothing_and_the_second_deploy_writes_nothing(stack, s
     assert backend_of(get(http, "cloud.cybermonkey.dev")[2]) == "nextcloud"
 
     before, mutations = writes(emulators), edge_caddy.new_mutations()
+    noop_started = time.time()
     second = salt_run_cli.run("hecate.deploy")
     assert second.returncode == 0 and all(s.get("changed", 0) == 0 for s in second.data["stages"].values())
     assert writes(emulators) == before
     assert edge_caddy.new_mutations() == mutations
+    # edge and controller are one minion (its roles grain holds both): ONE job carries the dry run of
+    # every stage and what undo would need, although the two targets are different grain expressions
+    jobs = [e.data["fun"] for e in event_listener.get_events([(salt_master.id, "salt/job/*/new")], after_time=noop_started)]
+    jobs = [fun for fun in jobs if fun != "saltutil.find_job"]  # Salt's own "still running?" polls under load
+    assert jobs == [["state.apply", "caddy.snapshot", "nomad_job.current_versions"]], jobs
 
 
 def test_dry_run_writes_nothing_anywhere(stack, salt_run_cli, emulators, edge_caddy, consul, terraform_dir):
