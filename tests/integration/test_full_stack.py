@@ -14,7 +14,7 @@ import hecate_schema
 import pytest
 
 from tests.support.http import backend_of, get
-from tests.support.stack import CONSUL_TOKEN, EDGE_IP, ZONE, full_tree, start_backends, terraform_module
+from tests.support.stack import CONSUL_TOKEN, EDGE_IP, ZONE, full_tree, jobs_of_run, start_backends, terraform_module
 
 pytestmark = pytest.mark.integration
 
@@ -97,8 +97,7 @@ def test_seed_deploys_from_nothing_and_the_second_deploy_writes_nothing(
     assert edge_caddy.new_mutations() == mutations
     # edge and controller are one minion (its roles grain holds both): ONE job carries the dry run of
     # every stage and what undo would need, although the two targets are different grain expressions
-    jobs = [e.data["fun"] for e in event_listener.get_events([(salt_master.id, "salt/job/*/new")], after_time=noop_started)]
-    jobs = [fun for fun in jobs if fun != "saltutil.find_job"]  # Salt's own "still running?" polls under load
+    jobs = jobs_of_run(event_listener, salt_master.id, second.data, noop_started)
     assert jobs == [["state.apply", "caddy.snapshot", "nomad_job.current_versions"]], jobs
 
 

@@ -16,7 +16,7 @@ import hecate_lock
 import pytest
 
 from tests.support.http import backend_of, get
-from tests.support.stack import CONSUL_TOKEN
+from tests.support.stack import CONSUL_TOKEN, jobs_of_run
 
 pytestmark = pytest.mark.integration
 
@@ -86,8 +86,7 @@ def test_deploy_from_nothing_then_the_second_deploy_changes_nothing(
     assert second["stages"]["routes"]["changed"] == 0
     assert edge_caddy.new_mutations() == mutations  # zero admin writes
     assert all(stage.get("skipped") for stage in second["stages"].values()), second["stages"]  # nothing to change: no step ran
-    jobs = [e.data["fun"] for e in event_listener.get_events([(salt_master.id, "salt/job/*/new")], after_time=noop_started)]
-    jobs = [fun for fun in jobs if fun != "saltutil.find_job"]  # Salt's own "still running?" polls under load
+    jobs = jobs_of_run(event_listener, salt_master.id, second, noop_started)
     assert jobs == [["state.apply", "caddy.snapshot"]], jobs  # ONE job: the dry run, and undo's snapshot kept on the edge
 
     history = salt_run_cli.run("hecate.history").data

@@ -177,3 +177,13 @@ def all_at_once(action, daemons):
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(daemons))) as pool:
         for done in [pool.submit(action, daemon) for daemon in daemons]:
             done.result()
+
+
+def jobs_of_run(event_listener, master_id, run, since):
+    """The functions of every job the master published from ``since`` until ``run`` (a runner's summary)
+    ended, Salt's own ``saltutil.find_job`` polls left out. The events reach the listener a moment after
+    the master fires them: wait for the run's own last event first (fired after its jobs, same stream)."""
+    end = f"hecate/{run['kind']}/{run['id']}/{'done' if run['status'] == 'success' else 'fail'}"
+    assert event_listener.wait_for_events([(master_id, end)], timeout=30, after_time=since).found_all_events, end
+    published = event_listener.get_events([(master_id, "salt/job/*/new")], after_time=since)
+    return [e.data["fun"] for e in published if e.data["fun"] != "saltutil.find_job"]
