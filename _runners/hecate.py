@@ -192,32 +192,24 @@ class _Minions:
 
     def many(self, jobs):
         """Several jobs published at once, then gathered: one round trip for all of them.
-        ``[(target, [(fun, args, kwargs), ...])] -> [[answers of each fun]]``: each job is one compound
-        Salt job (several functions in one minion process, one return)."""
+        ``[(target, fun, args, kwargs)] -> [answers of each job]``. Each is a single-function job, never
+        a compound one: Salt's ``saltutil.is_running`` (behind every state run's "is another state run
+        running?" check) fails with a TypeError on a running job whose ``fun`` is a list, so any
+        state.apply starting on that minion meanwhile, an operator's included, would fail."""
         self.client.event.subscribe("salt/job/")  # cache every job return until its turn to be read
         published = []
-        for target, calls in jobs:
+        for target, fun, args, kwargs in jobs:
             tgt, tgt_type = self._target(target)
-            funs = [fun for fun, _, _ in calls]
-            args = [[*args, {**kwargs, "__kwarg__": True}] if kwargs else list(args) for _, args, kwargs in calls]
-            pub = self.client.run_job(tgt, funs, args, tgt_type=tgt_type, timeout=self.timeout, listen=True)
-            published.append((pub, tgt, tgt_type, funs))
+            pub = self.client.run_job(tgt, fun, list(args), tgt_type=tgt_type, kwarg=kwargs or None, timeout=self.timeout, listen=True)
+            published.append((pub, tgt, tgt_type))
         out = []
-        for pub, tgt, tgt_type, funs in published:
+        for pub, tgt, tgt_type in published:
             answers = {}
             if pub and pub.get("jid"):
                 for found in self.client.get_cli_event_returns(pub["jid"], pub["minions"], self.timeout, tgt, tgt_type):
                     answers.update(found or {})
-            out.append([self._answers({m: self._part(a, fun) for m, a in answers.items()}) for fun in funs])
+            out.append(self._answers(answers))
         return out
-
-    @staticmethod
-    def _part(answer, fun):
-        """One function's share of a compound job's return (``ret`` and ``retcode`` are keyed by function)."""
-        if not isinstance(answer, dict) or answer.get("failed") or not isinstance(answer.get("ret"), dict):
-            return answer
-        codes = answer.get("retcode")
-        return {"ret": answer["ret"].get(fun), "retcode": codes.get(fun, 0) if isinstance(codes, dict) else codes or 0}
 
     def shared(self):
         """``minions:<ids>`` when the edge and controller targets match the very same minions (as the
@@ -296,10 +288,10 @@ def _apply(call, step, test, recorded=None, pillar=None):
 
 
 def _dry_run(tree, call, only=None, recorded=None, snapshot=None):
-    """Every chosen backend's dry run in ONE round: one compound job per distinct target (one when edge
-    and controller match the same minions), published at once, running ``state.apply <every SLS> test=True``;
+    """Every chosen backend's dry run in ONE round of jobs published at once: one ``state.apply <every
+    SLS> test=True`` per distinct target (one when edge and controller match the same minions);
     each state's result goes to the stage whose SLS holds it (``__sls__``). ``snapshot`` (the run id):
-    the same jobs also read what undo needs from before the first write, Caddy's config on every edge
+    the same round also reads what undo needs from before the first write, Caddy's config on every edge
     (kept there: ``caddy.snapshot keep=<run id>``) and the Nomad job versions.
     Returns ``({stage: {ok, changes, problems, seconds}}, {"caddy": {minion: path}, "nomad": {job: version}})``."""
     # one job per distinct target: both roles' work in one job when their targets are the same minions
@@ -311,20 +303,20 @@ def _dry_run(tree, call, only=None, recorded=None, snapshot=None):
     # concurrent: edge and controller may be one minion, and Salt refuses a second state run there while
     # the first runs; two read-only dry runs cannot disturb each other (nor a real run: they write nothing)
     kwargs = {"test": True, "concurrent": True, **({"pillar": {"hecate": recorded}} if recorded else {})}
-    jobs = {target: [("state.apply", [",".join(b.sls for b in group)], kwargs)] for target, group in groups.items()}
-    reads = [("edge", "caddy.snapshot", {"keep": snapshot})] if snapshot else []
+    jobs = [(target, "state.apply", [",".join(b.sls for b in group)], kwargs) for target, group in groups.items()]
     nomad_jobs = _nomad_jobs(tree) if snapshot else []
-    reads += [("controller", "nomad_job.current_versions", {"names": nomad_jobs})] if nomad_jobs else []
-    where = {}  # read -> (target, its place in that job)
-    for role, fun, read in reads:  # added to the job already going to those minions
-        where[fun] = (target_of[role], len(jobs.setdefault(target_of[role], [])))
-        jobs[target_of[role]].append((fun, [], read))
+    if snapshot:
+        jobs.append((target_of["edge"], "caddy.snapshot", [], {"keep": snapshot}))
+    if nomad_jobs:
+        jobs.append((target_of["controller"], "nomad_job.current_versions", [], {"names": nomad_jobs}))
     started = time.monotonic()
-    answers = dict(zip(jobs, call.many(list(jobs.items())), strict=True))
+    answered = call.many(jobs)
     seconds = round(time.monotonic() - started, 2)
+    answers = {target: answer for (target, fun, _, _), answer in zip(jobs, answered, strict=True) if fun == "state.apply"}
+    read = {fun: answer for (_, fun, _, _), answer in zip(jobs, answered, strict=True) if fun != "state.apply"}
     stages = {}
     for target, group in groups.items():
-        answer = answers[target][0]
+        answer = answers[target]
         split = {b.name: {} for b in group}
         for minion, returned in answer.items():
             parts = {b.name: {} for b in group}
@@ -346,7 +338,6 @@ def _dry_run(tree, call, only=None, recorded=None, snapshot=None):
     stages = {b.name: stages[b.name] for b in hecate_backends.BACKENDS if b.name in stages}  # run order
     before = {}
     if snapshot:
-        read = {fun: answers[target][place] for fun, (target, place) in where.items()}
         kept = _rets(read["caddy.snapshot"])
         before["caddy"] = {m: snap["path"] for m, snap in kept.items() if isinstance(snap, dict) and snap.get("path")}
         before["nomad"] = _versions(read["nomad_job.current_versions"]) if nomad_jobs else {}
