@@ -1011,6 +1011,11 @@ def reconcile(minion, backend="caddy", wait=0):
     stage = "routes" if backend == "caddy" else backend
     if stage not in hecate_backends.BY_NAME:
         raise SaltInvocationError(f"backend {backend!r}: one of caddy, {', '.join(DRIFT_STAGES)}")
+    report = {"minion": minion, "backend": backend, "count": 0, "drift": []}
+    _, client, _, _ = _records(tree)
+    if _lock_entry(client, tree):  # a run is changing things: Salt would refuse its next stage beside our dry run
+        holder = _holder(client, tree) or "a session that is not a hecate run"
+        return {**report, "action": f"none (the deploy lock is held by {holder}; its own dry run saw this edge)", "retcode": 0}
     # a dry run of the stage, on that minion alone for Caddy: state.apply compiles the pillar afresh
     # (after a git_pillar update a minion's in-memory pillar is the old commit's: caddy.plan there would
     # count the new commit's routes as drift)
@@ -1018,7 +1023,7 @@ def reconcile(minion, backend="caddy", wait=0):
     if not planned["ok"]:
         raise CommandExecutionError(f"{minion}: reading the drift of {stage} failed: {'; '.join(planned['problems'])}")
     changes, count = planned["changes"], planned["would_change"]
-    report = {"minion": minion, "backend": backend, "count": count, "drift": changes}
+    report.update(count=count, drift=changes)
     if not count:
         return {**report, "action": "none (no drift now)", "retcode": 0}
     if settings["policy"] != "heal" or count > settings["max_changes"]:
@@ -1066,11 +1071,16 @@ def follow(minion=None):
 # -- records: history, show, rollback, promote --------------------------------------------------------
 
 
+def _lock_entry(client, tree):
+    """The deploy lock's KV entry while a session holds it, or None."""
+    _, entry = client.kv.get(hecate_lock.consul_settings(tree, __opts__)["lock"]["key"])
+    return entry if entry and entry.get("Session") else None
+
+
 def _holder(client, tree):
     """The run id holding the deploy lock now, or None."""
-    settings = hecate_lock.consul_settings(tree, __opts__)
-    _, entry = client.kv.get(settings["lock"]["key"])
-    if not entry or not entry.get("Session"):
+    entry = _lock_entry(client, tree)
+    if entry is None:
         return None
     try:
         return json.loads(entry["Value"] or b"{}").get("deployment")

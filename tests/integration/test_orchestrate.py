@@ -118,6 +118,22 @@ def test_a_compound_job_breaks_every_state_run_beside_it_so_hecate_publishes_non
     assert salt_call_cli.run("state.apply", "hecate.routes", test=True).returncode == 0
 
 
+def test_reconcile_leaves_a_run_under_way_alone(fresh, salt_run_cli, salt_master, event_listener):
+    """A drift report while a run holds the deploy lock is not acted on, and no dry run goes to the
+    minion: Salt refuses a state run beside another one, so the run's next stage would fail."""
+    holder = hecate_lock.ConsulLock(fresh, "hecate/locks/production", ttl=15, timeout=0, info={"deployment": "manual-test"})
+    holder.acquire()
+    try:
+        since = time.time()
+        result = salt_run_cli.run("hecate.reconcile", minion="hecate-edge")
+        assert result.returncode == 0 and result.data["action"].startswith("none (the deploy lock is held by manual-test"), result.data
+        ended = event_listener.wait_for_events([(salt_master.id, "salt/run/*/ret")], timeout=30, after_time=since)
+        assert ended.found_all_events
+        assert not event_listener.get_events([(salt_master.id, "salt/job/*/new")], after_time=since)
+    finally:
+        holder.release()
+
+
 def test_dry_runs_write_nothing(fresh, salt_run_cli, edge_caddy, consul):
     before = edge_caddy.config_bytes()
     planned = salt_run_cli.run("hecate.plan").data
