@@ -190,6 +190,20 @@ class _Minions:
             self.client.cmd(tgt, fun, list(args), tgt_type=tgt_type, kwarg=kwargs or None, timeout=self.timeout, full_return=True)
         )
 
+    def state_apply(self, target, sls, **kwargs):
+        """``state.apply`` on ``target``. Salt refuses a state run while another one runs on the minion
+        ("is running as PID"): a dry run of hecate.plan, status or a reconcile begun before the lock, an
+        operator's highstate. A refused run applied nothing, so those minions are asked again once the
+        other run ended, for up to :data:`BUSY_WAIT` seconds, instead of failing the stage."""
+        answers = self(target, "state.apply", sls, **kwargs)
+        deadline = time.monotonic() + BUSY_WAIT
+        while True:
+            busy = sorted(minion for minion, answer in answers.items() if _refused_as_busy(answer))
+            if not busy or time.monotonic() > deadline:
+                return answers
+            time.sleep(0.5)
+            answers.update(self("minions:" + ",".join(busy), "state.apply", sls, **kwargs))
+
     def many(self, jobs):
         """Several jobs published at once, then gathered: one round trip for all of them.
         ``[(target, fun, args, kwargs)] -> [answers of each job]``. Each is a single-function job, never
@@ -224,6 +238,16 @@ class _Minions:
 
     def close(self):
         self.client.destroy()
+
+
+BUSY_WAIT = 120  # seconds a stage waits for another state run on its minion (Minions.state_apply)
+_BUSY = re.compile(r'The function "state\.\w+" is running as PID \d+')
+
+
+def _refused_as_busy(answer):
+    """Salt's answer to a state run while another runs there: a list of "is running as PID" lines."""
+    ret = answer["ret"]
+    return not answer["ok"] and isinstance(ret, list) and bool(ret) and all(isinstance(line, str) and _BUSY.match(line) for line in ret)
 
 
 def _rets(answers):
@@ -279,7 +303,7 @@ def _apply(call, step, test, recorded=None, pillar=None):
     pillar = pillar if pillar is not None else _stage_pillar(step, recorded)
     started = time.monotonic()
     kwargs = {"test": bool(test), **({"pillar": pillar} if pillar else {})}
-    answers = call(step.backend.role, "state.apply", step.backend.sls, **kwargs)
+    answers = call.state_apply(step.backend.role, step.backend.sls, **kwargs)
     ok, changes, problems = hecate_orchestrate.read_state_returns(answers)
     if not answers:
         tgt, tgt_type = call.roles[step.backend.role]
@@ -591,7 +615,7 @@ def _roll_out(tree, call, step, run):
 
     def apply(batch):
         kwargs = {"pillar": pillar} if pillar else {}
-        answers = call("minions:" + ",".join(batch), "state.apply", step.backend.sls, **kwargs)
+        answers = call.state_apply("minions:" + ",".join(batch), step.backend.sls, **kwargs)
         out = {}
         for minion in batch:
             ok, changed, found = hecate_orchestrate.read_state_returns({minion: answers[minion]} if minion in answers else {})

@@ -134,6 +134,21 @@ def test_reconcile_leaves_a_run_under_way_alone(fresh, salt_run_cli, salt_master
         holder.release()
 
 
+def test_a_stage_waits_for_another_state_run_on_its_minion(fresh, salt_run_cli, salt_call_cli, edge_tree):
+    """Salt refuses a state run while another runs on the minion ("is running as PID"): an operator's, a
+    plan's or status's dry run, a reconcile begun before the lock. A refused run applied nothing, so the
+    stage asks again once the other run ended instead of failing the deploy."""
+    other = threading.Thread(target=lambda: salt_call_cli.run("state.single", "cmd.run", "name=sleep 4"))
+    other.start()
+    try:
+        time.sleep(1.5)  # the operator's state run is under way
+        code, result = deploy(salt_run_cli)
+    finally:
+        other.join()
+    assert code == 0 and result["status"] == "success", result
+    assert backend_of(get(edge_tree["reverse_proxy"]["caddy"]["ports"]["http"], "cloud.cybermonkey.dev")[2]) == "nextcloud"
+
+
 def test_dry_runs_write_nothing(fresh, salt_run_cli, edge_caddy, consul):
     before = edge_caddy.config_bytes()
     planned = salt_run_cli.run("hecate.plan").data
