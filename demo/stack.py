@@ -97,6 +97,9 @@ class LocalStack:
         stand_ins = {name: types.SimpleNamespace(**self.emulated[name]) for name in ("authentik", "hetzner", "nomad")}
         self.pillar = full_tree(tree, stand_ins, terraform_module(self.run / "tf"))
         self._write_salt_config({"publish": free_port(), "ret": free_port()})
+        # both daemons share one sock_dir (under root_dir): made here, or the one that loses the race to
+        # create it exits ("Failed to create directory path ... File exists"; seen starting the minion)
+        (self.run / "salt" / str(self.run / "sock").lstrip("/")).mkdir(parents=True, exist_ok=True)
         self.spawn("salt-master", [str(BIN / "salt-master"), "-c", str(self.run / "conf")])
         self.spawn("salt-minion", [str(BIN / "salt-minion"), "-c", str(self.run / "conf")])
         self._wait_for_minion()
