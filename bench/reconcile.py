@@ -29,10 +29,11 @@ import yaml
 from stack import LocalStack
 
 from tests.functional.test_caddy_edge import _caddy_task
-from tests.integration.test_fleet import _hand_edit, _until
+from tests.integration.test_fleet import _hand_edit
 from tests.integration.test_git_pillar import PillarRepo
 from tests.support.caddy import caddy_binary
 from tests.support.http import get
+from tests.support.stack import until
 
 RUN = pathlib.Path("/tmp/hecate-bench-rc")  # its own: bench/orchestrate.py stops what runs in /tmp/hecate-bench
 INTERVAL = 10  # seconds: a realistic beacon interval (hecate:reconcile:interval allows 2 and up)
@@ -88,7 +89,7 @@ def follow_to_traffic(stack):
     out, _ = stack.salt("salt-run", "hecate.follow")
     if out.get("status") != "success" or out.get("commit") != head:
         raise RuntimeError(f"bench: hecate.follow: {str(out)[:1000]}")
-    _until("the followed route", lambda: get(stack.ports["http"], "followed.cybermonkey.dev")[0] == 200, 60)
+    until("the followed route", lambda: get(stack.ports["http"], "followed.cybermonkey.dev")[0] == 200, 60)
     stack.pillar = following
     return round(time.monotonic() - started, 1)
 
@@ -111,7 +112,7 @@ def restart_to_serving(stack):
         caddy.process = subprocess.Popen(command, stdout=log, stderr=log, env=caddy.env(), start_new_session=True)
     stack.pids["caddy"] = caddy.process.pid
     (stack.run / "pids.json").write_text(json.dumps(stack.pids))
-    _until("every route answering as before the kill", lambda: statuses(stack) == before, 60)
+    until("every route answering as before the kill", lambda: statuses(stack) == before, 60)
     return round(time.monotonic() - started, 2), len(before), "--resume" in args
 
 
@@ -122,8 +123,8 @@ def idle(stack):
     state = next(iter(out["demo-edge"].values()))
     if state["result"] is not True:
         raise RuntimeError(f"bench: state.apply hecate.drift: {state}")
-    first = _until("the beacon's first read", lambda: [r for r in stack.caddy.admin_log() if r[0] > installed] or None, 3 * INTERVAL)[0]
-    _until(f"{IDLE_INTERVALS} more beacon reads", lambda: len([r for r in stack.caddy.admin_log() if r[0] > first[0]]) >= IDLE_INTERVALS,
+    first = until("the beacon's first read", lambda: [r for r in stack.caddy.admin_log() if r[0] > installed] or None, 3 * INTERVAL)[0]
+    until(f"{IDLE_INTERVALS} more beacon reads", lambda: len([r for r in stack.caddy.admin_log() if r[0] > first[0]]) >= IDLE_INTERVALS,
            (IDLE_INTERVALS + 2) * INTERVAL)  # fmt: skip
     window = [r for r in stack.caddy.admin_log() if first[0] < r[0]][:IDLE_INTERVALS]
     gets = sum(1 for _, method, uri in window if (method, uri) == ("GET", "/config/"))
@@ -137,12 +138,12 @@ def heal(stack, healthy):
     """(c): just after a beacon read, hand-edit a route; poll until it answers ``healthy`` again."""
     port = stack.ports["http"]
     now = time.time()
-    _until("a beacon read", lambda: [r for r in stack.caddy.admin_log() if r[0] > now] or None, 2 * INTERVAL)
+    until("a beacon read", lambda: [r for r in stack.caddy.admin_log() if r[0] > now] or None, 2 * INTERVAL)
     edited = time.time()
     _hand_edit(stack.caddy, DOMAIN, "elsewhere.example.net")
     if get(port, DOMAIN)[0] != 404:
         raise RuntimeError("bench: the hand edit did not take the route away")
-    _until("the route healed", lambda: get(port, DOMAIN)[0] == healthy, 3 * INTERVAL + 60)
+    until("the route healed", lambda: get(port, DOMAIN)[0] == healthy, 3 * INTERVAL + 60)
     healed = time.time()
     detected = next(t for t, method, _ in stack.caddy.admin_log() if t > edited and method == "GET")
     return {"edit_to_healed_s": round(healed - edited, 1), "beacon_wait_s": round(detected - edited, 1),
@@ -166,7 +167,7 @@ def run():
         healthy = statuses(stack)[DOMAIN]
         quiet = idle(stack)
         heals = [heal(stack, healthy) for _ in range(HEALS)]
-        _until(f"{HEALS} heals recorded (hecate.drift history=1h)", lambda: healed_reports(stack) == HEALS, 60)
+        until(f"{HEALS} heals recorded (hecate.drift history=1h)", lambda: healed_reports(stack) == HEALS, 60)
     finally:
         stack.stop()
 

@@ -13,7 +13,7 @@ import yaml
 from tests.support.caddy import Caddy, free_port
 from tests.support.http import backend_of, get
 from tests.support.pillars import local_seed_tree
-from tests.support.stack import all_at_once, master_overrides
+from tests.support.stack import all_at_once, master_overrides, until
 
 pytestmark = pytest.mark.integration
 
@@ -175,17 +175,6 @@ class AdminLog:
         return self.caddy.admin_log()[self.start :]
 
 
-def _until(what, check, seconds):
-    """Poll ``check`` every 0.1 s until it returns something true; fail naming ``what`` after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {seconds} s")
-
-
 def test_the_live_reactor_alerts_or_heals_what_the_beacon_reports(
     fleet_master, fleet, fleet_caddies, fleet_trees, fleet_pillar, event_listener
 ):
@@ -204,7 +193,7 @@ def test_the_live_reactor_alerts_or_heals_what_the_beacon_reports(
         installed = salt.run("state.apply", "hecate.drift", minion_tgt="fleet-edge-[23]")
         assert installed.returncode == 0 and sorted(installed.data) == [alerting, healing], installed
 
-        _until(f"the beacon's first read on {alerting}", logs[alerting].new, 3 * INTERVAL)
+        until(f"the beacon's first read on {alerting}", logs[alerting].new, 3 * INTERVAL)
         edited = time.time()
         _hand_edit(fleet_caddies[alerting], "cloud.cybermonkey.dev", "elsewhere.example.net")
         writes = len(fleet_caddies[alerting].mutations())
@@ -214,7 +203,7 @@ def test_the_live_reactor_alerts_or_heals_what_the_beacon_reports(
         assert [e.data["id"] for e in sent] == [alerting]  # the beacon's event, as the master authenticated it
         assert len(fleet_caddies[alerting].mutations()) == writes and _serves(trees[alerting])[0] == 404  # not touched
 
-        reads = _until(f"two beacon reads on {healing}", lambda: len(logs[healing].new()) >= 2 and logs[healing].new()[:2], 3 * INTERVAL)
+        reads = until(f"two beacon reads on {healing}", lambda: len(logs[healing].new()) >= 2 and logs[healing].new()[:2], 3 * INTERVAL)
         assert [(method, uri) for _, method, uri in reads] == [("GET", "/config/")] * 2  # nothing drifted: reads only
         gap = reads[1][0] - reads[0][0]
         assert 0.9 * INTERVAL <= gap <= 1.5 * INTERVAL, gap  # one GET per interval
@@ -224,14 +213,14 @@ def test_the_live_reactor_alerts_or_heals_what_the_beacon_reports(
         assert _serves(trees[healing])[0] == 404
         reports = fleet.run("hecate.drift", history="1h", minion=alerting).data["reports"]  # while the beacon waits
         assert (reports[-1]["minion"], reports[-1]["action"], reports[-1]["count"]) == (alerting, "alert (policy alert)", 1)
-        _until(f"{healing} healed", lambda: _serves(trees[healing]) == (200, "nextcloud"), 3 * INTERVAL + 60)
+        until(f"{healing} healed", lambda: _serves(trees[healing]) == (200, "nextcloud"), 3 * INTERVAL + 60)
         healed = time.time()
 
         def heal_recorded():  # once the heal run is verified, a moment after the route serves
             reports = fleet.run("hecate.drift", history="1h", minion=healing).data["reports"]
             return reports[-1] if (reports[-1]["minion"], reports[-1]["action"]) == (healing, "healed") else None
 
-        report = _until("the heal recorded in hecate.drift's history", heal_recorded, 60)
+        report = until("the heal recorded in hecate.drift's history", heal_recorded, 60)
         heal = fleet.run("hecate.show", report["run"], minion=healing).data  # the heal is a recorded run
         assert (heal["kind"], heal["status"], heal["drift"]["minion"]) == ("heal", "success", healing), heal
         detected = next(t for t, _, _ in logs[healing].new() if t >= edited)  # the beacon read that saw the edit

@@ -16,7 +16,7 @@ import hecate_lock
 import pytest
 
 from tests.support.http import backend_of, get
-from tests.support.stack import CONSUL_TOKEN, jobs_of_run
+from tests.support.stack import CONSUL_TOKEN, jobs_of_run, until
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +97,11 @@ def test_deploy_from_nothing_then_the_second_deploy_changes_nothing(
     assert f"hecate/deploy/{first['id']}/routes/start" in tags and f"hecate/deploy/{first['id']}/done" in tags
 
 
+def running(salt_call_cli, fun):
+    """Whether a job of ``fun`` runs on the minion now (``saltutil.running``, which lists, not matches)."""
+    return any(job.get("fun") == fun for job in salt_call_cli.run("saltutil.running").data or [])
+
+
 def test_a_compound_job_breaks_every_state_run_beside_it_so_hecate_publishes_none(fresh, salt_master, salt_minion, salt_call_cli):
     """Salt's behaviour behind a rule of the runner: ``saltutil.is_running`` (every state run's "is
     another state run running?" check, salt/modules/saltutil.py) fnmatches each running job's ``fun``,
@@ -109,13 +114,12 @@ def test_a_compound_job_breaks_every_state_run_beside_it_so_hecate_publishes_non
     client = salt.client.LocalClient(c_path=salt_master.config_file)
     try:
         client.run_job(salt_minion.id, ["test.sleep"], [[4]], tgt_type="glob")  # compound, not waited for
-        time.sleep(1.5)
+        until("the compound job running", lambda: running(salt_call_cli, ["test.sleep"]), 10)
         broken = salt_call_cli.run("state.apply", "hecate.routes", test=True)
     finally:
         client.destroy()
     assert broken.returncode != 0 and "Passed invalid arguments" in broken.stdout + broken.stderr, broken
-    time.sleep(3)  # the compound job ends: state runs work again
-    assert salt_call_cli.run("state.apply", "hecate.routes", test=True).returncode == 0
+    until("state runs working again", lambda: salt_call_cli.run("state.apply", "hecate.routes", test=True).returncode == 0, 15)
 
 
 def test_reconcile_leaves_a_run_under_way_alone(fresh, salt_run_cli, salt_master, event_listener):
@@ -141,7 +145,7 @@ def test_a_stage_waits_for_another_state_run_on_its_minion(fresh, salt_run_cli, 
     other = threading.Thread(target=lambda: salt_call_cli.run("state.single", "cmd.run", "name=sleep 4"))
     other.start()
     try:
-        time.sleep(1.5)  # the operator's state run is under way
+        until("the operator's state run under way", lambda: running(salt_call_cli, "state.single"), 10)
         code, result = deploy(salt_run_cli)
     finally:
         other.join()

@@ -6,6 +6,7 @@ import concurrent.futures
 import copy
 import os
 import pathlib
+import time
 
 from tests.emulators.authentik import AuthentikEmulator
 from tests.emulators.consul import ConsulEmulator
@@ -187,3 +188,14 @@ def jobs_of_run(event_listener, master_id, run, since):
     assert event_listener.wait_for_events([(master_id, end)], timeout=30, after_time=since).found_all_events, end
     published = event_listener.get_events([(master_id, "salt/job/*/new")], after_time=since)
     return [e.data["fun"] for e in published if e.data["fun"] != "saltutil.find_job"]
+
+
+def until(what, check, seconds):
+    """Poll ``check`` every 0.1 s until it returns something true; fail naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {seconds} s")
