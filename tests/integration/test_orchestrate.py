@@ -140,19 +140,38 @@ def test_reconcile_leaves_a_run_under_way_alone(fresh, salt_run_cli, salt_master
         holder.release()
 
 
-def test_a_stage_waits_for_another_state_run_on_its_minion(fresh, salt_run_cli, salt_call_cli, edge_tree):
+def test_a_stage_waits_for_another_state_run_on_its_minion(
+    fresh, salt_run_cli, salt_call_cli, salt_master, salt_minion, event_listener, edge_tree, tmp_path
+):
     """Salt refuses a state run while another runs on the minion ("is running as PID"): an operator's, a
     plan's or status's dry run, a reconcile begun before the lock. A refused run applied nothing, so the
-    stage asks again once the other run ended instead of failing the deploy."""
-    other = threading.Thread(target=lambda: salt_call_cli.run("state.single", "cmd.run", "name=sleep 4"))
+    stage asks again once the other run ended instead of failing the deploy. The operator's run holds
+    until the test has seen the deploy refused, so no timing decides what is tested."""
+    release = tmp_path / "release"
+    hold = f"name=for i in $(seq 1200); do [ -e {release} ] && exit 0; sleep 0.1; done; exit 1"
+    operator = salt_minion.salt_call_cli(timeout=120)  # its own: one salt-factories CLI runs one process at a time
+    other = threading.Thread(target=lambda: operator.run("state.single", "cmd.run", hold))
     other.start()
+    outcome = {}
     try:
-        until("the operator's state run under way", lambda: running(salt_call_cli, "state.single"), 10)
-        code, result = deploy(salt_run_cli)
+        until("the operator's state run under way", lambda: running(salt_call_cli, "state.single"), 60)
+        since = time.time()
+        deploying = threading.Thread(target=lambda: outcome.update(deployed=deploy(salt_run_cli)))
+        deploying.start()
+        until("the deploy's state run refused", lambda: refused_as_busy(event_listener, salt_master.id, salt_minion.id, since), 60)
     finally:
+        release.touch()
         other.join()
+    deploying.join()
+    code, result = outcome["deployed"]
     assert code == 0 and result["status"] == "success", result
     assert backend_of(get(edge_tree["reverse_proxy"]["caddy"]["ports"]["http"], "cloud.cybermonkey.dev")[2]) == "nextcloud"
+
+
+def refused_as_busy(event_listener, master_id, minion_id, since):
+    """Whether a state.apply returned from ``minion_id`` since ``since`` as Salt's "is running as PID"."""
+    returns = event_listener.get_events([(master_id, f"salt/job/*/ret/{minion_id}")], after_time=since)
+    return any(e.data.get("fun") == "state.apply" and "is running as PID" in str(e.data.get("return")) for e in returns)
 
 
 def test_dry_runs_write_nothing(fresh, salt_run_cli, edge_caddy, consul):
