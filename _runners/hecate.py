@@ -311,13 +311,11 @@ def _apply(call, step, test, recorded=None, pillar=None):
     return {"ok": ok, "changes": changes, "problems": problems, "seconds": round(time.monotonic() - started, 2)}
 
 
-def _dry_run(tree, call, only=None, recorded=None, snapshot=None):
+def _dry_run(tree, call, only=None, recorded=None):
     """Every chosen backend's dry run in ONE round of jobs published at once: one ``state.apply <every
     SLS> test=True`` per distinct target (one when edge and controller match the same minions);
-    each state's result goes to the stage whose SLS holds it (``__sls__``). ``snapshot`` (the run id):
-    the same round also reads what undo needs from before the first write, Caddy's config on every edge
-    (kept there: ``caddy.snapshot keep=<run id>``) and the Nomad job versions.
-    Returns ``({stage: {ok, changes, problems, seconds}}, {"caddy": {minion: path}, "nomad": {job: version}})``."""
+    each state's result goes to the stage whose SLS holds it (``__sls__``).
+    Returns ``{stage: {ok, changes, problems, seconds}}``."""
     # one job per distinct target: both roles' work in one job when their targets are the same minions
     shared = call.shared()
     target_of = {role: shared or (role if call.roles[role] != call.roles["edge"] else "edge") for role in call.roles}
@@ -328,16 +326,9 @@ def _dry_run(tree, call, only=None, recorded=None, snapshot=None):
     # the first runs; two read-only dry runs cannot disturb each other (nor a real run: they write nothing)
     kwargs = {"test": True, "concurrent": True, **({"pillar": {"hecate": recorded}} if recorded else {})}
     jobs = [(target, "state.apply", [",".join(b.sls for b in group)], kwargs) for target, group in groups.items()]
-    nomad_jobs = _nomad_jobs(tree) if snapshot else []
-    if snapshot:
-        jobs.append((target_of["edge"], "caddy.snapshot", [], {"keep": snapshot}))
-    if nomad_jobs:
-        jobs.append((target_of["controller"], "nomad_job.current_versions", [], {"names": nomad_jobs}))
     started = time.monotonic()
-    answered = call.many(jobs)
+    answers = {target: answer for (target, _, _, _), answer in zip(jobs, call.many(jobs), strict=True)}
     seconds = round(time.monotonic() - started, 2)
-    answers = {target: answer for (target, fun, _, _), answer in zip(jobs, answered, strict=True) if fun == "state.apply"}
-    read = {fun: answer for (_, fun, _, _), answer in zip(jobs, answered, strict=True) if fun != "state.apply"}
     stages = {}
     for target, group in groups.items():
         answer = answers[target]
@@ -359,13 +350,20 @@ def _dry_run(tree, call, only=None, recorded=None, snapshot=None):
                 tgt, tgt_type = call.roles[backend.role]
                 problems = [f"no minion matched {tgt_type} target {tgt!r} for stage {backend.name}"]
             stages[backend.name] = {"ok": ok, "changes": changes, "problems": problems, "seconds": seconds}
-    stages = {b.name: stages[b.name] for b in hecate_backends.BACKENDS if b.name in stages}  # run order
-    before = {}
-    if snapshot:
-        kept = _rets(read["caddy.snapshot"])
-        before["caddy"] = {m: snap["path"] for m, snap in kept.items() if isinstance(snap, dict) and snap.get("path")}
-        before["nomad"] = _versions(read["nomad_job.current_versions"]) if nomad_jobs else {}
-    return stages, before
+    return {b.name: stages[b.name] for b in hecate_backends.BACKENDS if b.name in stages}  # run order
+
+
+def _undo_reads(tree, call, run_id):
+    """What undo needs, read in one round of jobs once a run knows it will write, before its first
+    write: Caddy's config on every edge (kept there: ``caddy.snapshot keep=<run id>``) and the Nomad
+    job versions. ``{"caddy": {minion: path}, "nomad": {job: version}}``."""
+    jobs = [("edge", "caddy.snapshot", [], {"keep": run_id})]
+    nomad_jobs = _nomad_jobs(tree)
+    if nomad_jobs:
+        jobs.append(("controller", "nomad_job.current_versions", [], {"names": nomad_jobs}))
+    kept, *versions = call.many(jobs)
+    snapshots = {m: snap["path"] for m, snap in _rets(kept).items() if isinstance(snap, dict) and snap.get("path")}
+    return {"caddy": snapshots, "nomad": _versions(versions[0]) if versions else {}}
 
 
 def _planned(tree, only=None, tgt=None):
@@ -373,7 +371,7 @@ def _planned(tree, only=None, tgt=None):
     reads it; verify is left out (it sends requests, not writes, and tests the live state, not the plan).
     ``tgt``: the edge stage on these minions only."""
     with _Minions(tree, tgt=tgt) as call:
-        stages, _ = _dry_run(tree, call, only)
+        stages = _dry_run(tree, call, only)
     planned = {
         name: {
             "ok": stage["ok"],
@@ -487,6 +485,11 @@ def _effective(tree, run):
     return hecate_schema.validate(hecate_orchestrate.overlay(tree, recorded)) if recorded else tree
 
 
+def _recorded_tree(tree, run):
+    """The run's tree as its record stores it (secrets left out, as JSON has it)."""
+    return json.loads(json.dumps(hecate_orchestrate.strip_secrets(_effective(tree, run))))
+
+
 def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=None):
     """Take the deploy lock and record the run as running (``cas=0``): from here on the run is recorded
     whatever happens (success, failed, interrupted)."""
@@ -504,13 +507,16 @@ def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=N
     )
     lock.acquire()
     try:
-        successes = hecate_lock.list_records(client, environment, prefix, status="success", limit=1)
+        last = next(iter(hecate_lock.list_records(client, environment, prefix, status="success", limit=1)), None)
+        # a run that writes nothing deploys what the last success deployed when their trees are equal:
+        # the Nomad versions to return to are that record's, so a no-op need not read them (see _finish)
+        same = last is not None and last.get("tree") == _recorded_tree(tree, run)
         run.update(
             session=lock.session,
             lock_key=lock.key,
             steps=steps,
-            previous=successes[-1]["id"] if successes else None,
-            before={"caddy": {}, "nomad": {}},
+            previous=last["id"] if last else None,
+            before={"caddy": {}, "nomad": last.get("nomad_versions") if same else None},
             results={},
             applied=[],
             failure=None,
@@ -529,16 +535,18 @@ def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=N
 
 
 def _preview(tree, run):
-    """Before the first write, one round of jobs (:func:`_dry_run`): every stage's dry run and what undo
-    needs (Caddy's config on every edge, the Nomad job versions). Steps that cannot change anything are
-    skipped: the leading expand steps whose dry run found nothing to change (so nothing they feed
-    changed either), and their contract steps. When no stage would change anything the whole run is
-    skipped: no write, no probe (``hecate.verify`` probes on demand)."""
+    """Before the first write, every stage's dry run in one round of jobs (:func:`_dry_run`). Steps that
+    cannot change anything are skipped: the leading expand steps whose dry run found nothing to change
+    (so nothing they feed changed either), and their contract steps. When no stage would change
+    anything the whole run is skipped: no write, no probe (``hecate.verify`` probes on demand), and
+    nothing for undo to read. Otherwise a second round reads what undo needs (:func:`_undo_reads`)."""
     effective = _effective(tree, run)
     with _Minions(tree) as call:
-        stages, run["before"] = _dry_run(effective, call, run["only"], run["recorded"], snapshot=run["id"])
-    unchanged = {name for name, dry in stages.items() if dry["ok"] and not dry["changes"]}
-    run["skip"] = hecate_backends.skippable(hecate_backends.steps(effective, run["only"]), unchanged)
+        stages = _dry_run(effective, call, run["only"], run["recorded"])
+        unchanged = {name for name, dry in stages.items() if dry["ok"] and not dry["changes"]}
+        run["skip"] = hecate_backends.skippable(hecate_backends.steps(effective, run["only"]), unchanged)
+        if set(run["steps"]) - set(run["skip"]):
+            run["before"] = _undo_reads(effective, call, run["id"])
     hecate_orchestrate.save_run(__opts__, run)
 
 
@@ -678,8 +686,8 @@ def _undo(tree, run):
                 (done if result["ok"] else problems).append(line if result["ok"] else f"{line} FAILED: {'; '.join(result['problems'])}")
             elif backend.undo == "keep":
                 problems.append(f"{backend.name}: never undone automatically (destroying machines is not a rollback)")
-        if any(b.undo == "revert" for b in touched):
-            _revert_nomad(tree, call, run["before"]["nomad"], done, problems)
+        if any(b.undo == "revert" for b in touched):  # touched: applied, so _undo_reads read the versions
+            _revert_nomad(tree, call, run["before"]["nomad"] or {}, done, problems)
     run["rollback"] = {"done": done, "problems": problems}
     hecate_orchestrate.save_run(__opts__, run)
     return run["rollback"]
@@ -717,8 +725,9 @@ def _finish(tree, run, status=None):
         run["failure"] = f"step(s) {', '.join(missing)} did not run"
     status = status or ("failed" if run["failure"] else "success")
     try:
-        versions = run["before"]["nomad"]
-        if status == "success" and any(name.startswith("nomad") for name in run["applied"]):
+        versions = run["before"]["nomad"]  # None: not read and not carried over from the last success
+        moved = any(name.startswith("nomad") for name in run["applied"]) or run["results"].get("nomad_revert", {}).get("changed")
+        if versions is None or (status == "success" and moved):
             with _Minions(tree) as call:
                 versions = _nomad_versions(tree, call)
         changes = {
@@ -729,7 +738,7 @@ def _finish(tree, run, status=None):
             "seconds": round(time.time() - run["started"], 2),
             "stages": run["results"],
             "order": list(run["results"]),  # records are stored with sorted keys: the execution order
-            "tree": hecate_orchestrate.strip_secrets(_effective(tree, run)),
+            "tree": _recorded_tree(tree, run),
             "nomad_versions": versions,
         }
         if "rollback" in run:

@@ -56,6 +56,11 @@ def nomad_job(emulators, job_id="hecate-reverse-proxy"):
     return next(entry["current"] for (_, jid), entry in emulators["nomad"].jobs.items() if jid == job_id)
 
 
+def nomad_versions(emulators):
+    """``{job: version}`` of every job Nomad runs now."""
+    return {job_id: entry["current"]["Version"] for (_, job_id), entry in emulators["nomad"].jobs.items() if entry["current"]}
+
+
 def writes(emulators):
     return {name: len(emulator.writes) for name, emulator in emulators.items()}
 
@@ -96,10 +101,12 @@ def test_seed_deploys_from_nothing_and_the_second_deploy_writes_nothing(
     assert writes(emulators) == before
     assert edge_caddy.new_mutations() == mutations
     # edge and controller are one minion (its roles grain holds both): ONE state run dry-runs every stage,
-    # although the two targets are different grain expressions; the reads undo would need go with it,
-    # each a job of its own (a compound job breaks every other state run on the minion meanwhile)
+    # although the two targets are different grain expressions; nothing will write, so nothing is read
+    # for undo, and the Nomad versions of the record are the last success's (the same tree deployed)
     jobs = jobs_of_run(event_listener, salt_master.id, second.data, noop_started)
-    assert sorted(jobs) == ["caddy.snapshot", "nomad_job.current_versions", "state.apply"], jobs
+    assert jobs == ["state.apply"], jobs
+    recorded = [salt_run_cli.run("hecate.show", run.data["id"]).data["nomad_versions"] for run in (first, second)]
+    assert recorded[0] == recorded[1] == nomad_versions(emulators), recorded
 
 
 def test_dry_run_writes_nothing_anywhere(stack, salt_run_cli, emulators, edge_caddy, consul, terraform_dir):
@@ -248,3 +255,5 @@ def test_rollback_reverts_nomad_and_routes(stack, salt_run_cli, emulators, pilla
     assert backend_of(get(http, "cloud.cybermonkey.dev")[2]) == "nextcloud"
     assert "caddy:2.11.9" not in json.dumps(nomad_job(emulators))  # the reverted version's task config
     assert result.data["stages"]["nomad_revert"]["changes"]
+    # the rollback's record holds the versions live after the revert: a later rollback to it returns there
+    assert salt_run_cli.run("hecate.show", result.data["id"]).data["nomad_versions"] == nomad_versions(emulators)
