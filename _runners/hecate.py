@@ -485,9 +485,9 @@ def _effective(tree, run):
     return hecate_schema.validate(hecate_orchestrate.overlay(tree, recorded)) if recorded else tree
 
 
-def _recorded_tree(tree, run):
-    """The run's tree as its record stores it (secrets left out, as JSON has it)."""
-    return json.loads(json.dumps(hecate_orchestrate.strip_secrets(_effective(tree, run))))
+def _recorded(effective):
+    """A run's tree as its record stores it (secrets left out, as JSON has it)."""
+    return json.loads(json.dumps(hecate_orchestrate.strip_secrets(effective)))
 
 
 def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=None):
@@ -496,7 +496,8 @@ def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=N
     settings, client, environment, prefix = _records(tree)
     run_id = run_id or hecate_lock.new_deployment_id()
     run = {"id": run_id, "kind": kind, "only": only, "recorded": recorded, "extra": extra or {}, "started": time.time()}
-    steps = [s.name for s in hecate_backends.steps(_effective(tree, run), only)]  # refuses an unknown stage before the lock
+    effective = _effective(tree, run)
+    steps = [s.name for s in hecate_backends.steps(effective, only)]  # refuses an unknown stage before the lock
     lock = hecate_lock.ConsulLock(
         client,
         settings["lock"]["key"],
@@ -510,7 +511,7 @@ def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=N
         last = next(iter(hecate_lock.list_records(client, environment, prefix, status="success", limit=1)), None)
         # a run that writes nothing deploys what the last success deployed when their trees are equal:
         # the Nomad versions to return to are that record's, so a no-op need not read them (see _finish)
-        same = last is not None and last.get("tree") == _recorded_tree(tree, run)
+        same = last is not None and last.get("tree") == _recorded(effective)
         run.update(
             session=lock.session,
             lock_key=lock.key,
@@ -738,7 +739,7 @@ def _finish(tree, run, status=None):
             "seconds": round(time.time() - run["started"], 2),
             "stages": run["results"],
             "order": list(run["results"]),  # records are stored with sorted keys: the execution order
-            "tree": _recorded_tree(tree, run),
+            "tree": _recorded(_effective(tree, run)),
             "nomad_versions": versions,
         }
         if "rollback" in run:
