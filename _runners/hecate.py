@@ -726,9 +726,11 @@ def _finish(tree, run, status=None):
         run["failure"] = f"step(s) {', '.join(missing)} did not run"
     status = status or ("failed" if run["failure"] else "success")
     try:
-        versions = run["before"]["nomad"]  # None: not read and not carried over from the last success
+        # the versions a rollback to this run returns to (only successes are returned to); None: neither
+        # read before a write nor carried over from the last success
+        versions = run["before"]["nomad"]
         moved = any(name.startswith("nomad") for name in run["applied"]) or run["results"].get("nomad_revert", {}).get("changed")
-        if versions is None or (status == "success" and moved):
+        if status == "success" and (versions is None or moved):
             with _Minions(tree) as call:
                 versions = _nomad_versions(tree, call)
         changes = {
@@ -740,7 +742,7 @@ def _finish(tree, run, status=None):
             "stages": run["results"],
             "order": list(run["results"]),  # records are stored with sorted keys: the execution order
             "tree": _recorded(_effective(tree, run)),
-            "nomad_versions": versions,
+            "nomad_versions": versions or {},
         }
         if "rollback" in run:
             changes["rollback"] = run["rollback"]
