@@ -104,7 +104,7 @@ def running(salt_call_cli, fun):
     return any(isinstance(job, dict) and job.get("fun") == fun for job in jobs or [])
 
 
-def test_a_compound_job_breaks_every_state_run_beside_it_so_hecate_publishes_none(fresh, salt_master, salt_minion, salt_call_cli):
+def test_a_compound_job_breaks_every_state_run_beside_it_so_hecate_publishes_none(fresh, salt_master, salt_minion, salt_call_cli, tmp_path):
     """Salt's behaviour behind a rule of the runner: ``saltutil.is_running`` (every state run's "is
     another state run running?" check, salt/modules/saltutil.py) fnmatches each running job's ``fun``,
     which is a list for a compound job: a state run that starts meanwhile fails with a TypeError
@@ -113,15 +113,18 @@ def test_a_compound_job_breaks_every_state_run_beside_it_so_hecate_publishes_non
     list them)."""
     import salt.client
 
+    release = tmp_path / "release"  # the compound job runs until the test is done with it: no timing decides
+    hold = f"sh -c 'for i in $(seq 1200); do [ -e {release} ] && exit 0; sleep 0.1; done; exit 1'"
     client = salt.client.LocalClient(c_path=salt_master.config_file)
     try:
-        client.run_job(salt_minion.id, ["test.sleep"], [[4]], tgt_type="glob")  # compound, not waited for
-        until("the compound job running", lambda: running(salt_call_cli, ["test.sleep"]), 10)
+        client.run_job(salt_minion.id, ["cmd.run"], [[hold]], tgt_type="glob")  # compound, not waited for
+        until("the compound job running", lambda: running(salt_call_cli, ["cmd.run"]), 60)
         broken = salt_call_cli.run("state.apply", "hecate.routes", test=True)
     finally:
+        release.touch()
         client.destroy()
     assert broken.returncode != 0 and "Passed invalid arguments" in broken.stdout + broken.stderr, broken
-    until("state runs working again", lambda: salt_call_cli.run("state.apply", "hecate.routes", test=True).returncode == 0, 15)
+    until("state runs working again", lambda: salt_call_cli.run("state.apply", "hecate.routes", test=True).returncode == 0, 30)
 
 
 def test_reconcile_leaves_a_run_under_way_alone(fresh, salt_run_cli, salt_master, event_listener):
