@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.support.certs import CA, key_fragments
-from tests.support.stack import AUTHENTIK_KEY, CONSUL_TOKEN, COTURN_SECRET, VAULT_TOKEN
+from tests.support.stack import AUTHENTIK_KEY, CONSUL_TOKEN, COTURN_SECRET, VAULT_TOKEN, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -111,7 +111,11 @@ def test_no_secret_in_logs_events_returns_or_output(
     assert [(p.read_text(), p.stat().st_mode & 0o777) for p in key_files] == [(TLS_KEY.strip() + "\n", 0o600)]  # resolved, delivered
     assert [row["ok"] for row in health["certs"] if row["domain"] == "cloud.cybermonkey.dev"] == [True]
 
-    time.sleep(1)  # let the last events and log lines land
+    def last_run_returned():  # the events reach the listener a moment after the CLI answered
+        returns = event_listener.get_events([(salt_master.id, "salt/run/*/ret")], after_time=started)
+        return any(e.data.get("fun") == "runner.hecate.health" for e in returns)
+
+    until("the last command's return event", last_run_returned, 30)
     haystacks = {name: log.new_text() for name, log in logs.items()}
     for i, result in enumerate(outputs):
         haystacks[f"command {i} output"] = f"{result.stdout}\n{result.stderr}\n{json.dumps(result.data, default=str)}"
