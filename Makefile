@@ -38,7 +38,7 @@ unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
 validate: $(STAMP)
-	$(PY) _utils/hecate_cli.py pillar/hecate.sls
+	$(PY) _utils/hecatelib/cli.py pillar/hecate.sls
 
 demo: $(STAMP)
 	$(PY) demo/run.py

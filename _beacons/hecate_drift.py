@@ -9,7 +9,7 @@ reported again. The reactor ``salt/reactor/hecate_drift.sls`` acts on it (alert 
 Certificates change slowly: at most once an hour (:data:`CERT_CHECK_SECONDS`) the beacon also asks
 ``caddy.certs`` (one TLS handshake per host, no admin request) and fires ``hecate/certs/<minion>/expiring``
 when a certificate ends within ``hecate:reconcile:cert_warn_days`` (14) and nobody renews it in time
-(``hecate_certs.alert``: a custom certificate, or a managed one whose renewal is overdue); the same set is
+(``hecatelib.caddy.certs.alert``: a custom certificate, or a managed one whose renewal is overdue); the same set is
 reported once. That tag is outside ``hecate/drift/``: the drift reactor re-applies routes, and no
 re-apply renews a certificate (Caddy does, or whoever rotates the custom one in pillar).
 
@@ -84,7 +84,7 @@ def beacon(config):
 
 def _check_certificates(minion):
     """Once per :data:`CERT_CHECK_SECONDS`: fire ``hecate/certs/<minion>/expiring`` for the certificates that
-    need a person (``hecate_certs.alert``), when that set differs from the one last reported."""
+    need a person (``hecatelib.caddy.certs.alert``), when that set differs from the one last reported."""
     checked, reported = _CERTS.get(minion, (None, None))
     now = time.monotonic()
     if checked is not None and now - checked < CERT_CHECK_SECONDS:
@@ -98,7 +98,7 @@ def _check_certificates(minion):
     alerts = [
         {k: c.get(k) for k in ("domain", "certificate", "not_after", "days_left", "managed")}
         for c in found
-        if _utils()["hecate_certs.alert"](c)
+        if _utils()["hecatelib.caddy.certs.alert"](c)
     ]
     fingerprint = json.dumps(sorted((a["domain"] or "", a["certificate"] or "", a["not_after"]) for a in alerts))
     _CERTS[minion] = (now, fingerprint)

@@ -33,7 +33,7 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    import hecate_http
+    from hecatelib import api
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
 else:
@@ -95,14 +95,14 @@ def __virtual__():
 # -- the client ----------------------------------------------------------------------------------------------
 if not IMPORT_ERROR:
 
-    class AuthentikClient(hecate_http.ApiClient):
+    class AuthentikClient(api.ApiClient):
         """hecate's ApiClient with authentik's error vocabulary and pagination."""
 
         def error(self, method, path, response):
             try:
                 body = response.json()
             except ValueError:  # redact, then cut: a cut first could leave part of a token
-                body = hecate_http.excerpt(response.text, self.secrets, 500)
+                body = api.excerpt(response.text, self.secrets, 500)
             status = response.status_code
             if status == 403:
                 detail = body.get("detail") if isinstance(body, dict) else body
@@ -118,7 +118,7 @@ if not IMPORT_ERROR:
                 text = f"HTTP 404: not found ({body.get('detail') if isinstance(body, dict) else body})"
             else:
                 text = f"HTTP {status}: {body}"
-            return hecate_http.ApiError(self._say(method, path, text), status, body)
+            return api.ApiError(self._say(method, path, text), status, body)
 
         def list(self, path, params=None):
             """Every result of a paged list: ``pagination.next`` is the next page number, 0 on the last."""
@@ -133,7 +133,7 @@ if not IMPORT_ERROR:
                 if not following:
                     return results
                 if following <= page:
-                    raise hecate_http.ApiError(self._say("GET", path, f"pagination went from page {page} to {following}"))
+                    raise api.ApiError(self._say("GET", path, f"pagination went from page {page} to {following}"))
                 page = following
 
 
@@ -153,10 +153,10 @@ def _client():
                 f"authentik: refusing the non-HTTPS endpoint {url} (set hecate:authentik:allow_insecure_endpoint: true "
                 "for a lab or a test emulator only)"
             )
-    token = hecate_http.check_token(_cfg("token"), "hecate:authentik:token")
+    token = api.check_token(_cfg("token"), "hecate:authentik:token")
     verify = _cfg("ca_bundle") or True
     fingerprint = (url, hashlib.sha256(str(token).encode()).hexdigest(), str(verify))
-    cache = __context__.setdefault("hecate_authentik", {})
+    cache = __context__.setdefault("hecatelib.authentik.objects", {})
     entry = cache.get("client")
     if entry is None or entry[0] != fingerprint:
         client = AuthentikClient(url + "/api/v3", "authentik", token=token, verify=verify)
@@ -194,7 +194,7 @@ def _is_uuid(value):
 
 
 def _not_found(exc):
-    return isinstance(exc, hecate_http.ApiError) and exc.status == 404
+    return isinstance(exc, api.ApiError) and exc.status == 404
 
 
 # -- version, health, me ---------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ def version():
         salt-call authentik.version
     """
     client = _client()
-    info = dict(__context__["hecate_authentik"].get("version_info") or client.get("admin/version/"))
+    info = dict(__context__["hecatelib.authentik.objects"].get("version_info") or client.get("admin/version/"))
     info["supported"] = client.version >= MIN_VERSION
     info["groups_have_parents"] = client.version >= PARENTS_VERSION
     return info
@@ -231,7 +231,7 @@ def health():
         try:
             client.request("GET", f"{client.root}/-/health/{name}/", ok=(200, 204))
             out[name] = True
-        except hecate_http.ApiError as exc:
+        except api.ApiError as exc:
             out[name] = False
             out[f"{name}_error"] = str(exc)
     out["version"] = version()["version_current"]
@@ -338,7 +338,7 @@ def _get(kind, ref):
     if res.is_pk(ref) or res.by_path:
         try:
             return _client().get(_detail(res, ref), params=res.read or None)
-        except hecate_http.ApiError as exc:
+        except api.ApiError as exc:
             if _not_found(exc):
                 return None
             raise
@@ -408,7 +408,7 @@ def _delete(kind, ref):
         ref = found["pk"]
     try:
         _client().request("DELETE", _detail(res, ref))
-    except hecate_http.ApiError as exc:
+    except api.ApiError as exc:
         if _not_found(exc):
             return False
         raise

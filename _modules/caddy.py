@@ -24,13 +24,13 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    import hecate_caddy
-    import hecate_certs
-    import hecate_probe
-    import hecate_schema
-    import hecate_state
     from cryptography import x509
-    from hecate_spec import Report
+
+    from hecatelib import salt_state, schema
+    from hecatelib.caddy import certs as caddy_certs
+    from hecatelib.caddy import config as caddy_config
+    from hecatelib.caddy import probe as caddy_probe
+    from hecatelib.spec import Report
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
 else:
@@ -92,7 +92,7 @@ def admin_address():
         port = __salt__["config.get"]("hecate:reverse_proxy:caddy:ports:admin", 2019)
         address = f"127.0.0.1:{port}"
     report = Report()
-    hecate_schema.AdminAddress()(address, "hecate:reverse_proxy:caddy:admin", report)
+    schema.AdminAddress()(address, "hecate:reverse_proxy:caddy:admin", report)
     if report.errors:
         raise SaltInvocationError("; ".join(f"{p}: {r}" for p, r in report.errors))
     return address
@@ -150,8 +150,8 @@ def _tree():
     """The validated ``hecate`` pillar tree (raises SaltInvocationError naming every bad key)."""
     try:
         # From pillar, validated once per run (a probe per host used to re-validate it every time).
-        return hecate_state.tree(__pillar__, __opts__, __context__)
-    except hecate_schema.PillarError as exc:
+        return salt_state.tree(__pillar__, __opts__, __context__)
+    except schema.PillarError as exc:
         raise SaltInvocationError(str(exc)) from exc
 
 
@@ -229,7 +229,7 @@ def routes(server=None):
             continue
         for position, route in enumerate(srv.get("routes") or []):
             rid = route.get("@id", "")
-            summary = hecate_caddy.route_summary(route)
+            summary = caddy_config.route_summary(route)
             found.append(
                 {
                     "server": name,
@@ -237,7 +237,7 @@ def routes(server=None):
                     "id": rid,
                     "hosts": summary["hosts"],
                     "upstreams": summary["upstreams"],
-                    "managed": rid.startswith(hecate_caddy.ROUTE_PREFIX) or rid in (hecate_caddy.CATCH_ALL_ID, hecate_caddy.STRIP_ID),
+                    "managed": rid.startswith(caddy_config.ROUTE_PREFIX) or rid in (caddy_config.CATCH_ALL_ID, caddy_config.STRIP_ID),
                 }
             )
     return found
@@ -304,18 +304,18 @@ def _with_admin(new_config):
 
 def _refuse_exposed_admin(new_config, whole=True):
     """Refuse a config that would let anyone but this machine's root write Caddy's config: an admin
-    listener off loopback (the pillar's own rule, ``hecate_schema.AdminAddress``), remote admin, or a
+    listener off loopback (the pillar's own rule, ``hecatelib.schema.AdminAddress``), remote admin, or a
     route that proxies to the admin endpoint (the current one or the new one). ``whole=False``: a part
     of a config (a route for ``patch``/``insert``), checked for routes to the admin endpoint only."""
     report = Report()
     admins = {admin_address()}
     if whole:
         admin = new_config["admin"]
-        hecate_schema.AdminAddress()(admin["listen"], "admin:listen", report)
+        schema.AdminAddress()(admin["listen"], "admin:listen", report)
         if admin.get("remote"):
             report.error("admin:remote", "remote administration is not allowed (hecate writes over loopback only)")
         admins.add(admin["listen"])
-    for dial in hecate_caddy.admin_dials(new_config, admins):
+    for dial in caddy_config.admin_dials(new_config, admins):
         report.error("apps:http", f"a reverse_proxy dials {dial!r}, Caddy's admin endpoint: it would be public")
     if report.errors:
         problems = "; ".join(f"{p}: {r}" for p, r in report.errors)
@@ -482,13 +482,13 @@ def compile():  # the verb operators look for; shadows a builtin only inside thi
 
         salt-call caddy.compile
     """
-    return hecate_caddy.bootstrap_config(_tree())
+    return caddy_config.bootstrap_config(_tree())
 
 
 def _desired(live, tree):
     try:
-        return hecate_caddy.desired_config(live, tree)
-    except hecate_certs.CertError as exc:
+        return caddy_config.desired_config(live, tree)
+    except caddy_certs.CertError as exc:
         raise SaltInvocationError(str(exc)) from exc
 
 
@@ -504,7 +504,7 @@ def plan():
     tree = _tree()
     live = snapshot()["config"]
     desired = _desired(live, tree)
-    return hecate_caddy.diff(live, desired) if desired != live else {}
+    return caddy_config.diff(live, desired) if desired != live else {}
 
 
 def _local_ca():
@@ -521,12 +521,12 @@ def _probe_all(domains=None, path="/", timeout=None):
     trusted = [_local_ca() if caddy["tls"]["mode"] == "internal" else None]
     if caddy["tls"]["mode"] != "off":
         try:
-            trusted += [c.certificate_pem.decode() for c in hecate_certs.certificates(tree)]
-        except hecate_certs.CertError as exc:
+            trusted += [c.certificate_pem.decode() for c in caddy_certs.certificates(tree)]
+        except caddy_certs.CertError as exc:
             raise SaltInvocationError(str(exc)) from exc
     ca = "".join(pem for pem in trusted if pem) or None
-    prober = hecate_probe.Prober(caddy, ca=ca, timeout=timeout)
-    return prober.run(hecate_probe.targets(tree, domains), path)
+    prober = caddy_probe.Prober(caddy, ca=ca, timeout=timeout)
+    return prober.run(caddy_probe.targets(tree, domains), path)
 
 
 def check(domains=None):
@@ -620,8 +620,8 @@ def certs(warn_days=None, timeout=5):
         return []
     warn_days = tree["reconcile"]["cert_warn_days"] if warn_days is None else float(warn_days)
     try:
-        custom = {c.fingerprint: c for c in hecate_certs.certificates(tree)}
-    except hecate_certs.CertError as exc:
+        custom = {c.fingerprint: c for c in caddy_certs.certificates(tree)}
+    except caddy_certs.CertError as exc:
         raise SaltInvocationError(str(exc)) from exc
     port = caddy["ports"]["https"]
     now = datetime.datetime.now(datetime.timezone.utc)

@@ -16,12 +16,10 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    import hecate_http
-    import hecate_lock
-    import hecate_schema
-    import hecate_secrets
-    import hecate_services
-    from hecate_spec import PillarError
+    from hecatelib import api, schema, secret_refs
+    from hecatelib.consul import lock as consul_lock
+    from hecatelib.consul import services as consul_services
+    from hecatelib.spec import PillarError
 
     IMPORT_ERROR = None
 except ImportError as exc:  # pragma: no cover - hecate's utils ship with the module
@@ -52,17 +50,17 @@ def _tree():
     if raw is None:
         raise SaltInvocationError("pillar has no 'hecate' tree")
     try:
-        return hecate_schema.validate(raw)
+        return schema.validate(raw)
     except PillarError as exc:
         raise SaltInvocationError(str(exc)) from None
 
 
 def _client(tree):
-    settings = hecate_lock.consul_settings(tree, __opts__)
+    settings = consul_lock.consul_settings(tree, __opts__)
     if settings.get("token"):
-        hecate_http.check_token(settings["token"], "hecate:consul:token")
+        api.check_token(settings["token"], "hecate:consul:token")
     try:
-        return hecate_secrets.consul_client(settings)
+        return secret_refs.consul_client(settings)
     except (ValueError, TypeError) as exc:
         raise CommandExecutionError(f"hecate:consul: {exc}") from None
 
@@ -74,7 +72,7 @@ def _call(client, what, fn):
     try:
         return fn()
     except (consul.exceptions.ConsulException, requests.exceptions.RequestException) as exc:
-        text = hecate_http.redact(str(exc)[:300], [getattr(client, "token", None)])
+        text = api.redact(str(exc)[:300], [getattr(client, "token", None)])
         raise CommandExecutionError(f"Consul {what} failed: {type(exc).__name__}: {text}") from None
 
 
@@ -87,7 +85,7 @@ def desired():
 
         salt-call hecate_consul.desired
     """
-    return hecate_services.compile_services((_tree().get("consul") or {}).get("external_services"))
+    return consul_services.compile_services((_tree().get("consul") or {}).get("external_services"))
 
 
 def services(managed_only=True):
@@ -102,7 +100,7 @@ def services(managed_only=True):
     """
     client = _client(_tree())
     found = _call(client, "listing services", client.agent.services) or {}
-    return hecate_services.managed(found) if managed_only else found
+    return consul_services.managed(found) if managed_only else found
 
 
 def register(service_id):
@@ -116,7 +114,7 @@ def register(service_id):
         salt-call hecate_consul.register jenkins-master
     """
     tree = _tree()
-    wanted = hecate_services.compile_services((tree.get("consul") or {}).get("external_services"))
+    wanted = consul_services.compile_services((tree.get("consul") or {}).get("external_services"))
     if service_id not in wanted:
         raise SaltInvocationError(f"{service_id!r} is not in hecate:consul:external_services ({', '.join(sorted(wanted)) or 'none'})")
     return _register(_client(tree), wanted[service_id])
@@ -152,7 +150,7 @@ def deregister(service_id):
     """
     client = _client(_tree())
     found = _call(client, "listing services", client.agent.services) or {}
-    if service_id not in hecate_services.managed(found):
+    if service_id not in consul_services.managed(found):
         raise CommandExecutionError(f"{service_id!r} was not registered by hecate (no hecate-managed meta): left alone")
     return _deregister(client, service_id)
 
@@ -173,18 +171,18 @@ def converge(test=False, prune=True):
         salt-call hecate_consul.converge test=True
     """
     tree = _tree()
-    wanted = hecate_services.compile_services((tree.get("consul") or {}).get("external_services"))
+    wanted = consul_services.compile_services((tree.get("consul") or {}).get("external_services"))
     client = _client(tree)
     registered = _call(client, "listing services", client.agent.services) or {}
-    plan = hecate_services.plan(wanted, registered, prune=prune)
+    plan = consul_services.plan(wanted, registered, prune=prune)
     changes = {}
     for sid in plan["register"] + plan["adopt"]:
         verb = "adopted" if sid in plan["adopt"] else ("updated" if sid in registered else "registered")
-        changes[sid] = {"new": hecate_services.summary(wanted[sid]), "action": verb}
+        changes[sid] = {"new": consul_services.summary(wanted[sid]), "action": verb}
         if sid in registered:
-            changes[sid]["old"] = hecate_services.summary(_as_body(registered[sid]))
+            changes[sid]["old"] = consul_services.summary(_as_body(registered[sid]))
     for sid in plan["deregister"]:
-        changes[sid] = {"old": hecate_services.summary(_as_body(registered[sid])), "action": "deregistered"}
+        changes[sid] = {"old": consul_services.summary(_as_body(registered[sid])), "action": "deregistered"}
     if not test:
         for sid in plan["register"] + plan["adopt"]:
             _register(client, wanted[sid])

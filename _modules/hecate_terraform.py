@@ -36,8 +36,8 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    import hecate_http
-    import hecate_terraform as tf_util
+    from hecatelib import api
+    from hecatelib.terraform import render as tf_util
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
 else:
@@ -99,7 +99,7 @@ def _settings(tree=None):
     tree = tree if tree is not None else _tree()
     try:
         return tf_util.settings(tree)
-    except ValueError as exc:  # hecate_spec.PillarError
+    except ValueError as exc:  # hecatelib.spec.PillarError
         raise CommandExecutionError(str(exc)) from None
 
 
@@ -161,7 +161,7 @@ class _Terraform:
         return process.returncode, stdout
 
     def scrub(self, text):
-        return hecate_http.redact(text, self.secrets)
+        return api.redact(text, self.secrets)
 
     def json(self, args, cwd):
         _, stdout = self.run(args, cwd)

@@ -43,8 +43,8 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    import hecate_dns
-    import hecate_http
+    from hecatelib import api
+    from hecatelib.dns import zones as dns_zones
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
 else:
@@ -70,8 +70,8 @@ def __virtual__():
 
 if not IMPORT_ERROR:
 
-    class HetznerClient(hecate_http.ApiClient):
-        """``hecate_http.ApiClient`` plus the Cloud API's rate limiting.
+    class HetznerClient(api.ApiClient):
+        """``hecatelib.api.ApiClient`` plus the Cloud API's rate limiting.
 
         Every response's ``RateLimit-*`` headers are recorded. Before a request, when the last answer said
         no request is left, the client waits for one to come back; a 429 is waited out the same way (the
@@ -118,7 +118,7 @@ if not IMPORT_ERROR:
             else:
                 seconds = min(0.5 * (2 ** max(strikes - 1, 0)), 30.0)
             if seconds > budget:
-                raise hecate_http.ApiError(
+                raise api.ApiError(
                     f"hetzner_dns: rate limited (RateLimit-Remaining {self.remaining}, reset at {self.reset}); "
                     f"waiting {seconds:.1f}s more would exceed hecate:dns:max_wait ({self.max_wait}s)",
                     429,
@@ -163,9 +163,9 @@ def check_config():
         salt-call hetzner_dns.check_config
     """
     token = _config("token")
-    hecate_http.check_token(token, "hecate:dns:token")
-    endpoint = _config("endpoint", hecate_dns.API_ENDPOINT)
-    problem = hecate_dns.endpoint_problem(endpoint, _config("allow_insecure_endpoint", False))
+    api.check_token(token, "hecate:dns:token")
+    endpoint = _config("endpoint", dns_zones.API_ENDPOINT)
+    problem = dns_zones.endpoint_problem(endpoint, _config("allow_insecure_endpoint", False))
     if problem:
         raise CommandExecutionError(f"hecate:dns:endpoint {problem}")
     return {"endpoint": endpoint, "token": "set"}
@@ -191,19 +191,19 @@ def _zone_key(zone):
     if zone is None or str(zone).strip() == "":
         raise SaltInvocationError("zone is required (a zone name like example.org, or its id)")
     zone = str(zone).strip()
-    return zone if zone.isdigit() else hecate_dns.to_ascii(zone)
+    return zone if zone.isdigit() else dns_zones.to_ascii(zone)
 
 
 def _rrset_key(zone, name, type):
     """(zone, relative name, upper-case type); SaltInvocationError on bad input, before any request."""
     zone = _zone_key(zone)
     rtype = str(type or "").strip().upper()
-    if rtype not in hecate_dns.TYPES:
-        raise SaltInvocationError(f"type {type!r} is not a record type: {', '.join(hecate_dns.TYPES)}")
+    if rtype not in dns_zones.TYPES:
+        raise SaltInvocationError(f"type {type!r} is not a record type: {', '.join(dns_zones.TYPES)}")
     if name is None or str(name).strip() == "":
         raise SaltInvocationError("name is required (relative like www, @ for the apex, or www.<zone>)")
     try:
-        rel = hecate_dns.relative_name(name, zone) if not zone.isdigit() else _relative_only(name)
+        rel = dns_zones.relative_name(name, zone) if not zone.isdigit() else _relative_only(name)
     except ValueError as exc:
         raise SaltInvocationError(f"name {exc}") from None
     return zone, rel, rtype
@@ -213,10 +213,10 @@ def _relative_only(name):
     name = str(name).strip()
     if name == "@":
         return name
-    problem = hecate_dns.name_problem(hecate_dns.to_ascii(name) + ".zone")
+    problem = dns_zones.name_problem(dns_zones.to_ascii(name) + ".zone")
     if problem:
         raise ValueError(f"{name!r} {problem}")
-    return hecate_dns.to_ascii(name)
+    return dns_zones.to_ascii(name)
 
 
 def _values(rtype, values, zone):
@@ -226,13 +226,13 @@ def _values(rtype, values, zone):
         values = [str(values)]
     values = [v["value"] if isinstance(v, dict) and "value" in v else v for v in values]
     try:
-        records = hecate_dns.normalise_records(rtype, values)
+        records = dns_zones.normalise_records(rtype, values)
     except ValueError as exc:
         raise SaltInvocationError(f"{rtype} {exc}") from None
     if not records:
         raise SaltInvocationError("values must not be empty")
-    if len(records) > hecate_dns.MAX_RECORDS:
-        raise SaltInvocationError(f"at most {hecate_dns.MAX_RECORDS} values per request, got {len(records)}")
+    if len(records) > dns_zones.MAX_RECORDS:
+        raise SaltInvocationError(f"at most {dns_zones.MAX_RECORDS} values per request, got {len(records)}")
     return records
 
 
@@ -245,8 +245,8 @@ def _ttl(ttl, allow_none=True):
         ttl = int(ttl)
     except (TypeError, ValueError):
         raise SaltInvocationError(f"ttl must be an integer, got {ttl!r}") from None
-    if not hecate_dns.TTL_MIN <= ttl <= hecate_dns.TTL_MAX:
-        raise SaltInvocationError(f"ttl {ttl} is out of range {hecate_dns.TTL_MIN}..{hecate_dns.TTL_MAX}")
+    if not dns_zones.TTL_MIN <= ttl <= dns_zones.TTL_MAX:
+        raise SaltInvocationError(f"ttl {ttl} is out of range {dns_zones.TTL_MIN}..{dns_zones.TTL_MAX}")
     return ttl
 
 
@@ -258,7 +258,7 @@ def _pages(path, item_key, params=None):
     client = _client()
     out, page = [], 1
     while page:
-        body = client.get(path, params={**(params or {}), "page": page, "per_page": hecate_dns.PAGE_SIZE}) or {}
+        body = client.get(path, params={**(params or {}), "page": page, "per_page": dns_zones.PAGE_SIZE}) or {}
         out.extend(body.get(item_key) or [])
         pagination = (body.get("meta") or {}).get("pagination") or {}
         next_page = pagination.get("next_page")
@@ -279,7 +279,7 @@ def zones(name=None):
         salt-call hetzner_dns.zones
         salt-call hetzner_dns.zones name=example.org
     """
-    params = {"name": hecate_dns.to_ascii(name)} if name else {}
+    params = {"name": dns_zones.to_ascii(name)} if name else {}
     return _pages("zones", "zones", params)
 
 
@@ -318,13 +318,13 @@ def rrsets(zone, name=None, type=None, label_selector=None):
     params = {}
     if name is not None:
         try:
-            params["name"] = hecate_dns.relative_name(name, zone) if not zone.isdigit() else _relative_only(name)
+            params["name"] = dns_zones.relative_name(name, zone) if not zone.isdigit() else _relative_only(name)
         except ValueError as exc:
             raise SaltInvocationError(f"name {exc}") from None
     if type:
         types = [type] if isinstance(type, str) else list(type)
         types = [str(t).upper() for t in types]
-        bad = [t for t in types if t not in hecate_dns.TYPES]
+        bad = [t for t in types if t not in dns_zones.TYPES]
         if bad:
             raise SaltInvocationError(f"type {', '.join(bad)} is not a record type")
         params["type"] = types
@@ -346,7 +346,7 @@ def rrset(zone, name, type):
     zone, rel, rtype = _rrset_key(zone, name, type)
     try:
         return (_client().get(_rrset_path(zone, rel, rtype)) or {}).get("rrset")
-    except hecate_http.ApiError as exc:
+    except api.ApiError as exc:
         if exc.status == 404:
             return None
         raise
@@ -373,7 +373,7 @@ def _backoff(client, retry):
 def _wait_running(zone, budget):
     """After a 423 ``locked``: wait for the zone's running actions (``GET /zones/<zone>/actions?status=running``,
     one page). Returns how many there were."""
-    body = _client().get(f"zones/{_q(zone)}/actions", params={"status": "running", "per_page": hecate_dns.PAGE_SIZE}) or {}
+    body = _client().get(f"zones/{_q(zone)}/actions", params={"status": "running", "per_page": dns_zones.PAGE_SIZE}) or {}
     ids = [a["id"] for a in body.get("actions") or []]
     if ids:
         wait_actions(ids, timeout=max(budget, 0.001))
@@ -390,7 +390,7 @@ def _send(method, path, body, zone, what):
     while True:
         try:
             return client.json(method, path, json=body) or {}
-        except hecate_http.ApiError as exc:
+        except api.ApiError as exc:
             code = _error_code(exc)
             if (exc.status, code) not in ((409, "conflict"), (423, "locked")):
                 raise
@@ -409,7 +409,7 @@ def _send(method, path, body, zone, what):
                 try:
                     if _wait_running(zone, budget):
                         continue
-                except hecate_http.ApiError as wait_error:  # not the write's outcome: it was refused
+                except api.ApiError as wait_error:  # not the write's outcome: it was refused
                     raise CommandExecutionError(
                         f"hetzner_dns: {what}: 423 locked; waiting for the running actions failed: {wait_error}"
                     ) from None
@@ -426,13 +426,13 @@ def _write(method, path, body, verify, what, rrset):
         wait_actions([client.running[rrset]])
     try:
         result = _send(method, path, body, rrset[0], what)
-    except hecate_http.ApiError as exc:
+    except api.ApiError as exc:
         if not _unknown_outcome(exc):
             raise
         log.warning("hetzner_dns: %s: outcome unknown (%s); re-reading instead of sending it again", what, exc)
         try:
             applied = verify()
-        except hecate_http.ApiError as read_error:
+        except api.ApiError as read_error:
             raise CommandExecutionError(f"{what}: outcome unknown ({exc}); the re-read failed too: {read_error}") from None
         if applied:
             return {"action": None, "reread": True}
@@ -446,7 +446,7 @@ def _write(method, path, body, verify, what, rrset):
 
 
 def _same_records(zone, current, records):
-    return current is not None and hecate_dns.actual_records(current, zone) == records
+    return current is not None and dns_zones.actual_records(current, zone) == records
 
 
 def _finish(result, wait):
@@ -544,7 +544,7 @@ def add_records(zone, name, type, values, ttl=None, wait=True):
 
     def verify():
         current = rrset(zone, rel, rtype)
-        return current is not None and set(records) <= set(hecate_dns.actual_records(current, zone))
+        return current is not None and set(records) <= set(dns_zones.actual_records(current, zone))
 
     body = {"records": _records_body(records)}
     if ttl is not None:
@@ -569,7 +569,7 @@ def remove_records(zone, name, type, values, wait=True):
 
     def verify():
         current = rrset(zone, rel, rtype)
-        return current is None or not set(records) & set(hecate_dns.actual_records(current, zone))
+        return current is None or not set(records) & set(dns_zones.actual_records(current, zone))
 
     body = {"records": _records_body(records)}
     what = f"remove records from {rel} {rtype}"
@@ -654,7 +654,7 @@ def delete_rrset(zone, name, type, wait=True):
         salt-call hetzner_dns.delete_rrset example.org old A
     """
     zone, rel, rtype = _rrset_key(zone, name, type)
-    if hecate_dns.is_hetzners({"name": rel, "type": rtype}):
+    if dns_zones.is_hetzners({"name": rel, "type": rtype}):
         raise SaltInvocationError(f"{rel} {rtype} belongs to Hetzner (SOA / apex NS); refusing to delete it")
 
     def verify():
@@ -715,6 +715,6 @@ def txt_value(text):
         salt-call hetzner_dns.txt_value "v=DKIM1; k=rsa; p=MIIBIjANBg..."
     """
     try:
-        return hecate_dns.txt_value(str(text))
+        return dns_zones.txt_value(str(text))
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from None

@@ -25,9 +25,9 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    import hecate_http
-    import hecate_nomad
-    from hecate_spec import PillarError
+    from hecatelib import api
+    from hecatelib.nomad import jobs as nomad_jobs
+    from hecatelib.spec import PillarError
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
 else:
@@ -48,11 +48,11 @@ def __virtual__():
 
 if not IMPORT_ERROR:
 
-    class CasConflict(hecate_http.ApiError):
+    class CasConflict(api.ApiError):
         """The job changed since it was planned (Nomad: ``Enforcing job modify index ...``)."""
 
-    class NomadClient(hecate_http.ApiClient):
-        """``hecate_http.ApiClient`` with Nomad's token header, namespace/region parameters, blocking
+    class NomadClient(api.ApiClient):
+        """``hecatelib.api.ApiClient`` with Nomad's token header, namespace/region parameters, blocking
         queries and check-and-set error detection."""
 
         def __init__(self, address, token, namespace, region, verify=True, timeout=15):
@@ -67,7 +67,7 @@ if not IMPORT_ERROR:
 
         def error(self, method, path, response):
             error = super().error(method, path, response)
-            if hecate_nomad.CAS_PREFIX in str(error.body):
+            if nomad_jobs.CAS_PREFIX in str(error.body):
                 return CasConflict(str(error), error.status, error.body)
             return error
 
@@ -77,7 +77,7 @@ if not IMPORT_ERROR:
             params = dict(params if params is not None else self.params())
             if index:
                 params["index"] = str(index)
-                params["wait"] = hecate_nomad.go_duration(max(0.001, wait or 0))
+                params["wait"] = nomad_jobs.go_duration(max(0.001, wait or 0))
             saved = self.timeout
             if index:  # Nomad adds up to wait/16 of jitter
                 self.timeout = saved + (wait or 0) * 1.1
@@ -93,7 +93,7 @@ if not IMPORT_ERROR:
 def _config():
     raw = __salt__["config.get"]("hecate:nomad", {}) or {}
     try:
-        return hecate_nomad.settings({"nomad": raw})
+        return nomad_jobs.settings({"nomad": raw})
     except PillarError as exc:
         raise SaltInvocationError(str(exc)) from None
 
@@ -108,7 +108,7 @@ def _client(cfg=None):
         )
     token = __salt__["config.get"]("hecate:nomad:token", None)
     if token:
-        hecate_http.check_token(token, "hecate:nomad:token")
+        api.check_token(token, "hecate:nomad:token")
     # One client (one HTTP session, its connections kept alive) per settings and token, as the other modules do.
     cache_key = (repr(sorted((k, v) for k, v in cfg.items() if k != "token")), hash(token))
     cached = __context__.get(CONTEXT_KEY)
@@ -129,7 +129,7 @@ def _q(value):
 def _or_none(call):
     try:
         return call()
-    except hecate_http.ApiError as exc:
+    except api.ApiError as exc:
         if exc.status == 404:
             return None
         raise
@@ -152,7 +152,7 @@ def _variables_text(variables):
     if not isinstance(variables, dict):
         raise SaltInvocationError("variables must be a mapping (name: value) or the text of a variables file")
     try:
-        return hecate_nomad.variables_hcl(variables)
+        return nomad_jobs.variables_hcl(variables)
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from None
 
@@ -215,7 +215,7 @@ def plan_summary(job, variables=None):
 
         salt-call nomad_job.plan_summary "$(cat job.nomad.hcl)"
     """
-    return hecate_nomad.plan_summary(plan(job, variables=variables))
+    return nomad_jobs.plan_summary(plan(job, variables=variables))
 
 
 def register(job, job_modify_index=None, enforce_index=True, variables=None, source=None):
@@ -550,15 +550,15 @@ def wait_deployment(deployment_id, timeout=None, promote=None, healthy_seconds=N
     client = _client(cfg)
     policy = dict(cfg["promote"])
     if promote:
-        if promote not in hecate_nomad.PROMOTE_MODES:
-            raise SaltInvocationError(f"promote must be one of {', '.join(hecate_nomad.PROMOTE_MODES)}")
+        if promote not in nomad_jobs.PROMOTE_MODES:
+            raise SaltInvocationError(f"promote must be one of {', '.join(nomad_jobs.PROMOTE_MODES)}")
         policy["mode"] = promote
     if healthy_seconds is not None:
         policy["healthy_seconds"] = float(healthy_seconds)
     if timeout is None:
         dep = client.get(f"/v1/deployment/{_q(deployment_id)}", params=client.params())
         job = client.get(f"/v1/job/{_q(dep['JobID'])}", params=client.params())
-        timeout = hecate_nomad.deploy_timeout(job, cfg.get("deploy_timeout"), policy)
+        timeout = nomad_jobs.deploy_timeout(job, cfg.get("deploy_timeout"), policy)
     return _watch(client, cfg, deployment_id, time.monotonic() + float(timeout), policy, follow_revert)
 
 
@@ -592,18 +592,18 @@ def _watch(client, cfg, deployment_id, deadline, policy, follow_revert=True):
         result.update(status=dep.get("Status"), description=dep.get("StatusDescription", ""), job_version=dep.get("JobVersion"))
         if dep["Status"] == "successful":
             return result
-        if dep["Status"] in hecate_nomad.STALLED:  # no progress until someone else acts: say so now
-            result["stalled"] = hecate_nomad.STALLED[dep["Status"]]
+        if dep["Status"] in nomad_jobs.STALLED:  # no progress until someone else acts: say so now
+            result["stalled"] = nomad_jobs.STALLED[dep["Status"]]
             return result
         if dep["Status"] in ("failed", "cancelled"):
             if dep["Status"] == "failed":
                 allocs = client.get(f"/v1/deployment/allocations/{_q(deployment_id)}", params=client.params()) or []
-                result["failing_allocations"] = hecate_nomad.failing_allocations(allocs)
-            result["reverted_to"] = hecate_nomad.auto_revert_version(dep)
+                result["failing_allocations"] = nomad_jobs.failing_allocations(allocs)
+            result["reverted_to"] = nomad_jobs.auto_revert_version(dep)
             if result["reverted_to"] is not None and follow_revert:
                 result["revert"] = _follow_revert(client, cfg, dep, deadline, policy)
             return result
-        groups = hecate_nomad.canary_groups(dep)
+        groups = nomad_jobs.canary_groups(dep)
         if groups and all(groups.values()):
             if policy["mode"] == "manual":
                 result["awaiting_promotion"] = True
@@ -619,7 +619,7 @@ def _watch(client, cfg, deployment_id, deadline, policy, follow_revert=True):
                         json={"DeploymentID": deployment_id, "All": True},
                     )
                     result["promoted"].extend(sorted(groups))
-                except hecate_http.ApiError as exc:  # promoted meanwhile, or a canary turned unhealthy: re-read
+                except api.ApiError as exc:  # promoted meanwhile, or a canary turned unhealthy: re-read
                     log.warning("nomad_job: promoting deployment %s failed: %s", deployment_id, exc)
                 ready_since = None
         else:

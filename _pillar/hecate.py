@@ -19,16 +19,16 @@ import logging
 import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
 hecate_fresh.drop_stale()
-import hecate_schema
-import hecate_secrets
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+from hecatelib import schema, secret_refs
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "hecate"
 
 try:
-    # The clients behind vault: and consul: references (hecate_secrets uses them).
+    # The clients behind vault: and consul: references (hecatelib.secret_refs uses them).
     import consul  # noqa: F401
     import hvac  # noqa: F401
 except ImportError as exc:  # pragma: no cover - only where hvac or py-consul is missing
@@ -49,8 +49,8 @@ def ext_pillar(minion_id, pillar, **kwargs):
     if tree is None:
         return {}
     try:
-        validated = hecate_schema.validate(hecate_secrets.resolve(tree, __opts__))
-    except (hecate_schema.PillarError, CommandExecutionError, SaltInvocationError) as exc:
+        validated = schema.validate(secret_refs.resolve(tree, __opts__))
+    except (schema.PillarError, CommandExecutionError, SaltInvocationError) as exc:
         log.error("hecate ext_pillar: the hecate pillar of %s is refused: %s", minion_id, exc)
         return {"_errors": [f"hecate: {exc}"]}
     log.debug("hecate ext_pillar: %d route(s) valid for %s", len(validated["reverse_proxy"]["caddy"]["routes"]), minion_id)

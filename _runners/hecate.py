@@ -7,7 +7,7 @@ A failure before the contract rolls back every applied stage; every run is recor
 ``salt/hecate/orchestrate.sls`` drives the same engine one step at a time (``begin``, ``stage``,
 ``undo``, ``finish``). ``plan`` shows every stage's diff and writes nothing; ``status`` is that diff as
 drift; ``history``, ``show``, ``rollback`` and ``promote`` work from the records. The backends, their
-order, phase and undo: ``_utils/hecate_backends.py``. See docs/orchestration.md, docs/architecture.md.
+order, phase and undo: ``_utils/hecatelib/engine/stages.py``. See docs/orchestration.md, docs/architecture.md.
 """
 
 import contextlib
@@ -23,24 +23,21 @@ import time
 import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
 hecate_fresh.drop_stale()
-import hecate_backends
-import hecate_backup
-import hecate_cli
-import hecate_fleet
-import hecate_health
-import hecate_import
-import hecate_lock
-import hecate_nomad
-import hecate_orchestrate
-import hecate_schema
-import hecate_secrets
 import salt.client
 import salt.utils.event
 import salt.utils.minions
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+from hecatelib import backups, cli, schema, secret_refs
+from hecatelib import health as health_report
+from hecatelib.caddy import caddyfile
+from hecatelib.consul import lock as consul_lock
+from hecatelib.engine import fleet, runs
+from hecatelib.engine import stages as engine_stages
+from hecatelib.nomad import jobs as nomad_jobs
+
 try:
-    import consul  # noqa: F401 - py-consul: deploy's lock and records (hecate_lock, hecate_secrets)
+    import consul  # noqa: F401 - py-consul: deploy's lock and records (hecatelib.consul.lock, hecatelib.secret_refs)
 except ImportError as exc:  # pragma: no cover - only where py-consul is missing
     IMPORT_ERROR = f"cannot import {exc.name}"
 else:
@@ -53,11 +50,11 @@ __virtualname__ = "hecate"
 # Locks taken by this process, by run id: state.orchestrate's steps are runner calls in one process,
 # so the lock taken by ``begin`` (and its renewal thread) is still here for ``finish`` to release.
 # A step in another process finds the lock by its session instead (the run's file).
-_HELD = hecate_orchestrate.__dict__.setdefault("HELD_LOCKS", {})
+_HELD = hecate_fresh.kept("held_locks")
 # The validated tree of each state.orchestrate run, by run id, for the same reason: its steps use the
 # pillar ``hecate.stages`` rendered the run from (one consistent pillar per run, compiled once, not
 # once per step). A step in another process compiles it again.
-_TREES = hecate_orchestrate.__dict__.setdefault("RUN_TREES", {})
+_TREES = hecate_fresh.kept("run_trees")
 
 
 def __virtual__():
@@ -94,8 +91,8 @@ def _tree(minion=None):
     if pillar.get("_errors"):
         raise SaltInvocationError("the pillar did not render: " + "; ".join(_explain(str(e)) for e in pillar["_errors"]))
     try:
-        return hecate_schema.validate(pillar.get("hecate"))
-    except hecate_schema.PillarError as exc:
+        return schema.validate(pillar.get("hecate"))
+    except schema.PillarError as exc:
         raise SaltInvocationError(str(exc)) from exc
 
 
@@ -117,8 +114,8 @@ def _explain(error):
             for path in (os.path.join(root, relative + ".sls"), os.path.join(root, relative, "init.sls")):
                 if os.path.isfile(path):
                     try:
-                        hecate_cli.render_sls(path)
-                    except (OSError, UnicodeDecodeError, hecate_cli.RenderError) as exc:  # as hecate-validate reports them
+                        cli.render_sls(path)
+                    except (OSError, UnicodeDecodeError, cli.RenderError) as exc:  # as hecate-validate reports them
                         return f"{path}: {' '.join(str(exc).split())}"
     return error
 
@@ -276,7 +273,7 @@ def validate(minion=None, saltenv=None):
     warnings = []
     routes = 0
     if not errors:
-        tree, report = hecate_schema.check(pillar.get("hecate"))
+        tree, report = schema.check(pillar.get("hecate"))
         errors, warnings = report.errors, report.warnings
         routes = len(tree.get("reverse_proxy", {}).get("caddy", {}).get("routes", [])) if not errors else 0
     return {
@@ -304,7 +301,7 @@ def _apply(call, step, test, recorded=None, pillar=None):
     started = time.monotonic()
     kwargs = {"test": bool(test), **({"pillar": pillar} if pillar else {})}
     answers = call.state_apply(step.backend.role, step.backend.sls, **kwargs)
-    ok, changes, problems = hecate_orchestrate.read_state_returns(answers)
+    ok, changes, problems = runs.read_state_returns(answers)
     if not answers:
         tgt, tgt_type = call.roles[step.backend.role]
         problems = [f"no minion matched {tgt_type} target {tgt!r} for stage {step.name}"]
@@ -320,7 +317,7 @@ def _dry_run(tree, call, only=None, recorded=None):
     shared = call.shared()
     target_of = {role: shared or (role if call.roles[role] != call.roles["edge"] else "edge") for role in call.roles}
     groups = {}
-    for backend in hecate_backends.choose(tree, only):
+    for backend in engine_stages.choose(tree, only):
         groups.setdefault(target_of[backend.role], []).append(backend)
     # concurrent: edge and controller may be one minion, and Salt refuses a second state run there while
     # the first runs; two read-only dry runs cannot disturb each other (nor a real run: they write nothing)
@@ -338,19 +335,19 @@ def _dry_run(tree, call, only=None, recorded=None):
             if isinstance(returned["ret"], dict):
                 for state_id, state in returned["ret"].items():
                     sls = state.get("__sls__") if isinstance(state, dict) else None
-                    parts[(hecate_backends.owner(group, sls) or group[0]).name][state_id] = state
+                    parts[(engine_stages.owner(group, sls) or group[0]).name][state_id] = state
                 for name, states in parts.items():
                     split[name][minion] = {"ok": returned["ok"], "ret": states}
             else:  # a render error or no answer: every stage of the job shares it
                 for name in split:
                     split[name][minion] = returned
         for backend in group:
-            ok, changes, problems = hecate_orchestrate.read_state_returns(split[backend.name])
+            ok, changes, problems = runs.read_state_returns(split[backend.name])
             if not answer:
                 tgt, tgt_type = call.roles[backend.role]
                 problems = [f"no minion matched {tgt_type} target {tgt!r} for stage {backend.name}"]
             stages[backend.name] = {"ok": ok, "changes": changes, "problems": problems, "seconds": seconds}
-    return {b.name: stages[b.name] for b in hecate_backends.BACKENDS if b.name in stages}  # run order
+    return {b.name: stages[b.name] for b in engine_stages.BACKENDS if b.name in stages}  # run order
 
 
 def _undo_reads(tree, call, run_id):
@@ -358,9 +355,9 @@ def _undo_reads(tree, call, run_id):
     write: Caddy's config on every edge (kept there: ``caddy.snapshot keep=<run id>``) and the Nomad
     job versions. ``{"caddy": {minion: path}, "nomad": {job: version}}``."""
     jobs = [("edge", "caddy.snapshot", [], {"keep": run_id})]
-    nomad_jobs = _nomad_jobs(tree)
-    if nomad_jobs:
-        jobs.append(("controller", "nomad_job.current_versions", [], {"names": nomad_jobs}))
+    job_ids = _nomad_jobs(tree)
+    if job_ids:
+        jobs.append(("controller", "nomad_job.current_versions", [], {"names": job_ids}))
     kept, *versions = call.many(jobs)
     snapshots = {m: snap["path"] for m, snap in _rets(kept).items() if isinstance(snap, dict) and snap.get("path")}
     return {"caddy": snapshots, "nomad": _versions(versions[0]) if versions else {}}
@@ -375,15 +372,15 @@ def _planned(tree, only=None, tgt=None):
     planned = {
         name: {
             "ok": stage["ok"],
-            "would_change": hecate_orchestrate.count_changes(stage["changes"]),
-            "changes": hecate_orchestrate.summarize(stage["changes"]),
+            "would_change": runs.count_changes(stage["changes"]),
+            "changes": runs.summarize(stage["changes"]),
             "problems": stage["problems"],
         }
         for name, stage in stages.items()
     }
-    removed = hecate_orchestrate.removed_hosts(stages["routes"]["changes"]) if "routes" in stages else []
-    dns = hecate_backends.BY_NAME["dns"]
-    if removed and hecate_backends.enabled(tree, dns) and not hecate_backends.prunes(tree, dns):
+    removed = runs.removed_hosts(stages["routes"]["changes"]) if "routes" in stages else []
+    dns = engine_stages.BY_NAME["dns"]
+    if removed and engine_stages.enabled(tree, dns) and not engine_stages.prunes(tree, dns):
         note = [f"{host}: its DNS record stays (hecate:dns:prune is off)" for host in removed]
         planned.setdefault("dns", {"ok": True, "would_change": 0, "changes": [], "problems": []})["notes"] = note
     return planned
@@ -405,7 +402,7 @@ def plan(only=None, minion=None):
     stages = _planned(_tree(minion), only)
     return {
         "stages": stages,
-        "order": hecate_orchestrate.timeline(stages),
+        "order": runs.timeline(stages),
         "would_change": sum(s["would_change"] for s in stages.values()),
         "retcode": 0 if all(s["ok"] for s in stages.values()) else 1,
     }
@@ -438,16 +435,16 @@ def status(minion=None):
 
 
 def _consul(tree):
-    settings = hecate_lock.consul_settings(tree, __opts__)
+    settings = consul_lock.consul_settings(tree, __opts__)
     try:
-        return settings, hecate_secrets.consul_client(settings)
+        return settings, secret_refs.consul_client(settings)
     except CommandExecutionError as exc:
         raise CommandExecutionError(f"the deploy needs Consul for its lock and records: {exc}") from exc
 
 
 def _nomad_jobs(tree):
     """The ids of hecate's Nomad jobs, or [] without Nomad."""
-    return [hecate_nomad.job_settings(tree, name)["id"] for name in hecate_nomad.JOBS] if tree.get("nomad") else []
+    return [nomad_jobs.job_settings(tree, name)["id"] for name in nomad_jobs.JOBS] if tree.get("nomad") else []
 
 
 def _versions(answers):
@@ -482,23 +479,23 @@ def _records(tree):
 def _effective(tree, run):
     """The tree the run deploys: the pillar's, or a recorded one over it (rollback, promote)."""
     recorded = run.get("recorded")
-    return hecate_schema.validate(hecate_orchestrate.overlay(tree, recorded)) if recorded else tree
+    return schema.validate(runs.overlay(tree, recorded)) if recorded else tree
 
 
 def _recorded(effective):
     """A run's tree as its record stores it (secrets left out, as JSON has it)."""
-    return json.loads(json.dumps(hecate_orchestrate.strip_secrets(effective)))
+    return json.loads(json.dumps(runs.strip_secrets(effective)))
 
 
 def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=None):
     """Take the deploy lock and record the run as running (``cas=0``): from here on the run is recorded
     whatever happens (success, failed, interrupted)."""
     settings, client, environment, prefix = _records(tree)
-    run_id = run_id or hecate_lock.new_deployment_id()
+    run_id = run_id or consul_lock.new_deployment_id()
     run = {"id": run_id, "kind": kind, "only": only, "recorded": recorded, "extra": extra or {}, "started": time.time()}
     effective = _effective(tree, run)
-    steps = [s.name for s in hecate_backends.steps(effective, only)]  # refuses an unknown stage before the lock
-    lock = hecate_lock.ConsulLock(
+    steps = [s.name for s in engine_stages.steps(effective, only)]  # refuses an unknown stage before the lock
+    lock = consul_lock.ConsulLock(
         client,
         settings["lock"]["key"],
         ttl=settings["lock"]["ttl"],
@@ -508,7 +505,7 @@ def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=N
     )
     lock.acquire()
     try:
-        last = next(iter(hecate_lock.list_records(client, environment, prefix, status="success", limit=1)), None)
+        last = next(iter(consul_lock.list_records(client, environment, prefix, status="success", limit=1)), None)
         # a run that writes nothing deploys what the last success deployed when their trees are equal:
         # the Nomad versions to return to are that record's, so a no-op need not read them (see _finish)
         same = last is not None and last.get("tree") == _recorded(effective)
@@ -522,10 +519,10 @@ def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=N
             applied=[],
             failure=None,
         )
-        record = {"kind": kind, "status": "running", "deployed_by": hecate_orchestrate.operator(__opts__), "stages": {}}
-        record.update(pillar=hecate_orchestrate.pillar_commit(__opts__), **run["extra"])
-        hecate_lock.write_record(client, environment, record, run_id, prefix)
-        hecate_orchestrate.save_run(__opts__, run)
+        record = {"kind": kind, "status": "running", "deployed_by": runs.operator(__opts__), "stages": {}}
+        record.update(pillar=runs.pillar_commit(__opts__), **run["extra"])
+        consul_lock.write_record(client, environment, record, run_id, prefix)
+        runs.save_run(__opts__, run)
         _HELD[run_id] = lock
         _event(f"{kind}/{run_id}/start", {"id": run_id, "stages": steps})
     except BaseException:  # Ctrl-C included: a recorded run left "running" without its lock shows as interrupted
@@ -545,14 +542,14 @@ def _preview(tree, run):
     with _Minions(tree) as call:
         stages = _dry_run(effective, call, run["only"], run["recorded"])
         unchanged = {name for name, dry in stages.items() if dry["ok"] and not dry["changes"]}
-        run["skip"] = hecate_backends.skippable(hecate_backends.steps(effective, run["only"]), unchanged)
+        run["skip"] = engine_stages.skippable(engine_stages.steps(effective, run["only"]), unchanged)
         if set(run["steps"]) - set(run["skip"]):
             run["before"] = _undo_reads(effective, call, run["id"])
-    hecate_orchestrate.save_run(__opts__, run)
+    runs.save_run(__opts__, run)
 
 
 def _load(run_id):
-    run = hecate_orchestrate.load_run(__opts__, run_id)
+    run = runs.load_run(__opts__, run_id)
     if run is None:
         raise SaltInvocationError(f"run {run_id} has not begun on this master (or has finished)")
     return run
@@ -566,19 +563,19 @@ def _check_lock(client, run):
         return
     _, entry = client.kv.get(run["lock_key"])
     if not entry or entry.get("Session") != run["session"] or not client.session.renew(run["session"]):
-        raise hecate_lock.LockLost(f"run {run['id']} no longer holds the Consul lock {run['lock_key']}; it stops here")
+        raise consul_lock.LockLost(f"run {run['id']} no longer holds the Consul lock {run['lock_key']}; it stops here")
 
 
 def _step(tree, run, name):
     """Apply one step of the run (or verify); the outcome goes into the run's file."""
     effective = _effective(tree, run)
-    step = next((s for s in hecate_backends.steps(effective, run["only"]) if s.name == name), None)
+    step = next((s for s in engine_stages.steps(effective, run["only"]) if s.name == name), None)
     if step is None:
         raise SaltInvocationError(f"run {run['id']} has no step {name!r}; its steps are: {', '.join(run['steps'])}")
     tag = f"{run['kind']}/{run['id']}/{name}"
     if name in run.get("skip", ()):
         run["results"][name] = {"ok": True, "seconds": 0, "changed": 0, "changes": [], "problems": [], "skipped": True}
-        hecate_orchestrate.save_run(__opts__, run)
+        runs.save_run(__opts__, run)
         _event(f"{tag}/done", {"stage": name, **run["results"][name]})
         return run["results"][name]
     _, client, _, _ = _records(tree)
@@ -586,7 +583,7 @@ def _step(tree, run, name):
     try:
         _check_lock(client, run)
         with _Minions(tree) as call:
-            if step.phase == hecate_backends.VERIFY:
+            if step.phase == engine_stages.VERIFY:
                 failures = _verify(effective, call)
                 result = {"ok": not failures, "changes": {}, "problems": failures, "seconds": 0}
             elif step.backend.role == "edge":
@@ -600,20 +597,20 @@ def _step(tree, run, name):
     run["results"][name] = {
         "ok": result["ok"],
         "seconds": result["seconds"],
-        "changed": hecate_orchestrate.count_changes(result["changes"]),
-        "changes": hecate_orchestrate.summarize(result["changes"]),
+        "changed": runs.count_changes(result["changes"]),
+        "changes": runs.summarize(result["changes"]),
         "problems": result["problems"],
     }
     if not result["ok"] and not run["failure"]:
-        prefix = "verify failed: " if step.phase == hecate_backends.VERIFY else f"stage {name} failed: "
+        prefix = "verify failed: " if step.phase == engine_stages.VERIFY else f"stage {name} failed: "
         run["failure"] = prefix + "; ".join(result["problems"])
-    hecate_orchestrate.save_run(__opts__, run)
+    runs.save_run(__opts__, run)
     _event(f"{tag}/{'done' if result['ok'] else 'fail'}", {"stage": name, **run["results"][name]})
     return run["results"][name]
 
 
 def _roll_out(tree, call, step, run):
-    """The edge stage over the fleet (hecate_fleet): one canary edge, then batches of
+    """The edge stage over the fleet (hecatelib.engine.fleet): one canary edge, then batches of
     ``hecate:deployment:edge_batch``; each edge's own state verifies its routes and restores its own
     snapshot when they fail; a failed batch's other edges get their snapshot back and the rollout stops
     there, so a bad change never reaches the edges after it. Progress: ``<kind>/<id>/<step>/<minion>``."""
@@ -627,7 +624,7 @@ def _roll_out(tree, call, step, run):
         answers = call.state_apply("minions:" + ",".join(batch), step.backend.sls, **kwargs)
         out = {}
         for minion in batch:
-            ok, changed, found = hecate_orchestrate.read_state_returns({minion: answers[minion]} if minion in answers else {})
+            ok, changed, found = runs.read_state_returns({minion: answers[minion]} if minion in answers else {})
             changes.update(changed)
             problems.extend(found if minion in answers else [f"{minion}: no answer from the minion"])
             out[minion] = {"result": ok}
@@ -644,7 +641,7 @@ def _roll_out(tree, call, step, run):
     def progress(minion, status):
         _event(f"{run['kind']}/{run['id']}/{step.name}/{minion}", {"edge": minion, "status": status})
 
-    outcome = hecate_fleet.roll_out(edges, tree["deployment"]["edge_batch"], apply, roll_back, progress)
+    outcome = fleet.roll_out(edges, tree["deployment"]["edge_batch"], apply, roll_back, progress)
     if not edges:
         problems.append("no edge minion answered (hecate:deployment:targets:edge)")
     elif not outcome["ok"]:
@@ -655,16 +652,16 @@ def _roll_out(tree, call, step, run):
 
 
 def _undo(tree, run):
-    """Roll back every backend the run applied, last first, each with its own undo (hecate_backends);
+    """Roll back every backend the run applied, last first, each with its own undo (hecatelib.engine.stages);
     every revert is checked: a backend that answered an error is a problem, not "done"."""
     _, client, environment, prefix = _records(tree)
     _check_lock(client, run)
     touched = []
     for name in reversed(run["applied"]):
-        backend = hecate_backends.BY_NAME[name.removesuffix("_contract")]
+        backend = engine_stages.BY_NAME[name.removesuffix("_contract")]
         if backend not in touched:
             touched.append(backend)
-    previous = hecate_lock.read_record(client, environment, run["previous"], prefix) if run["previous"] else None
+    previous = consul_lock.read_record(client, environment, run["previous"], prefix) if run["previous"] else None
     done, problems = [], []
     with _Minions(tree) as call:
         for backend in touched:
@@ -681,7 +678,7 @@ def _undo(tree, run):
                 if not previous:
                     problems.append(f"{backend.name}: no previous successful deployment to return to; left as applied")
                     continue
-                step = hecate_backends.Step(backend.name, hecate_backends.CONTRACT, backend)
+                step = engine_stages.Step(backend.name, engine_stages.CONTRACT, backend)
                 result = _apply(call, step, test=False, pillar={"hecate": previous["tree"]})
                 line = f"{backend.name}: re-applied deployment {previous['id']}"
                 (done if result["ok"] else problems).append(line if result["ok"] else f"{line} FAILED: {'; '.join(result['problems'])}")
@@ -690,7 +687,7 @@ def _undo(tree, run):
         if any(b.undo == "revert" for b in touched):  # touched: applied, so _undo_reads read the versions
             _revert_nomad(tree, call, run["before"]["nomad"] or {}, done, problems)
     run["rollback"] = {"done": done, "problems": problems}
-    hecate_orchestrate.save_run(__opts__, run)
+    runs.save_run(__opts__, run)
     return run["rollback"]
 
 
@@ -746,14 +743,14 @@ def _finish(tree, run, status=None):
         }
         if "rollback" in run:
             changes["rollback"] = run["rollback"]
-        stored = hecate_lock.update_record(client, environment, run["id"], changes, prefix)
+        stored = consul_lock.update_record(client, environment, run["id"], changes, prefix)
     finally:
         _release(client, run)
-        hecate_orchestrate.drop_run(__opts__, run["id"])
+        runs.drop_run(__opts__, run["id"])
     _event(f"{run['kind']}/{run['id']}/{'done' if status == 'success' else 'fail'}", {"id": run["id"], "status": status})
     summary = {k: stored[k] for k in ("id", "kind", "environment", "status", "error", "seconds", "stages", "rollback") if k in stored}
     summary["stages"] = {name: {k: v for k, v in s.items() if k != "changes" or v} for name, s in run["results"].items()}
-    summary["order"] = hecate_orchestrate.timeline(run["results"])
+    summary["order"] = runs.timeline(run["results"])
     summary["retcode"] = 0 if status == "success" else 1
     return summary
 
@@ -872,13 +869,13 @@ def stages(minion=None):
     """
     tree = _tree(minion)
     out = []
-    for step in hecate_backends.steps(tree):
+    for step in engine_stages.steps(tree):
         entry = {"name": step.name, "phase": step.phase}
         if step.backend:
-            tgt, tgt_type = hecate_backends.target(tree, step.backend.role)
+            tgt, tgt_type = engine_stages.target(tree, step.backend.role)
             entry.update(sls=step.backend.sls, tgt=tgt, tgt_type=tgt_type)
         out.append(entry)
-    run = hecate_lock.new_deployment_id()
+    run = consul_lock.new_deployment_id()
     while len(_TREES) >= 8:  # runs rendered but never begun (test=True) must not pile up
         _TREES.pop(next(iter(_TREES)))
     _TREES[run] = tree
@@ -949,7 +946,7 @@ def finish(run, minion=None):
 
         salt-run hecate.finish run=20261202T101500Z-1a2b3c
     """
-    run_ = hecate_orchestrate.load_run(__opts__, run)
+    run_ = runs.load_run(__opts__, run)
     if run_ is None:
         return {"id": run, "status": "not started", "error": f"run {run} did not begin (see its begin step)", "retcode": 1}
     try:
@@ -986,10 +983,10 @@ _MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 def _keep_drift(tree, report):
     """Append a drift report to the bounded history in Consul KV (``hecate:reconcile:history`` newest)."""
     _, client, environment, _ = _records(tree)
-    hecate_lock.write_record(client, environment, {"time": time.time(), **report}, prefix=DRIFT_PREFIX)
-    kept = hecate_lock.list_records(client, environment, prefix=DRIFT_PREFIX)
+    consul_lock.write_record(client, environment, {"time": time.time(), **report}, prefix=DRIFT_PREFIX)
+    kept = consul_lock.list_records(client, environment, prefix=DRIFT_PREFIX)
     for old in kept[: max(0, len(kept) - tree["reconcile"]["history"])]:
-        client.kv.delete(hecate_lock.record_key(environment, old["id"], DRIFT_PREFIX))
+        client.kv.delete(consul_lock.record_key(environment, old["id"], DRIFT_PREFIX))
 
 
 @_outcome
@@ -1013,9 +1010,9 @@ def drift(history=None, minion=None):
             raise SaltInvocationError(f"history={history!r}: use a number of minutes, hours or days, e.g. 30m, 24h, 7d")
         since = time.time() - int(text[:-1]) * _WINDOW[text[-1]]
         _, client, environment, _ = _records(tree)
-        reports = [r for r in hecate_lock.list_records(client, environment, prefix=DRIFT_PREFIX) if r.get("time", 0) >= since]
+        reports = [r for r in consul_lock.list_records(client, environment, prefix=DRIFT_PREFIX) if r.get("time", 0) >= since]
         return {"window": text, "reports": reports, "count": len(reports), "retcode": 0}
-    enabled = {step.name for step in hecate_backends.steps(tree, verify=False)}
+    enabled = {step.name for step in engine_stages.steps(tree, verify=False)}
     only = [name for name in DRIFT_STAGES if name in enabled]
     counts = {name: stage["would_change"] for name, stage in _planned(tree, only).items()} if only else {}
     drifted = {name: count for name, count in counts.items() if count}
@@ -1045,7 +1042,7 @@ def reconcile(minion, backend="caddy", wait=0):
     tree = _tree(minion)  # the drifted edge's own pillar (its Caddy, its ports)
     settings = tree["reconcile"]
     stage = "routes" if backend == "caddy" else backend
-    if stage not in hecate_backends.BY_NAME:
+    if stage not in engine_stages.BY_NAME:
         raise SaltInvocationError(f"backend {backend!r}: one of caddy, {', '.join(DRIFT_STAGES)}")
     report = {"minion": minion, "backend": backend, "count": 0, "drift": []}
     _, client, _, _ = _records(tree)
@@ -1095,9 +1092,9 @@ def follow(minion=None):
         return {"status": "skipped", "error": f"the new commit's pillar is invalid: {exc}", "retcode": 1}
     if not tree["reconcile"].get("follow_branch"):
         return {"status": "off", "why": "hecate:reconcile:follow_branch is not set", "retcode": 0}
-    commit = (hecate_orchestrate.pillar_commit(__opts__) or {}).get("commit")
+    commit = (runs.pillar_commit(__opts__) or {}).get("commit")
     _, client, environment, prefix = _records(tree)
-    last = hecate_lock.list_records(client, environment, prefix, status="success", limit=1)
+    last = consul_lock.list_records(client, environment, prefix, status="success", limit=1)
     deployed = ((last[-1].get("pillar") or {}).get("commit")) if last else None
     if commit and commit == deployed:
         return {"status": "up to date", "commit": commit, "retcode": 0}
@@ -1109,7 +1106,7 @@ def follow(minion=None):
 
 def _lock_entry(client, tree):
     """The deploy lock's KV entry while a session holds it, or None."""
-    _, entry = client.kv.get(hecate_lock.consul_settings(tree, __opts__)["lock"]["key"])
+    _, entry = client.kv.get(consul_lock.consul_settings(tree, __opts__)["lock"]["key"])
     return entry if entry and entry.get("Session") else None
 
 
@@ -1138,7 +1135,7 @@ def history(limit=20, minion=None):
     """
     tree = _tree(minion)
     _, client, environment, prefix = _records(tree)
-    records = hecate_lock.list_records(client, environment, prefix, limit=limit)
+    records = consul_lock.list_records(client, environment, prefix, limit=limit)
     holder = _holder(client, tree) if any(r.get("status") == "running" for r in records) else None
     keep = ("id", "kind", "status", "recorded_at", "deployed_by", "seconds", "error", "rolled_back_to", "promoted_from")
     out = []
@@ -1166,23 +1163,23 @@ def show(id, tree=False, minion=None):
     """
     live = _tree(minion)
     _, client, environment, prefix = _records(live)
-    found = hecate_lock.read_record(client, environment, id, prefix)
+    found = consul_lock.read_record(client, environment, id, prefix)
     if not found:
         return {"error": f"no deployment record {id} in {environment}", "retcode": 1}
     found.pop("_modify_index", None)
     if not tree:
         found.pop("tree", None)
     stages = found.get("stages") or {}
-    found["order"] = hecate_orchestrate.timeline({name: stages[name] for name in found.get("order") or stages if name in stages})
+    found["order"] = runs.timeline({name: stages[name] for name in found.get("order") or stages if name in stages})
     return found
 
 
 def _rollback_target(client, environment, prefix, id):
     """The record to return to: ``id``, or the newest success whose tree differs from the newest
     success's (a no-op deploy after a change is not a point to return to)."""
-    successes = hecate_lock.list_records(client, environment, prefix, status="success")
+    successes = consul_lock.list_records(client, environment, prefix, status="success")
     if id is not None:
-        found = hecate_lock.read_record(client, environment, id, prefix)
+        found = consul_lock.read_record(client, environment, id, prefix)
         if not found or found.get("status") != "success":
             raise SaltInvocationError(f"deployment {id} is unknown or was not successful")
         return found, successes
@@ -1215,15 +1212,15 @@ def rollback(id=None, test=False, minion=None, wait=None):
     _, client, environment, prefix = _records(tree)
     target, _ = _rollback_target(client, environment, prefix, id)
     _say(f"rolling back to {target['id']} ({target.get('recorded_at')}, by {target.get('deployed_by')})")
-    only = [b.name for b in hecate_backends.BACKENDS if b.undo in ("snapshot", "reapply")]
-    only = [b.name for b in hecate_backends.choose(_effective(tree, {"recorded": target["tree"]})) if b.name in only]
+    only = [b.name for b in engine_stages.BACKENDS if b.undo in ("snapshot", "reapply")]
+    only = [b.name for b in engine_stages.choose(_effective(tree, {"recorded": target["tree"]})) if b.name in only]
     versions = {job: v for job, v in (target.get("nomad_versions") or {}).items() if v is not None}
     if test:
         planned = {}
         with _Minions(tree) as call:
-            for step in hecate_backends.steps(_effective(tree, {"recorded": target["tree"]}), only, verify=False):
+            for step in engine_stages.steps(_effective(tree, {"recorded": target["tree"]}), only, verify=False):
                 result = _apply(call, step, test=True, recorded=target["tree"])
-                planned[step.name] = {"ok": result["ok"], "changes": hecate_orchestrate.summarize(result["changes"])}
+                planned[step.name] = {"ok": result["ok"], "changes": runs.summarize(result["changes"])}
             now = _nomad_versions(tree, call)
         reverts = [f"{job}: version {now.get(job)} -> {v}" for job, v in versions.items() if now.get(job) not in (None, v)]
         return {"target": target["id"], "stages": planned, "nomad_reverts": reverts, "test": True, "retcode": 0}
@@ -1248,7 +1245,7 @@ def promote(approve=False, source="staging", minion=None, wait=None):
     """
     tree = _tree(minion)
     _, client, environment, prefix = _records(tree)
-    found = hecate_lock.list_records(client, source, prefix, status="success", limit=1)
+    found = consul_lock.list_records(client, source, prefix, status="success", limit=1)
     if not found:
         return {"status": "not started", "error": f"no successful deployment in {source} to promote", "retcode": 1}
     candidate = found[-1]
@@ -1262,7 +1259,7 @@ def promote(approve=False, source="staging", minion=None, wait=None):
 
 
 # -- operate: import, health, backup, restore ----------------------------------------------------------
-# Helpers live in _utils (hecate_import, hecate_health, hecate_backup); the functions here are thin:
+# Helpers live in _utils (hecatelib.caddy.caddyfile, hecatelib.health, hecatelib.backups); the functions here are thin:
 # read the validated tree, reach the minions (edges: Caddy; the controller: authentik, DNS, Nomad), format.
 
 
@@ -1291,8 +1288,8 @@ def import_caddyfile(path, dest=None, caddy=None, force=False):
         salt-run hecate.import_caddyfile path=/etc/caddy/Caddyfile --out=yaml
     """
     try:
-        result = hecate_import.import_file(path, binary=caddy)
-    except hecate_import.CaddyfileError as exc:
+        result = caddyfile.import_file(path, binary=caddy)
+    except caddyfile.CaddyfileError as exc:
         __context__["retcode"] = 1
         return {"error": str(exc), "retcode": 1}
     written = None
@@ -1344,7 +1341,7 @@ def health(tgt=None, tgt_type=None, controller=None, minion=None, only=None, tim
     tree = _tree(minion)
     call = _Minions(tree, tgt, tgt_type, controller, timeout)
     try:
-        report = hecate_health.collect(tree, call, only=[only] if isinstance(only, str) else only)
+        report = health_report.collect(tree, call, only=[only] if isinstance(only, str) else only)
     finally:
         call.close()
     if report["retcode"]:
@@ -1372,12 +1369,12 @@ def backup(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=None
     tree = _tree(minion)
     call = _Minions(tree, tgt, tgt_type, controller, timeout)
     try:
-        sections, files = hecate_backup.collect(tree, call, only=[only] if isinstance(only, str) else only)
+        sections, files = backups.collect(tree, call, only=[only] if isinstance(only, str) else only)
     finally:
         call.close()
     try:
-        manifest = hecate_backup.write(dir, sections, files, environment=tree["global"].get("environment"))
-    except (OSError, hecate_backup.BackupError) as exc:
+        manifest = backups.write(dir, sections, files, environment=tree["global"].get("environment"))
+    except (OSError, backups.BackupError) as exc:
         __context__["retcode"] = 1
         return {"error": str(exc), "retcode": 1}
     failed = sorted(n for n, s in sections.items() if s.get("state") == "failed")
@@ -1401,7 +1398,7 @@ def restore(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=Non
         salt-run hecate.restore dir=/var/backups/hecate/2026-05-01
         salt-run hecate.restore dir=/var/backups/hecate/2026-05-01 only='[caddy]'
     """
-    _, problems = hecate_backup.verify(dir)
+    _, problems = backups.verify(dir)
     if problems:
         __context__["retcode"] = 1
         return {"restored": False, "refused": True, "problems": problems, "comment": "the backup failed verification: nothing was changed",
@@ -1409,7 +1406,7 @@ def restore(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=Non
     tree = _tree(minion)
     call = _Minions(tree, tgt, tgt_type, controller, timeout)
     try:
-        result = hecate_backup.restore(dir, call, only=[only] if isinstance(only, str) else only, test=test)
+        result = backups.restore(dir, call, only=[only] if isinstance(only, str) else only, test=test)
     finally:
         call.close()
     result["retcode"] = 1 if result["problems"] or result["refused"] else 0

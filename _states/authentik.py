@@ -2,7 +2,7 @@
 
 ``protected_routes`` is the one hecate's state tree uses (``salt/hecate/authentik.sls``): it derives every
 object from the pillar routes that have ``auth:`` and converges authentik in one pass: read once, plan
-(pure, ``hecate_authentik.plan``), then write in dependency order (groups -> providers -> applications ->
+(pure, ``hecatelib.authentik.objects.plan``), then write in dependency order (groups -> providers -> applications ->
 outpost -> bindings), pruning what hecate owns in reverse (bindings -> outpost -> applications ->
 providers [-> groups with ``prune_groups``]). A second run sends no write; ``test=True`` sends none.
 
@@ -18,8 +18,8 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    import hecate_authentik
-    import hecate_state
+    from hecatelib import salt_state
+    from hecatelib.authentik import objects as authentik_objects
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
 else:
@@ -31,7 +31,7 @@ __virtualname__ = "authentik"
 def __virtual__():
     if IMPORT_ERROR:
         return (False, f"{__virtualname__}: {IMPORT_ERROR}")
-    return hecate_state.virtual(__virtualname__, __salt__, "authentik.version")
+    return salt_state.virtual(__virtualname__, __salt__, "authentik.version")
 
 
 class _Missing(CommandExecutionError):
@@ -40,25 +40,25 @@ class _Missing(CommandExecutionError):
 
 
 def _test():
-    return hecate_state.test(__opts__)
+    return salt_state.test(__opts__)
 
 
 def _fail(ret, exc, done=None):
     if isinstance(exc, _Missing) and _test():
         ret.update(result=None, comment=f"{exc} (yet): it may be created by an earlier state of this run")
         return ret
-    return hecate_state.fail(ret, str(exc), done)
+    return salt_state.fail(ret, str(exc), done)
 
 
 def _converge(ret, kind, label, current, wanted, create, update):
     """Shared present-logic: create when absent, PATCH the differing declared fields, honour test."""
     if current is None:
         if _test():
-            return hecate_state.pending(ret, {"new": wanted}, f"{kind} {label} would be created")
+            return salt_state.pending(ret, {"new": wanted}, f"{kind} {label} would be created")
         created = create()
         ret.update(comment=f"{kind} {label} created", changes={"new": wanted, "pk": created.get("pk")})
         return ret
-    return _patch(ret, kind, label, hecate_authentik.differs(current, wanted), update)
+    return _patch(ret, kind, label, authentik_objects.differs(current, wanted), update)
 
 
 def _patch(ret, kind, label, diff, update):
@@ -67,7 +67,7 @@ def _patch(ret, kind, label, diff, update):
         ret["comment"] = f"{kind} {label} is as declared"
         return ret
     if _test():
-        return hecate_state.pending(ret, diff, f"{kind} {label} would be updated")
+        return salt_state.pending(ret, diff, f"{kind} {label} would be updated")
     update({k: v["new"] for k, v in diff.items()})
     ret.update(comment=f"{kind} {label} updated", changes=diff)
     return ret
@@ -78,7 +78,7 @@ def _absent(ret, kind, label, current, delete):
         ret["comment"] = f"{kind} {label} is already absent"
         return ret
     if _test():
-        return hecate_state.pending(ret, {"old": label, "new": None}, f"{kind} {label} would be deleted")
+        return salt_state.pending(ret, {"old": label, "new": None}, f"{kind} {label} would be deleted")
     delete()
     ret.update(comment=f"{kind} {label} deleted", changes={"old": label, "new": None})
     return ret
@@ -95,7 +95,7 @@ def group_present(name, parents=None, attributes=None, is_superuser=None):
     is_superuser
         Members become superusers (compared only when given).
     """
-    ret = hecate_state.ret(name)
+    ret = salt_state.ret(name)
     try:
         current = __salt__["authentik.group"](name)
         if current is None:
@@ -129,7 +129,7 @@ def group_present(name, parents=None, attributes=None, is_superuser=None):
 def _named_absent(name, kind, function, key="pk"):
     """No object called ``name``: read with ``authentik.<function>``, deleted by its ``key`` with
     ``<function>_delete``."""
-    ret = hecate_state.ret(name)
+    ret = salt_state.ret(name)
     try:
         current = __salt__[f"authentik.{function}"](name)
         return _absent(ret, kind, name, current, lambda: __salt__[f"authentik.{function}_delete"](current[key]))
@@ -165,11 +165,11 @@ def proxy_provider_present(
         Scope mappings (names or managed ids) that must be attached; authentik adds its own defaults and
         those are kept (set semantics).
     """
-    ret = hecate_state.ret(name)
+    ret = salt_state.ret(name)
     try:
         flows = {}
         for role, slug in (("authorization", authorization_flow), ("invalidation", invalidation_flow)):
-            slug = slug or hecate_authentik.DEFAULT_FLOWS[role]
+            slug = slug or authentik_objects.DEFAULT_FLOWS[role]
             found = __salt__["authentik.flow"](slug)
             if found is None:
                 raise CommandExecutionError(f"there is no flow with slug {slug!r} ({role}_flow)")
@@ -231,7 +231,7 @@ def application_present(
     provider
         The provider's name.
     """
-    ret = hecate_state.ret(name)
+    ret = salt_state.ret(name)
     try:
         provider_pk = None
         if provider is not None:
@@ -293,7 +293,7 @@ def policy_binding_present(name, application, group=None, policy=None, binding_o
     """A binding of a group (by name) or an expression policy (by name) to the application with slug
     ``application``. The pair is the key; ``binding_order`` (authentik's ``order``; Salt reserves
     ``order`` for state ordering), ``negate`` and ``enabled`` are compared."""
-    ret = hecate_state.ret(name)
+    ret = salt_state.ret(name)
     try:
         app, field, pk, current = _find_binding(application, group, policy)
         label = f"{application} <- {field} {group or policy}"
@@ -315,7 +315,7 @@ def policy_binding_present(name, application, group=None, policy=None, binding_o
 
 def policy_binding_absent(name, application, group=None, policy=None):
     """No binding of that group or policy to the application (absent application: nothing to do)."""
-    ret = hecate_state.ret(name)
+    ret = salt_state.ret(name)
     try:
         if __salt__["authentik.application"](application) is None:
             ret["comment"] = f"application {application} is absent, so is the binding"
@@ -329,7 +329,7 @@ def policy_binding_absent(name, application, group=None, policy=None):
 
 # -- outposts ----------------------------------------------------------------------------------------------
 def _outpost_membership(name, providers, present):
-    ret = hecate_state.ret(name)
+    ret = salt_state.ret(name)
     try:
         outpost = __salt__["authentik.outpost"](name)
         if outpost is None:
@@ -349,7 +349,7 @@ def _outpost_membership(name, providers, present):
             return ret
         verb = "added" if present else "removed"
         if _test():
-            return hecate_state.pending(ret, {verb: pending}, f"outpost {name}: providers would be {verb}")
+            return salt_state.pending(ret, {verb: pending}, f"outpost {name}: providers would be {verb}")
         __salt__["authentik.outpost_update_providers"](
             add=pending if present else None, remove=None if present else pending, outpost_name=name
         )
@@ -391,7 +391,7 @@ def _snapshot(desired):
     else:
         apps = {a["slug"]: a for a in __salt__["authentik.applications"](full=False)}
         wanted = set(desired["applications"])
-        wanted |= {p.get("assigned_application_slug") for p in providers.values() if hecate_authentik.owns_provider(p, prefix, apps)}
+        wanted |= {p.get("assigned_application_slug") for p in providers.values() if authentik_objects.owns_provider(p, prefix, apps)}
         for slug in sorted(s for s in wanted - set(apps) if s):
             found = __salt__["authentik.application"](slug)
             if found is not None:
@@ -399,7 +399,7 @@ def _snapshot(desired):
     outpost = __salt__["authentik.outpost"](desired["outpost"])
     if outpost is None:
         raise CommandExecutionError(f"there is no outpost {desired['outpost']!r} (hecate:authentik:outpost:name)")
-    targets = [a["pk"] for s, a in sorted(apps.items()) if s in desired["applications"] or hecate_authentik.owns_application(a, prefix)]
+    targets = [a["pk"] for s, a in sorted(apps.items()) if s in desired["applications"] or authentik_objects.owns_application(a, prefix)]
     bindings = {}
     if targets:
         for binding in __salt__["authentik.policy_bindings"](targets=targets):
@@ -486,15 +486,15 @@ def protected_routes(name, prune=None):
     prune
         Override ``hecate:authentik:prune``.
     """
-    ret = hecate_state.ret(name)
+    ret = salt_state.ret(name)
     try:
         # From pillar only, never a state argument: the tree holds the tokens, and a state's arguments end
-        # up in the job's return and events. hecate_schema.validate already applies authentik's schema.
-        tree = hecate_state.tree(__pillar__, __opts__, __context__)
-    except hecate_state.PillarError as exc:
+        # up in the job's return and events. hecatelib.schema.validate already applies authentik's schema.
+        tree = salt_state.tree(__pillar__, __opts__, __context__)
+    except salt_state.PillarError as exc:
         return _fail(ret, exc)
-    settings = hecate_authentik.section(tree)
-    desired = hecate_authentik.desired_objects(tree)
+    settings = authentik_objects.section(tree)
+    desired = authentik_objects.desired_objects(tree)
     if not desired["providers"] and not settings.get("url") and not settings.get("endpoint"):
         ret["comment"] = "no route has auth: and authentik is not configured (hecate:authentik:url); nothing to do"
         return ret
@@ -502,14 +502,14 @@ def protected_routes(name, prune=None):
     done = {}
     try:
         snapshot = _snapshot(desired)
-        actions = hecate_authentik.plan(desired, snapshot, prune=prune, prune_groups=settings["prune_groups"])
-        changes = hecate_authentik.plan_changes(actions)
+        actions = authentik_objects.plan(desired, snapshot, prune=prune, prune_groups=settings["prune_groups"])
+        changes = authentik_objects.plan_changes(actions)
         count = len(desired["providers"])
         if not changes:
             ret["comment"] = f"authentik already guards the {count} protected route object(s) as declared; nothing sent"
             return ret
         if _test():
-            return hecate_state.pending(ret, changes, "authentik would change (test=True: nothing sent)")
+            return salt_state.pending(ret, changes, "authentik would change (test=True: nothing sent)")
         _execute(actions, snapshot, desired, done)
         ret.update(changes=changes, comment=f"authentik converged: {count} protected application(s)")
         return ret
@@ -536,4 +536,4 @@ def mod_watch(name, sfun=None, **kwargs):
             outpost_providers_absent,
         )
     }
-    return hecate_state.mod_watch(functions, name, sfun, kwargs)
+    return salt_state.mod_watch(functions, name, sfun, kwargs)

@@ -5,13 +5,13 @@
     hecate_routes:
       caddy.routes_managed: []
 
-``routes_managed`` owns hecate's server in Caddy (see ``hecate_caddy`` for exactly which keys) and
+``routes_managed`` owns hecate's server in Caddy (see ``hecatelib.caddy.config`` for exactly which keys) and
 leaves every other part of the config alone. A run costs one ``GET /config/`` when nothing differs,
 and one ``GET`` + one ``POST /config/`` (``If-Match``: one reload) when something does, however many
 routes changed. After writing it requests every changed host through Caddy; if Caddy refused the
 config or a host does not answer, the snapshot taken before the write is loaded back.
 
-Custom certificates (``hecate:reverse_proxy:caddy:tls:certificates``) are written as files (``hecate_certs``)
+Custom certificates (``hecate:reverse_proxy:caddy:tls:certificates``) are written as files (``hecatelib.caddy.certs``)
 before the config that names them; ``changes`` and ``comment`` name their files, never their content.
 """
 
@@ -23,11 +23,10 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    import hecate_caddy
-    import hecate_certs
-    import hecate_drift
-    import hecate_schema
-    import hecate_state
+    from hecatelib import salt_state, schema
+    from hecatelib.caddy import certs as caddy_certs
+    from hecatelib.caddy import config as caddy_config
+    from hecatelib.caddy import drift as caddy_drift
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
 else:
@@ -41,13 +40,13 @@ ETAG_RETRIES = 3
 def __virtual__():
     if IMPORT_ERROR:
         return (False, f"{__virtualname__}: {IMPORT_ERROR}")
-    return hecate_state.virtual(__virtualname__, __salt__, "caddy.snapshot")
+    return salt_state.virtual(__virtualname__, __salt__, "caddy.snapshot")
 
 
 def _tree():
     # From pillar only: a tree passed as an argument would put its tokens in job arguments and logs.
     # A different tree (rollback, promote) arrives as a pillar override: state.apply pillar='{"hecate": ...}'.
-    return hecate_state.tree(__pillar__, __opts__, __context__)
+    return salt_state.tree(__pillar__, __opts__, __context__)
 
 
 def _verify(tree, domains):
@@ -96,33 +95,33 @@ def routes_managed(name):
     hecate's own routes; ``test=True`` returns the diff and writes nothing. Certificate files are
     written before the config that names them; files no config names are removed after a good run.
     """
-    ret = hecate_state.ret(name)
+    ret = salt_state.ret(name)
     try:
         tree = _tree()
-        files = hecate_certs.plan_files(tree)  # reads only; holds the keys: never in a return or a log
-    except (hecate_state.PillarError, hecate_certs.CertError, OSError) as exc:
-        return hecate_state.fail(ret, f"nothing was changed: {exc}")
+        files = caddy_certs.plan_files(tree)  # reads only; holds the keys: never in a return or a log
+    except (salt_state.PillarError, caddy_certs.CertError, OSError) as exc:
+        return salt_state.fail(ret, f"nothing was changed: {exc}")
     count = len(tree["reverse_proxy"]["caddy"]["routes"])
     file_changes = _file_changes(files)
-    test = hecate_state.test(__opts__)
+    test = salt_state.test(__opts__)
     wrote = False
     try:
         for _ in range(ETAG_RETRIES):
             snap = __salt__["caddy.snapshot"]()
             live = snap["config"]
-            desired = hecate_caddy.desired_config(live, tree)
+            desired = caddy_config.desired_config(live, tree)
             if desired == live:
                 if test and file_changes:
-                    return hecate_state.pending(ret, file_changes, "would write the certificate files; Caddy's config is up to date")
+                    return salt_state.pending(ret, file_changes, "would write the certificate files; Caddy's config is up to date")
                 if test:
                     ret["comment"] = f"Caddy already serves the {count} pillar route(s); nothing sent"
                     return ret
                 return _files_only(ret, files, live, count)
-            changes = {**hecate_caddy.diff(live, desired), **file_changes}
+            changes = {**caddy_config.diff(live, desired), **file_changes}
             if test:
-                return hecate_state.pending(ret, changes, "would apply these changes in one reload")
+                return salt_state.pending(ret, changes, "would apply these changes in one reload")
             if not wrote:
-                hecate_certs.write_files(files)  # before the config that names them; a failure stops here
+                caddy_certs.write_files(files)  # before the config that names them; a failure stops here
                 wrote = True
             try:
                 __salt__["caddy.apply"](desired, snap["etag"])
@@ -130,24 +129,22 @@ def routes_managed(name):
             except CommandExecutionError as exc:
                 status = getattr(exc, "status", None)
                 if status == 0:  # no answer: Caddy may still apply the request it got
-                    return hecate_state.fail(
+                    return salt_state.fail(
                         ret, f"Caddy's admin API did not answer: whether it applied the change is unknown; re-run: {exc}"
                     )
                 if status != 412:
-                    return hecate_state.fail(ret, f"Caddy rejected the new config and keeps serving the previous one: {exc}")
+                    return salt_state.fail(ret, f"Caddy rejected the new config and keeps serving the previous one: {exc}")
         else:
-            return hecate_state.fail(
-                ret, f"Caddy's config changed under us {ETAG_RETRIES} times in a row (another writer?); nothing applied"
-            )
+            return salt_state.fail(ret, f"Caddy's config changed under us {ETAG_RETRIES} times in a row (another writer?); nothing applied")
     except OSError as exc:  # writing a certificate file: the previous files and config stay
-        return hecate_state.fail(ret, f"writing the certificate files failed, Caddy's config was not sent: {exc}")
-    except (CommandExecutionError, SaltInvocationError, hecate_certs.CertError) as exc:
-        return hecate_state.fail(ret, str(exc))
-    failures = _verify(tree, hecate_caddy.changed_domains(live, desired))
+        return salt_state.fail(ret, f"writing the certificate files failed, Caddy's config was not sent: {exc}")
+    except (CommandExecutionError, SaltInvocationError, caddy_certs.CertError) as exc:
+        return salt_state.fail(ret, str(exc))
+    failures = _verify(tree, caddy_config.changed_domains(live, desired))
     if failures:
-        return hecate_state.fail(ret, _roll_back(snap, failures, written=desired))
-    hecate_drift.record_applied(__opts__["cachedir"], desired)
-    removed = hecate_certs.remove_files(files)  # the new config names none of them
+        return salt_state.fail(ret, _roll_back(snap, failures, written=desired))
+    caddy_drift.record_applied(__opts__["cachedir"], desired)
+    removed = caddy_certs.remove_files(files)  # the new config names none of them
     changes.pop("certificate files", None)
     changes.update(_file_changes(files, removed=removed))
     ret.update(changes=changes, comment=f"applied in one reload; {count} route(s) in place")
@@ -158,11 +155,11 @@ def _files_only(ret, files, live, count):
     """Caddy's config is the pillar's: write the certificate files it names that are missing or differ
     (Caddy holds them in memory; a restart reads them), and remove those it no longer names."""
     try:
-        written = hecate_certs.write_files(files) if files["write"] or files["fix_dir"] else []
+        written = caddy_certs.write_files(files) if files["write"] or files["fix_dir"] else []
     except OSError as exc:
-        return hecate_state.fail(ret, f"writing the certificate files failed: {exc}")
-    hecate_drift.record_applied(__opts__["cachedir"], live)
-    changes = _file_changes(files, written=written, removed=hecate_certs.remove_files(files))
+        return salt_state.fail(ret, f"writing the certificate files failed: {exc}")
+    caddy_drift.record_applied(__opts__["cachedir"], live)
+    changes = _file_changes(files, written=written, removed=caddy_certs.remove_files(files))
     if changes:
         ret.update(changes=changes, comment="Caddy's config is up to date; certificate files brought in line")
     else:
@@ -174,8 +171,8 @@ def _single_route(name, route_args):
     tree = copy.deepcopy(_tree())
     route = {"service": name, **route_args}
     tree["reverse_proxy"]["caddy"]["routes"] = [route]
-    tree = hecate_schema.validate(tree)  # the route gets the same checks and defaults as pillar routes
-    return tree, hecate_caddy.compile_route(tree["reverse_proxy"]["caddy"]["routes"][0], tree)
+    tree = schema.validate(tree)  # the route gets the same checks and defaults as pillar routes
+    return tree, caddy_config.compile_route(tree["reverse_proxy"]["caddy"]["routes"][0], tree)
 
 
 def route_present(name, domain, backend=None, backends=None, **kwargs):
@@ -192,7 +189,7 @@ def route_present(name, domain, backend=None, backends=None, **kwargs):
             - domain: status.example.org
             - backend: 10.0.0.9:8080
     """
-    ret = hecate_state.ret(name)
+    ret = salt_state.ret(name)
     args = {k: v for k, v in kwargs.items() if not k.startswith("__")}
     args["domain"] = domain
     if backend:
@@ -202,29 +199,29 @@ def route_present(name, domain, backend=None, backends=None, **kwargs):
     try:
         tree, compiled = _single_route(name, args)
         snap = __salt__["caddy.snapshot"]()
-        routes = hecate_caddy.owned_routes(snap["config"])
+        routes = caddy_config.owned_routes(snap["config"])
         rid = compiled["@id"]
         if routes.get(rid) == compiled:
             ret["comment"] = f"route {rid} is in place"
             return ret
-        server = (snap["config"] or {}).get("apps", {}).get("http", {}).get("servers", {}).get(hecate_caddy.SERVER)
+        server = (snap["config"] or {}).get("apps", {}).get("http", {}).get("servers", {}).get(caddy_config.SERVER)
         if server is None:
-            return hecate_state.fail(ret, "hecate's server does not exist in Caddy yet: apply hecate.routes (caddy.routes_managed) first")
+            return salt_state.fail(ret, "hecate's server does not exist in Caddy yet: apply hecate.routes (caddy.routes_managed) first")
         verb = "replace" if rid in routes else "add"
-        changes = {rid: {"old": hecate_caddy.route_summary(routes[rid]) if rid in routes else None,
-                         "new": hecate_caddy.route_summary(compiled)}}  # fmt: skip
-        if hecate_state.test(__opts__):
-            return hecate_state.pending(ret, changes, f"would {verb} route {rid}")
+        changes = {rid: {"old": caddy_config.route_summary(routes[rid]) if rid in routes else None,
+                         "new": caddy_config.route_summary(compiled)}}  # fmt: skip
+        if salt_state.test(__opts__):
+            return salt_state.pending(ret, changes, f"would {verb} route {rid}")
         if rid in routes:
             __salt__["caddy.patch"](rid, compiled, etag=snap["etag"])
         else:
-            position = next(i for i, r in enumerate(server["routes"]) if r.get("@id") == hecate_caddy.CATCH_ALL_ID)
-            __salt__["caddy.insert"](f"apps/http/servers/{hecate_caddy.SERVER}/routes/{position}", compiled, etag=snap["etag"])
-    except (hecate_state.PillarError, CommandExecutionError, SaltInvocationError) as exc:
-        return hecate_state.fail(ret, f"nothing was changed: {exc}")
+            position = next(i for i, r in enumerate(server["routes"]) if r.get("@id") == caddy_config.CATCH_ALL_ID)
+            __salt__["caddy.insert"](f"apps/http/servers/{caddy_config.SERVER}/routes/{position}", compiled, etag=snap["etag"])
+    except (salt_state.PillarError, CommandExecutionError, SaltInvocationError) as exc:
+        return salt_state.fail(ret, f"nothing was changed: {exc}")
     failures = _verify(tree, [domain])
     if failures:
-        return hecate_state.fail(ret, _roll_back(snap, failures))
+        return salt_state.fail(ret, _roll_back(snap, failures))
     ret.update(changes=changes, comment=f"route {rid}: {verb}d")
     return ret
 
@@ -238,20 +235,20 @@ def route_absent(name):
           caddy.route_absent:
             - name: legacy
     """
-    ret = hecate_state.ret(name)
-    rid = f"{hecate_caddy.ROUTE_PREFIX}{name}"
+    ret = salt_state.ret(name)
+    rid = f"{caddy_config.ROUTE_PREFIX}{name}"
     try:
         snap = __salt__["caddy.snapshot"]()
-        routes = hecate_caddy.owned_routes(snap["config"])
+        routes = caddy_config.owned_routes(snap["config"])
         if rid not in routes:
             ret["comment"] = f"route {rid} is absent"
             return ret
-        changes = {rid: {"old": hecate_caddy.route_summary(routes[rid]), "new": None}}
-        if hecate_state.test(__opts__):
-            return hecate_state.pending(ret, changes, f"would remove route {rid}")
+        changes = {rid: {"old": caddy_config.route_summary(routes[rid]), "new": None}}
+        if salt_state.test(__opts__):
+            return salt_state.pending(ret, changes, f"would remove route {rid}")
         __salt__["caddy.delete"](rid, etag=snap["etag"])
     except (CommandExecutionError, SaltInvocationError) as exc:
-        return hecate_state.fail(ret, str(exc))
+        return salt_state.fail(ret, str(exc))
     ret.update(changes=changes, comment=f"route {rid} removed")
     return ret
 
@@ -263,4 +260,4 @@ def mod_watch(name, sfun=None, **kwargs):
     the run, so it costs one ``GET /config/``.
     """
     functions = {"routes_managed": routes_managed, "route_present": route_present, "route_absent": route_absent}
-    return hecate_state.mod_watch(functions, name, sfun, kwargs)
+    return salt_state.mod_watch(functions, name, sfun, kwargs)

@@ -16,7 +16,7 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    import hecate_state
+    from hecatelib import salt_state
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
 else:
@@ -28,7 +28,7 @@ __virtualname__ = "hecate_terraform"
 def __virtual__():
     if IMPORT_ERROR:
         return (False, f"{__virtualname__}: {IMPORT_ERROR}")
-    return hecate_state.virtual(__virtualname__, __salt__, "hecate_terraform.run")
+    return salt_state.virtual(__virtualname__, __salt__, "hecate_terraform.run")
 
 
 def applied(name, workdir=None, allow_delete=None, allow_replace=None, refresh=False):
@@ -43,19 +43,19 @@ def applied(name, workdir=None, allow_delete=None, allow_replace=None, refresh=F
     refresh
         Plan even when nothing changed since the last plan that found nothing to do (finds drift).
     """
-    ret = hecate_state.ret(name)
-    test = hecate_state.test(__opts__)
+    ret = salt_state.ret(name)
+    test = salt_state.test(__opts__)
     try:
         result = __salt__["hecate_terraform.run"](
             workdir=workdir, test=test, allow_delete=allow_delete, allow_replace=allow_replace, refresh=refresh
         )
     except (CommandExecutionError, SaltInvocationError) as exc:
-        return hecate_state.fail(ret, f"terraform: {exc}")
+        return salt_state.fail(ret, f"terraform: {exc}")
     if test:
         if result.get("refused"):
-            return hecate_state.fail(ret, "the plan would be refused: " + "; ".join(result["refused"]))
+            return salt_state.fail(ret, "the plan would be refused: " + "; ".join(result["refused"]))
         if result["changes"]:
-            return hecate_state.pending(ret, {"plan": result["summary"], "files": result["files"]}, "terraform would apply this plan")
+            return salt_state.pending(ret, {"plan": result["summary"], "files": result["files"]}, "terraform would apply this plan")
         ret["comment"] = "infrastructure matches the pillar"
         return ret
     if result["applied"] or result["files"]:

@@ -37,8 +37,8 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    import hecate_dns
-    import hecate_state
+    from hecatelib import salt_state
+    from hecatelib.dns import zones as dns_zones
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
 else:
@@ -52,7 +52,7 @@ __virtualname__ = "hetzner_dns"
 def __virtual__():
     if IMPORT_ERROR:
         return (False, f"{__virtualname__}: {IMPORT_ERROR}")
-    return hecate_state.virtual(__virtualname__, __salt__, "hetzner_dns.rrsets")
+    return salt_state.virtual(__virtualname__, __salt__, "hetzner_dns.rrsets")
 
 
 def _key(name, rtype):
@@ -84,36 +84,36 @@ def rrset_present(name, zone, type, values, ttl=None, labels=None, **kwargs):
             - values: [192.0.2.10]
             - ttl: 300
     """
-    ret = hecate_state.ret(name)
+    ret = salt_state.ret(name)
     zone_key = str(zone).strip()
     try:
-        zone_name = hecate_dns.to_ascii(zone_key)
-        rel = hecate_dns.relative_name(name, zone_name)
+        zone_name = dns_zones.to_ascii(zone_key)
+        rel = dns_zones.relative_name(name, zone_name)
         rtype = str(type).upper()
-        records = hecate_dns.normalise_records(rtype, [values] if isinstance(values, str) else list(values or []))
-        problems = hecate_dns.rrset_problems(rel, rtype, records, ttl)
+        records = dns_zones.normalise_records(rtype, [values] if isinstance(values, str) else list(values or []))
+        problems = dns_zones.rrset_problems(rel, rtype, records, ttl)
         if problems:
             raise ValueError("; ".join(problems))
         __salt__["hetzner_dns.check_config"]()
     except (ValueError, CommandExecutionError, SaltInvocationError) as exc:
-        return hecate_state.ret(name, False, comment=f"{name} {type}: {exc}")
+        return salt_state.ret(name, False, comment=f"{name} {type}: {exc}")
     labels = {str(k): str(v) for k, v in dict(labels or {}).items()}
     try:
         current = __salt__["hetzner_dns.rrset"](zone_name, rel, rtype)
     except CommandExecutionError as exc:
-        return hecate_state.ret(name, False, comment=str(exc))
-    label = _key(hecate_dns.absolute_name(rel, zone_name), rtype)
+        return salt_state.ret(name, False, comment=str(exc))
+    label = _key(dns_zones.absolute_name(rel, zone_name), rtype)
     if current is None:
         ret["changes"] = {label: {"old": None, "new": {"records": records, "ttl": ttl}}}
-        if hecate_state.test(__opts__):
-            return hecate_state.pending(ret, ret["changes"], f"{label} would be created")
+        if salt_state.test(__opts__):
+            return salt_state.pending(ret, ret["changes"], f"{label} would be created")
         try:
             result = __salt__["hetzner_dns.create_rrset"](zone_name, rel, rtype, records, ttl=ttl, labels=labels or None)
         except CommandExecutionError as exc:
-            return hecate_state.ret(name, False, comment=str(exc))
+            return salt_state.ret(name, False, comment=str(exc))
         return {**ret, "comment": f"{label} created" + (" (confirmed by re-read)" if result.get("reread") else "")}
 
-    old_records = hecate_dns.actual_records(current, zone_name)
+    old_records = dns_zones.actual_records(current, zone_name)
     diff = {}
     if old_records != records:
         diff["records"] = {"old": old_records, "new": records}
@@ -125,9 +125,9 @@ def rrset_present(name, zone, type, values, ttl=None, labels=None, **kwargs):
     if not diff:
         return {**ret, "comment": f"{label} is in the desired state"}
     if (current.get("protection") or {}).get("change") and ("records" in diff or "ttl" in diff):
-        return hecate_state.ret(name, False, {}, f"{label} is change-protected; it differs from the desired state: {diff}")
-    if hecate_state.test(__opts__):
-        return hecate_state.pending(ret, {label: diff}, f"{label} would be updated")
+        return salt_state.ret(name, False, {}, f"{label} is change-protected; it differs from the desired state: {diff}")
+    if salt_state.test(__opts__):
+        return salt_state.pending(ret, {label: diff}, f"{label} would be updated")
     try:
         actions = []
         if "records" in diff:
@@ -138,9 +138,9 @@ def rrset_present(name, zone, type, values, ttl=None, labels=None, **kwargs):
             __salt__["hetzner_dns.set_labels"](zone_name, rel, rtype, diff["labels"]["new"])
         failed = _wait(actions)
     except CommandExecutionError as exc:
-        return hecate_state.ret(name, False, comment=str(exc))
+        return salt_state.ret(name, False, comment=str(exc))
     if failed:
-        return hecate_state.ret(name, False, {label: diff}, "; ".join(failed))
+        return salt_state.ret(name, False, {label: diff}, "; ".join(failed))
     return {**ret, "changes": {label: diff}, "comment": f"{label} updated"}
 
 
@@ -155,32 +155,32 @@ def rrset_absent(name, zone, type, **kwargs):
             - type: A
     """
     try:
-        zone_name = hecate_dns.to_ascii(str(zone))
-        rel = hecate_dns.relative_name(name, zone_name)
+        zone_name = dns_zones.to_ascii(str(zone))
+        rel = dns_zones.relative_name(name, zone_name)
         rtype = str(type).upper()
-        if rtype not in hecate_dns.TYPES:
+        if rtype not in dns_zones.TYPES:
             raise ValueError(f"unknown record type {type!r}")
-        if hecate_dns.is_hetzners({"name": rel, "type": rtype}):
+        if dns_zones.is_hetzners({"name": rel, "type": rtype}):
             raise ValueError("SOA and the apex NS set belong to Hetzner; hecate never deletes them")
         __salt__["hetzner_dns.check_config"]()
         current = __salt__["hetzner_dns.rrset"](zone_name, rel, rtype)
     except (ValueError, CommandExecutionError, SaltInvocationError) as exc:
-        return hecate_state.ret(name, False, comment=f"{name} {type}: {exc}")
-    label = _key(hecate_dns.absolute_name(rel, zone_name), rtype)
+        return salt_state.ret(name, False, comment=f"{name} {type}: {exc}")
+    label = _key(dns_zones.absolute_name(rel, zone_name), rtype)
     if current is None:
-        return hecate_state.ret(name, True, comment=f"{label} is already absent")
+        return salt_state.ret(name, True, comment=f"{label} is already absent")
     if (current.get("protection") or {}).get("change"):
-        return hecate_state.ret(name, False, comment=f"{label} is change-protected; not deleting it")
-    changes = {label: {"old": {"records": hecate_dns.actual_records(current, zone_name), "ttl": current.get("ttl")}, "new": None}}
-    if hecate_state.test(__opts__):
-        return hecate_state.ret(name, None, changes, f"{label} would be deleted")
+        return salt_state.ret(name, False, comment=f"{label} is change-protected; not deleting it")
+    changes = {label: {"old": {"records": dns_zones.actual_records(current, zone_name), "ttl": current.get("ttl")}, "new": None}}
+    if salt_state.test(__opts__):
+        return salt_state.ret(name, None, changes, f"{label} would be deleted")
     try:
         failed = _wait([__salt__["hetzner_dns.delete_rrset"](zone_name, rel, rtype, wait=False).get("action")])
     except CommandExecutionError as exc:
-        return hecate_state.ret(name, False, comment=str(exc))
+        return salt_state.ret(name, False, comment=str(exc))
     if failed:
-        return hecate_state.ret(name, False, changes, "; ".join(failed))
-    return hecate_state.ret(name, True, changes, f"{label} deleted")
+        return salt_state.ret(name, False, changes, "; ".join(failed))
+    return salt_state.ret(name, True, changes, f"{label} deleted")
 
 
 def _wait(actions):
@@ -200,18 +200,18 @@ def _desired_from_pillar(zone, targets):
     """Validate the whole ``hecate`` pillar tree, compile this zone's desired RRSets.
     Returns ``(desired, labels, prune, problems)``."""
     try:
-        tree = hecate_state.tree(__pillar__, __opts__, __context__)
-    except hecate_state.PillarError as exc:
+        tree = salt_state.tree(__pillar__, __opts__, __context__)
+    except salt_state.PillarError as exc:
         return None, None, None, exc.errors
-    if not hecate_dns.enabled(tree):
+    if not dns_zones.enabled(tree):
         return None, None, None, [("hecate:dns", "not configured (no zone): nothing to converge")]
-    if zone not in hecate_dns.managed_zones(tree["dns"]):
+    if zone not in dns_zones.managed_zones(tree["dns"]):
         return None, None, None, [("hecate:dns:zones", f"{zone} is not a managed zone ({', '.join(tree['dns']['zones'])})")]
-    report = hecate_dns.Report("hecate")
-    compiled = hecate_dns.compile_zones(tree, targets=targets, report=report)
+    report = dns_zones.Report("hecate")
+    compiled = dns_zones.compile_zones(tree, targets=targets, report=report)
     if report.errors:
         return None, None, None, report.errors
-    return compiled[zone], hecate_dns.owner_labels(tree), bool(tree["dns"].get("prune")), []
+    return compiled[zone], dns_zones.owner_labels(tree), bool(tree["dns"].get("prune")), []
 
 
 def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None, awaiting_targets=False, **kwargs):
@@ -242,54 +242,54 @@ def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None, awai
           hetzner_dns.rrsets_managed:
             - name: example.org
     """
-    zone = hecate_dns.to_ascii(str(name))
+    zone = dns_zones.to_ascii(str(name))
     if rrsets is None:
         desired, labels, pillar_prune, problems = _desired_from_pillar(zone, targets)
         if owner:
-            labels = hecate_dns.owner_labels(owner=owner)
+            labels = dns_zones.owner_labels(owner=owner)
     else:
-        desired, problems = hecate_dns.desired_from_list(rrsets, zone)
-        labels, pillar_prune = hecate_dns.owner_labels(__pillar__.get("hecate") or {}, owner=owner), False
-    if problems and awaiting_targets and hecate_state.test(__opts__) and all(p == "hecate:dns:targets" for p, _ in problems):
-        return hecate_state.pending(
-            hecate_state.ret(name),
+        desired, problems = dns_zones.desired_from_list(rrsets, zone)
+        labels, pillar_prune = dns_zones.owner_labels(__pillar__.get("hecate") or {}, owner=owner), False
+    if problems and awaiting_targets and salt_state.test(__opts__) and all(p == "hecate:dns:targets" for p, _ in problems):
+        return salt_state.pending(
+            salt_state.ret(name),
             {"zone": zone, "records": "created once terraform has created the edge servers (no addresses yet)"},
             "would create the route records with the edge addresses terraform outputs after its apply",
         )
     if problems:
         lines = "\n".join(f"  {path}: {reason}" for path, reason in problems)
-        return hecate_state.ret(name, False, comment=f"refusing to touch zone {zone}; invalid input:\n{lines}")
+        return salt_state.ret(name, False, comment=f"refusing to touch zone {zone}; invalid input:\n{lines}")
     prune = pillar_prune if prune is None else bool(prune)
     try:
         __salt__["hetzner_dns.check_config"]()
         actual = __salt__["hetzner_dns.rrsets"](zone)
     except (CommandExecutionError, SaltInvocationError) as exc:
-        return hecate_state.ret(name, False, comment=f"zone {zone}: {exc}")
+        return salt_state.ret(name, False, comment=f"zone {zone}: {exc}")
 
-    plan = hecate_dns.plan(desired, actual, zone, labels, prune=prune)
-    changes = hecate_dns.describe(plan, zone)
-    writes = hecate_dns.write_count(plan)
-    failures = [f"{_key(hecate_dns.absolute_name(f['name'], zone), f['type'])}: {f['reason']}" for f in plan["failures"]]
+    plan = dns_zones.plan(desired, actual, zone, labels, prune=prune)
+    changes = dns_zones.describe(plan, zone)
+    writes = dns_zones.write_count(plan)
+    failures = [f"{_key(dns_zones.absolute_name(f['name'], zone), f['type'])}: {f['reason']}" for f in plan["failures"]]
     summary = (
-        f"{len(plan['create'])} to create, {hecate_dns.updates_line(plan)}{len(plan['delete'])} to delete, {plan['unchanged']} unchanged"
+        f"{len(plan['create'])} to create, {dns_zones.updates_line(plan)}{len(plan['delete'])} to delete, {plan['unchanged']} unchanged"
     )
-    if hecate_state.test(__opts__):
+    if salt_state.test(__opts__):
         comment = f"zone {zone}: " + (f"would write: {summary}" if writes else "nothing to write" if failures else "in the desired state")
         if failures:
-            return hecate_state.ret(name, False, changes, comment + "\nwould fail:\n  " + "\n  ".join(failures))
-        return hecate_state.ret(name, None if writes else True, changes, comment)
+            return salt_state.ret(name, False, changes, comment + "\nwould fail:\n  " + "\n  ".join(failures))
+        return salt_state.ret(name, None if writes else True, changes, comment)
     if not writes:
         if failures:
-            return hecate_state.ret(name, False, {}, f"zone {zone}: nothing written\nfailures:\n  " + "\n  ".join(failures))
-        return hecate_state.ret(name, True, {}, f"zone {zone}: in the desired state ({plan['unchanged']} record sets)")
+            return salt_state.ret(name, False, {}, f"zone {zone}: nothing written\nfailures:\n  " + "\n  ".join(failures))
+        return salt_state.ret(name, True, {}, f"zone {zone}: in the desired state ({plan['unchanged']} record sets)")
 
     applied, errors = _apply(zone, plan)
     applied_changes = {k: v for k, v in changes.items() if k in applied}
     failures.extend(errors)
     comment = f"zone {zone}: {summary}"
     if failures:
-        return hecate_state.ret(name, False, applied_changes, comment + "\nfailures:\n  " + "\n  ".join(failures))
-    return hecate_state.ret(name, True, applied_changes, comment)
+        return salt_state.ret(name, False, applied_changes, comment + "\nfailures:\n  " + "\n  ".join(failures))
+    return salt_state.ret(name, True, applied_changes, comment)
 
 
 def _apply(zone, plan):
@@ -300,7 +300,7 @@ def _apply(zone, plan):
     applied, errors, pending = set(), [], []  # pending: (change key, action)
 
     def label(item):
-        return _key(hecate_dns.absolute_name(item["name"], zone), item["type"])
+        return _key(dns_zones.absolute_name(item["name"], zone), item["type"])
 
     def send(item, call, *args, **kwargs):
         try:

@@ -34,9 +34,8 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    import hecate_nomad
-    import hecate_schema
-    import hecate_state
+    from hecatelib import salt_state, schema
+    from hecatelib.nomad import jobs as nomad_jobs
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
 else:
@@ -48,7 +47,7 @@ __virtualname__ = "nomad_job"
 def __virtual__():
     if IMPORT_ERROR:
         return (False, f"{__virtualname__}: {IMPORT_ERROR}")
-    return hecate_state.virtual(__virtualname__, __salt__, "nomad_job.plan")
+    return salt_state.virtual(__virtualname__, __salt__, "nomad_job.plan")
 
 
 def _short(dep_id):
@@ -60,7 +59,7 @@ def _tree(required=True):
     rollback: the tree only adds the canary policy) ``None`` when pillar has no ``hecate`` key."""
     if not required and __pillar__.get("hecate") is None:
         return None
-    return hecate_state.tree(__pillar__, __opts__, __context__)
+    return salt_state.tree(__pillar__, __opts__, __context__)
 
 
 def _template_key(source, job):
@@ -85,18 +84,18 @@ def _render(source, tree, key, context):
         return found if found else None
 
     try:
-        return hecate_nomad.render_job(text, tree, key, extra=context, include=include, spec=hecate_schema.SCHEMA)
+        return nomad_jobs.render_job(text, tree, key, extra=context, include=include, spec=schema.SCHEMA)
     except ValueError as exc:
         raise SaltInvocationError(f"{source}: {exc}") from None
 
 
 def _policy(tree, key, promote, healthy_seconds):
-    job = hecate_nomad.job_settings(tree, key) if tree is not None else None
-    settings = hecate_nomad.settings(tree or {})
+    job = nomad_jobs.job_settings(tree, key) if tree is not None else None
+    settings = nomad_jobs.settings(tree or {})
     policy = dict((job or {}).get("promote") or settings["promote"])
     if promote:
-        if promote not in hecate_nomad.PROMOTE_MODES:
-            raise SaltInvocationError(f"promote must be one of {', '.join(hecate_nomad.PROMOTE_MODES)}")
+        if promote not in nomad_jobs.PROMOTE_MODES:
+            raise SaltInvocationError(f"promote must be one of {', '.join(nomad_jobs.PROMOTE_MODES)}")
         policy["mode"] = promote
     if healthy_seconds is not None:
         policy["healthy_seconds"] = float(healthy_seconds)
@@ -105,7 +104,7 @@ def _policy(tree, key, promote, healthy_seconds):
 
 
 def _is_cas_conflict(exc):
-    return hecate_nomad.CAS_PREFIX in str(exc)
+    return nomad_jobs.CAS_PREFIX in str(exc)
 
 
 def _plan_comment(name, summary):
@@ -136,7 +135,7 @@ def present(
         The job ID; the rendered job must carry it.
     source
         A ``salt://`` Jinja template (``salt://hecate/nomad/<job>.nomad.j2``), rendered from the validated
-        ``hecate`` pillar with :func:`hecate_nomad.job_context` of ``job``.
+        ``hecate`` pillar with :func:`hecatelib.nomad.jobs.job_context` of ``job``.
     hcl
         A jobspec given inline instead of ``source`` (no pillar needed).
     job
@@ -154,10 +153,10 @@ def present(
     wait
         Watch the deployment (default). False returns after the registration.
     """
-    ret = hecate_state.ret(name)
+    ret = salt_state.ret(name)
     if bool(source) == bool(hcl):
-        return hecate_state.fail(ret, "give exactly one of source (a salt:// template) or hcl")
-    test = hecate_state.test(__opts__)
+        return salt_state.fail(ret, "give exactly one of source (a salt:// template) or hcl")
+    test = salt_state.test(__opts__)
     try:
         tree = _tree(required=bool(source))
         if source:
@@ -171,30 +170,30 @@ def present(
             configured = float(deploy_timeout)
         parsed = __salt__["nomad_job.parse"](text, variables=variables)
         if parsed.get("ID") != name:
-            return hecate_state.fail(ret, f"the rendered job is {parsed.get('ID')!r}, not {name!r}")
+            return salt_state.fail(ret, f"the rendered job is {parsed.get('ID')!r}, not {name!r}")
         plan = __salt__["nomad_job.plan"](parsed)
-        summary = hecate_nomad.plan_summary(plan)
+        summary = nomad_jobs.plan_summary(plan)
         if summary["diff"] == "None":
             return _unchanged(ret, name, parsed, policy, configured, test)
         if summary.get("placement_failures"):
             # Nomad would accept the job and block its evaluation until the progress deadline fails it:
             # refuse before writing, the running version keeps serving
             reasons = "; ".join(f"group {g}: {', '.join(r)}" for g, r in summary["placement_failures"].items())
-            return hecate_state.fail(ret, f"Job {name} cannot be placed, nothing registered: {reasons}")
+            return salt_state.fail(ret, f"Job {name} cannot be placed, nothing registered: {reasons}")
         if test:
-            return hecate_state.pending(ret, {"plan": summary}, _plan_comment(name, summary) + " (test mode: nothing written)")
+            return salt_state.pending(ret, {"plan": summary}, _plan_comment(name, summary) + " (test mode: nothing written)")
         registered, summary, replanned = _register(name, parsed, plan, summary, text, variables)
         if registered is None:  # the conflicting writer registered this very spec
             ret["comment"] = f"Job {name} was registered with this spec meanwhile (re-planned after a check-and-set conflict)"
             return ret
-    except (CommandExecutionError, SaltInvocationError, hecate_state.PillarError) as exc:
-        return hecate_state.fail(ret, str(exc))
+    except (CommandExecutionError, SaltInvocationError, salt_state.PillarError) as exc:
+        return salt_state.fail(ret, str(exc))
 
     ret["changes"] = {"plan": summary, "job_modify_index": registered["JobModifyIndex"]}
     if replanned:
         ret["changes"]["replanned_after_conflict"] = True
     verb = "created" if summary["diff"] == "Added" else "updated"
-    if not wait or not hecate_nomad.has_deployments(parsed):
+    if not wait or not nomad_jobs.has_deployments(parsed):
         ret["comment"] = f"Job {name} {verb} (eval {_short(registered.get('EvalID'))}); deployment not watched"
         return ret
     return _watch(ret, name, parsed, registered["JobModifyIndex"], policy, configured, verb, _places(summary))
@@ -219,7 +218,7 @@ def _register(name, parsed, plan, summary, text, variables):
         if not _is_cas_conflict(exc):
             raise
     plan = __salt__["nomad_job.plan"](parsed)
-    summary = hecate_nomad.plan_summary(plan)
+    summary = nomad_jobs.plan_summary(plan)
     if summary["diff"] == "None":
         return None, summary, True
     try:
@@ -234,12 +233,12 @@ def _register(name, parsed, plan, summary, text, variables):
 def _unchanged(ret, name, parsed, policy, configured, test):
     """The spec is registered already. A deployment of it that is still running is watched (a previous
     run may have been interrupted); one that failed fails the state."""
-    latest = __salt__["nomad_job.deployment"](name=name) if hecate_nomad.has_deployments(parsed) else None
+    latest = __salt__["nomad_job.deployment"](name=name) if nomad_jobs.has_deployments(parsed) else None
     if not latest or latest.get("Status") in ("successful", "cancelled"):
         ret["comment"] = f"Job {name} is up to date"
         return ret
     if latest.get("Status") == "failed":
-        return hecate_state.fail(
+        return salt_state.fail(
             ret,
             f"Job {name} is up to date, but its deployment {_short(latest['ID'])} of version {latest.get('JobVersion')} "
             f"failed: {latest.get('StatusDescription')}",
@@ -251,7 +250,7 @@ def _unchanged(ret, name, parsed, policy, configured, test):
 
 
 def _watch(ret, name, parsed, job_modify_index, policy, configured, verb, places=True):
-    timeout = hecate_nomad.deploy_timeout(parsed, configured, policy)
+    timeout = nomad_jobs.deploy_timeout(parsed, configured, policy)
     started = time.monotonic()
     find = min(timeout, 60.0) if places else min(timeout, 2.0)
     try:
@@ -269,12 +268,12 @@ def _watch(ret, name, parsed, job_modify_index, policy, configured, verb, places
 
 def _failed(ret, comment):
     """Fail, keeping what was done (the registration, the deployment) in ``changes``."""
-    return hecate_state.fail(ret, comment, ret["changes"])
+    return salt_state.fail(ret, comment, ret["changes"])
 
 
 def _follow(ret, name, parsed, dep, policy, timeout, verb, absolute=False):
     if not absolute:
-        timeout = hecate_nomad.deploy_timeout(parsed, timeout, policy)
+        timeout = nomad_jobs.deploy_timeout(parsed, timeout, policy)
     try:
         outcome = __salt__["nomad_job.wait_deployment"](
             dep["ID"], timeout=timeout, promote=policy["mode"], healthy_seconds=policy.get("healthy_seconds")
@@ -330,7 +329,7 @@ def absent(name, purge=False):
     purge
         Remove the job from Nomad entirely (``nomad job stop -purge``).
     """
-    ret = hecate_state.ret(name)
+    ret = salt_state.ret(name)
     try:
         job = __salt__["nomad_job.inspect"](name)
         if job is None:
@@ -341,11 +340,11 @@ def absent(name, purge=False):
             return ret
         action = "purged" if purge else "stopped"
         change = {"old": {"version": job.get("Version"), "status": job.get("Status")}, "new": action}
-        if hecate_state.test(__opts__):
-            return hecate_state.pending(ret, {"job": change}, f"Job {name} would be {action}")
+        if salt_state.test(__opts__):
+            return salt_state.pending(ret, {"job": change}, f"Job {name} would be {action}")
         __salt__["nomad_job.stop"](name, purge=purge)
     except (CommandExecutionError, SaltInvocationError) as exc:
-        return hecate_state.fail(ret, str(exc))
+        return salt_state.fail(ret, str(exc))
     ret.update(changes={"job": change}, comment=f"Job {name} {action}")
     return ret
 
@@ -362,25 +361,25 @@ def rolled_back(name, version=None, promote=None, healthy_seconds=None, deploy_t
     version
         The version to return to (an integer); default the previous stable version.
     """
-    ret = hecate_state.ret(name)
+    ret = salt_state.ret(name)
     try:
         current = __salt__["nomad_job.inspect"](name)
         if current is None:
-            return hecate_state.fail(ret, f"Job {name} does not exist: nothing to roll back")
+            return salt_state.fail(ret, f"Job {name} does not exist: nothing to roll back")
         history = __salt__["nomad_job.versions"](name, full=True)
         if version is not None:
             target = next((v for v in history if v.get("Version") == int(version)), None)
             if target is None:
                 versions = ", ".join(str(v["Version"]) for v in history)
-                return hecate_state.fail(ret, f"Job {name} has no version {version} (versions: {versions})")
-            if hecate_nomad.same_spec(target, current):
+                return salt_state.fail(ret, f"Job {name} has no version {version} (versions: {versions})")
+            if nomad_jobs.same_spec(target, current):
                 ret["comment"] = f"Job {name} already runs the spec of version {version} (version {current['Version']})"
                 return ret
         else:
             older = [v for v in history if v.get("Version", -1) < current["Version"] and v.get("Stable")]
-            older = [v for v in sorted(older, key=lambda v: -v["Version"]) if not hecate_nomad.same_spec(v, current)]
+            older = [v for v in sorted(older, key=lambda v: -v["Version"]) if not nomad_jobs.same_spec(v, current)]
             if not older:
-                return hecate_state.fail(ret, f"Job {name} has no stable version before {current['Version']} with a different spec")
+                return salt_state.fail(ret, f"Job {name} has no stable version before {current['Version']} with a different spec")
             target = older[0]
         # The watch policy is read before the revert: an invalid pillar or argument refuses without writing.
         key = name[len("hecate-") :] if name.startswith("hecate-") else name
@@ -388,14 +387,14 @@ def rolled_back(name, version=None, promote=None, healthy_seconds=None, deploy_t
         if deploy_timeout is not None:
             configured = float(deploy_timeout)
         change = {"old_version": current["Version"], "reverted_to": target["Version"]}
-        if hecate_state.test(__opts__):
+        if salt_state.test(__opts__):
             comment = f"Job {name} would be reverted from version {current['Version']} to {target['Version']}"
-            return hecate_state.pending(ret, {"rollback": change}, comment)
+            return salt_state.pending(ret, {"rollback": change}, comment)
         response = __salt__["nomad_job.revert"](name, target["Version"], enforce_prior_version=current["Version"])
-    except (CommandExecutionError, SaltInvocationError, hecate_state.PillarError) as exc:
-        return hecate_state.fail(ret, str(exc))
+    except (CommandExecutionError, SaltInvocationError, salt_state.PillarError) as exc:
+        return salt_state.fail(ret, str(exc))
     ret["changes"] = {"rollback": {**change, "new_version": current["Version"] + 1}}
-    if not wait or not hecate_nomad.has_deployments(target):
+    if not wait or not nomad_jobs.has_deployments(target):
         ret["comment"] = f"Job {name} reverted to the spec of version {target['Version']}"
         return ret
     return _watch(ret, name, target, response["JobModifyIndex"], policy, configured, f"reverted to the spec of version {target['Version']}")
@@ -404,4 +403,4 @@ def rolled_back(name, version=None, promote=None, healthy_seconds=None, deploy_t
 def mod_watch(name, sfun=None, **kwargs):
     """``watch``: re-converge ``present``, perform ``rolled_back``, re-check ``absent``; with the state's
     own arguments only."""
-    return hecate_state.mod_watch({"present": present, "rolled_back": rolled_back, "absent": absent}, name, sfun, kwargs)
+    return salt_state.mod_watch({"present": present, "rolled_back": rolled_back, "absent": absent}, name, sfun, kwargs)

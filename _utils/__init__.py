@@ -1,13 +1,14 @@
 """hecate's shared helpers, and the ``salt.loader`` entry point for ``pip install .``.
 
-The files next to this one are Salt ``utils`` modules (synced by ``saltutil.sync_all``) and plain
-Python modules at the same time. Loader modules import them by their top-level name
-(``import hecate_schema``):
+The helpers are the ``hecatelib`` package next to this file (and ``hecate_fresh``, which refreshes it
+after a sync). Loader modules import them by their top-level name (``from hecatelib.caddy import
+config``):
 
-- synced: Salt puts ``extmods/utils`` on ``sys.path`` while it loads modules, states, runners and pillars;
+- synced: ``saltutil.sync_all`` copies ``_utils`` (sub-directories included) to ``extmods/utils``, which
+  Salt puts on ``sys.path`` while it loads modules, states, runners and pillars;
 - pip-installed: Salt 3008 reads no ``utils`` directory from entry points, so importing this package
   (which Salt does to call :func:`loader_dirs`, before it loads any module) appends this directory to
-  ``sys.path``. Every helper is named ``hecate_*``, so nothing else can be shadowed.
+  ``sys.path``. Only ``hecatelib`` and ``hecate_fresh`` are found there, so nothing else can be shadowed.
 """
 
 import os
@@ -28,3 +29,10 @@ def loader_dirs():
         "beacons": [os.path.join(_HERE, "beacons")],
         "utils": [_HERE],
     }
+
+
+def validate_main():
+    """``hecate-validate``: the console script (this package first puts ``hecatelib`` on ``sys.path``)."""
+    from hecatelib import cli
+
+    return cli.main()

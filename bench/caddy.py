@@ -43,11 +43,11 @@ for _path in (REPO / "_utils", REPO):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-import hecate_caddy  # noqa: E402
-import hecate_schema  # noqa: E402
 import yaml  # noqa: E402
 from saltfactories.utils.functional import Loaders  # noqa: E402
 
+from hecatelib import schema  # noqa: E402
+from hecatelib.caddy import config as caddy_config  # noqa: E402
 from tests.conftest import minion_opts_for  # noqa: E402
 from tests.support.caddy import Backend, Caddy, free_port  # noqa: E402
 
@@ -125,13 +125,13 @@ class Bench:
         """One GET per route, one PATCH per differing route (a PUT before the catch-all for a new one)."""
         self.use(tree)
         caddy = self.loaders.modules.caddy
-        valid = hecate_schema.validate(copy.deepcopy(tree))
+        valid = schema.validate(copy.deepcopy(tree))
         for route in valid["reverse_proxy"]["caddy"]["routes"]:
-            compiled = hecate_caddy.compile_route(route, valid)
+            compiled = caddy_config.compile_route(route, valid)
             current = caddy.route(compiled["@id"])
             if current is None:
-                position = len(caddy.config(f"apps/http/servers/{hecate_caddy.SERVER}/routes")) - 1
-                caddy.insert(f"apps/http/servers/{hecate_caddy.SERVER}/routes/{position}", compiled)
+                position = len(caddy.config(f"apps/http/servers/{caddy_config.SERVER}/routes")) - 1
+                caddy.insert(f"apps/http/servers/{caddy_config.SERVER}/routes/{position}", compiled)
             elif current != compiled:
                 caddy.patch(compiled["@id"], compiled)
 
@@ -417,13 +417,13 @@ def check_cost(bench, repeat=3):
     for n in CHECK_SIZES:
         bench.reset(n)
         calls = []
-        real = hecate_schema.validate
+        real = schema.validate
 
         def counting(tree, real=real, calls=calls):
             calls.append(1)
             return real(tree)
 
-        hecate_schema.validate = counting
+        schema.validate = counting
         try:
             loader = []
             for _ in range(repeat):
@@ -433,7 +433,7 @@ def check_cost(bench, repeat=3):
                 if failures:
                     raise SystemExit(f"bench: caddy.check failed: {failures[:3]}")
         finally:
-            hecate_schema.validate = real
+            schema.validate = real
         conf = salt_call_conf(bench, n)
         wall = []
         for _ in range(repeat):

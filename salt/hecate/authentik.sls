@@ -3,7 +3,7 @@
 # more are removed (hecate:authentik:prune). Run where the authentik API is reachable:
 #   salt-call state.apply hecate.authentik [test=True]
 # A deploy's expand step passes pillar hecate_prune=False: create and update only; its contract step,
-# after the routes switched and verified, applies it again with the pillar's prune (hecate_backends).
+# after the routes switched and verified, applies it again with the pillar's prune (hecatelib.engine.stages).
 {%- set prune = pillar.get('hecate_prune') %}
 hecate_authentik_protected_routes:
   authentik.protected_routes:

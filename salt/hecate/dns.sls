@@ -3,7 +3,7 @@
 # hecate-labelled sets when hecate:dns:prune is true). Without a hecate:dns zone the stage is off.
 # Run: salt-call state.apply hecate.dns [test=True]
 # A deploy's expand step passes pillar hecate_prune=False (create and update only); its contract step,
-# after the routes switched and verified, applies it again with hecate:dns:prune (hecate_backends).
+# after the routes switched and verified, applies it again with hecate:dns:prune (hecatelib.engine.stages).
 # Edge addresses: when hecate:terraform is configured, from the terraform outputs on this minion
 # (hecate_edge_ipv4/ipv6, read-only); otherwise hecate:dns:targets.
 {%- set dns = (pillar.get('hecate') or {}).get('dns') or {} %}

@@ -6,12 +6,12 @@ import copy
 import json
 import subprocess
 
-import hecate_authentik
-import hecate_caddy
-import hecate_schema
 import pytest
 import requests
 
+from hecatelib import schema
+from hecatelib.authentik import objects as authentik_objects
+from hecatelib.caddy import config as caddy_config
 from tests.conftest import assert_no_violations
 from tests.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
 from tests.support.caddy import caddy_binary
@@ -140,8 +140,8 @@ def test_every_outpost_form_passes_caddy_validate(tmp_path, local_tree):
         tree["authentik"].update({"url": "https://hera.cybermonkey.dev", **settings})
         for route in tree["reverse_proxy"]["caddy"]["routes"][1:3]:
             route["auth"] = {"groups": ["ops"]}
-        tree = hecate_authentik.validate_tree(hecate_schema.validate(tree))
-        config = hecate_caddy.desired_config({}, tree)
+        tree = authentik_objects.validate_tree(schema.validate(tree))
+        config = caddy_config.desired_config({}, tree)
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(config))
         done = subprocess.run([caddy_binary(), "validate", "--config", str(path)], capture_output=True, text=True, env=env, timeout=60)

@@ -1,7 +1,7 @@
 """Backup and restore of everything hecate manages, through Salt's loader: a real Caddy, and the authentik,
 Hetzner DNS and Nomad emulators. Also the health report's backend sections against the same servers.
 
-The runner reaches the minions with LocalClient; here the same helpers (hecate_backup, hecate_health)
+The runner reaches the minions with LocalClient; here the same helpers (hecatelib.backups, hecatelib.health)
 get a caller that runs the functions in this process's loader: the transport differs, the code under
 test does not.
 """
@@ -10,11 +10,10 @@ import copy
 import json
 import shutil
 
-import hecate_backup
-import hecate_health
-import hecate_schema
 import pytest
 
+from hecatelib import backups, schema
+from hecatelib import health as health_report
 from tests.conftest import assert_no_violations, loaders_for
 from tests.emulators.authentik import AuthentikEmulator
 from tests.emulators.hetzner import HetznerDNS
@@ -77,7 +76,7 @@ def stack(servers, caddy, local_tree, short_tmp, request):
                              outpost={"upstream": f"127.0.0.1:{authentik.port}"})  # fmt: skip
     tree["nomad"] = {"address": nomad.url, "token": NOMAD_TOKEN, "allow_insecure_endpoint": True, "blocking_wait": 1}
     tree["reverse_proxy"]["caddy"]["routes"][3]["auth"] = {"groups": ["bk-admins"]}  # jenkins: forward_auth via the emulator
-    hecate_schema.validate(tree)
+    schema.validate(tree)
     loaders = loaders_for(short_tmp / f"bk{abs(hash(request.node.nodeid)) % 10**6}", {"hecate": tree},
                                       extra={"__cli": "salt-call"})  # fmt: skip
     protected = loaders.states.authentik.protected_routes(name="protect")
@@ -109,8 +108,8 @@ def caller(loaders, minion="edge-1"):
 
 
 def take_backup(stack, directory):
-    sections, files = hecate_backup.collect(stack["tree"], caller(stack["loaders"]))
-    return hecate_backup.write(directory, sections, files, environment="production")
+    sections, files = backups.collect(stack["tree"], caller(stack["loaders"]))
+    return backups.write(directory, sections, files, environment="production")
 
 
 def test_restore_puts_every_backend_back_and_a_second_restore_writes_nothing(stack, tmp_path):
@@ -127,13 +126,13 @@ def test_restore_puts_every_backend_back_and_a_second_restore_writes_nothing(sta
     assert loaders.states.nomad_job.present(name="hecate-redis", hcl=redis_job("redis:8.0")).result is True
     assert nomad.job("hecate-redis")["Version"] == 2
 
-    dry = hecate_backup.restore(tmp_path / "b", caller(loaders), test=True)
+    dry = backups.restore(tmp_path / "b", caller(loaders), test=True)
     assert dry["problems"] == [] and dry["restored"] is False
     assert authentik.application_by_slug("bk-jenkins") is None and nomad.job("hecate-redis")["Version"] == 2
 
     writes = {name: len(stack[name].writes) for name in ("hetzner", "authentik", "nomad")}
     mutations = len(caddy.mutations())
-    result = hecate_backup.restore(tmp_path / "b", caller(loaders))
+    result = backups.restore(tmp_path / "b", caller(loaders))
     assert result["problems"] == [] and result["restored"] is True, result
     assert json.loads(caddy.config_bytes()) == saved_caddy
     port = stack["tree"]["reverse_proxy"]["caddy"]["ports"]["http"]
@@ -149,7 +148,7 @@ def test_restore_puts_every_backend_back_and_a_second_restore_writes_nothing(sta
     assert len(caddy.mutations()) == mutations + 1
 
     writes = {name: len(stack[name].writes) for name in ("hetzner", "authentik", "nomad")}
-    again = hecate_backup.restore(tmp_path / "b", caller(loaders))
+    again = backups.restore(tmp_path / "b", caller(loaders))
     assert again["problems"] == [], again
     assert {name: len(stack[name].writes) for name in ("hetzner", "authentik", "nomad")} == writes
     assert len(caddy.mutations()) == mutations + 1
@@ -193,7 +192,7 @@ def test_backup_saves_every_backend_and_a_damaged_copy_is_refused_before_anythin
     assert sorted(sections["nomad"]["not_registered"]) == ["hecate-authentik", "hecate-helen-bridge", "hecate-postgresql",
                                                            "hecate-reverse-proxy"]  # fmt: skip
     assert sorted(manifest["files"]) == ["authentik.json", "caddy/edge-1.json", f"dns/{ZONE}.json", "nomad/hecate-redis.json"]
-    assert hecate_backup.verify(tmp_path / "b") == (json.loads((tmp_path / "b" / "manifest.json").read_text()), [])
+    assert backups.verify(tmp_path / "b") == (json.loads((tmp_path / "b" / "manifest.json").read_text()), [])
     saved = json.loads((tmp_path / "b" / "authentik.json").read_text())
     assert saved["providers"][0]["authorization_flow"] == "default-provider-authorization-implicit-consent"  # a slug, not a pk
     assert saved["bindings"] == [{"application": "bk-jenkins", "group": "bk-admins", "binding_order": 0, "negate": False,
@@ -211,18 +210,18 @@ def test_backup_saves_every_backend_and_a_damaged_copy_is_refused_before_anythin
         damaged = tmp_path / kind
         shutil.copytree(tmp_path / "b", damaged)
         damage(damaged, kind)
-        result = hecate_backup.restore(damaged, caller(stack["loaders"]))
+        result = backups.restore(damaged, caller(stack["loaders"]))
         assert result["refused"] is True and result["restored"] is False, kind
         assert any(p.startswith(expected) for p in result["problems"]), (kind, result["problems"])
     assert {name: len(stack[name].writes) for name in ("hetzner", "authentik", "nomad")} == before
     assert len(stack["caddy"].mutations()) == mutations and stack["caddy"].config_bytes() == config
-    assert hecate_backup.restore(tmp_path / "b", caller(stack["loaders"]))["restored"] is True  # the intact one still works
+    assert backups.restore(tmp_path / "b", caller(stack["loaders"]))["restored"] is True  # the intact one still works
 
 
 def test_health_reports_every_backend_names_what_drifted_and_what_is_missing(stack):
     loaders, hetzner = stack["loaders"], stack["hetzner"]
     plain = copy.deepcopy(stack["tree"])
-    report = hecate_health.collect(plain, caller(loaders))
+    report = health_report.collect(plain, caller(loaders))
     assert [r["domain"] for r in report["routes"] if not r["ok"]] == []
     assert report["authentik"][0]["state"] == "ok" and report["authentik"][0]["live"] is True
     redis = next(r for r in report["nomad"] if r["job"] == "hecate-redis")
@@ -235,12 +234,12 @@ def test_health_reports_every_backend_names_what_drifted_and_what_is_missing(sta
 
     hetzner.put_rrset(ZONE, "cloud", "A", ["198.51.100.9"], ttl=300, labels={"managed-by": "hecate", "hecate-owner": "production"})
     loaders.modules.authentik.application_delete("bk-jenkins")  # authentik itself stays healthy
-    report = hecate_health.collect(plain, caller(loaders), only=["dns", "authentik"])
+    report = health_report.collect(plain, caller(loaders), only=["dns", "authentik"])
     drift = [(r["name"], r["state"], r["have"]) for r in report["dns"] if not r["ok"]]
     assert drift == [("cloud.cybermonkey.dev", "differs", "198.51.100.9")]
     assert report["authentik"][0]["ok"] is True
     assert list(report) == ["authentik", "dns", "summary", "retcode"] and report["retcode"] == 1
-    text = hecate_health.render(report)
+    text = health_report.render(report)
     assert "cloud.cybermonkey.dev" in text and "differs" in text
 
     # unconfigured and unreachable backends: shown as such, never hiding the others
@@ -248,7 +247,7 @@ def test_health_reports_every_backend_names_what_drifted_and_what_is_missing(sta
     for section in ("dns", "nomad"):
         tree.pop(section)
     tree["authentik"].pop("url")
-    report = hecate_health.collect(tree, caller(stack["loaders"]), only=["authentik", "nomad", "dns"])
+    report = health_report.collect(tree, caller(stack["loaders"]), only=["authentik", "nomad", "dns"])
     assert report["authentik"] == report["nomad"] == report["dns"] == [{"state": "not configured"}]
     assert report["retcode"] == 0
 
@@ -257,7 +256,7 @@ def test_health_reports_every_backend_names_what_drifted_and_what_is_missing(sta
             return {"edge-1": {"ok": False, "ret": f"'{fun}' is not available."}}
         return caller(stack["loaders"])(target, fun, *args, **kwargs)
 
-    report = hecate_health.collect(stack["tree"], broken, only=["authentik", "dns"])
+    report = health_report.collect(stack["tree"], broken, only=["authentik", "dns"])
     assert report["authentik"][0]["state"] == "error" and "authentik.health' is not available" in report["authentik"][0]["detail"]
     assert report["dns"][0]["state"].startswith("error: edge-1: 'hetzner_dns.rrsets' is not available")
     assert report["retcode"] == 1

@@ -1,5 +1,5 @@
 """A route whose backend is Caddy's admin port: ``test=True`` tells the truth. The validator refuses it
-(hecate_schema._check_caddy) before any request, so a dry run fails with the key path as the real run
+(hecatelib.schema._check_caddy) before any request, so a dry run fails with the key path as the real run
 does, instead of "would apply" (issue 15); checked by a direct call and through Salt's state engine."""
 
 import copy

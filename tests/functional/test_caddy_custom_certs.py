@@ -12,10 +12,9 @@ import ssl
 import stat
 import sys
 
-import hecate_schema
-import hecate_spec
 import pytest
 
+from hecatelib import schema, spec
 from tests.support.caddy import free_port
 from tests.support.certs import CA, leaked
 from tests.support.http import backend_of, get
@@ -183,15 +182,15 @@ def test_a_bad_key_is_refused_naming_its_path_and_nothing_is_written(make_loader
 
 def test_validation_shows_expiry_and_refuses_a_bad_certificate(tree, ca):
     cert, key, _ = ca.issue([CUSTOM], days=3)
-    _, report = hecate_schema.check(with_cert(tree, cert, key))
+    _, report = schema.check(with_cert(tree, cert, key))
     assert report.errors == []
     assert any(p.endswith("corp:certificate") and "in 3.0 days" in r for p, r in report.warnings), report.warnings
-    _, report = hecate_schema.check(with_cert(tree, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----", key))
+    _, report = schema.check(with_cert(tree, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----", key))
     assert report.errors == [("hecate:reverse_proxy:caddy:tls:certificates:corp:certificate", "is not a PEM certificate Caddy can load")]
     off = with_cert(tree, cert, key)
     off["reverse_proxy"]["caddy"]["tls"]["mode"] = "off"
-    assert [p for p, _ in hecate_schema.check(off)[1].errors] == ["hecate:reverse_proxy:caddy:tls:certificates"]
-    stripped = hecate_spec.without_secrets(hecate_schema.validate(tree), hecate_schema.SCHEMA)  # what records keep
+    assert [p for p, _ in schema.check(off)[1].errors] == ["hecate:reverse_proxy:caddy:tls:certificates"]
+    stripped = spec.without_secrets(schema.validate(tree), schema.SCHEMA)  # what records keep
     assert stripped["reverse_proxy"]["caddy"]["tls"]["certificates"]["corp"].keys() == {"certificate"}
 
 

@@ -11,9 +11,9 @@ import os
 import signal
 import subprocess
 
-import hecate_caddy
 import pytest
 
+from hecatelib.caddy import config as caddy_config
 from tests.emulators.nomad import hcl_to_job
 from tests.support.caddy import Caddy, caddy_binary
 from tests.support.http import backend_of, get
@@ -49,9 +49,9 @@ def test_no_drift_costs_one_get_and_fires_nothing(beacon, caddy):
 def test_hand_edit_fires_once_and_a_run_heals_it(beacon, caddy, local_tree, backends):
     assert converge(beacon.loaders).result is True
     plain, _ = backends
-    grafana = f"{hecate_caddy.ROUTE_PREFIX}grafana"
+    grafana = f"{caddy_config.ROUTE_PREFIX}grafana"
     live = json.loads(caddy.config_bytes())
-    routes = live["apps"]["http"]["servers"][hecate_caddy.SERVER]["routes"]
+    routes = live["apps"]["http"]["servers"][caddy_config.SERVER]["routes"]
     edited = next(r for r in routes if r["@id"] == grafana)
     edited["match"][0]["host"] = ["hijacked.example.net"]  # what a hand edit through the admin API does
     beacon.loaders.modules.caddy.load(live)

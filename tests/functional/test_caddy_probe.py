@@ -10,10 +10,10 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import hecate_health
-import hecate_schema
 import pytest
 
+from hecatelib import health as health_report
+from hecatelib import schema
 from tests.support.caddy import free_port
 from tests.support.http import serve
 from tests.support.pillars import local_seed_tree
@@ -117,13 +117,13 @@ def test_a_connection_closed_without_response_is_retried_before_the_route_fails(
 @pytest.fixture
 def validations(monkeypatch):
     calls = []
-    real = hecate_schema.validate
+    real = schema.validate
 
     def counting(tree):
         calls.append(1)
         return real(tree)
 
-    monkeypatch.setattr(hecate_schema, "validate", counting)
+    monkeypatch.setattr(schema, "validate", counting)
     return calls
 
 
@@ -212,6 +212,6 @@ def test_protected_route_with_a_dead_backend_fails_the_check_and_rolls_back(cadd
     def call(role, fun, *args, **kwargs):
         return {"edge-1": {"ok": True, "ret": unchecked.modules[fun](*args, **kwargs)}}
 
-    rows = hecate_health.routes_section(hecate_schema.validate(copy.deepcopy(dead)), call)
+    rows = health_report.routes_section(schema.validate(copy.deepcopy(dead)), call)
     assert [r["domain"] for r in rows if not r["ok"]] == [PROTECTED]
     assert len(rows) == len(dead["reverse_proxy"]["caddy"]["routes"])

@@ -279,7 +279,7 @@ def test_a_pillar_route_to_the_admin_port_is_never_served(short_tmp, make_loader
 
 
 def test_any_mix_of_braces_and_backslashes_reaches_the_client_unchanged(caddy, make_loaders, local_tree):
-    """hecate_caddy.literal against Caddy's own replacer: 80 random strings over an alphabet of braces,
+    """hecatelib.caddy.config.literal against Caddy's own replacer: 80 random strings over an alphabet of braces,
     backslashes and placeholder-ish text, each a response header value, one config, one request."""
     import random
 

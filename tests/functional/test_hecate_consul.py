@@ -6,9 +6,9 @@ registered. Against the Consul emulator's agent endpoints (agent/agent_endpoint.
 import copy
 
 import consul
-import hecate_services
 import pytest
 
+from hecatelib.consul import services as consul_services
 from tests.conftest import assert_no_violations, loaders_for
 from tests.emulators.consul import ConsulEmulator
 from tests.support.pillars import seed_tree
@@ -70,7 +70,7 @@ def test_the_seed_script_as_pillar_registers_idempotently_through_state_sls(load
     wazuh, jenkins = agent.agent_services["wazuh-master"], agent.agent_services["jenkins-master"]
     assert (wazuh["Service"], wazuh["Address"], wazuh["Port"], wazuh["Tags"]) == ("wazuh-registration", "100.88.163.85", 1515,
                                                                                   ["wazuh", "security", "external"])  # fmt: skip
-    assert jenkins["Meta"]["domain"] == "jenkins.cybermonkey.dev" and jenkins["Meta"][hecate_services.MARKER] == "true"
+    assert jenkins["Meta"]["domain"] == "jenkins.cybermonkey.dev" and jenkins["Meta"][consul_services.MARKER] == "true"
     assert agent.agent_checks["service:wazuh-master"]["TCP"] == "100.88.163.85:1515"
     assert agent.agent_checks["service:jenkins-master"]["HTTP"] == "http://100.65.138.128:8059/login"
     assert agent.agent_checks["service:jenkins-master"]["Interval"] == "30s"
@@ -86,7 +86,7 @@ def test_the_seed_script_as_pillar_registers_idempotently_through_state_sls(load
 def test_only_what_hecate_registered_is_pruned_and_a_change_is_one_write(make_loaders, agent):
     client = consul.Consul(host="127.0.0.1", port=agent.port, token=TOKEN)
     client.agent.service.register("grafana", service_id="grafana", address="10.0.0.9", port=3000)  # not hecate's
-    client.agent.service.register("old", service_id="old-hecate", port=1, meta={hecate_services.MARKER: "true"})
+    client.agent.service.register("old", service_id="old-hecate", port=1, meta={consul_services.MARKER: "true"})
     changed = copy.deepcopy(SEED_SERVICES[:1])
     changed[0]["port"] = 1516
     loaders = make_loaders(pillar(agent, changed), {"__cli": "salt-call"})

@@ -1,5 +1,5 @@
 """A vendor that echoes the API token back in an error body, in every spelling: none of it may reach an
-exception, its body, a state's comment or the log (``hecate_http``: redaction, bounded excerpts)."""
+exception, its body, a state's comment or the log (``hecatelib.api``: redaction, bounded excerpts)."""
 
 import base64
 import json
@@ -7,9 +7,9 @@ import logging
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
-import hecate_http
 import pytest
 
+from hecatelib import api
 from tests.support.http import serve
 
 TOKEN = "hEcAtE-s3cr3t-T0ken-4f2a9c"
@@ -85,12 +85,12 @@ def test_the_echo_really_echoes_every_spelling(echo):
 
 @pytest.mark.parametrize("path", ["x/", "huge/"])
 def test_api_errors_carry_no_form_of_the_token(echo, caplog, path):
-    client = hecate_http.ApiClient(echo, "vendor", token=TOKEN, read_retries=1, backoff=0.01)
-    with caplog.at_level(logging.DEBUG), pytest.raises(hecate_http.ApiError) as info:
+    client = api.ApiClient(echo, "vendor", token=TOKEN, read_retries=1, backoff=0.01)
+    with caplog.at_level(logging.DEBUG), pytest.raises(api.ApiError) as info:
         client.get(path)
     assert info.value.status in (400, 500)
     assert leaks(str(info.value)) == [] and leaks(repr(info.value.body)) == [] and leaks(caplog.text) == []
-    assert len(str(info.value)) < hecate_http.EXCERPT + 200  # a bounded excerpt, not 200 KB
+    assert len(str(info.value)) < api.EXCERPT + 200  # a bounded excerpt, not 200 KB
 
 
 def test_a_state_comment_carries_no_form_of_the_token(echo, make_loaders, caplog):

@@ -5,10 +5,10 @@ with the imported security profile really blocking."""
 import copy
 import re
 
-import hecate_import
-import hecate_schema
 import pytest
 
+from hecatelib import schema
+from hecatelib.caddy import caddyfile
 from tests.conftest import SEED
 from tests.support.caddy import Backend
 from tests.support.http import backend_of, get
@@ -28,7 +28,7 @@ def live_sites(text):
 
 @pytest.fixture(scope="module")
 def seed_import():
-    return hecate_import.import_file(str(CADDYFILE))
+    return caddyfile.import_file(str(CADDYFILE))
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_seed_import_maps_every_live_site_and_validates(seed_import):
         "domain": "hera.cybermonkey.dev", "backend": "hecate-server-1:9000", "service": "authentik", "profile": "cybermonkey_common"}  # fmt: skip
     assert by_domain["observe.cybermonkey.dev"]["service"] == "grafana"
     assert by_domain["cloud.cybermonkey.dev"]["service"] == "nextcloud"
-    tree, report = hecate_schema.check(seed_import["pillar"]["hecate"])
+    tree, report = schema.check(seed_import["pillar"]["hecate"])
     assert report.errors == []
     assert [w[0] for w in report.warnings] == ["hecate:reverse_proxy:caddy:routes[7](delphi.cybermonkey.dev):tls_skip_verify"]
     profile = tree["reverse_proxy"]["caddy"]["profiles"]["cybermonkey_common"]
@@ -122,10 +122,10 @@ def test_imported_seed_serves_the_same_sites_through_a_real_caddy(seed_import, s
 def test_a_caddyfile_caddy_refuses_is_reported_with_caddys_reason(tmp_path):
     bad = tmp_path / "Caddyfile"
     bad.write_text("example.org {\n  reverse_proxy {\n    no_such_subdirective 1\n  }\n}\n")
-    with pytest.raises(hecate_import.CaddyfileError, match="no_such_subdirective"):
-        hecate_import.import_file(str(bad))
-    with pytest.raises(hecate_import.CaddyfileError, match="no such file"):
-        hecate_import.import_file(str(tmp_path / "missing"))
+    with pytest.raises(caddyfile.CaddyfileError, match="no_such_subdirective"):
+        caddyfile.import_file(str(bad))
+    with pytest.raises(caddyfile.CaddyfileError, match="no such file"):
+        caddyfile.import_file(str(tmp_path / "missing"))
 
 
 def test_sites_hecate_cannot_proxy_are_listed_and_the_rest_imported(tmp_path):
@@ -134,7 +134,7 @@ def test_sites_hecate_cannot_proxy_are_listed_and_the_rest_imported(tmp_path):
         "# Docs\ndocs.example.org {\n  root * /srv/docs\n  file_server\n}\n"
         "# API\napi.example.org {\n  reverse_proxy 10.0.0.7:8080 {\n    header_up X-Real-IP {remote_host}\n  }\n}\n"
     )
-    result = hecate_import.import_file(str(source))
+    result = caddyfile.import_file(str(source))
     routes = result["pillar"]["hecate"]["reverse_proxy"]["caddy"]["routes"]
     assert routes == [{"domain": "api.example.org", "backend": "10.0.0.7:8080", "service": "api", "profile": "none"}]
     text = "\n".join(result["unmapped"])

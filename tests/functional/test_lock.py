@@ -1,4 +1,4 @@
-"""hecate_lock against the Consul emulator through py-consul: sessions, acquire/release, renewal,
+"""hecatelib.consul.lock against the Consul emulator through py-consul: sessions, acquire/release, renewal,
 waiting holders (blocking queries), lost locks, and the deployment records."""
 
 import json
@@ -6,11 +6,11 @@ import threading
 import time
 
 import consul
-import hecate_lock
-import hecate_secrets
 import pytest
-from hecate_lock import ConsulLock, LockError, LockLost, LockTimeout, RecordError
 
+from hecatelib import secret_refs
+from hecatelib.consul import lock as consul_lock
+from hecatelib.consul.lock import ConsulLock, LockError, LockLost, LockTimeout, RecordError
 from tests.conftest import assert_no_violations
 from tests.emulators.consul import Consul17, ConsulEmulator
 
@@ -194,11 +194,11 @@ def test_consul_down_is_a_lock_error(emu):
 # -- a stalled Consul ------------------------------------------------------------------------------
 @pytest.fixture(params=["py-consul installed", "py-consul 1.7"])
 def timed_client(request, emu, monkeypatch):
-    """hecate's Consul client (``hecate_secrets.consul_client``) with a 0.5 s timeout, built on the installed
+    """hecate's Consul client (``hecatelib.secret_refs.consul_client``) with a 0.5 s timeout, built on the installed
     py-consul and on one that has no timeout of its own."""
     if request.param == "py-consul 1.7":
-        monkeypatch.setattr(consul, "Consul", Consul17)  # what hecate_secrets.consul_client builds on
-    return hecate_secrets.consul_client({"address": emu.url, "token": TOKEN, "timeout": 0.5})
+        monkeypatch.setattr(consul, "Consul", Consul17)  # what hecatelib.secret_refs.consul_client builds on
+    return secret_refs.consul_client({"address": emu.url, "token": TOKEN, "timeout": 0.5})
 
 
 def finishes(call, within=3.0):
@@ -261,14 +261,14 @@ def test_a_stalled_renewal_does_not_hang_the_renewer(emu, timed_client):
 @pytest.mark.fault
 def test_a_stalled_consul_fails_record_writes_within_the_timeout(emu, timed_client):
     emu.stall(path="/v1/kv/hecate/deployments/", method="PUT")
-    outcome, took = finishes(lambda: hecate_lock.write_record(timed_client, "production", {"status": "running"}, deployment_id="d-1"))
+    outcome, took = finishes(lambda: consul_lock.write_record(timed_client, "production", {"status": "running"}, deployment_id="d-1"))
     assert isinstance(outcome, RecordError) and 0.45 < took < 1.5
     assert "Consul did not answer within 0.5s (timeout)" in str(outcome)
     assert emu.value("hecate/deployments/production/d-1") is None  # a stalled write is never applied
 
 
 def test_blocking_queries_get_their_wait_on_top_of_the_timeout():
-    session = hecate_secrets.TimeoutSession(10)
+    session = secret_refs.TimeoutSession(10)
     assert session.timeout_for("http://127.0.0.1:8500/v1/kv/a") == 10
     assert session.timeout_for("http://127.0.0.1:8500/v1/kv/a?index=5&wait=1600ms") == 10 + 1.6 + 0.1
     assert session.timeout_for("http://127.0.0.1:8500/v1/kv/a?index=5") == 10 + 300 + 300 / 16  # Consul's default wait
@@ -277,57 +277,57 @@ def test_blocking_queries_get_their_wait_on_top_of_the_timeout():
 # -- deployment records ----------------------------------------------------------------------------
 def test_records_are_created_once_and_listed_in_order(emu):
     client = client_for(emu)
-    first = hecate_lock.write_record(client, "production", {"status": "success", "components": {"caddy": "2.11"}},
+    first = consul_lock.write_record(client, "production", {"status": "success", "components": {"caddy": "2.11"}},
                                      deployment_id="20250101T000000Z-aaaaaa")  # fmt: skip
     assert first["id"] == "20250101T000000Z-aaaaaa" and first["environment"] == "production"
     stored = json.loads(emu.value("hecate/deployments/production/20250101T000000Z-aaaaaa"))
     assert stored["components"] == {"caddy": "2.11"} and stored["schema"] == 1
     assert [r.arg("cas") for r in emu.writes] == ["0"]
     with pytest.raises(RecordError, match="already exists; records are never overwritten"):
-        hecate_lock.write_record(client, "production", {"status": "failed"}, deployment_id="20250101T000000Z-aaaaaa")
+        consul_lock.write_record(client, "production", {"status": "failed"}, deployment_id="20250101T000000Z-aaaaaa")
     assert json.loads(emu.value("hecate/deployments/production/20250101T000000Z-aaaaaa"))["status"] == "success"
-    hecate_lock.write_record(client, "production", {"status": "failed"}, deployment_id="20250102T000000Z-bbbbbb")
-    hecate_lock.write_record(client, "staging", {"status": "success"}, deployment_id="20250103T000000Z-cccccc")
-    ids = [r["id"] for r in hecate_lock.list_records(client, "production")]
+    consul_lock.write_record(client, "production", {"status": "failed"}, deployment_id="20250102T000000Z-bbbbbb")
+    consul_lock.write_record(client, "staging", {"status": "success"}, deployment_id="20250103T000000Z-cccccc")
+    ids = [r["id"] for r in consul_lock.list_records(client, "production")]
     assert ids == ["20250101T000000Z-aaaaaa", "20250102T000000Z-bbbbbb"]
-    assert [r["id"] for r in hecate_lock.list_records(client, "production", status="success")] == [ids[0]]
-    assert [r["id"] for r in hecate_lock.list_records(client, "production", limit=1)] == [ids[1]]
-    assert hecate_lock.list_records(client, "nowhere") == []
-    generated = hecate_lock.write_record(client, "production", {"status": "running"})
+    assert [r["id"] for r in consul_lock.list_records(client, "production", status="success")] == [ids[0]]
+    assert [r["id"] for r in consul_lock.list_records(client, "production", limit=1)] == [ids[1]]
+    assert consul_lock.list_records(client, "nowhere") == []
+    generated = consul_lock.write_record(client, "production", {"status": "running"})
     assert generated["id"] > ids[1]  # generated ids sort after older ones
 
 
 def test_update_record_uses_check_and_set_and_retries_on_conflict(emu):
     client, other = client_for(emu), client_for(emu)
-    hecate_lock.write_record(client, "production", {"status": "running", "stages": []}, deployment_id="d-1")
+    consul_lock.write_record(client, "production", {"status": "running", "stages": []}, deployment_id="d-1")
     calls = []
 
     def add_stage(record):
         calls.append(1)
         if len(calls) == 1:  # someone else writes between our read and our write
-            hecate_lock.update_record(other, "production", "d-1", {"note": "concurrent"})
+            consul_lock.update_record(other, "production", "d-1", {"note": "concurrent"})
         return {**record, "stages": [*record["stages"], "terraform"], "status": "success"}
 
-    updated = hecate_lock.update_record(client, "production", "d-1", add_stage)
+    updated = consul_lock.update_record(client, "production", "d-1", add_stage)
     assert len(calls) == 2
     assert updated["status"] == "success" and updated["note"] == "concurrent" and updated["stages"] == ["terraform"]
-    stored = hecate_lock.read_record(client, "production", "d-1")
+    stored = consul_lock.read_record(client, "production", "d-1")
     assert {k: stored[k] for k in ("status", "note", "stages")} == {"status": "success", "note": "concurrent",
                                                                     "stages": ["terraform"]}  # fmt: skip
     cas_writes = [r.arg("cas") for r in emu.writes]
     assert cas_writes[0] == "0" and all(c not in (None, "0") for c in cas_writes[1:])
     with pytest.raises(RecordError, match="does not exist"):
-        hecate_lock.update_record(client, "production", "nope", {"status": "x"})
+        consul_lock.update_record(client, "production", "nope", {"status": "x"})
 
 
 def test_bad_records_are_refused_before_any_write(emu):
     client = client_for(emu)
     with pytest.raises(RecordError, match="not JSON-serialisable"):
-        hecate_lock.write_record(client, "production", {"when": object()}, deployment_id="d-2")
+        consul_lock.write_record(client, "production", {"when": object()}, deployment_id="d-2")
     with pytest.raises(RecordError, match="Consul KV takes at most"):
-        hecate_lock.write_record(client, "production", {"blob": "x" * (600 * 1024)}, deployment_id="d-3")
+        consul_lock.write_record(client, "production", {"blob": "x" * (600 * 1024)}, deployment_id="d-3")
     with pytest.raises(RecordError, match="not a valid key segment"):
-        hecate_lock.write_record(client, "prod/../x", {"status": "x"}, deployment_id="d-4")
+        consul_lock.write_record(client, "prod/../x", {"status": "x"}, deployment_id="d-4")
     assert emu.writes == []
 
 
@@ -337,11 +337,11 @@ def test_consul_settings_merge_pillar_over_master_config():
         "global": {"environment": "staging"},
         "consul": {"address": "https://consul.example.org:8501", "token": "pillar-token", "lock": {"ttl": 60}},
     }
-    got = hecate_lock.consul_settings(hecate, opts)
+    got = consul_lock.consul_settings(hecate, opts)
     assert got["address"] == "https://consul.example.org:8501" and got["token"] == "pillar-token"
     assert got["lock"] == {"key": "hecate/locks/staging", "ttl": 60, "wait": 600, "lock_delay": 15}
     assert got["deployments"] == {"prefix": "hecate/deployments"} and got["environment"] == "staging"
-    assert hecate_lock.consul_settings(None, opts)["lock"]["key"] == "hecate/locks/production"
+    assert consul_lock.consul_settings(None, opts)["lock"]["key"] == "hecate/locks/production"
 
 
 def test_the_last_success_of_a_long_history_costs_a_key_listing_and_a_read_or_two(emu):
@@ -351,9 +351,9 @@ def test_the_last_success_of_a_long_history_costs_a_key_listing_and_a_read_or_tw
     ids = [f"2025{day:04d}T000000Z-aaaaaa" for day in range(1, 41)]
     for number, deployment_id in enumerate(ids):
         status = "failed" if number == len(ids) - 1 else "success"
-        hecate_lock.write_record(client, "production", {"status": status, "tree": {"x": "y" * 1000}}, deployment_id=deployment_id)
+        consul_lock.write_record(client, "production", {"status": status, "tree": {"x": "y" * 1000}}, deployment_id=deployment_id)
     emu.reset_counts()
-    assert [r["id"] for r in hecate_lock.list_records(client, "production", status="success", limit=1)] == [ids[-2]]
+    assert [r["id"] for r in consul_lock.list_records(client, "production", status="success", limit=1)] == [ids[-2]]
     assert len(emu.reads) == 3  # the keys, the failed newest, the success before it
-    assert [r["id"] for r in hecate_lock.list_records(client, "production", limit=2)] == ids[-2:]
-    assert [r["id"] for r in hecate_lock.list_records(client, "production")] == ids  # without limit: the whole history
+    assert [r["id"] for r in consul_lock.list_records(client, "production", limit=2)] == ids[-2:]
+    assert [r["id"] for r in consul_lock.list_records(client, "production")] == ids  # without limit: the whole history

@@ -1,4 +1,4 @@
-"""The Consul emulator's contract, through py-consul (what hecate_lock and hecate_secrets rely on) and
+"""The Consul emulator's contract, through py-consul (what hecatelib.consul.lock and hecatelib.secret_refs rely on) and
 through raw requests for what py-consul would never send (those must land in ``violations``)."""
 
 import threading

@@ -8,9 +8,9 @@ import copy
 import json
 import urllib.request
 
-import hecate_schema
 import pytest
 
+from hecatelib import schema
 from tests.emulators.nomad import hcl_to_job
 from tests.support.caddy import Caddy, free_port
 from tests.support.pillars import seed_tree
@@ -32,7 +32,7 @@ def test_the_routes_stage_reaches_the_admin_api_the_job_opens(kind, short_tmp, m
     caddy_cfg = raw["reverse_proxy"]["caddy"]
     caddy_cfg.update(admin=admin, tls={"mode": "off"}, bind=["127.0.0.1"])
     caddy_cfg["ports"] = {"http": free_port(), "https": free_port(), "admin": 2019}
-    tree = hecate_schema.validate(raw)
+    tree = schema.validate(raw)
     caddy_task, bootstrap = job_bootstrap(tree)
     assert bootstrap["admin"]["listen"] == admin  # the job's Caddy listens where the pillar says
     server = Caddy(workdir, admin=admin).start(config=bootstrap)

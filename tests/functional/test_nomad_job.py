@@ -5,9 +5,9 @@ races, removal, and the request contract (token, namespace, region, blocking wai
 import copy
 import time
 
-import hecate_nomad
 import pytest
 
+from hecatelib.nomad import jobs as nomad_jobs
 from tests.conftest import assert_no_violations, loaders_for
 from tests.emulators.nomad import start_nomad
 from tests.support.pillars import seed_tree
@@ -154,7 +154,7 @@ def test_a_pillar_change_is_one_register_and_test_mode_shows_it_first(loaders, n
     nomad.reset_counts()
     dry = present(changed, "reverse-proxy", test=True)
     assert dry.result is None and dry.changes["plan"]["desired_tg_updates"]["proxy-stack"] == {"DestructiveUpdate": 2}
-    assert any(f"caddy:{hecate_nomad.CADDY_TESTED} -> caddy:2.11.2" in line for line in dry.changes["plan"]["fields"])
+    assert any(f"caddy:{nomad_jobs.CADDY_TESTED} -> caddy:2.11.2" in line for line in dry.changes["plan"]["fields"])
     assert nomad.writes == []
 
     result = present(changed, "reverse-proxy")
@@ -240,7 +240,7 @@ def test_a_failed_deployment_fails_the_state_and_reports_the_auto_revert(loaders
     assert len(failing) == 2 and failing[0]["tasks"]["app"]["failed"] is True
     assert "Driver Failure: pull web:broken: manifest unknown" in failing[0]["tasks"]["app"]["events"]
     current = nomad.job("web")
-    assert current["Version"] == 2 and hecate_nomad.same_spec(current, nomad.versions_of("web")[0])
+    assert current["Version"] == 2 and nomad_jobs.same_spec(current, nomad.versions_of("web")[0])
     assert current["TaskGroups"][0]["Tasks"][0]["Config"]["image"] == "web:1"
 
 

@@ -1,32 +1,32 @@
 """Placement (issue 16 item 2): the seed's jobs land on the servers the terraform module of the same
 pillar creates, because the constraints and the server names come from one naming scheme
-(hecate_terraform.node_roles). The Nomad emulator decides feasibility as Nomad's scheduler does for
+(hecatelib.terraform.render.node_roles). The Nomad emulator decides feasibility as Nomad's scheduler does for
 what hecate uses (constraints, datacenters, static port collisions, count vs nodes), with client
 nodes named from the rendered terraform module."""
 
 import copy
 
 import hcl2
-import hecate_nomad
-import hecate_schema
-import hecate_terraform
 import pytest
 import requests
 
+from hecatelib import schema
+from hecatelib.nomad import jobs as nomad_jobs
+from hecatelib.terraform import render as terraform_render
 from tests.conftest import REPO, assert_no_violations
 from tests.emulators.nomad import hcl_to_job, start_nomad
 from tests.support.pillars import seed_tree
 
 TOKEN = "nomad-placement-token"
-TEMPLATES = hecate_terraform.load_templates(REPO / "salt" / "hecate" / "terraform")
+TEMPLATES = terraform_render.load_templates(REPO / "salt" / "hecate" / "terraform")
 TF = {"workdir": "/srv/terraform/hecate-production", "token": "vault:secret/hecate/hetzner#token"}
 
 
 def terraform_servers(raw):
     """The server names of the terraform module rendered from this pillar (hecate_servers.tf locals)."""
-    tree = hecate_schema.validate(copy.deepcopy(raw))
-    tree["terraform"] = hecate_terraform.settings(tree)
-    servers = hcl2.loads(hecate_terraform.render(tree, TEMPLATES)["hecate_servers.tf"])["locals"][0]
+    tree = schema.validate(copy.deepcopy(raw))
+    tree["terraform"] = terraform_render.settings(tree)
+    servers = hcl2.loads(terraform_render.render(tree, TEMPLATES)["hecate_servers.tf"])["locals"][0]
     return [name.strip('"') for table in ("hecate_edge_nodes", "hecate_role_nodes") for name in servers[table]]
 
 
@@ -110,7 +110,7 @@ def test_static_ports_allow_one_instance_per_node(nomad):
     metric = plan["FailedTGAllocs"]["web"]
     assert metric["DimensionExhausted"] == {"network: reserved port collision http=80": 2}
     assert metric["NodesEvaluated"] == 2 and metric["CoalescedFailures"] == 0
-    assert hecate_nomad.plan_summary(plan)["placement_failures"] == {
+    assert nomad_jobs.plan_summary(plan)["placement_failures"] == {
         "web": ["1 allocation(s) cannot be placed", "2 node(s) exhausted: network: reserved port collision http=80"]
     }
     requests.post(f"{nomad.url}/v1/jobs", json={"Job": job}, headers=headers, timeout=5).raise_for_status()
@@ -123,15 +123,15 @@ def test_count_above_the_edge_nodes_is_refused_by_validation():
     raw = seed_with_terraform()
     raw["nomad"] = {"jobs": {"reverse-proxy": {"count": 3}}}
     with pytest.raises(Exception, match=r"hecate:nomad:jobs:reverse-proxy:count.*need as many edge nodes; terraform creates 2"):
-        hecate_schema.validate(raw)
+        schema.validate(raw)
     raw["terraform"]["hcloud"] = {"nodes": {"edge": {"count": 3}}}
-    assert hecate_nomad.job_settings(hecate_schema.validate(raw), "reverse-proxy")["count"] == 3
+    assert nomad_jobs.job_settings(schema.validate(raw), "reverse-proxy")["count"] == 3
 
 
 def test_edge_nodes_with_names_of_your_own_are_matched_exactly():
     raw = seed_with_terraform()
     raw["terraform"]["hcloud"] = {"edge_nodes": [{"name": "fra.edge-a"}, {"name": "fra.edge-b"}]}
-    tree = hecate_schema.validate(raw)
-    (constraint,) = hecate_nomad.job_settings(tree, "reverse-proxy")["constraints"]
+    tree = schema.validate(raw)
+    (constraint,) = nomad_jobs.job_settings(tree, "reverse-proxy")["constraints"]
     assert constraint["value"] == r"^(fra\.edge-a|fra\.edge-b)$"
-    assert hecate_nomad.job_settings(tree, "helen-bridge")["constraints"][0]["value"] == "fra.edge-a"
+    assert nomad_jobs.job_settings(tree, "helen-bridge")["constraints"][0]["value"] == "fra.edge-a"

@@ -4,8 +4,7 @@ failed route with a reason that says so, never a traceback and never "no answer"
 import socket
 import threading
 
-import hecate_probe
-
+from hecatelib.caddy import probe as caddy_probe
 from tests.support.caddy import free_port
 
 HEADERS = 150  # http.client._MAXHEADERS is 100
@@ -62,7 +61,7 @@ def test_a_route_answering_more_than_100_headers_is_a_failed_probe_with_a_clear_
 def test_an_upstream_behind_auth_answering_more_than_100_headers_says_so():
     server = ManyHeaders()
     try:
-        prober = hecate_probe.Prober({"tls": {"mode": "off"}, "ports": {"http": free_port()}, "verify": {"timeout": 5}})
+        prober = caddy_probe.Prober({"tls": {"mode": "off"}, "ports": {"http": free_port()}, "verify": {"timeout": 5}})
         route = {"backend": f"127.0.0.1:{server.port}", "tls_skip_verify": False}
         [reason] = prober.dead_upstreams(route, "app.example.org")
         assert reason.startswith(f"behind auth, backend 127.0.0.1:{server.port} answered, but"), reason

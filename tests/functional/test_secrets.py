@@ -1,13 +1,13 @@
-"""hecate_secrets.resolve against the Vault (KV v2) and Consul (KV) emulators, through hvac and py-consul."""
+"""hecatelib.secret_refs.resolve against the Vault (KV v2) and Consul (KV) emulators, through hvac and py-consul."""
 
 import json
 import time
 
 import consul
-import hecate_secrets
 import pytest
-from hecate_secrets import SecretError, resolve
 
+from hecatelib import secret_refs
+from hecatelib.secret_refs import SecretError, resolve
 from tests.conftest import assert_no_violations
 from tests.emulators.consul import Consul17, ConsulEmulator
 from tests.emulators.vault import ROOT, VaultEmulator
@@ -214,7 +214,7 @@ def test_consul_down(consul_emu):
 
 def test_ready_clients_can_be_passed_in(vault):
     vault.put("secret", "hecate/x", {"value": "ok"})
-    client = hecate_secrets.vault_client({"url": vault.url, "token": VAULT_TOKEN})
+    client = secret_refs.vault_client({"url": vault.url, "token": VAULT_TOKEN})
     assert resolve({"k": "vault:secret/hecate/x"}, opts={}, vault=client) == {"k": "ok"}
 
 

@@ -1,4 +1,4 @@
-"""The Vault emulator's contract, through hvac 2.x (what hecate_secrets relies on) and through raw requests
+"""The Vault emulator's contract, through hvac 2.x (what hecatelib.secret_refs relies on) and through raw requests
 for what hvac would never send (those must land in ``violations``)."""
 
 import hvac

@@ -2,10 +2,10 @@
 not only by direct calls: the requisite machinery passes keywords (``__reqs__``, ``sfun``...) that a
 direct call never does."""
 
-import hecate_schema
 import pytest
 import yaml
 
+from hecatelib import schema
 from tests.conftest import REPO, assert_no_violations
 from tests.functional.test_conventions import nomad  # noqa: F401 - the fixture, shared
 from tests.functional.test_hetzner_dns import dns_pillar
@@ -70,10 +70,10 @@ def run_twice(loaders, sls_root, sls, state, writes, **args):
 
 @pytest.fixture
 def validations(monkeypatch):
-    """Every whole-tree validation in this process (the loader imports the same hecate_schema)."""
+    """Every whole-tree validation in this process (the loader imports the same hecatelib.schema)."""
     calls = []
-    real = hecate_schema.validate
-    monkeypatch.setattr(hecate_schema, "validate", lambda tree: calls.append(1) or real(tree))
+    real = schema.validate
+    monkeypatch.setattr(schema, "validate", lambda tree: calls.append(1) or real(tree))
     return calls
 
 

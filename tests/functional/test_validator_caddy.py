@@ -1,8 +1,8 @@
 """The validator against the real Caddy (the vendor wins):
 
-- its RE2 port (hecate_re2) and its Go-duration parser say what Caddy's own Go code says about the
+- its RE2 port (hecatelib.caddy.re2) and its Go-duration parser say what Caddy's own Go code says about the
   same strings, pattern by pattern and duration by duration (one /load each);
-- a property-based fuzz (hypothesis): generated pillars and strings go through ``hecate_schema.check``
+- a property-based fuzz (hypothesis): generated pillars and strings go through ``hecatelib.schema.check``
   and the compiler; the validator never raises and names every problem with a key path, and whatever it
   accepts compiles to a config the real Caddy loads, whose routes answer with the pillar's values
   literally (no Caddy placeholder expanded).
@@ -14,14 +14,13 @@ import socket
 import string
 import time
 
-import hecate_caddy
-import hecate_re2
-import hecate_schema
-import hecate_spec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hecatelib import schema, spec
+from hecatelib.caddy import config as caddy_config
+from hecatelib.caddy import re2
 from tests.support.caddy import Backend, Caddy, free_port
 from tests.support.http import get
 
@@ -81,8 +80,8 @@ PATTERNS = [
     r"\p{^Greek}", "[[:alpha:]]", "[[:^alpha:]]", "[[:word:]]", "a{,2}", "a{", "x{1000}", "(?i)abc", "(?i-s:a)", "(?U)a*",
     r"\x{10FFFF}", r"\x41", r"\101", r"\0", "a*?", "a??", "^*", "()*", "[]a]", "[^]a]", "[a-]", r"\_", "(?:[a-z]{4}){0,250}",
     r"\.php\z", r"[\d\s\w]+", r"\p{greek}", r"\p{Letter}", r"\p{Uppercase_Letter}", r"\p{lu}", r"\pl", r"\p{Any}", r"\A/x\z", "(?s).*", r"[\p{Lu}\d]",
-    hecate_schema.COMMON_PROFILE["block_path_regexp"], hecate_schema.COMMON_PROFILE["block_user_agents"],
-    "[" + "".join(f"\\p{{{name}}}" for name in sorted(hecate_re2.SCRIPTS)) + "]",  # every script hecate knows
+    schema.COMMON_PROFILE["block_path_regexp"], schema.COMMON_PROFILE["block_user_agents"],
+    "[" + "".join(f"\\p{{{name}}}" for name in sorted(re2.SCRIPTS)) + "]",  # every script hecate knows
 ]  # fmt: skip
 
 DURATIONS = ["10s", "1h30m", "1.5h", ".5s", "5.s", "500ms", "500us", "500\u00b5s", "500\u03bcs", "1d", "1.5d", "0", "-5s",
@@ -96,7 +95,7 @@ def test_re2_port_agrees_with_caddy(edge, pattern):
     route = {"match": [{"path_regexp": {"pattern": pattern}}], "handle": [{"handler": "static_response", "status_code": 204}]}
     status, body = load(caddy, server_with(caddy, ports["http"], route))
     caddy_accepts = status == 200
-    problem = hecate_re2.problem(pattern)
+    problem = re2.problem(pattern)
     assert (problem is None) == caddy_accepts, f"{pattern!r}: hecate says {problem!r}, Caddy says {status} {body[:300]}"
 
 
@@ -105,7 +104,7 @@ def test_duration_parser_agrees_with_caddy(edge, text):
     caddy, backend, ports = edge
     handler = {"handler": "reverse_proxy", "upstreams": [{"dial": f"127.0.0.1:{backend.port}"}], "stream_close_delay": text}
     status, body = load(caddy, server_with(caddy, ports["http"], {"handle": [handler]}))
-    parsed = hecate_spec.parse_duration(text, days=True)
+    parsed = spec.parse_duration(text, days=True)
     assert (parsed is not None) == (status == 200), f"{text!r}: hecate parses {parsed!r}, Caddy says {status} {body[:300]}"
 
 
@@ -126,7 +125,7 @@ DOMAIN = st.one_of(
     st.builds(lambda n, t: n + t, NAME, st.sampled_from(TRICKY)),
     JUNK,
 )
-# Free text for fields Caddy gets as data, braces included: the compiler escapes them (hecate_caddy.literal).
+# Free text for fields Caddy gets as data, braces included: the compiler escapes them (hecatelib.caddy.config.literal).
 VALUE_TEXT = st.text(alphabet=string.ascii_letters + string.digits + " -_.,;:/=()[]<>@!?*+#&\u00e9\u4e2d{}", min_size=1, max_size=30)
 HEADER_VALUE = st.one_of(VALUE_TEXT, st.sampled_from(TRICKY), st.builds(str.__add__, VALUE_TEXT, st.sampled_from(TRICKY)))
 HEADER_NAME = st.one_of(st.from_regex(r"\AX-[A-Za-z0-9-]{1,12}\Z"), st.sampled_from(["X A", "X:A", "", "X-\u00e9"]))
@@ -181,7 +180,7 @@ def pillars(caddy, backend, ports):
         {"headers": st.dictionaries(st.from_regex(r"\AX-[A-Za-z0-9-]{1,12}\Z"), VALUE_TEXT, max_size=3)},
         optional={
             "block_paths": st.lists(VALUE_TEXT.map(lambda t: "/x" + t), max_size=2),
-            "block_path_regexp": st.sampled_from([p for p in PATTERNS if hecate_re2.problem(p) is None and p]),
+            "block_path_regexp": st.sampled_from([p for p in PATTERNS if re2.problem(p) is None and p]),
         },
     )
     extra = st.dictionaries(st.sampled_from(["stream_close_delay", "version", "routez", "admin"]), JUNK, max_size=1)
@@ -238,14 +237,14 @@ def test_fuzz_validator_and_compiler_against_real_caddy(edge):
     @given(pillars(caddy, backend, ports))
     def property_(hecate):
         STATS["examples"] += 1
-        tree, report = hecate_schema.check(hecate)  # never raises: hypothesis fails the test if it does
+        tree, report = schema.check(hecate)  # never raises: hypothesis fails the test if it does
         for path, reason in report.errors + report.warnings:
             assert isinstance(path, str) and path.startswith("hecate") and isinstance(reason, str) and reason
             assert len(path) + len(reason) < 1000
         if report.errors:
             return
         STATS["accepted"] += 1
-        config = hecate_caddy.bootstrap_config(tree)
+        config = caddy_config.bootstrap_config(tree)
         status, body = load(caddy, config)
         assert status == 200, f"Caddy refused a config the validator accepted: {body[:500]}"
         STATS["loaded"] += 1

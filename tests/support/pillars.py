@@ -3,14 +3,14 @@
 import copy
 import pathlib
 
-import hecate_cli
+from hecatelib import cli
 
 SEED = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "seed" / "hecate.sls"
 
 
 def seed_tree():
     """The seed's ``hecate`` tree, exactly as the user wrote it (its vault calls rendered to strings)."""
-    return hecate_cli.render_sls(SEED)["hecate"]
+    return cli.render_sls(SEED)["hecate"]
 
 
 def local_seed_tree(backends, https_backend_port, ports, admin, tls_mode="off"):

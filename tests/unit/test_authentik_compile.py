@@ -1,15 +1,15 @@
-"""hecate_authentik, pure: the pillar schema and checks, the objects derived from routes, the plan against
+"""hecatelib.authentik.objects, pure: the pillar schema and checks, the objects derived from routes, the plan against
 a snapshot (set semantics, ownership, minimal PATCHes) and the Caddy forward-auth JSON."""
 
 import copy
 
-import hecate_authentik as ha
-import hecate_schema
 import jinja2
 import pytest
 import yaml
-from hecate_spec import PillarError
 
+from hecatelib import schema
+from hecatelib.authentik import objects as ha
+from hecatelib.spec import PillarError
 from tests.conftest import FIXTURES, SEED
 
 REFERENCE = FIXTURES / "reference" / "caddy"
@@ -23,7 +23,7 @@ def seed():
 
 
 def validate(hecate):
-    return ha.validate_tree(hecate_schema.validate(copy.deepcopy(hecate)))
+    return ha.validate_tree(schema.validate(copy.deepcopy(hecate)))
 
 
 def errors_of(hecate):

@@ -5,22 +5,22 @@ import json
 import subprocess
 import time
 
-import hecate_authentik
-import hecate_caddy
-import hecate_schema
 import pytest
 
+from hecatelib import schema
+from hecatelib.authentik import objects as authentik_objects
+from hecatelib.caddy import config as caddy_config
 from tests.support.caddy import caddy_binary
 from tests.support.pillars import seed_tree
 
 
 @pytest.fixture
 def tree():
-    return hecate_schema.validate(seed_tree())
+    return schema.validate(seed_tree())
 
 
 def by_service(config, service):
-    return hecate_caddy.owned_routes(config)[f"hecate_route_{service}"]
+    return caddy_config.owned_routes(config)[f"hecate_route_{service}"]
 
 
 def proxy_of(route):
@@ -28,13 +28,13 @@ def proxy_of(route):
 
 
 def test_same_pillar_same_json(tree):
-    first = json.dumps(hecate_caddy.bootstrap_config(tree), sort_keys=True)
-    again = json.dumps(hecate_caddy.bootstrap_config(hecate_schema.validate(seed_tree())), sort_keys=True)
+    first = json.dumps(caddy_config.bootstrap_config(tree), sort_keys=True)
+    again = json.dumps(caddy_config.bootstrap_config(schema.validate(seed_tree())), sort_keys=True)
     assert first == again
 
 
 def test_every_route_has_a_deterministic_id_and_the_catch_all_is_last(tree):
-    server = hecate_caddy.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]
+    server = caddy_config.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]
     ids = [r["@id"] for r in server["routes"]]
     assert ids[0] == "hecate_strip_auth_headers" and ids[-1] == "hecate_catch_all"
     assert ids[1:-1] == [f"hecate_route_{r['service']}" for r in tree["reverse_proxy"]["caddy"]["routes"]]
@@ -42,13 +42,13 @@ def test_every_route_has_a_deterministic_id_and_the_catch_all_is_last(tree):
 
 
 def test_https_backend_becomes_host_443_with_tls_transport(tree):
-    proxy = proxy_of(by_service(hecate_caddy.bootstrap_config(tree), "wazuh"))
+    proxy = proxy_of(by_service(caddy_config.bootstrap_config(tree), "wazuh"))
     assert proxy["upstreams"] == [{"dial": "100.88.163.85:443"}]
     assert proxy["transport"] == {"protocol": "http", "tls": {"insecure_skip_verify": True}}
 
 
 def test_plain_backend_has_no_tls_and_keeps_streams_open_across_reloads(tree):
-    proxy = proxy_of(by_service(hecate_caddy.bootstrap_config(tree), "grafana"))
+    proxy = proxy_of(by_service(caddy_config.bootstrap_config(tree), "grafana"))
     assert proxy["upstreams"] == [{"dial": "100.65.138.128:8069"}]
     assert "transport" not in proxy
     assert proxy["stream_close_delay"] == "5m"
@@ -57,7 +57,7 @@ def test_plain_backend_has_no_tls_and_keeps_streams_open_across_reloads(tree):
 def test_consul_backends_use_dynamic_upstreams(tree):
     tree["reverse_proxy"]["caddy"]["routes"][0]["backend"] = "consul://authentik-server:9000"
     tree["reverse_proxy"]["caddy"]["routes"][1]["backend"] = "consul://nextcloud"
-    config = hecate_caddy.bootstrap_config(tree)
+    config = caddy_config.bootstrap_config(tree)
     assert proxy_of(by_service(config, "authentik"))["dynamic_upstreams"] == {
         "source": "a", "name": "authentik-server.service.consul", "port": "9000", "refresh": "5s"}  # fmt: skip
     assert proxy_of(by_service(config, "nextcloud"))["dynamic_upstreams"]["source"] == "srv"
@@ -66,14 +66,14 @@ def test_consul_backends_use_dynamic_upstreams(tree):
 def test_several_backends_get_a_policy_and_health_checks(tree):
     route = tree["reverse_proxy"]["caddy"]["routes"][2]
     route.update(backends=["10.0.0.1:80", "10.0.0.2:80"], lb_policy="least_conn", health={"uri": "/h", "interval": "10s", "timeout": "2s"})
-    proxy = proxy_of(hecate_caddy.compile_route(route, tree))
+    proxy = proxy_of(caddy_config.compile_route(route, tree))
     assert [u["dial"] for u in proxy["upstreams"]] == ["100.65.138.128:8069", "10.0.0.1:80", "10.0.0.2:80"]
     assert proxy["load_balancing"]["selection_policy"] == {"policy": "least_conn"}
     assert proxy["health_checks"]["active"] == {"uri": "/h", "interval": "10s", "timeout": "2s"}
 
 
 def test_each_security_rule_is_its_own_route(tree):
-    inner = by_service(hecate_caddy.bootstrap_config(tree), "helen")["handle"][0]["routes"]
+    inner = by_service(caddy_config.bootstrap_config(tree), "helen")["handle"][0]["routes"]
     matchers = [list(r["match"][0]) for r in inner[:-1]]
     assert matchers == [["header_regexp"], ["header"], ["path"], ["path_regexp"], ["query"]]
     assert inner[0]["handle"] == [{"handler": "static_response", "abort": True}]  # closes, not "HTTP 444"
@@ -87,7 +87,7 @@ def test_each_security_rule_is_its_own_route(tree):
 )  # fmt: skip
 def test_tls_modes(tree, mode, listen, issuer, automatic):
     tree["reverse_proxy"]["caddy"]["tls"] = {"mode": mode, "email": "ops@cybermonkey.dev"}
-    config = hecate_caddy.bootstrap_config(tree)
+    config = caddy_config.bootstrap_config(tree)
     server = config["apps"]["http"]["servers"]["hecate"]
     assert server["listen"] == [listen]
     assert server.get("automatic_https") == automatic
@@ -104,54 +104,54 @@ def test_foreign_config_is_kept_and_our_tls_policy_comes_first(tree):
         "logging": {"logs": {"default": {"level": "INFO"}}},
         "apps": {"http": {"servers": {"other": {"listen": [":8443"]}}}, "tls": {"automation": {"policies": [foreign_policy]}}},
     }
-    config = hecate_caddy.desired_config(current, tree)
+    config = caddy_config.desired_config(current, tree)
     assert config["logging"] == current["logging"]
     assert config["admin"]["config"] == {"persist": False}
     assert config["apps"]["http"]["servers"]["other"] == {"listen": [":8443"]}
     assert config["apps"]["tls"]["automation"]["policies"][1:] == [foreign_policy]
     assert config["apps"]["tls"]["automation"]["policies"][0]["@id"] == "hecate_tls"
     assert current["apps"]["http"]["servers"].keys() == {"other"}  # the input is not mutated
-    assert hecate_caddy.desired_config(config, tree) == config  # converged: a second pass changes nothing
+    assert caddy_config.desired_config(config, tree) == config  # converged: a second pass changes nothing
 
 
 def test_diff_names_what_changed(tree):
-    live = hecate_caddy.bootstrap_config(tree)
+    live = caddy_config.bootstrap_config(tree)
     changed = copy.deepcopy(tree)
     changed["reverse_proxy"]["caddy"]["routes"][2]["backend"] = "10.9.9.9:80"
     del changed["reverse_proxy"]["caddy"]["routes"][3]
     changed["reverse_proxy"]["caddy"]["routes"].append(
         {**changed["reverse_proxy"]["caddy"]["routes"][0], "domain": "new.cybermonkey.dev", "service": "new"}
     )
-    desired = hecate_caddy.desired_config(live, changed)
-    diff = hecate_caddy.diff(live, desired)
+    desired = caddy_config.desired_config(live, changed)
+    diff = caddy_config.diff(live, desired)
     assert diff["changed"]["hecate_route_grafana"]["new"]["upstreams"] == ["10.9.9.9:80"]
     assert list(diff["removed"]) == ["hecate_route_jenkins"]
     assert list(diff["added"]) == ["hecate_route_new"]
-    assert hecate_caddy.changed_domains(live, desired) == ["new.cybermonkey.dev", "observe.cybermonkey.dev"]
+    assert caddy_config.changed_domains(live, desired) == ["new.cybermonkey.dev", "observe.cybermonkey.dev"]
 
 
 def test_bind_restricts_the_listeners(tree):
     tree["reverse_proxy"]["caddy"]["bind"] = ["127.0.0.1", "::1"]
-    server = hecate_caddy.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]
+    server = caddy_config.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]
     assert server["listen"] == ["127.0.0.1:443", "[::1]:443"]
 
 
 @pytest.mark.parametrize("mode", ["acme", "internal", "off"])
 def test_the_live_config_is_never_modified(tree, mode):
-    live = hecate_caddy.bootstrap_config(tree)
+    live = caddy_config.bootstrap_config(tree)
     live["apps"]["tls"]["automation"]["policies"].append({"subjects": ["other.example.net"]})
     before = json.dumps(live, sort_keys=True)
     tree["reverse_proxy"]["caddy"]["tls"] = {"mode": mode}
     tree["reverse_proxy"]["caddy"]["routes"].pop()
-    desired = hecate_caddy.desired_config(live, tree)
-    hecate_caddy.diff(live, desired)
+    desired = caddy_config.desired_config(live, tree)
+    caddy_config.diff(live, desired)
     assert json.dumps(live, sort_keys=True) == before
     assert desired != live
 
 
 # -- forward auth: the same JSON as Caddy's own forward_auth ---------------------------------------------
 def lab(routes, **authentik):
-    return hecate_schema.validate(
+    return schema.validate(
         {
             "global": {"domain": "example.org"},
             "reverse_proxy": {"caddy": {"tls": {"mode": "off"}, "routes": routes}},
@@ -178,14 +178,14 @@ def caddy_adapt(caddyfile):
 def test_forward_auth_is_what_caddys_own_forward_auth_produces():
     """Caddy's forward_auth deletes each copied header and sets it only when the outpost sent a value;
     Authorization is copied too (basic-auth providers)."""
-    headers = " ".join([*hecate_authentik.AK_HEADERS, "Authorization"])
+    headers = " ".join([*authentik_objects.AK_HEADERS, "Authorization"])
     adapted = caddy_adapt(
         "http://app.example.org {\n"
         f"  forward_auth 10.0.0.9:9000 {{\n    uri /outpost.goauthentik.io/auth/caddy\n    copy_headers {headers}\n  }}\n"
         "}\n"
     )
     theirs = adapted["apps"]["http"]["servers"]["srv0"]["routes"][0]["handle"][0]["routes"][0]["handle"][0]
-    mine = hecate_caddy.forward_auth_handler(lab([APP]))
+    mine = caddy_config.forward_auth_handler(lab([APP]))
     assert mine["handle_response"] == theirs["handle_response"]
     assert {k: mine[k] for k in ("handler", "rewrite", "headers", "upstreams")} == {
         k: theirs[k] for k in ("handler", "rewrite", "headers", "upstreams")
@@ -194,35 +194,35 @@ def test_forward_auth_is_what_caddys_own_forward_auth_produces():
 
 def test_every_route_strips_client_sent_authentik_headers_first():
     tree = lab([APP, {"domain": "open.example.org", "backend": "10.0.0.6:80", "service": "open", "profile": "none"}])
-    first = hecate_caddy.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]["routes"][0]
+    first = caddy_config.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]["routes"][0]
     # no matcher, not terminal: runs for every request on the server, then the host routes
-    assert first == hecate_caddy.strip_route() and "match" not in first and "terminal" not in first
+    assert first == caddy_config.strip_route() and "match" not in first and "terminal" not in first
     assert "X-Authentik-*" in first["handle"][0]["request"]["delete"]
 
 
 def test_trusted_proxies_are_opt_in():
-    assert "trusted_proxies" not in hecate_caddy.forward_auth_handler(lab([APP]))
-    trusted = hecate_caddy.forward_auth_handler(lab([APP], trusted_proxies=["private_ranges", "100.64.0.0/10"]))["trusted_proxies"]
-    assert trusted[:6] == hecate_caddy.PRIVATE_RANGES and trusted[-1] == "100.64.0.0/10"
+    assert "trusted_proxies" not in caddy_config.forward_auth_handler(lab([APP]))
+    trusted = caddy_config.forward_auth_handler(lab([APP], trusted_proxies=["private_ranges", "100.64.0.0/10"]))["trusted_proxies"]
+    assert trusted[:6] == caddy_config.PRIVATE_RANGES and trusted[-1] == "100.64.0.0/10"
 
 
 def test_outpost_upstream_forms():
-    handler = hecate_caddy.forward_auth_handler(lab([APP], outpost={"upstream": "https://outpost.example.org"}))
+    handler = caddy_config.forward_auth_handler(lab([APP], outpost={"upstream": "https://outpost.example.org"}))
     assert handler["upstreams"] == [{"dial": "outpost.example.org:443"}] and handler["transport"] == {"protocol": "http", "tls": {}}
-    consul = hecate_caddy.forward_auth_handler(lab([APP], outpost={"upstream": "consul://authentik-server"}))
+    consul = caddy_config.forward_auth_handler(lab([APP], outpost={"upstream": "consul://authentik-server"}))
     assert consul["dynamic_upstreams"]["name"] == "authentik-server.service.consul"
 
 
 def test_outpost_route_is_host_and_path_scoped_and_before_its_route():
     tree = lab([APP])
     route = tree["reverse_proxy"]["caddy"]["routes"][0]
-    (outpost,) = hecate_caddy.outpost_route(route, tree)
+    (outpost,) = caddy_config.outpost_route(route, tree)
     assert outpost["@id"] == "hecate_route_app.outpost"
     assert outpost["match"] == [{"host": ["app.example.org"], "path": ["/outpost.goauthentik.io/*"]}]
     assert outpost["handle"][0]["routes"][0]["handle"][0]["upstreams"] == [{"dial": "10.0.0.9:9000"}]
-    assert hecate_caddy.outpost_route({"domain": "open.example.org"}, tree) == []
-    assert hecate_caddy.auth_handlers({"domain": "open.example.org"}, tree) == []
-    server = hecate_caddy.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]
+    assert caddy_config.outpost_route({"domain": "open.example.org"}, tree) == []
+    assert caddy_config.auth_handlers({"domain": "open.example.org"}, tree) == []
+    server = caddy_config.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]
     ids = [r["@id"] for r in server["routes"]]
     assert ids == ["hecate_strip_auth_headers", "hecate_route_app.outpost", "hecate_route_app", "hecate_catch_all"]
     kinds = [r["handle"][-1].get("handler") for r in server["routes"][2]["handle"][0]["routes"]]
@@ -239,7 +239,7 @@ def test_placeholders_in_pillar_strings_are_escaped_where_caddy_expands_them(tre
     }
     tree["reverse_proxy"]["caddy"]["routes"][0]["profile"] = "leak"
     tree["reverse_proxy"]["caddy"]["tls"]["email"] = "{env.USER}@example.org"
-    config = hecate_caddy.bootstrap_config(tree)
+    config = caddy_config.bootstrap_config(tree)
     inner = by_service(config, tree["reverse_proxy"]["caddy"]["routes"][0]["service"])["handle"][0]["routes"]
     assert inner[-1]["handle"][0]["response"]["set"] == {"X-Env": ["a\\\\{env.HOME\\}"], "X-Leak": ["\\{file./etc/passwd\\}"]}
     assert inner[1]["match"] == [{"path": ["/\\{env.HOME\\}/*"]}]
@@ -252,7 +252,7 @@ def test_placeholders_in_pillar_strings_are_escaped_where_caddy_expands_them(tre
 def test_literal_is_undone_by_caddys_replacer(text):
     # Caddy's replacer.go ``replace`` on escaped input: a backslash before a brace is dropped, nothing else
     # changes; re-implemented here only to check the inverse over tricky inputs (the e2e test uses Caddy).
-    escaped, out, i = hecate_caddy.literal(text), [], 0
+    escaped, out, i = caddy_config.literal(text), [], 0
     while i < len(escaped):
         if escaped[i] == "\\" and i + 1 < len(escaped) and escaped[i + 1] in "{}":
             out.append(escaped[i + 1])
@@ -271,7 +271,7 @@ def test_exact_hosts_come_before_wildcards_whatever_the_pillar_order():
         {"domain": "secret.example.org", "backend": "10.0.0.3:80", "service": "secret", "auth": {"groups": ["admins"]}},
         {"domain": "b.example.org", "backend": "10.0.0.4:80", "service": "b"},
     ]
-    server = hecate_caddy.bootstrap_config(lab(routes))["apps"]["http"]["servers"]["hecate"]
+    server = caddy_config.bootstrap_config(lab(routes))["apps"]["http"]["servers"]["hecate"]
     assert [r["@id"] for r in server["routes"]] == [
         "hecate_strip_auth_headers", "hecate_route_secret.outpost", "hecate_route_secret", "hecate_route_b", "hecate_route_any-a", "hecate_route_any",
         "hecate_catch_all"]  # fmt: skip
@@ -281,15 +281,15 @@ def test_consul_dns_becomes_the_dynamic_upstreams_resolver(tree):
     tree["reverse_proxy"]["caddy"]["routes"][0]["backend"] = "consul://authentik-server:9000"
     tree["reverse_proxy"]["caddy"]["routes"][1]["backend"] = "consul://nextcloud"
     tree["reverse_proxy"]["caddy"]["consul_dns"] = "127.0.0.1:8600"
-    config = hecate_caddy.bootstrap_config(tree)
+    config = caddy_config.bootstrap_config(tree)
     for service in ("authentik", "nextcloud"):
         assert proxy_of(by_service(config, service))["dynamic_upstreams"]["resolver"] == {"addresses": ["127.0.0.1:8600"]}
     assert "resolver" not in proxy_of(by_service(config, "grafana"))  # static upstreams: nothing to resolve
 
 
 def test_consul_dns_is_validated():
-    with pytest.raises(hecate_schema.PillarError) as info:
-        hecate_schema.validate({"reverse_proxy": {"caddy": {"consul_dns": "8600"}}})
+    with pytest.raises(schema.PillarError) as info:
+        schema.validate({"reverse_proxy": {"caddy": {"consul_dns": "8600"}}})
     assert "hecate:reverse_proxy:caddy:consul_dns" in str(info.value)
 
 
@@ -303,7 +303,7 @@ def test_consul_dns_is_validated():
 )  # fmt: skip
 def test_admin_dials_finds_routes_to_the_admin_endpoint(dial, admin, hit):
     config = {"apps": {"http": {"servers": {"x": {"routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": dial}]}]}]}}}}}
-    assert hecate_caddy.admin_dials(config, {admin}) == ([dial] if hit else [])
+    assert caddy_config.admin_dials(config, {admin}) == ([dial] if hit else [])
 
 
 def test_five_thousand_routes_compile_well_under_a_second(tree):
@@ -311,9 +311,9 @@ def test_five_thousand_routes_compile_well_under_a_second(tree):
         {**tree["reverse_proxy"]["caddy"]["routes"][2], "domain": f"app{i}.example.org", "service": f"app{i}"} for i in range(5000)
     ]
     start = time.perf_counter()
-    config = hecate_caddy.bootstrap_config(tree)
+    config = caddy_config.bootstrap_config(tree)
     elapsed = time.perf_counter() - start
-    routes = hecate_caddy.owned_routes(config)
+    routes = caddy_config.owned_routes(config)
     assert len(routes) == 5000
     first, last = (routes[f"hecate_route_app{i}"]["handle"][0]["routes"] for i in (0, 4999))
     assert first[:-1] and all(a is b for a, b in zip(first[:-1], last[:-1], strict=True))  # one profile, built once
@@ -322,6 +322,6 @@ def test_five_thousand_routes_compile_well_under_a_second(tree):
 
 def test_an_admin_address_with_a_placeholder_is_refused():
     # Caddy expands placeholders in it (ParseNetworkAddress, admin.go) while hecate connects to it as written
-    with pytest.raises(hecate_schema.PillarError) as info:
-        hecate_schema.validate({"reverse_proxy": {"caddy": {"admin": "unix//run/{env.USER}/admin.sock"}}})
+    with pytest.raises(schema.PillarError) as info:
+        schema.validate({"reverse_proxy": {"caddy": {"admin": "unix//run/{env.USER}/admin.sock"}}})
     assert "hecate:reverse_proxy:caddy:admin" in str(info.value) and "{ or }" in str(info.value)

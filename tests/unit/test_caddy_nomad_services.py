@@ -3,11 +3,11 @@ seed's Caddyfile did (hecate-reverse-proxy.nomad), when the pillar gives Caddy C
 
 import copy
 
-import hecate_caddy
-import hecate_nomad
-import hecate_schema
 import pytest
 
+from hecatelib import schema
+from hecatelib.caddy import config as caddy_config
+from hecatelib.nomad import jobs as nomad_jobs
 from tests.support.pillars import seed_tree
 from tests.unit.test_caddy_compile import by_service, caddy_adapt, proxy_of
 from tests.unit.test_nomad_templates import parsed
@@ -18,18 +18,18 @@ CONSUL_DNS = "127.0.0.1:8600"
 def with_consul_dns(tree=None):
     raw = copy.deepcopy(tree or seed_tree())
     raw["reverse_proxy"]["caddy"]["consul_dns"] = CONSUL_DNS
-    return hecate_schema.validate(raw)
+    return schema.validate(raw)
 
 
 def test_the_seed_pillar_unchanged_keeps_its_backends():
-    config = hecate_caddy.bootstrap_config(hecate_schema.validate(seed_tree()))
+    config = caddy_config.bootstrap_config(schema.validate(seed_tree()))
     assert proxy_of(by_service(config, "authentik"))["upstreams"] == [{"dial": "hecate-server-1:9000"}]
     helen = proxy_of(by_service(config, "helen"))
     assert helen["upstreams"] == [{"dial": "100.65.138.128:8009"}] and "headers" not in helen
 
 
 def test_with_consul_dns_authentik_and_helen_go_through_their_jobs_consul_services():
-    config = hecate_caddy.bootstrap_config(with_consul_dns())
+    config = caddy_config.bootstrap_config(with_consul_dns())
     resolver = {"addresses": [CONSUL_DNS]}
     for service, consul in (("authentik", "authentik-server"), ("helen", "helen-bridge")):
         proxy = proxy_of(by_service(config, service))
@@ -49,14 +49,14 @@ def test_helens_headers_are_what_caddy_makes_of_the_seeds_header_up_lines():
         '    header_up X-Forwarded-Source "hecate-cloud"\n    header_up X-Original-Host {host}\n  }\n}\n'
     )
     theirs = adapted["apps"]["http"]["servers"]["srv0"]["routes"][0]["handle"][0]["routes"][0]["handle"][0]
-    assert proxy_of(by_service(hecate_caddy.bootstrap_config(with_consul_dns()), "helen"))["headers"] == theirs["headers"]
+    assert proxy_of(by_service(caddy_config.bootstrap_config(with_consul_dns()), "helen"))["headers"] == theirs["headers"]
 
 
 def test_helen_over_https_has_no_static_fallback():
     """The transport (TLS) is per handler: an https fallback would make Caddy speak TLS to the bridge."""
     raw = seed_tree()
     raw["reverse_proxy"]["caddy"]["routes"][-1]["backend"] = "https://helen.example.org"
-    helen = proxy_of(by_service(hecate_caddy.bootstrap_config(with_consul_dns(raw)), "helen"))
+    helen = proxy_of(by_service(caddy_config.bootstrap_config(with_consul_dns(raw)), "helen"))
     assert "upstreams" not in helen and "tls" not in helen["transport"]
     assert helen["dynamic_upstreams"]["name"] == "helen-bridge.service.consul"
 
@@ -65,7 +65,7 @@ def test_a_consul_backend_written_in_pillar_is_kept_as_written():
     raw = seed_tree()
     raw["reverse_proxy"]["caddy"]["routes"][0]["backend"] = "consul://idp:9000"
     raw["reverse_proxy"]["caddy"]["routes"][-1]["backend"] = "consul://helen-direct:8009"
-    config = hecate_caddy.bootstrap_config(with_consul_dns(raw))
+    config = caddy_config.bootstrap_config(with_consul_dns(raw))
     assert proxy_of(by_service(config, "authentik"))["dynamic_upstreams"]["name"] == "idp.service.consul"
     helen = proxy_of(by_service(config, "helen"))
     assert helen["dynamic_upstreams"]["name"] == "helen-direct.service.consul" and "headers" not in helen
@@ -75,7 +75,7 @@ def test_authentiks_route_is_found_by_hecate_authentik_service():
     raw = seed_tree()
     raw["reverse_proxy"]["caddy"]["routes"][0]["service"] = "idp"
     raw.setdefault("authentik", {})["service"] = "idp"
-    config = hecate_caddy.bootstrap_config(with_consul_dns(raw))
+    config = caddy_config.bootstrap_config(with_consul_dns(raw))
     assert proxy_of(by_service(config, "idp"))["dynamic_upstreams"]["name"] == "authentik-server.service.consul"
 
 
@@ -85,7 +85,7 @@ def test_forward_auth_reaches_the_outpost_the_way_caddy_reaches_authentik(outpos
     raw["reverse_proxy"]["caddy"]["routes"][2]["auth"] = {"groups": ["admins"]}  # grafana behind authentik
     if outpost:
         raw.setdefault("authentik", {})["outpost"] = {"upstream": outpost}
-    handler = hecate_caddy.forward_auth_handler(with_consul_dns(raw))
+    handler = caddy_config.forward_auth_handler(with_consul_dns(raw))
     if expected:
         assert handler["dynamic_upstreams"]["name"] == expected and "upstreams" not in handler
     else:
@@ -104,9 +104,9 @@ def service_names(node):
 
 @pytest.mark.parametrize(("job", "route"), [("authentik", "authentik"), ("helen-bridge", "helen")])
 def test_the_consul_names_are_the_ones_the_rendered_jobs_register(job, route):
-    assert hecate_caddy.NOMAD_SERVICES[route]["consul"] in service_names(parsed(with_consul_dns(), job))
+    assert caddy_config.NOMAD_SERVICES[route]["consul"] in service_names(parsed(with_consul_dns(), job))
 
 
 def test_the_helen_bridge_still_forwards_to_helens_pillar_backend():
     """Caddy -> helen-bridge -> helen: the bridge's upstream stays the route's pillar backend (no loop)."""
-    assert hecate_nomad.job_context(with_consul_dns(), "helen-bridge")["upstream"] == "100.65.138.128:8009"
+    assert nomad_jobs.job_context(with_consul_dns(), "helen-bridge")["upstream"] == "100.65.138.128:8009"

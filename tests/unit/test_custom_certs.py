@@ -6,13 +6,12 @@ import json
 import os
 import time
 
-import hecate_caddy
-import hecate_certs
-import hecate_drift
-import hecate_schema
-import hecate_spec
 import pytest
 
+from hecatelib import schema, spec
+from hecatelib.caddy import certs as caddy_certs
+from hecatelib.caddy import config as caddy_config
+from hecatelib.caddy import drift as caddy_drift
 from tests.support.certs import CA, leaked
 from tests.support.pillars import seed_tree
 from tests.unit.test_nomad_templates import parsed, render, task
@@ -39,31 +38,31 @@ def with_certs(certificates, mode="internal"):
 @pytest.fixture(scope="module")
 def tree(issued):
     cert, key, _ = issued
-    return hecate_schema.validate(with_certs({"wild": {"certificate": cert, "key": key}}))
+    return schema.validate(with_certs({"wild": {"certificate": cert, "key": key}}))
 
 
 def test_caddy_loads_files_by_path_and_the_key_is_not_in_the_config(tree, issued):
     _, key, fingerprint = issued
-    config = hecate_caddy.desired_config({}, tree)
+    config = caddy_config.desired_config({}, tree)
     stem = f"/srv/tls/wild-{fingerprint[:16]}"
     assert config["apps"]["tls"]["certificates"]["load_files"] == [
         {"@id": "hecate_cert_wild", "certificate": f"{stem}.crt", "key": f"{stem}.key", "format": "pem"}
     ]
     assert leaked(json.dumps(config), key) == [] and "BEGIN" not in json.dumps(config)
     # the bootstrap (a new allocation) has none: the files do not exist before the routes stage writes them
-    assert "certificates" not in hecate_caddy.bootstrap_config(tree)["apps"].get("tls", {})
+    assert "certificates" not in caddy_config.bootstrap_config(tree)["apps"].get("tls", {})
 
 
 def test_others_load_files_are_kept_and_ours_leave_cleanly(tree):
     theirs = {"certificate": "/etc/other.crt", "key": "/etc/other.key"}
     live = {"apps": {"tls": {"certificates": {"load_files": [theirs]}}}}
-    desired = hecate_caddy.desired_config(live, tree)
+    desired = caddy_config.desired_config(live, tree)
     assert [f.get("@id") for f in desired["apps"]["tls"]["certificates"]["load_files"]] == ["hecate_cert_wild", None]
     assert live == {"apps": {"tls": {"certificates": {"load_files": [theirs]}}}}  # pure
     without = copy.deepcopy(tree)
     without["reverse_proxy"]["caddy"]["tls"]["certificates"] = {}
-    assert hecate_caddy.desired_config(desired, without)["apps"]["tls"]["certificates"]["load_files"] == [theirs]
-    alone = hecate_caddy.desired_config(hecate_caddy.desired_config({}, tree), without)
+    assert caddy_config.desired_config(desired, without)["apps"]["tls"]["certificates"]["load_files"] == [theirs]
+    alone = caddy_config.desired_config(caddy_config.desired_config({}, tree), without)
     assert "certificates" not in alone["apps"]["tls"]
 
 
@@ -71,23 +70,23 @@ def test_a_rotation_is_one_named_change_and_drift_and_the_job_text_stay_put(tree
     cert, key, fingerprint = ca.issue(["*.cybermonkey.dev"])
     rotated = copy.deepcopy(tree)
     rotated["reverse_proxy"]["caddy"]["tls"]["certificates"]["wild"] = {"certificate": cert, "key": key}
-    before, after = hecate_caddy.desired_config({}, tree), hecate_caddy.desired_config({}, rotated)
-    changes = hecate_caddy.diff(before, after)
+    before, after = caddy_config.desired_config({}, tree), caddy_config.desired_config({}, rotated)
+    changes = caddy_config.diff(before, after)
     assert list(changes["certificates"]["rotated"]) == ["wild"] and changes["certificates"]["rotated"]["wild"]["new"].endswith(
         f"wild-{fingerprint[:16]}.crt"
     )
     assert "server" in changes  # hecate.reconcile counts routes and server: a certificate drift is healed too
-    assert hecate_drift.compare(hecate_drift.owned_part(before), after)["certificates"]["rotated"]
+    assert caddy_drift.compare(caddy_drift.owned_part(before), after)["certificates"]["rotated"]
     assert render(rotated, "reverse-proxy") == render(tree, "reverse-proxy")  # a reload, never a redeploy
     caddy = task(parsed(tree, "reverse-proxy"), "proxy-stack", "caddy")
     assert caddy["Config"]["volumes"] == ["/srv/tls:/srv/tls:ro"]
 
 
 def test_a_drift_cache_from_before_custom_certificates_still_matches():
-    plain = hecate_schema.validate(seed_tree())
-    config = hecate_caddy.desired_config({}, plain)
-    assert "certificates" not in hecate_drift.owned_part(config)
-    assert hecate_drift.compare(hecate_drift.owned_part(config), config) == {}
+    plain = schema.validate(seed_tree())
+    config = caddy_config.desired_config({}, plain)
+    assert "certificates" not in caddy_drift.owned_part(config)
+    assert caddy_drift.compare(caddy_drift.owned_part(config), config) == {}
 
 
 @pytest.mark.parametrize(
@@ -100,15 +99,15 @@ def test_a_drift_cache_from_before_custom_certificates_still_matches():
     ],
 )
 def test_alert_needs_a_person_only_when_nobody_renews_in_time(entry, ok):
-    assert hecate_certs.alert(entry) is ok
+    assert caddy_certs.alert(entry) is ok
 
 
 def test_references_are_left_to_the_ext_pillar_and_records_strip_the_key(issued):
     refs = with_certs({"wild": {"certificate": "vault:secret/tls#crt", "key": "vault:secret/tls#key"}})
-    _, report = hecate_schema.check(refs)
+    _, report = schema.check(refs)
     assert report.errors == []
     cert, key, _ = issued
-    found = hecate_spec.secret_values(hecate_schema.validate(with_certs({"wild": {"certificate": cert, "key": key}})), hecate_schema.SCHEMA)
+    found = spec.secret_values(schema.validate(with_certs({"wild": {"certificate": cert, "key": key}})), schema.SCHEMA)
     assert [path for path, _ in found if path.startswith(CERTS)] == [f"{CERTS}:wild:key"]
 
 
@@ -124,7 +123,7 @@ def test_references_are_left_to_the_ext_pillar_and_records_strip_the_key(issued)
 def test_hostile_key_values_are_refused_quickly_and_never_echoed(issued, value):
     cert, _, _ = issued
     started = time.monotonic()
-    _, report = hecate_schema.check(with_certs({"wild": {"certificate": cert, "key": value}}))
+    _, report = schema.check(with_certs({"wild": {"certificate": cert, "key": value}}))
     assert time.monotonic() - started < 2
     assert [p for p, _ in report.errors] == [f"{CERTS}:wild:key"]
     text = repr(report.errors)
@@ -133,7 +132,7 @@ def test_hostile_key_values_are_refused_quickly_and_never_echoed(issued, value):
 
 def test_a_route_not_covered_and_a_certificate_ending_soon_are_warnings(ca):
     cert, key, _ = ca.issue(["intranet.corp.example"], days=5)
-    _, report = hecate_schema.check(with_certs({"corp": {"certificate": cert, "key": key}}))
+    _, report = schema.check(with_certs({"corp": {"certificate": cert, "key": key}}))
     assert report.errors == []
     reasons = dict(report.warnings)
     assert "in 5.0 days" in reasons[f"{CERTS}:corp:certificate"] or "in 4.9 days" in reasons[f"{CERTS}:corp:certificate"]
@@ -147,16 +146,16 @@ def test_files_are_written_once_with_their_owner_and_an_unknown_owner_is_refused
     me = pwd.getpwuid(os.getuid()).pw_name
     raw = with_certs({"wild": {"certificate": cert, "key": key}})
     raw["reverse_proxy"]["caddy"]["tls"].update(dir=str(tmp_path / "tls"), owner=me)
-    tree = hecate_schema.validate(raw)
-    plan = hecate_certs.plan_files(tree)
-    assert "BEGIN" not in repr(hecate_certs.certificates(tree, with_key=True))  # a parsed key never prints
-    assert sorted(os.path.basename(p) for p in hecate_certs.write_files(plan)) == [
+    tree = schema.validate(raw)
+    plan = caddy_certs.plan_files(tree)
+    assert "BEGIN" not in repr(caddy_certs.certificates(tree, with_key=True))  # a parsed key never prints
+    assert sorted(os.path.basename(p) for p in caddy_certs.write_files(plan)) == [
         f"wild-{fingerprint[:16]}.crt",
         f"wild-{fingerprint[:16]}.key",
     ]
     assert {(p.stat().st_uid, p.stat().st_mode & 0o777) for p in (tmp_path / "tls").iterdir()} == {(os.getuid(), 0o600)}
-    again = hecate_certs.plan_files(tree)
+    again = caddy_certs.plan_files(tree)
     assert (again["write"], again["remove"], again["fix_dir"]) == ([], [], False)
     tree["reverse_proxy"]["caddy"]["tls"]["owner"] = "no-such-user-hecate"
-    with pytest.raises(hecate_certs.CertError, match="hecate:reverse_proxy:caddy:tls:owner: no user"):
-        hecate_certs.plan_files(tree)
+    with pytest.raises(caddy_certs.CertError, match="hecate:reverse_proxy:caddy:tls:owner: no user"):
+        caddy_certs.plan_files(tree)

@@ -1,12 +1,12 @@
-"""hecate_dns: names, values, TXT chunking, the pillar section's checks, compile and diff (pure, no I/O)."""
+"""hecatelib.dns.zones: names, values, TXT chunking, the pillar section's checks, compile and diff (pure, no I/O)."""
 
 import copy
 
-import hecate_dns
 import pytest
-from hecate_dns import chunk_txt, normalise_value, parse_txt, relative_name, txt_value
-from hecate_spec import PillarError
 
+from hecatelib.dns import zones as dns_zones
+from hecatelib.dns.zones import chunk_txt, normalise_value, parse_txt, relative_name, txt_value
+from hecatelib.spec import PillarError
 from tests.support.pillars import seed_tree
 
 ZONE = "cybermonkey.dev"
@@ -22,7 +22,7 @@ def dns_tree(**dns):
 
 
 def errors_of(tree):
-    _, report = hecate_dns.check(tree)
+    _, report = dns_zones.check(tree)
     return report.errors
 
 
@@ -172,23 +172,23 @@ def test_normalise_value_refuses(rtype, value, reason):
 def test_seed_without_dns_section_is_valid_and_dns_is_off():
     tree = seed_tree()
     assert "dns" not in tree
-    out, report = hecate_dns.check(tree)
+    out, report = dns_zones.check(tree)
     assert report.errors == []
-    assert not hecate_dns.enabled(out)
-    assert hecate_dns.compile_zones(out) == {}
+    assert not dns_zones.enabled(out)
+    assert dns_zones.compile_zones(out) == {}
 
 
 def test_defaults_only_dns_section_is_off():
     tree = seed_tree()
     tree["dns"] = {"ttl": 300, "prune": False}
-    out, report = hecate_dns.check(tree)
-    assert report.errors == [] and not hecate_dns.enabled(out)
+    out, report = dns_zones.check(tree)
+    assert report.errors == [] and not dns_zones.enabled(out)
 
 
 def test_seed_zone_compiles_every_route_to_a_and_aaaa():
-    tree, report = hecate_dns.check(dns_tree())
+    tree, report = dns_zones.check(dns_tree())
     assert report.errors == []
-    zones = hecate_dns.compile_zones(tree)
+    zones = dns_zones.compile_zones(tree)
     assert list(zones) == [ZONE]
     names = {r["domain"] for r in seed_tree()["reverse_proxy"]["caddy"]["routes"]}
     expected = {(relative_name(n, ZONE), t) for n in names for t in ("A", "AAAA")}
@@ -211,9 +211,9 @@ def test_route_dns_options_and_extra_records():
     routes[0]["dns"] = False  # hera: leave alone
     routes[1]["dns"] = {"ttl": 120}  # cloud
     routes[2]["dns"] = {"cname": "edge.example.net"}  # observe
-    tree, report = hecate_dns.check(tree)
+    tree, report = dns_zones.check(tree)
     assert report.errors == []
-    zone = hecate_dns.compile_zones(tree)[ZONE]
+    zone = dns_zones.compile_zones(tree)[ZONE]
     assert ("hera", "A") not in zone and ("hera", "AAAA") not in zone
     assert zone[("cloud", "A")]["ttl"] == 120
     assert zone[("observe", "CNAME")]["records"] == ["edge.example.net."]
@@ -231,8 +231,8 @@ def test_route_dns_options_and_extra_records():
 
 
 def test_targets_argument_overrides_pillar_targets():
-    tree, _ = hecate_dns.check(dns_tree())
-    zone = hecate_dns.compile_zones(tree, targets={"ipv4": ["198.51.100.1", "198.51.100.2"]})[ZONE]
+    tree, _ = dns_zones.check(dns_tree())
+    zone = dns_zones.compile_zones(tree, targets={"ipv4": ["198.51.100.1", "198.51.100.2"]})[ZONE]
     assert zone[("hera", "A")]["records"] == ["198.51.100.1", "198.51.100.2"]
     assert ("hera", "AAAA") not in zone
 
@@ -240,19 +240,17 @@ def test_targets_argument_overrides_pillar_targets():
 def test_targets_can_come_later_but_compile_needs_them():
     tree = dns_tree()
     del tree["dns"]["targets"]
-    tree, report = hecate_dns.check(tree)
+    tree, report = dns_zones.check(tree)
     assert report.errors == []  # validation: terraform may provide them
     with pytest.raises(PillarError) as info:
-        hecate_dns.compile_zones(tree)
+        dns_zones.compile_zones(tree)
     assert "hecate:dns:targets" in str(info.value)
 
 
 def test_check_is_idempotent():
-    tree, report = hecate_dns.check(
-        dns_tree(zones=["example.net"], records=[{"name": "x.example.net", "type": "A", "values": "192.0.2.9"}])
-    )
+    tree, report = dns_zones.check(dns_tree(zones=["example.net"], records=[{"name": "x.example.net", "type": "A", "values": "192.0.2.9"}]))
     assert report.errors == []
-    again, report = hecate_dns.check(copy.deepcopy(tree))
+    again, report = dns_zones.check(copy.deepcopy(tree))
     assert report.errors == []
     assert again["dns"] == tree["dns"]
     assert tree["dns"]["zones"] == [ZONE, "example.net"]
@@ -351,8 +349,8 @@ def test_same_values_from_route_and_record_merge_quietly():
 
 
 def test_owner_labels_are_valid_label_values():
-    assert hecate_dns.owner_labels({"global": {"environment": "production"}}) == LABELS
-    assert hecate_dns.owner_labels({}, owner="Staging #2")["hecate-owner"] == "Staging--2"
+    assert dns_zones.owner_labels({"global": {"environment": "production"}}) == LABELS
+    assert dns_zones.owner_labels({}, owner="Staging #2")["hecate-owner"] == "Staging--2"
 
 
 # -- diff ----------------------------------------------------------------------------------------------
@@ -384,8 +382,8 @@ def want(name, rtype, values, ttl=300):
 def test_plan_noop_compares_normalised_forms():
     desired = {**want("www", "AAAA", ["2001:db8::1"]), **want("alias", "CNAME", ["edge.cybermonkey.dev."])}
     actual = [*HETZNER, api("www", "AAAA", ["2001:0DB8:0:0::1"]), api("alias", "CNAME", ["edge"])]
-    result = hecate_dns.plan(desired, actual, ZONE, LABELS, prune=True)
-    assert hecate_dns.write_count(result) == 0 and result["failures"] == [] and result["unchanged"] == 2
+    result = dns_zones.plan(desired, actual, ZONE, LABELS, prune=True)
+    assert dns_zones.write_count(result) == 0 and result["failures"] == [] and result["unchanged"] == 2
 
 
 def test_plan_writes_only_what_differs():
@@ -396,14 +394,14 @@ def test_plan_writes_only_what_differs():
         **want("d", "A", ["192.0.2.4"]),
     }
     actual = [api("a", "A", ["192.0.2.9"]), api("b", "A", ["192.0.2.2"]), api("c", "A", ["192.0.2.3"], labels={"team": "x"})]
-    result = hecate_dns.plan(desired, actual, ZONE, LABELS, prune=True)
+    result = dns_zones.plan(desired, actual, ZONE, LABELS, prune=True)
     assert [(i["name"], i["new"]) for i in result["set_records"]] == [("a", ["192.0.2.1"])]
     assert [(i["name"], i["old"], i["new"]) for i in result["change_ttl"]] == [("b", 300, 600)]
     assert [(i["name"], i["new"]) for i in result["set_labels"]] == [("c", {"team": "x", **LABELS})]
     assert [i["name"] for i in result["create"]] == ["d"]
-    assert hecate_dns.write_count(result) == 4
-    assert hecate_dns.updates_line(result) == "2 to update, 1 to adopt (1 label writes, for prune), "
-    assert hecate_dns.write_count(hecate_dns.plan(desired, actual, ZONE, LABELS)) == 3  # without prune c is left as it is
+    assert dns_zones.write_count(result) == 4
+    assert dns_zones.updates_line(result) == "2 to update, 1 to adopt (1 label writes, for prune), "
+    assert dns_zones.write_count(dns_zones.plan(desired, actual, ZONE, LABELS)) == 3  # without prune c is left as it is
 
 
 def test_plan_adopts_unlabelled_sets_only_with_prune():
@@ -413,13 +411,13 @@ def test_plan_adopts_unlabelled_sets_only_with_prune():
     for i in range(1000):
         desired.update(want(f"h{i:04d}", "A", [f"10.0.{i // 250}.{i % 250 + 1}"]))
         actual.append(api(f"h{i:04d}", "A", [f"10.0.{i // 250}.{i % 250 + 1}"], labels={}))
-    quiet = hecate_dns.plan(desired, actual, ZONE, LABELS)
-    assert hecate_dns.write_count(quiet) == 0 and quiet["unchanged"] == 1000
-    assert hecate_dns.updates_line(quiet) == "0 to update, "
-    adopting = hecate_dns.plan(desired, actual, ZONE, LABELS, prune=True)
-    assert hecate_dns.write_count(adopting) == len(adopting["set_labels"]) == 1000
-    assert hecate_dns.updates_line(adopting) == "0 to update, 1000 to adopt (1000 label writes, for prune), "
-    assert hecate_dns.describe(adopting, ZONE)["h0007.cybermonkey.dev A"] == {"labels": {"old": {}, "new": LABELS}}
+    quiet = dns_zones.plan(desired, actual, ZONE, LABELS)
+    assert dns_zones.write_count(quiet) == 0 and quiet["unchanged"] == 1000
+    assert dns_zones.updates_line(quiet) == "0 to update, "
+    adopting = dns_zones.plan(desired, actual, ZONE, LABELS, prune=True)
+    assert dns_zones.write_count(adopting) == len(adopting["set_labels"]) == 1000
+    assert dns_zones.updates_line(adopting) == "0 to update, 1000 to adopt (1000 label writes, for prune), "
+    assert dns_zones.describe(adopting, ZONE)["h0007.cybermonkey.dev A"] == {"labels": {"old": {}, "new": LABELS}}
 
 
 def test_plan_prunes_only_labelled_sets_of_this_owner_and_never_soa_or_apex_ns():
@@ -428,15 +426,15 @@ def test_plan_prunes_only_labelled_sets_of_this_owner_and_never_soa_or_apex_ns()
     staging = api("stage", "A", ["192.0.2.3"], labels={"managed-by": "hecate", "hecate-owner": "staging"})
     labelled_ns = api("@", "NS", ["a.ns.hetzner.com."], None, LABELS)
     actual = [ours, theirs, staging, labelled_ns, HETZNER[0]]
-    assert hecate_dns.plan({}, actual, ZONE, LABELS, prune=False)["delete"] == []
-    result = hecate_dns.plan({}, actual, ZONE, LABELS, prune=True)
+    assert dns_zones.plan({}, actual, ZONE, LABELS, prune=False)["delete"] == []
+    result = dns_zones.plan({}, actual, ZONE, LABELS, prune=True)
     assert [(d["name"], d["type"]) for d in result["delete"]] == [("gone", "A")]
 
 
 def test_plan_reports_protected_sets_as_failures():
     desired = {**want("a", "A", ["192.0.2.1"]), **want("b", "A", ["192.0.2.2"])}
     actual = [api("a", "A", ["192.0.2.9"], protected=True), api("b", "A", ["192.0.2.8"]), api("old", "A", ["192.0.2.7"], protected=True)]
-    result = hecate_dns.plan(desired, actual, ZONE, LABELS, prune=True)
+    result = dns_zones.plan(desired, actual, ZONE, LABELS, prune=True)
     assert {(f["name"], "protected" in f["reason"]) for f in result["failures"]} == {("a", True), ("old", True)}
     assert [i["name"] for i in result["set_records"]] == ["b"]
     assert result["delete"] == []
@@ -445,52 +443,52 @@ def test_plan_reports_protected_sets_as_failures():
 def test_plan_replaces_own_a_by_cname_but_not_someone_elses():
     desired = {**want("x", "CNAME", ["edge.example.net."]), **want("y", "CNAME", ["edge.example.net."])}
     actual = [api("x", "A", ["192.0.2.1"]), api("x", "AAAA", ["2001:db8::1"]), api("y", "A", ["192.0.2.1"], labels={})]
-    result = hecate_dns.plan(desired, actual, ZONE, LABELS)
+    result = dns_zones.plan(desired, actual, ZONE, LABELS)
     assert sorted((d["name"], d["type"]) for d in result["delete"]) == [("x", "A"), ("x", "AAAA")]
     assert [c["name"] for c in result["create"]] == ["x"]
     assert [(f["name"], f["type"]) for f in result["failures"]] == [("y", "CNAME")]
 
 
 def test_describe_is_readable():
-    result = hecate_dns.plan(want("a", "A", ["192.0.2.1"]), [api("a", "A", ["192.0.2.9"], 60)], ZONE, LABELS)
-    assert hecate_dns.describe(result, ZONE) == {
+    result = dns_zones.plan(want("a", "A", ["192.0.2.1"]), [api("a", "A", ["192.0.2.9"], 60)], ZONE, LABELS)
+    assert dns_zones.describe(result, ZONE) == {
         "a.cybermonkey.dev A": {"records": {"old": ["192.0.2.9"], "new": ["192.0.2.1"]}, "ttl": {"old": 60, "new": 300}}
     }
 
 
 def test_read_requests_is_pages_of_fifty():
-    assert [hecate_dns.read_requests(n) for n in (0, 2, 50, 51, 1000)] == [1, 1, 1, 2, 20]
+    assert [dns_zones.read_requests(n) for n in (0, 2, 50, 51, 1000)] == [1, 1, 1, 2, 20]
 
 
 def test_desired_from_list_validates():
-    desired, problems = hecate_dns.desired_from_list(
+    desired, problems = dns_zones.desired_from_list(
         [{"name": "www", "type": "a", "values": ["192.0.2.1"]}, {"name": "@", "type": "CNAME", "values": ["x.example.net"]}], ZONE
     )
     assert ("www", "A") in desired
     assert any("apex" in reason for _, reason in problems)
 
 
-# -- as part of the whole contract (hecate_schema) ---------------------------------------------------------
+# -- as part of the whole contract (hecatelib.schema) ---------------------------------------------------------
 
 
 def test_whole_schema_accepts_the_seed_with_a_dns_section_and_normalises_it():
-    import hecate_schema
+    from hecatelib import schema
 
     tree = dns_tree(records=[{"name": "cybermonkey.dev", "type": "txt", "values": ['"v=spf1" "-all"']}])
     tree["reverse_proxy"]["caddy"]["routes"][0]["dns"] = {"ttl": 120}
-    out, report = hecate_schema.check(tree)
+    out, report = schema.check(tree)
     assert report.errors == []
     assert out["dns"]["zones"] == [ZONE] and out["dns"]["ttl"] == 300 and out["dns"]["prune"] is False
     assert out["dns"]["records"][0]["type"] == "TXT"
-    zone = hecate_dns.compile_zones(out)[ZONE]
+    zone = dns_zones.compile_zones(out)[ZONE]
     assert zone[("@", "TXT")]["records"] == ['"v=spf1" "-all"'] and zone[("hera", "A")]["ttl"] == 120
 
 
 def test_whole_schema_reports_dns_problems_with_key_paths():
-    import hecate_schema
+    from hecatelib import schema
 
     tree = dns_tree(records=[_record(), _record(name="y.cybermonkey.dev"), _record(ttl=30)])
     tree["reverse_proxy"]["caddy"]["routes"][5]["dns"] = {"cname": "a.*.example.net"}
-    _, report = hecate_schema.check(tree)
+    _, report = schema.check(tree)
     assert ("hecate:dns:records[2]:ttl", "30 is out of range 60..2147483647") in report.errors
     assert "hecate:reverse_proxy:caddy:routes[5](s3api.cybermonkey.dev):dns" in paths(report.errors)

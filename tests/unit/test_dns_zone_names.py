@@ -1,20 +1,20 @@
-"""A managed zone's name follows the rule route domains follow (hecate_spec.is_hostname): ``12345`` and
+"""A managed zone's name follows the rule route domains follow (hecatelib.spec.is_hostname): ``12345`` and
 ``999.999.999.999`` are not host names and are refused with the key path (issue 15)."""
 
 import copy
 
-import hecate_dns
-import hecate_schema
 import pytest
-from hecate_spec import PillarError
 
+from hecatelib import schema
+from hecatelib.dns import zones as dns_zones
+from hecatelib.spec import PillarError
 from tests.support.pillars import seed_tree
 
 
 def errors_of(**dns):
     tree = copy.deepcopy(seed_tree())
     tree["dns"] = {"token": "t0ken-value", "targets": {"ipv4": ["203.0.113.7"]}, **dns}
-    return hecate_dns.check(tree)[1].errors
+    return dns_zones.check(tree)[1].errors
 
 
 @pytest.mark.parametrize(
@@ -34,6 +34,6 @@ def test_a_route_domain_and_a_zone_follow_the_same_rule():
     tree = copy.deepcopy(seed_tree())
     tree["reverse_proxy"]["caddy"]["routes"][0]["domain"] = "12345"
     with pytest.raises(PillarError) as route:
-        hecate_schema.validate(tree)
+        schema.validate(tree)
     assert "is not a valid hostname: '12345'" in str(route.value)
     assert errors_of(zone="cybermonkey.dev", zones=["Example.NET.", "münchen.de"]) == []  # names still normalised

@@ -5,33 +5,37 @@ the old schema, "unknown key")."""
 import importlib
 import sys
 
-import hecate_fresh
 import pytest
+
+import hecate_fresh
+
+PACKAGE = "zzfresh_pkg"
 
 
 @pytest.fixture
 def helpers(tmp_path, monkeypatch):
-    (tmp_path / "hecate_zzfresh_schema.py").write_text("KEYS = ('mode', 'email')\n")
-    (tmp_path / "hecate_zzfresh_state.py").write_text(
-        "import hecate_zzfresh_schema\n\ndef keys():\n    return hecate_zzfresh_schema.KEYS\n"
-    )
+    package = tmp_path / PACKAGE
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "schema.py").write_text("KEYS = ('mode', 'email')\n")
+    (package / "state.py").write_text(f"from {PACKAGE} import schema\n\ndef keys():\n    return schema.KEYS\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    yield tmp_path
-    for name in ("hecate_zzfresh_schema", "hecate_zzfresh_state"):
+    yield package
+    for name in [n for n in sys.modules if n.split(".")[0] == PACKAGE]:
         sys.modules.pop(name, None)
         hecate_fresh._SEEN.pop(name, None)
 
 
 def load_state():
-    hecate_fresh.drop_stale("hecate_zzfresh_")  # what every loader module does before its imports
-    return importlib.import_module("hecate_zzfresh_state")
+    hecate_fresh.drop_stale(PACKAGE)  # what every loader module does before its imports
+    return importlib.import_module(f"{PACKAGE}.state")
 
 
 def test_a_synced_helper_replaces_the_one_imported_first_and_its_importers_with_it(helpers):
     assert load_state().keys() == ("mode", "email")
-    first = sys.modules["hecate_zzfresh_state"]
+    first = sys.modules[f"{PACKAGE}.state"]
     assert load_state() is first  # nothing changed on disk: nothing is dropped, nothing re-imported
-    (helpers / "hecate_zzfresh_schema.py").write_text("KEYS = ('mode', 'email', 'certificates')\n")  # the sync
+    (helpers / "schema.py").write_text("KEYS = ('mode', 'email', 'certificates')\n")  # the sync
     importlib.invalidate_caches()
     state = load_state()
     assert state is not first and state.keys() == ("mode", "email", "certificates")  # the unchanged importer too
@@ -39,6 +43,16 @@ def test_a_synced_helper_replaces_the_one_imported_first_and_its_importers_with_
 
 def test_a_helper_whose_file_is_gone_counts_as_changed(helpers):
     load_state()
-    hecate_fresh.drop_stale("hecate_zzfresh_")  # seen
-    (helpers / "hecate_zzfresh_state.py").unlink()
-    assert sorted(hecate_fresh.drop_stale("hecate_zzfresh_")) == ["hecate_zzfresh_schema", "hecate_zzfresh_state"]
+    hecate_fresh.drop_stale(PACKAGE)  # seen
+    (helpers / "state.py").unlink()
+    assert sorted(hecate_fresh.drop_stale(PACKAGE)) == [PACKAGE, f"{PACKAGE}.schema", f"{PACKAGE}.state"]
+
+
+def test_what_a_process_keeps_survives_a_drop(helpers):
+    held = hecate_fresh.kept("zzfresh-locks")
+    held["run-1"] = "lock"
+    load_state()
+    (helpers / "schema.py").write_text("KEYS = ()\n")
+    importlib.invalidate_caches()
+    load_state()
+    assert hecate_fresh.kept("zzfresh-locks") is held and held == {"run-1": "lock"}

@@ -1,15 +1,15 @@
-"""hecate_health turns a backend's failure into a report row, and lets a bug in hecate raise with its
+"""hecatelib.health turns a backend's failure into a report row, and lets a bug in hecate raise with its
 traceback (it used to catch every exception, so a KeyError became a row that looked like an outage)."""
 
 import copy
 
-import hecate_dns
-import hecate_health
-import hecate_schema
 import pytest
 import requests
 from salt.exceptions import CommandExecutionError, SaltClientError
 
+from hecatelib import health as health_report
+from hecatelib import schema
+from hecatelib.dns import zones as dns_zones
 from tests.support.pillars import seed_tree
 
 ZONE = "cybermonkey.dev"
@@ -19,7 +19,7 @@ ZONE = "cybermonkey.dev"
 def tree():
     raw = copy.deepcopy(seed_tree())
     raw["dns"] = {"zone": ZONE, "token": "vault:secret/hecate/hetzner#dns", "targets": {"ipv4": ["203.0.113.7"]}}
-    return hecate_schema.validate(raw)
+    return schema.validate(raw)
 
 
 def caller(rrsets):
@@ -44,7 +44,7 @@ def caller(rrsets):
     ids=["CommandExecutionError", "SaltClientError", "requests.ConnectionError"],
 )
 def test_a_backend_error_is_a_report_row(tree, error):
-    report = hecate_health.collect(tree, caller(error), only=["dns"])
+    report = health_report.collect(tree, caller(error), only=["dns"])
     (row,) = report["dns"]
     assert row["ok"] is False and row["zone"] == ZONE
     assert row["state"] == f"error: ?: {type(error).__name__}: {error}"
@@ -52,10 +52,10 @@ def test_a_backend_error_is_a_report_row(tree, error):
 
 
 def test_a_zone_that_matches_the_pillar_is_healthy(tree):
-    (wanted,) = hecate_dns.compile_zones(tree).values()
+    (wanted,) = dns_zones.compile_zones(tree).values()
     rrsets = [{"name": name, "type": rtype, "ttl": want["ttl"], "records": [{"value": v} for v in want["records"]]}
               for (name, rtype), want in wanted.items()]  # fmt: skip
-    report = hecate_health.collect(tree, caller(rrsets), only=["dns"])
+    report = health_report.collect(tree, caller(rrsets), only=["dns"])
     assert len(report["dns"]) == len(wanted) > 0 and {row["state"] for row in report["dns"]} == {"ok"}
     assert report["retcode"] == 0
 
@@ -63,12 +63,12 @@ def test_a_zone_that_matches_the_pillar_is_healthy(tree):
 def test_a_programming_error_keeps_its_traceback(tree):
     """An answer of the wrong shape (a record set without ``name``) is hecate's bug, not an outage."""
     with pytest.raises(KeyError, match="name"):
-        hecate_health.collect(tree, caller([{"type": "A", "ttl": 300, "records": []}]), only=["dns"])
+        health_report.collect(tree, caller([{"type": "A", "ttl": 300, "records": []}]), only=["dns"])
 
 
 def test_a_programming_error_in_a_caller_is_not_a_failed_answer(tree):
     with pytest.raises(TypeError):
-        hecate_health.collect(tree, caller(TypeError("call() got an unexpected keyword argument")), only=["dns"])
+        health_report.collect(tree, caller(TypeError("call() got an unexpected keyword argument")), only=["dns"])
 
 
 def _certs(found):
@@ -91,7 +91,7 @@ def _certs(found):
 def test_certificates_are_flagged_only_when_renewal_is_late(tree, cert, ok):
     acme = copy.deepcopy(tree)
     acme["reverse_proxy"]["caddy"]["tls"] = {"mode": "acme"}
-    report = hecate_health.collect(acme, _certs([{"domain": "cloud.cybermonkey.dev", **cert}]), only=["certs"])
+    report = health_report.collect(acme, _certs([{"domain": "cloud.cybermonkey.dev", **cert}]), only=["certs"])
     assert [row["ok"] for row in report["certs"]] == [ok]
     assert report["retcode"] == (0 if ok else 1)
 
@@ -99,4 +99,4 @@ def test_certificates_are_flagged_only_when_renewal_is_late(tree, cert, ok):
 def test_no_certificates_without_tls(tree):
     plain = copy.deepcopy(tree)
     plain["reverse_proxy"]["caddy"]["tls"] = {"mode": "off"}
-    assert hecate_health.collect(plain, _certs([]), only=["certs"])["certs"] == hecate_health.NOT_CONFIGURED
+    assert health_report.collect(plain, _certs([]), only=["certs"])["certs"] == health_report.NOT_CONFIGURED

@@ -6,11 +6,10 @@ import copy
 import pathlib
 import time
 
-import hecate_cli
-import hecate_schema
 import pytest
 import yaml
 
+from hecatelib import cli, schema
 from tests.support.pillars import seed_tree
 
 CORPUS = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "hostile_pillars.yaml"
@@ -23,7 +22,7 @@ MESSAGE_BOUND = 1000  # characters of one "path: reason" line
 def build(case):
     """The case's pillar: the seed with the case's changes, or its rendered SLS text."""
     if "yaml" in case:
-        return (hecate_cli.render_text(case["yaml"]) or {}).get("hecate")
+        return (cli.render_text(case["yaml"]) or {}).get("hecate")
     tree = copy.deepcopy(seed_tree())
     for path, value in (case.get("set") or {}).items():
         node = tree
@@ -43,9 +42,9 @@ def outcome(case):
     """``(errors, render_error)`` for one case; fails the test on any exception but RenderError."""
     try:
         tree = build(case)
-    except hecate_cli.RenderError as exc:
+    except cli.RenderError as exc:
         return [], str(exc)
-    _, report = hecate_schema.check(tree)
+    _, report = schema.check(tree)
     return report.errors, None
 
 
@@ -99,7 +98,7 @@ def test_alias_bomb_is_refused_fast_with_a_short_message(where, path):
     text = alias_bomb(where=where)
     assert len(text.encode()) < 900  # the issue's were 795 and 893 bytes: 9^9 = 387 million leaves
     started = time.process_time()  # CPU time: the machine is shared
-    _, report = hecate_schema.check(hecate_cli.render_text(text)["hecate"])
+    _, report = schema.check(cli.render_text(text)["hecate"])
     elapsed = time.process_time() - started
     assert elapsed < 2, elapsed  # measured: 0.002 s
     assert len(report.errors) == 1
@@ -111,18 +110,18 @@ def test_alias_bomb_is_refused_fast_with_a_short_message(where, path):
 def test_tree_shapes_yaml_cannot_make_are_refused_cleanly():
     tree = copy.deepcopy(seed_tree())
     tree["terraform"] = {"workdir": "/srv/tf", "vars": {"x": {("tuple", "key"): 1}}}
-    _, report = hecate_schema.check(tree)
+    _, report = schema.check(tree)
     assert report.errors == [("hecate:terraform:vars:x", "has a key of type tuple: keys are strings or numbers")]
 
     tree["terraform"]["vars"] = {"x": "y" * 2_000_000}
-    _, report = hecate_schema.check(tree)
+    _, report = schema.check(tree)
     assert report.errors == [("hecate:terraform:vars:x", "a string of 2000000 characters (at most 1000000)")]
 
     deep = []
     for _ in range(5000):  # deeper than Python's recursion limit
         deep = [deep]
     tree["terraform"]["vars"] = {"x": deep}
-    _, report = hecate_schema.check(tree)
+    _, report = schema.check(tree)
     assert len(report.errors) == 1 and "nested more than 64 levels deep" in report.errors[0][1]
 
 
@@ -130,8 +129,8 @@ def test_huge_values_are_never_quoted_whole():
     tree = copy.deepcopy(seed_tree())
     tree["reverse_proxy"]["caddy"]["routes"] = [{**BASE_ROUTE, "domain": "a" * 100_000, "x" * 100_000: 1}]
     tree["reverse_proxy"]["caddy"]["profiles"] = {"p": {"headers": {"X-A": "v" * 100_000}}}
-    with pytest.raises(hecate_schema.PillarError) as caught:
-        hecate_schema.validate(tree)
+    with pytest.raises(schema.PillarError) as caught:
+        schema.validate(tree)
     assert len(str(caught.value)) < 3000
     assert len(caught.value.errors) >= 3
 
@@ -153,7 +152,7 @@ def schema_keys(spec, seen=None):
     return found
 
 
-KEYS = sorted(schema_keys(hecate_schema.SCHEMA))
+KEYS = sorted(schema_keys(schema.SCHEMA))
 
 
 def seed_paths(node, path=()):
@@ -187,9 +186,10 @@ def test_random_trees_never_make_the_validator_raise():
     short key path and reason, and whatever is accepted compiles to JSON."""
     import json
 
-    import hecate_caddy
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
+
+    from hecatelib.caddy import config as caddy_config
 
     seed = seed_tree()
     text = st.one_of(st.text(max_size=20), st.sampled_from(["{env.HOME}", "127.0.0.1:2019", "localhost", "\u2028", "\u00b2", "10s", "*"]))
@@ -205,12 +205,12 @@ def test_random_trees_never_make_the_validator_raise():
     @settings(max_examples=500, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
     @given(st.one_of(mutated_seed, st.dictionaries(st.sampled_from(KEYS), trees, max_size=4)))
     def property_(tree):
-        out, report = hecate_schema.check(tree)
+        out, report = schema.check(tree)
         for path, reason in report.errors + report.warnings:
             assert path.startswith("hecate") and reason and len(path) + len(reason) < 1000
         counts["refused" if report.errors else "accepted"] += 1
         if not report.errors:
-            json.dumps(hecate_caddy.bootstrap_config(out))
+            json.dumps(caddy_config.bootstrap_config(out))
 
     property_()
     assert counts["accepted"] >= 15 and counts["refused"] >= 300, counts  # measured: 22 and 478

@@ -3,11 +3,11 @@
 import copy
 import re
 
-import hecate_caddy
-import hecate_import
-import hecate_schema
 import pytest
 
+from hecatelib import schema
+from hecatelib.caddy import caddyfile
+from hecatelib.caddy import config as caddy_config
 from tests.support.pillars import seed_tree
 
 SECURITY = [
@@ -47,7 +47,7 @@ def config(*routes, **top):
 
 
 def imported(cfg, text=None):
-    return hecate_import.to_pillar(cfg, text)
+    return caddyfile.to_pillar(cfg, text)
 
 
 def caddy_of(result):
@@ -60,7 +60,7 @@ def test_plain_site_becomes_a_route_with_service_from_the_first_label():
         {"domain": "grafana.example.org", "backend": "10.0.0.5:3000", "service": "grafana", "profile": "none"}
     ]
     assert result["unmapped"] == [] and result["notes"] == []
-    hecate_schema.validate(result["pillar"]["hecate"])
+    schema.validate(result["pillar"]["hecate"])
 
 
 def test_service_comes_from_the_comment_above_the_site():
@@ -78,8 +78,8 @@ def test_tls_upstream_becomes_https_backend_and_skip_verify_is_kept():
     assert routes["a.example.org"]["tls_skip_verify"] is True
     assert routes["b.example.org"]["backend"] == "https://10.0.0.8:8443"
     assert "tls_skip_verify" not in routes["b.example.org"]
-    compiled = hecate_caddy.bootstrap_config(hecate_schema.validate(result["pillar"]["hecate"]))
-    route = hecate_caddy.owned_routes(compiled)["hecate_route_a"]
+    compiled = caddy_config.bootstrap_config(schema.validate(result["pillar"]["hecate"]))
+    route = caddy_config.owned_routes(compiled)["hecate_route_a"]
     assert route["handle"][0]["routes"][-1]["handle"][-1]["transport"] == {"protocol": "http", "tls": {"insecure_skip_verify": True}}
 
 
@@ -112,7 +112,7 @@ def test_snippet_rules_become_one_named_profile_shared_by_sites():
     assert profile["encode"] == ["gzip"]
     agents = re.compile(profile["block_user_agents"])
     assert agents.search("Go-http-client/1.1") and agents.search("SQLMap/1.0") and not agents.search("Mozilla/5.0")
-    hecate_schema.validate(result["pillar"]["hecate"])
+    schema.validate(result["pillar"]["hecate"])
 
 
 def test_changes_of_meaning_are_reported_once_with_every_site():
@@ -224,7 +224,7 @@ def test_colliding_service_names_fall_back_to_unique_ones():
     text = "# App\na.example.org {\n}\n# App\nb.example.org {\n}\n"
     result = imported(config(site("a.example.org", proxy("10.0.0.1:1")), site("b.example.org", proxy("10.0.0.2:1"))), text)
     assert [r["service"] for r in caddy_of(result)["routes"]] == ["app", "b"]
-    hecate_schema.validate(result["pillar"]["hecate"])
+    schema.validate(result["pillar"]["hecate"])
 
 
 def test_consul_dynamic_upstreams_map_back():
@@ -234,8 +234,8 @@ def test_consul_dynamic_upstreams_map_back():
 
 
 def test_a_config_hecate_compiled_imports_back_to_the_same_routes():
-    tree = hecate_schema.validate(seed_tree())
-    compiled = hecate_caddy.bootstrap_config(tree)
+    tree = schema.validate(seed_tree())
+    compiled = caddy_config.bootstrap_config(tree)
     result = imported(compiled)
     routes = caddy_of(result)["routes"]
     want = tree["reverse_proxy"]["caddy"]["routes"]
@@ -243,11 +243,11 @@ def test_a_config_hecate_compiled_imports_back_to_the_same_routes():
         (r["domain"], r["backend"], r["service"], r["tls_skip_verify"]) for r in want
     ]
     profile = caddy_of(result)["profiles"]["imported"]
-    common = hecate_schema.COMMON_PROFILE
+    common = schema.COMMON_PROFILE
     for key in ("block_headers", "block_paths", "block_path_regexp", "block_query_params", "block_user_agents", "encode", "headers"):
         assert profile[key] == common[key], key
-    reimported = hecate_schema.validate(result["pillar"]["hecate"])
-    assert hecate_caddy.owned_routes(hecate_caddy.bootstrap_config(reimported)).keys() == hecate_caddy.owned_routes(compiled).keys()
+    reimported = schema.validate(result["pillar"]["hecate"])
+    assert caddy_config.owned_routes(caddy_config.bootstrap_config(reimported)).keys() == caddy_config.owned_routes(compiled).keys()
 
 
 def test_scan_finds_comments_imports_and_commented_out_sites():
@@ -274,7 +274,7 @@ api.example.org {
     reverse_proxy "10.0.0.3:1"
 }
 """
-    scan = hecate_import.scan_caddyfile(text)
+    scan = caddyfile.scan_caddyfile(text)
     assert scan["commented_out"] == ["chat.example.org"]
     assert scan["sites"]["cloud.example.org"]["comment"] == "Cloud storage"
     assert scan["sites"]["cloud.example.org"]["imports"] == ["snip"]
@@ -289,7 +289,7 @@ api.example.org {
      ("U Page", "u-page"), ("!!!", ""), ("", "")],
 )  # fmt: skip
 def test_slug(text, expected):
-    assert hecate_import.slug(text) == expected
+    assert caddyfile.slug(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -297,12 +297,12 @@ def test_slug(text, expected):
     [(15_000_000_000, "15s"), (120_000_000_000, "2m"), (3_600_000_000_000, "1h"), (500_000_000, "500ms"), ("10s", "10s")],
 )
 def test_duration(value, expected):
-    assert hecate_import.duration(value) == expected
+    assert caddyfile.duration(value) == expected
 
 
 def test_query_branches_leave_the_path_regexp_and_the_rest_still_compiles():
-    site_ = hecate_import._Site(["a"], "a")
-    mapper = hecate_import._Mapper({}, "")
+    site_ = caddyfile._Site(["a"], "a")
+    mapper = caddyfile._Mapper({}, "")
     mapper.path_regexp(r"(/(a|b)/|\.(sql|bak)$|\?rest_route=|\?p=)", site_)
     assert site_.profile["block_query_params"] == ["rest_route", "p"]
     assert site_.path_patterns == [r"(/(a|b)/|\.(sql|bak)$)"]
@@ -312,7 +312,7 @@ def test_query_branches_leave_the_path_regexp_and_the_rest_still_compiles():
 def test_yaml_lists_what_was_not_imported_on_top():
     cfg = config(site("a.example.org", proxy("10.0.0.1:1"), [{"handle": [{"handler": "file_server"}]}]))
     result = imported(copy.deepcopy(cfg))
-    text = hecate_import.to_yaml(result, "/etc/caddy/Caddyfile")
+    text = caddyfile.to_yaml(result, "/etc/caddy/Caddyfile")
     head, _, body = text.partition("hecate:")
     assert "# NOT imported" in head and "handler file_server" in head
     import yaml

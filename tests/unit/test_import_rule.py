@@ -2,7 +2,7 @@
 
 Synced (saltutil.sync_all), Salt puts extmods/utils on sys.path only while it loads a module: an
 ``import hecate_x`` inside a function runs later, finds nothing, and fails on a real minion (it did:
-``No module named 'hecate_nginx'`` in a Nomad stage). Cycles between helpers are fine with plain
+``No module named 'hecatelib.nomad.nginx'`` in a Nomad stage). Cycles between helpers are fine with plain
 ``import hecate_x`` at the top: attributes are used at call time, not import time."""
 
 import ast

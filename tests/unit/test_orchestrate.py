@@ -7,12 +7,12 @@ import pathlib
 import re
 import subprocess
 
-import hecate_backends
-import hecate_orchestrate
-import hecate_schema
 import pytest
 import yaml
 
+from hecatelib import schema
+from hecatelib.engine import runs
+from hecatelib.engine import stages as engine_stages
 from tests.support.pillars import seed_tree
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -20,7 +20,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def tree():
-    return hecate_schema.validate(seed_tree())
+    return schema.validate(seed_tree())
 
 
 def full(tree):
@@ -31,7 +31,7 @@ def full(tree):
     tree["dns"] = {"zone": "cybermonkey.dev", "token": "t"}
     tree["nomad"] = {"address": "https://nomad.example.org:4646", "token": "t"}
     tree["terraform"] = {"workdir": "/srv/terraform/x", "render": False}
-    return hecate_schema.validate(tree)
+    return schema.validate(tree)
 
 
 def names(steps):
@@ -39,11 +39,11 @@ def names(steps):
 
 
 def test_seed_pillar_runs_the_routes_then_verifies(tree):
-    assert names(hecate_backends.steps(tree)) == ["routes", "verify"]
+    assert names(engine_stages.steps(tree)) == ["routes", "verify"]
 
 
 def test_a_run_expands_then_switches_then_contracts(tree):
-    steps = hecate_backends.steps(full(tree))
+    steps = engine_stages.steps(full(tree))
     assert names(steps) == [
         "terraform",
         "nomad_stateful",
@@ -66,26 +66,26 @@ def test_a_run_expands_then_switches_then_contracts(tree):
 def test_dns_gets_a_contract_step_only_when_it_may_prune(tree):
     pruning = full(tree)
     pruning["dns"]["prune"] = True
-    assert names(hecate_backends.steps(pruning))[-2:] == ["authentik_contract", "dns_contract"]
+    assert names(engine_stages.steps(pruning))[-2:] == ["authentik_contract", "dns_contract"]
 
 
 def test_verify_off_and_only(tree):
     everything = full(tree)
     everything["deployment"]["verify"] = False
-    assert "verify" not in names(hecate_backends.steps(everything))
-    assert names(hecate_backends.steps(full(tree), only="[routes, dns]")) == ["dns", "routes", "verify"]
+    assert "verify" not in names(engine_stages.steps(everything))
+    assert names(engine_stages.steps(full(tree), only="[routes, dns]")) == ["dns", "routes", "verify"]
 
 
 def test_unknown_stage_is_refused_in_one_line_naming_the_stages(tree):
     with pytest.raises(ValueError) as refused:
-        hecate_backends.steps(tree, only=["routez"])
+        engine_stages.steps(tree, only=["routez"])
     message = str(refused.value)
     assert "\n" not in message and "'routez'" in message
-    assert all(b.name in message for b in hecate_backends.BACKENDS)
+    assert all(b.name in message for b in engine_stages.BACKENDS)
 
 
 def test_every_backend_says_how_it_is_undone():
-    assert {b.name: b.undo for b in hecate_backends.BACKENDS if b.undo != "revert"} == {
+    assert {b.name: b.undo for b in engine_stages.BACKENDS if b.undo != "revert"} == {
         "terraform": "keep",
         "authentik": "reapply",
         "dns": "reapply",
@@ -94,8 +94,8 @@ def test_every_backend_says_how_it_is_undone():
 
 
 def test_targets_default_to_the_seed_grains(tree):
-    assert hecate_backends.target(tree, "controller") == ("roles:hecate-controller", "grain")
-    assert hecate_backends.target(tree, "edge") == ("roles:hecate-proxy", "grain")
+    assert engine_stages.target(tree, "controller") == ("roles:hecate-controller", "grain")
+    assert engine_stages.target(tree, "edge") == ("roles:hecate-proxy", "grain")
 
 
 def test_changes_count_things_not_states():
@@ -111,8 +111,8 @@ def test_changes_count_things_not_states():
             "example.org": {"a.example.org A": {"old": None, "new": {"records": ["1.2.3.4"]}}, "b.example.org A": {"old": {}, "new": None}},
         },
     }
-    assert hecate_orchestrate.count_changes(changes) == 3 + 3 + 2
-    lines = hecate_orchestrate.summarize(changes)
+    assert runs.count_changes(changes) == 3 + 3 + 2
+    lines = runs.summarize(changes)
     assert "ctl: providers created: hecate-a, hecate-b" in lines
     assert "edge-1: added: a.example.org, b.example.org" in lines  # routes by host
     assert "edge-1: changed: c.example.org" in lines
@@ -124,7 +124,7 @@ def test_the_timeline_is_in_execution_order_with_changes_under_each_step():
         "terraform": {"ok": True, "changed": 0, "seconds": 2.5, "changes": [], "problems": []},
         "routes": {"ok": False, "changed": 1, "seconds": 1.0, "changes": ["added: a.example.org"], "problems": ["Caddy rejected"]},
     }
-    assert hecate_orchestrate.timeline(results) == [
+    assert runs.timeline(results) == [
         "terraform: ok, 0 changed (2.5 s)",
         "routes: FAILED, 1 changed (1.0 s): Caddy rejected",
         "  added: a.example.org",
@@ -133,8 +133,8 @@ def test_the_timeline_is_in_execution_order_with_changes_under_each_step():
 
 def test_removed_routes_are_named_by_host():
     changes = {"edge-1": {"r": {"removed": {"hecate_route_a": {"hosts": ["a.example.org"]}}, "added": {"x": {"hosts": ["x.org"]}}}}}
-    assert hecate_orchestrate.removed_hosts(changes) == ["a.example.org"]
-    assert hecate_orchestrate.removed_hosts({}) == []
+    assert runs.removed_hosts(changes) == ["a.example.org"]
+    assert runs.removed_hosts({}) == []
 
 
 def test_the_pillar_commit_is_named_when_the_pillar_is_a_git_checkout(tmp_path):
@@ -142,7 +142,7 @@ def test_the_pillar_commit_is_named_when_the_pillar_is_a_git_checkout(tmp_path):
     plain.mkdir()
     repo.mkdir()
     opts = {"pillar_roots": {"base": [str(plain)]}, "cachedir": str(tmp_path / "cache")}
-    assert hecate_orchestrate.pillar_commit(opts) is None
+    assert runs.pillar_commit(opts) is None
     (repo / "hecate.sls").write_text("hecate: {}\n")
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
@@ -150,29 +150,29 @@ def test_the_pillar_commit_is_named_when_the_pillar_is_a_git_checkout(tmp_path):
     subprocess.run([*git, "commit", "-qm", "pillar"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     opts["pillar_roots"]["base"].append(str(repo))
-    assert hecate_orchestrate.pillar_commit(opts) == {"commit": head, "dirty": False, "path": str(repo)}
+    assert runs.pillar_commit(opts) == {"commit": head, "dirty": False, "path": str(repo)}
     (repo / "hecate.sls").write_text("hecate: {global: {}}\n")
-    assert hecate_orchestrate.pillar_commit(opts)["dirty"] is True
+    assert runs.pillar_commit(opts)["dirty"] is True
 
 
 def test_the_operator_is_the_user_behind_sudo(monkeypatch):
     monkeypatch.setenv("SUDO_USER", "alice")
     monkeypatch.setenv("USER", "root")
-    assert hecate_orchestrate.operator({"user": "salt"}).startswith("alice@")
+    assert runs.operator({"user": "salt"}).startswith("alice@")
     monkeypatch.delenv("SUDO_USER")
-    assert hecate_orchestrate.operator({"user": "salt"}).startswith("root@")
+    assert runs.operator({"user": "salt"}).startswith("root@")
 
 
 def test_a_runs_file_is_private_and_named_safely(tmp_path):
     opts = {"cachedir": str(tmp_path)}
-    hecate_orchestrate.save_run(opts, {"id": "20261202T100000Z-abc123", "steps": ["routes"]})
-    path = hecate_orchestrate.run_path(opts, "20261202T100000Z-abc123")
+    runs.save_run(opts, {"id": "20261202T100000Z-abc123", "steps": ["routes"]})
+    path = runs.run_path(opts, "20261202T100000Z-abc123")
     assert os.stat(path).st_mode & 0o777 == 0o600
-    assert hecate_orchestrate.load_run(opts, "20261202T100000Z-abc123")["steps"] == ["routes"]
-    hecate_orchestrate.drop_run(opts, "20261202T100000Z-abc123")
-    assert hecate_orchestrate.load_run(opts, "20261202T100000Z-abc123") is None
+    assert runs.load_run(opts, "20261202T100000Z-abc123")["steps"] == ["routes"]
+    runs.drop_run(opts, "20261202T100000Z-abc123")
+    assert runs.load_run(opts, "20261202T100000Z-abc123") is None
     with pytest.raises(ValueError):
-        hecate_orchestrate.run_path(opts, "../../etc/passwd")
+        runs.run_path(opts, "../../etc/passwd")
 
 
 def test_reading_state_returns():
@@ -181,27 +181,27 @@ def test_reading_state_returns():
         "edge-2": {"ret": {"caddy_|-r_|-r_|-routes_managed": {"name": "r", "result": False, "changes": {}, "comment": "Caddy rejected"}}},
         "edge-3": {"ret": ["Rendering SLS 'base:hecate.routes' failed: bad"]},
     }
-    ok, changes, problems = hecate_orchestrate.read_state_returns(returns)
+    ok, changes, problems = runs.read_state_returns(returns)
     assert ok is False
     assert changes == {"edge-1": {"r": {"added": {"x": 1}}}}
     assert problems == ["edge-2: r: Caddy rejected", "edge-3: Rendering SLS 'base:hecate.routes' failed: bad"]
-    assert hecate_orchestrate.read_state_returns({})[0] is False
+    assert runs.read_state_returns({})[0] is False
 
 
 def test_records_keep_no_secret(tree):
     tree["reverse_proxy"]["coturn"]["static_auth_secret"] = "coturn-SECRET-1"
     tree["authentik"]["secret_key"] = "authentik-SECRET-2"
     tree["authentik"]["database"]["password"] = "db-SECRET-3"
-    stripped = hecate_orchestrate.strip_secrets(hecate_schema.validate(tree))
+    stripped = runs.strip_secrets(schema.validate(tree))
     text = json.dumps(stripped)
     assert "SECRET" not in text
-    assert stripped["reverse_proxy"]["caddy"]["routes"] == hecate_schema.validate(tree)["reverse_proxy"]["caddy"]["routes"]
+    assert stripped["reverse_proxy"]["caddy"]["routes"] == schema.validate(tree)["reverse_proxy"]["caddy"]["routes"]
 
 
 def test_overlay_is_salts_pillar_merge():
     live = {"a": {"token": "t", "keep": 1}, "routes": [1, 2, 3]}
     recorded = {"a": {"keep": 2}, "routes": [9]}
-    assert hecate_orchestrate.overlay(live, recorded) == {"a": {"token": "t", "keep": 2}, "routes": [9]}
+    assert runs.overlay(live, recorded) == {"a": {"token": "t", "keep": 2}, "routes": [9]}
 
 
 def _included(sls):
@@ -212,7 +212,7 @@ def _included(sls):
     return tuple(yaml.safe_load(block.group(1))) if block else ()
 
 
-@pytest.mark.parametrize("backend", hecate_backends.BACKENDS, ids=lambda b: b.name)
+@pytest.mark.parametrize("backend", engine_stages.BACKENDS, ids=lambda b: b.name)
 def test_every_backend_names_the_sls_files_it_includes(backend):
     """A dry run of every stage in one job credits each state to a stage by its ``__sls__``: a stage whose
     SLS includes others must list them (``parts``), or its states would be credited to another stage."""
@@ -220,23 +220,23 @@ def test_every_backend_names_the_sls_files_it_includes(backend):
 
 
 def test_a_state_belongs_to_the_first_stage_holding_its_sls():
-    nomad = [b for b in hecate_backends.BACKENDS if b.section == "nomad"]
-    assert hecate_backends.owner(nomad, "hecate.nomad.redis").name == "nomad_stateful"
-    assert hecate_backends.owner(nomad, "hecate.nomad.authentik").name == "nomad_authentik"  # apps includes it too
-    assert hecate_backends.owner(nomad, "hecate.nomad.helen-bridge").name == "nomad_apps"
-    assert hecate_backends.owner(nomad, "hecate.dns") is None
+    nomad = [b for b in engine_stages.BACKENDS if b.section == "nomad"]
+    assert engine_stages.owner(nomad, "hecate.nomad.redis").name == "nomad_stateful"
+    assert engine_stages.owner(nomad, "hecate.nomad.authentik").name == "nomad_authentik"  # apps includes it too
+    assert engine_stages.owner(nomad, "hecate.nomad.helen-bridge").name == "nomad_apps"
+    assert engine_stages.owner(nomad, "hecate.dns") is None
 
 
 def test_a_run_skips_only_steps_that_cannot_change_anything(tree):
-    steps = hecate_backends.steps(full(tree))
+    steps = engine_stages.steps(full(tree))
     every = {s.backend.name for s in steps if s.backend}
-    assert hecate_backends.skippable(steps, every) == names(steps)  # a no-op: nothing runs, nothing to verify
-    routes_only = hecate_backends.skippable(steps, every - {"routes"})
+    assert engine_stages.skippable(steps, every) == names(steps)  # a no-op: nothing runs, nothing to verify
+    routes_only = engine_stages.skippable(steps, every - {"routes"})
     assert "routes" not in routes_only and "verify" not in routes_only
     assert set(routes_only) == {"terraform", "nomad_stateful", "nomad_core", "nomad_authentik", "nomad_apps", "authentik", "dns",
                                 "authentik_contract"}  # fmt: skip
     # terraform changes: the DNS stage reads its outputs, so every later step runs even if its dry run was clean
-    assert hecate_backends.skippable(steps, every - {"terraform"}) == []
+    assert engine_stages.skippable(steps, every - {"terraform"}) == []
     # a failed or changing authentik dry run: the steps before it are left out, authentik and after run
-    assert hecate_backends.skippable(steps, every - {"authentik"}) == ["terraform", "nomad_stateful", "nomad_core",
+    assert engine_stages.skippable(steps, every - {"authentik"}) == ["terraform", "nomad_stateful", "nomad_core",
                                                                        "nomad_authentik", "nomad_apps"]  # fmt: skip

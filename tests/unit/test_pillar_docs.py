@@ -1,11 +1,10 @@
-"""docs/pillar.md lists every key the validator accepts: the test walks ``hecate_schema.SCHEMA`` (which holds
+"""docs/pillar.md lists every key the validator accepts: the test walks ``hecatelib.schema.SCHEMA`` (which holds
 every backend's ``PILLAR_SCHEMA``) and finds each key path in the first column of a table in the page."""
 
 import re
 
-import hecate_schema
-from hecate_spec import Either, Field, ListOf, Map, MapOf
-
+from hecatelib import schema
+from hecatelib.spec import Either, Field, ListOf, Map, MapOf
 from tests.conftest import REPO
 
 PAGE = REPO / "docs" / "pillar.md"
@@ -73,7 +72,7 @@ def test_the_expansion_and_the_walk_work():
         "x.y[].a.c",
         "x.y[].d",
     }
-    paths = set(schema_paths(hecate_schema.SCHEMA))
+    paths = set(schema_paths(schema.SCHEMA))
     assert {
         "reverse_proxy.caddy.consul_dns",
         "reconcile.max_changes",
@@ -84,5 +83,5 @@ def test_the_expansion_and_the_walk_work():
 
 
 def test_every_key_the_validator_accepts_is_in_docs_pillar_md():
-    missing = sorted(set(schema_paths(hecate_schema.SCHEMA)) - documented_paths(PAGE.read_text()))
+    missing = sorted(set(schema_paths(schema.SCHEMA)) - documented_paths(PAGE.read_text()))
     assert missing == [], f"{len(missing)} keys missing from docs/pillar.md: {missing}"

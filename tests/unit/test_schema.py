@@ -2,10 +2,10 @@
 
 import copy
 
-import hecate_schema
 import pytest
 import yaml
 
+from hecatelib import schema
 from tests.support.pillars import seed_tree
 
 CADDY = "hecate:reverse_proxy:caddy"
@@ -13,7 +13,7 @@ APP = f"{CADDY}:routes[0](app.cybermonkey.dev)"  # a route's key path names it b
 
 
 def test_seed_validates_unchanged_with_defaults_filled_in():
-    tree = hecate_schema.validate(seed_tree())
+    tree = schema.validate(seed_tree())
     caddy = tree["reverse_proxy"]["caddy"]
     assert caddy["admin"] == "127.0.0.1:2019"
     assert caddy["tls"]["mode"] == "acme"
@@ -23,7 +23,7 @@ def test_seed_validates_unchanged_with_defaults_filled_in():
 
 
 def test_seed_warns_about_its_skipped_tls_verification():
-    _, report = hecate_schema.check(seed_tree())
+    _, report = schema.check(seed_tree())
     assert report.errors == []
     assert [p for p, _ in report.warnings] == [f"{CADDY}:routes[6](delphi.cybermonkey.dev):tls_skip_verify"]
 
@@ -32,7 +32,7 @@ def test_seed_warns_about_its_skipped_tls_verification():
 def test_yaml_bare_off_and_quoted_off_both_mean_off(text):
     tree = seed_tree()
     tree["reverse_proxy"]["caddy"].update(yaml.safe_load(text))
-    assert hecate_schema.validate(tree)["reverse_proxy"]["caddy"]["tls"]["mode"] == "off"
+    assert schema.validate(tree)["reverse_proxy"]["caddy"]["tls"]["mode"] == "off"
 
 
 def route(**overrides):
@@ -125,8 +125,8 @@ BAD = [
 def test_bad_input_is_refused_with_key_path_and_reason(label, mutate, path, reason):
     tree = copy.deepcopy(seed_tree())
     mutate(tree)
-    with pytest.raises(hecate_schema.PillarError) as caught:
-        hecate_schema.validate(tree)
+    with pytest.raises(schema.PillarError) as caught:
+        schema.validate(tree)
     messages = {p: r for p, r in caught.value.errors}
     assert path in messages, f"{label}: {caught.value}"
     assert reason in messages[path], f"{label}: {messages[path]}"
@@ -135,15 +135,15 @@ def test_bad_input_is_refused_with_key_path_and_reason(label, mutate, path, reas
 def test_secret_values_are_never_echoed_in_errors():
     tree = seed_tree()
     tree["reverse_proxy"]["coturn"]["static_auth_secret"] = 'hunter2"; evil'
-    with pytest.raises(hecate_schema.PillarError) as caught:
-        hecate_schema.validate(tree)
+    with pytest.raises(schema.PillarError) as caught:
+        schema.validate(tree)
     assert "hunter2" not in str(caught.value)
     assert "hecate:reverse_proxy:coturn:static_auth_secret" in str(caught.value)
 
 
 def test_missing_hecate_key_is_an_error():
-    with pytest.raises(hecate_schema.PillarError, match="no 'hecate' key"):
-        hecate_schema.validate(None)
+    with pytest.raises(schema.PillarError, match="no 'hecate' key"):
+        schema.validate(None)
 
 
 @pytest.mark.parametrize(
@@ -160,7 +160,7 @@ def test_missing_hecate_key_is_an_error():
     ],
 )
 def test_backend_forms(backend, parsed):
-    assert hecate_schema.parse_backend(backend) == parsed
+    assert schema.parse_backend(backend) == parsed
 
 
 def test_5000_routes_validate_well_under_a_second():
@@ -176,7 +176,7 @@ def test_5000_routes_validate_well_under_a_second():
     for _ in range(3):  # CPU time, best of three: the machine is shared, others' load is not the code's time
         copy_of_tree = copy.deepcopy(tree)
         started = time.process_time()
-        validated = hecate_schema.validate(copy_of_tree)
+        validated = schema.validate(copy_of_tree)
         timings.append(time.process_time() - started)
     assert len(validated["reverse_proxy"]["caddy"]["routes"]) == 5000
     assert min(timings) < 1.0, f"validate took {min(timings):.2f} s"
@@ -188,7 +188,7 @@ def test_route_key_paths_name_the_domain_everywhere():
         route(),
         route(domain="b.cybermonkey.dev", service="b", backnd="x", health={"interval": "0s"}),
     ]
-    _, report = hecate_schema.check(tree)
+    _, report = schema.check(tree)
     assert [p for p, _ in report.errors] == [
         f"{CADDY}:routes[1](b.cybermonkey.dev):backnd",
         f"{CADDY}:routes[1](b.cybermonkey.dev):health:interval",
@@ -198,8 +198,8 @@ def test_route_key_paths_name_the_domain_everywhere():
 def test_a_pillar_without_routes_has_an_empty_route_list():
     tree = seed_tree()
     del tree["reverse_proxy"]["caddy"]["routes"]
-    assert hecate_schema.validate(tree)["reverse_proxy"]["caddy"]["routes"] == []
-    assert hecate_schema.validate({"global": {"domain": "example.org"}})["reverse_proxy"]["caddy"]["routes"] == []
+    assert schema.validate(tree)["reverse_proxy"]["caddy"]["routes"] == []
+    assert schema.validate({"global": {"domain": "example.org"}})["reverse_proxy"]["caddy"]["routes"] == []
 
 
 def test_an_open_exact_host_under_a_protected_wildcard_is_warned_about():
@@ -209,6 +209,6 @@ def test_an_open_exact_host_under_a_protected_wildcard_is_warned_about():
         route(domain="*.cybermonkey.dev", service="all", auth={"groups": ["admins"], "mode": "forward_domain"}),
         route(domain="secret.cybermonkey.dev", service="secret"),
     ]
-    _, report = hecate_schema.check(tree)
+    _, report = schema.check(tree)
     assert report.errors == []
     assert (f"{CADDY}:routes[1](secret.cybermonkey.dev):auth") in [p for p, _ in report.warnings]

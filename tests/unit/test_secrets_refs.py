@@ -1,8 +1,9 @@
 """vault:/consul: reference syntax and discovery (pure, no I/O)."""
 
-import hecate_secrets
 import pytest
-from hecate_secrets import Reference, find_references, is_reference, parse_reference, resolve
+
+from hecatelib import secret_refs
+from hecatelib.secret_refs import Reference, find_references, is_reference, parse_reference, resolve
 
 
 @pytest.mark.parametrize(
@@ -62,7 +63,7 @@ def test_tree_without_references_needs_no_backend_and_is_copied():
 
 def test_missing_configuration_is_reported_per_key_path(monkeypatch):
     monkeypatch.delenv("VAULT_ADDR", raising=False)
-    with pytest.raises(hecate_secrets.SecretError) as caught:
+    with pytest.raises(secret_refs.SecretError) as caught:
         resolve({"dns": {"token": "vault:secret/hecate/dns/token"}, "bad": "vault:nope"}, opts={})
     assert caught.value.problems[0][0] == "hecate:dns:token"
     assert "set hecate_ext_pillar:vault:url" in caught.value.problems[0][1]
@@ -71,9 +72,9 @@ def test_missing_configuration_is_reported_per_key_path(monkeypatch):
 
 
 def test_plain_http_to_a_remote_vault_is_refused():
-    with pytest.raises(hecate_secrets.CommandExecutionError, match="refusing plain http"):
-        hecate_secrets.vault_client({"url": "http://vault.example.org:8200", "token": "t0ken"})
-    client = hecate_secrets.vault_client({"url": "http://vault.example.org:8200", "token": "t0ken", "allow_insecure_endpoint": True})
+    with pytest.raises(secret_refs.CommandExecutionError, match="refusing plain http"):
+        secret_refs.vault_client({"url": "http://vault.example.org:8200", "token": "t0ken"})
+    client = secret_refs.vault_client({"url": "http://vault.example.org:8200", "token": "t0ken", "allow_insecure_endpoint": True})
     assert client.url == "http://vault.example.org:8200"
 
 
@@ -81,9 +82,9 @@ def test_consul_client_from_address_and_token_file(tmp_path, monkeypatch):
     monkeypatch.setenv("CONSUL_HTTP_TOKEN", "from-env")
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
-    client = hecate_secrets.consul_client({"address": "https://consul.example.org:8501", "token_file": str(token_file)})
+    client = secret_refs.consul_client({"address": "https://consul.example.org:8501", "token_file": str(token_file)})
     assert (client.http.host, client.http.port, client.http.scheme) == ("consul.example.org", 8501, "https")
     assert client.token == "from-file"  # the configured token wins over $CONSUL_HTTP_TOKEN
-    assert hecate_secrets.consul_client({}).token == "from-env"
-    assert hecate_secrets.consul_client({"address": "https://consul.example.org"}).http.port == 8501
-    assert hecate_secrets.consul_client({"address": "127.0.0.1"}).http.base_uri == "http://127.0.0.1:8500"
+    assert secret_refs.consul_client({}).token == "from-env"
+    assert secret_refs.consul_client({"address": "https://consul.example.org"}).http.port == 8501
+    assert secret_refs.consul_client({"address": "127.0.0.1"}).http.base_uri == "http://127.0.0.1:8500"

@@ -1,33 +1,32 @@
-"""_utils/hecate_state.py: the part every hecate state module shares."""
+"""_utils/hecatelib/salt_state.py: the part every hecate state module shares."""
 
 import logging
 
-import hecate_schema
-import hecate_state
 import pytest
 
+from hecatelib import salt_state, schema
 from tests.support.pillars import seed_tree
 
 
 def test_virtual_names_the_missing_execution_module():
-    assert hecate_state.virtual("caddy", {"caddy.snapshot": print}, "caddy.snapshot") == "caddy"
-    assert hecate_state.virtual("caddy", {}, "caddy.snapshot") == (
+    assert salt_state.virtual("caddy", {"caddy.snapshot": print}, "caddy.snapshot") == "caddy"
+    assert salt_state.virtual("caddy", {}, "caddy.snapshot") == (
         False,
         "caddy: the caddy execution module is not loaded (no caddy.snapshot)",
     )
 
 
 def test_ret_defaults_to_success_and_pending_is_only_for_test_mode():
-    assert hecate_state.ret("x") == {"name": "x", "result": True, "changes": {}, "comment": ""}
-    assert hecate_state.pending(hecate_state.ret("x"), {"a": 1}, "would") == {
+    assert salt_state.ret("x") == {"name": "x", "result": True, "changes": {}, "comment": ""}
+    assert salt_state.pending(salt_state.ret("x"), {"a": 1}, "would") == {
         "name": "x",
         "result": None,
         "changes": {"a": 1},
         "comment": "would",
     }
-    failed = hecate_state.fail({"name": "x", "result": True, "changes": {"a": 1}, "comment": ""}, "no")
+    failed = salt_state.fail({"name": "x", "result": True, "changes": {"a": 1}, "comment": ""}, "no")
     assert failed == {"name": "x", "result": False, "changes": {}, "comment": "no"}
-    assert hecate_state.test({"test": True}) is True and hecate_state.test({}) is False
+    assert salt_state.test({"test": True}) is True and salt_state.test({}) is False
 
 
 def state_fn(name, source=None, wait=True):
@@ -54,15 +53,15 @@ ENGINE_EXTRAS = {
 
 
 def test_mod_watch_passes_only_the_states_own_arguments():
-    result = hecate_state.mod_watch({"present": state_fn}, "web", "present", {**ENGINE_EXTRAS, "source": "salt://x", "wait": False})
+    result = salt_state.mod_watch({"present": state_fn}, "web", "present", {**ENGINE_EXTRAS, "source": "salt://x", "wait": False})
     assert result["comment"] == "salt://x False"
     # A state with **kwargs still gets its own extras, never the engine's.
-    result = hecate_state.mod_watch({"route": state_fn_kwargs}, "web", "route", {**ENGINE_EXTRAS, "domain": "a.org", "profile": "p"})
+    result = salt_state.mod_watch({"route": state_fn_kwargs}, "web", "route", {**ENGINE_EXTRAS, "domain": "a.org", "profile": "p"})
     assert result["comment"] == "a.org ['profile']"
 
 
 def test_mod_watch_of_an_unsupported_function_fails_naming_it():
-    result = hecate_state.mod_watch({"present": state_fn}, "web", "absent", dict(ENGINE_EXTRAS))
+    result = salt_state.mod_watch({"present": state_fn}, "web", "absent", dict(ENGINE_EXTRAS))
     assert result["result"] is False
     assert result["comment"] == "watch is not supported by absent; supported: present"
 
@@ -70,49 +69,49 @@ def test_mod_watch_of_an_unsupported_function_fails_naming_it():
 @pytest.fixture
 def count_validations(monkeypatch):
     calls = []
-    real = hecate_schema.validate
+    real = schema.validate
 
     def counting(tree):
         calls.append(tree)
         return real(tree)
 
-    monkeypatch.setattr(hecate_schema, "validate", counting)
+    monkeypatch.setattr(schema, "validate", counting)
     return calls
 
 
 def test_tree_is_validated_once_per_run_and_again_for_a_different_pillar(count_validations):
     context = {}
     pillar = {"hecate": seed_tree()}
-    first = hecate_state.tree(pillar, {}, context)
-    assert hecate_state.tree(pillar, {}, context) is first
-    assert hecate_state.tree({"hecate": seed_tree()}, {}, context) is first  # equal content, another object
+    first = salt_state.tree(pillar, {}, context)
+    assert salt_state.tree(pillar, {}, context) is first
+    assert salt_state.tree({"hecate": seed_tree()}, {}, context) is first  # equal content, another object
     assert len(count_validations) == 1
     override = seed_tree()
     override["reverse_proxy"]["caddy"]["routes"] = override["reverse_proxy"]["caddy"]["routes"][:1]
-    second = hecate_state.tree({"hecate": override}, {}, context)
+    second = salt_state.tree({"hecate": override}, {}, context)
     assert len(second["reverse_proxy"]["caddy"]["routes"]) == 1 and len(count_validations) == 2
 
 
 def test_tree_does_not_change_the_pillar():
     pillar = {"hecate": seed_tree()}
-    hecate_state.tree(pillar, {}, {})
+    salt_state.tree(pillar, {}, {})
     assert pillar == {"hecate": seed_tree()}
 
 
 def test_invalid_pillar_raises_pillar_error_with_key_path():
     tree = seed_tree()
     tree["reverse_proxy"]["caddy"]["routes"][0]["backend"] = "nope nope"
-    with pytest.raises(hecate_state.PillarError) as err:
-        hecate_state.tree({"hecate": tree}, {}, {})
+    with pytest.raises(salt_state.PillarError) as err:
+        salt_state.tree({"hecate": tree}, {}, {})
     assert "hecate:reverse_proxy:caddy:routes[0]" in str(err.value)
 
 
 def test_a_hecate_key_in_the_minion_config_does_not_hide_the_pillar(caplog):
     opts = {"hecate": {"dns": {"token": "minion-config-secret"}}}
     context = {}
-    with caplog.at_level(logging.WARNING, logger="hecate_state"):
-        tree = hecate_state.tree({"hecate": seed_tree()}, opts, context)
-        hecate_state.tree({"hecate": seed_tree()}, opts, context)
+    with caplog.at_level(logging.WARNING, logger="hecatelib.salt_state"):
+        tree = salt_state.tree({"hecate": seed_tree()}, opts, context)
+        salt_state.tree({"hecate": seed_tree()}, opts, context)
     assert len(tree["reverse_proxy"]["caddy"]["routes"]) == 8
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1  # once per run
@@ -121,11 +120,11 @@ def test_a_hecate_key_in_the_minion_config_does_not_hide_the_pillar(caplog):
 
 
 def test_a_tree_only_in_the_minion_config_is_refused_with_the_reason():
-    with pytest.raises(hecate_state.PillarError) as err:
-        hecate_state.tree({}, {"hecate": seed_tree()}, {})
+    with pytest.raises(salt_state.PillarError) as err:
+        salt_state.tree({}, {"hecate": seed_tree()}, {})
     assert "missing from pillar" in str(err.value) and "minion config is not read" in str(err.value)
 
 
 def test_no_tree_anywhere_is_refused():
-    with pytest.raises(hecate_state.PillarError, match="the pillar has no 'hecate' key"):
-        hecate_state.tree({}, {}, {})
+    with pytest.raises(salt_state.PillarError, match="the pillar has no 'hecate' key"):
+        salt_state.tree({}, {}, {})

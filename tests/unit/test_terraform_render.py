@@ -6,11 +6,11 @@ import importlib.util
 import json
 
 import hcl2
-import hecate_lock
-import hecate_terraform as tf
 import pytest
-from hecate_spec import PillarError, Report
 
+from hecatelib.consul import lock as consul_lock
+from hecatelib.spec import PillarError, Report
+from hecatelib.terraform import render as tf
 from tests.conftest import REPO
 from tests.support.pillars import seed_tree
 
@@ -212,13 +212,13 @@ def test_settings_defaults():
 
 def test_consul_schema_defaults_and_errors():
     report = Report("hecate")
-    out = hecate_lock.CONSUL_SCHEMA({"address": "https://consul.example.org:8501", "token": "vault:secret/hecate/consul#token"},
+    out = consul_lock.CONSUL_SCHEMA({"address": "https://consul.example.org:8501", "token": "vault:secret/hecate/consul#token"},
                            "hecate:consul", report)  # fmt: skip
     assert not report.errors
     assert out["lock"] == {"key": "hecate/locks/{environment}", "ttl": 30, "wait": 600, "lock_delay": 15}
     assert out["deployments"] == {"prefix": "hecate/deployments"}
     report = Report("hecate")
-    hecate_lock.CONSUL_SCHEMA({"address": "consul:8500", "lock": {"ttl": 5}, "verify": "relative.pem"}, "hecate:consul", report)
+    consul_lock.CONSUL_SCHEMA({"address": "consul:8500", "lock": {"ttl": 5}, "verify": "relative.pem"}, "hecate:consul", report)
     errors = dict(report.errors)
     assert "Consul address" in errors["hecate:consul:address"]
     assert "out of range 10..86400" in errors["hecate:consul:lock:ttl"]

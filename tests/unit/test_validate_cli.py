@@ -6,12 +6,12 @@ import pathlib
 import subprocess
 import sys
 
-import hecate_cli
 import pytest
 
+from hecatelib import cli
 from tests.unit.test_hostile import alias_bomb
 
-CLI = pathlib.Path(__file__).resolve().parents[2] / "_utils" / "hecate_cli.py"
+CLI = pathlib.Path(__file__).resolve().parents[2] / "_utils" / "hecatelib" / "cli.py"
 SANDBOX_ESCAPES = [
     "{{% set x = cycler.__init__.__globals__.os.popen('touch {marker}').read() %}}",
     "{{{{ joiner.__init__.__globals__.os.system('touch {marker}') }}}}",
@@ -63,8 +63,8 @@ def validate_text(tmp_path, text):
 @pytest.mark.parametrize("payload", SANDBOX_ESCAPES, ids=range(len(SANDBOX_ESCAPES)))
 def test_jinja_in_a_pillar_file_cannot_run_code(payload, tmp_path):
     marker = tmp_path / "pwned"
-    with pytest.raises(hecate_cli.RenderError, match="sandboxed"):
-        hecate_cli.render_text(payload.format(marker=marker) + "\nhecate: {}\n")
+    with pytest.raises(cli.RenderError, match="sandboxed"):
+        cli.render_text(payload.format(marker=marker) + "\nhecate: {}\n")
     assert not marker.exists()
 
 
@@ -77,7 +77,7 @@ def test_the_cli_refuses_the_issues_payload_without_running_it(tmp_path):
 
 
 def test_seed_style_salt_calls_still_render_as_placeholders():
-    data = hecate_cli.render_text("hecate:\n  token: {{ salt['vault.read_secret']('secret/x', 'token') }}\n")
+    data = cli.render_text("hecate:\n  token: {{ salt['vault.read_secret']('secret/x', 'token') }}\n")
     assert data == {"hecate": {"token": "<vault.read_secret:secret/x,token>"}}
 
 
@@ -95,14 +95,14 @@ RENDERER_CASES = [
 def test_only_renderers_that_run_no_code_are_supported(shebang, ok):
     text = shebang + "hecate: {global: {domain: example.org}}\n"
     if ok:
-        assert hecate_cli.render_text(text)["hecate"]["global"]["domain"] == "example.org"
+        assert cli.render_text(text)["hecate"]["global"]["domain"] == "example.org"
     else:
-        with pytest.raises(hecate_cli.RenderError, match="not supported"):
-            hecate_cli.render_text(text)
+        with pytest.raises(cli.RenderError, match="not supported"):
+            cli.render_text(text)
 
 
 def test_plain_yaml_renderer_does_not_run_jinja():
-    assert hecate_cli.render_text("#!yaml\nhecate: {x: '{{ 1 + 1 }}'}\n") == {"hecate": {"x": "{{ 1 + 1 }}"}}
+    assert cli.render_text("#!yaml\nhecate: {x: '{{ 1 + 1 }}'}\n") == {"hecate": {"x": "{{ 1 + 1 }}"}}
 
 
 @pytest.mark.fault
@@ -135,8 +135,8 @@ def test_errors_exit_1_with_key_paths(tmp_path):
 
 
 def test_importing_the_cli_first_leaves_salts_yaml_whole():
-    """Salt's config loading (salt-master, salt-call) needs salt.utils.yaml.safe_load after hecate_cli was
+    """Salt's config loading (salt-master, salt-call) needs salt.utils.yaml.safe_load after hecatelib.cli was
     imported first, as tests/support/pillars.py does (importing salt.utils.yamlloader first broke it)."""
-    code = "import hecate_cli, salt.utils.yaml; print(salt.utils.yaml.safe_load('a: 1'))"
-    done = subprocess.run([sys.executable, "-c", code], cwd=CLI.parent, capture_output=True, text=True, timeout=120)
+    code = "import hecatelib.cli, salt.utils.yaml; print(salt.utils.yaml.safe_load('a: 1'))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=CLI.parent.parent, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "{'a': 1}", done.stderr[-500:]

@@ -26,7 +26,7 @@ def shape(value):
         return "name"
     if isinstance(value, ast.Tuple) and len(value.elts) == 2 and getattr(value.elts[0], "value", None) is False:
         return "refusal"
-    if isinstance(value, ast.Call) and ast.unparse(value.func) == "hecate_state.virtual":
+    if isinstance(value, ast.Call) and ast.unparse(value.func) == "salt_state.virtual":
         return "state helper"
     return ast.unparse(value)
 

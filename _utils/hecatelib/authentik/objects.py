@@ -1,7 +1,7 @@
 """authentik's part of hecate, pure (no I/O): the pillar schema of ``hecate:authentik`` and of a route's
 ``auth``, the semantic checks across them, the objects authentik must hold for the protected routes,
 and the plan that turns a snapshot of authentik into those objects (the Caddy JSON for forward auth is
-hecate_caddy's).
+hecatelib.caddy.config's).
 
 Ownership. hecate marks what it creates and only ever prunes what carries its mark:
 
@@ -19,8 +19,8 @@ Routes in ``forward_domain`` mode share one provider and one application per coo
 import re
 from urllib.parse import urlsplit
 
-import hecate_spec
-from hecate_spec import Bool, Field, Hostname, ListOf, Map, Port, Report, Secret, Str, index, key
+from hecatelib import spec
+from hecatelib.spec import Bool, Field, Hostname, ListOf, Map, Port, Report, Secret, Str, index, key
 
 AK_HEADERS = (
     "X-Authentik-Username",
@@ -85,7 +85,7 @@ class Upstream(Str):
         value = super().__call__(value, path, report)
         if isinstance(value, str):
             try:
-                hecate_spec.parse_backend(value)
+                spec.parse_backend(value)
             except ValueError as exc:
                 report.error(path, str(exc))
         return value
@@ -181,7 +181,7 @@ def _routes(tree):
 def _service(route):
     if route.get("service"):
         return route["service"]
-    return hecate_spec.route_service(route)
+    return spec.route_service(route)
 
 
 def auth_routes(tree):
@@ -241,7 +241,7 @@ def _scheme(tree):
 
 def validate_tree(tree):
     """Apply :data:`PILLAR_SCHEMA`, :data:`ROUTE_AUTH_SCHEMA` and :func:`check_pillar` to a tree that
-    ``hecate_schema`` already validated (idempotent: a tree normalised once comes back unchanged).
+    ``hecatelib.schema`` already validated (idempotent: a tree normalised once comes back unchanged).
     Returns the tree; raises ``PillarError`` naming every bad key path."""
     report = Report("hecate")
     tree = dict(tree or {})

@@ -10,14 +10,13 @@ schema next to their compiler (``hecate_<backend>.PILLAR_SCHEMA`` / ``check_pill
 
 import re
 
-import hecate_authentik
-import hecate_certs
-import hecate_dns
-import hecate_lock
-import hecate_nomad
-import hecate_re2
-import hecate_terraform
-from hecate_spec import (  # parse_backend, route_backends, route_service: re-exported, they live in hecate_spec
+from hecatelib.authentik import objects as authentik_objects
+from hecatelib.caddy import certs as caddy_certs
+from hecatelib.caddy import re2
+from hecatelib.consul import lock as consul_lock
+from hecatelib.dns import zones as dns_zones
+from hecatelib.nomad import jobs as nomad_jobs
+from hecatelib.spec import (  # parse_backend, route_backends, route_service: re-exported, they live in hecatelib.spec
     Bool,
     Duration,
     Field,
@@ -43,6 +42,7 @@ from hecate_spec import (  # parse_backend, route_backends, route_service: re-ex
     route_service,
     shape_problem,
 )
+from hecatelib.terraform import render as terraform_render
 
 __all__ = ["PillarError", "check", "parse_backend", "route_backends", "route_service", "validate"]
 
@@ -117,13 +117,13 @@ class HostPort(Str):
 
 
 class Regexp(Str):
-    """A regular expression as Caddy compiles it: Go's RE2 syntax (hecate_re2 ports Go's
+    """A regular expression as Caddy compiles it: Go's RE2 syntax (hecatelib.caddy.re2 ports Go's
     regexp/syntax rules), not Python's."""
 
     def __call__(self, value, path, report):
         value = super().__call__(value, path, report)
         if isinstance(value, str):
-            problem = hecate_re2.problem(value)
+            problem = re2.problem(value)
             if problem:
                 report.error(path, f"is not a regular expression Caddy accepts (Go's RE2 syntax): {problem}")
         return value
@@ -206,8 +206,8 @@ ROUTE = Map(
             default="round_robin",
         ),
         "health": HEALTH,
-        "auth": hecate_authentik.ROUTE_AUTH_SCHEMA,
-        "dns": hecate_dns.ROUTE_DNS_SCHEMA,
+        "auth": authentik_objects.ROUTE_AUTH_SCHEMA,
+        "dns": dns_zones.ROUTE_DNS_SCHEMA,
     }
 )
 
@@ -225,12 +225,12 @@ CADDY = Map(
                 {
                     "mode": Field(TlsMode(), default="acme"),
                     "email": Str(pattern=r"^[^@\s]+@[^@\s]+$", what="e-mail"),
-                    # custom certificates, Caddy picks one by SNI (hecate_certs); the key is a Secret
+                    # custom certificates, Caddy picks one by SNI (hecatelib.caddy.certs); the key is a Secret
                     "certificates": MapOf(
                         Map(
                             {
-                                "certificate": Field(hecate_certs.PemCertificate(), required=True),
-                                "key": Field(hecate_certs.PemKey(), required=True),
+                                "certificate": Field(caddy_certs.PemCertificate(), required=True),
+                                "key": Field(caddy_certs.PemKey(), required=True),
                             }
                         ),
                         key_spec=Str(pattern=NAME, what="certificate name"),
@@ -238,7 +238,7 @@ CADDY = Map(
                     # where the edge keeps them for Caddy (mode 0700, files 0600); Caddy must read the same path
                     "dir": Field(
                         Str(pattern=r"^(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$", what="absolute directory path (no . or .. parts)"),
-                        default=hecate_certs.DEFAULT_DIR,
+                        default=caddy_certs.DEFAULT_DIR,
                     ),
                     "owner": Str(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", what="user name"),  # a Caddy that does not run as root
                 }
@@ -293,11 +293,11 @@ SCHEMA = Map(
             ),
             default=dict,
         ),
-        "authentik": hecate_authentik.PILLAR_SCHEMA,
-        "dns": hecate_dns.PILLAR_SCHEMA,
-        "nomad": hecate_nomad.PILLAR_SCHEMA,
-        "terraform": hecate_terraform.PILLAR_SCHEMA,
-        "consul": hecate_lock.CONSUL_SCHEMA,
+        "authentik": authentik_objects.PILLAR_SCHEMA,
+        "dns": dns_zones.PILLAR_SCHEMA,
+        "nomad": nomad_jobs.PILLAR_SCHEMA,
+        "terraform": terraform_render.PILLAR_SCHEMA,
+        "consul": consul_lock.CONSUL_SCHEMA,
         "resources": Map(
             {
                 "reverse_proxy": RESOURCE,
@@ -382,7 +382,7 @@ def check(tree):
         _check_nginx(out, report)
         _check_coturn(out, report)
     if not report.errors:  # backend checks rely on the normalised caddy section (services, defaults)
-        for backend in (hecate_authentik, hecate_dns, hecate_nomad, hecate_terraform):
+        for backend in (authentik_objects, dns_zones, nomad_jobs, terraform_render):
             backend.check_pillar(out, report)
     _name_routes(tree, report)
     return out, report
@@ -482,12 +482,12 @@ def _check_caddy(tree, report):
         if "consul" in schemes and len(route_backends(route)) > 1:
             report.error(key(where, "backends"), "a consul:// backend already yields every instance; give it alone")
     _check_host_overlaps(caddy["routes"], report)
-    hecate_certs.check_pillar(tree, report)
+    caddy_certs.check_pillar(tree, report)
 
 
 def _check_host_overlaps(routes, report):
     """Caddy's host matcher lets ``*`` stand for exactly one label (caddyhttp MatchHost), and the
-    compiler puts exact hosts before wildcards (hecate_caddy orders routes by host specificity), so
+    compiler puts exact hosts before wildcards (hecatelib.caddy.config orders routes by host specificity), so
     two routes can only overlap as ``*.example.org`` and ``app.example.org``: the exact host wins.
     Duplicate domains are refused above, so no overlap is left ambiguous. What is left to say is
     when the exact host drops protection its wildcard has."""

@@ -1,6 +1,6 @@
 """The orchestration's pure parts and the run's own file: how to read stage results, count their
 changes, keep secrets out of records, overlay a recorded tree on the live pillar, name the pillar's git
-commit and the operator. Which backends run, in which order and phase: ``hecate_backends``. The runner
+commit and the operator. Which backends run, in which order and phase: ``hecatelib.engine.stages``. The runner
 (``_runners/hecate.py``) does the I/O.
 """
 
@@ -11,8 +11,8 @@ import os
 import socket
 import subprocess
 
-import hecate_schema
-from hecate_spec import without_secrets
+from hecatelib import schema
+from hecatelib.spec import without_secrets
 
 
 def read_state_returns(returns):
@@ -43,7 +43,7 @@ def read_state_returns(returns):
 def strip_secrets(tree, spec=None):
     """A copy of ``tree`` without the values the schema marks as secrets (tokens, passwords): what a
     deployment record may keep. Rolling back re-applies it over the live pillar, which supplies them."""
-    return without_secrets(copy.deepcopy(tree), spec or hecate_schema.SCHEMA)
+    return without_secrets(copy.deepcopy(tree), spec or schema.SCHEMA)
 
 
 def count_changes(changes):

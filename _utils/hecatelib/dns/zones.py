@@ -20,7 +20,7 @@ import ipaddress
 import math
 import re
 
-from hecate_spec import (
+from hecatelib.spec import (
     Bool,
     Const,
     Either,
@@ -404,7 +404,7 @@ class DnsName(Str):
 
 
 class ZoneName(DnsName):
-    """A managed zone: a host name by the rule route domains follow (``hecate_spec.is_hostname``), so
+    """A managed zone: a host name by the rule route domains follow (``hecatelib.spec.is_hostname``), so
     ``12345`` or ``999.999.999.999`` (a last label all digits, not a name) is refused; no wildcard."""
 
     def __init__(self):
@@ -588,7 +588,7 @@ def check_pillar(tree, report):
 def check(tree):
     """Validate and normalise the DNS part of a ``hecate`` tree on its own.
 
-    Returns ``(tree, report)``; the states call it after ``hecate_schema.validate`` so the DNS checks hold
+    Returns ``(tree, report)``; the states call it after ``hecatelib.schema.validate`` so the DNS checks hold
     even where the whole-tree schema does not (yet) include this section. Never raises.
     """
     report = Report("hecate")

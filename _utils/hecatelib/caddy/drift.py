@@ -6,14 +6,14 @@ state keeps hecate's part of the config in the minion's cache (:func:`record_app
 that file (:func:`compare`): a hand edit through the admin API, a ``caddy reload`` of another file,
 or a Caddy restarted without ``--resume`` shows up as routes added, removed or changed.
 
-Pure apart from the two file helpers; only hecate's own keys are compared (see ``hecate_caddy``), so
+Pure apart from the two file helpers; only hecate's own keys are compared (see ``hecatelib.caddy.config``), so
 other owners of the same Caddy never count as drift.
 """
 
 import json
 import os
 
-import hecate_caddy
+from hecatelib.caddy import config as caddy_config
 
 APPLIED_FILE = os.path.join("hecate", "caddy-applied.json")
 
@@ -27,18 +27,18 @@ def owned_part(config):
         "admin_listen": (config.get("admin") or {}).get("listen"),
         "http_port": http.get("http_port"),
         "https_port": http.get("https_port"),
-        "server": (http.get("servers") or {}).get(hecate_caddy.SERVER),
-        "tls_policy": next((p for p in policies if p.get("@id") == hecate_caddy.TLS_POLICY_ID), None),
+        "server": (http.get("servers") or {}).get(caddy_config.SERVER),
+        "tls_policy": next((p for p in policies if p.get("@id") == caddy_config.TLS_POLICY_ID), None),
     }
-    certificates = hecate_caddy.owned_certificates(config)
+    certificates = caddy_config.owned_certificates(config)
     if certificates:  # only when there are some: a cache kept before custom certificates existed still matches
         part["certificates"] = certificates
     return part
 
 
 def _as_config(part):
-    """A config holding only ``part``: what ``hecate_caddy.diff`` reads."""
-    servers = {hecate_caddy.SERVER: part["server"]} if part["server"] is not None else {}
+    """A config holding only ``part``: what ``hecatelib.caddy.config.diff`` reads."""
+    servers = {caddy_config.SERVER: part["server"]} if part["server"] is not None else {}
     http = {"servers": servers, "http_port": part["http_port"], "https_port": part["https_port"]}
     tls = {"automation": {"policies": [part["tls_policy"]]}} if part["tls_policy"] else {}
     if part.get("certificates"):
@@ -48,15 +48,15 @@ def _as_config(part):
 
 def compare(applied, live):
     """How ``live`` (a full config) differs from ``applied`` (an :func:`owned_part`): ``{}`` when it
-    does not; else ``hecate_caddy.diff``'s summary (routes ``added``/``removed``/``changed`` by id,
+    does not; else ``hecatelib.caddy.config.diff``'s summary (routes ``added``/``removed``/``changed`` by id,
     ``server`` for the other owned keys, with ``certificates`` naming the custom certificates
     added/removed/rotated) plus ``count``, the number of differences."""
     now = owned_part(live)
     if now == applied:
         return {}
-    changes = hecate_caddy.diff(_as_config(applied), _as_config(now))
+    changes = caddy_config.diff(_as_config(applied), _as_config(now))
     if not changes:  # hecate's keys differ in a way the route diff does not name
-        changes = {"server": hecate_caddy.SERVER_SETTINGS}
+        changes = {"server": caddy_config.SERVER_SETTINGS}
     count = sum(len(changes.get(k, {})) for k in ("added", "removed", "changed")) + ("server" in changes)
     return {**changes, "count": count}
 

@@ -7,7 +7,7 @@ blocking queries (``?index=&wait=``) up to its timeout, then fails with an error
 current holder. A holder that dies stops renewing: Consul invalidates its session after the TTL and
 the key is free again after the session's lock-delay.
 
-    client = hecate_secrets.consul_client(cfg)
+    client = hecatelib.secret_refs.consul_client(cfg)
     with ConsulLock(client, "hecate/locks/production", ttl=30, timeout=600, info={"deployment": dep_id}) as lock:
         ...                    # stages; call lock.check() between them: raises LockLost if the session died
     write_record(client, "production", {"status": "success", ...}, deployment_id=dep_id)
@@ -27,10 +27,11 @@ import socket
 import threading
 import time
 
-import hecate_services
-from hecate_http import redact
-from hecate_spec import AbsPath, Bool, Either, Field, Int, Map, Secret, Str
 from salt.exceptions import CommandExecutionError
+
+from hecatelib.api import redact
+from hecatelib.consul import services as consul_services
+from hecatelib.spec import AbsPath, Bool, Either, Field, Int, Map, Secret, Str
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def _consul_errors():
 
 def _why(exc, client):
     """A failed Consul call in words: a timeout says how long we waited (``hecate:consul:timeout``, enforced by
-    ``hecate_secrets.TimeoutSession``), anything else its type and scrubbed text."""
+    ``hecatelib.secret_refs.TimeoutSession``), anything else its type and scrubbed text."""
     import requests
 
     if isinstance(exc, requests.exceptions.Timeout):
@@ -319,11 +320,11 @@ def _scrub(exc, client):
 
 
 # -- configuration ---------------------------------------------------------------------------------
-# The pillar section hecate:consul: the Consul connection (hecate_secrets.consul_client), the deploy lock
+# The pillar section hecate:consul: the Consul connection (hecatelib.secret_refs.consul_client), the deploy lock
 # and the deployment records, plus the external services the hecate_consul state registers.
 CONSUL_SCHEMA = Map(
     {
-        "external_services": hecate_services.SERVICES,  # registered by the hecate_consul state
+        "external_services": consul_services.SERVICES,  # registered by the hecate_consul state
         "address": Str(pattern=r"^https?://[A-Za-z0-9.\[\]:_-]+(:\d+)?/?$", what="Consul address (http(s)://host:port)"),
         "token": Secret(),
         "verify": Either("must be true, false or the path of a CA bundle", Bool(), AbsPath()),
@@ -350,7 +351,7 @@ CONSUL_SCHEMA = Map(
 
 def consul_settings(hecate=None, opts=None):
     """Connection + lock settings: pillar ``hecate:consul`` (validated, see ``CONSUL_SCHEMA``) over the
-    master's ``hecate_ext_pillar:consul``. Returns a dict for :func:`hecate_secrets.consul_client` plus
+    master's ``hecate_ext_pillar:consul``. Returns a dict for :func:`hecatelib.secret_refs.consul_client` plus
     ``lock`` (``key``, ``ttl``, ``wait``, ``lock_delay``) and ``deployments`` (``prefix``)."""
     base = dict(((opts or {}).get("hecate_ext_pillar") or {}).get("consul") or {})
     section = dict(((hecate or {}).get("consul")) or {})

@@ -8,7 +8,7 @@ What hecate owns in a Caddy config (everything else is left as found):
 - ``apps.http.http_port`` / ``apps.http.https_port`` (so redirects and ACME use the pillar's ports).
 - the TLS automation policy ``@id`` ``hecate_tls`` (first in the list), for ``acme`` and ``internal``.
 - ``apps.tls.certificates.load_files`` entries ``@id``'d ``hecate_cert_<name>``: the pillar's custom
-  certificates, as files on the edge (paths only: the key never enters the config; see ``hecate_certs``).
+  certificates, as files on the edge (paths only: the key never enters the config; see ``hecatelib.caddy.certs``).
 - ``apps.pki.certificate_authorities.local.install_trust = false`` with ``internal`` (never touch the
   host's trust store).
 - ``admin.listen``: always written, because a config without an admin block moves the admin endpoint.
@@ -27,9 +27,9 @@ deploys for them (:data:`NOMAD_SERVICES`), as the seed's Caddyfile did.
 import ipaddress
 import posixpath
 
-import hecate_authentik
-import hecate_certs
-import hecate_spec
+from hecatelib import spec
+from hecatelib.authentik import objects as authentik_objects
+from hecatelib.caddy import certs as caddy_certs
 
 SERVER = "hecate"
 SERVER_ID = "hecate_server"
@@ -150,10 +150,10 @@ def nomad_service(route, tree):
     dynamic, only Consul knows them). A route whose backend is already ``consul://`` is kept as written."""
     if not caddy_settings(tree).get("consul_dns"):
         return None
-    if any(b.startswith("consul://") for b in hecate_spec.route_backends(route)):
+    if any(b.startswith("consul://") for b in spec.route_backends(route)):
         return None
-    service = hecate_spec.route_service(route)
-    if service == hecate_authentik.section(tree)["service"]:
+    service = spec.route_service(route)
+    if service == authentik_objects.section(tree)["service"]:
         return NOMAD_SERVICES["authentik"]
     return NOMAD_SERVICES["helen"] if service == "helen" else None
 
@@ -161,19 +161,19 @@ def nomad_service(route, tree):
 def route_upstreams(route, tree):
     """The backends Caddy dials for ``route``: its Nomad job's Consul service, else the pillar's."""
     service = nomad_service(route, tree)
-    return [f"consul://{service['consul']}"] if service else hecate_spec.route_backends(route)
+    return [f"consul://{service['consul']}"] if service else spec.route_backends(route)
 
 
 def reverse_proxy(route, tree):
     caddy = caddy_settings(tree)
-    backends = [hecate_spec.parse_backend(b) for b in route_upstreams(route, tree)]
+    backends = [spec.parse_backend(b) for b in route_upstreams(route, tree)]
     handler = {"handler": "reverse_proxy", "stream_close_delay": caddy["stream_close_delay"]}
     scheme = backends[0]["scheme"]
     handler.update(upstream_fields(backends, caddy, route["tls_skip_verify"]))
     service = nomad_service(route, tree) or {}
     if service.get("headers"):
         handler["headers"] = {"request": {"set": {name: list(values) for name, values in service["headers"].items()}}}
-    fallback = [hecate_spec.parse_backend(b) for b in hecate_spec.route_backends(route)] if service.get("fallback") else []
+    fallback = [spec.parse_backend(b) for b in spec.route_backends(route)] if service.get("fallback") else []
     if fallback and all(b["scheme"] == "http" for b in fallback):
         # Caddy dials the static upstreams when the dynamic lookup fails ("falling back to static upstreams",
         # Handler.proxyLoopIteration in reverseproxy/reverseproxy.go): the seed's {{ else }} to helen's address
@@ -192,21 +192,21 @@ def reverse_proxy(route, tree):
 # -- forward auth to authentik's outpost ----------------------------------------------------------------
 # Headers the outpost vouches for (authentik's documented list for Caddy), plus Authorization for providers
 # that send HTTP basic credentials to the backend (forward_auth copies it when asked to).
-AUTH_COPY_HEADERS = (*hecate_authentik.AK_HEADERS, "Authorization")
+AUTH_COPY_HEADERS = (*authentik_objects.AK_HEADERS, "Authorization")
 PRIVATE_RANGES = ["192.168.0.0/16", "172.16.0.0/12", "10.0.0.0/8", "127.0.0.1/8", "fd00::/8", "::1"]
 
 
 def _proxy_to(upstream, caddy):
     """A reverse_proxy handler to the outpost (``host:port``, ``http(s)://...`` or ``consul://...``)."""
-    return {"handler": "reverse_proxy", **upstream_fields([hecate_spec.parse_backend(upstream)], caddy)}
+    return {"handler": "reverse_proxy", **upstream_fields([spec.parse_backend(upstream)], caddy)}
 
 
 def _outpost_upstream(tree):
     """``outpost.upstream`` when set, else where Caddy reaches authentik's route (its Nomad service or backend)."""
-    route = hecate_authentik.authentik_route(tree)
-    explicit = hecate_authentik.section(tree)["outpost"].get("upstream")
+    route = authentik_objects.authentik_route(tree)
+    explicit = authentik_objects.section(tree)["outpost"].get("upstream")
     upstreams = route_upstreams(route, tree) if route is not None and not explicit else []
-    upstream = upstreams[0] if upstreams else hecate_authentik.outpost_upstream(tree)
+    upstream = upstreams[0] if upstreams else authentik_objects.outpost_upstream(tree)
     if upstream is None:
         raise ValueError("no outpost upstream: set hecate:authentik:outpost:upstream or add authentik's route")
     return upstream
@@ -216,7 +216,7 @@ def strip_route():
     """The server's first route, for every request (no matcher, not terminal): delete every client-sent
     ``X-Authentik-*`` request header (the explicit list and a wildcard for any future one), so a backend,
     protected or not, only ever sees what the outpost vouched for. Once per server, not once per route."""
-    request = {"delete": [*hecate_authentik.AK_HEADERS, "X-Authentik-*"]}
+    request = {"delete": [*authentik_objects.AK_HEADERS, "X-Authentik-*"]}
     return {"@id": STRIP_ID, "handle": [{"handler": "headers", "request": request}]}
 
 
@@ -238,13 +238,13 @@ def forward_auth_handler(tree):
     GET the outpost's auth endpoint; a 2xx copies the vouched-for headers onto the request and goes on;
     anything else (the 302 to the login flow, a 401) goes back to the client."""
     handler = _proxy_to(_outpost_upstream(tree), caddy_settings(tree))
-    handler["rewrite"] = {"method": "GET", "uri": hecate_authentik.AUTH_URI}
+    handler["rewrite"] = {"method": "GET", "uri": authentik_objects.AUTH_URI}
     handler["headers"] = {"request": {"set": {"X-Forwarded-Method": ["{http.request.method}"], "X-Forwarded-Uri": ["{http.request.uri}"]}}}
     copies = [{"handle": [{"handler": "vars"}]}]
     for name in sorted(AUTH_COPY_HEADERS):
         copies.extend(_copy_header_routes(name))
     handler["handle_response"] = [{"match": {"status_code": [2]}, "routes": copies}]
-    trusted = hecate_authentik.section(tree).get("trusted_proxies")
+    trusted = authentik_objects.section(tree).get("trusted_proxies")
     if trusted:
         handler["trusted_proxies"] = _expand_trusted(trusted)
     return handler
@@ -277,7 +277,7 @@ def outpost_route(route, tree):
     return [
         {
             "@id": f"{route_id(route)}.outpost",
-            "match": [{"host": [route["domain"]], "path": [hecate_authentik.OUTPOST_PATH]}],
+            "match": [{"host": [route["domain"]], "path": [authentik_objects.OUTPOST_PATH]}],
             "handle": [{"handler": "subroute", "routes": [{"handle": [proxy]}]}],
             "terminal": True,
         }
@@ -366,7 +366,7 @@ def _own(parent, key):
 
 
 def _is_owned_certificate(entry):
-    return isinstance(entry, dict) and str(entry.get("@id", "")).startswith(hecate_certs.ID_PREFIX)
+    return isinstance(entry, dict) and str(entry.get("@id", "")).startswith(caddy_certs.ID_PREFIX)
 
 
 def owned_certificates(config):
@@ -397,7 +397,7 @@ def desired_config(current, tree, certificates=True):
 
     ``certificates=False`` leaves the custom certificates out (the bootstrap of a new allocation: their
     files are written by the routes state, which runs after the Nomad job, and a rotation must not change
-    the job's text). Raises ``hecate_certs.CertError`` for a certificate that cannot be parsed."""
+    the job's text). Raises ``hecatelib.caddy.certs.CertError`` for a certificate that cannot be parsed."""
     caddy = caddy_settings(tree)
     config = dict(current) if isinstance(current, dict) else {}
     _own(config, "admin")["listen"] = admin_listen(tree)
@@ -422,7 +422,7 @@ def desired_config(current, tree, certificates=True):
             del apps["tls"]
     if caddy["tls"]["mode"] == "internal":
         _own(_own(_own(apps, "pki"), "certificate_authorities"), "local")["install_trust"] = False
-    _set_certificates(apps, hecate_certs.load_files(tree) if certificates and caddy["tls"]["mode"] != "off" else [])
+    _set_certificates(apps, caddy_certs.load_files(tree) if certificates and caddy["tls"]["mode"] != "off" else [])
     return config
 
 
@@ -485,7 +485,7 @@ def diff(current, desired):
 
 def _certificate_files(config):
     """name -> the certificate file of each hecate ``load_files`` entry (its name carries the fingerprint)."""
-    return {f["@id"][len(hecate_certs.ID_PREFIX) :]: f.get("certificate") for f in owned_certificates(config)}
+    return {f["@id"][len(caddy_certs.ID_PREFIX) :]: f.get("certificate") for f in owned_certificates(config)}
 
 
 def certificate_changes(current, desired):

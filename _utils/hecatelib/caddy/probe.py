@@ -10,7 +10,7 @@ closed connection (no response, reset, EOF in the TLS handshake) is sent again, 
 all with a short backoff, before the route counts as failed.
 
 A protected route answers with authentik's redirect whether or not its backend lives, so for it the
-edge also requests each upstream at the address Caddy dials (``hecate_caddy.dial``): a dead backend
+edge also requests each upstream at the address Caddy dials (``hecatelib.caddy.config.dial``): a dead backend
 behind auth fails the check like an unprotected one.
 """
 
@@ -20,9 +20,9 @@ import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import hecate_authentik
-import hecate_caddy
-import hecate_spec
+from hecatelib import spec
+from hecatelib.authentik import objects as authentik_objects
+from hecatelib.caddy import config as caddy_config
 
 AGENT = "hecate-verify/1.0"
 WORKERS = 16
@@ -50,10 +50,10 @@ def targets(tree, domains=None):
     """``[(domain, route or None)]`` for ``domains`` (default: every pillar route); the route says how
     to prove the backend of a protected domain."""
     routes = tree["reverse_proxy"]["caddy"]["routes"]
-    protected = {route["domain"] for route in hecate_authentik.auth_routes(tree)}
+    protected = {route["domain"] for route in authentik_objects.auth_routes(tree)}
     # the route as Caddy dials it: its Nomad job's Consul service when consul_dns maps it there
     by_domain = {
-        route["domain"]: {**route, "upstreams": hecate_caddy.route_upstreams(route, tree)}
+        route["domain"]: {**route, "upstreams": caddy_config.route_upstreams(route, tree)}
         for route in routes
         if route["domain"] in protected
     }
@@ -155,7 +155,7 @@ class Prober:
             result["reason"] = f"127.0.0.1:{self.port} {_failure(exc)}"
             return result
         result["status"] = response.status
-        if response.getheader(hecate_caddy.NO_ROUTE_HEADER):
+        if response.getheader(caddy_config.NO_ROUTE_HEADER):
             result["reason"] = "not routed (answered by the catch-all)"
         elif response.status in GATEWAY_ERRORS:
             result["reason"] = f"HTTP {response.status}: Caddy could not reach the backend"
@@ -171,11 +171,11 @@ class Prober:
         address Caddy dials, as Caddy would (TLS for https://, verified unless ``tls_skip_verify``).
         ``consul://`` upstreams are resolved by Caddy itself and are not dialled from here."""
         dead = []
-        for backend in route.get("upstreams") or hecate_spec.route_backends(route):
-            parsed = hecate_spec.parse_backend(backend)
+        for backend in route.get("upstreams") or spec.route_backends(route):
+            parsed = spec.parse_backend(backend)
             if parsed["scheme"] == "consul":
                 continue
-            address = hecate_caddy.dial(parsed)
+            address = caddy_config.dial(parsed)
             try:
                 response = _exchange(
                     self._connect_upstream(parsed, route["tls_skip_verify"]),

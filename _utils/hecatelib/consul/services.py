@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 
-from hecate_spec import Duration, Field, Hostname, Int, ListOf, Map, MapOf, Str, index, key
+from hecatelib.spec import Duration, Field, Hostname, Int, ListOf, Map, MapOf, Str, index, key
 
 __all__ = ["MARKER", "SERVICES", "SPEC_META", "compile_services", "plan"]
 

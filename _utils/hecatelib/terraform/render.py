@@ -15,8 +15,9 @@ import os
 import re
 
 import jinja2
-from hecate_http import check_token
-from hecate_spec import (
+
+from hecatelib.api import check_token
+from hecatelib.spec import (
     AbsPath,
     Anything,
     Bool,

@@ -30,7 +30,8 @@ import re
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from hecate_spec import Secret, Str, key
+
+from hecatelib.spec import Secret, Str, key
 
 CERTIFICATES = "hecate:reverse_proxy:caddy:tls:certificates"
 DEFAULT_DIR = "/etc/hecate/tls"

@@ -3,26 +3,26 @@
 
 .. code-block:: python
 
-    import hecate_state
+    import hecatelib.salt_state
 
     __virtualname__ = "caddy"
 
     def __virtual__():
-        return hecate_state.virtual(__virtualname__, __salt__, "caddy.snapshot")
+        return hecatelib.salt_state.virtual(__virtualname__, __salt__, "caddy.snapshot")
 
     def routes_managed(name):
-        ret = hecate_state.ret(name)
+        ret = hecatelib.salt_state.ret(name)
         try:
-            tree = hecate_state.tree(__pillar__, __opts__, __context__)
-        except hecate_state.PillarError as exc:
-            return hecate_state.fail(ret, f"nothing was changed: {exc}")
+            tree = hecatelib.salt_state.tree(__pillar__, __opts__, __context__)
+        except hecatelib.salt_state.PillarError as exc:
+            return hecatelib.salt_state.fail(ret, f"nothing was changed: {exc}")
         ...
-        if hecate_state.test(__opts__):
-            return hecate_state.pending(ret, changes, "would apply ...")
+        if hecatelib.salt_state.test(__opts__):
+            return hecatelib.salt_state.pending(ret, changes, "would apply ...")
         ...
 
     def mod_watch(name, sfun=None, **kwargs):
-        return hecate_state.mod_watch({"routes_managed": routes_managed}, name, sfun, kwargs)
+        return hecatelib.salt_state.mod_watch({"routes_managed": routes_managed}, name, sfun, kwargs)
 
 The API, all pure of Salt's dunders (a state passes its own ``__pillar__``, ``__opts__``, ``__context__``;
 helpers are plain modules on ``sys.path`` and get no dunders of their own):
@@ -55,17 +55,18 @@ import inspect
 import json
 import logging
 
-import hecate_schema
 from salt.state import STATE_INTERNAL_KEYWORDS
+
+from hecatelib import schema
 
 log = logging.getLogger(__name__)
 
-PillarError = hecate_schema.PillarError
+PillarError = schema.PillarError
 
 __all__ = ["PillarError", "fail", "mod_watch", "pending", "ret", "test", "tree", "virtual"]
 
-CACHE_KEY = "hecate_state.tree"
-WARNED_KEY = "hecate_state.warned_minion_config"
+CACHE_KEY = "hecatelib.salt_state.tree"
+WARNED_KEY = "hecatelib.salt_state.warned_minion_config"
 
 # What the state engine hands mod_watch besides the state's own arguments: Salt's own list (salt/state.py
 # STATE_INTERNAL_KEYWORDS: requisites, runtime options, __id__, __sls__, __pub_*...), mod_watch's ``sfun``,
@@ -129,7 +130,7 @@ def tree(pillar, opts, context):
     cached = context.get(CACHE_KEY)
     if cached and cached[0] == key:
         return cached[1]
-    validated = hecate_schema.validate(raw)  # builds a new tree; pillar stays as it was
+    validated = schema.validate(raw)  # builds a new tree; pillar stays as it was
     context[CACHE_KEY] = (key, validated)
     return validated
 

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 import requests
-from hecate_http import redact
 from salt.exceptions import CommandExecutionError
+
+from hecatelib.api import redact
 
 log = logging.getLogger(__name__)
 

@@ -21,13 +21,14 @@ A backend that is not configured in pillar shows one row ``{"state": "not config
 module is missing or whose API fails shows ``{"state": "error", "detail": ...}``: neither stops the rest.
 """
 
-import hecate_caddy
-import hecate_certs
-import hecate_dns
-import hecate_nomad
-import hecate_schema
-from hecate_spec import Report
 from salt.exceptions import SaltException
+
+from hecatelib import schema
+from hecatelib.caddy import certs as caddy_certs
+from hecatelib.caddy import config as caddy_config
+from hecatelib.dns import zones as dns_zones
+from hecatelib.nomad import jobs as nomad_jobs
+from hecatelib.spec import Report
 
 NOT_CONFIGURED = [{"state": "not configured"}]
 
@@ -62,11 +63,11 @@ def _dials(tree):
     """Upstream address (as Caddy lists it) -> services that use it."""
     out = {}
     for route in tree["reverse_proxy"]["caddy"]["routes"]:
-        for backend in hecate_caddy.route_upstreams(route, tree):  # as Caddy dials it (consul_dns: the job's service)
-            parsed = hecate_schema.parse_backend(backend)
+        for backend in caddy_config.route_upstreams(route, tree):  # as Caddy dials it (consul_dns: the job's service)
+            parsed = schema.parse_backend(backend)
             if parsed["scheme"] == "consul":
                 continue
-            out.setdefault(hecate_caddy.dial(parsed), []).append(route["service"])
+            out.setdefault(caddy_config.dial(parsed), []).append(route["service"])
     return out
 
 
@@ -133,8 +134,8 @@ def nomad_section(tree, call):
     if not tree.get("nomad"):
         return list(NOT_CONFIGURED)
     rows = []
-    for name in hecate_nomad.JOBS:
-        job_id = hecate_nomad.job_settings(tree, name)["id"]  # pure, on the validated tree
+    for name in nomad_jobs.JOBS:
+        job_id = nomad_jobs.job_settings(tree, name)["id"]  # pure, on the validated tree
         status_answers = _answers(call, "controller", "nomad_job.status", job_id)
         via, status = _first_ok(status_answers)
         if via is None:
@@ -167,14 +168,14 @@ def nomad_section(tree, call):
 
 
 def dns_section(tree, call):
-    if not hecate_dns.enabled(tree):
+    if not dns_zones.enabled(tree):
         return list(NOT_CONFIGURED)
     dns = tree.get("dns") or {}
     targets = None
     if not (dns.get("targets") or {}).get("ipv4") and not (dns.get("targets") or {}).get("ipv6") and tree.get("terraform"):
         _, targets = _first_ok(_answers(call, "controller", "hecate_terraform.dns_targets"))
     report = Report("hecate")
-    desired = hecate_dns.compile_zones(tree, targets=targets if isinstance(targets, dict) else None, report=report, require_targets=False)
+    desired = dns_zones.compile_zones(tree, targets=targets if isinstance(targets, dict) else None, report=report, require_targets=False)
     rows = [{"zone": "-", "name": path, "type": "-", "want": "", "have": "", "ok": False, "state": "pillar: " + reason}
             for path, reason in report.errors]  # fmt: skip
     for zone, wanted in sorted(desired.items()):
@@ -187,7 +188,7 @@ def dns_section(tree, call):
         index = {(r["name"], r["type"]): r for r in actual}
         for (name, rtype), want in sorted(wanted.items()):
             have = index.get((name, rtype))
-            have_records = hecate_dns.actual_records(have, zone) if have else []
+            have_records = dns_zones.actual_records(have, zone) if have else []
             if have is None:
                 state = "missing"
             elif have_records != want["records"]:
@@ -196,7 +197,7 @@ def dns_section(tree, call):
                 state = f"ttl {have.get('ttl')} (want {want['ttl']})"
             else:
                 state = "ok"
-            rows.append({"zone": zone, "name": hecate_dns.absolute_name(name, zone), "type": rtype, "want": " ".join(want["records"]),
+            rows.append({"zone": zone, "name": dns_zones.absolute_name(name, zone), "type": rtype, "want": " ".join(want["records"]),
                          "have": " ".join(have_records) if have else "-", "ok": state == "ok", "state": state})  # fmt: skip
         if not wanted:
             rows.append({"zone": zone, "name": "-", "type": "-", "want": "", "have": "", "ok": True,
@@ -206,7 +207,7 @@ def dns_section(tree, call):
 
 def certs_section(tree, call):
     """Each host's certificate on each edge (``caddy.certs``), and each custom certificate. Not ok on
-    ``hecate_certs.alert``: it ends within ``hecate:reconcile:cert_warn_days`` (14) and nobody renews it in
+    ``hecatelib.caddy.certs.alert``: it ends within ``hecate:reconcile:cert_warn_days`` (14) and nobody renews it in
     time (a custom certificate, or a managed one with less than a third of its lifetime left): a
     short-lived internal certificate that Caddy renews every few hours is no alarm."""
     if tree["reverse_proxy"]["caddy"]["tls"]["mode"] == "off":
@@ -218,7 +219,7 @@ def certs_section(tree, call):
             rows.append({"edge": minion, "domain": "-", "days_left": None, "ok": False, "detail": str(answer.get("ret"))[:300]})
             continue
         for cert in answer["ret"]:
-            late = hecate_certs.alert(cert)
+            late = caddy_certs.alert(cert)
             renewer = "Caddy" if cert.get("managed", True) else "nobody (a custom certificate: rotate it in pillar)"
             detail = cert.get("error") or (f"ends in {cert.get('days_left')} days and was not renewed by {renewer}" if late else "")
             domain = cert.get("domain") or f"- ({cert.get('certificate')}, no route)"

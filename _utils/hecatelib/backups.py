@@ -1,7 +1,7 @@
 """``salt-run hecate.backup`` / ``hecate.restore``: what hecate manages, saved to a directory with a
 manifest and checksums, and put back only when every checksum matches.
 
-Like :mod:`hecate_health`, everything that talks to the backends goes through ``call(target, fun, *args,
+Like :mod:`hecatelib.health`, everything that talks to the backends goes through ``call(target, fun, *args,
 **kwargs) -> {minion: {"ok": bool, "ret": value}}`` (``target``: ``edge``, ``controller`` or
 ``minion:<id>``), so the runner (LocalClient) and the tests (Salt's loader) share this code.
 
@@ -29,11 +29,12 @@ import json
 import os
 import re
 
-import hecate_authentik
-import hecate_dns
-import hecate_nomad
-from hecate_spec import PillarError
 from salt.exceptions import SaltException
+
+from hecatelib.authentik import objects as authentik_objects
+from hecatelib.dns import zones as dns_zones
+from hecatelib.nomad import jobs as nomad_jobs
+from hecatelib.spec import PillarError
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -99,7 +100,7 @@ def collect_authentik(tree, call):
             raise BackupError(f"{fun}: {_errors(answers, fun)}")
         return value
 
-    settings = hecate_authentik.section(tree)
+    settings = authentik_objects.section(tree)
     prefix = settings["name_prefix"]
     outpost_name = settings["outpost"]["name"]
     flows = {f["pk"]: f["slug"] for f in one("authentik.flows") or []}
@@ -107,13 +108,13 @@ def collect_authentik(tree, call):
     group_names = {g["pk"]: g["name"] for g in groups}
     apps = {a["slug"]: a for a in one("authentik.applications", full=True) or []}
     providers = one("authentik.proxy_providers") or []
-    owned_apps = {s: a for s, a in apps.items() if hecate_authentik.owns_application(a, prefix)}
-    owned_providers = [p for p in providers if hecate_authentik.owns_provider(p, prefix, apps)]
+    owned_apps = {s: a for s, a in apps.items() if authentik_objects.owns_application(a, prefix)}
+    owned_providers = [p for p in providers if authentik_objects.owns_provider(p, prefix, apps)]
     provider_names = {p["pk"]: p["name"] for p in providers}
     out = {"prefix": prefix, "outpost": outpost_name, "groups": [], "providers": [], "applications": [], "outpost_providers": [],
            "bindings": []}  # fmt: skip
     for group in groups:
-        if hecate_authentik.owns_group(group, prefix):
+        if authentik_objects.owns_group(group, prefix):
             out["groups"].append({"name": group["name"], "parents": sorted(group_names.get(p, p) for p in group.get("parents") or []),
                                   "attributes": group.get("attributes") or {}})  # fmt: skip
     for provider in owned_providers:
@@ -151,11 +152,11 @@ def collect_authentik(tree, call):
 
 
 def collect_dns(tree, call):
-    if not hecate_dns.enabled(tree):
+    if not dns_zones.enabled(tree):
         return {"state": "not configured", "note": "hecate:dns has no zone"}, {}
-    labels = hecate_dns.owner_labels(tree)
+    labels = dns_zones.owner_labels(tree)
     files, problems = {}, []
-    for zone in hecate_dns.managed_zones(tree["dns"]):
+    for zone in dns_zones.managed_zones(tree["dns"]):
         answers = call("controller", "hetzner_dns.rrsets", zone)
         _, rrsets = _first_ok(answers)
         if not isinstance(rrsets, list):
@@ -173,8 +174,8 @@ def collect_nomad(tree, call):
     if not tree.get("nomad"):
         return {"state": "not configured", "note": "hecate:nomad is not set"}, {}
     files, problems, absent = {}, [], []
-    for name in hecate_nomad.JOBS:
-        job_id = hecate_nomad.job_settings(tree, name)["id"]
+    for name in nomad_jobs.JOBS:
+        job_id = nomad_jobs.job_settings(tree, name)["id"]
         answers = call("controller", "nomad_job.inspect", job_id)
         via, job = _first_ok(answers)
         if via is None:
@@ -385,13 +386,13 @@ def restore_dns(directory, manifest, call, test):
     for rel in sorted(r for r in manifest["files"] if r.startswith("dns/")):
         saved = load(directory, rel)
         zone, labels = saved["zone"], saved["labels"]
-        ours = [r for r in saved["rrsets"] if hecate_dns.is_ours(r, labels) and not hecate_dns.is_hetzners(r)]
+        ours = [r for r in saved["rrsets"] if dns_zones.is_ours(r, labels) and not dns_zones.is_hetzners(r)]
         rrsets = [{"name": r["name"], "type": r["type"], "values": [v.get("value") for v in r.get("records") or []], "ttl": r.get("ttl")}
                   for r in ours]  # fmt: skip
         if not rrsets:
             done.append(f"dns {zone}: the backup holds no record set hecate owned")
             continue
-        ok, did, comments = _single(call, "hetzner_dns.rrsets_managed", test, name=zone, rrsets=rrsets, owner=labels.get(hecate_dns.OWNER))
+        ok, did, comments = _single(call, "hetzner_dns.rrsets_managed", test, name=zone, rrsets=rrsets, owner=labels.get(dns_zones.OWNER))
         if ok:
             outcome = "would change" if test and did else "restored" if did else "already as saved"
             done.append(f"dns {zone}: {len(rrsets)} record sets {outcome}")

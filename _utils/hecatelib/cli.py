@@ -3,7 +3,7 @@
 For the CI of a pillar repository, where the file comes from a pull request and may be hostile::
 
     hecate-validate pillar/hecate.sls            # after pip install .
-    python _utils/hecate_cli.py pillar/hecate.sls # from a checkout
+    python _utils/hecatelib/cli.py pillar/hecate.sls # from a checkout
 
 The file is rendered as Salt's default renderer would (Jinja, then YAML), with three differences
 that make it safe to run on anyone's file (docs/security.md):
@@ -19,7 +19,7 @@ that make it safe to run on anyone's file (docs/security.md):
   ``#!pyobjects``, ``#!gpg``...) is refused: it would run Python or need keys.
 
 YAML is read by Salt's own loader (salt.utils.yaml.SaltYamlSafeLoader: a key twice in one
-mapping is refused, as Salt refuses it), then the tree goes through ``hecate_schema.check``, whose
+mapping is refused, as Salt refuses it), then the tree goes through ``hecatelib.schema.check``, whose
 first step bounds its size (YAML alias bombs), depth and keys.
 
 Exit status 0 when valid, 1 when not (every problem printed with its key path), 2 when the file
@@ -34,14 +34,19 @@ import signal
 import sys
 import threading
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling helpers, installed or not
+if not __package__:  # run as a file (python _utils/hecatelib/cli.py): import hecatelib from its parent, and
+    # never this directory's sub-packages as top-level ones (hecatelib/consul would shadow py-consul)
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
+    sys.path.insert(0, os.path.dirname(_here))
 
-import hecate_schema
 import jinja2
 import jinja2.sandbox
 import salt.utils.yaml  # not salt.utils.yamlloader first: that import order leaves salt.utils.yaml half-built
 import yaml
-from hecate_spec import quote
+
+from hecatelib import schema
+from hecatelib.spec import quote
 
 MAX_NUMBER = 10_000_000  # largest int a template may pass to a call or use with * and **
 MAX_RENDERED = 20_000_000  # characters of rendered text
@@ -202,7 +207,7 @@ def main(argv=None):
             print(f"{path}: cannot render: the file is not a mapping", file=sys.stderr)
             return 2
         merged.update(data)
-    tree, report = hecate_schema.check(merged.get("hecate"))
+    tree, report = schema.check(merged.get("hecate"))
     for path, reason in report.warnings:
         print(f"warning: {path}: {reason}")
     if report.errors:

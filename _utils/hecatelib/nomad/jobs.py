@@ -3,7 +3,7 @@ helpers the ``nomad_job`` module and states share (plan summaries, deployment an
 
 No I/O here. Three layers:
 
-- **pillar**: :data:`PILLAR_SCHEMA` (``hecate:nomad``, built from ``hecate_spec`` combinators) and
+- **pillar**: :data:`PILLAR_SCHEMA` (``hecate:nomad``, built from ``hecatelib.spec`` combinators) and
   :func:`check_pillar` (checks that span keys). The seed has no ``nomad`` section: every key has a
   default, and the jobs' defaults are the seed's own values (constraints, counts, update blocks).
 - **templates**: :func:`job_context` turns the validated ``hecate`` tree into the variables of one
@@ -18,11 +18,12 @@ import copy
 import json
 import re
 
-import hecate_caddy
-import hecate_nginx
-import hecate_terraform
 import jinja2
-from hecate_spec import Bool, Duration, Field, Int, ListOf, Map, MapOf, Report, Secret, Str, index, key, parse_duration, secret_values
+
+from hecatelib.caddy import config as caddy_config
+from hecatelib.nomad import nginx
+from hecatelib.spec import Bool, Duration, Field, Int, ListOf, Map, MapOf, Report, Secret, Str, index, key, parse_duration, secret_values
+from hecatelib.terraform import render as terraform_render
 
 __all__ = [
     "JOBS",
@@ -242,7 +243,7 @@ def check_pillar(tree, report):
         if name in ("postgresql", "redis") and update["canary"]:
             report.error(key(where, "update:canary"), "a stateful job with a host volume and a static port cannot run canaries")
         if name == "reverse-proxy":
-            edge = hecate_terraform.node_roles(tree)["edge"]
+            edge = terraform_render.node_roles(tree)["edge"]
             if job["count"] > len(edge) and job["constraints"] == _constraint(tree, *JOB_ROLES[name]):
                 report.error(
                     key(where, "count"),
@@ -288,12 +289,12 @@ def settings(tree):
 
 
 def _constraint(tree, *roles):
-    """Placement on the servers terraform names for ``roles`` (hecate_terraform.node_roles): one naming
+    """Placement on the servers terraform names for ``roles`` (hecatelib.terraform.render.node_roles): one naming
     scheme for both, so a job can only ask for nodes that the terraform stage creates."""
-    return [hecate_terraform.role_constraint(tree, roles)]
+    return [terraform_render.role_constraint(tree, roles)]
 
 
-# The node roles each job is placed on (terraform creates them: hecate_terraform.DEFAULT_ROLES)
+# The node roles each job is placed on (terraform creates them: hecatelib.terraform.render.DEFAULT_ROLES)
 JOB_ROLES = {"reverse-proxy": ("edge",), "helen-bridge": ("edge",), "authentik": ("app",), "postgresql": ("db",), "redis": ("cache", "db")}
 
 
@@ -350,7 +351,7 @@ def _job_defaults(tree, name):
         caddy_version = caddy_tag((rp.get("caddy") or {}).get("version"))
         return {
             # one per edge node: static ports 80/443 allow one instance per node
-            "count": len(hecate_terraform.node_roles(tree)["edge"]),
+            "count": len(terraform_render.node_roles(tree)["edge"]),
             "constraints": _constraint(tree, *JOB_ROLES["reverse-proxy"]),
             # static ports (80/443): a canary needs a spare edge node, so the default is a rolling update
             "update": _update(tree, False, min_healthy_time="30s", healthy_deadline="5m", progress_deadline="10m"),
@@ -396,7 +397,7 @@ def _job_defaults(tree, name):
                 {
                     "attribute": "${attr.unique.hostname}",
                     "operator": "=",
-                    "value": hecate_terraform.node_roles(tree)[JOB_ROLES["helen-bridge"][0]][0],
+                    "value": terraform_render.node_roles(tree)[JOB_ROLES["helen-bridge"][0]][0],
                 }
             ],
             "update": _update(tree, True, min_healthy_time="10s", healthy_deadline="3m", progress_deadline="5m"),
@@ -543,7 +544,7 @@ def _admin_socket(rp):
 
 def caddy_bootstrap(tree, admin_listen):
     """The bootstrap config for new Caddy instances: the routes compiler's own bootstrap
-    (``hecate_caddy.bootstrap_config``) WITHOUT the routes, with the admin endpoint on ``admin_listen``
+    (``hecatelib.caddy.config.bootstrap_config``) WITHOUT the routes, with the admin endpoint on ``admin_listen``
     (``unix//path`` or a loopback ``host:port``).
 
     Routes are left out so the job text does not change when a route does: a route change is one
@@ -552,10 +553,10 @@ def caddy_bootstrap(tree, admin_listen):
     it; ``--resume`` keeps the last converged config across restarts in the same allocation."""
     caddy = (tree.get("reverse_proxy") or {}).get("caddy") or {}
     if not all(k in caddy for k in ("ports", "tls", "routes", "admin")):
-        raise ValueError("the reverse-proxy job renders from the validated hecate tree (hecate_schema.validate)")
+        raise ValueError("the reverse-proxy job renders from the validated hecate tree (hecatelib.schema.validate)")
     skeleton = copy.deepcopy(tree)
     skeleton["reverse_proxy"]["caddy"]["routes"] = []
-    config = hecate_caddy.bootstrap_config(skeleton)
+    config = caddy_config.bootstrap_config(skeleton)
     config.setdefault("admin", {})["listen"] = admin_listen
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
 
@@ -673,10 +674,10 @@ def job_context(tree, name):
         ports = {"http": 80, "https": 443, **(caddy.get("ports") or {})}
         socket = job.get("admin_socket")
         admin_listen = f"unix/{socket}" if socket else caddy.get("admin") or f"127.0.0.1:{ports.get('admin', 2019)}"
-        proxies = hecate_nginx.normalize_proxies((rp.get("nginx") or {}).get("tcp_proxies") or [])
+        proxies = nginx.normalize_proxies((rp.get("nginx") or {}).get("tcp_proxies") or [])
         for proxy in proxies:
             proxy["port_label"] = f"stream_{proxy['upstream']}"
-        stream = hecate_nginx.render_stream(proxies)
+        stream = nginx.render_stream(proxies)
         coturn = rp.get("coturn") or None
         tasks = ["caddy"] + (["nginx-stream"] if proxies else []) + (["coturn"] if coturn else [])
         ctx.update(
@@ -686,14 +687,14 @@ def job_context(tree, name):
             caddy_bootstrap=_check_static(caddy_bootstrap(tree, admin_listen), "caddy bootstrap"),
             admin_socket=socket,
             admin_dir=socket.rsplit("/", 1)[0] if socket and not socket.startswith("/alloc/") else None,
-            # custom certificates: the edge minion writes them there (hecate_certs), Caddy reads the same path
+            # custom certificates: the edge minion writes them there (hecatelib.caddy.certs), Caddy reads the same path
             tls_dir=caddy["tls"].get("dir") if (caddy.get("tls") or {}).get("certificates") else None,
             # loopback admin: the group runs in the host's network namespace so that 127.0.0.1 is the
             # edge minion's, and Nomad checks the admin API's /config/ as the seed did
             host_network=socket is None,
             admin_check_url=None if socket else f"http://{caddy['admin']}/config/",
             tcp_proxies=proxies,
-            nginx_conf=_check_static(hecate_nginx.render_main(stream, user="nginx", pid="/tmp/nginx.pid"), "nginx.conf")  # noqa: S108
+            nginx_conf=_check_static(nginx.render_main(stream, user="nginx", pid="/tmp/nginx.pid"), "nginx.conf")  # noqa: S108
             if proxies
             else "",
             coturn=coturn,
@@ -734,8 +735,8 @@ def job_context(tree, name):
             listen_port=job["listen_port"],
             upstream=upstream,
             bridge_conf=_check_static(
-                hecate_nginx.render_main(
-                    hecate_nginx.render_http_proxy(upstream, job["listen_port"], "helen.internal"),
+                nginx.render_main(
+                    nginx.render_http_proxy(upstream, job["listen_port"], "helen.internal"),
                     user="nginx",
                     pid="/tmp/nginx.pid",  # noqa: S108 - inside the container
                 ),
@@ -774,7 +775,7 @@ def render_job(template_text, tree, name, extra=None, include=None, *, spec):
     """Render one job template to HCL2. Raises ValueError if a pillar secret would appear in the text.
 
     ``include`` resolves the names a template imports (``_common.j2``) to their text. ``spec``: the
-    whole pillar schema (``hecate_schema.SCHEMA``, which imports this module), whose ``Secret`` types
+    whole pillar schema (``hecatelib.schema.SCHEMA``, which imports this module), whose ``Secret`` types
     say which values are secrets."""
     context = job_context(tree, name)
     context.update(extra or {})
