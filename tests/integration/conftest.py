@@ -119,7 +119,7 @@ def synced(salt_call_cli, salt_run_cli):
     minion = salt_call_cli.run("saltutil.sync_all")
     assert minion.returncode == 0, minion
     assert "modules.caddy" in minion.data["modules"] and "states.caddy" in minion.data["states"], minion.data
-    assert "utils.hecate_caddy" in minion.data["utils"], minion.data
+    assert "utils.hecatelib.caddy.config" in minion.data["utils"], minion.data  # sub-packages are synced too
     refreshed = salt_call_cli.run("saltutil.refresh_pillar", wait=True)
     assert refreshed.returncode == 0
     return True
