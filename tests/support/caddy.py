@@ -46,8 +46,10 @@ def _port_band():
         ephemeral = 32768
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
-    size = max(100, (ephemeral - LOWEST_PORT) // workers)
-    low = LOWEST_PORT + (int(worker) if worker.isdigit() else 0) * size
+    slots = int(os.environ.get("HECATE_TEST_SLOTS") or 1)
+    slot = int(os.environ.get("HECATE_TEST_SLOT") or 0) % slots
+    size = max(100, (ephemeral - LOWEST_PORT) // (workers * slots))
+    low = LOWEST_PORT + (slot * workers + (int(worker) if worker.isdigit() else 0)) * size
     return range(low, low + size)
 
 
