@@ -16,9 +16,10 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    from hecatelib import api, schema, secret_refs
-    from hecatelib.consul import lock as consul_lock
+    from hecatelib import api, schema
+    from hecatelib.consul import client as consul_client
     from hecatelib.consul import services as consul_services
+    from hecatelib.consul import settings as consul_settings
     from hecatelib.spec import PillarError
 
     IMPORT_ERROR = None
@@ -56,11 +57,11 @@ def _tree():
 
 
 def _client(tree):
-    settings = consul_lock.consul_settings(tree, __opts__)
+    settings = consul_settings(tree, __opts__)
     if settings.get("token"):
         api.check_token(settings["token"], "hecate:consul:token")
     try:
-        return secret_refs.consul_client(settings)
+        return consul_client(settings)
     except (ValueError, TypeError) as exc:
         raise CommandExecutionError(f"hecate:consul: {exc}") from None
 

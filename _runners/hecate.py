@@ -1,4 +1,4 @@
-"""hecate's runner: the operator's entry points on the master.
+"""hecate's runner: the operator's entry points on the master, thin over the engine.
 
 ``deploy`` takes the stack from the committed pillar to production under a Consul lock: expand (Nomad
 jobs, authentik objects, DNS records created and updated, nothing deleted), switch (Caddy's routes,
@@ -6,8 +6,9 @@ then every route verified through every edge), contract (what the pillar no long
 A failure before the contract rolls back every applied stage; every run is recorded in Consul KV.
 ``salt/hecate/orchestrate.sls`` drives the same engine one step at a time (``begin``, ``stage``,
 ``undo``, ``finish``). ``plan`` shows every stage's diff and writes nothing; ``status`` is that diff as
-drift; ``history``, ``show``, ``rollback`` and ``promote`` work from the records. The backends, their
-order, phase and undo: ``_utils/hecatelib/engine/stages.py``. See docs/orchestration.md, docs/architecture.md.
+drift; ``history``, ``show``, ``rollback`` and ``promote`` work from the records. The engine:
+``hecatelib.engine`` (its seams on a master: ``hecatelib.engine.master``); the backends, their stages
+and hooks: ``hecatelib.backends``. See docs/orchestration.md, docs/architecture.md.
 """
 
 import contextlib
@@ -17,27 +18,25 @@ import logging
 import os
 import re
 import signal
-import threading
 import time
 
 import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
 hecate_fresh.drop_stale()
-import salt.client
-import salt.utils.event
-import salt.utils.minions
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from hecatelib import backups, cli, schema, secret_refs
+from hecatelib import backups, cli, schema
 from hecatelib import health as health_report
+from hecatelib.backends import BACKENDS
 from hecatelib.caddy import caddyfile
-from hecatelib.consul import lock as consul_lock
-from hecatelib.engine import fleet, runs
+from hecatelib.consul.records import Records
+from hecatelib.engine import master, results
 from hecatelib.engine import stages as engine_stages
-from hecatelib.nomad import jobs as nomad_jobs
+from hecatelib.engine.engine import Engine
+from hecatelib.engine.run import Run, new_run_id, pillar_commit
 
 try:
-    import consul  # noqa: F401 - py-consul: deploy's lock and records (hecatelib.consul.lock, hecatelib.secret_refs)
+    import consul  # noqa: F401 - py-consul: deploy's lock and records (hecatelib.consul)
 except ImportError as exc:  # pragma: no cover - only where py-consul is missing
     IMPORT_ERROR = f"cannot import {exc.name}"
 else:
@@ -47,12 +46,8 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "hecate"
 
-# Locks taken by this process, by run id: state.orchestrate's steps are runner calls in one process,
-# so the lock taken by ``begin`` (and its renewal thread) is still here for ``finish`` to release.
-# A step in another process finds the lock by its session instead (the run's file).
-_HELD = hecate_fresh.kept("held_locks")
-# The validated tree of each state.orchestrate run, by run id, for the same reason: its steps use the
-# pillar ``hecate.stages`` rendered the run from (one consistent pillar per run, compiled once, not
+# The validated tree of each state.orchestrate run, by run id: its steps are runner calls in one process and
+# use the pillar ``hecate.stages`` rendered the run from (one consistent pillar per run, compiled once, not
 # once per step). A step in another process compiles it again.
 _TREES = hecate_fresh.kept("run_trees")
 
@@ -69,14 +64,17 @@ def __virtual__():
 def _outcome(func):
     """Every entry point answers with a dict and sets the exit code from it: ``retcode`` in the result
     is what ``salt-run`` exits with, ``__context__["retcode"]`` is what makes a ``salt.runner`` step of an
-    orchestration fail. A refusal (bad argument, unknown stage, invalid pillar, unreachable backend, lock
-    held) is one line of reason, never Salt's "Passed invalid arguments" and the docstring."""
+    orchestration fail. A refusal before anything was touched (bad argument, unknown stage, invalid
+    pillar, unreachable backend, lock held) is one line of reason, never Salt's "Passed invalid
+    arguments" and the docstring. A run that began reports its own outcome (the engine never lets a run
+    that wrote anything say "not started")."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             result = func(*args, **kwargs)
         except (SaltInvocationError, CommandExecutionError, ValueError) as exc:
+            log.warning("hecate.%s refused: %s", func.__name__, exc)
             result = {"status": "not started", "error": str(exc), "retcode": 1}
         if isinstance(result, dict) and result.get("retcode"):
             __context__["retcode"] = result["retcode"]
@@ -120,136 +118,30 @@ def _explain(error):
     return error
 
 
-_BUS = threading.local()  # .bus: the event bus connection of the run this thread drives (see _one_bus)
+def _say(message):
+    """A line the operator sees while the runner works (``salt-run`` prints progress events)."""
+    try:
+        __jid_event__.fire_event({"message": message}, "progress")
+    except NameError:  # called outside salt-run (tests through the loader)
+        log.info("hecate: %s", message)
 
 
-def _event(tag, data):
-    """Progress on the master's event bus: ``salt-run state.event 'hecate/*'`` shows a run live."""
-    bus = getattr(_BUS, "bus", None)
-    if bus is not None:
-        bus.fire_event(data, f"hecate/{tag}")
-        return
-    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
-        bus.fire_event(data, f"hecate/{tag}")
+def _log(line):
+    log.info("hecate: %s", line)
 
 
 @contextlib.contextmanager
-def _one_bus():
-    """One connection to the event bus for a whole run (a dozen events) instead of one per event."""
-    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as bus:
-        _BUS.bus = bus
-        try:
-            yield
-        finally:
-            _BUS.bus = None
+def _engine(tree, **targets):
+    """The engine over this master's seams (minions, event bus, Consul), closed afterwards."""
+    seams = master.seams(__opts__, tree, say=_log, **targets)
+    try:
+        yield Engine(tree, seams, BACKENDS)
+    finally:
+        master.close(seams)
 
 
-class _Minions:
-    """``call(target, fun, *args, **kwargs) -> {minion: {"ok", "ret"}}`` over one LocalClient: the one way
-    this runner reaches minions. ``target``: ``edge`` or ``controller`` (``hecate:deployment:targets``,
-    overridden by ``tgt``/``controller``), or ``minion:<id>``. ``ok`` is False when the function failed or
-    the minion did not answer within ``timeout`` (default ``hecate:deployment:stage_timeout``)."""
-
-    def __init__(self, tree, tgt=None, tgt_type=None, controller=None, timeout=None):
-        targets = tree["deployment"]["targets"]
-        self.roles = {
-            "edge": (tgt, tgt_type or "glob") if tgt else (targets["edge"], targets["tgt_type"]),
-            "controller": (controller, tgt_type or "glob") if controller else (targets["controller"], targets["tgt_type"]),
-        }
-        self.timeout = int(timeout or tree["deployment"]["stage_timeout"])
-        self.client = salt.client.LocalClient(mopts=__opts__)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def _target(self, target):
-        if target.startswith("minions:"):  # a batch of the fleet rollout
-            return target[len("minions:") :], "list"
-        return (target[len("minion:") :], "glob") if target.startswith("minion:") else self.roles[target]
-
-    @staticmethod
-    def _answers(answers):
-        out = {}
-        for minion, answer in (answers or {}).items():
-            if not isinstance(answer, dict) or answer.get("failed") or "ret" not in answer:  # did not return in time
-                out[minion] = {"ok": False, "ret": "no answer from the minion (down, or slower than the timeout)"}
-            else:
-                out[minion] = {"ok": answer.get("retcode", 0) == 0, "ret": answer["ret"]}
-        return out
-
-    def __call__(self, target, fun, *args, **kwargs):
-        tgt, tgt_type = self._target(target)
-        return self._answers(
-            self.client.cmd(tgt, fun, list(args), tgt_type=tgt_type, kwarg=kwargs or None, timeout=self.timeout, full_return=True)
-        )
-
-    def state_apply(self, target, sls, **kwargs):
-        """``state.apply`` on ``target``. Salt refuses a state run while another one runs on the minion
-        ("is running as PID"): a dry run of hecate.plan, status or a reconcile begun before the lock, an
-        operator's highstate. A refused run applied nothing, so those minions are asked again once the
-        other run ended, for up to :data:`BUSY_WAIT` seconds, instead of failing the stage."""
-        answers = self(target, "state.apply", sls, **kwargs)
-        deadline = time.monotonic() + BUSY_WAIT
-        while True:
-            busy = sorted(minion for minion, answer in answers.items() if _refused_as_busy(answer))
-            if not busy or time.monotonic() > deadline:
-                return answers
-            time.sleep(0.5)
-            answers.update(self("minions:" + ",".join(busy), "state.apply", sls, **kwargs))
-
-    def many(self, jobs):
-        """Several jobs published at once, then gathered: one round trip for all of them.
-        ``[(target, fun, args, kwargs)] -> [answers of each job]``. Each is a single-function job, never
-        a compound one: Salt's ``saltutil.is_running`` (behind every state run's "is another state run
-        running?" check) fails with a TypeError on a running job whose ``fun`` is a list, so any
-        state.apply starting on that minion meanwhile, an operator's included, would fail."""
-        self.client.event.subscribe("salt/job/")  # cache every job return until its turn to be read
-        published = []
-        for target, fun, args, kwargs in jobs:
-            tgt, tgt_type = self._target(target)
-            pub = self.client.run_job(tgt, fun, list(args), tgt_type=tgt_type, kwarg=kwargs or None, timeout=self.timeout, listen=True)
-            published.append((pub, tgt, tgt_type))
-        out = []
-        for pub, tgt, tgt_type in published:
-            answers = {}
-            if pub and pub.get("jid"):
-                for found in self.client.get_cli_event_returns(pub["jid"], pub["minions"], self.timeout, tgt, tgt_type):
-                    answers.update(found or {})
-            out.append(self._answers(answers))
-        return out
-
-    def shared(self):
-        """``minions:<ids>`` when the edge and controller targets match the very same minions (as the
-        master's minion data cache has them, the list Salt waits for), so one job can carry both roles'
-        work; else None."""
-        matched = {
-            tuple(sorted(salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type).get("minions") or []))
-            for tgt, tgt_type in self.roles.values()
-        }
-        ids = matched.pop() if len(matched) == 1 else ()
-        return "minions:" + ",".join(ids) if ids else None
-
-    def close(self):
-        self.client.destroy()
-
-
-BUSY_WAIT = 120  # seconds a stage waits for another state run on its minion (Minions.state_apply)
-_BUSY = re.compile(r'The function "state\.\w+" is running as PID \d+')
-
-
-def _refused_as_busy(answer):
-    """Salt's answer to a state run while another runs there: a list of "is running as PID" lines."""
-    ret = answer["ret"]
-    return not answer["ok"] and isinstance(ret, list) and bool(ret) and all(isinstance(line, str) and _BUSY.match(line) for line in ret)
-
-
-def _rets(answers):
-    """``{minion: {"ok", "ret"}}`` -> ``{minion: ret}`` of the minions whose call worked."""
-    return {minion: answer["ret"] for minion, answer in answers.items() if answer["ok"]}
+def _records(tree, prefix=None):
+    return master.records(tree, __opts__, prefix)
 
 
 # -- validate, plan, status --------------------------------------------------------------------------
@@ -286,106 +178,6 @@ def validate(minion=None, saltenv=None):
     }
 
 
-def _stage_pillar(step, recorded=None):
-    """The pillar override a step's ``state.apply`` gets: a recorded tree (rollback, promote) over the
-    live pillar, which still supplies the secrets; ``hecate_prune: False`` while expanding."""
-    pillar = {"hecate": recorded} if recorded else {}
-    if step.prune is not None:
-        pillar["hecate_prune"] = step.prune
-    return pillar or None
-
-
-def _apply(call, step, test, recorded=None, pillar=None):
-    """Apply one step's SLS on its targets. Returns ``{ok, changes, problems, seconds}``."""
-    pillar = pillar if pillar is not None else _stage_pillar(step, recorded)
-    started = time.monotonic()
-    kwargs = {"test": bool(test), **({"pillar": pillar} if pillar else {})}
-    answers = call.state_apply(step.backend.role, step.backend.sls, **kwargs)
-    ok, changes, problems = runs.read_state_returns(answers)
-    if not answers:
-        tgt, tgt_type = call.roles[step.backend.role]
-        problems = [f"no minion matched {tgt_type} target {tgt!r} for stage {step.name}"]
-    return {"ok": ok, "changes": changes, "problems": problems, "seconds": round(time.monotonic() - started, 2)}
-
-
-def _dry_run(tree, call, only=None, recorded=None):
-    """Every chosen backend's dry run in ONE round of jobs published at once: one ``state.apply <every
-    SLS> test=True`` per distinct target (one when edge and controller match the same minions);
-    each state's result goes to the stage whose SLS holds it (``__sls__``).
-    Returns ``{stage: {ok, changes, problems, seconds}}``."""
-    # one job per distinct target: both roles' work in one job when their targets are the same minions
-    shared = call.shared()
-    target_of = {role: shared or (role if call.roles[role] != call.roles["edge"] else "edge") for role in call.roles}
-    groups = {}
-    for backend in engine_stages.choose(tree, only):
-        groups.setdefault(target_of[backend.role], []).append(backend)
-    # concurrent: edge and controller may be one minion, and Salt refuses a second state run there while
-    # the first runs; two read-only dry runs cannot disturb each other (nor a real run: they write nothing)
-    kwargs = {"test": True, "concurrent": True, **({"pillar": {"hecate": recorded}} if recorded else {})}
-    jobs = [(target, "state.apply", [",".join(b.sls for b in group)], kwargs) for target, group in groups.items()]
-    started = time.monotonic()
-    answers = {target: answer for (target, _, _, _), answer in zip(jobs, call.many(jobs), strict=True)}
-    seconds = round(time.monotonic() - started, 2)
-    stages = {}
-    for target, group in groups.items():
-        answer = answers[target]
-        split = {b.name: {} for b in group}
-        for minion, returned in answer.items():
-            parts = {b.name: {} for b in group}
-            if isinstance(returned["ret"], dict):
-                for state_id, state in returned["ret"].items():
-                    sls = state.get("__sls__") if isinstance(state, dict) else None
-                    parts[(engine_stages.owner(group, sls) or group[0]).name][state_id] = state
-                for name, states in parts.items():
-                    split[name][minion] = {"ok": returned["ok"], "ret": states}
-            else:  # a render error or no answer: every stage of the job shares it
-                for name in split:
-                    split[name][minion] = returned
-        for backend in group:
-            ok, changes, problems = runs.read_state_returns(split[backend.name])
-            if not answer:
-                tgt, tgt_type = call.roles[backend.role]
-                problems = [f"no minion matched {tgt_type} target {tgt!r} for stage {backend.name}"]
-            stages[backend.name] = {"ok": ok, "changes": changes, "problems": problems, "seconds": seconds}
-    return {b.name: stages[b.name] for b in engine_stages.BACKENDS if b.name in stages}  # run order
-
-
-def _undo_reads(tree, call, run_id):
-    """What undo needs, read in one round of jobs once a run knows it will write, before its first
-    write: Caddy's config on every edge (kept there: ``caddy.snapshot keep=<run id>``) and the Nomad
-    job versions. ``{"caddy": {minion: path}, "nomad": {job: version}}``."""
-    jobs = [("edge", "caddy.snapshot", [], {"keep": run_id})]
-    job_ids = _nomad_jobs(tree)
-    if job_ids:
-        jobs.append(("controller", "nomad_job.current_versions", [], {"names": job_ids}))
-    kept, *versions = call.many(jobs)
-    snapshots = {m: snap["path"] for m, snap in _rets(kept).items() if isinstance(snap, dict) and snap.get("path")}
-    return {"caddy": snapshots, "nomad": _versions(versions[0]) if versions else {}}
-
-
-def _planned(tree, only=None, tgt=None):
-    """Every enabled stage's dry run (:func:`_dry_run`: one round of jobs), in run order, as the operator
-    reads it; verify is left out (it sends requests, not writes, and tests the live state, not the plan).
-    ``tgt``: the edge stage on these minions only."""
-    with _Minions(tree, tgt=tgt) as call:
-        stages = _dry_run(tree, call, only)
-    planned = {
-        name: {
-            "ok": stage["ok"],
-            "would_change": runs.count_changes(stage["changes"]),
-            "changes": runs.summarize(stage["changes"]),
-            "problems": stage["problems"],
-        }
-        for name, stage in stages.items()
-    }
-    removed = runs.removed_hosts(stages["routes"]["changes"]) if "routes" in stages else []
-    dns = engine_stages.BY_NAME["dns"]
-    if removed and engine_stages.enabled(tree, dns) and not engine_stages.prunes(tree, dns):
-        note = [f"{host}: its DNS record stays (hecate:dns:prune is off)" for host in removed]
-        planned.setdefault("dns", {"ok": True, "would_change": 0, "changes": [], "problems": []})["notes"] = note
-    return planned
-
-
 @_outcome
 def plan(only=None, minion=None):
     """Every enabled stage's diff in run order (``state.apply ... test=True`` on its targets), with what
@@ -399,12 +191,13 @@ def plan(only=None, minion=None):
         salt-run hecate.plan
         salt-run hecate.plan only='[routes, dns]'
     """
-    stages = _planned(_tree(minion), only)
+    with _engine(_tree(minion)) as engine:
+        stages_ = engine.plan(only)
     return {
-        "stages": stages,
-        "order": runs.timeline(stages),
-        "would_change": sum(s["would_change"] for s in stages.values()),
-        "retcode": 0 if all(s["ok"] for s in stages.values()) else 1,
+        "stages": stages_,
+        "order": results.timeline(stages_),
+        "would_change": sum(s["would_change"] for s in stages_.values()),
+        "retcode": 0 if all(s["ok"] for s in stages_.values()) else 1,
     }
 
 
@@ -419,340 +212,21 @@ def status(minion=None):
 
         salt-run hecate.status
     """
-    drift = {}
-    for name, stage in _planned(_tree(minion)).items():
-        if not stage["ok"]:
-            drift[name] = {"state": "error", "problems": stage["problems"]}
-        elif stage["would_change"] or stage["changes"]:
-            drift[name] = {"state": "drift", "changes": stage["changes"]}
+    with _engine(_tree(minion)) as engine:
+        planned = engine.plan()
+    drift_ = {}
+    for name, stage_ in planned.items():
+        if not stage_["ok"]:
+            drift_[name] = {"state": "error", "problems": stage_["problems"]}
+        elif stage_["would_change"] or stage_["changes"]:
+            drift_[name] = {"state": "drift", "changes": stage_["changes"]}
         else:
-            drift[name] = {"state": "in sync"}
-    in_sync = all(d["state"] == "in sync" for d in drift.values())
-    return {"backends": drift, "in_sync": in_sync, "retcode": 0 if in_sync else 1}
+            drift_[name] = {"state": "in sync"}
+    in_sync = all(d["state"] == "in sync" for d in drift_.values())
+    return {"backends": drift_, "in_sync": in_sync, "retcode": 0 if in_sync else 1}
 
 
-# -- the engine: begin, stage, undo, finish ----------------------------------------------------------
-
-
-def _consul(tree):
-    settings = consul_lock.consul_settings(tree, __opts__)
-    try:
-        return settings, secret_refs.consul_client(settings)
-    except CommandExecutionError as exc:
-        raise CommandExecutionError(f"the deploy needs Consul for its lock and records: {exc}") from exc
-
-
-def _nomad_jobs(tree):
-    """The ids of hecate's Nomad jobs, or [] without Nomad."""
-    return [nomad_jobs.job_settings(tree, name)["id"] for name in nomad_jobs.JOBS] if tree.get("nomad") else []
-
-
-def _versions(answers):
-    """``nomad_job.current_versions`` answers -> ``{job: version}`` of the jobs that exist."""
-    found = next(iter(_rets(answers).values()), None)
-    return {job: version for job, version in (found or {}).items() if version is not None} if isinstance(found, dict) else {}
-
-
-def _nomad_versions(tree, call):
-    """Current version of every hecate Nomad job (for reverting), in one job; {} without Nomad."""
-    jobs = _nomad_jobs(tree)
-    return _versions(call("controller", "nomad_job.current_versions", jobs)) if jobs else {}
-
-
-def _verify(tree, call):
-    """Every pillar route requested through every edge (one ``caddy.check`` per edge); the failures."""
-    failures = []
-    domains = [route["domain"] for route in tree["reverse_proxy"]["caddy"]["routes"]]
-    for minion, answer in call("edge", "caddy.check", domains).items():
-        if not answer["ok"] or not isinstance(answer["ret"], list):
-            failures.append(f"{minion}: {answer['ret']}")
-            continue
-        failures.extend(f"{probe['domain']} via {minion}: {probe['reason']}" for probe in answer["ret"])
-    return failures
-
-
-def _records(tree):
-    settings, client = _consul(tree)
-    return settings, client, settings["environment"], settings["deployments"]["prefix"]
-
-
-def _effective(tree, run):
-    """The tree the run deploys: the pillar's, or a recorded one over it (rollback, promote)."""
-    recorded = run.get("recorded")
-    return schema.validate(runs.overlay(tree, recorded)) if recorded else tree
-
-
-def _recorded(effective):
-    """A run's tree as its record stores it (secrets left out, as JSON has it)."""
-    return json.loads(json.dumps(runs.strip_secrets(effective)))
-
-
-def _begin(tree, kind, run_id=None, only=None, wait=None, recorded=None, extra=None):
-    """Take the deploy lock and record the run as running (``cas=0``): from here on the run is recorded
-    whatever happens (success, failed, interrupted)."""
-    settings, client, environment, prefix = _records(tree)
-    run_id = run_id or consul_lock.new_deployment_id()
-    run = {"id": run_id, "kind": kind, "only": only, "recorded": recorded, "extra": extra or {}, "started": time.time()}
-    effective = _effective(tree, run)
-    steps = [s.name for s in engine_stages.steps(effective, only)]  # refuses an unknown stage before the lock
-    lock = consul_lock.ConsulLock(
-        client,
-        settings["lock"]["key"],
-        ttl=settings["lock"]["ttl"],
-        timeout=settings["lock"]["wait"] if wait is None else wait,
-        lock_delay=settings["lock"]["lock_delay"],
-        info={"deployment": run_id, "kind": kind},
-    )
-    lock.acquire()
-    try:
-        last = next(iter(consul_lock.list_records(client, environment, prefix, status="success", limit=1)), None)
-        # a run that writes nothing deploys what the last success deployed when their trees are equal:
-        # the Nomad versions to return to are that record's, so a no-op need not read them (see _finish)
-        same = last is not None and last.get("tree") == _recorded(effective)
-        run.update(
-            session=lock.session,
-            lock_key=lock.key,
-            steps=steps,
-            previous=last["id"] if last else None,
-            before={"caddy": {}, "nomad": last.get("nomad_versions") if same else None},
-            results={},
-            applied=[],
-            failure=None,
-        )
-        record = {"kind": kind, "status": "running", "deployed_by": runs.operator(__opts__), "stages": {}}
-        record.update(pillar=runs.pillar_commit(__opts__), **run["extra"])
-        consul_lock.write_record(client, environment, record, run_id, prefix)
-        runs.save_run(__opts__, run)
-        _HELD[run_id] = lock
-        _event(f"{kind}/{run_id}/start", {"id": run_id, "stages": steps})
-    except BaseException:  # Ctrl-C included: a recorded run left "running" without its lock shows as interrupted
-        _HELD.pop(run_id, None)
-        lock.release()
-        raise
-    return run
-
-
-def _preview(tree, run):
-    """Before the first write, every stage's dry run in one round of jobs (:func:`_dry_run`). Steps that
-    cannot change anything are skipped: the leading expand steps whose dry run found nothing to change
-    (so nothing they feed changed either), and their contract steps. When no stage would change
-    anything the whole run is skipped: no write, no probe (``hecate.verify`` probes on demand), and
-    nothing for undo to read. Otherwise a second round reads what undo needs (:func:`_undo_reads`)."""
-    effective = _effective(tree, run)
-    with _Minions(tree) as call:
-        stages = _dry_run(effective, call, run["only"], run["recorded"])
-        unchanged = {name for name, dry in stages.items() if dry["ok"] and not dry["changes"]}
-        run["skip"] = engine_stages.skippable(engine_stages.steps(effective, run["only"]), unchanged)
-        if set(run["steps"]) - set(run["skip"]):
-            run["before"] = _undo_reads(effective, call, run["id"])
-    runs.save_run(__opts__, run)
-
-
-def _load(run_id):
-    run = runs.load_run(__opts__, run_id)
-    if run is None:
-        raise SaltInvocationError(f"run {run_id} has not begun on this master (or has finished)")
-    return run
-
-
-def _check_lock(client, run):
-    """Stop before a write unless the run still holds the deploy lock (renewing the session once)."""
-    lock = _HELD.get(run["id"])
-    if lock is not None:
-        lock.check()
-        return
-    _, entry = client.kv.get(run["lock_key"])
-    if not entry or entry.get("Session") != run["session"] or not client.session.renew(run["session"]):
-        raise consul_lock.LockLost(f"run {run['id']} no longer holds the Consul lock {run['lock_key']}; it stops here")
-
-
-def _step(tree, run, name):
-    """Apply one step of the run (or verify); the outcome goes into the run's file."""
-    effective = _effective(tree, run)
-    step = next((s for s in engine_stages.steps(effective, run["only"]) if s.name == name), None)
-    if step is None:
-        raise SaltInvocationError(f"run {run['id']} has no step {name!r}; its steps are: {', '.join(run['steps'])}")
-    tag = f"{run['kind']}/{run['id']}/{name}"
-    if name in run.get("skip", ()):
-        run["results"][name] = {"ok": True, "seconds": 0, "changed": 0, "changes": [], "problems": [], "skipped": True}
-        runs.save_run(__opts__, run)
-        _event(f"{tag}/done", {"stage": name, **run["results"][name]})
-        return run["results"][name]
-    _, client, _, _ = _records(tree)
-    _event(f"{tag}/start", {"stage": name})
-    try:
-        _check_lock(client, run)
-        with _Minions(tree) as call:
-            if step.phase == engine_stages.VERIFY:
-                failures = _verify(effective, call)
-                result = {"ok": not failures, "changes": {}, "problems": failures, "seconds": 0}
-            elif step.backend.role == "edge":
-                result = _roll_out(effective, call, step, run)
-                run["applied"].append(name)
-            else:
-                result = _apply(call, step, test=False, recorded=run["recorded"])
-                run["applied"].append(name)
-    except (CommandExecutionError, SaltInvocationError) as exc:
-        result = {"ok": False, "changes": {}, "problems": [str(exc)], "seconds": 0}
-    run["results"][name] = {
-        "ok": result["ok"],
-        "seconds": result["seconds"],
-        "changed": runs.count_changes(result["changes"]),
-        "changes": runs.summarize(result["changes"]),
-        "problems": result["problems"],
-    }
-    if not result["ok"] and not run["failure"]:
-        prefix = "verify failed: " if step.phase == engine_stages.VERIFY else f"stage {name} failed: "
-        run["failure"] = prefix + "; ".join(result["problems"])
-    runs.save_run(__opts__, run)
-    _event(f"{tag}/{'done' if result['ok'] else 'fail'}", {"stage": name, **run["results"][name]})
-    return run["results"][name]
-
-
-def _roll_out(tree, call, step, run):
-    """The edge stage over the fleet (hecatelib.engine.fleet): one canary edge, then batches of
-    ``hecate:deployment:edge_batch``; each edge's own state verifies its routes and restores its own
-    snapshot when they fail; a failed batch's other edges get their snapshot back and the rollout stops
-    there, so a bad change never reaches the edges after it. Progress: ``<kind>/<id>/<step>/<minion>``."""
-    started = time.monotonic()
-    edges = sorted(call("edge", "test.ping"))
-    pillar = _stage_pillar(step, run["recorded"])
-    changes, problems = {}, []
-
-    def apply(batch):
-        kwargs = {"pillar": pillar} if pillar else {}
-        answers = call.state_apply("minions:" + ",".join(batch), step.backend.sls, **kwargs)
-        out = {}
-        for minion in batch:
-            ok, changed, found = runs.read_state_returns({minion: answers[minion]} if minion in answers else {})
-            changes.update(changed)
-            problems.extend(found if minion in answers else [f"{minion}: no answer from the minion"])
-            out[minion] = {"result": ok}
-        return out
-
-    def roll_back(batch):
-        restored = []
-        for minion in batch:
-            snap = run["before"]["caddy"].get(minion)
-            answer = call(f"minion:{minion}", "caddy.restore", snap).get(minion) if snap else None
-            (restored.append(minion) if answer and answer["ok"] else problems.append(f"{minion}: restoring its snapshot failed"))
-        return restored
-
-    def progress(minion, status):
-        _event(f"{run['kind']}/{run['id']}/{step.name}/{minion}", {"edge": minion, "status": status})
-
-    outcome = fleet.roll_out(edges, tree["deployment"]["edge_batch"], apply, roll_back, progress)
-    if not edges:
-        problems.append("no edge minion answered (hecate:deployment:targets:edge)")
-    elif not outcome["ok"]:
-        stopped = [m for m, s in outcome["edges"].items() if s == "not reached"]
-        problems.append(f"stopped at batch {outcome['failed_batch']}: {', '.join(stopped) or 'no edge'} not reached")
-    run["edges"] = outcome["edges"]
-    return {"ok": bool(edges) and outcome["ok"], "changes": changes, "problems": problems, "seconds": round(time.monotonic() - started, 2)}
-
-
-def _undo(tree, run):
-    """Roll back every backend the run applied, last first, each with its own undo (hecatelib.engine.stages);
-    every revert is checked: a backend that answered an error is a problem, not "done"."""
-    _, client, environment, prefix = _records(tree)
-    _check_lock(client, run)
-    touched = []
-    for name in reversed(run["applied"]):
-        backend = engine_stages.BY_NAME[name.removesuffix("_contract")]
-        if backend not in touched:
-            touched.append(backend)
-    previous = consul_lock.read_record(client, environment, run["previous"], prefix) if run["previous"] else None
-    done, problems = [], []
-    with _Minions(tree) as call:
-        for backend in touched:
-            if backend.undo == "snapshot":
-                for minion, snap in run["before"]["caddy"].items():
-                    if run.get("edges", {}).get(minion) == "not reached":  # the fleet rollout stopped before it
-                        continue
-                    answer = call(f"minion:{minion}", "caddy.restore", snap).get(minion) or {"ok": False, "ret": "no answer"}
-                    line = f"{backend.name} on {minion}: restored the snapshot"
-                    (done if answer["ok"] and answer["ret"] is True else problems).append(
-                        line if answer["ok"] and answer["ret"] is True else f"{line} FAILED: {answer['ret']}"
-                    )
-            elif backend.undo == "reapply":
-                if not previous:
-                    problems.append(f"{backend.name}: no previous successful deployment to return to; left as applied")
-                    continue
-                step = engine_stages.Step(backend.name, engine_stages.CONTRACT, backend)
-                result = _apply(call, step, test=False, pillar={"hecate": previous["tree"]})
-                line = f"{backend.name}: re-applied deployment {previous['id']}"
-                (done if result["ok"] else problems).append(line if result["ok"] else f"{line} FAILED: {'; '.join(result['problems'])}")
-            elif backend.undo == "keep":
-                problems.append(f"{backend.name}: never undone automatically (destroying machines is not a rollback)")
-        if any(b.undo == "revert" for b in touched):  # touched: applied, so _undo_reads read the versions
-            _revert_nomad(tree, call, run["before"]["nomad"] or {}, done, problems)
-    run["rollback"] = {"done": done, "problems": problems}
-    runs.save_run(__opts__, run)
-    return run["rollback"]
-
-
-def _revert_nomad(tree, call, versions, done, problems):
-    """Nomad jobs whose version moved go back to ``versions``; each revert's answer is checked."""
-    now = _nomad_versions(tree, call)
-    for job, version in versions.items():
-        if version is None or now.get(job) in (None, version):
-            continue
-        answers = call("controller", "nomad_job.revert", job, version)
-        failed = [str(a["ret"]) for a in answers.values() if not a["ok"] or isinstance(a["ret"], str)]
-        line = f"nomad job {job}: reverted to version {version}"
-        (problems.append(f"{line} FAILED: {'; '.join(failed)}") if failed or not answers else done.append(line))
-
-
-def _release(client, run):
-    lock = _HELD.pop(run["id"], None)
-    if lock is not None:
-        lock.release()
-        return
-    try:  # the lock was taken by another process (its renewal stopped with it): release by session
-        client.kv.put(run["lock_key"], None, release=run["session"])
-        client.session.destroy(run["session"])
-    except Exception as exc:  # releasing must never hide the run's outcome; the TTL frees it
-        log.warning("hecate: releasing the lock of run %s failed (%s); its session TTL will free it", run["id"], type(exc).__name__)
-
-
-def _finish(tree, run, status=None):
-    """Write the run's record (success, failed with stage and reason, interrupted), release the lock."""
-    _, client, environment, prefix = _records(tree)
-    missing = [name for name in run["steps"] if name not in run["results"]]
-    if not run["failure"] and missing and status != "interrupted":  # a step that never ran is not a success
-        run["failure"] = f"step(s) {', '.join(missing)} did not run"
-    status = status or ("failed" if run["failure"] else "success")
-    try:
-        # the versions a rollback to this run returns to (only successes are returned to); None: neither
-        # read before a write nor carried over from the last success
-        versions = run["before"]["nomad"]
-        moved = any(name.startswith("nomad") for name in run["applied"]) or run["results"].get("nomad_revert", {}).get("changed")
-        if status == "success" and (versions is None or moved):
-            with _Minions(tree) as call:
-                versions = _nomad_versions(tree, call)
-        changes = {
-            "status": status,
-            "error": run["failure"]
-            if status != "interrupted"
-            else "interrupted (Ctrl-C) after: " + (", ".join(run["results"]) or "nothing"),
-            "seconds": round(time.time() - run["started"], 2),
-            "stages": run["results"],
-            "order": list(run["results"]),  # records are stored with sorted keys: the execution order
-            "tree": _recorded(_effective(tree, run)),
-            "nomad_versions": versions or {},
-        }
-        if "rollback" in run:
-            changes["rollback"] = run["rollback"]
-        stored = consul_lock.update_record(client, environment, run["id"], changes, prefix)
-    finally:
-        _release(client, run)
-        runs.drop_run(__opts__, run["id"])
-    _event(f"{run['kind']}/{run['id']}/{'done' if status == 'success' else 'fail'}", {"id": run["id"], "status": status})
-    summary = {k: stored[k] for k in ("id", "kind", "environment", "status", "error", "seconds", "stages", "rollback") if k in stored}
-    summary["stages"] = {name: {k: v for k, v in s.items() if k != "changes" or v} for name, s in run["results"].items()}
-    summary["order"] = runs.timeline(run["results"])
-    summary["retcode"] = 0 if status == "success" else 1
-    return summary
+# -- deploy, and the steps orchestrate.sls calls -------------------------------------------------------
 
 
 class _CtrlC:
@@ -780,56 +254,12 @@ class _CtrlC:
         return False
 
 
-def _drive(tree, kind, only=None, wait=None, recorded=None, extra=None, nomad_versions=None):
-    """One whole run in this process: the same steps ``orchestrate.sls`` calls one by one.
-    ``nomad_versions``: jobs to revert once the steps succeeded (a rollback), each revert checked."""
-    # the handler from before the lock: a first Ctrl-C anywhere only sets the flag, acted on at the next
-    # step boundary, so it is never raised inside (and lost in) a library call while the run begins
-    with _CtrlC() as ctrl_c, _one_bus():
-        try:
-            run = _begin(tree, kind, only=only, wait=wait, recorded=recorded, extra=extra)
-        except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C while waiting for the lock: _begin released it
-            return {"status": "interrupted", "error": "interrupted (Ctrl-C) before the run began: nothing was changed", "retcode": 1}
-        try:
-            if not ctrl_c.hit:
-                _preview(tree, run)
-            for name in run["steps"]:
-                if ctrl_c.hit:
-                    break
-                _step(tree, run, name)
-                if run["failure"]:
-                    break
-            if not run["failure"] and nomad_versions and not ctrl_c.hit:
-                done, problems = [], []
-                with _Minions(tree) as call:
-                    _revert_nomad(tree, call, nomad_versions, done, problems)
-                run["results"]["nomad_revert"] = {"ok": not problems, "changed": len(done), "changes": done, "problems": problems}
-                if problems:
-                    run["failure"] = "nomad revert failed: " + "; ".join(problems)
-            if run["failure"] and tree["deployment"]["auto_rollback"] and not ctrl_c.hit:
-                _undo(tree, run)
-        except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: one line, the lock released, the run recorded
-            summary = _finish(tree, run, status="interrupted")
-            return {"id": run["id"], "status": "interrupted", "error": summary["error"], "retcode": 1}
-        except BaseException:
-            run["failure"] = run["failure"] or "the run stopped on an internal error (see the master log)"
-            _finish(tree, run)
-            raise
-    if ctrl_c.hit:
-        summary = _finish(tree, run, status="interrupted")
-        return {"id": run["id"], "status": "interrupted", "error": summary["error"], "retcode": 1}
-    return _finish(tree, run)
-
-
-def _say(message):
-    """A line the operator sees while the runner works (``salt-run`` prints progress events)."""
-    try:
-        __jid_event__.fire_event({"message": message}, "progress")
-    except NameError:  # called outside salt-run (tests through the loader)
-        log.info("hecate: %s", message)
-
-
-# -- deploy, and the steps orchestrate.sls calls -------------------------------------------------------
+def _drive(tree, kind, **kwargs):
+    """One whole run in this process (the engine's ``drive``), Ctrl-C acted on between steps. The handler
+    comes before the lock: a first Ctrl-C anywhere only sets the flag, acted on at the next step boundary,
+    so it is never raised inside (and lost in) a library call while the run begins."""
+    with _CtrlC() as ctrl_c, _engine(tree) as engine:
+        return engine.drive(kind, stop=lambda: ctrl_c.hit, **kwargs)
 
 
 @_outcome
@@ -869,13 +299,13 @@ def stages(minion=None):
     """
     tree = _tree(minion)
     out = []
-    for step in engine_stages.steps(tree):
+    for step in engine_stages.steps(tree, BACKENDS):
         entry = {"name": step.name, "phase": step.phase}
-        if step.backend:
-            tgt, tgt_type = engine_stages.target(tree, step.backend.role)
-            entry.update(sls=step.backend.sls, tgt=tgt, tgt_type=tgt_type)
+        if step.stage:
+            tgt, tgt_type = engine_stages.target(tree, step.stage.role)
+            entry.update(sls=step.stage.sls, tgt=tgt, tgt_type=tgt_type)
         out.append(entry)
-    run = consul_lock.new_deployment_id()
+    run = new_run_id()
     while len(_TREES) >= 8:  # runs rendered but never begun (test=True) must not pile up
         _TREES.pop(next(iter(_TREES)))
     _TREES[run] = tree
@@ -893,10 +323,17 @@ def begin(run, kind="orchestrate", wait=None, minion=None):
 
         salt-run hecate.begin run=20261202T101500Z-1a2b3c
     """
-    tree = _run_tree(run, minion)
-    began = _begin(tree, kind, run_id=run, wait=wait)
-    _preview(tree, began)
-    return {"id": began["id"], "status": "running", "steps": began["steps"], "retcode": 0}
+    with _engine(_run_tree(run, minion)) as engine:
+        began = engine.begin(kind, run_id=run, wait=wait)
+        engine.preview(began)
+    return {"id": began.id, "status": "running", "steps": began.steps, "retcode": 0}
+
+
+def _load(engine, run_id):
+    run = engine.seams.runs.load(run_id)
+    if run is None:
+        raise SaltInvocationError(f"run {run_id} has not begun on this master (or has finished)")
+    return run
 
 
 @_outcome
@@ -910,9 +347,8 @@ def stage(run, step, minion=None):
 
         salt-run hecate.stage run=20261202T101500Z-1a2b3c step=routes
     """
-    tree = _run_tree(run, minion)
-    run_ = _load(run)
-    result = _step(tree, run_, step)
+    with _engine(_run_tree(run, minion)) as engine:
+        result = engine.step(_load(engine, run), step)
     return {"id": run, "step": step, **result, "retcode": 0 if result["ok"] else 1}
 
 
@@ -928,10 +364,13 @@ def undo(run, minion=None):
         salt-run hecate.undo run=20261202T101500Z-1a2b3c
     """
     tree = _run_tree(run, minion)
-    run_ = _load(run)
     if not tree["deployment"]["auto_rollback"]:
         return {"id": run, "rollback": "off (hecate:deployment:auto_rollback is false)", "retcode": 0}
-    rolled = _undo(tree, run_)
+    with _engine(tree) as engine:
+        try:
+            rolled = engine.undo(_load(engine, run))
+        except CommandExecutionError as exc:  # the lock lost: nothing may be written any more
+            return {"id": run, "status": "failed", "rollback": f"not done: {exc}", "retcode": 1}
     return {"id": run, "rollback": rolled, "retcode": 1 if rolled["problems"] else 0}
 
 
@@ -946,11 +385,12 @@ def finish(run, minion=None):
 
         salt-run hecate.finish run=20261202T101500Z-1a2b3c
     """
-    run_ = runs.load_run(__opts__, run)
-    if run_ is None:
-        return {"id": run, "status": "not started", "error": f"run {run} did not begin (see its begin step)", "retcode": 1}
     try:
-        return _finish(_run_tree(run, minion), run_)
+        with _engine(_run_tree(run, minion)) as engine:
+            began = engine.seams.runs.load(run)
+            if began is None:
+                return {"id": run, "status": "not started", "error": f"run {run} did not begin (see its begin step)", "retcode": 1}
+            return engine.finish(began)
     finally:
         _TREES.pop(run, None)
 
@@ -966,8 +406,8 @@ def verify(minion=None):
         salt-run hecate.verify
     """
     tree = _tree(minion)
-    with _Minions(tree) as call:
-        failures = _verify(tree, call)
+    with _engine(tree) as engine:
+        failures = engine.verify(tree)
     routes = len(tree["reverse_proxy"]["caddy"]["routes"])
     return {"ok": not failures, "routes": routes, "failures": failures, "retcode": 1 if failures else 0}
 
@@ -975,18 +415,23 @@ def verify(minion=None):
 # -- between deploys: drift, reconcile, follow ---------------------------------------------------------
 
 DRIFT_PREFIX = "hecate/drift"
-DRIFT_STAGES = ("authentik", "dns", "nomad_stateful", "nomad_core", "nomad_authentik", "nomad_apps")
 _WINDOW = {"m": 60, "h": 3600, "d": 86400}
 _MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
+def _drift_stages(tree):
+    """The stages whose drift the master reads (a dry run): the backends with ``drift``, enabled."""
+    enabled = {step.name for step in engine_stages.steps(tree, BACKENDS, verify=False)}
+    return [s.name for b in BACKENDS if b.drift for s in b.stages if s.name in enabled]
+
+
 def _keep_drift(tree, report):
     """Append a drift report to the bounded history in Consul KV (``hecate:reconcile:history`` newest)."""
-    _, client, environment, _ = _records(tree)
-    consul_lock.write_record(client, environment, {"time": time.time(), **report}, prefix=DRIFT_PREFIX)
-    kept = consul_lock.list_records(client, environment, prefix=DRIFT_PREFIX)
+    reports = _records(tree, DRIFT_PREFIX)
+    reports.write({"time": time.time(), **report})
+    kept = reports.list()
     for old in kept[: max(0, len(kept) - tree["reconcile"]["history"])]:
-        client.kv.delete(consul_lock.record_key(environment, old["id"], DRIFT_PREFIX))
+        reports.delete(old["id"])
 
 
 @_outcome
@@ -1009,18 +454,31 @@ def drift(history=None, minion=None):
         if len(text) < 2 or text[-1] not in _WINDOW or not text[:-1].isdigit():
             raise SaltInvocationError(f"history={history!r}: use a number of minutes, hours or days, e.g. 30m, 24h, 7d")
         since = time.time() - int(text[:-1]) * _WINDOW[text[-1]]
-        _, client, environment, _ = _records(tree)
-        reports = [r for r in consul_lock.list_records(client, environment, prefix=DRIFT_PREFIX) if r.get("time", 0) >= since]
+        reports = [r for r in _records(tree, DRIFT_PREFIX).list() if r.get("time", 0) >= since]
         return {"window": text, "reports": reports, "count": len(reports), "retcode": 0}
-    enabled = {step.name for step in engine_stages.steps(tree, verify=False)}
-    only = [name for name in DRIFT_STAGES if name in enabled]
-    counts = {name: stage["would_change"] for name, stage in _planned(tree, only).items()} if only else {}
+    only = _drift_stages(tree)
+    counts = {}
+    if only:
+        with _engine(tree) as engine:
+            counts = {name: stage_["would_change"] for name, stage_ in engine.plan(only).items()}
     drifted = {name: count for name, count in counts.items() if count}
     if drifted:
         _keep_drift(
             tree, {"minion": __opts__["id"], "backend": "master", "count": sum(drifted.values()), "drift": drifted, "action": "alert"}
         )
     return {"backends": counts, "drifted": sorted(drifted), "retcode": 1 if drifted else 0}
+
+
+def _holder(tree):
+    """The deploy lock's holder now: ``(entry, run id or None)``, or ``(None, None)`` when free."""
+    settings, client = master.consul_client(tree, __opts__)
+    entry = master.ConsulLocks(client, settings).holder()
+    if entry is None:
+        return None, None
+    try:
+        return entry, json.loads(entry["Value"] or b"{}").get("deployment")
+    except (ValueError, AttributeError):  # not ConsulLock's JSON: someone else's holder
+        return entry, None
 
 
 @_outcome
@@ -1041,20 +499,24 @@ def reconcile(minion, backend="caddy", wait=0):
         raise SaltInvocationError(f"minion={str(minion)[:80]!r}: one minion id (letters, digits, '.', '_', '-')")
     tree = _tree(minion)  # the drifted edge's own pillar (its Caddy, its ports)
     settings = tree["reconcile"]
-    stage = "routes" if backend == "caddy" else backend
-    if stage not in engine_stages.BY_NAME:
-        raise SaltInvocationError(f"backend {backend!r}: one of caddy, {', '.join(DRIFT_STAGES)}")
+    try:
+        owner = engine_stages.backend_of(BACKENDS, backend)
+    except ValueError as exc:
+        raise SaltInvocationError(f"backend {backend!r}: one of {', '.join(b.name for b in BACKENDS)}") from exc
+    stage_ = backend if backend in {s.name for s in owner.stages} else owner.stages[0].name
+    edge = next(s for s in owner.stages if s.name == stage_).role == "edge"
     report = {"minion": minion, "backend": backend, "count": 0, "drift": []}
-    _, client, _, _ = _records(tree)
-    if _lock_entry(client, tree):  # a run is changing things: Salt would refuse its next stage beside our dry run
-        holder = _holder(client, tree) or "a session that is not a hecate run"
-        return {**report, "action": f"none (the deploy lock is held by {holder}; its own dry run saw this edge)", "retcode": 0}
-    # a dry run of the stage, on that minion alone for Caddy: state.apply compiles the pillar afresh
+    entry, holder = _holder(tree)
+    if entry is not None:  # a run is changing things: Salt would refuse its next stage beside our dry run
+        return {**report, "action": f"none (the deploy lock is held by {holder or 'a session that is not a hecate run'}; "
+                "its own dry run saw this edge)", "retcode": 0}  # fmt: skip
+    # a dry run of the stage, on that minion alone for an edge stage: state.apply compiles the pillar afresh
     # (after a git_pillar update a minion's in-memory pillar is the old commit's: caddy.plan there would
     # count the new commit's routes as drift)
-    planned = _planned(tree, [stage], tgt=minion if backend == "caddy" else None)[stage]
+    with _engine(tree, **({"tgt": minion} if edge else {})) as engine:
+        planned = engine.plan([stage_])[stage_]
     if not planned["ok"]:
-        raise CommandExecutionError(f"{minion}: reading the drift of {stage} failed: {'; '.join(planned['problems'])}")
+        raise CommandExecutionError(f"{minion}: reading the drift of {stage_} failed: {'; '.join(planned['problems'])}")
     changes, count = planned["changes"], planned["would_change"]
     report.update(count=count, drift=changes)
     if not count:
@@ -1063,9 +525,10 @@ def reconcile(minion, backend="caddy", wait=0):
         why = "policy alert" if settings["policy"] != "heal" else f"{count} changes > max_changes {settings['max_changes']}"
         report["action"] = f"alert ({why})"
         _keep_drift(tree, report)
-        _event("alert/drift", report)
+        with master.EventBus(__opts__) as bus:
+            bus("alert/drift", report)
         return {**report, "retcode": 1}
-    healed = _drive(tree, "heal", only=[stage], wait=wait, extra={"drift": {"minion": minion, "backend": backend, "count": count}})
+    healed = _drive(tree, "heal", only=[stage_], wait=wait, extra={"drift": {"minion": minion, "backend": backend, "count": count}})
     report.update(action="healed" if healed.get("status") == "success" else f"heal {healed.get('status')}", run=healed.get("id"))
     _keep_drift(tree, report)
     return {**report, "heal": healed, "retcode": healed.get("retcode", 1)}
@@ -1088,37 +551,20 @@ def follow(minion=None):
     try:
         tree = _tree(minion)
     except SaltInvocationError as exc:
-        _event("follow/skipped", {"reason": str(exc)[:2000]})
+        with master.EventBus(__opts__) as bus:
+            bus("follow/skipped", {"reason": str(exc)[:2000]})
         return {"status": "skipped", "error": f"the new commit's pillar is invalid: {exc}", "retcode": 1}
     if not tree["reconcile"].get("follow_branch"):
         return {"status": "off", "why": "hecate:reconcile:follow_branch is not set", "retcode": 0}
-    commit = (runs.pillar_commit(__opts__) or {}).get("commit")
-    _, client, environment, prefix = _records(tree)
-    last = consul_lock.list_records(client, environment, prefix, status="success", limit=1)
-    deployed = ((last[-1].get("pillar") or {}).get("commit")) if last else None
+    commit = (pillar_commit(__opts__) or {}).get("commit")
+    last = _records(tree).last_success()
+    deployed = (last.get("pillar") or {}).get("commit") if last else None
     if commit and commit == deployed:
         return {"status": "up to date", "commit": commit, "retcode": 0}
     return {"commit": commit, **_drive(tree, "deploy", wait=0, extra={"follow": tree["reconcile"]["follow_branch"]})}
 
 
 # -- records: history, show, rollback, promote --------------------------------------------------------
-
-
-def _lock_entry(client, tree):
-    """The deploy lock's KV entry while a session holds it, or None."""
-    _, entry = client.kv.get(consul_lock.consul_settings(tree, __opts__)["lock"]["key"])
-    return entry if entry and entry.get("Session") else None
-
-
-def _holder(client, tree):
-    """The run id holding the deploy lock now, or None."""
-    entry = _lock_entry(client, tree)
-    if entry is None:
-        return None
-    try:
-        return json.loads(entry["Value"] or b"{}").get("deployment")
-    except (ValueError, AttributeError):  # not ConsulLock's JSON: someone else's holder
-        return None
 
 
 @_outcome
@@ -1134,9 +580,8 @@ def history(limit=20, minion=None):
         salt-run hecate.history limit=5
     """
     tree = _tree(minion)
-    _, client, environment, prefix = _records(tree)
-    records = consul_lock.list_records(client, environment, prefix, limit=limit)
-    holder = _holder(client, tree) if any(r.get("status") == "running" for r in records) else None
+    records = _records(tree).list(limit=limit)
+    holder = _holder(tree)[1] if any(r.get("status") == "running" for r in records) else None
     keep = ("id", "kind", "status", "recorded_at", "deployed_by", "seconds", "error", "rolled_back_to", "promoted_from")
     out = []
     for r in records:
@@ -1161,35 +606,42 @@ def show(id, tree=False, minion=None):
 
         salt-run hecate.show 20261202T101500Z-1a2b3c
     """
-    live = _tree(minion)
-    _, client, environment, prefix = _records(live)
-    found = consul_lock.read_record(client, environment, id, prefix)
+    records = _records(_tree(minion))
+    found = records.read(id, full=True if tree else ("state",))
     if not found:
-        return {"error": f"no deployment record {id} in {environment}", "retcode": 1}
+        return {"error": f"no deployment record {id} in {records.environment}", "retcode": 1}
     found.pop("_modify_index", None)
+    found.pop("tree_digest", None)
     if not tree:
         found.pop("tree", None)
-    stages = found.get("stages") or {}
-    found["order"] = runs.timeline({name: stages[name] for name in found.get("order") or stages if name in stages})
+    stages_ = found.get("stages") or {}
+    found["order"] = results.timeline({name: stages_[name] for name in found.get("order") or stages_ if name in stages_})
     return found
 
 
-def _rollback_target(client, environment, prefix, id):
+def _rollback_target(records, id):
     """The record to return to: ``id``, or the newest success whose tree differs from the newest
     success's (a no-op deploy after a change is not a point to return to)."""
-    successes = consul_lock.list_records(client, environment, prefix, status="success")
     if id is not None:
-        found = consul_lock.read_record(client, environment, id, prefix)
+        found = records.read(id, full=True)
         if not found or found.get("status") != "success":
             raise SaltInvocationError(f"deployment {id} is unknown or was not successful")
-        return found, successes
+        return found
+    successes = records.list(status="success")
     if not successes:
         raise SaltInvocationError("no successful deployment recorded: nothing to roll back to")
-    live = successes[-1].get("tree")
+    live = successes[-1].get("tree_digest")
     for candidate in reversed(successes[:-1]):
-        if candidate.get("tree") != live:
-            return candidate, successes
+        if candidate.get("tree_digest") != live:
+            return records.read(candidate["id"], full=True)
     raise SaltInvocationError("every successful deployment recorded deploys what is live now: nothing to roll back to")
+
+
+def _differences(prefix, now, then):
+    """Lines for what differs between two recorded states (``nomad: versions.app: 7 -> 5``)."""
+    if isinstance(then, dict):
+        return [line for key in sorted(then) for line in _differences(f"{prefix}.{key}", (now or {}).get(key), then[key])]
+    return [] if now in (None, then) else [f"{prefix}: {now} -> {then}"]
 
 
 @_outcome
@@ -1209,23 +661,22 @@ def rollback(id=None, test=False, minion=None, wait=None):
         salt-run hecate.rollback id=20261127T101500Z-1a2b3c
     """
     tree = _tree(minion)
-    _, client, environment, prefix = _records(tree)
-    target, _ = _rollback_target(client, environment, prefix, id)
+    target = _rollback_target(_records(tree), id)
     _say(f"rolling back to {target['id']} ({target.get('recorded_at')}, by {target.get('deployed_by')})")
-    only = [b.name for b in engine_stages.BACKENDS if b.undo in ("snapshot", "reapply")]
-    only = [b.name for b in engine_stages.choose(_effective(tree, {"recorded": target["tree"]})) if b.name in only]
-    versions = {job: v for job, v in (target.get("nomad_versions") or {}).items() if v is not None}
-    if test:
-        planned = {}
-        with _Minions(tree) as call:
-            for step in engine_stages.steps(_effective(tree, {"recorded": target["tree"]}), only, verify=False):
-                result = _apply(call, step, test=True, recorded=target["tree"])
-                planned[step.name] = {"ok": result["ok"], "changes": runs.summarize(result["changes"])}
-            now = _nomad_versions(tree, call)
-        reverts = [f"{job}: version {now.get(job)} -> {v}" for job, v in versions.items() if now.get(job) not in (None, v)]
-        return {"target": target["id"], "stages": planned, "nomad_reverts": reverts, "test": True, "retcode": 0}
+    with _engine(tree) as engine:
+        effective = engine.effective(Run(id=target["id"], kind="rollback", recorded=target["tree"]))
+        only = [s.name for b, s in engine_stages.choose(effective, BACKENDS) if b.rolls_back]
+        restore_to = {name: state for name, state in (target.get("state") or {}).items() if state}
+        if test:
+            planned = {}
+            for step in engine.steps(effective, only, verify=False):
+                result = engine.apply(step.stage, test=True, pillar=engine.stage_pillar(step, target["tree"]))
+                planned[step.name] = {"ok": result["ok"], "changes": results.summarize(result["changes"])}
+            now = engine.recorded_state(tree, Run(id="now", kind="rollback", applied=list(restore_to)))
+            restores = [line for name, then in restore_to.items() for line in _differences(name, now.get(name), then)]
+            return {"target": target["id"], "stages": planned, "restores": restores, "test": True, "retcode": 0}
     summary = _drive(
-        tree, "rollback", only=only, wait=wait, recorded=target["tree"], extra={"rolled_back_to": target["id"]}, nomad_versions=versions
+        tree, "rollback", only=only, wait=wait, recorded=target["tree"], restore_to=restore_to, extra={"rolled_back_to": target["id"]}
     )
     summary["rolled_back_to"] = target["id"]
     return summary
@@ -1244,14 +695,14 @@ def promote(approve=False, source="staging", minion=None, wait=None):
         salt-run hecate.promote approve=True
     """
     tree = _tree(minion)
-    _, client, environment, prefix = _records(tree)
-    found = consul_lock.list_records(client, source, prefix, status="success", limit=1)
+    records = _records(tree)
+    found = Records(records.client, source, records.prefix).last_success()
     if not found:
         return {"status": "not started", "error": f"no successful deployment in {source} to promote", "retcode": 1}
-    candidate = found[-1]
-    promoted = {**candidate["tree"], "global": {**candidate["tree"].get("global", {}), "environment": environment}}
+    candidate = Records(records.client, source, records.prefix).read(found["id"], full=True)
+    promoted = {**candidate["tree"], "global": {**candidate["tree"].get("global", {}), "environment": records.environment}}
     if not approve:
-        return {"status": "needs approval", "from": candidate["id"], "to": environment,
+        return {"status": "needs approval", "from": candidate["id"], "to": records.environment,
                 "hint": "salt-run hecate.promote approve=True", "retcode": 1}  # fmt: skip
     summary = _drive(tree, "promote", wait=wait, recorded=promoted, extra={"promoted_from": f"{source}/{candidate['id']}"})
     summary["promoted_from"] = f"{source}/{candidate['id']}"
@@ -1290,12 +741,10 @@ def import_caddyfile(path, dest=None, caddy=None, force=False):
     try:
         result = caddyfile.import_file(path, binary=caddy)
     except caddyfile.CaddyfileError as exc:
-        __context__["retcode"] = 1
         return {"error": str(exc), "retcode": 1}
     written = None
     if dest:
         if os.path.exists(dest) and not force:
-            __context__["retcode"] = 1
             return {"error": f"{dest} exists; pass force=True to overwrite it", "retcode": 1}
         with open(dest, "w", encoding="utf-8") as handle:
             handle.write(result["yaml"])
@@ -1312,6 +761,7 @@ def import_caddyfile(path, dest=None, caddy=None, force=False):
     }
 
 
+@_outcome
 @_outcome
 def health(tgt=None, tgt_type=None, controller=None, minion=None, only=None, timeout=30):
     """Is every route answering through every edge, and do the backends agree? Routes (``caddy.probe``
@@ -1339,13 +789,10 @@ def health(tgt=None, tgt_type=None, controller=None, minion=None, only=None, tim
         salt-run hecate.health only='[routes, dns]' --out=json
     """
     tree = _tree(minion)
-    call = _Minions(tree, tgt, tgt_type, controller, timeout)
-    try:
-        report = health_report.collect(tree, call, only=[only] if isinstance(only, str) else only)
-    finally:
-        call.close()
+    with _engine(tree, tgt=tgt, tgt_type=tgt_type, controller=controller, timeout=timeout) as engine:
+        report = health_report.collect(tree, engine.call, BACKENDS, only=[only] if isinstance(only, str) else only)
     if report["retcode"]:
-        __context__["retcode"] = 1
+        __context__["retcode"] = 1  # the report is wrapped for the table outputter: its retcode is not seen
     return {"data": report, "outputter": "table"}
 
 
@@ -1367,19 +814,13 @@ def backup(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=None
         salt-run hecate.backup dir=/var/backups/hecate/now only='[caddy]' tgt=edge-1
     """
     tree = _tree(minion)
-    call = _Minions(tree, tgt, tgt_type, controller, timeout)
-    try:
-        sections, files = backups.collect(tree, call, only=[only] if isinstance(only, str) else only)
-    finally:
-        call.close()
+    with _engine(tree, tgt=tgt, tgt_type=tgt_type, controller=controller, timeout=timeout) as engine:
+        sections, files = backups.collect(tree, engine.call, BACKENDS, only=[only] if isinstance(only, str) else only)
     try:
         manifest = backups.write(dir, sections, files, environment=tree["global"].get("environment"))
     except (OSError, backups.BackupError) as exc:
-        __context__["retcode"] = 1
         return {"error": str(exc), "retcode": 1}
     failed = sorted(n for n, s in sections.items() if s.get("state") == "failed")
-    if failed:
-        __context__["retcode"] = 1
     return {"dir": dir, "files": len(manifest["files"]), "sections": sections, "failed": failed, "retcode": 1 if failed else 0}
 
 
@@ -1400,16 +841,10 @@ def restore(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=Non
     """
     _, problems = backups.verify(dir)
     if problems:
-        __context__["retcode"] = 1
         return {"restored": False, "refused": True, "problems": problems, "comment": "the backup failed verification: nothing was changed",
                 "retcode": 1}  # fmt: skip
     tree = _tree(minion)
-    call = _Minions(tree, tgt, tgt_type, controller, timeout)
-    try:
-        result = backups.restore(dir, call, only=[only] if isinstance(only, str) else only, test=test)
-    finally:
-        call.close()
+    with _engine(tree, tgt=tgt, tgt_type=tgt_type, controller=controller, timeout=timeout) as engine:
+        result = backups.restore(dir, engine.call, BACKENDS, only=[only] if isinstance(only, str) else only, test=test)
     result["retcode"] = 1 if result["problems"] or result["refused"] else 0
-    if result["retcode"]:
-        __context__["retcode"] = 1
     return result

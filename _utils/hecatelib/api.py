@@ -8,7 +8,9 @@ only as a bounded excerpt; reads are retried on 5xx and connection errors with b
 """
 
 import base64
+import ipaddress
 import logging
+import os
 import re
 import time
 from urllib.parse import quote, quote_plus
@@ -16,19 +18,11 @@ from urllib.parse import quote, quote_plus
 import requests
 from salt.exceptions import CommandExecutionError
 
+from hecatelib.errors import ApiError
+
 log = logging.getLogger(__name__)
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-class ApiError(CommandExecutionError):
-    """A vendor API answered with an error (``status`` is the HTTP status, 0 for no answer)."""
-
-    def __init__(self, message, status=0, body=None, timed_out=False):
-        super().__init__(message)
-        self.status = status
-        self.body = body
-        self.timed_out = timed_out
 
 
 EXCERPT = 600  # characters of a vendor's error text quoted in a message, at most (after redaction)
@@ -195,3 +189,39 @@ class ApiClient:
 
     def _say(self, method, path, what):
         return excerpt(f"{self.name}: {method} {self.url(path)} {what}", self.secrets)
+
+
+def read_token(cfg, env_name, what):
+    """A token from ``cfg``: ``token``, else the file ``token_file``, else the environment variable ``env_name``."""
+    if cfg.get("token"):
+        return str(cfg["token"])
+    if cfg.get("token_file"):
+        try:
+            with open(cfg["token_file"], encoding="utf-8") as handle:
+                return handle.read().strip()
+        except OSError as exc:
+            raise CommandExecutionError(f"{what} token_file {cfg['token_file']}: {exc.strerror}") from None
+    return os.environ.get(env_name) or None
+
+
+def is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint(scheme, host, allow_insecure, what):
+    """The one endpoint rule: a token travels over https, or plain http to loopback, or plain http anywhere
+    only where the pillar says ``allow_insecure_endpoint: true`` (a lab, a local emulator)."""
+    if scheme == "https":
+        return
+    if scheme != "http":
+        raise CommandExecutionError(f"{what}: scheme must be http or https, got {scheme!r}")
+    if not (is_loopback(host) or allow_insecure):
+        raise CommandExecutionError(
+            f"{what}: refusing plain http to {host} (the token would travel unencrypted); use https, or set "
+            "allow_insecure_endpoint: true for a lab"
+        )

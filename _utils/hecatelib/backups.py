@@ -3,7 +3,9 @@ manifest and checksums, and put back only when every checksum matches.
 
 Like :mod:`hecatelib.health`, everything that talks to the backends goes through ``call(target, fun, *args,
 **kwargs) -> {minion: {"ok": bool, "ret": value}}`` (``target``: ``edge``, ``controller`` or
-``minion:<id>``), so the runner (LocalClient) and the tests (Salt's loader) share this code.
+``minion:<id>``), so the runner (LocalClient) and the tests (Salt's loader) share this code. Each section is
+a backend's (its ``backup`` and ``restore_backup`` hooks, in ``hecatelib.<backend>.backend``); this module
+writes, verifies and loads the directory, and loops over the backends.
 
 A backup directory::
 
@@ -31,15 +33,11 @@ import re
 
 from salt.exceptions import SaltException
 
-from hecatelib.authentik import objects as authentik_objects
-from hecatelib.dns import zones as dns_zones
-from hecatelib.nomad import jobs as nomad_jobs
 from hecatelib.spec import PillarError
 
 FORMAT = 1
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
-SECTIONS = ("caddy", "authentik", "dns", "nomad")
 _SAFE = re.compile(r"[^A-Za-z0-9_.@-]")
 
 
@@ -54,161 +52,30 @@ class BackupError(Exception):
 SECTION_ERRORS = (BackupError, SaltException, PillarError, OSError, json.JSONDecodeError, UnicodeDecodeError)
 
 
-def _file_name(text):
+def file_name(text):
     return _SAFE.sub("_", str(text)) or "_"
 
 
-def _first_ok(answers):
-    for minion, answer in sorted((answers or {}).items()):
-        if answer.get("ok"):
-            return minion, answer.get("ret")
-    return None, None
-
-
-def _errors(answers, what):
-    if not answers:
-        return f"no minion answered {what}"
-    return "; ".join(f"{m}: {str(a.get('ret'))[:300]}" for m, a in sorted(answers.items()) if not a.get("ok"))
+def parts(backends):
+    """The backends that have a part in a backup, in run order."""
+    return [b for b in backends if b.backup]
 
 
 # -- collect ------------------------------------------------------------------------------------------------
-def collect_caddy(tree, call):
-    answers = call("edge", "caddy.snapshot")
-    files, problems = {}, []
-    for minion, answer in sorted((answers or {}).items()):
-        snap = answer.get("ret")
-        if answer.get("ok") and isinstance(snap, dict) and "config" in snap:
-            files[f"caddy/{_file_name(minion)}.json"] = {"minion": minion, **snap}
-        else:
-            problems.append(f"{minion}: {str(snap)[:300]}")
-    if not answers:
-        problems.append("no edge minion answered caddy.snapshot")
-    section = {"state": "saved" if files else "failed", "edges": sorted(f["minion"] for f in files.values())}
-    if problems:
-        section["problems"] = problems
-    return section, files
-
-
-def collect_authentik(tree, call):
-    if not (tree.get("authentik") or {}).get("url"):
-        return {"state": "not configured", "note": "hecate:authentik:url is not set"}, {}
-
-    def one(fun, *args, **kwargs):
-        answers = call("controller", fun, *args, **kwargs)
-        via, value = _first_ok(answers)
-        if via is None:
-            raise BackupError(f"{fun}: {_errors(answers, fun)}")
-        return value
-
-    settings = authentik_objects.section(tree)
-    prefix = settings["name_prefix"]
-    outpost_name = settings["outpost"]["name"]
-    flows = {f["pk"]: f["slug"] for f in one("authentik.flows") or []}
-    groups = one("authentik.groups") or []
-    group_names = {g["pk"]: g["name"] for g in groups}
-    apps = {a["slug"]: a for a in one("authentik.applications", full=True) or []}
-    providers = one("authentik.proxy_providers") or []
-    owned_apps = {s: a for s, a in apps.items() if authentik_objects.owns_application(a, prefix)}
-    owned_providers = [p for p in providers if authentik_objects.owns_provider(p, prefix, apps)]
-    provider_names = {p["pk"]: p["name"] for p in providers}
-    out = {"prefix": prefix, "outpost": outpost_name, "groups": [], "providers": [], "applications": [], "outpost_providers": [],
-           "bindings": []}  # fmt: skip
-    for group in groups:
-        if authentik_objects.owns_group(group, prefix):
-            out["groups"].append({"name": group["name"], "parents": sorted(group_names.get(p, p) for p in group.get("parents") or []),
-                                  "attributes": group.get("attributes") or {}})  # fmt: skip
-    for provider in owned_providers:
-        item = {"name": provider["name"], "external_host": provider.get("external_host"), "mode": provider.get("mode") or "forward_single"}
-        for field in ("authorization_flow", "invalidation_flow"):
-            if provider.get(field):
-                item[field] = flows.get(provider[field], provider[field])
-        for field in ("cookie_domain", "skip_path_regex", "internal_host"):
-            if provider.get(field):
-                item[field] = provider[field]
-        out["providers"].append(item)
-    for slug, app in sorted(owned_apps.items()):
-        item = {"name": slug, "display_name": app.get("name"), "provider": provider_names.get(app.get("provider"))}
-        for field in ("meta_launch_url", "meta_publisher", "meta_description", "policy_engine_mode", "group"):
-            if app.get(field) not in (None, ""):
-                item[field] = app[field]
-        out["applications"].append(item)
-    outpost = one("authentik.outpost", outpost_name)
-    owned_pks = {p["pk"] for p in owned_providers}
-    out["outpost_providers"] = sorted(provider_names[p] for p in (outpost or {}).get("providers") or [] if p in owned_pks)
-    targets = {a["pk"]: s for s, a in owned_apps.items()}
-    if targets:
-        for binding in one("authentik.policy_bindings", targets=sorted(targets)) or []:
-            if not binding.get("group"):
-                continue  # hecate binds groups only; user/policy bindings someone added are left to them
-            out["bindings"].append({
-                "application": targets[binding["target"]],
-                "group": group_names.get(binding["group"], binding["group"]),
-                "binding_order": binding.get("order", 0),
-                "negate": bool(binding.get("negate")),
-                "enabled": binding.get("enabled", True) is not False,
-            })  # fmt: skip
-    counts = {k: len(v) for k, v in out.items() if isinstance(v, list)}
-    return {"state": "saved", "objects": counts}, {"authentik.json": out}
-
-
-def collect_dns(tree, call):
-    if not dns_zones.enabled(tree):
-        return {"state": "not configured", "note": "hecate:dns has no zone"}, {}
-    labels = dns_zones.owner_labels(tree)
-    files, problems = {}, []
-    for zone in dns_zones.managed_zones(tree["dns"]):
-        answers = call("controller", "hetzner_dns.rrsets", zone)
-        _, rrsets = _first_ok(answers)
-        if not isinstance(rrsets, list):
-            problems.append(f"{zone}: {_errors(answers, 'hetzner_dns.rrsets')}")
-            continue
-        files[f"dns/{_file_name(zone)}.json"] = {"zone": zone, "labels": labels, "rrsets": rrsets}
-    section = {"state": "saved" if not problems else "failed", "zones": sorted(f["zone"] for f in files.values()),
-               "rrsets": sum(len(f["rrsets"]) for f in files.values())}  # fmt: skip
-    if problems:
-        section["problems"] = problems
-    return section, files
-
-
-def collect_nomad(tree, call):
-    if not tree.get("nomad"):
-        return {"state": "not configured", "note": "hecate:nomad is not set"}, {}
-    files, problems, absent = {}, [], []
-    for name in nomad_jobs.JOBS:
-        job_id = nomad_jobs.job_settings(tree, name)["id"]
-        answers = call("controller", "nomad_job.inspect", job_id)
-        via, job = _first_ok(answers)
-        if via is None:
-            problems.append(f"{job_id}: {_errors(answers, 'nomad_job.inspect')}")
-        elif job is None:
-            absent.append(job_id)
-        else:
-            files[f"nomad/{_file_name(job_id)}.json"] = {"id": job_id, "version": job.get("Version"), "job": job}
-    section = {"state": "saved" if not problems else "failed", "jobs": {f["id"]: f["version"] for f in files.values()}}
-    if absent:
-        section["not_registered"] = absent
-    if problems:
-        section["problems"] = problems
-    return section, files
-
-
-COLLECTORS = {"caddy": collect_caddy, "authentik": collect_authentik, "dns": collect_dns, "nomad": collect_nomad}
-
-
-def collect(tree, call, only=None):
+def collect(tree, call, backends, only=None):
     """Read every configured section. Returns ``(sections, files)``; a failing section is recorded, not raised."""
-    sections, files = {}, {}
-    for name in SECTIONS:
-        if only and name not in only:
-            sections[name] = {"state": "skipped", "note": "not selected (only=...)"}
+    out, files = {}, {}
+    for backend in parts(backends):
+        if only and backend.name not in only:
+            out[backend.name] = {"state": "skipped", "note": "not selected (only=...)"}
             continue
         try:
-            section, found = COLLECTORS[name](tree, call)
+            section, found = backend.backup(tree, call)
         except SECTION_ERRORS as exc:
             section, found = {"state": "failed", "problems": [f"{type(exc).__name__}: {exc}"[:500]]}, {}
-        sections[name] = section
+        out[backend.name] = section
         files.update(found)
-    return sections, files
+    return out, files
 
 
 # -- write and verify ---------------------------------------------------------------------------------------
@@ -303,7 +170,7 @@ def load(directory, rel):
 
 
 # -- restore ------------------------------------------------------------------------------------------------
-def _state_results(answers):
+def state_results(answers):
     """``state.single`` answers -> (ok, changed, comments)."""
     ok, changed, comments = bool(answers), False, []
     for minion, answer in sorted((answers or {}).items()):
@@ -326,108 +193,20 @@ def _state_results(answers):
     return ok, changed, comments
 
 
-def _single(call, state, test, **kwargs):
-    answers = call("controller", "state.single", state, test=bool(test), **kwargs)
-    return _state_results(answers)
+def single(call, state, test, **kwargs):
+    """One ``state.single`` on the controller: ``(ok, changed, comments)``."""
+    return state_results(call("controller", "state.single", state, test=bool(test), **kwargs))
 
 
-def restore_caddy(directory, manifest, call, test):
-    done, problems = [], []
-    for rel in sorted(r for r in manifest["files"] if r.startswith("caddy/")):
-        snap = load(directory, rel)
-        minion = snap["minion"]
-        target = f"minion:{minion}"
-        answers = call(target, "caddy.snapshot")
-        via, live = _first_ok(answers)
-        if via is None:
-            problems.append(f"caddy on {minion}: cannot read the live config: {_errors(answers, 'caddy.snapshot')}")
-            continue
-        if live.get("config") == snap["config"]:
-            done.append(f"caddy on {minion}: already the saved config")
-            continue
-        if test:
-            done.append(f"caddy on {minion}: would load the saved config (one reload)")
-            continue
-        answers = call(target, "caddy.restore", {"config": snap["config"], "etag": snap.get("etag")})
-        via, _ = _first_ok(answers)
-        if via is None:
-            problems.append(f"caddy on {minion}: {_errors(answers, 'caddy.restore')}")
-            continue
-        _, after = _first_ok(call(target, "caddy.snapshot"))
-        if not isinstance(after, dict) or after.get("config") != snap["config"]:
-            problems.append(f"caddy on {minion}: loaded, but the live config differs from the saved one")
-        else:
-            done.append(f"caddy on {minion}: saved config loaded")
-    return done, problems
-
-
-def restore_authentik(directory, manifest, call, test):
-    saved = load(directory, "authentik.json")
-    done, problems = [], []
-    steps = [("authentik.group_present", g) for g in saved["groups"]]
-    steps += [("authentik.proxy_provider_present", p) for p in saved["providers"]]
-    steps += [("authentik.application_present", a) for a in saved["applications"]]
-    if saved["outpost_providers"]:
-        steps.append(("authentik.outpost_providers_present", {"name": saved["outpost"], "providers": saved["outpost_providers"]}))
-    for binding in saved["bindings"]:
-        steps.append(("authentik.policy_binding_present", {"name": f"{binding['application']} <- {binding['group']}", **binding}))
-    changed = 0
-    for state, kwargs in steps:
-        ok, did, comments = _single(call, state, test, **kwargs)
-        changed += did
-        if not ok:
-            problems.append(f"{state} {kwargs.get('name')}: {'; '.join(comments)}")
-    done.append(f"authentik: {len(steps)} objects checked, {changed} {'would change' if test else 'restored'}")
-    return done, problems
-
-
-def restore_dns(directory, manifest, call, test):
-    done, problems = [], []
-    for rel in sorted(r for r in manifest["files"] if r.startswith("dns/")):
-        saved = load(directory, rel)
-        zone, labels = saved["zone"], saved["labels"]
-        ours = [r for r in saved["rrsets"] if dns_zones.is_ours(r, labels) and not dns_zones.is_hetzners(r)]
-        rrsets = [{"name": r["name"], "type": r["type"], "values": [v.get("value") for v in r.get("records") or []], "ttl": r.get("ttl")}
-                  for r in ours]  # fmt: skip
-        if not rrsets:
-            done.append(f"dns {zone}: the backup holds no record set hecate owned")
-            continue
-        ok, did, comments = _single(call, "hetzner_dns.rrsets_managed", test, name=zone, rrsets=rrsets, owner=labels.get(dns_zones.OWNER))
-        if ok:
-            outcome = "would change" if test and did else "restored" if did else "already as saved"
-            done.append(f"dns {zone}: {len(rrsets)} record sets {outcome}")
-        else:
-            problems.append(f"dns {zone}: {'; '.join(comments)}")
-    return done, problems
-
-
-def restore_nomad(directory, manifest, call, test):
-    done, problems = [], []
-    for rel in sorted(r for r in manifest["files"] if r.startswith("nomad/")):
-        saved = load(directory, rel)
-        ok, did, comments = _single(call, "nomad_job.rolled_back", test, name=saved["id"], version=saved["version"])
-        if ok:
-            if not did:
-                outcome = "already runs the saved spec"
-            else:
-                outcome = f"{'would go' if test else 'back'} to the spec of version {saved['version']}"
-            done.append(f"nomad {saved['id']}: {outcome}")
-        else:
-            problems.append(f"nomad {saved['id']}: {'; '.join(comments)}")
-    return done, problems
-
-
-RESTORERS = {"caddy": restore_caddy, "authentik": restore_authentik, "dns": restore_dns, "nomad": restore_nomad}
-
-
-def restore(directory, call, only=None, test=False):
+def restore(directory, call, backends, only=None, test=False):
     """Verify, then put every saved section back. Returns ``{restored, refused, done, problems, skipped}``."""
     manifest, problems = verify(directory)
     if problems or manifest is None:
         return {"restored": False, "refused": True, "problems": problems, "done": [], "skipped": [],
                 "comment": "the backup failed verification: nothing was changed"}  # fmt: skip
     done, problems, skipped = [], [], []
-    for name in SECTIONS:
+    for backend in parts(backends):
+        name = backend.name
         section = (manifest.get("sections") or {}).get(name) or {"state": "absent"}
         if only and name not in only:
             skipped.append(f"{name}: not selected")
@@ -436,7 +215,7 @@ def restore(directory, call, only=None, test=False):
             skipped.append(f"{name}: {section.get('state')}" + (f" ({section['note']})" if section.get("note") else ""))
             continue
         try:
-            section_done, section_problems = RESTORERS[name](directory, manifest, call, test)
+            section_done, section_problems = backend.restore_backup(directory, manifest, call, test)
         except SECTION_ERRORS as exc:
             section_done, section_problems = [], [f"{name}: {type(exc).__name__}: {exc}"[:500]]
         done.extend(section_done)

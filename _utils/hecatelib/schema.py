@@ -10,10 +10,10 @@ schema next to their compiler (``hecate_<backend>.PILLAR_SCHEMA`` / ``check_pill
 
 import re
 
+from hecatelib import consul
 from hecatelib.authentik import objects as authentik_objects
 from hecatelib.caddy import certs as caddy_certs
 from hecatelib.caddy import re2
-from hecatelib.consul import lock as consul_lock
 from hecatelib.dns import zones as dns_zones
 from hecatelib.nomad import jobs as nomad_jobs
 from hecatelib.spec import (  # parse_backend, route_backends, route_service: re-exported, they live in hecatelib.spec
@@ -297,7 +297,7 @@ SCHEMA = Map(
         "dns": dns_zones.PILLAR_SCHEMA,
         "nomad": nomad_jobs.PILLAR_SCHEMA,
         "terraform": terraform_render.PILLAR_SCHEMA,
-        "consul": consul_lock.CONSUL_SCHEMA,
+        "consul": consul.SCHEMA,
         "resources": Map(
             {
                 "reverse_proxy": RESOURCE,

@@ -22,26 +22,25 @@ texts from hvac/py-consul/requests are scrubbed of tokens and of every value res
 """
 
 import copy
-import ipaddress
 import json
 import logging
 import os
 import re
 import time
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from salt.exceptions import CommandExecutionError
 
-from hecatelib.api import redact
+from hecatelib import consul
+from hecatelib.api import check_endpoint, read_token, redact
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "Reference",
     "SecretError",
-    "consul_client",
     "find_references",
     "is_reference",
     "parse_reference",
@@ -56,9 +55,6 @@ _CONSUL_KEY = re.compile(r"^[A-Za-z0-9_.@:-]+(/[A-Za-z0-9_.@:-]+)*/?$")
 _FIELD = re.compile(r"^[A-Za-z0-9_.-]+$")
 DEFAULT_TIMEOUT = 10
 DEFAULT_RETRIES = 2
-CONSUL_DEFAULT_WAIT = 300.0  # seconds Consul holds a blocking query that names no wait
-_GO_DURATION = re.compile(r"([\d.]+)(ns|us|µs|ms|s|m|h)")
-_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class SecretError(CommandExecutionError):
@@ -144,39 +140,6 @@ def settings(opts, kind):
     return value
 
 
-def _token(cfg, env_name, what):
-    if cfg.get("token"):
-        return str(cfg["token"])
-    if cfg.get("token_file"):
-        try:
-            with open(cfg["token_file"], encoding="utf-8") as handle:
-                return handle.read().strip()
-        except OSError as exc:
-            raise CommandExecutionError(f"{what} token_file {cfg['token_file']}: {exc.strerror}") from None
-    return os.environ.get(env_name) or None
-
-
-def _is_loopback(host):
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_scheme(scheme, host, cfg, what):
-    if scheme == "https":
-        return
-    if scheme != "http":
-        raise CommandExecutionError(f"{what}: scheme must be http or https, got {scheme!r}")
-    if not (_is_loopback(host) or cfg.get("allow_insecure_endpoint")):
-        raise CommandExecutionError(
-            f"{what}: refusing plain http to {host} (the token would travel unencrypted); use https, or set "
-            "allow_insecure_endpoint: true for a lab"
-        )
-
-
 def vault_client(cfg):
     """An ``hvac.Client`` from a ``hecate_ext_pillar:vault`` mapping (``url``, ``token``/``token_file``,
     ``verify``, ``namespace``, ``timeout``). ``VAULT_ADDR``/``VAULT_TOKEN`` fill in what is not set."""
@@ -186,8 +149,8 @@ def vault_client(cfg):
     if not url:
         raise CommandExecutionError(f"no Vault configured: set {CONFIG_KEY}:vault:url in the master config")
     parts = urlsplit(url)
-    _check_scheme(parts.scheme, parts.hostname or "", cfg, f"{CONFIG_KEY}:vault:url")
-    token = _token(cfg, "VAULT_TOKEN", f"{CONFIG_KEY}:vault")
+    check_endpoint(parts.scheme, parts.hostname or "", cfg.get("allow_insecure_endpoint"), f"{CONFIG_KEY}:vault:url")
+    token = read_token(cfg, "VAULT_TOKEN", f"{CONFIG_KEY}:vault")
     if not token:
         raise CommandExecutionError(f"no Vault token: set {CONFIG_KEY}:vault:token or token_file in the master config")
     return hvac.Client(
@@ -197,64 +160,6 @@ def vault_client(cfg):
         timeout=cfg.get("timeout", DEFAULT_TIMEOUT),
         namespace=cfg.get("namespace"),
     )
-
-
-class TimeoutSession(requests.Session):
-    """A requests session that never waits forever: every request gets ``timeout`` seconds, a blocking
-    query (``?index=..&wait=..``) its ``wait`` plus Consul's jitter (up to wait/16) on top.
-
-    Why: py-consul up to 1.7.1 has no ``connections_timeout`` (``base.Consul.__init__``) and its
-    ``std.HTTPClient`` calls ``requests`` without a timeout, so a stalled agent hangs lock acquire, renew,
-    release and record writes for ever; 1.8.0 added one (default 30 s). Setting the timeout here enforces
-    the configured value whatever py-consul version is installed."""
-
-    def __init__(self, timeout):
-        super().__init__()
-        self.default_timeout = float(timeout)
-
-    def request(self, method, url, *args, **kwargs):
-        kwargs["timeout"] = self.timeout_for(url, kwargs.get("params"))
-        return super().request(method, url, *args, **kwargs)
-
-    def timeout_for(self, url, params=None):
-        query = parse_qs(urlsplit(url).query)
-        query.update({k: [v] for k, v in dict(params or {}).items()})
-        if "index" not in query:
-            return self.default_timeout
-        wait = query.get("wait", [None])[-1]
-        seconds = sum(float(n) * _GO_UNITS[u] for n, u in _GO_DURATION.findall(str(wait))) if wait else CONSUL_DEFAULT_WAIT
-        return self.default_timeout + seconds + seconds / 16
-
-
-def consul_client(cfg):
-    """A py-consul ``consul.Consul`` from a mapping with ``host``/``port``/``scheme`` (or ``address``:
-    ``http://127.0.0.1:8500``), ``token``/``token_file``, ``verify``, ``dc``, ``timeout`` (seconds per
-    request, default 10; enforced by :class:`TimeoutSession` on every request)."""
-    import consul
-
-    host, port, scheme = cfg.get("host"), cfg.get("port"), cfg.get("scheme")
-    address = cfg.get("address")
-    if address:
-        parts = urlsplit(address if "://" in address else f"http://{address}")
-        host, port, scheme = parts.hostname, parts.port, parts.scheme
-    host = host or "127.0.0.1"
-    scheme = scheme or "http"
-    port = int(port or (8501 if scheme == "https" else 8500))  # Consul's default HTTP / HTTPS ports
-    _check_scheme(scheme, host, cfg, "consul address")
-    token = _token(cfg, "CONSUL_HTTP_TOKEN", "consul")
-    kwargs = {
-        "host": host,
-        "port": port,
-        "scheme": scheme,
-        "token": token,
-        "verify": cfg.get("verify", True),
-        "dc": cfg.get("dc") or cfg.get("datacenter"),
-    }
-    client = consul.Consul(**kwargs)
-    client.http.session = TimeoutSession(cfg.get("timeout") or DEFAULT_TIMEOUT)
-    client.token = token  # py-consul prefers $CONSUL_HTTP_TOKEN over the argument; the config wins here
-    client.hecate_address = f"{scheme}://{host}:{port}"
-    return client
 
 
 # -- resolution ------------------------------------------------------------------------------------
@@ -281,7 +186,7 @@ class _Resolver:
                 self.secrets.append(self._vault.token)
             return self._vault
         if self._consul is None:
-            self._consul = consul_client(self.consul_cfg)
+            self._consul = consul.client(self.consul_cfg)
             self.secrets.append(self._consul.token)
         return self._consul
 

@@ -588,6 +588,11 @@ class ConsulEmulator(Emulator):
             entry = self.kv.get(key)
             return entry.get("Value") if entry else None
 
+    def keys(self):
+        """Every key stored now, sorted."""
+        with self.lock:
+            return sorted(self.kv)
+
     def holder(self, key):
         with self.lock:
             entry = self.kv.get(key)

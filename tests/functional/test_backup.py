@@ -14,6 +14,7 @@ import pytest
 
 from hecatelib import backups, schema
 from hecatelib import health as health_report
+from hecatelib.backends import BACKENDS
 from tests.conftest import assert_no_violations, loaders_for
 from tests.emulators.authentik import AuthentikEmulator
 from tests.emulators.hetzner import HetznerDNS
@@ -108,7 +109,7 @@ def caller(loaders, minion="edge-1"):
 
 
 def take_backup(stack, directory):
-    sections, files = backups.collect(stack["tree"], caller(stack["loaders"]))
+    sections, files = backups.collect(stack["tree"], caller(stack["loaders"]), BACKENDS)
     return backups.write(directory, sections, files, environment="production")
 
 
@@ -126,13 +127,13 @@ def test_restore_puts_every_backend_back_and_a_second_restore_writes_nothing(sta
     assert loaders.states.nomad_job.present(name="hecate-redis", hcl=redis_job("redis:8.0")).result is True
     assert nomad.job("hecate-redis")["Version"] == 2
 
-    dry = backups.restore(tmp_path / "b", caller(loaders), test=True)
+    dry = backups.restore(tmp_path / "b", caller(loaders), BACKENDS, test=True)
     assert dry["problems"] == [] and dry["restored"] is False
     assert authentik.application_by_slug("bk-jenkins") is None and nomad.job("hecate-redis")["Version"] == 2
 
     writes = {name: len(stack[name].writes) for name in ("hetzner", "authentik", "nomad")}
     mutations = len(caddy.mutations())
-    result = backups.restore(tmp_path / "b", caller(loaders))
+    result = backups.restore(tmp_path / "b", caller(loaders), BACKENDS)
     assert result["problems"] == [] and result["restored"] is True, result
     assert json.loads(caddy.config_bytes()) == saved_caddy
     port = stack["tree"]["reverse_proxy"]["caddy"]["ports"]["http"]
@@ -148,7 +149,7 @@ def test_restore_puts_every_backend_back_and_a_second_restore_writes_nothing(sta
     assert len(caddy.mutations()) == mutations + 1
 
     writes = {name: len(stack[name].writes) for name in ("hetzner", "authentik", "nomad")}
-    again = backups.restore(tmp_path / "b", caller(loaders))
+    again = backups.restore(tmp_path / "b", caller(loaders), BACKENDS)
     assert again["problems"] == [], again
     assert {name: len(stack[name].writes) for name in ("hetzner", "authentik", "nomad")} == writes
     assert len(caddy.mutations()) == mutations + 1
@@ -210,18 +211,18 @@ def test_backup_saves_every_backend_and_a_damaged_copy_is_refused_before_anythin
         damaged = tmp_path / kind
         shutil.copytree(tmp_path / "b", damaged)
         damage(damaged, kind)
-        result = backups.restore(damaged, caller(stack["loaders"]))
+        result = backups.restore(damaged, caller(stack["loaders"]), BACKENDS)
         assert result["refused"] is True and result["restored"] is False, kind
         assert any(p.startswith(expected) for p in result["problems"]), (kind, result["problems"])
     assert {name: len(stack[name].writes) for name in ("hetzner", "authentik", "nomad")} == before
     assert len(stack["caddy"].mutations()) == mutations and stack["caddy"].config_bytes() == config
-    assert backups.restore(tmp_path / "b", caller(stack["loaders"]))["restored"] is True  # the intact one still works
+    assert backups.restore(tmp_path / "b", caller(stack["loaders"]), BACKENDS)["restored"] is True  # the intact one still works
 
 
 def test_health_reports_every_backend_names_what_drifted_and_what_is_missing(stack):
     loaders, hetzner = stack["loaders"], stack["hetzner"]
     plain = copy.deepcopy(stack["tree"])
-    report = health_report.collect(plain, caller(loaders))
+    report = health_report.collect(plain, caller(loaders), BACKENDS)
     assert [r["domain"] for r in report["routes"] if not r["ok"]] == []
     assert report["authentik"][0]["state"] == "ok" and report["authentik"][0]["live"] is True
     redis = next(r for r in report["nomad"] if r["job"] == "hecate-redis")
@@ -234,7 +235,7 @@ def test_health_reports_every_backend_names_what_drifted_and_what_is_missing(sta
 
     hetzner.put_rrset(ZONE, "cloud", "A", ["198.51.100.9"], ttl=300, labels={"managed-by": "hecate", "hecate-owner": "production"})
     loaders.modules.authentik.application_delete("bk-jenkins")  # authentik itself stays healthy
-    report = health_report.collect(plain, caller(loaders), only=["dns", "authentik"])
+    report = health_report.collect(plain, caller(loaders), BACKENDS, only=["dns", "authentik"])
     drift = [(r["name"], r["state"], r["have"]) for r in report["dns"] if not r["ok"]]
     assert drift == [("cloud.cybermonkey.dev", "differs", "198.51.100.9")]
     assert report["authentik"][0]["ok"] is True
@@ -247,7 +248,7 @@ def test_health_reports_every_backend_names_what_drifted_and_what_is_missing(sta
     for section in ("dns", "nomad"):
         tree.pop(section)
     tree["authentik"].pop("url")
-    report = health_report.collect(tree, caller(stack["loaders"]), only=["authentik", "nomad", "dns"])
+    report = health_report.collect(tree, caller(stack["loaders"]), BACKENDS, only=["authentik", "nomad", "dns"])
     assert report["authentik"] == report["nomad"] == report["dns"] == [{"state": "not configured"}]
     assert report["retcode"] == 0
 
@@ -256,7 +257,7 @@ def test_health_reports_every_backend_names_what_drifted_and_what_is_missing(sta
             return {"edge-1": {"ok": False, "ret": f"'{fun}' is not available."}}
         return caller(stack["loaders"])(target, fun, *args, **kwargs)
 
-    report = health_report.collect(stack["tree"], broken, only=["authentik", "dns"])
+    report = health_report.collect(stack["tree"], broken, BACKENDS, only=["authentik", "dns"])
     assert report["authentik"][0]["state"] == "error" and "authentik.health' is not available" in report["authentik"][0]["detail"]
     assert report["dns"][0]["state"].startswith("error: edge-1: 'hetzner_dns.rrsets' is not available")
     assert report["retcode"] == 1

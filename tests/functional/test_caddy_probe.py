@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from hecatelib import health as health_report
 from hecatelib import schema
+from hecatelib.caddy import backend as caddy_backend
 from tests.support.caddy import free_port
 from tests.support.http import serve
 from tests.support.pillars import local_seed_tree
@@ -212,6 +212,6 @@ def test_protected_route_with_a_dead_backend_fails_the_check_and_rolls_back(cadd
     def call(role, fun, *args, **kwargs):
         return {"edge-1": {"ok": True, "ret": unchecked.modules[fun](*args, **kwargs)}}
 
-    rows = health_report.routes_section(schema.validate(copy.deepcopy(dead)), call)
+    rows = caddy_backend.routes_section(schema.validate(copy.deepcopy(dead)), call)
     assert [r["domain"] for r in rows if not r["ok"]] == [PROTECTED]
     assert len(rows) == len(dead["reverse_proxy"]["caddy"]["routes"])

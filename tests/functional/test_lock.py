@@ -8,9 +8,12 @@ import time
 import consul
 import pytest
 
-from hecatelib import secret_refs
-from hecatelib.consul import lock as consul_lock
-from hecatelib.consul.lock import ConsulLock, LockError, LockLost, LockTimeout, RecordError
+from hecatelib.consul import TimeoutSession
+from hecatelib.consul import client as consul_client
+from hecatelib.consul import settings as consul_settings
+from hecatelib.consul.lock import ConsulLock, LockError, LockLost, LockTimeout
+from hecatelib.consul.records import Records
+from hecatelib.errors import RecordError
 from tests.conftest import assert_no_violations
 from tests.emulators.consul import Consul17, ConsulEmulator
 
@@ -194,11 +197,11 @@ def test_consul_down_is_a_lock_error(emu):
 # -- a stalled Consul ------------------------------------------------------------------------------
 @pytest.fixture(params=["py-consul installed", "py-consul 1.7"])
 def timed_client(request, emu, monkeypatch):
-    """hecate's Consul client (``hecatelib.secret_refs.consul_client``) with a 0.5 s timeout, built on the installed
+    """hecate's Consul client (``hecatelib.consul.client``) with a 0.5 s timeout, built on the installed
     py-consul and on one that has no timeout of its own."""
     if request.param == "py-consul 1.7":
-        monkeypatch.setattr(consul, "Consul", Consul17)  # what hecatelib.secret_refs.consul_client builds on
-    return secret_refs.consul_client({"address": emu.url, "token": TOKEN, "timeout": 0.5})
+        monkeypatch.setattr(consul, "Consul", Consul17)  # what hecatelib.consul.client builds on
+    return consul_client({"address": emu.url, "token": TOKEN, "timeout": 0.5})
 
 
 def finishes(call, within=3.0):
@@ -261,14 +264,14 @@ def test_a_stalled_renewal_does_not_hang_the_renewer(emu, timed_client):
 @pytest.mark.fault
 def test_a_stalled_consul_fails_record_writes_within_the_timeout(emu, timed_client):
     emu.stall(path="/v1/kv/hecate/deployments/", method="PUT")
-    outcome, took = finishes(lambda: consul_lock.write_record(timed_client, "production", {"status": "running"}, deployment_id="d-1"))
+    outcome, took = finishes(lambda: Records(timed_client, "production").write({"status": "running"}, "d-1"))
     assert isinstance(outcome, RecordError) and 0.45 < took < 1.5
     assert "Consul did not answer within 0.5s (timeout)" in str(outcome)
     assert emu.value("hecate/deployments/production/d-1") is None  # a stalled write is never applied
 
 
 def test_blocking_queries_get_their_wait_on_top_of_the_timeout():
-    session = secret_refs.TimeoutSession(10)
+    session = TimeoutSession(10)
     assert session.timeout_for("http://127.0.0.1:8500/v1/kv/a") == 10
     assert session.timeout_for("http://127.0.0.1:8500/v1/kv/a?index=5&wait=1600ms") == 10 + 1.6 + 0.1
     assert session.timeout_for("http://127.0.0.1:8500/v1/kv/a?index=5") == 10 + 300 + 300 / 16  # Consul's default wait
@@ -277,58 +280,104 @@ def test_blocking_queries_get_their_wait_on_top_of_the_timeout():
 # -- deployment records ----------------------------------------------------------------------------
 def test_records_are_created_once_and_listed_in_order(emu):
     client = client_for(emu)
-    first = consul_lock.write_record(client, "production", {"status": "success", "components": {"caddy": "2.11"}},
-                                     deployment_id="20250101T000000Z-aaaaaa")  # fmt: skip
+    production = Records(client, "production")
+    first = production.write({"status": "success", "components": {"caddy": "2.11"}}, "20250101T000000Z-aaaaaa")
     assert first["id"] == "20250101T000000Z-aaaaaa" and first["environment"] == "production"
     stored = json.loads(emu.value("hecate/deployments/production/20250101T000000Z-aaaaaa"))
-    assert stored["components"] == {"caddy": "2.11"} and stored["schema"] == 1
+    assert stored["components"] == {"caddy": "2.11"} and stored["schema"] == 2
     assert [r.arg("cas") for r in emu.writes] == ["0"]
     with pytest.raises(RecordError, match="already exists; records are never overwritten"):
-        consul_lock.write_record(client, "production", {"status": "failed"}, deployment_id="20250101T000000Z-aaaaaa")
+        production.write({"status": "failed"}, "20250101T000000Z-aaaaaa")
     assert json.loads(emu.value("hecate/deployments/production/20250101T000000Z-aaaaaa"))["status"] == "success"
-    consul_lock.write_record(client, "production", {"status": "failed"}, deployment_id="20250102T000000Z-bbbbbb")
-    consul_lock.write_record(client, "staging", {"status": "success"}, deployment_id="20250103T000000Z-cccccc")
-    ids = [r["id"] for r in consul_lock.list_records(client, "production")]
+    production.write({"status": "failed"}, "20250102T000000Z-bbbbbb")
+    Records(client, "staging").write({"status": "success"}, "20250103T000000Z-cccccc")
+    ids = [r["id"] for r in production.list()]
     assert ids == ["20250101T000000Z-aaaaaa", "20250102T000000Z-bbbbbb"]
-    assert [r["id"] for r in consul_lock.list_records(client, "production", status="success")] == [ids[0]]
-    assert [r["id"] for r in consul_lock.list_records(client, "production", limit=1)] == [ids[1]]
-    assert consul_lock.list_records(client, "nowhere") == []
-    generated = consul_lock.write_record(client, "production", {"status": "running"})
+    assert [r["id"] for r in production.list(status="success")] == [ids[0]]
+    assert [r["id"] for r in production.list(limit=1)] == [ids[1]]
+    assert Records(client, "nowhere").list() == []
+    generated = production.write({"status": "running"})
     assert generated["id"] > ids[1]  # generated ids sort after older ones
 
 
 def test_update_record_uses_check_and_set_and_retries_on_conflict(emu):
     client, other = client_for(emu), client_for(emu)
-    consul_lock.write_record(client, "production", {"status": "running", "stages": []}, deployment_id="d-1")
+    Records(client, "production").write({"status": "running", "stages": []}, "d-1")
     calls = []
 
     def add_stage(record):
         calls.append(1)
         if len(calls) == 1:  # someone else writes between our read and our write
-            consul_lock.update_record(other, "production", "d-1", {"note": "concurrent"})
+            Records(other, "production").update("d-1", {"note": "concurrent"})
         return {**record, "stages": [*record["stages"], "terraform"], "status": "success"}
 
-    updated = consul_lock.update_record(client, "production", "d-1", add_stage)
+    updated = Records(client, "production").update("d-1", add_stage)
     assert len(calls) == 2
     assert updated["status"] == "success" and updated["note"] == "concurrent" and updated["stages"] == ["terraform"]
-    stored = consul_lock.read_record(client, "production", "d-1")
+    stored = Records(client, "production").read("d-1")
     assert {k: stored[k] for k in ("status", "note", "stages")} == {"status": "success", "note": "concurrent",
                                                                     "stages": ["terraform"]}  # fmt: skip
     cas_writes = [r.arg("cas") for r in emu.writes]
     assert cas_writes[0] == "0" and all(c not in (None, "0") for c in cas_writes[1:])
     with pytest.raises(RecordError, match="does not exist"):
-        consul_lock.update_record(client, "production", "nope", {"status": "x"})
+        Records(client, "production").update("nope", {"status": "x"})
 
 
 def test_bad_records_are_refused_before_any_write(emu):
     client = client_for(emu)
     with pytest.raises(RecordError, match="not JSON-serialisable"):
-        consul_lock.write_record(client, "production", {"when": object()}, deployment_id="d-2")
-    with pytest.raises(RecordError, match="Consul KV takes at most"):
-        consul_lock.write_record(client, "production", {"blob": "x" * (600 * 1024)}, deployment_id="d-3")
+        Records(client, "production").write({"when": object()}, "d-2")
     with pytest.raises(RecordError, match="not a valid key segment"):
-        consul_lock.write_record(client, "prod/../x", {"status": "x"}, deployment_id="d-4")
+        Records(client, "prod/../x").write({"status": "x"}, "d-4")
     assert emu.writes == []
+
+
+def test_a_record_of_any_size_is_stored_apart_under_consuls_value_limit_and_read_back_whole(emu):
+    """A 5000-route tree is ~700 KB of JSON; Consul takes 512 KiB a value. The tree goes to a blob (compressed,
+    chunked, addressed by its content); the record names it; reading it back gives the same tree."""
+    client = client_for(emu)
+    records = Records(client, "production")
+    routes = [{"domain": f"r{n:05d}.example.org", "backend": f"10.{n // 250}.{n % 250}.1:8080", "service": f"s{n}"} for n in range(5000)]
+    tree = {"reverse_proxy": {"caddy": {"routes": routes}}, "noise": [f"{n:x}" * 40 for n in range(4000)]}  # not very compressible
+    stages = {"routes": {"ok": True, "changes": [f"added: r{n:05d}.example.org" for n in range(5000)]}}
+    assert len(json.dumps(tree)) > 512 * 1024
+    records.write({"status": "running"}, "big")
+    records.update("big", {"status": "success", "tree": tree, "stages": stages})
+    assert max(len(emu.value(k) or b"") for k in emu.keys()) <= 512 * 1024
+    back = records.read("big", full=True)
+    assert back["tree"] == tree and back["stages"] == stages and back["status"] == "success"
+    assert records.read("big")["tree"].keys() == {"$blob", "bytes"}  # without full: the tree is not read
+    listed = records.list()
+    assert [r["id"] for r in listed] == ["big"] and listed[0]["tree_digest"] == back["tree_digest"]
+    # a smaller limit (an agent with kv_max_value_size lowered) splits the same blob into chunks
+    small = Records(client, "small", max_value=16 * 1024)
+    small.write({"status": "success", "tree": tree, "stages": stages}, "chunked")  # stages too large: a blob too
+    chunks = [k for k in emu.keys() if k.startswith("hecate/deployments/small.blobs/")]
+    assert len(chunks) > 2 and max(len(emu.value(k)) for k in chunks) <= 16 * 1024
+    assert json.loads(emu.value("hecate/deployments/small/chunked"))["stages"].keys() == {"$blob", "bytes"}
+    assert small.read("chunked", full=True)["tree"] == tree and small.read("chunked")["stages"] == stages
+
+
+def test_equal_trees_share_one_blob_and_compare_by_digest(emu):
+    client = client_for(emu)
+    records = Records(client, "production")
+    tree = {"reverse_proxy": {"caddy": {"routes": [{"domain": "a.example.org"}]}}}
+    records.write({"status": "success", "tree": tree}, "one")
+    blobs = {k for k in emu.keys() if ".blobs/" in k}
+    records.write({"status": "success", "tree": dict(tree)}, "two")
+    assert {k for k in emu.keys() if ".blobs/" in k} == blobs and len(blobs) == 1  # stored once
+    first, second = records.list()
+    assert first["tree_digest"] == second["tree_digest"]
+    assert not any(".blobs/" in k for k in (e for e in emu.keys() if e.startswith("hecate/deployments/production/")))
+
+
+def test_a_record_written_before_blobs_reads_the_same(emu):
+    """Schema 1 records held their tree inline and Nomad's versions as ``nomad_versions``."""
+    client = client_for(emu)
+    old = {"schema": 1, "id": "old", "environment": "production", "status": "success", "tree": {"a": 1}, "nomad_versions": {"app": 3}}
+    client.kv.put("hecate/deployments/production/old", json.dumps(old))
+    found = Records(client, "production").read("old", full=True)
+    assert found["tree"] == {"a": 1} and found["state"] == {"nomad": {"versions": {"app": 3}}} and found["tree_digest"]
 
 
 def test_consul_settings_merge_pillar_over_master_config():
@@ -337,23 +386,24 @@ def test_consul_settings_merge_pillar_over_master_config():
         "global": {"environment": "staging"},
         "consul": {"address": "https://consul.example.org:8501", "token": "pillar-token", "lock": {"ttl": 60}},
     }
-    got = consul_lock.consul_settings(hecate, opts)
+    got = consul_settings(hecate, opts)
     assert got["address"] == "https://consul.example.org:8501" and got["token"] == "pillar-token"
     assert got["lock"] == {"key": "hecate/locks/staging", "ttl": 60, "wait": 600, "lock_delay": 15}
     assert got["deployments"] == {"prefix": "hecate/deployments"} and got["environment"] == "staging"
-    assert consul_lock.consul_settings(None, opts)["lock"]["key"] == "hecate/locks/production"
+    assert consul_settings(None, opts)["lock"]["key"] == "hecate/locks/production"
 
 
 def test_the_last_success_of_a_long_history_costs_a_key_listing_and_a_read_or_two(emu):
     """Every deploy asks for the previous success; records hold whole trees, so the whole history must
     not be read for it."""
     client = client_for(emu)
+    records = Records(client, "production")
     ids = [f"2025{day:04d}T000000Z-aaaaaa" for day in range(1, 41)]
     for number, deployment_id in enumerate(ids):
         status = "failed" if number == len(ids) - 1 else "success"
-        consul_lock.write_record(client, "production", {"status": status, "tree": {"x": "y" * 1000}}, deployment_id=deployment_id)
+        records.write({"status": status, "tree": {"x": "y" * 1000, "n": number}}, deployment_id)
     emu.reset_counts()
-    assert [r["id"] for r in consul_lock.list_records(client, "production", status="success", limit=1)] == [ids[-2]]
+    assert [r["id"] for r in records.list(status="success", limit=1)] == [ids[-2]]
     assert len(emu.reads) == 3  # the keys, the failed newest, the success before it
-    assert [r["id"] for r in consul_lock.list_records(client, "production", limit=2)] == ids[-2:]
-    assert [r["id"] for r in consul_lock.list_records(client, "production")] == ids  # without limit: the whole history
+    assert [r["id"] for r in records.list(limit=2)] == ids[-2:]
+    assert [r["id"] for r in records.list()] == ids  # without limit: the whole history

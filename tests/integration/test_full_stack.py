@@ -12,6 +12,7 @@ import consul as consul_client
 import pytest
 
 from hecatelib import schema
+from hecatelib.backends import BACKENDS
 from hecatelib.engine import stages as engine_stages
 from tests.support.http import backend_of, get
 from tests.support.stack import CONSUL_TOKEN, EDGE_IP, ZONE, full_tree, jobs_of_run, start_backends, terraform_module
@@ -77,7 +78,7 @@ def test_seed_deploys_from_nothing_and_the_second_deploy_writes_nothing(
     assert first.returncode == 0, json.dumps(first.data, indent=1)
     stages = first.data["stages"]
     # every step of the registry in its order (pinned in tests/unit/test_orchestrate.py): expand, switch, verify, contract
-    assert list(stages) == [s.name for s in engine_stages.steps(schema.validate(stack))]
+    assert list(stages) == [s.name for s in engine_stages.steps(schema.validate(stack), BACKENDS)]
     assert len(stages) == 10
     shown = salt_run_cli.run("hecate.show", first.data["id"]).data
     assert [line.split(":")[0] for line in shown["order"] if not line.startswith(" ")] == list(stages)  # execution order
@@ -105,7 +106,7 @@ def test_seed_deploys_from_nothing_and_the_second_deploy_writes_nothing(
     # for undo, and the Nomad versions of the record are the last success's (the same tree deployed)
     jobs = jobs_of_run(event_listener, salt_master.id, second.data, noop_started)
     assert jobs == ["state.apply"], jobs
-    recorded = [salt_run_cli.run("hecate.show", run.data["id"]).data["nomad_versions"] for run in (first, second)]
+    recorded = [salt_run_cli.run("hecate.show", run.data["id"]).data["state"]["nomad"]["versions"] for run in (first, second)]
     assert recorded[0] == recorded[1] == nomad_versions(emulators), recorded
 
 
@@ -254,6 +255,6 @@ def test_rollback_reverts_nomad_and_routes(stack, salt_run_cli, emulators, pilla
     assert result.returncode == 0, result.data
     assert backend_of(get(http, "cloud.cybermonkey.dev")[2]) == "nextcloud"
     assert "caddy:2.11.9" not in json.dumps(nomad_job(emulators))  # the reverted version's task config
-    assert result.data["stages"]["nomad_revert"]["changes"]
+    assert result.data["stages"]["nomad_restore"]["changes"]
     # the rollback's record holds the versions live after the revert: a later rollback to it returns there
-    assert salt_run_cli.run("hecate.show", result.data["id"]).data["nomad_versions"] == nomad_versions(emulators)
+    assert salt_run_cli.run("hecate.show", result.data["id"]).data["state"]["nomad"]["versions"] == nomad_versions(emulators)

@@ -14,7 +14,7 @@ import time
 import consul as consul_client
 import pytest
 
-from hecatelib.consul import lock as consul_lock
+from hecatelib.consul.lock import ConsulLock
 from tests.support.http import backend_of, get
 from tests.support.stack import CONSUL_TOKEN, jobs_of_run, until
 
@@ -130,7 +130,7 @@ def test_a_compound_job_breaks_every_state_run_beside_it_so_hecate_publishes_non
 def test_reconcile_leaves_a_run_under_way_alone(fresh, salt_run_cli, salt_master, event_listener):
     """A drift report while a run holds the deploy lock is not acted on, and no dry run goes to the
     minion: Salt refuses a state run beside another one, so the run's next stage would fail."""
-    holder = consul_lock.ConsulLock(fresh, "hecate/locks/production", ttl=15, timeout=0, info={"deployment": "manual-test"})
+    holder = ConsulLock(fresh, "hecate/locks/production", ttl=15, timeout=0, info={"deployment": "manual-test"})
     holder.acquire()
     try:
         since = time.time()
@@ -230,7 +230,7 @@ def test_state_orchestrate_rolls_back_a_failed_stage_records_it_and_releases_the
     last = salt_run_cli.run("hecate.history").data[-1]
     assert last["status"] == "failed" and last["error"].startswith("verify failed") and "observe.cybermonkey.dev" in last["error"]
     record = salt_run_cli.run("hecate.show", last["id"]).data
-    assert record["rollback"] == {"done": ["routes on hecate-edge: restored the snapshot"], "problems": []}
+    assert record["rollback"] == {"done": ["caddy on hecate-edge: restored the snapshot"], "problems": []}
     assert lock_holder(fresh) is None
 
 
@@ -240,7 +240,7 @@ def test_state_orchestrate_waits_for_the_lock_then_stops_without_touching_anythi
     impatient = copy.deepcopy(edge_tree)
     impatient["consul"] = {"lock": {"wait": 0}}
     use(pillar_files, salt_call_cli, impatient)
-    holder = consul_lock.ConsulLock(fresh, "hecate/locks/production", ttl=15, timeout=0, info={"deployment": "manual-test"})
+    holder = ConsulLock(fresh, "hecate/locks/production", ttl=15, timeout=0, info={"deployment": "manual-test"})
     holder.acquire()
     try:
         refused = salt_run_cli.run("state.orchestrate", "hecate.orchestrate")
@@ -270,7 +270,7 @@ def fresh_routes(salt_run_cli):
 
 
 def test_a_held_lock_stops_a_second_deploy_and_a_waiting_deploy_runs_after(fresh, salt_run_cli, edge_caddy):
-    holder = consul_lock.ConsulLock(fresh, "hecate/locks/production", ttl=15, timeout=0, info={"deployment": "manual-test"})
+    holder = ConsulLock(fresh, "hecate/locks/production", ttl=15, timeout=0, info={"deployment": "manual-test"})
     holder.acquire()
     try:
         code, refused = deploy(salt_run_cli, "wait=0")
@@ -312,7 +312,7 @@ def test_failed_verify_rolls_the_routes_back(fresh, salt_run_cli, edge_caddy, ed
     salt_call_cli.run("saltutil.refresh_pillar", wait=True)
     code, failed = deploy(salt_run_cli)
     assert code == 1 and failed["error"].startswith("verify failed") and "observe.cybermonkey.dev" in failed["error"]
-    assert failed["rollback"]["done"] == ["routes on hecate-edge: restored the snapshot"]
+    assert failed["rollback"]["done"] == ["caddy on hecate-edge: restored the snapshot"]
     assert edge_caddy.config_bytes() == before
     http = edge_tree["reverse_proxy"]["caddy"]["ports"]["http"]
     assert backend_of(get(http, "observe.cybermonkey.dev")[2]) == "grafana"

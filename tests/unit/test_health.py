@@ -9,6 +9,7 @@ from salt.exceptions import CommandExecutionError, SaltClientError
 
 from hecatelib import health as health_report
 from hecatelib import schema
+from hecatelib.backends import BACKENDS
 from hecatelib.dns import zones as dns_zones
 from tests.support.pillars import seed_tree
 
@@ -44,7 +45,7 @@ def caller(rrsets):
     ids=["CommandExecutionError", "SaltClientError", "requests.ConnectionError"],
 )
 def test_a_backend_error_is_a_report_row(tree, error):
-    report = health_report.collect(tree, caller(error), only=["dns"])
+    report = health_report.collect(tree, caller(error), BACKENDS, only=["dns"])
     (row,) = report["dns"]
     assert row["ok"] is False and row["zone"] == ZONE
     assert row["state"] == f"error: ?: {type(error).__name__}: {error}"
@@ -55,7 +56,7 @@ def test_a_zone_that_matches_the_pillar_is_healthy(tree):
     (wanted,) = dns_zones.compile_zones(tree).values()
     rrsets = [{"name": name, "type": rtype, "ttl": want["ttl"], "records": [{"value": v} for v in want["records"]]}
               for (name, rtype), want in wanted.items()]  # fmt: skip
-    report = health_report.collect(tree, caller(rrsets), only=["dns"])
+    report = health_report.collect(tree, caller(rrsets), BACKENDS, only=["dns"])
     assert len(report["dns"]) == len(wanted) > 0 and {row["state"] for row in report["dns"]} == {"ok"}
     assert report["retcode"] == 0
 
@@ -63,12 +64,12 @@ def test_a_zone_that_matches_the_pillar_is_healthy(tree):
 def test_a_programming_error_keeps_its_traceback(tree):
     """An answer of the wrong shape (a record set without ``name``) is hecate's bug, not an outage."""
     with pytest.raises(KeyError, match="name"):
-        health_report.collect(tree, caller([{"type": "A", "ttl": 300, "records": []}]), only=["dns"])
+        health_report.collect(tree, caller([{"type": "A", "ttl": 300, "records": []}]), BACKENDS, only=["dns"])
 
 
 def test_a_programming_error_in_a_caller_is_not_a_failed_answer(tree):
     with pytest.raises(TypeError):
-        health_report.collect(tree, caller(TypeError("call() got an unexpected keyword argument")), only=["dns"])
+        health_report.collect(tree, caller(TypeError("call() got an unexpected keyword argument")), BACKENDS, only=["dns"])
 
 
 def _certs(found):
@@ -91,7 +92,7 @@ def _certs(found):
 def test_certificates_are_flagged_only_when_renewal_is_late(tree, cert, ok):
     acme = copy.deepcopy(tree)
     acme["reverse_proxy"]["caddy"]["tls"] = {"mode": "acme"}
-    report = health_report.collect(acme, _certs([{"domain": "cloud.cybermonkey.dev", **cert}]), only=["certs"])
+    report = health_report.collect(acme, _certs([{"domain": "cloud.cybermonkey.dev", **cert}]), BACKENDS, only=["certs"])
     assert [row["ok"] for row in report["certs"]] == [ok]
     assert report["retcode"] == (0 if ok else 1)
 
@@ -99,4 +100,4 @@ def test_certificates_are_flagged_only_when_renewal_is_late(tree, cert, ok):
 def test_no_certificates_without_tls(tree):
     plain = copy.deepcopy(tree)
     plain["reverse_proxy"]["caddy"]["tls"] = {"mode": "off"}
-    assert health_report.collect(plain, _certs([]), only=["certs"])["certs"] == health_report.NOT_CONFIGURED
+    assert health_report.collect(plain, _certs([]), BACKENDS, only=["certs"])["certs"] == health_report.NOT_CONFIGURED

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hecatelib import secret_refs
+from hecatelib import consul, secret_refs
 from hecatelib.secret_refs import Reference, find_references, is_reference, parse_reference, resolve
 
 
@@ -82,9 +82,9 @@ def test_consul_client_from_address_and_token_file(tmp_path, monkeypatch):
     monkeypatch.setenv("CONSUL_HTTP_TOKEN", "from-env")
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
-    client = secret_refs.consul_client({"address": "https://consul.example.org:8501", "token_file": str(token_file)})
+    client = consul.client({"address": "https://consul.example.org:8501", "token_file": str(token_file)})
     assert (client.http.host, client.http.port, client.http.scheme) == ("consul.example.org", 8501, "https")
     assert client.token == "from-file"  # the configured token wins over $CONSUL_HTTP_TOKEN
-    assert secret_refs.consul_client({}).token == "from-env"
-    assert secret_refs.consul_client({"address": "https://consul.example.org"}).http.port == 8501
-    assert secret_refs.consul_client({"address": "127.0.0.1"}).http.base_uri == "http://127.0.0.1:8500"
+    assert consul.client({}).token == "from-env"
+    assert consul.client({"address": "https://consul.example.org"}).http.port == 8501
+    assert consul.client({"address": "127.0.0.1"}).http.base_uri == "http://127.0.0.1:8500"

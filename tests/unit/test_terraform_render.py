@@ -8,7 +8,7 @@ import json
 import hcl2
 import pytest
 
-from hecatelib.consul import lock as consul_lock
+from hecatelib import consul
 from hecatelib.spec import PillarError, Report
 from hecatelib.terraform import render as tf
 from tests.conftest import REPO
@@ -212,13 +212,13 @@ def test_settings_defaults():
 
 def test_consul_schema_defaults_and_errors():
     report = Report("hecate")
-    out = consul_lock.CONSUL_SCHEMA({"address": "https://consul.example.org:8501", "token": "vault:secret/hecate/consul#token"},
+    out = consul.SCHEMA({"address": "https://consul.example.org:8501", "token": "vault:secret/hecate/consul#token"},
                            "hecate:consul", report)  # fmt: skip
     assert not report.errors
     assert out["lock"] == {"key": "hecate/locks/{environment}", "ttl": 30, "wait": 600, "lock_delay": 15}
     assert out["deployments"] == {"prefix": "hecate/deployments"}
     report = Report("hecate")
-    consul_lock.CONSUL_SCHEMA({"address": "consul:8500", "lock": {"ttl": 5}, "verify": "relative.pem"}, "hecate:consul", report)
+    consul.SCHEMA({"address": "consul:8500", "lock": {"ttl": 5}, "verify": "relative.pem"}, "hecate:consul", report)
     errors = dict(report.errors)
     assert "Consul address" in errors["hecate:consul:address"]
     assert "out of range 10..86400" in errors["hecate:consul:lock:ttl"]

@@ -1,4 +1,4 @@
-"""A Consul lock so two deploys never interleave, and the deployment record in Consul KV.
+"""A Consul lock so two deploys never interleave.
 
 The lock follows Consul's documented leader-election recipe: a session with a TTL, ``PUT
 /v1/kv/<key>?acquire=<session>``, the session renewed every TTL/2 by a background thread, the key
@@ -7,13 +7,11 @@ blocking queries (``?index=&wait=``) up to its timeout, then fails with an error
 current holder. A holder that dies stops renewing: Consul invalidates its session after the TTL and
 the key is free again after the session's lock-delay.
 
-    client = hecatelib.secret_refs.consul_client(cfg)
+    client = hecatelib.consul.client(cfg)
     with ConsulLock(client, "hecate/locks/production", ttl=30, timeout=600, info={"deployment": dep_id}) as lock:
         ...                    # stages; call lock.check() between them: raises LockLost if the session died
-    write_record(client, "production", {"status": "success", ...}, deployment_id=dep_id)
 
-Deployment records live at ``hecate/deployments/<environment>/<id>`` (JSON), written with ``cas=0`` so
-a record is never overwritten, and updated with ``cas=<ModifyIndex>`` (read-modify-write).
+The deployment records are ``hecatelib.consul.records``.
 """
 
 import datetime
@@ -21,63 +19,17 @@ import getpass
 import json
 import logging
 import os
-import re
-import secrets
 import socket
 import threading
 import time
 
-from salt.exceptions import CommandExecutionError
-
 from hecatelib.api import redact
-from hecatelib.consul import services as consul_services
-from hecatelib.spec import AbsPath, Bool, Either, Field, Int, Map, Secret, Str
+from hecatelib.consul import DEFAULT_LOCK_DELAY, DEFAULT_TTL, DEFAULT_WAIT
+from hecatelib.errors import LockError, LockLost, LockTimeout
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "CONSUL_SCHEMA",
-    "ConsulLock",
-    "LockError",
-    "LockLost",
-    "LockTimeout",
-    "RecordError",
-    "consul_settings",
-    "list_records",
-    "new_deployment_id",
-    "read_record",
-    "record_key",
-    "update_record",
-    "write_record",
-]
-
-DEFAULT_TTL = 30  # seconds; Consul accepts 10..86400
-DEFAULT_WAIT = 600  # seconds a second deploy waits for the lock
-DEFAULT_LOCK_DELAY = 15  # seconds; Consul's default
-LOCK_KEY = "hecate/locks/{environment}"
-RECORD_PREFIX = "hecate/deployments"
-MAX_RECORD = 512 * 1024  # Consul's default kv_max_value_size
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-class LockError(CommandExecutionError):
-    """The lock could not be taken or kept."""
-
-
-class LockTimeout(LockError):
-    """Another holder kept the lock past our timeout. ``holder`` describes it (a dict, may be empty)."""
-
-    def __init__(self, message, holder=None):
-        super().__init__(message)
-        self.holder = holder or {}
-
-
-class LockLost(LockError):
-    """Our session ended (not renewed in time, destroyed by an operator): stop writing."""
-
-
-class RecordError(CommandExecutionError):
-    """A deployment record could not be written or read."""
+__all__ = ["ConsulLock", "LockError", "LockLost", "LockTimeout"]
 
 
 def _now():
@@ -105,7 +57,7 @@ def _consul_errors():
 
 def _why(exc, client):
     """A failed Consul call in words: a timeout says how long we waited (``hecate:consul:timeout``, enforced by
-    ``hecatelib.secret_refs.TimeoutSession``), anything else its type and scrubbed text."""
+    ``hecatelib.consul.TimeoutSession``), anything else its type and scrubbed text."""
     import requests
 
     if isinstance(exc, requests.exceptions.Timeout):
@@ -317,160 +269,3 @@ def _describe(entry):
 
 def _scrub(exc, client):
     return redact(str(exc)[:300], [getattr(client, "token", None)])
-
-
-# -- configuration ---------------------------------------------------------------------------------
-# The pillar section hecate:consul: the Consul connection (hecatelib.secret_refs.consul_client), the deploy lock
-# and the deployment records, plus the external services the hecate_consul state registers.
-CONSUL_SCHEMA = Map(
-    {
-        "external_services": consul_services.SERVICES,  # registered by the hecate_consul state
-        "address": Str(pattern=r"^https?://[A-Za-z0-9.\[\]:_-]+(:\d+)?/?$", what="Consul address (http(s)://host:port)"),
-        "token": Secret(),
-        "verify": Either("must be true, false or the path of a CA bundle", Bool(), AbsPath()),
-        "datacenter": Str(pattern=r"^[a-z0-9]([a-z0-9_-]{0,62})$", what="datacenter name"),
-        "allow_insecure_endpoint": Field(Bool(), default=False),
-        "lock": Field(
-            Map(
-                {
-                    "key": Field(Str(pattern=r"^[A-Za-z0-9_./{}-]+$", what="KV key"), default=LOCK_KEY),
-                    "ttl": Field(Int(10, 86400, "integer (seconds)"), default=DEFAULT_TTL),
-                    "wait": Field(Int(0, 86400, "integer (seconds)"), default=DEFAULT_WAIT),
-                    "lock_delay": Field(Int(0, 60, "integer (seconds)"), default=DEFAULT_LOCK_DELAY),
-                }
-            ),
-            default=dict,
-        ),
-        "deployments": Field(
-            Map({"prefix": Field(Str(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$", what="KV prefix"), default=RECORD_PREFIX)}),
-            default=dict,
-        ),
-    }
-)
-
-
-def consul_settings(hecate=None, opts=None):
-    """Connection + lock settings: pillar ``hecate:consul`` (validated, see ``CONSUL_SCHEMA``) over the
-    master's ``hecate_ext_pillar:consul``. Returns a dict for :func:`hecatelib.secret_refs.consul_client` plus
-    ``lock`` (``key``, ``ttl``, ``wait``, ``lock_delay``) and ``deployments`` (``prefix``)."""
-    base = dict(((opts or {}).get("hecate_ext_pillar") or {}).get("consul") or {})
-    section = dict(((hecate or {}).get("consul")) or {})
-    environment = ((hecate or {}).get("global") or {}).get("environment") or "production"
-    out = {**base, **{k: v for k, v in section.items() if k not in ("lock", "deployments") and v is not None}}
-    if section.get("datacenter"):
-        out["dc"] = section["datacenter"]
-    lock = {"key": LOCK_KEY, "ttl": DEFAULT_TTL, "wait": DEFAULT_WAIT, "lock_delay": DEFAULT_LOCK_DELAY}
-    lock.update({k: v for k, v in (section.get("lock") or {}).items() if v is not None})
-    lock["key"] = lock["key"].format(environment=environment)
-    deployments = {"prefix": RECORD_PREFIX, **(section.get("deployments") or {})}
-    out["lock"], out["deployments"], out["environment"] = lock, deployments, environment
-    return out
-
-
-# -- deployment records ----------------------------------------------------------------------------
-def new_deployment_id(moment=None):
-    """A sortable, unique id: ``20250131T120000Z-1a2b3c``."""
-    return (moment or _now()).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
-def record_key(environment, deployment_id, prefix=RECORD_PREFIX):
-    for what, value in (("environment", environment), ("deployment id", deployment_id)):
-        if not isinstance(value, str) or not _NAME.match(value):
-            raise RecordError(f"{what} {value!r} is not a valid key segment (letters, digits, '_', '.', '-')")
-    return f"{prefix.strip('/')}/{environment}/{deployment_id}"
-
-
-def _encode(record):
-    try:
-        text = json.dumps(record, sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise RecordError(f"the deployment record is not JSON-serialisable: {exc}") from None
-    if len(text.encode()) > MAX_RECORD:
-        raise RecordError(f"the deployment record is {len(text.encode())} bytes; Consul KV takes at most {MAX_RECORD}")
-    return text
-
-
-def write_record(client, environment, record, deployment_id=None, prefix=RECORD_PREFIX):
-    """Create ``<prefix>/<environment>/<id>`` with ``cas=0`` (never overwrites). Returns the stored record
-    (``id``, ``environment``, ``recorded_at`` and ``schema`` filled in)."""
-    if not isinstance(record, dict):
-        raise RecordError("a deployment record must be a mapping")
-    deployment_id = deployment_id or record.get("id") or new_deployment_id()
-    key = record_key(environment, deployment_id, prefix)
-    stored = {"schema": 1, "recorded_at": _iso(), **record, "id": deployment_id, "environment": environment}
-    try:
-        ok = client.kv.put(key, _encode(stored), cas=0)
-    except _consul_errors() as exc:
-        raise RecordError(f"writing deployment record {key}: {_why(exc, client)}") from None
-    if not ok:
-        raise RecordError(f"deployment record {key} already exists; records are never overwritten")
-    return stored
-
-
-def read_record(client, environment, deployment_id, prefix=RECORD_PREFIX):
-    """The record, or None. Adds ``_modify_index`` (for a check-and-set update)."""
-    key = record_key(environment, deployment_id, prefix)
-    try:
-        _, entry = client.kv.get(key)
-    except _consul_errors() as exc:
-        raise RecordError(f"reading deployment record {key}: {_why(exc, client)}") from None
-    if entry is None:
-        return None
-    return _decode(entry)
-
-
-def _decode(entry):
-    try:
-        record = json.loads((entry.get("Value") or b"null").decode("utf-8"))
-    except ValueError:
-        raise RecordError(f"deployment record {entry['Key']} is not JSON") from None
-    if not isinstance(record, dict):
-        raise RecordError(f"deployment record {entry['Key']} is not a JSON object")
-    record["_modify_index"] = entry["ModifyIndex"]
-    return record
-
-
-def update_record(client, environment, deployment_id, changes, prefix=RECORD_PREFIX, attempts=5):
-    """Merge ``changes`` (a dict, or a function record -> record) into an existing record with
-    ``cas=<ModifyIndex>``, re-reading on a conflict up to ``attempts`` times. Returns the new record."""
-    key = record_key(environment, deployment_id, prefix)
-    for _ in range(attempts):
-        current = read_record(client, environment, deployment_id, prefix)
-        if current is None:
-            raise RecordError(f"deployment record {key} does not exist")
-        index = current.pop("_modify_index")
-        updated = changes(dict(current)) if callable(changes) else {**current, **changes}
-        updated.update(id=deployment_id, environment=environment)
-        try:
-            if client.kv.put(key, _encode(updated), cas=index):
-                return updated
-        except _consul_errors() as exc:
-            raise RecordError(f"updating deployment record {key}: {_why(exc, client)}") from None
-    raise RecordError(f"deployment record {key} kept changing under us ({attempts} check-and-set conflicts)")
-
-
-def list_records(client, environment, prefix=RECORD_PREFIX, status=None, limit=None):
-    """Records of ``environment``, oldest first (ids sort by time); ``status`` filters; ``limit`` keeps
-    the newest N. With ``limit`` only the keys are listed and records are read newest first until N
-    match: every deploy asks for the last success, and records hold whole trees (a long history at
-    1000 routes is megabytes), so that costs a key listing and a read or two, not the whole history."""
-    base = f"{prefix.strip('/')}/{environment}/"
-    try:
-        if limit:
-            _, keys = client.kv.get(base, keys=True, separator="/")
-            found = []
-            for key in sorted((k for k in keys or [] if not k.endswith("/")), reverse=True):
-                _, entry = client.kv.get(key)
-                record = _decode(entry) if entry else None
-                if record is not None and status in (None, record.get("status")):
-                    found.append(record)
-                    if len(found) == int(limit):
-                        break
-            return found[::-1]
-        _, entries = client.kv.get(base, recurse=True)
-    except _consul_errors() as exc:
-        raise RecordError(f"listing deployment records {base}: {_why(exc, client)}") from None
-    records = [_decode(e) for e in sorted(entries or [], key=lambda e: e["Key"]) if "/" not in e["Key"][len(base) :]]
-    if status is not None:
-        records = [r for r in records if r.get("status") == status]
-    return records

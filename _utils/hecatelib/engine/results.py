@@ -1,18 +1,5 @@
-"""The orchestration's pure parts and the run's own file: how to read stage results, count their
-changes, keep secrets out of records, overlay a recorded tree on the live pillar, name the pillar's git
-commit and the operator. Which backends run, in which order and phase: ``hecatelib.engine.stages``. The runner
-(``_runners/hecate.py``) does the I/O.
-"""
-
-import copy
-import glob
-import json
-import os
-import socket
-import subprocess
-
-from hecatelib import schema
-from hecatelib.spec import without_secrets
+"""A stage's Salt state returns, read as the operator reads them (pure): did it work, what changed, how many
+things, one line per changed thing, one line per step in execution order."""
 
 
 def read_state_returns(returns):
@@ -38,12 +25,6 @@ def read_state_returns(returns):
             if state.get("changes") or state.get("result") is None:
                 changes.setdefault(minion, {})[state.get("name", state_id)] = state.get("changes") or state.get("comment")
     return ok, changes, problems
-
-
-def strip_secrets(tree, spec=None):
-    """A copy of ``tree`` without the values the schema marks as secrets (tokens, passwords): what a
-    deployment record may keep. Rolling back re-applies it over the live pillar, which supplies them."""
-    return without_secrets(copy.deepcopy(tree), spec or schema.SCHEMA)
 
 
 def count_changes(changes):
@@ -134,78 +115,3 @@ def _label(key, value):
             if isinstance(side, dict) and side.get("hosts"):
                 return ", ".join(map(str, side["hosts"]))
     return str(key)
-
-
-def overlay(live, recorded):
-    """The ``hecate`` tree a minion sees when a stage runs with ``pillar={"hecate": recorded}``: Salt
-    merges mappings key by key and replaces lists, so the live pillar still supplies the secrets."""
-    if not isinstance(live, dict) or not isinstance(recorded, dict):
-        return copy.deepcopy(recorded)
-    out = copy.deepcopy(live)
-    for key, value in recorded.items():
-        out[key] = overlay(live.get(key), value) if isinstance(value, dict) else copy.deepcopy(value)
-    return out
-
-
-def operator(opts=None):
-    """Who runs this: the user behind sudo, else the login user, else the master's user; with the host."""
-    user = os.environ.get("SUDO_USER") or os.environ.get("USER") or (opts or {}).get("user") or "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
-def pillar_commit(opts):
-    """The git commit of the pillar: ``git rev-parse HEAD`` of the first pillar root that is a git
-    checkout, else of git_pillar's working copies in the master's cache. None when neither is git.
-    ``{"commit", "dirty", "path"}``: ``dirty`` when the checkout has uncommitted changes."""
-    roots = [root for roots in (opts.get("pillar_roots") or {}).values() for root in roots]
-    # git_pillar's working copies: <cachedir>/git_pillar/<remote hash>/<branch dir>
-    roots += sorted(glob.glob(os.path.join(opts.get("cachedir", ""), "git_pillar", "*", "*")))
-    for root in roots:
-        commit = _git(root, "rev-parse", "HEAD")
-        if commit:
-            return {"commit": commit, "dirty": bool(_git(root, "status", "--porcelain")), "path": root}
-    return None
-
-
-def _git(root, *args):
-    if not os.path.isdir(root):
-        return None
-    try:
-        done = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):  # no git binary, or a hung filesystem
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-# -- the run's own file ----------------------------------------------------------------------------
-# A run driven by state.orchestrate is several runner calls: what one step learns (the lock's session,
-# the snapshots, which steps applied) is kept for the next in a file on the master, mode 0600.
-def run_path(opts, run_id):
-    if not run_id or not all(c.isalnum() or c in "-_." for c in str(run_id)):
-        raise ValueError(f"run id {run_id!r} is not valid (letters, digits, '-', '_', '.')")
-    return os.path.join(opts["cachedir"], "hecate", "runs", f"{run_id}.json")
-
-
-def save_run(opts, run):
-    path = run_path(opts, run["id"])
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(run))  # dumps: C encoder; dump() encodes in Python (seconds at 1000 routes)
-    os.replace(path + ".tmp", path)
-
-
-def load_run(opts, run_id):
-    """The run's file, or None when that run never began here (or already finished)."""
-    try:
-        with open(run_path(opts, run_id), encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        return None
-
-
-def drop_run(opts, run_id):
-    try:
-        os.remove(run_path(opts, run_id))
-    except FileNotFoundError:
-        pass

@@ -1,0 +1,172 @@
+"""One run of the engine as data: what it deploys, what it read before writing, what each step did, and how
+it ended. A run driven by ``state.orchestrate`` is several runner calls, so a :class:`Run` is also kept in a
+file on the master between them (:class:`RunFiles`, mode 0600). Plus the run's provenance: the operator,
+the pillar's git commit, and the tree a record keeps (secrets left out)."""
+
+import copy
+import dataclasses
+import datetime
+import glob
+import hashlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import time
+
+from hecatelib import schema
+from hecatelib.spec import without_secrets
+
+
+def new_run_id(moment=None):
+    """A sortable, unique id: ``20250131T120000Z-1a2b3c``."""
+    return (moment or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def canonical(value):
+    """The JSON a digest is taken of: sorted keys, no spaces."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def digest(value):
+    """The content address of a JSON value: two runs deployed the same tree when their digests are equal."""
+    return hashlib.sha256(canonical(value).encode()).hexdigest()
+
+
+@dataclasses.dataclass
+class Run:
+    id: str
+    kind: str  # deploy, orchestrate, rollback, promote, heal
+    only: list = None  # the stages asked for (None: every enabled one)
+    recorded: dict = None  # a recorded tree deployed over the live pillar (rollback, promote)
+    restore_to: dict = None  # backend -> recorded state a rollback returns to after its steps (Nomad versions)
+    extra: dict = dataclasses.field(default_factory=dict)  # fields added to the record (rolled_back_to...)
+    started: float = dataclasses.field(default_factory=time.time)
+    session: str = None  # the deploy lock's Consul session
+    lock_key: str = None
+    steps: list = dataclasses.field(default_factory=list)
+    skip: list = dataclasses.field(default_factory=list)  # steps whose dry run found nothing to change
+    previous: str = None  # the last successful run's id when this one began
+    carried: dict = None  # the previous success's recorded backend state, when it deployed this very tree
+    before: dict = dataclasses.field(default_factory=dict)  # backend -> what undo needs, read before the first write
+    results: dict = dataclasses.field(default_factory=dict)  # step -> {ok, seconds, changed, changes, problems, skipped}
+    applied: list = dataclasses.field(default_factory=list)  # steps that wrote (or may have)
+    edges: dict = dataclasses.field(default_factory=dict)  # minion -> rollout status of the edge stage
+    failure: str = None  # the first failure, one line
+    rollback: dict = None  # what undo did: {done, problems}
+    dead_holder: dict = None  # the lock's previous holder, dead when this run took the lock
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self))  # dumps: C encoder (dump() encodes in Python)
+
+    @classmethod
+    def from_json(cls, text):
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def result(self, name, ok, seconds=0, changed=0, changes=(), problems=(), **extra):
+        self.results[name] = {
+            "ok": ok,
+            "seconds": seconds,
+            "changed": changed,
+            "changes": list(changes),
+            "problems": list(problems),
+            **extra,
+        }
+        return self.results[name]
+
+    @property
+    def applied_anything(self):
+        return bool(self.applied)
+
+
+class RunFiles:
+    """Runs between the runner calls of one ``state.orchestrate``: ``<dir>/<run id>.json``, mode 0600."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def path(self, run_id):
+        if not run_id or not all(c.isalnum() or c in "-_." for c in str(run_id)):
+            raise ValueError(f"run id {run_id!r} is not valid (letters, digits, '-', '_', '.')")
+        return os.path.join(self.directory, f"{run_id}.json")
+
+    def save(self, run):
+        path = self.path(run.id)
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(run.to_json())
+        os.replace(path + ".tmp", path)
+
+    def load(self, run_id):
+        """The run, or None when it never began here (or already finished)."""
+        try:
+            with open(self.path(run_id), encoding="utf-8") as handle:
+                return Run.from_json(handle.read())
+        except FileNotFoundError:
+            return None
+
+    def drop(self, run_id):
+        try:
+            os.remove(self.path(run_id))
+        except FileNotFoundError:
+            pass
+
+
+def run_files(opts):
+    return RunFiles(os.path.join(opts["cachedir"], "hecate", "runs"))
+
+
+def strip_secrets(tree, spec=None):
+    """A copy of ``tree`` without the values the schema marks as secrets (tokens, passwords): what a
+    deployment record may keep. Rolling back re-applies it over the live pillar, which supplies them."""
+    return without_secrets(copy.deepcopy(tree), spec or schema.SCHEMA)
+
+
+def recorded_tree(tree):
+    """A run's tree as its record stores it (secrets left out, as JSON has it)."""
+    return json.loads(json.dumps(strip_secrets(tree)))
+
+
+def overlay(live, recorded):
+    """The ``hecate`` tree a minion sees when a stage runs with ``pillar={"hecate": recorded}``: Salt
+    merges mappings key by key and replaces lists, so the live pillar still supplies the secrets."""
+    if not isinstance(live, dict) or not isinstance(recorded, dict):
+        return copy.deepcopy(recorded)
+    out = copy.deepcopy(live)
+    for key, value in recorded.items():
+        out[key] = overlay(live.get(key), value) if isinstance(value, dict) else copy.deepcopy(value)
+    return out
+
+
+def operator(opts=None):
+    """Who runs this: the user behind sudo, else the login user, else the master's user; with the host."""
+    user = os.environ.get("SUDO_USER") or os.environ.get("USER") or (opts or {}).get("user") or "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def pillar_commit(opts):
+    """The git commit of the pillar: ``git rev-parse HEAD`` of the first pillar root that is a git
+    checkout, else of git_pillar's working copies in the master's cache. None when neither is git.
+    ``{"commit", "dirty", "path"}``: ``dirty`` when the checkout has uncommitted changes."""
+    roots = [root for roots in (opts.get("pillar_roots") or {}).values() for root in roots]
+    # git_pillar's working copies: <cachedir>/git_pillar/<remote hash>/<branch dir>
+    roots += sorted(glob.glob(os.path.join(opts.get("cachedir", ""), "git_pillar", "*", "*")))
+    for root in roots:
+        commit = _git(root, "rev-parse", "HEAD")
+        if commit:
+            return {"commit": commit, "dirty": bool(_git(root, "status", "--porcelain")), "path": root}
+    return None
+
+
+def _git(root, *args):
+    if not os.path.isdir(root):
+        return None
+    try:
+        done = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):  # no git binary, or a hung filesystem
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
