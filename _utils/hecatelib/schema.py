@@ -4,18 +4,19 @@
 every problem with its key path. Nothing reads pillar except through this function: the ext_pillar,
 the states, the runner and ``hecate-validate`` all call it before any backend is touched.
 
-Backend sections that grow with their module (dns, authentik, nomad, terraform, consul) keep their
-schema next to their compiler (``hecate_<backend>.PILLAR_SCHEMA`` / ``check_pillar``).
+The core (global, reverse_proxy, consul, resources, deployment, reconcile) is here; each backend brings its
+own section and cross-key checks (``schema`` and ``check`` of its object in ``hecatelib.backends``, kept
+next to its compiler).
 """
 
 import re
 
 from hecatelib import consul
 from hecatelib.authentik import objects as authentik_objects
+from hecatelib.backends import BACKENDS
 from hecatelib.caddy import certs as caddy_certs
 from hecatelib.caddy import re2
 from hecatelib.dns import zones as dns_zones
-from hecatelib.nomad import jobs as nomad_jobs
 from hecatelib.spec import (  # parse_backend, route_backends, route_service: re-exported, they live in hecatelib.spec
     Bool,
     Duration,
@@ -42,7 +43,6 @@ from hecatelib.spec import (  # parse_backend, route_backends, route_service: re
     route_service,
     shape_problem,
 )
-from hecatelib.terraform import render as terraform_render
 
 __all__ = ["PillarError", "check", "parse_backend", "route_backends", "route_service", "validate"]
 
@@ -264,107 +264,108 @@ TCP_PROXY = Map(
 
 RESOURCE = Map({"cpu": Int(1, 1_000_000), "memory": Int(1, 10_000_000), "disk": Int(1, 100_000_000)})
 
-SCHEMA = Map(
-    {
-        "global": Field(
-            Map(
-                {
-                    "domain": Hostname(),
-                    "environment": Field(Str(pattern=NAME, what="environment name"), default="production"),
-                    "hetzner_location": Str(pattern=r"^[a-z]{3}[0-9]?$", what="Hetzner location (nbg1, fsn1, hel1, ash, hil, sin)"),
-                }
-            ),
-            default=dict,
+CORE = {
+    "global": Field(
+        Map(
+            {
+                "domain": Hostname(),
+                "environment": Field(Str(pattern=NAME, what="environment name"), default="production"),
+                "hetzner_location": Str(pattern=r"^[a-z]{3}[0-9]?$", what="Hetzner location (nbg1, fsn1, hel1, ash, hil, sin)"),
+            }
         ),
-        "reverse_proxy": Field(
-            Map(
-                {
-                    "caddy": Field(CADDY, default=dict),
-                    "nginx": Map({"version": Str(pattern=r"^[A-Za-z0-9._-]+$", what="image tag"), "tcp_proxies": ListOf(TCP_PROXY)}),
-                    "coturn": Map(
+        default=dict,
+    ),
+    "reverse_proxy": Field(
+        Map(
+            {
+                "caddy": Field(CADDY, default=dict),
+                "nginx": Map({"version": Str(pattern=r"^[A-Za-z0-9._-]+$", what="image tag"), "tcp_proxies": ListOf(TCP_PROXY)}),
+                "coturn": Map(
+                    {
+                        "version": Str(pattern=r"^[A-Za-z0-9._-]+$", what="image tag"),
+                        "realm": Hostname(),
+                        "static_auth_secret": Secret(),
+                        "ports": Map({"listening": Port(), "tls_listening": Port(), "relay_min": Port(), "relay_max": Port()}),
+                    }
+                ),
+            }
+        ),
+        default=dict,
+    ),
+    "consul": consul.SCHEMA,
+    "resources": Map(
+        {
+            "reverse_proxy": RESOURCE,
+            "authentik": RESOURCE,
+            "postgresql": RESOURCE,
+            "redis": RESOURCE,
+            "applications": MapOf(RESOURCE, key_spec=Str(pattern=NAME, what="application name")),
+        }
+    ),
+    "deployment": Field(
+        Map(
+            {
+                "strategy": Field(Str(choices=["blue-green", "rolling", "canary"]), default="rolling"),
+                "health_check_interval": Field(Int(1, 3600), default=30),
+                "health_check_timeout": Field(Int(1, 3600), default=5),
+                "max_parallel_updates": Field(Int(1, 100), default=1),
+                "auto_rollback": Field(Bool(), default=True),
+                "targets": Field(
+                    Map(
                         {
-                            "version": Str(pattern=r"^[A-Za-z0-9._-]+$", what="image tag"),
-                            "realm": Hostname(),
-                            "static_auth_secret": Secret(),
-                            "ports": Map({"listening": Port(), "tls_listening": Port(), "relay_min": Port(), "relay_max": Port()}),
+                            "controller": Field(Str(), default="roles:hecate-controller"),
+                            "edge": Field(Str(), default="roles:hecate-proxy"),
+                            "tgt_type": Field(Str(choices=["grain", "glob", "list", "compound", "pillar", "nodegroup"]), default="grain"),
                         }
                     ),
-                }
-            ),
-            default=dict,
-        ),
-        "authentik": authentik_objects.PILLAR_SCHEMA,
-        "dns": dns_zones.PILLAR_SCHEMA,
-        "nomad": nomad_jobs.PILLAR_SCHEMA,
-        "terraform": terraform_render.PILLAR_SCHEMA,
-        "consul": consul.SCHEMA,
-        "resources": Map(
-            {
-                "reverse_proxy": RESOURCE,
-                "authentik": RESOURCE,
-                "postgresql": RESOURCE,
-                "redis": RESOURCE,
-                "applications": MapOf(RESOURCE, key_spec=Str(pattern=NAME, what="application name")),
+                    default=dict,
+                ),
+                "stage_timeout": Field(Int(10, 86400), default=1800),
+                # the routes stage over several edges: one canary first, then batches of this size
+                "edge_batch": Field(Int(1, 1000), default=5),
+                "verify": Field(Bool(), default=True),
             }
         ),
-        "deployment": Field(
-            Map(
-                {
-                    "strategy": Field(Str(choices=["blue-green", "rolling", "canary"]), default="rolling"),
-                    "health_check_interval": Field(Int(1, 3600), default=30),
-                    "health_check_timeout": Field(Int(1, 3600), default=5),
-                    "max_parallel_updates": Field(Int(1, 100), default=1),
-                    "auto_rollback": Field(Bool(), default=True),
-                    "targets": Field(
-                        Map(
-                            {
-                                "controller": Field(Str(), default="roles:hecate-controller"),
-                                "edge": Field(Str(), default="roles:hecate-proxy"),
-                                "tgt_type": Field(
-                                    Str(choices=["grain", "glob", "list", "compound", "pillar", "nodegroup"]), default="grain"
-                                ),
-                            }
-                        ),
-                        default=dict,
-                    ),
-                    "stage_timeout": Field(Int(10, 86400), default=1800),
-                    # the routes stage over several edges: one canary first, then batches of this size
-                    "edge_batch": Field(Int(1, 1000), default=5),
-                    "verify": Field(Bool(), default=True),
-                }
-            ),
-            default=dict,
-        ),
-        # between deploys: the drift beacon's interval, and what the reactor does with a drift (docs/reconcile.md)
-        "reconcile": Field(
-            Map(
-                {
-                    "interval": Field(Int(2, 86400), default=60),  # one GET per interval: even 2 s costs Caddy nothing
-                    "policy": Field(Str(choices=["alert", "heal"]), default="alert"),
-                    "max_changes": Field(Int(1, 100000), default=5),
-                    # deploy each new commit of this git_pillar branch (hecate.follow, on a master schedule)
-                    "follow_branch": Str(pattern=r"^[A-Za-z0-9._/-]+$", what="git branch name"),
-                    "history": Field(Int(10, 10000), default=500),  # drift reports kept in Consul KV
-                    # health and the drift beacon flag a certificate Caddy will not renew in time within this many days
-                    "cert_warn_days": Field(Int(1, 365), default=14),
-                }
-            ),
-            default=dict,
-        ),
-        "backup": Map(
+        default=dict,
+    ),
+    # between deploys: the drift beacon's interval, and what the reactor does with a drift (docs/reconcile.md)
+    "reconcile": Field(
+        Map(
             {
-                "enabled": Field(Bool(), default=False),
-                "schedule": Str(pattern=r"^\S+( \S+){4}$", what="cron schedule (5 fields)"),
-                "retention_days": Int(1, 36500),
-                "targets": ListOf(Str(pattern=NAME, what="backup target"), unique=True),
+                "interval": Field(Int(2, 86400), default=60),  # one GET per interval: even 2 s costs Caddy nothing
+                "policy": Field(Str(choices=["alert", "heal"]), default="alert"),
+                "max_changes": Field(Int(1, 100000), default=5),
+                # deploy each new commit of this git_pillar branch (hecate.follow, on a master schedule)
+                "follow_branch": Str(pattern=r"^[A-Za-z0-9._/-]+$", what="git branch name"),
+                "history": Field(Int(10, 10000), default=500),  # drift reports kept in Consul KV
+                # health and the drift beacon flag a certificate Caddy will not renew in time within this many days
+                "cert_warn_days": Field(Int(1, 365), default=14),
             }
         ),
-    }
-)
+        default=dict,
+    ),
+    "backup": Map(
+        {
+            "enabled": Field(Bool(), default=False),
+            "schedule": Str(pattern=r"^\S+( \S+){4}$", what="cron schedule (5 fields)"),
+            "retention_days": Int(1, 36500),
+            "targets": ListOf(Str(pattern=NAME, what="backup target"), unique=True),
+        }
+    ),
+}
 
 
-def check(tree):
+def schema_for(backends):
+    """The contract with these backends' sections: the core keys plus each backend's own."""
+    return Map({**CORE, **{b.section: b.schema for b in backends if b.schema}})
+
+
+SCHEMA = schema_for(BACKENDS)
+
+
+def check(tree, backends=None):
     """Validate ``tree`` (the value of pillar ``hecate``). Returns ``(normalised, report)``; never raises.
+    ``backends``: whose sections and checks make the contract (default: hecate's, ``hecatelib.backends``).
 
     Every error names its key path; a route's path carries its domain when that is a valid name:
     ``hecate:reverse_proxy:caddy:routes[6](app.example.org):backend``."""
@@ -376,21 +377,22 @@ def check(tree):
     if shape:
         report.error(*shape)
         return {}, report
-    out = SCHEMA(tree, "hecate", report)
+    out = (SCHEMA if backends is None else schema_for(backends))(tree, "hecate", report)
     if not report.errors:
         _check_caddy(out, report)
         _check_nginx(out, report)
         _check_coturn(out, report)
     if not report.errors:  # backend checks rely on the normalised caddy section (services, defaults)
-        for backend in (authentik_objects, dns_zones, nomad_jobs, terraform_render):
-            backend.check_pillar(out, report)
+        for backend in BACKENDS if backends is None else backends:
+            if backend.check:
+                backend.check(out, report)
     _name_routes(tree, report)
     return out, report
 
 
-def validate(tree):
+def validate(tree, backends=None):
     """Return the normalised ``hecate`` tree, or raise ``PillarError`` naming every bad key path."""
-    out, report = check(tree)
+    out, report = check(tree, backends)
     report.raise_if_errors()
     return out
 

@@ -115,6 +115,8 @@ def restore_authentik(directory, manifest, call, test):
 BACKEND = Backend(
     name="authentik",
     section="authentik",
+    schema=authentik_objects.PILLAR_SCHEMA,
+    check=authentik_objects.check_pillar,
     stages=(STAGE,),
     enabled=enabled,
     prunes=True,

@@ -2,7 +2,7 @@
 config from before the run, loaded back), the verify step (every route through every edge), the health
 sections (routes, certificates, upstreams) and its part of a backup (each edge's config)."""
 
-from hecatelib import backups, health, schema
+from hecatelib import backups, health, spec
 from hecatelib.caddy import certs as caddy_certs
 from hecatelib.caddy import config as caddy_config
 from hecatelib.engine.backend import EDGE, SWITCH, Backend, Outcome, Read, Stage, answered, failures, first_ok
@@ -47,7 +47,7 @@ def _dials(tree):
     out = {}
     for route in tree["reverse_proxy"]["caddy"]["routes"]:
         for backend in caddy_config.route_upstreams(route, tree):  # as Caddy dials it (consul_dns: the job's service)
-            parsed = schema.parse_backend(backend)
+            parsed = spec.parse_backend(backend)
             if parsed["scheme"] == "consul":
                 continue
             out.setdefault(caddy_config.dial(parsed), []).append(route["service"])

@@ -106,6 +106,8 @@ def restore_dns(directory, manifest, call, test):
 BACKEND = Backend(
     name="dns",
     section="dns",
+    schema=dns_zones.PILLAR_SCHEMA,
+    check=dns_zones.check_pillar,
     stages=(STAGE,),
     enabled=dns_zones.enabled,
     prunes=True,

@@ -7,6 +7,8 @@ whose ``backend.py`` builds one :class:`Backend`. Every hook is optional except 
 
 - ``stages``: the SLS files the engine applies (``state.apply <sls>`` on the role's targets), each a stage
   an operator can name (``only='[routes]'``), in run order, with its phase (expand or switch);
+- ``schema`` and ``check(tree, report)``: its pillar section's spec and the checks that span keys
+  (``hecatelib.schema`` assembles the contract from them);
 - ``enabled(tree)``: does this pillar turn the backend on (default: its pillar section is set);
 - ``prunes``: expand holds deletions back (``hecate_prune: False``); a contract step applies them once the
   switch is verified, when the section's ``prune`` (default ``prune_default``) allows;
@@ -61,6 +63,8 @@ class Backend:
     name: str
     section: str  # the pillar section that configures it (``hecate:<section>``)
     stages: tuple
+    schema: object = None  # the spec of ``hecate:<section>`` (``hecatelib.spec``); None: part of the core schema
+    check: object = None  # (tree, report): the checks that span keys, on the normalised tree
     enabled: object = None  # tree -> bool; None: the section is set
     prunes: bool = False
     prune_default: bool = False

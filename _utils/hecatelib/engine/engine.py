@@ -75,7 +75,7 @@ class Engine:
     # -- what a run deploys -----------------------------------------------------------------------------
     def effective(self, run):
         """The tree the run deploys: the pillar's, or a recorded one over it (rollback, promote)."""
-        return schema.validate(overlay(self.tree, run.recorded)) if run.recorded else self.tree
+        return schema.validate(overlay(self.tree, run.recorded), self.backends) if run.recorded else self.tree
 
     def steps(self, tree, only=None, verify=None):
         return stages.steps(tree, self.backends, only, verify)

@@ -140,6 +140,8 @@ def restore_nomad(directory, manifest, call, test):
 BACKEND = Backend(
     name="nomad",
     section="nomad",
+    schema=nomad_jobs.PILLAR_SCHEMA,
+    check=nomad_jobs.check_pillar,
     stages=STAGES,
     before=versions_read,
     keep=kept_versions,
