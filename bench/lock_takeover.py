@@ -11,7 +11,8 @@ Both processes use each lock's own defaults (TTL, lock-delay). Cases:
   from another machine).
 
 ``HECATE_BENCH_LOCK_BEFORE=<git commit>`` adds a row for ``hecatelib/consul/lock.py`` as it was at that commit
-(the lock before issue 27, which never looked at the holder's process: the same on any host). Run: ``.venv/bin/python bench/lock_takeover.py``.
+(the lock before issue 27, which never looked at the holder's process: the same on any host).
+Run: ``.venv/bin/python bench/lock_takeover.py``.
 """
 
 import json
