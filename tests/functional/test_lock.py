@@ -2,6 +2,8 @@
 waiting holders (blocking queries), lost locks, and the deployment records."""
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -163,9 +165,6 @@ def test_a_crashed_holder_elsewhere_frees_the_key_after_twice_its_ttl_and_its_lo
 @pytest.fixture
 def sleeper():
     """A process of this host that the test kills: ``(process, its identity as a lock holder names it)``."""
-    import subprocess
-    import sys
-
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     start, _ = consul_lock._proc_stat(process.pid)
     here = consul_lock.process_identity()
