@@ -19,7 +19,7 @@ import logging
 import time
 from urllib.parse import quote
 
-from salt.exceptions import SaltInvocationError
+from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
@@ -310,6 +310,156 @@ def current_versions(names):
     for name in names:
         job = _or_none(lambda name=name: client.get(f"/v1/job/{_q(name)}", params=client.params()))
         out[name] = job.get("Version") if isinstance(job, dict) else None
+    return out
+
+
+def current_specs(names):
+    """What a record keeps to return to each job in ``names``: ``{name: {"version": N, "spec": {...}}}``,
+    ``None`` for a job Nomad does not have. ``spec`` is the job as Nomad returns it without what the server
+    sets on each write (:func:`hecatelib.nomad.jobs.recorded_spec`): :func:`restore` registers it again once
+    Nomad no longer keeps version N (it keeps six). One ``GET /v1/job/:id`` each, as ``current_versions``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call nomad_job.current_specs '[hecate-redis, hecate-authentik]'
+    """
+    client = _client()
+    if isinstance(names, str):
+        names = [n.strip() for n in names.strip("[]").split(",") if n.strip()]
+    out = {}
+    for name in names:
+        job = _or_none(lambda name=name: client.get(f"/v1/job/{_q(name)}", params=client.params()))
+        out[name] = {"version": job.get("Version"), "spec": nomad_jobs.recorded_spec(job)} if isinstance(job, dict) else None
+    return out
+
+
+def restore(name, version=None, spec=None, test=False, wait=True, promote=None, healthy_seconds=None, deploy_timeout=None):
+    """Return a job to a recorded state: ``version`` while Nomad still keeps it (with ``spec``: and it still
+    holds that spec), else the recorded ``spec`` registered again. The answer says which ``path`` it took:
+
+    - ``unchanged``: the job already runs that spec (or that version's): nothing is written;
+    - ``revert``: ``POST /v1/job/:id/revert`` to ``version``, with ``EnforcePriorVersion``;
+    - ``register``: ``POST /v1/jobs`` of ``spec`` with check-and-set (``EnforceIndex`` and the job's
+      ``JobModifyIndex``; 0 when the job is gone), re-read once after a conflict;
+    - ``stop``: the recorded job was stopped: ``DELETE /v1/job/:id``.
+
+    A revert or register is planned first and its deployment watched as a register's is (canaries
+    promoted by ``promote``, default ``hecate:nomad:promote``). Returns ``{"job", "path", "ok", "comment",
+    "from_version", "version", "reverted_to", "deployment"}``; ``ok`` is False (and the call's retcode 1)
+    when the deployment did not succeed. ``test=True`` answers with the path it would take, writing nothing.
+
+    name
+        The job ID.
+    version
+        The version to return to (an integer), as ``current_versions`` read it.
+    spec
+        The job as ``current_specs`` read it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call nomad_job.restore hecate-authentik version=3
+        salt-call nomad_job.restore hecate-authentik version=3 spec="$(cat recorded-spec.json)"
+    """
+    if version is None and spec is None:
+        raise SaltInvocationError("give the version to return to, the recorded spec, or both")
+    if promote and promote not in nomad_jobs.PROMOTE_MODES:
+        raise SaltInvocationError(f"promote must be one of {', '.join(nomad_jobs.PROMOTE_MODES)}")
+    if spec is not None and (not isinstance(spec, dict) or spec.get("ID") != name):
+        raise SaltInvocationError(f"spec must be the recorded job {name!r} (a mapping with ID {name!r})")
+    cfg = _config()
+    client = _client(cfg)
+    current = _or_none(lambda: client.get(f"/v1/job/{_q(name)}", params=client.params()))
+    out = {"job": name, "path": "unchanged", "ok": True, "from_version": (current or {}).get("Version"), "version": None}
+    out.update(reverted_to=None, deployment=None)
+    target = None
+    if current is not None and version is not None:
+        kept = client.get(f"/v1/job/{_q(name)}/versions", params=client.params()).get("Versions") or []
+        target = next((v for v in kept if v.get("Version") == int(version)), None)
+        if target is not None and spec is not None and not nomad_jobs.same_recorded(target, spec):
+            target = None  # the number was reused (the job was purged and registered anew): not our spec
+    wanted = spec if spec is not None else target
+    if current is not None and wanted is not None and nomad_jobs.same_recorded(current, wanted):
+        out.update(version=current["Version"], comment=f"Job {name} already runs the recorded spec (version {current['Version']})")
+        return out
+    if target is not None:
+        out.update(path="revert", reverted_to=target["Version"])
+    elif spec is None:
+        raise CommandExecutionError(
+            f"Job {name}: version {version} is gone (Nomad keeps the newest {nomad_jobs.TRACKED_VERSIONS} versions of a job) "
+            "and no spec was recorded to register again"
+        )
+    elif not spec.get("Stop"):
+        out["path"] = "register"
+    elif current is None or current.get("Stop"):
+        out.update(version=(current or {}).get("Version"), comment=f"Job {name} is stopped, as recorded")
+        return out
+    else:
+        out["path"] = "stop"
+    if test:
+        out.update(ok=None, comment=f"Job {name} would be restored by {out['path']} (test mode: nothing written)")
+        return out
+    if out["path"] == "stop":
+        client.json("DELETE", f"/v1/job/{_q(name)}", params=client.params())
+        out.update(version=(inspect(name) or {}).get("Version"), comment=f"Job {name} stopped, as recorded")
+        return out
+    job = target if target is not None else spec
+    plan = client.json("POST", f"/v1/job/{_q(name)}/plan", params=client.params(), json={"Job": job, "Diff": True})
+    summary = nomad_jobs.plan_summary(plan)
+    if out["path"] == "revert":
+        body = {"JobID": name, "JobVersion": target["Version"], "EnforcePriorVersion": current["Version"]}
+        written = client.json("POST", f"/v1/job/{_q(name)}/revert", params=client.params(), json=body)
+        verb = f"reverted to version {target['Version']}"
+    else:
+        written = _register_recorded(client, name, spec, current)
+        verb = "registered again from the recorded spec" + (f" (version {version} is gone)" if version is not None else "")
+    return _restored(client, cfg, out, job, written, summary, verb, wait, (promote, healthy_seconds, deploy_timeout))
+
+
+def _register_recorded(client, name, spec, current):
+    """``POST /v1/jobs`` of the recorded spec with check-and-set; after a conflict the job is read again and
+    the write tried once more."""
+    for attempt in (1, 2):
+        body = {"Job": spec, "EnforceIndex": True, "JobModifyIndex": (current or {}).get("JobModifyIndex", 0)}
+        try:
+            return client.json("POST", "/v1/jobs", params=client.params(spec.get("Namespace")), json=body)
+        except CasConflict:
+            if attempt == 2:
+                raise
+            current = _or_none(lambda: client.get(f"/v1/job/{_q(name)}", params=client.params()))
+
+
+def _restored(client, cfg, out, job, written, summary, verb, wait, watch):
+    """Watch the deployment of a restore as ``present`` watches a register's, and say how it went."""
+    promote, healthy_seconds, deploy_timeout = watch
+    after = _or_none(lambda: client.get(f"/v1/job/{_q(out['job'])}", params=client.params())) or {}
+    out["version"] = after.get("Version")
+    head = f"Job {out['job']} {verb}: version {out['version']}"
+    if not wait or not nomad_jobs.has_deployments(job):
+        out["comment"] = f"{head}; deployment not watched"
+        return out
+    policy = dict(cfg["promote"])
+    policy.update({k: v for k, v in (("mode", promote), ("healthy_seconds", healthy_seconds)) if v is not None})
+    timeout = nomad_jobs.deploy_timeout(job, deploy_timeout or cfg.get("deploy_timeout"), policy)
+    deadline = time.monotonic() + timeout
+    find = min(timeout, 60.0) if nomad_jobs.moves_allocations(summary) else min(timeout, 2.0)
+    dep = _find_deployment(client, cfg, out["job"], written["JobModifyIndex"], time.monotonic() + find)
+    if dep is None:
+        out["comment"] = f"{head}; no allocation changes, no deployment"
+        if nomad_jobs.moves_allocations(summary):
+            out.update(ok=False, comment=f"{head}, but Nomad created no deployment for it within {find:g}s")
+    else:
+        outcome = _watch(client, cfg, dep["ID"], deadline, policy)
+        out["deployment"] = {k: outcome[k] for k in ("deployment_id", "status", "description", "job_version", "promoted")}
+        out["ok"] = outcome["status"] == "successful" or outcome["awaiting_promotion"]
+        out["comment"] = f"{head}; deployment {dep['ID'][:8]} {outcome['status'] or 'unknown'}" + (
+            f": {outcome['description']}" if not out["ok"] else ""
+        )
+    if not out["ok"]:
+        __context__["retcode"] = 1
     return out
 
 

@@ -637,13 +637,6 @@ def _rollback_target(records, id):
     raise SaltInvocationError("every successful deployment recorded deploys what is live now: nothing to roll back to")
 
 
-def _differences(prefix, now, then):
-    """Lines for what differs between two recorded states (``nomad: versions.app: 7 -> 5``)."""
-    if isinstance(then, dict):
-        return [line for key in sorted(then) for line in _differences(f"{prefix}.{key}", (now or {}).get(key), then[key])]
-    return [] if now in (None, then) else [f"{prefix}: {now} -> {then}"]
-
-
 @_outcome
 def rollback(id=None, test=False, minion=None, wait=None):
     """Return to a previous successful deployment: by default the newest one whose desired state differs
@@ -672,8 +665,11 @@ def rollback(id=None, test=False, minion=None, wait=None):
             for step in engine.steps(effective, only, verify=False):
                 result = engine.apply(step.stage, test=True, pillar=engine.stage_pillar(step, target["tree"]))
                 planned[step.name] = {"ok": result["ok"], "changes": results.summarize(result["changes"])}
-            now = engine.recorded_state(tree, Run(id="now", kind="rollback", applied=list(restore_to)))
-            restores = [line for name, then in restore_to.items() for line in _differences(name, now.get(name), then)]
+            restores = []
+            for backend in BACKENDS:
+                if backend.restore and restore_to.get(backend.name):
+                    outcome = backend.restore(engine.context(Run(id=target["id"], kind="rollback"), test=True), restore_to[backend.name])
+                    restores += outcome.done + outcome.problems
             return {"target": target["id"], "stages": planned, "restores": restores, "test": True, "retcode": 0}
     summary = _drive(
         tree, "rollback", only=only, wait=wait, recorded=target["tree"], restore_to=restore_to, extra={"rolled_back_to": target["id"]}

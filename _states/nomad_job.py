@@ -196,13 +196,7 @@ def present(
     if not wait or not nomad_jobs.has_deployments(parsed):
         ret["comment"] = f"Job {name} {verb} (eval {_short(registered.get('EvalID'))}); deployment not watched"
         return ret
-    return _watch(ret, name, parsed, registered["JobModifyIndex"], policy, configured, verb, _places(summary))
-
-
-def _places(summary):
-    """Whether the plan changes any allocation (otherwise Nomad may create no deployment at all)."""
-    moving = ("Place", "Canary", "DestructiveUpdate", "InPlaceUpdate", "Stop", "Migrate")
-    return any(updates.get(kind) for updates in summary["desired_tg_updates"].values() for kind in moving)
+    return _watch(ret, name, parsed, registered["JobModifyIndex"], policy, configured, verb, nomad_jobs.moves_allocations(summary))
 
 
 def _register(name, parsed, plan, summary, text, variables):

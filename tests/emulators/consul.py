@@ -14,6 +14,20 @@ Time: the emulator has its own clock (``clock()``), running ``speed`` times fast
 and movable with :meth:`ConsulEmulator.advance`, so a 10 s session TTL (Consul's minimum) can expire in
 half a second of a test. Blocking queries (``?index=&wait=``) wait in wall time.
 
+Sessions end as Consul ends them (hashicorp/consul):
+
+- A TTL session is invalidated ``SessionTTLMultiplier`` (2) times its TTL after its creation or last
+  renewal: agent/consul/session_ttl.go ``createSessionTimer`` (``ttl = ttl * structs.SessionTTLMultiplier``,
+  reset by every renew), the constant in agent/structs/structs.go. Consul's documented contract is only
+  "not before the TTL"; ``ttl_multiplier`` sets the factor (1.0 models that earliest expiry).
+- Any invalidation (TTL, ``session/destroy``, a failed check) releases or deletes the session's keys and
+  puts each under the session's lock-delay, capped at ``structs.MaxLockDelay`` (60 s):
+  agent/consul/state/session.go ``deleteSessionTxn`` (``s.lockDelay.SetExpiration``). A clean
+  ``?release=`` sets none. During the delay ``?acquire=`` answers false: agent/consul/kvs_endpoint.go
+  ``kvsPreApply`` ("Rejecting lock of key due to lock-delay").
+- ``LockDelay`` defaults to 15 s and "0s" disables it: agent/session_endpoint.go ``SessionCreate`` and
+  ``FixupLockDelay`` (a duration below 1000 ns is read as seconds).
+
     with ConsulEmulator(tokens={"root": "write"}) as consul_emu:
         client = consul.Consul(host="127.0.0.1", port=consul_emu.port, token="root")
 """
@@ -34,6 +48,9 @@ from tests.emulators.base import Emulator, Response
 MAX_VALUE = 512 * 1024  # Consul's default kv_max_value_size
 MAX_WAIT = 600.0  # Consul caps a blocking query's wait at 10 minutes
 TTL_MIN, TTL_MAX = 10.0, 86400.0
+SESSION_TTL_MULTIPLIER = 2.0  # agent/structs/structs.go SessionTTLMultiplier
+MAX_LOCK_DELAY = 60.0  # agent/structs/structs.go MaxLockDelay (seconds)
+DEFAULT_LOCK_DELAY = "15s"  # agent/session_endpoint.go SessionCreate
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h))+$")
 _UINT = re.compile(r"^\d+$")
@@ -159,13 +176,14 @@ class ConsulEmulator(Emulator):
 
     name = "consul"
 
-    def __init__(self, tokens=None, node="hecate-emu", datacenter="dc1", speed=1.0):
+    def __init__(self, tokens=None, node="hecate-emu", datacenter="dc1", speed=1.0, ttl_multiplier=SESSION_TTL_MULTIPLIER):
         super().__init__()
         self.checker = ConsulRequestChecker()
         self.tokens = tokens
         self.node = node
         self.datacenter = datacenter
         self.speed = speed
+        self.ttl_multiplier = ttl_multiplier  # a session ends this many TTLs after its last renewal
         self._t0 = time.monotonic()
         self._offset = 0.0
         self.index = 10  # Raft index; every write bumps it
@@ -282,7 +300,7 @@ class ConsulEmulator(Emulator):
             return
         self.invalidated.append((sid, reason))
         idx = self._bump()
-        delay_until = self.clock() + session["LockDelay"] / 1e9
+        delay_until = self.clock() + min(session["LockDelay"] / 1e9, MAX_LOCK_DELAY)
         for key, entry in list(self.kv.items()):
             if entry.get("Session") != sid:
                 continue
@@ -508,7 +526,8 @@ class ConsulEmulator(Emulator):
             seconds = parse_duration(ttl)
             if seconds is None or not TTL_MIN <= seconds <= TTL_MAX:
                 return Response(400, f"Invalid Session TTL '{ttl}', must be between [10s=24h0m0s]")
-        delay = fields.get("lockdelay", "15s")
+        delay = fields.get("lockdelay", DEFAULT_LOCK_DELAY)
+        # FixupLockDelay: a value below 1000 (ns) is taken as seconds, a string as a Go duration
         if isinstance(delay, str):
             delay_ns = int((parse_duration(delay) or 0) * 1e9)
         else:
@@ -528,10 +547,15 @@ class ConsulEmulator(Emulator):
             "CreateIndex": idx,
             "ModifyIndex": idx,
         }
-        session["_expires"] = self.clock() + parse_duration(ttl) if ttl else None
+        session["_expires"] = self._expiry(ttl)
         self.sessions[sid] = session
         self._notify()
         return self._answer(200, {"ID": sid}, idx)
+
+    def _expiry(self, ttl):
+        """When a session created or renewed now is invalidated: ``ttl_multiplier`` TTLs from now
+        (session_ttl.go createSessionTimer), never without a TTL."""
+        return self.clock() + parse_duration(ttl) * self.ttl_multiplier if ttl else None
 
     @staticmethod
     def _session_public(session):
@@ -552,8 +576,7 @@ class ConsulEmulator(Emulator):
         session = self.sessions.get(sid)
         if session is None:
             return Response(404, f"Session id '{sid}' not found")
-        if session["TTL"]:
-            session["_expires"] = self.clock() + parse_duration(session["TTL"])
+        session["_expires"] = self._expiry(session["TTL"])
         self.renew_counts[sid] = self.renew_counts.get(sid, 0) + 1
         return self._answer(200, [self._session_public(session)], self.index)
 

@@ -6,7 +6,11 @@ versions, blocking queries, and deployments whose outcome the test scripts.
 - ``POST /v1/job/:id/plan`` diffs against the registered version (``Diff.Type`` None/Added/Edited) and
   annotates ``DesiredTGUpdates`` (Place/Canary/DestructiveUpdate/Ignore/Stop).
 - Registration enforces ``EnforceIndex``/``JobModifyIndex`` with Nomad's error text
-  (``Enforcing job modify index ...``), keeps every version, creates an evaluation and a deployment.
+  (``Enforcing job modify index ...``), creates an evaluation and a deployment, and keeps the versions
+  Nomad keeps: the newest ``JobDefaultTrackedVersions`` (6; nomad/structs/structs.go), counting every
+  register, revert, auto-revert and stop, keeping the newest stable one (nomad/state/state_store.go
+  ``upsertJobVersion``). A spec equal to the current one, registered or reverted to, makes no version
+  (nomad/job_endpoint.go ``doRegister``: ``SpecChanged``; ``Revert`` registers through it).
 - Deployments play the outcome the test scripted with :meth:`NomadEmulator.script`: ``healthy`` (canaries
   wait for promotion unless ``AutoPromote``), ``fail`` (unhealthy allocations with task events; with
   ``AutoRevert`` Nomad re-registers the last stable version) or ``pending`` (nothing gets healthy: the
@@ -43,6 +47,7 @@ _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, 
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h))+$")
 MAX_WAIT = 600.0
 DEFAULT_WAIT = 300.0
+JOB_TRACKED_VERSIONS = 6  # nomad/structs/structs.go JobDefaultTrackedVersions (server option job_tracked_versions)
 
 
 def parse_duration(text):
@@ -822,6 +827,7 @@ class NomadEmulator(Emulator):
         self.enforce_deadlines = True  # False: a deployment that makes no progress runs forever
         self.deploy_without_changes = True  # False: a version that moves no allocation gets no deployment
         self.nodes = []  # client nodes (add_nodes); none: every allocation fits somewhere, no checks
+        self.tracked_versions = JOB_TRACKED_VERSIONS  # versions kept per job
         self.hooks = []  # [method, path regex, fn(request), times]: run before a matching request is handled
         self._timeline = []
         self._seq = itertools.count()
@@ -898,6 +904,7 @@ class NomadEmulator(Emulator):
             self._timeline.clear()
             self.enforce_deadlines = True
             self.deploy_without_changes = True
+            self.tracked_versions = JOB_TRACKED_VERSIONS
             self.nodes.clear()
 
     def add_nodes(self, names, datacenter="dc1", node_class="", meta=None):
@@ -1210,22 +1217,7 @@ class NomadEmulator(Emulator):
                 )
         job["Stop"] = False
         if entry and same_spec(current, job) and not current.get("Stop"):
-            # Job.Register in nomad/job_endpoint.go: an unchanged spec is not written again (the reply
-            # carries the job's JobModifyIndex) but an evaluation is still created
-            evaluation = self._evaluate(current, "job-register")
-            return self._reply(
-                {
-                    "EvalID": evaluation["ID"],
-                    "EvalCreateIndex": evaluation["CreateIndex"],
-                    "JobModifyIndex": current["JobModifyIndex"],
-                    "Warnings": "",
-                    "KnownLeader": True,
-                    "LastContact": 0,
-                    "LastIndex": self.index,
-                    "NextToken": "",
-                    "RequestTime": 0,
-                }
-            )
+            return self._reply(self._unchanged(current))
         if entry is None:
             entry = self.jobs[(namespace, job["ID"])] = {"current": None, "versions": [], "submissions": {}}
         job, evaluation = self._store_version(entry, job)
@@ -1245,6 +1237,39 @@ class NomadEmulator(Emulator):
             }
         )
 
+    def _unchanged(self, current):
+        """nomad/job_endpoint.go doRegister when ``!specChanged``: nothing written, an evaluation still
+        created, the reply carries the job's ModifyIndex."""
+        evaluation = self._evaluate(current, "job-register")
+        return {
+            "EvalID": evaluation["ID"],
+            "EvalCreateIndex": evaluation["CreateIndex"],
+            "JobModifyIndex": current["ModifyIndex"],
+            "Warnings": "",
+            "KnownLeader": True,
+            "LastContact": 0,
+            "LastIndex": self.index,
+            "NextToken": "",
+            "RequestTime": 0,
+        }
+
+    def _keep_tracked_versions(self, entry):
+        """nomad/state/state_store.go upsertJobVersion, after inserting a version: past the limit, delete the
+        oldest of the newest ``tracked_versions + 1``, unless it is the newest stable version: then the one
+        before it goes (so a job always keeps a stable version to revert to). Submissions are pruned to the
+        same number (pruneJobSubmissions)."""
+        newest_first = sorted(entry["versions"], key=lambda v: -v["Version"])
+        limit = self.tracked_versions
+        if len(newest_first) <= limit:
+            return
+        stable = next((i for i, v in enumerate(newest_first) if v["Stable"]), -1)
+        if stable == limit:
+            newest_first[limit - 1], newest_first[limit] = newest_first[limit], newest_first[limit - 1]
+        dropped = newest_first[limit]
+        entry["versions"] = [v for v in entry["versions"] if v is not dropped]
+        for version in sorted(entry["submissions"])[: max(0, len(entry["submissions"]) - limit)]:
+            del entry["submissions"][version]
+
     def _store_version(self, entry, job, rollback=False):
         """Register ``job`` as the next version: indexes, an evaluation, a deployment, allocations.
         Returns ``(job, evaluation)``."""
@@ -1263,6 +1288,7 @@ class NomadEmulator(Emulator):
             StatusDescription="",
         )
         entry["versions"].append(copy.deepcopy(job))
+        self._keep_tracked_versions(entry)
         entry["current"] = job
         evaluation = self._evaluate(job, "rollback" if rollback else "job-register")
         self._deploy(previous, job, evaluation, rollback=rollback)
@@ -1587,15 +1613,19 @@ class NomadEmulator(Emulator):
         entry = self._entry(request, body.get("JobID"))
         if entry is None:
             return self._error(404, "job not found")
+        # Job.Revert in nomad/job_endpoint.go, in its order and words
         current = entry["current"]
+        if body.get("JobVersion") == current["Version"]:
+            return self._error(500, "can't revert to current version")
+        target = next((v for v in entry["versions"] if v["Version"] == body.get("JobVersion")), None)
+        if target is None:
+            namespace = self.namespace_of(request)
+            return self._error(500, f'job "{current["ID"]}" in namespace "{namespace}" at version {body.get("JobVersion")} not found')
         prior = body.get("EnforcePriorVersion")
         if prior is not None and prior != current["Version"]:
             return self._error(500, f"Current job has version {current['Version']}; enforcing version {prior}")
-        target = next((v for v in entry["versions"] if v["Version"] == body.get("JobVersion")), None)
-        if target is None:
-            return self._error(500, f"job {current['ID']!r} at version {body.get('JobVersion')} not found")
-        if target["Version"] == current["Version"]:
-            return self._error(500, f"can't revert to current version {current['Version']}")
+        if same_spec(current, {**target, "Stable": False}):  # registered through doRegister: an equal spec is no version
+            return self._unchanged(current)
         job, evaluation = self._store_version(entry, copy.deepcopy(target))
         return {
             "EvalID": evaluation["ID"],

@@ -2,6 +2,8 @@
 waiting holders (blocking queries), lost locks, and the deployment records."""
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -10,12 +12,15 @@ import pytest
 
 from hecatelib.consul import TimeoutSession
 from hecatelib.consul import client as consul_client
+from hecatelib.consul import lock as consul_lock
 from hecatelib.consul import settings as consul_settings
 from hecatelib.consul.lock import ConsulLock, LockError, LockLost, LockTimeout
 from hecatelib.consul.records import Records
 from hecatelib.errors import RecordError
 from tests.conftest import assert_no_violations
 from tests.emulators.consul import Consul17, ConsulEmulator
+from tests.support import lock_holder
+from tests.support.lock_holder import OTHER_HOST
 
 TOKEN = "consul-deploy-token"
 KEY = "hecate/locks/production"
@@ -145,17 +150,166 @@ def test_default_renewal_interval_is_half_the_ttl(emu):
         ConsulLock(client_for(emu), KEY, ttl=5)
 
 
-def test_a_crashed_holder_frees_the_key_after_ttl_and_lock_delay(emu):
-    emu.speed = 20.0  # TTL 10 s -> 0.5 s; lock-delay 15 s -> 0.75 s
-    crashed = ConsulLock(client_for(emu), KEY, ttl=10, renew_interval=0.1)
+def test_a_crashed_holder_elsewhere_frees_the_key_after_twice_its_ttl_and_its_lock_delay(emu):
+    emu.speed = 20.0  # TTL 10 s -> 0.5 s, so Consul ends the session after 1 s; lock-delay 15 s -> 0.75 s
+    elsewhere = {**consul_lock.process_identity(), **OTHER_HOST}
+    crashed = ConsulLock(client_for(emu), KEY, ttl=10, lock_delay=15, renew_interval=0.1, identity=elsewhere, info={"deployment": "d-1"})
     crashed.acquire()
     crashed._stop.set()  # the process "dies": no more renewals, no release
     start = time.monotonic()
-    with ConsulLock(client_for(emu), KEY, ttl=10, timeout=10, retry_interval=0.05, renew_interval=0.1) as lock:
+    lock = ConsulLock(client_for(emu), KEY, ttl=10, timeout=10, retry_interval=0.05, renew_interval=0.1)
+    with lock:
         waited = time.monotonic() - start
         assert emu.holder(KEY) == lock.session
     assert (crashed.session, "ttl expired") in emu.invalidated
-    assert 1.0 < waited < 5.0  # the TTL (0.5 s) plus the lock-delay (0.75 s), no earlier
+    assert 1.7 < waited < 5.0  # 2 x TTL (1 s) plus the lock-delay (0.75 s), no earlier
+
+
+# -- a killed holder (issue 27 item 3) -----------------------------------------------------------------
+@pytest.fixture
+def sleeper():
+    """A process of this host that the test kills: ``(process, its identity as a lock holder names it)``."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    start, _ = consul_lock._proc_stat(process.pid)
+    here = consul_lock.process_identity()
+    yield process, {**here, "pid": process.pid, "pid_start": start}
+    process.kill()
+    process.wait()
+
+
+def test_holder_alive_knows_the_processes_of_this_host_and_only_those(sleeper):
+    process, holder = sleeper
+    here = consul_lock.process_identity()
+    assert here["boot_id"] and here["pid_ns"] and here["pid_start"] > 0  # Linux gives all three
+    assert consul_lock.holder_alive(holder) is True
+    assert consul_lock.holder_alive({**holder, "pid_start": holder["pid_start"] + 1}) is False  # its PID, reused
+    assert consul_lock.holder_alive({**holder, **OTHER_HOST}) is None  # another boot: another host
+    assert consul_lock.holder_alive({**holder, "pid_ns": "pid:[1]"}) is None  # another container's PIDs
+    assert consul_lock.holder_alive({"holder": "old@ctl-1", "pid": process.pid}) is None  # a holder that did not say
+    process.kill()
+    deadline = time.monotonic() + 5
+    while consul_lock._proc_stat(process.pid)[1] != "Z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert consul_lock.holder_alive(holder) is False  # killed, not yet reaped: a zombie
+    process.wait()
+    assert consul_lock.holder_alive(holder) is False  # gone
+
+
+def _held(emu, deployment, **options):
+    """A real process that takes the lock, killed with SIGKILL once it holds it. Returns its session."""
+    process, session = lock_holder.start(emu.url, TOKEN, KEY, deployment, **options)
+    assert emu.holder(KEY) == session
+    process.kill()  # SIGKILL: no release, no destroy
+    process.wait()
+    return session
+
+
+def test_a_killed_holder_on_this_host_is_taken_over_at_once_and_named(emu):
+    """kill -9 of a deploy, the next deploy on the same host: its acquire destroys the dead session at once
+    (the process is gone) and names the dead run, with the emulator ending sessions at 2 x TTL. Today's
+    lock waits 2 x 15 s + the 15 s lock-delay."""
+    dead_session = _held(emu, "20250101T000000Z-dead01")
+    seen = []
+    start = time.monotonic()
+    lock = ConsulLock(client_for(emu), KEY, timeout=5, info={"deployment": "20250101T000100Z-next01"}, on_wait=seen.append)
+    acquired = lock.acquire()
+    waited = time.monotonic() - start
+    try:
+        assert waited < 1.5 and emu.holder(KEY) == lock.session
+        assert acquired.dead_holder["deployment"] == "20250101T000000Z-dead01"
+        assert "is gone; its session was destroyed" in acquired.dead_holder["how"]
+        assert (dead_session, "destroyed") in emu.invalidated
+        assert [(s["state"], s["alive"], s["deployment"]) for s in seen] == [("taking over", False, "20250101T000000Z-dead01")]
+    finally:
+        lock.release()
+
+
+def test_a_killed_holder_elsewhere_frees_the_lock_at_twice_its_ttl_and_is_named(emu):
+    """Another host cannot see the process: the lock frees when Consul ends the session, 2 x TTL after its last
+    renewal (a 10x clock: TTL 15 s = 1.5 s; the holder is killed before its first renewal, due 7.5 s of wall
+    time after it began), with no lock-delay after it."""
+    emu.speed = 10.0
+    dead_session = _held(emu, "20250101T000000Z-dead02", other_host=True)
+    killed = time.monotonic()
+    seen = []
+    lock = ConsulLock(client_for(emu), KEY, timeout=10, renew_interval=0.2, on_wait=seen.append)
+    acquired = lock.acquire()
+    waited = time.monotonic() - killed
+    try:
+        assert 2.4 < waited < 4.5  # 3 s after the session began, less the holder's start; at 1 x TTL it would be < 1.5 s
+        assert (dead_session, "ttl expired") in emu.invalidated
+        assert acquired.dead_holder["deployment"] == "20250101T000000Z-dead02" and acquired.dead_holder["host"] == "ctl-elsewhere"
+        assert "ended without releasing the lock" in acquired.dead_holder["how"]
+        assert len(seen) >= 2 and all(s["alive"] is None and s["host"] == "ctl-elsewhere" and s["state"] == "held" for s in seen)
+    finally:
+        lock.release()
+
+
+def test_a_waiter_reports_the_holder_every_few_seconds_and_its_timeout_says_the_holder_is_alive(emu, monkeypatch):
+    monkeypatch.setattr(consul_lock, "WAIT_REPORT", 0.2)
+    holder = ConsulLock(client_for(emu), KEY, info={"deployment": "20250101T000000Z-alive1"})
+    holder.acquire()
+    session, seen = holder.session, []
+    try:
+        with pytest.raises(LockTimeout) as caught:
+            ConsulLock(client_for(emu), KEY, timeout=1.0, on_wait=seen.append).acquire()
+    finally:
+        holder.release()
+    assert "; its process is running on this host; waited 1s" in str(caught.value)
+    assert 4 <= len(seen) <= 8  # about every 0.2 s for 1 s
+    first = seen[0]
+    assert (first["alive"], first["state"], first["deployment"], first["pid"]) == (
+        True,
+        "held",
+        "20250101T000000Z-alive1",
+        holder.info["pid"],
+    )
+    assert first["host"] and first["acquired_at"] and first["session"] == session
+    assert [s["waited"] for s in seen] == sorted(s["waited"] for s in seen)
+    elsewhere = ConsulLock(client_for(emu), KEY, identity={**consul_lock.process_identity(), **OTHER_HOST})
+    elsewhere.acquire()
+    try:
+        with pytest.raises(
+            LockTimeout, match=r"it runs elsewhere \(alive or not is unknown here\); if it died, Consul frees the lock within 30s"
+        ):
+            ConsulLock(client_for(emu), KEY, timeout=0).acquire()
+    finally:
+        elsewhere.release()
+    assert emu.sessions == {}  # every waiter destroyed its own session
+
+
+def test_a_failing_on_wait_leaves_no_session_behind(emu):
+    holder = ConsulLock(client_for(emu), KEY)
+    holder.acquire()
+
+    def boom(_):
+        raise KeyboardInterrupt
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ConsulLock(client_for(emu), KEY, timeout=5, on_wait=boom).acquire()
+        assert list(emu.sessions) == [holder.session]
+    finally:
+        holder.release()
+
+
+def test_mark_interrupted_changes_only_a_running_record(emu):
+    records = Records(client_for(emu), "production")
+    records.write({"status": "running", "kind": "deploy"}, "d-dead")
+    records.write({"status": "success"}, "d-done")
+    dead = {"deployment": "d-dead", "host": "ctl-1", "pid": 4242, "how": "its process 4242 on ctl-1 is gone; its session was destroyed"}
+    marked = records.mark_interrupted("d-dead", by="d-next", holder=dead)
+    stored = records.read("d-dead")
+    assert stored["status"] == "interrupted" and stored["interrupted_by"] == "d-next" and stored["kind"] == "deploy"
+    assert stored["error"] == (
+        "interrupted: its process 4242 on ctl-1 is gone; its session was destroyed (host ctl-1, pid 4242); run d-next took the lock over"
+    )
+    assert marked["status"] == "interrupted"
+    writes = len(emu.writes)
+    assert records.mark_interrupted("d-dead", by="d-other") is None  # already marked
+    assert records.mark_interrupted("d-done", by="d-next") is None  # it finished
+    assert records.mark_interrupted("d-never-recorded") is None  # died before its record
+    assert len(emu.writes) == writes and records.read("d-done")["status"] == "success"
 
 
 def test_lost_session_is_detected(emu):
@@ -388,7 +542,7 @@ def test_consul_settings_merge_pillar_over_master_config():
     }
     got = consul_settings(hecate, opts)
     assert got["address"] == "https://consul.example.org:8501" and got["token"] == "pillar-token"
-    assert got["lock"] == {"key": "hecate/locks/staging", "ttl": 60, "wait": 600, "lock_delay": 15}
+    assert got["lock"] == {"key": "hecate/locks/staging", "ttl": 60, "wait": 600, "lock_delay": 0}
     assert got["deployments"] == {"prefix": "hecate/deployments"} and got["environment"] == "staging"
     assert consul_settings(None, opts)["lock"]["key"] == "hecate/locks/production"
 

@@ -84,7 +84,7 @@ def test_sessions_locks_and_invalidation(emu, client):
     assert client.session.renew(holder)["ID"] == holder
     assert {s["ID"] for s in client.session.list()[1]} == {holder, waiter}
     assert {s["ID"] for s in client.session.node(emu.node)[1]} == {holder, waiter}
-    time.sleep(1.2)  # the holder's TTL passes without renewal
+    time.sleep(2.2)  # twice the holder's TTL passes without renewal (SessionTTLMultiplier)
     assert client.session.info(holder)[1] is None
     with pytest.raises(consul.exceptions.NotFound):
         client.session.renew(holder)
@@ -104,6 +104,47 @@ def test_sessions_locks_and_invalidation(emu, client):
     with pytest.raises(AssertionError):
         client.session.create(ttl=5)  # py-consul itself refuses a TTL below Consul's 10 s
     assert not emu.violations
+
+
+def test_a_session_ends_twice_its_ttl_after_its_last_renewal_then_its_lock_delay_holds_the_key(emu, client):
+    """Consul's rules (agent/consul/session_ttl.go, agent/consul/state/session.go, agent/consul/kvs_endpoint.go):
+    expiry at SessionTTLMultiplier x TTL after the last renewal, lock-delay after any invalidation (destroy
+    too) capped at 60 s, "0s" disables it, a clean release sets none. The emulator's clock is moved by hand."""
+    emu.speed = 0.0  # only advance() moves the clock: every step below is exact
+    holder = client.session.create(ttl=10, lock_delay=90)  # more than MaxLockDelay
+    waiter = client.session.create(lock_delay=0)
+    assert client.kv.put("lock", "h", acquire=holder) is True
+    emu.advance(15)
+    assert client.session.renew(holder)["ID"] == holder  # alive past 1x TTL; the timer restarts here
+    emu.advance(19.9)
+    assert client.session.info(holder)[1] is not None
+    emu.advance(0.2)  # 2 x TTL after the renewal
+    assert client.session.info(holder)[1] is None and emu.invalidated == [(holder, "ttl expired")]
+    emu.advance(59.8)
+    assert client.kv.put("lock", "w", acquire=waiter) is False  # the lock-delay, capped at 60 s
+    emu.advance(0.3)
+    assert client.kv.put("lock", "w", acquire=waiter) is True
+    assert emu.sessions[waiter]["LockDelay"] == 0
+    client.session.destroy(waiter)  # a destroy invalidates too, with the session's lock-delay: none here
+    other = client.session.create(ttl=10)  # the default lock-delay: 15 s
+    assert client.kv.put("lock", "o", acquire=other) is True
+    client.session.destroy(other)
+    third = client.session.create(lock_delay=0)
+    assert client.kv.put("lock", "t", acquire=third) is False
+    emu.advance(15.1)
+    assert client.kv.put("lock", "t", acquire=third) is True
+    assert client.kv.put("lock", "t", release=third) is True  # a clean release: no lock-delay
+    fourth = client.session.create(lock_delay=0)
+    assert client.kv.put("lock", "f", acquire=fourth) is True
+
+
+def test_ttl_multiplier_one_is_consuls_earliest_expiry(emu, client):
+    emu.speed, emu.ttl_multiplier = 0.0, 1.0
+    session = client.session.create(ttl=10)
+    emu.advance(9.9)
+    assert client.session.info(session)[1] is not None
+    emu.advance(0.2)
+    assert client.session.info(session)[1] is None
 
 
 def test_acl_tokens(emu):

@@ -3,6 +3,7 @@ pillar, idempotency counted in requests, test mode, canary policies, auto-revert
 races, removal, and the request contract (token, namespace, region, blocking waits)."""
 
 import copy
+import json
 import time
 
 import pytest
@@ -329,6 +330,101 @@ def test_current_versions_reads_one_job_each_and_names_the_missing(loaders, noma
     assert versions == {"web": 1, "nothing-here": None}
     assert [r.path for r in nomad.requests] == ["/v1/job/web", "/v1/job/nothing-here"] and nomad.writes == []
     assert loaders.modules.nomad_job.current_versions("[web]") == {"web": 1}  # as the CLI passes it
+
+
+# -- returning to a recorded state past Nomad's six versions (issue 27 item 2) -------------------------
+def test_a_record_returns_to_its_job_after_ten_registrations(loaders, nomad):
+    """Nomad keeps six versions (the emulator too, now): a revert by the recorded number, what the engine did,
+    fails after ten registrations; a restore from the recorded spec registers it again, with check-and-set,
+    and watches its deployment. Then it is a no-op: zero writes."""
+    mod = loaders.modules.nomad_job
+    assert deploy_web(loaders, "web:0").result is True
+    recorded = mod.current_specs(["web", "absent-job"])
+    assert recorded["absent-job"] is None and recorded["web"]["version"] == 0
+    assert not set(recorded["web"]["spec"]) & nomad_jobs.WRITE_FIELDS and recorded["web"]["spec"]["ID"] == "web"
+    for n in range(1, 11):
+        assert deploy_web(loaders, f"web:{n}").result is True
+    assert [v["Version"] for v in mod.versions("web")] == [10, 9, 8, 7, 6, 5]
+    with pytest.raises(Exception, match='job "web" in namespace "default" at version 0 not found'):
+        mod.revert("web", 0)  # what a rollback to the first record did
+
+    nomad.reset_counts()
+    dry = mod.restore("web", version=0, spec=recorded["web"]["spec"], test=True)
+    assert (dry["path"], dry["ok"]) == ("register", None) and nomad.writes == []
+    restored = mod.restore("web", version=0, spec=recorded["web"]["spec"])
+    assert (restored["path"], restored["ok"], restored["from_version"], restored["version"]) == ("register", True, 10, 11), restored
+    assert restored["deployment"]["status"] == "successful" and "version 0 is gone" in restored["comment"]
+    (register,) = nomad.writes
+    assert register.path == "/v1/jobs" and register.body["EnforceIndex"] is True
+    assert register.body["JobModifyIndex"] == nomad.versions_of("web")[-2]["JobModifyIndex"]  # version 10's
+    assert nomad.job("web")["TaskGroups"][0]["Tasks"][0]["Config"]["image"] == "web:0"
+
+    nomad.reset_counts()
+    again = mod.restore("web", version=0, spec=recorded["web"]["spec"])
+    assert (again["path"], again["ok"], again["version"]) == ("unchanged", True, 11)
+    assert nomad.writes == [] and paths(nomad.requests) == [("GET", "/v1/job/web"), ("GET", "/v1/job/web/versions")]
+    assert mod.restore("web", spec=recorded["web"]["spec"])["path"] == "unchanged"  # without the number too
+
+
+def test_restore_reverts_by_version_while_nomad_keeps_it(loaders, nomad):
+    mod = loaders.modules.nomad_job
+    assert deploy_web(loaders, "web:1").result is True
+    recorded = mod.current_specs(["web"])["web"]
+    assert deploy_web(loaders, "web:2").result is True
+    nomad.reset_counts()
+    restored = mod.restore("web", version=recorded["version"], spec=recorded["spec"])
+    assert (restored["path"], restored["ok"], restored["reverted_to"], restored["version"]) == ("revert", True, 0, 2)
+    (revert,) = nomad.writes
+    assert revert.body == {"JobID": "web", "JobVersion": 0, "EnforcePriorVersion": 1}
+    by_number = mod.restore("web", version=0)  # no spec: the version's own spec is the target, already running
+    assert by_number["path"] == "unchanged"
+    with pytest.raises(Exception, match=r"version 9 is gone \(Nomad keeps the newest 6 versions of a job\) and no spec was recorded"):
+        mod.restore("web", version=9)
+
+
+def test_restore_registers_the_spec_when_the_number_now_names_another_one(loaders, nomad):
+    """A purged job registered anew counts its versions from 0 again: the recorded number names another spec."""
+    mod = loaders.modules.nomad_job
+    assert deploy_web(loaders, "web:old").result is True
+    recorded = mod.current_specs(["web"])["web"]
+    mod.purge("web")
+    restored_absent = mod.restore("web", version=0, spec=recorded["spec"])  # the job is gone altogether
+    assert (restored_absent["path"], restored_absent["ok"], restored_absent["version"]) == ("register", True, 0)
+    assert nomad.registers[-1].body["JobModifyIndex"] == 0
+    mod.purge("web")
+    assert deploy_web(loaders, "web:new").result is True  # version 0 again, another spec
+    restored = mod.restore("web", version=0, spec=recorded["spec"])
+    assert (restored["path"], restored["version"]) == ("register", 1)
+    assert nomad.job("web")["TaskGroups"][0]["Tasks"][0]["Config"]["image"] == "web:old"
+
+
+def test_a_restore_whose_deployment_fails_says_so_and_sets_the_retcode(loaders, nomad):
+    mod = loaders.modules.nomad_job
+    assert deploy_web(loaders, "web:1", auto_revert=False).result is True
+    recorded = mod.current_specs(["web"])["web"]
+    for n in range(2, 9):
+        assert deploy_web(loaders, f"web:{n}", auto_revert=False).result is True
+    nomad.script("web", "fail")
+    loaders.context.pop("retcode", None)
+    restored = mod.restore("web", version=recorded["version"], spec=recorded["spec"])
+    assert (restored["path"], restored["ok"], restored["deployment"]["status"]) == ("register", False, "failed")
+    assert "failed: Failed due to unhealthy allocations" in restored["comment"] and loaders.context["retcode"] == 1
+    loaders.context.pop("retcode")
+
+
+def test_the_seed_jobs_recorded_specs_are_small_enough_for_a_record(loaders, nomad):
+    for job in STAGE_ORDER:
+        assert present(loaders, job).result is True
+    names = [f"hecate-{job}" for job in STAGE_ORDER]
+    specs = loaders.modules.nomad_job.current_specs(names)
+    sizes = {name: len(json.dumps(specs[name]["spec"], separators=(",", ":"))) for name in names}
+    total = len(json.dumps(specs, sort_keys=True, separators=(",", ":")))
+    print(f"\nrecorded specs of the seed's jobs (bytes of JSON): {sizes}; all five: {total}")
+    assert total < 64 * 1024  # an eighth of Consul's 512 KiB per record, beside the tree
+    nomad.reset_counts()
+    for name in names:  # each is what Nomad runs: restoring them writes nothing
+        assert loaders.modules.nomad_job.restore(name, version=specs[name]["version"], spec=specs[name]["spec"])["path"] == "unchanged"
+    assert nomad.writes == []
 
 
 def test_onfail_rollback_and_watch(onfail_loaders, nomad):

@@ -249,7 +249,7 @@ def test_rollback_reverts_nomad_and_routes(stack, salt_run_cli, emulators, pilla
     emulators["nomad"].inject(status=500, method="POST", path=r"/revert$", body="can't revert", times=1)
     failed = salt_run_cli.run("hecate.rollback")
     assert failed.returncode == 1 and failed.data["status"] == "failed", failed.data  # a 500 is not "done"
-    assert "nomad revert failed" in failed.data["error"] and "FAILED" in failed.data["error"]
+    assert "nomad restore failed" in failed.data["error"] and "FAILED" in failed.data["error"]
     emulators["nomad"].faults.clear()
     result = salt_run_cli.run("hecate.rollback")
     assert result.returncode == 0, result.data

@@ -164,3 +164,54 @@ def test_scripted_failure_reverts_to_the_last_stable_version(nomad):
     assert failed["StatusDescription"] == "Failed due to unhealthy allocations - rolling back to job version 0"
     assert rollback["JobVersion"] == 2
     assert nomad.job("web")["TaskGroups"][0]["Tasks"][0]["Config"]["image"] == "web:1"
+
+
+def _version(image):
+    return hcl_to_job(JOB.replace("web:1", image))
+
+
+def _wait_stable(nomad, version):
+    deadline = time.monotonic() + 5
+    while not any(v["Version"] == version and v["Stable"] for v in nomad.versions_of("web")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_six_versions_are_kept_counting_registers_reverts_and_stops(nomad):
+    """nomad/structs/structs.go JobDefaultTrackedVersions = 6; nomad/state/state_store.go upsertJobVersion drops
+    the oldest past six on every new version, whatever made it."""
+    for n in range(5):
+        assert register(nomad, _version(f"web:{n}")).status_code == 200  # versions 0..4
+    assert call(nomad, "POST", "/v1/job/web/revert", {"JobID": "web", "JobVersion": 0}).status_code == 200  # 5
+    assert call(nomad, "DELETE", "/v1/job/web").status_code == 200  # 6: the stop is a version too
+    assert register(nomad, _version("web:7")).status_code == 200  # 7
+    kept = nomad.versions_of("web")
+    assert [v["Version"] for v in kept] == [2, 3, 4, 5, 6, 7] and kept[4]["Stop"] is True
+    answer = call(nomad, "GET", "/v1/job/web/versions").json()
+    assert [v["Version"] for v in answer["Versions"]] == [7, 6, 5, 4, 3, 2]
+    gone = call(nomad, "POST", "/v1/job/web/revert", {"JobID": "web", "JobVersion": 1})
+    assert gone.status_code == 500 and gone.text == 'job "web" in namespace "default" at version 1 not found'
+    assert call(nomad, "POST", "/v1/job/web/revert", {"JobID": "web", "JobVersion": 7}).text == "can't revert to current version"
+
+
+def test_the_newest_stable_version_outlives_the_six(nomad):
+    """upsertJobVersion: when the version to drop is the newest stable one, the one after it goes instead."""
+    register(nomad, _version("web:0"))
+    _wait_stable(nomad, 0)
+    nomad.script("web", "pending", times=10)  # none of the next deployments gets healthy: no other stable version
+    for n in range(1, 8):
+        register(nomad, _version(f"web:{n}"))
+    assert [(v["Version"], v["Stable"]) for v in nomad.versions_of("web")] == [(0, True)] + [(n, False) for n in range(3, 8)]
+    assert call(nomad, "POST", "/v1/job/web/revert", {"JobID": "web", "JobVersion": 0}).status_code == 200
+
+
+def test_a_revert_to_the_current_spec_makes_no_version(nomad):
+    """nomad/job_endpoint.go Revert registers through doRegister, which writes nothing when !SpecChanged."""
+    register(nomad, _version("web:a"))
+    register(nomad, _version("web:b"))
+    register(nomad, _version("web:a"))  # version 2, the spec of version 0
+    current = nomad.job("web")
+    answer = call(nomad, "POST", "/v1/job/web/revert", {"JobID": "web", "JobVersion": 0, "EnforcePriorVersion": 2})
+    assert answer.status_code == 200 and answer.json()["JobModifyIndex"] == current["ModifyIndex"] and answer.json()["EvalID"]
+    assert [v["Version"] for v in nomad.versions_of("web")] == [0, 1, 2] and nomad.job("web")["Version"] == 2
+    moved = call(nomad, "POST", "/v1/job/web/revert", {"JobID": "web", "JobVersion": 1, "EnforcePriorVersion": 2})
+    assert moved.status_code == 200 and nomad.job("web")["Version"] == 3

@@ -215,7 +215,7 @@ def test_consul_schema_defaults_and_errors():
     out = consul.SCHEMA({"address": "https://consul.example.org:8501", "token": "vault:secret/hecate/consul#token"},
                            "hecate:consul", report)  # fmt: skip
     assert not report.errors
-    assert out["lock"] == {"key": "hecate/locks/{environment}", "ttl": 30, "wait": 600, "lock_delay": 15}
+    assert out["lock"] == {"key": "hecate/locks/{environment}", "ttl": 15, "wait": 600, "lock_delay": 0}
     assert out["deployments"] == {"prefix": "hecate/deployments"}
     report = Report("hecate")
     consul.SCHEMA({"address": "consul:8500", "lock": {"ttl": 5}, "verify": "relative.pem"}, "hecate:consul", report)

@@ -11,9 +11,9 @@ from hecatelib.api import check_endpoint, read_token
 from hecatelib.consul import services
 from hecatelib.spec import AbsPath, Bool, Either, Field, Int, Map, Secret, Str
 
-DEFAULT_TTL = 30  # seconds; Consul accepts 10..86400
+DEFAULT_TTL = 15  # seconds; Consul accepts 10..86400. A dead holder elsewhere frees the lock within 2x this
 DEFAULT_WAIT = 600  # seconds a second deploy waits for the lock
-DEFAULT_LOCK_DELAY = 15  # seconds; Consul's default
+DEFAULT_LOCK_DELAY = 0  # seconds; Consul's default is 15: why 0, see hecatelib.consul.lock
 DEFAULT_TIMEOUT = 10  # seconds per request
 LOCK_KEY = "hecate/locks/{environment}"
 RECORD_PREFIX = "hecate/deployments"

@@ -165,8 +165,9 @@ class Records:
         return None if entry is None else self._decode(entry, full)
 
     def update(self, deployment_id, changes, attempts=5):
-        """Merge ``changes`` (a dict, or a function record -> record) into an existing record with
-        ``cas=<ModifyIndex>``, re-reading on a conflict up to ``attempts`` times. Returns the new record."""
+        """Merge ``changes`` (a dict, or a function record -> record, or None for no change) into an existing
+        record with ``cas=<ModifyIndex>``, re-reading on a conflict up to ``attempts`` times. Returns the new
+        record (None when the function changed nothing)."""
         key = self.key(deployment_id)
         for _ in range(attempts):
             current = self.read(deployment_id)
@@ -175,10 +176,30 @@ class Records:
             index = current.pop("_modify_index")
             current.pop("tree_digest", None)
             updated = changes(dict(current)) if callable(changes) else {**current, **changes}
+            if updated is None:  # the function found nothing to change
+                return None
             updated.update(id=deployment_id, environment=self.environment)
             if self._kv("updating deployment record", key, lambda u=updated, i=index: self.client.kv.put(key, self._encode(u), cas=i)):
                 return updated
         raise RecordError(f"deployment record {key} kept changing under us ({attempts} check-and-set conflicts)")
+
+    def mark_interrupted(self, deployment_id, by=None, holder=None):
+        """A run whose process ended while it held the deploy lock (``kill -9``, a crashed master) becomes
+        ``interrupted``: what the lock's ``dead_holder`` names. Only a record still ``running`` changes (a run
+        that finished meanwhile keeps its outcome). ``by``: the run that took the lock; ``holder``: the dead
+        holder as the lock named it. Returns the updated record, or None when there was none to change."""
+        if self.read(deployment_id) is None:  # it died before writing its record
+            return None
+        how = (holder or {}).get("how") or "its process ended without releasing the deploy lock"
+        where = ", ".join(f"{k} {holder[k]}" for k in ("host", "pid") if (holder or {}).get(k))
+
+        def interrupted(record):
+            if record.get("status") != "running":
+                return None
+            error = f"interrupted: {how}" + (f" ({where})" if where else "") + (f"; run {by} took the lock over" if by else "")
+            return {**record, "status": "interrupted", "error": error, "interrupted_at": iso(), "interrupted_by": by}
+
+        return self.update(deployment_id, interrupted)
 
     def list(self, status=None, limit=None):
         """Records, oldest first (ids sort by time), without their trees; ``status`` filters; ``limit``

@@ -54,6 +54,7 @@ class Context:
     run: Run
     previous: dict = None  # the previous successful record, with its tree
     apply: object = None  # (stage, pillar) -> {ok, changes, problems, seconds}
+    test: bool = False  # say what would be done, write nothing (hecate.rollback test=True)
 
 
 class Engine:
@@ -215,11 +216,11 @@ class Engine:
         run = Run(id=run_id or new_run_id(), kind=kind, only=only, recorded=recorded, restore_to=restore_to, extra=extra or {})
         effective = self.effective(run)
         run.steps = [s.name for s in self.steps(effective, only)]  # refuses an unknown stage before the lock
-        lock = self.seams.locks.take(run, wait=wait, on_wait=self.say)
+        lock = self.seams.locks.take(run, wait=wait, on_wait=lambda holder: self.say(waiting_line(holder)))
         try:
             run.session, run.lock_key = lock.session, lock.key
-            run.dead_holder = getattr(lock, "dead_holder", None)
-            self.mark_interrupted(run.dead_holder)
+            run.dead_holder = lock.dead_holder
+            self.mark_interrupted(run)
             last = self.seams.records.last_success()
             run.previous = last["id"] if last else None
             # a run that writes nothing deploys what the last success deployed when their trees are equal:
@@ -242,17 +243,16 @@ class Engine:
             raise
         return run
 
-    def mark_interrupted(self, holder):
+    def mark_interrupted(self, run):
         """The lock's previous holder died holding it: its record, still ``running``, says interrupted."""
-        deployment = (holder or {}).get("deployment")
+        deployment = (run.dead_holder or {}).get("deployment")
         if not deployment:
             return
         try:
-            found = self.seams.records.read(deployment)
-            if found and found.get("status") == "running":
-                self.seams.records.update(deployment, {"status": "interrupted", "error": "its process died holding the deploy lock"})
-        except RecordError:  # not ours to fail on: the new run goes on
-            pass
+            if self.seams.records.mark_interrupted(deployment, by=run.id, holder=run.dead_holder):
+                self.say(f"run {deployment} died holding the deploy lock: recorded as interrupted")
+        except RecordError as exc:  # not ours to fail on: the new run goes on
+            self.say(f"run {deployment} died holding the deploy lock; marking it interrupted failed: {exc}")
 
     def preview(self, run):
         """Before the first write, every stage's dry run in one round of jobs. Steps that cannot change
@@ -364,8 +364,8 @@ class Engine:
             "seconds": round(time.monotonic() - started, 2),
         }
 
-    def context(self, run, previous=None):
-        return Context(self.tree, self.call, run, previous, apply=lambda stage, pillar: self.apply(stage, pillar=pillar))
+    def context(self, run, previous=None, test=False):
+        return Context(self.tree, self.call, run, previous, apply=lambda stage, pillar: self.apply(stage, pillar=pillar), test=test)
 
     def undo(self, run):
         """Undo every backend the run applied, last first, each with its own hook; every undo is checked:
@@ -487,6 +487,18 @@ class Engine:
             self.finish(run)
             raise
         return self.finish(run, status="interrupted" if stop() else None)
+
+
+def waiting_line(holder):
+    """What a run waiting for the deploy lock tells the operator, from the lock's ``on_wait(holder)``."""
+    who = holder.get("holder") or "a session"
+    if holder.get("deployment"):
+        who = f"run {holder['deployment']} ({holder.get('kind', 'deploy')})"
+    where = ", ".join(f"{k} {holder[k]}" for k in ("host", "pid") if holder.get(k))
+    alive = {True: "alive", False: "its process is gone", None: "alive or not is unknown from here"}[holder.get("alive")]
+    since = f", holding it since {holder['acquired_at']}" if holder.get("acquired_at") else ""
+    where = f" on {where}" if where else ""
+    return f"waiting for the deploy lock ({holder.get('waited', 0):g} s): held by {who}{where}{since}; {alive}"
 
 
 def _result_line(name, result):

@@ -47,6 +47,8 @@ class ConsulLocks:
         self.settings = settings["lock"]
 
     def take(self, run, wait=None, on_wait=None):
+        """Take the lock for ``run`` (``on_wait(holder)`` while another holds it). The lock's
+        ``dead_holder`` names a previous holder that died holding it (its run is marked interrupted)."""
         lock = ConsulLock(
             self.client,
             self.settings["key"],
@@ -54,8 +56,9 @@ class ConsulLocks:
             timeout=self.settings["wait"] if wait is None else wait,
             lock_delay=self.settings["lock_delay"],
             info={"deployment": run.id, "kind": run.kind},
+            on_wait=on_wait,
         )
-        lock.acquire()
+        lock.dead_holder = lock.acquire().dead_holder
         HELD[run.id] = lock
         return lock
 

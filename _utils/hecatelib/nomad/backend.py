@@ -1,7 +1,7 @@
 """Nomad as a backend of the engine: four stages (stateful services, the reverse proxy, authentik, the
-apps) that register hecate's jobs; their undo and a rollback both put each job back to a version (read
-before the run, or kept in the record), each revert checked; the drift of the jobs; the health section; and
-each job's spec in a backup."""
+apps) that register hecate's jobs; their undo and a rollback both return each job to its version and spec
+(read before the run, or kept in the record; past Nomad's six kept versions the spec is registered again),
+each answer checked; the drift of the jobs; the health section; and each job's spec in a backup."""
 
 from hecatelib import backups, health
 from hecatelib.engine.backend import CONTROLLER, EXPAND, Backend, Outcome, Read, Stage, answered, failures, first_ok
@@ -26,40 +26,41 @@ def job_ids(tree):
     return [nomad_jobs.job_settings(tree, name)["id"] for name in nomad_jobs.JOBS] if tree.get("nomad") else []
 
 
-def versions_read(tree, *_):
-    return [Read(CONTROLLER, "nomad_job.current_versions", kwargs={"names": job_ids(tree)})]
+def specs_read(tree, *_):
+    return [Read(CONTROLLER, "nomad_job.current_specs", kwargs={"names": job_ids(tree)})]
 
 
-def versions(answers):
-    """``nomad_job.current_versions`` answers -> ``{job: version}`` of the jobs that exist."""
-    found = next(iter(answered(answers).values()), None)
-    return {job: version for job, version in (found or {}).items() if version is not None} if isinstance(found, dict) else {}
+def kept_specs(tree, answers):
+    """What undo and a record both keep of each job that exists: its version and its spec, so that a job
+    can be returned to after Nomad dropped that version (it keeps six): ``{"versions", "specs"}``."""
+    found = next(iter(answered(answers[0]).values()), None)
+    jobs = {job: kept for job, kept in (found or {}).items() if kept} if isinstance(found, dict) else {}
+    return {"versions": {job: kept["version"] for job, kept in jobs.items()}, "specs": {job: kept["spec"] for job, kept in jobs.items()}}
 
 
-def kept_versions(tree, answers):
-    """What undo and a record both keep: ``{"versions": {job: version}}``."""
-    return {"versions": versions(answers[0])}
-
-
-def revert(ctx, wanted):
-    """Jobs whose version moved go back to ``wanted`` (``{job: version}``); each revert's answer is checked."""
+def return_to(ctx, state):
+    """Every recorded job back to its recorded version and spec (``nomad_job.restore``: a revert while Nomad
+    still keeps that version with that spec, else the spec registered again; nothing when the job already
+    runs it). Each answer is checked; ``ctx.test``: what it would do, writing nothing."""
     outcome = Outcome()
-    now = versions(ctx.call(CONTROLLER, "nomad_job.current_versions", job_ids(ctx.tree)))
-    for job, version in sorted((wanted or {}).items()):
-        if version is None or now.get(job) in (None, version):
-            continue
-        answers = ctx.call(CONTROLLER, "nomad_job.revert", job, version)
-        failed = [str(a["ret"]) for a in answers.values() if not a["ok"] or isinstance(a["ret"], str)]
-        outcome.add(bool(answers) and not failed, f"nomad job {job}: reverted to version {version}", "; ".join(failed) or "no answer")
+    versions, specs = (state or {}).get("versions") or {}, (state or {}).get("specs") or {}
+    jobs = sorted(set(versions) | set(specs))
+    restores = [
+        (CONTROLLER, "nomad_job.restore", [job], {"version": versions.get(job), "spec": specs.get(job), "test": ctx.test}) for job in jobs
+    ]
+    for job, answers in zip(jobs, ctx.call.many(restores), strict=True):  # one round for every job
+        _, ret = first_ok(answers)
+        if not isinstance(ret, dict):
+            outcome.problems.append(f"nomad job {job}: restore FAILED: {failures(answers, 'nomad_job.restore')}")
+        elif not ret.get("ok"):
+            outcome.problems.append(f"nomad job {job}: restore FAILED: {ret.get('comment')}")
+        elif ret.get("path") != "unchanged":
+            outcome.done.append(f"nomad job {job}: {ret.get('comment')}")
     return outcome
 
 
 def undo(ctx, kept, only=None):
-    return revert(ctx, (kept or {}).get("versions"))
-
-
-def restore(ctx, state):
-    return revert(ctx, (state or {}).get("versions"))
+    return return_to(ctx, kept)
 
 
 def nomad_section(tree, call):
@@ -143,13 +144,13 @@ BACKEND = Backend(
     schema=nomad_jobs.PILLAR_SCHEMA,
     check=nomad_jobs.check_pillar,
     stages=STAGES,
-    before=versions_read,
-    keep=kept_versions,
+    before=specs_read,
+    keep=kept_specs,
     undo=undo,
     rolls_back=False,  # a rollback returns each job to its recorded version (restore), not by converging a tree
-    record=versions_read,
-    recorded=kept_versions,
-    restore=restore,
+    record=specs_read,
+    recorded=kept_specs,
+    restore=return_to,
     drift=True,
     health=(("nomad", nomad_section),),
     backup=collect_nomad,

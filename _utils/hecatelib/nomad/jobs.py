@@ -952,3 +952,43 @@ def spec_of(job):
 
 def same_spec(a, b):
     return json.dumps(spec_of(a), sort_keys=True) == json.dumps(spec_of(b), sort_keys=True)
+
+
+# -- returning to a recorded job ----------------------------------------------------------------------
+# Nomad keeps JobDefaultTrackedVersions = 6 versions of a job (nomad/structs/structs.go; the server option
+# job_tracked_versions) and drops the oldest on each new one (nomad/state/state_store.go upsertJobVersion):
+# every register, revert, auto-revert and stop makes one. A record that names only a version number cannot
+# return to it after six more, so it keeps the job's spec too.
+TRACKED_VERSIONS = 6
+# What Nomad's server sets on every write of a job: the fields Job.SpecChanged takes from the existing job
+# (nomad/structs/structs.go), NomadTokenID (the registering token's accessor, nomad/job_endpoint.go
+# doRegister) and VersionTag (set by `nomad job tag`, cleared by a revert). Stop stays: it is the spec.
+WRITE_FIELDS = SERVER_FIELDS - {"Stop"} | {"NomadTokenID", "VersionTag"}
+
+
+def _without_nulls(value):
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def recorded_spec(job):
+    """A job as ``GET /v1/job/:id`` returns it, without :data:`WRITE_FIELDS` and without null values (Go
+    decodes a missing field as it decodes null): what a deployment record keeps to register the job
+    again once Nomad no longer has its version. None for None."""
+    if job is None:
+        return None
+    return _without_nulls({k: v for k, v in job.items() if k not in WRITE_FIELDS})
+
+
+def same_recorded(job, spec):
+    """Whether a job (or a version of it) runs ``spec`` (both as Nomad returns them, or recorded)."""
+    return json.dumps(recorded_spec(job), sort_keys=True) == json.dumps(recorded_spec(spec), sort_keys=True)
+
+
+def moves_allocations(summary):
+    """Whether a plan (:func:`plan_summary`) changes any allocation (otherwise Nomad may create no deployment)."""
+    moving = ("Place", "Canary", "DestructiveUpdate", "InPlaceUpdate", "Stop", "Migrate")
+    return any(updates.get(kind) for updates in summary["desired_tg_updates"].values() for kind in moving)
