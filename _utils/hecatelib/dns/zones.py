@@ -20,6 +20,7 @@ import ipaddress
 import math
 import re
 
+from hecatelib import spec
 from hecatelib.spec import (
     Bool,
     Const,
@@ -69,22 +70,9 @@ _URL = re.compile(r"^(https?)://([^/?#\s]+)(/[^?#\s]*)?$")
 
 
 def to_ascii(name):
-    """Lower-case ``name``, drop one trailing dot, transcribe non-ASCII labels to punycode (``xn--``)."""
-    name = str(name).strip().lower()
-    if name.endswith("."):
-        name = name[:-1]
-    if name.isascii():
-        return name
-    labels = []
-    for label in name.split("."):
-        if label.isascii():
-            labels.append(label)
-        else:
-            try:
-                labels.append(label.encode("idna").decode("ascii"))
-            except UnicodeError as exc:
-                raise ValueError(f"{name!r} cannot be written in punycode: {exc}") from exc
-    return ".".join(labels)
+    """``name`` without surrounding blanks, through :func:`hecatelib.spec.to_ascii` (lower-case, one trailing
+    dot dropped, international labels as A-labels by IDNA 2008 + UTS 46). Raises ValueError(reason)."""
+    return spec.to_ascii(str(name).strip())
 
 
 def name_problem(name, wildcard=True):
@@ -905,7 +893,7 @@ def describe(result, zone):
     changes = {}
 
     def slot(name, rtype):
-        return changes.setdefault(f"{absolute_name(name, zone)} {rtype}", {})
+        return changes.setdefault(f"{spec.shown(absolute_name(name, zone))} {rtype}", {})
 
     for item in result["create"]:
         slot(item["name"], item["type"]).update({"old": None, "new": {"records": item["records"], "ttl": item["ttl"]}})
