@@ -301,6 +301,10 @@ def compile_route(route, tree, shared=None):
             shared["auth"] = auth_handlers(route, tree)
         inner.extend(shared["auth"])
     inner.append({"handle": [*handlers, reverse_proxy(route, tree)]})
+    # The A-label (hecatelib.spec.to_ascii, done by the validator): Caddy's own conversion, idna.ToASCII of
+    # golang.org/x/net in MatchHost.Provision (modules/caddyhttp/matchers.go) and in the TLS automation
+    # policy's subjects (AutomationPolicy.Provision, modules/caddytls/automation.go), is the Punycode profile:
+    # no UTS 46 mapping, no IDNA 2008 check (BÜCHER would become xn--bcher-2pa, not xn--bcher-kva).
     return {
         "@id": route_id(route),
         "match": [{"host": [route["domain"]]}],

@@ -459,8 +459,9 @@ class ZoneName(DnsName):
         super().__init__(wildcard=False, what="zone name")
 
     def __call__(self, value, path, report):
+        known = len(report.errors)
         value = super().__call__(value, path, report)
-        if isinstance(value, str) and name_problem(value, wildcard=False) is None and not is_hostname(value):
+        if len(report.errors) == known and isinstance(value, str) and not is_hostname(value):  # one reason each
             report.error(path, f"is not a valid hostname: {quote(value)}")
         return value
 
