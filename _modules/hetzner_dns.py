@@ -191,7 +191,10 @@ def _zone_key(zone):
     if zone is None or str(zone).strip() == "":
         raise SaltInvocationError("zone is required (a zone name like example.org, or its id)")
     zone = str(zone).strip()
-    return zone if zone.isdigit() else dns_zones.to_ascii(zone)
+    try:
+        return zone if zone.isdigit() else dns_zones.to_ascii(zone)
+    except ValueError as exc:
+        raise SaltInvocationError(f"zone {exc}") from None
 
 
 def _rrset_key(zone, name, type):

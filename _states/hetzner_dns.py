@@ -242,7 +242,10 @@ def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None, awai
           hetzner_dns.rrsets_managed:
             - name: example.org
     """
-    zone = dns_zones.to_ascii(str(name))
+    try:
+        zone = dns_zones.to_ascii(str(name))
+    except ValueError as exc:
+        return salt_state.ret(name, False, comment=f"zone {exc}")
     if rrsets is None:
         desired, labels, pillar_prune, problems = _desired_from_pillar(zone, targets)
         if owner:

@@ -42,6 +42,8 @@ from hecatelib.spec import (  # parse_backend, route_backends, route_service: re
     route_backends,
     route_service,
     shape_problem,
+    shown,
+    to_ascii,
 )
 
 __all__ = ["PillarError", "check", "parse_backend", "route_backends", "route_service", "validate"]
@@ -404,7 +406,8 @@ def route_path(i, domain=None):
 
 def _name_routes(tree, report):
     """Put each route's domain into the key paths that name it by index (every check, whichever
-    module made the path). Only a valid name is shown: the path must stay short and plain."""
+    module made the path). Only a valid name is shown: the path must stay short and plain; an
+    international one in both forms, ``routes[0](straße.example (xn--strae-oqa.example))``."""
     routes = tree
     for name in ("reverse_proxy", "caddy", "routes"):  # the raw tree: any of these may be of any type
         routes = routes.get(name) if isinstance(routes, dict) else None
@@ -414,7 +417,7 @@ def _name_routes(tree, report):
     for i, route in enumerate(routes):
         domain = route.get("domain") if isinstance(route, dict) else None
         if isinstance(domain, str) and is_hostname(domain, wildcard=True):
-            domains[i] = domain.lower().rstrip(".")
+            domains[i] = shown(to_ascii(domain))
     pattern = re.compile(re.escape(ROUTES) + r"\[([0-9]+)\](?![(])")
 
     def named(path):

@@ -16,6 +16,8 @@ import functools
 import ipaddress
 import re
 
+import idna
+
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$", re.IGNORECASE | re.ASCII)
 # Refused in every value that reaches a config file or a header: quotes, C0 and C1 controls (tab
 # allowed), U+2028/U+2029 line and paragraph separators, and the bidi overrides that make text read
@@ -396,27 +398,97 @@ class Duration(Str):
         return value
 
 
+_DOTS = re.compile("[.\u3002\uff0e\uff61]")  # the label separators UTS 46 maps to "." (its section 2.3)
+
+
+def to_ascii(name):
+    """``name`` as DNS and HTTP carry it: lower-case, one trailing dot dropped, each international label
+    as its A-label by IDNA 2008 with the UTS 46 mapping, non-transitional (the ``idna`` package):
+    ``Straße.example`` -> ``xn--strae-oqa.example``, ``βόλος.com`` keeps its final sigma. This is the one
+    conversion every backend uses (validator, DNS, Caddy, authentik, probe).
+
+    ASCII labels are kept as they are (DNS names have ``_`` and ``*``, hosts like ``r4---sn`` exist; each
+    caller checks its own label rules); an ``xn--`` label must be the canonical A-label of a valid
+    U-label. Raises ValueError naming the label and the reason: IDNA 2008 refuses it (``☃``,
+    ``a<U+200D>b``), or it is non-ASCII text that UTS 46 maps to plain ASCII (``\\u017fecret``, long s, is ``secret``,
+    a name that reads as another one than it is)."""
+    text = str(name)
+    if text.isascii():
+        labels = text.lower().split(".")
+    else:
+        labels = []
+        for label in _DOTS.split(text):
+            try:  # UTS 46 section 4: map (case, compatibility forms) and NFC; "_" and "*" pass (no STD3 rules)
+                mapped = idna.uts46_remap(label, std3_rules=False)
+            except idna.IDNAError as exc:
+                raise ValueError(f"{quote(name)} is not a valid international name: {exc}") from None
+            if not label.isascii() and mapped.isascii():
+                raise ValueError(
+                    f"{quote(name)}: the label {quote(label)} reads as another name than it is "
+                    f"(UTS 46 maps it to {quote(mapped)}); write {quote(mapped)}"
+                )
+            labels.extend(mapped.split("."))  # a few compatibility characters map to text with a dot (U+2488)
+    if len(labels) > 1 and labels[-1] == "":
+        labels.pop()
+    return ".".join(_alabel(label, name) for label in labels)
+
+
+def _alabel(label, name):
+    if label.isascii() and not label.startswith("xn--"):
+        return label
+    try:
+        if not label.isascii():
+            return idna.alabel(label).decode("ascii")
+        if label.startswith("xn--") and idna.alabel(idna.ulabel(label)).decode("ascii") != label:
+            raise idna.IDNAError("not the canonical A-label of its U-label")
+    except idna.IDNAError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ValueError(f"{quote(name)} is not a valid international name (IDNA 2008): label {quote(label)}: {reason}") from None
+    return label
+
+
+def to_unicode(name):
+    """The U-label form of an ASCII name (``xn--strae-oqa.example`` -> ``straße.example``) for display;
+    labels that are not valid A-labels are shown as they are."""
+    labels = []
+    for label in str(name).split("."):
+        try:
+            labels.append(idna.ulabel(label) if label.startswith("xn--") else label)
+        except idna.IDNAError:
+            labels.append(label)
+    return ".".join(labels)
+
+
+def shown(name):
+    """How a name is shown to the operator: ``straße.example (xn--strae-oqa.example)`` when it has an
+    international label, else just the name."""
+    unicode = to_unicode(name)
+    return name if unicode == name else f"{unicode} ({name})"
+
+
 def is_hostname(value, wildcard=False):
-    """A DNS name as Caddy's host matcher and the public DNS can use it: ASCII labels of letters,
-    digits and inner hyphens, at most 253 characters, a last label that is not all digits (so
-    ``12345`` and ``999.999.999.999`` are not names), and ``xn--`` labels that are valid punycode."""
-    value = value[:-1] if value.endswith(".") else value
-    if not value or len(value) > 253:
-        return False
-    labels = value.split(".")
+    """A DNS name as Caddy's host matcher and the public DNS can use it, after :func:`to_ascii`: ASCII
+    labels of letters, digits and inner hyphens, at most 253 characters, a last label that is not all
+    digits (so ``12345`` and ``999.999.999.999`` are not names); international labels must be valid
+    IDNA 2008 (``straße.example`` and ``xn--strae-oqa.example`` are the same valid name)."""
+    return hostname_problem(value, wildcard) is None
+
+
+def hostname_problem(value, wildcard=False):
+    """Why ``value`` is not a host name :func:`is_hostname` accepts, or None."""
+    try:
+        name = to_ascii(value)
+    except ValueError as exc:
+        return str(exc)
+    invalid = f"is not a valid hostname: {quote(value)}"
+    if not name or len(name) > 253:
+        return invalid
+    labels = name.split(".")
     if wildcard and labels[0] == "*":
         labels = labels[1:]
     if not labels or not all(_HOST_LABEL.match(label) for label in labels) or labels[-1].isdigit():
-        return False
-    return all(_is_punycode(label) for label in labels if label[:4].lower() == "xn--")
-
-
-def _is_punycode(label):
-    try:
-        label.encode("ascii").decode("idna")  # ToUnicode, then checks that ToASCII gives the label back
-    except UnicodeError:
-        return False
-    return True
+        return invalid
+    return None
 
 
 def is_ip(value):
@@ -458,9 +530,13 @@ class Hostname(Str):
     def __call__(self, value, path, report):
         value = super().__call__(value, path, report)
         if isinstance(value, str) and not _UNSAFE.search(value):
-            if not (is_hostname(value, self.wildcard) or (self.ip and is_ip(value))):
-                report.error(path, f"is not a valid hostname: {quote(value)}")
-            value = value.lower().rstrip(".")
+            if self.ip and is_ip(value):
+                return value.lower()
+            problem = hostname_problem(value, self.wildcard)
+            if problem:
+                report.error(path, problem)
+                return value
+            value = to_ascii(value)  # the A-label form: what every backend writes and compares
         return value
 
 

@@ -162,7 +162,7 @@ class _Values:
                 body = "".join(x[indent:] for x in lines)
             return self.template(body)
         if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
-            return self.template(self.unescape(value[1:-1]))
+            return self.template(value[1:-1], literal=self.unescape)
         expr = re.match(r"^\$\{(.*)\}$", value, re.S)
         text = expr.group(1).strip() if expr else value
         return self.expression(text)
@@ -207,19 +207,27 @@ class _Values:
             i += 1
         return "".join(out)
 
-    def template(self, text):
+    def template(self, text, literal=str):
         """HCL2 template sequences: ``$${`` / ``%%{`` are literals, ``${var.x}`` interpolates, other
-        references stay as written."""
-        out, i = [], 0
+        references stay as written. Sequences are found in the raw text and only the literal parts are
+        unescaped (``literal``: a quoted string's escapes), as hclsyntax scans them (scan_tokens.rl
+        ``TemplateStringLiteral``): ``"$\\u007b"`` is the literal ``${``, not an interpolation."""
+        out, run, i = [], [], 0
+
+        def flush():
+            out.append(literal("".join(run)))
+            run.clear()
+
         while i < len(text):
             if text.startswith("$${", i) or text.startswith("%%{", i):
-                out.append(text[i] + "{")
+                run.append(text[i] + "{")
                 i += 3
                 continue
             if text.startswith("${", i):
                 end = text.find("}", i)
                 if end < 0:
                     raise HCLError("unterminated template interpolation")
+                flush()
                 inner = text[i + 2 : end].strip()
                 if not inner.startswith(("var.", "local.")):  # Nomad keeps unknown roots for runtime
                     out.append(text[i : end + 1])
@@ -230,8 +238,9 @@ class _Values:
                 continue
             if text.startswith("%{", i):
                 raise HCLError("template directives (%{...}) are not supported by this emulator")
-            out.append(text[i])
+            run.append(text[i])
             i += 1
+        flush()
         return "".join(out)
 
 

@@ -117,8 +117,13 @@ def test_relative_name_refuses(name):
         ("CAA", "0 issue letsencrypt.org", None, '0 issue "letsencrypt.org"'),
         ("CAA", '128 ISSUEWILD ";"', None, '128 issuewild ";"'),
         ("CAA", '0 iodef "mailto:ops@example.org"', None, '0 iodef "mailto:ops@example.org"'),
-        ("TLSA", "3 1 1 AB CD", None, "3 1 1 abcd"),
+        ("TLSA", "3 1 1 " + "AB" * 16 + " " + "CD" * 16, None, "3 1 1 " + "ab" * 16 + "cd" * 16),  # SHA-256: 32 bytes
         ("TXT", "hello", None, '"hello"'),
+        ("HINFO", "PC  Linux", None, '"PC" "Linux"'),  # RFC 1035 3.3.2: two character-strings
+        ("RP", "Admin.example.org. .", None, "admin.example.org. ."),  # RFC 1183 2.2: no TXT name is the root
+        ("HTTPS", '1 . alpn="h2,h3"', None, '1 . alpn="h2,h3"'),
+        ("SVCB", "1 Svc alpn=h2 port=443", "cybermonkey.dev", '1 svc.cybermonkey.dev. alpn="h2" port="443"'),
+        ("SVCB", "1 stra\u00dfe.example. alpn=h2", None, '1 xn--strae-oqa.example. alpn="h2"'),  # the one IDNA conversion
     ],
 )
 def test_normalise_value(rtype, value, origin, expected):
@@ -134,7 +139,9 @@ def test_normalise_value(rtype, value, origin, expected):
         ("MX", "10 Mail.Example.org"),
         ("SRV", "0 5 443 Edge.Example.net."),
         ("AAAA", "2001:0db8::0:1"),
-        ("DS", "12345 13 2 ABCDEF01"),
+        ("DS", "12345 13 2 " + "ABCDEF01" * 8),  # SHA-256 digest: 32 bytes (RFC 4509 2.2)
+        ("HTTPS", "1 Svc.Example.org. alpn=h2,h3 port=443"),
+        ("HINFO", "x86_64 Linux"),
     ],
 )
 def test_normalising_twice_changes_nothing(rtype, value):
@@ -159,6 +166,17 @@ def test_normalising_twice_changes_nothing(rtype, value):
         ("CAA", '0 issue "lets"encrypt"', "malformed"),
         ("CNAME", "bad_host!.example.org", "invalid label"),
         ("TLSA", "3 1 1 xyz", "hex"),
+        ("DS", "12345 13 2 ABCDEF01", "digest length inconsistent"),  # 4 bytes; SHA-256 has 32 (RFC 4509 2.2)
+        ("DS", "12345 13 1 " + "ab" * 32, "digest length inconsistent"),  # SHA-1 has 20 (RFC 3658)
+        ("TLSA", "3 1 1 abcd", "length inconsistent with matching type"),  # RFC 6698 2.1.3
+        ("TLSA", "3 1 2 " + "ab" * 32, "length inconsistent with matching type"),  # SHA-512 has 64
+        ("HTTPS", "garbage here", "expecting an integer"),
+        ("SVCB", "1 svc.example.org. foo=bar", "Unknown SVCB ParamKey"),  # RFC 9460 14.3: registered keys or keyNNNNN
+        ("SVCB", "1 . mandatory=alpn", "declared mandatory but not present"),  # RFC 9460 8
+        ("HTTPS", "0 . alpn=h2", "AliasMode"),  # RFC 9460 2.4.2: no params in AliasMode
+        ("HINFO", "PC", "expecting a string"),
+        ("RP", "admin.example.org.", "expecting an identifier"),
+        ("CAA", '0 issue "ca.example.net; account"', "tag=value"),  # RFC 8659 4.2
     ],
 )
 def test_normalise_value_refuses(rtype, value, reason):

@@ -23,11 +23,16 @@ def errors_of(**dns):
         ({"zone": "12345"}, "hecate:dns:zone", "12345"),
         ({"zone": "999.999.999.999"}, "hecate:dns:zone", "999.999.999.999"),
         ({"zone": "cybermonkey.dev", "zones": ["example.net", "0.123"]}, "hecate:dns:zones[1]", "0.123"),
-        ({"zone": "xn--a.example.org"}, "hecate:dns:zone", "xn--a.example.org"),  # not valid punycode
     ],
 )
 def test_a_zone_that_is_not_a_host_name_is_refused(dns, path, name):
     assert (path, f"is not a valid hostname: {name!r}") in errors_of(**dns), errors_of(**dns)
+
+
+def test_a_zone_with_an_invalid_a_label_is_refused_once_with_the_idna_reason():
+    errors = errors_of(zone="xn--a.example.org")  # xn--a decodes to U+0080: not a valid U-label
+    assert [p for p, _ in errors] == ["hecate:dns:zone"], errors
+    assert "is not a valid international name (IDNA 2008): label 'xn--a'" in errors[0][1]
 
 
 def test_a_route_domain_and_a_zone_follow_the_same_rule():

@@ -131,8 +131,8 @@ def test_rendering_is_deterministic():
     ("value", "expected"),
     [
         ("plain", '"plain"'),
-        ('${file("/etc/shadow")}', '"$${file(\\"/etc/shadow\\")}"'),
-        ("%{ if true }x%{ endif }", '"%%{ if true }x%%{ endif }"'),
+        ('${file("/etc/shadow")}', '"$\\u007bfile(\\"/etc/shadow\\")}"'),
+        ("%{ if true }x%{ endif }", '"%\\u007b if true }x%\\u007b endif }"'),
         ('quote " and \\ back', '"quote \\" and \\\\ back"'),
         (True, "true"),
         (None, "null"),

@@ -52,7 +52,8 @@ SLUG_MAX = 50  # authentik <= 2025.x limits slugs to 50 characters
 
 
 class Url(Str):
-    """An http(s) URL with a host and nothing after the path."""
+    """An http(s) URL with a host and nothing after the path; an international host becomes its A-label
+    (``hecatelib.spec.to_ascii``), as the Host header a browser sends."""
 
     def __call__(self, value, path, report):
         value = super().__call__(value, path, report)
@@ -60,6 +61,12 @@ class Url(Str):
             parts = urlsplit(value)
             if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
                 report.error(path, f"must be an http(s) URL like https://auth.example.org, got {value!r}")
+            elif not parts.hostname.isascii():
+                try:
+                    port = f":{parts.port}" if parts.port else ""
+                    value = parts._replace(netloc=spec.to_ascii(parts.hostname) + port).geturl()
+                except ValueError as exc:
+                    report.error(path, str(exc))
             value = value.rstrip("/")
         return value
 

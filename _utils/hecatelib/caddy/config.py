@@ -301,6 +301,10 @@ def compile_route(route, tree, shared=None):
             shared["auth"] = auth_handlers(route, tree)
         inner.extend(shared["auth"])
     inner.append({"handle": [*handlers, reverse_proxy(route, tree)]})
+    # The A-label (hecatelib.spec.to_ascii, done by the validator): Caddy's own conversion, idna.ToASCII of
+    # golang.org/x/net in MatchHost.Provision (modules/caddyhttp/matchers.go) and in the TLS automation
+    # policy's subjects (AutomationPolicy.Provision, modules/caddytls/automation.go), is the Punycode profile:
+    # no UTS 46 mapping, no IDNA 2008 check (BÜCHER would become xn--bcher-2pa, not xn--bcher-kva).
     return {
         "@id": route_id(route),
         "match": [{"host": [route["domain"]]}],
@@ -438,9 +442,14 @@ def owned_routes(config):
     return {r["@id"]: r for r in server.get("routes", []) if r.get("@id", "").startswith(ROUTE_PREFIX)}
 
 
+def _hosts(route):
+    return [h for m in route.get("match", []) for h in m.get("host", [])]
+
+
 def route_summary(route):
-    """Domain and upstreams of a compiled route: what a human wants to see in a diff."""
-    hosts = [h for m in route.get("match", []) for h in m.get("host", [])]
+    """Domain and upstreams of a compiled route: what a human wants to see in a diff (an international
+    host in both forms, ``straße.example (xn--strae-oqa.example)``: Caddy matches the A-label)."""
+    hosts = [spec.shown(h) for h in _hosts(route)]
     proxy = _backend_proxy(route) or {}
     dynamic = proxy.get("dynamic_upstreams")
     upstreams = [f"{dynamic['source']}:{dynamic['name']}"] if dynamic else []
@@ -517,7 +526,7 @@ def changed_domains(current, desired):
     hosts = []
     for rid, route in after.items():
         if before.get(rid) != route:
-            hosts.extend(route_summary(route)["hosts"])
+            hosts.extend(_hosts(route))
     return sorted(set(hosts))
 
 

@@ -141,8 +141,12 @@ class Prober:
         protected). A 502/503/504, the catch-all's answer, a refused connection or, behind auth, an
         upstream that does not answer is not ok. With ``tls: acme`` a certificate not issued yet is
         reported as pending, not as a failure."""
-        host = domain.replace("*", "hecate-probe")
         result = {"domain": domain, "status": None, "ok": False, "reason": ""}
+        try:  # the Host header and SNI carry the A-label (a Unicode host would go out as Latin-1 bytes)
+            host = spec.to_ascii(domain).replace("*", "hecate-probe")
+        except ValueError as exc:
+            result["reason"] = str(exc)
+            return result
         try:
             response = self._through_edge(host, path)
         except ssl.SSLError as exc:

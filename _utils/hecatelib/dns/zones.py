@@ -20,6 +20,11 @@ import ipaddress
 import math
 import re
 
+import dns.exception
+import dns.name
+import dns.rdata
+
+from hecatelib import spec
 from hecatelib.spec import (
     Bool,
     Const,
@@ -62,6 +67,9 @@ OWNER = "hecate-owner"
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
+# RFC 8659 section 4.2: parameter = tag *WSP "=" *WSP value; tag = (ALPHA / DIGIT) *( *("-") (ALPHA / DIGIT));
+# value = *(%x21-3A / %x3C-7E)
+_CAA_PARAMETER = re.compile(r"[A-Za-z0-9](?:-*[A-Za-z0-9])*[ \t]*=[ \t]*[\x21-\x3a\x3c-\x7e]*")
 _URL = re.compile(r"^(https?)://([^/?#\s]+)(/[^?#\s]*)?$")
 
 
@@ -69,22 +77,9 @@ _URL = re.compile(r"^(https?)://([^/?#\s]+)(/[^?#\s]*)?$")
 
 
 def to_ascii(name):
-    """Lower-case ``name``, drop one trailing dot, transcribe non-ASCII labels to punycode (``xn--``)."""
-    name = str(name).strip().lower()
-    if name.endswith("."):
-        name = name[:-1]
-    if name.isascii():
-        return name
-    labels = []
-    for label in name.split("."):
-        if label.isascii():
-            labels.append(label)
-        else:
-            try:
-                labels.append(label.encode("idna").decode("ascii"))
-            except UnicodeError as exc:
-                raise ValueError(f"{name!r} cannot be written in punycode: {exc}") from exc
-    return ".".join(labels)
+    """``name`` without surrounding blanks, through :func:`hecatelib.spec.to_ascii` (lower-case, one trailing
+    dot dropped, international labels as A-labels by IDNA 2008 + UTS 46). Raises ValueError(reason)."""
+    return spec.to_ascii(str(name).strip())
 
 
 def name_problem(name, wildcard=True):
@@ -270,21 +265,74 @@ def _caa(value):
     if '"' in rest:
         raise ValueError(f"CAA value may not contain a quote: {rest!r}")
     if tag in ("issue", "issuewild"):
-        domain = rest.split(";", 1)[0].strip()
+        domain, _, parameters = rest.partition(";")
+        domain = domain.strip()
         if domain and host_problem(to_ascii(domain)):
             raise ValueError(f"CAA {tag} names an invalid CA domain {domain!r}")
+        for parameter in filter(None, (p.strip() for p in parameters.split(";"))):
+            if not _CAA_PARAMETER.fullmatch(parameter):
+                raise ValueError(f"CAA {tag} parameter {parameter!r} is not tag=value (RFC 8659 section 4.2)")
     elif tag == "iodef" and not re.match(r"^(mailto:\S+@\S+|https?://\S+)$", rest):
         raise ValueError(f"CAA iodef must be a mailto: or http(s):// URL, got {rest!r}")
     return f'{flags} {tag} "{rest}"'
 
 
+class _Idna(dns.name.IDNACodec):
+    """dnspython's label codec through :func:`hecatelib.spec.to_ascii`: names inside record values follow
+    the one conversion (dnspython's own default is IDNA 2003)."""
+
+    def encode(self, label):
+        return spec.to_ascii(label).encode("ascii")
+
+
+_IDNA = _Idna()
+# Types whose canonical form is dnspython's presentation form, with these name fields lower-cased.
+_PARSER_CANONICAL = {"HINFO": (), "RP": ("mbox", "txt"), "SVCB": ("target",), "HTTPS": ("target",), "SOA": ("mname", "rname")}
+FORMATS = {
+    "HINFO": 'cpu os, two character-strings (like "x86_64" "Linux")',
+    "RP": "mailbox-name txt-name (like admin.example.org. . or admin.example.org. info.example.org.)",
+    "SVCB": "priority target params (like 1 svc.example.org. alpn=h2,h3 port=443; 0 target. with no params)",
+    "HTTPS": "priority target params (like 1 . alpn=h2,h3; 0 target. with no params)",
+    "DS": "key-tag algorithm digest-type digest; a digest of type 1 (SHA-1) has 20 bytes, 2 (SHA-256) 32, 4 (SHA-384) 48",
+    "TLSA": "usage selector matching-type data; data of matching type 1 (SHA-256) has 32 bytes, 2 (SHA-512) 64",
+}
+
+
+def parse_rdata(rtype, text, origin=None):
+    """``text`` parsed as a resolver parses a record value of type ``rtype``: dnspython's rdata parser, which
+    follows each type's RFC grammar (SVCB/HTTPS keys and their values, RFC 9460; DS and TLSA digest
+    lengths for their digest types, RFC 4509/6605/6698; HINFO and RP field counts, RFC 1035/1183). A
+    name without a trailing dot is relative to ``origin`` (the root when None). Returns the rdata;
+    raises ValueError(reason)."""
+    try:
+        base = dns.name.from_text(origin, idna_codec=_IDNA) if origin else dns.name.root
+        return dns.rdata.from_text("IN", rtype, text, origin=base, relativize=False, idna_codec=_IDNA)
+    except (dns.exception.DNSException, ValueError) as exc:
+        hint = f"; the form is {FORMATS[rtype]}" if rtype in FORMATS else ""
+        raise ValueError(f"{rtype} value {quote(text)} is not one a resolver reads: {exc}{hint}") from None
+
+
+def _parser_canonical(rtype, text, origin):
+    rdata = parse_rdata(rtype, text, origin)
+    names = {field: getattr(rdata, field).canonicalize() for field in _PARSER_CANONICAL[rtype]}
+    return (rdata.replace(**names) if names else rdata).to_text()
+
+
 def normalise_value(rtype, value, origin=None):
-    """The canonical presentation form of one record ``value`` of type ``rtype``.
+    """The canonical presentation form of one record ``value`` of type ``rtype``, checked the way a resolver
+    parses it (:func:`parse_rdata`).
 
     Host names become absolute, lower-case, with a trailing dot. Without ``origin`` a host name without a
     trailing dot is read as absolute (the pillar/CLI form: ``mail.example.org``); with ``origin`` it is read
     the zone-file way, relative to that zone (how values come back from the API). Raises ValueError(reason).
     """
+    canonical = _canonical(rtype, value, origin)
+    if rtype not in ("A", "AAAA") and rtype not in _PARSER_CANONICAL:  # addresses: ipaddress is the parser
+        parse_rdata(rtype, canonical)
+    return canonical
+
+
+def _canonical(rtype, value, origin):
     if not isinstance(value, str):
         raise ValueError(f"must be a string, got {type(value).__name__}")
     if rtype != "TXT" and _CONTROL.search(value):
@@ -339,8 +387,8 @@ def normalise_value(rtype, value, origin=None):
         if not re.fullmatch(r"[0-9a-f]+", digest) or len(digest) % 2:
             raise ValueError("DS digest must be an even number of hex digits")
         return f"{tag} {alg} {dtype} {digest}"
-    if rtype in TYPES:  # HINFO, RP, HTTPS, SVCB, SOA: compared with whitespace collapsed
-        return " ".join(fields)
+    if rtype in _PARSER_CANONICAL:
+        return _parser_canonical(rtype, text, origin)
     raise ValueError(f"unknown record type {rtype!r}")
 
 
@@ -411,8 +459,9 @@ class ZoneName(DnsName):
         super().__init__(wildcard=False, what="zone name")
 
     def __call__(self, value, path, report):
+        known = len(report.errors)
         value = super().__call__(value, path, report)
-        if isinstance(value, str) and name_problem(value, wildcard=False) is None and not is_hostname(value):
+        if len(report.errors) == known and isinstance(value, str) and not is_hostname(value):  # one reason each
             report.error(path, f"is not a valid hostname: {quote(value)}")
         return value
 
@@ -905,7 +954,7 @@ def describe(result, zone):
     changes = {}
 
     def slot(name, rtype):
-        return changes.setdefault(f"{absolute_name(name, zone)} {rtype}", {})
+        return changes.setdefault(f"{spec.shown(absolute_name(name, zone))} {rtype}", {})
 
     for item in result["create"]:
         slot(item["name"], item["type"]).update({"old": None, "new": {"records": item["records"], "ttl": item["ttl"]}})

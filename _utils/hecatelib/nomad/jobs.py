@@ -466,11 +466,20 @@ def task_resources(tree, name, tasks, job):
 
 # -- HCL quoting (Jinja filters) -------------------------------------------------------------------
 def _escape_template_sequences(text):
+    """For heredocs, where escapes are not read: ``${`` -> ``$${``, ``%{`` -> ``%%{``."""
     return text.replace("${", "$${").replace("%{", "%%{")
 
 
+def _literal_braces(text):
+    """For quoted strings: the ``{`` of ``${`` / ``%{`` written ``\\u007b``. hclsyntax finds template
+    sequences in the raw text before it reads escapes, so ``"$\\u007b"`` is the literal ``${`` (checked with
+    ``terraform console``), as ``"$${"`` is; python-hcl2 (the tests' and the Nomad emulator's parser)
+    refuses ``$${`` with no ``}`` after it and reads this form."""
+    return text.replace("${", "$\\u007b").replace("%{", "%\\u007b")
+
+
 def hcl(value):
-    """A Python value as an HCL2 expression: strings quoted and escaped (``${`` -> ``$${`` so nothing
+    """A Python value as an HCL2 expression: strings quoted and escaped (``${`` -> ``$\\u007b`` so nothing
     is interpolated at parse time; Nomad's runtime ``${attr...}`` survives as a literal), lists, maps."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -499,7 +508,7 @@ def hcl(value):
             out.append(f"\\u{ord(char):04x}")
         else:
             out.append(char)
-    return '"' + _escape_template_sequences("".join(out)) + '"'
+    return '"' + _literal_braces("".join(out)) + '"'
 
 
 def heredoc(text, marker="EOT"):

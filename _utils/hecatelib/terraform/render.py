@@ -300,8 +300,13 @@ def settings(tree):
 
 
 # -- rendering -------------------------------------------------------------------------------------
+_JSON_ONLY_ESCAPES = re.compile(r"\\\\|\\b|\\f")  # an escaped backslash first, so "\\\\b" stays as it is
+_HCL_ESCAPES = {"\\b": "\\u0008", "\\f": "\\u000c"}
+
+
 def hcl(value):
-    """A Python value as an HCL expression: strings are JSON strings with template sequences escaped."""
+    """A Python value as an HCL expression: strings are JSON strings with template sequences made literal
+    (the ``{`` of ``${`` and ``%{`` written ``\\u007b``: see ``hecatelib.nomad.jobs._literal_braces``)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
@@ -309,7 +314,10 @@ def hcl(value):
     if isinstance(value, (int, float)):
         return json.dumps(value)
     if isinstance(value, str):
-        return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
+        # ensure_ascii=False: HCL's \uNNNN escapes are BMP only, a surrogate pair would be two broken characters;
+        # JSON's \b and \f are no HCL escapes (hclsyntax reads \n \r \t \" \\ \uNNNN \UNNNNNNNN)
+        text = _JSON_ONLY_ESCAPES.sub(lambda m: _HCL_ESCAPES.get(m.group(0), m.group(0)), json.dumps(value, ensure_ascii=False))
+        return text.replace("${", "$\\u007b").replace("%{", "%\\u007b")
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(hcl(v) for v in value) + "]"
     if isinstance(value, dict):
