@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from hecatelib import schema, spec
+from hecatelib import hcl, schema, spec
 from hecatelib.caddy import config as caddy_config
 from hecatelib.nomad import jobs as nomad_jobs
 from hecatelib.nomad import nginx
@@ -334,13 +334,13 @@ def test_deployment_strategy_decides_the_update_blocks(tree):
     ["plain", 'quo"te', "back\\slash", "new\nline\ttab", "${attr.unique.hostname}", "$${x}", "%{ if x }", "ünïcødé", "a\x01b", ""],
 )
 def test_hcl_filter_round_trips_through_the_parser(value):
-    job = hcl_to_job(f'job "x" {{\n  meta {{\n    v = {nomad_jobs.hcl(value)}\n  }}\n}}\n')
+    job = hcl_to_job(f'job "x" {{\n  meta {{\n    v = {hcl.expression(value)}\n  }}\n}}\n')
     assert job["Meta"]["v"] == value
 
 
 def test_heredoc_round_trips_and_picks_a_free_marker():
     body = 'EOT\n{"a": "\\\\."} ${x} %{y}\n  "q"\n'
-    text = nomad_jobs.heredoc(body)
+    text = hcl.heredoc(body)
     assert text.startswith("<<EOT1\n")
     job = hcl_to_job(f'job "x" {{\n  meta {{\n    v = {text}\n  }}\n}}\n')
     assert job["Meta"]["v"] == body

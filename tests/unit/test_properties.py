@@ -9,14 +9,11 @@ from urllib.parse import quote, quote_plus
 import dns.rdata
 import hcl2
 import idna
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hecatelib import api, spec
+from hecatelib import api, hcl, spec
 from hecatelib.dns import zones as dns_zones
-from hecatelib.nomad import jobs as nomad_jobs
-from hecatelib.terraform import render as terraform_render
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ZONE = "cybermonkey.dev"
@@ -132,7 +129,6 @@ def test_redaction_removes_a_secret_inside_longer_base64(secret, before, after):
 
 
 # -- HCL ------------------------------------------------------------------------------------------------
-ENCODERS = {"nomad.jobs.hcl": nomad_jobs.hcl, "terraform.render.hcl": terraform_render.hcl}
 HCL_STRING = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60) | st.lists(
     st.sampled_from(["$", "%", "{", "}", "${", "%{", "$${", "\\", '"', "\n", "a", "\\u007b"]), max_size=12
 ).map("".join)
@@ -144,15 +140,20 @@ def read_back(expression):
     return hcl2.loads(f"x = {expression}\n", serialization_options=hcl2.SerializationOptions(strip_string_quotes=True))["x"]
 
 
-@pytest.mark.parametrize("encoder", list(ENCODERS.values()), ids=list(ENCODERS))
 @SETTINGS
 @given(HCL_STRING)
-def test_hcl_encoders_round_trip_any_string(encoder, text):
-    assert read_back(encoder(text)) == text
+def test_the_hcl_encoder_round_trips_any_string(text):
+    """One encoder for the Nomad jobs and the Terraform module (hecatelib.hcl)."""
+    assert read_back(hcl.expression(text)) == text
 
 
 # -- IDNA -----------------------------------------------------------------------------------------------
-U_LABEL = st.text(st.characters(min_codepoint=0x61, max_codepoint=0x2FFF, blacklist_categories=("Cs", "Zs")), min_size=1, max_size=12)
+# letters and beyond: ASCII past "z" ({|}~ and DEL) is no hostname character, which to_ascii leaves to the validator
+U_LABEL = st.text(
+    st.characters(min_codepoint=0x61, max_codepoint=0x2FFF, blacklist_categories=("Cs", "Zs"), blacklist_characters="{|}~\x7f"),
+    min_size=1,
+    max_size=12,
+)
 
 
 @SETTINGS

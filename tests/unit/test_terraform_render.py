@@ -8,7 +8,7 @@ import json
 import hcl2
 import pytest
 
-from hecatelib import consul
+from hecatelib import consul, hcl
 from hecatelib.spec import PillarError, Report
 from hecatelib.terraform import render as tf
 from tests.conftest import REPO
@@ -142,7 +142,7 @@ def test_rendering_is_deterministic():
     ],
 )
 def test_hcl_values_cannot_become_interpolations(value, expected):
-    assert tf.hcl(value) == expected
+    assert hcl.expression(value) == expected
     parsed = plain(hcl2.loads(f"x = {expected}\n"))["x"]
     assert parsed == value or (isinstance(value, str) and parsed == value)
 

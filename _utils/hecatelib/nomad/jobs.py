@@ -20,6 +20,7 @@ import re
 
 import jinja2
 
+from hecatelib import hcl
 from hecatelib.caddy import config as caddy_config
 from hecatelib.nomad import nginx
 from hecatelib.spec import Bool, Duration, Field, Int, ListOf, Map, MapOf, Report, Secret, Str, index, key, parse_duration, secret_values
@@ -464,66 +465,6 @@ def task_resources(tree, name, tasks, job):
     return out
 
 
-# -- HCL quoting (Jinja filters) -------------------------------------------------------------------
-def _escape_template_sequences(text):
-    """For heredocs, where escapes are not read: ``${`` -> ``$${``, ``%{`` -> ``%%{``."""
-    return text.replace("${", "$${").replace("%{", "%%{")
-
-
-def _literal_braces(text):
-    """For quoted strings: the ``{`` of ``${`` / ``%{`` written ``\\u007b``. hclsyntax finds template
-    sequences in the raw text before it reads escapes, so ``"$\\u007b"`` is the literal ``${`` (checked with
-    ``terraform console``), as ``"$${"`` is; python-hcl2 (the tests' and the Nomad emulator's parser)
-    refuses ``$${`` with no ``}`` after it and reads this form."""
-    return text.replace("${", "$\\u007b").replace("%{", "%\\u007b")
-
-
-def hcl(value):
-    """A Python value as an HCL2 expression: strings quoted and escaped (``${`` -> ``$\\u007b`` so nothing
-    is interpolated at parse time; Nomad's runtime ``${attr...}`` survives as a literal), lists, maps."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (int, float)):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(hcl(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{hcl(str(k))} = {hcl(v)}" for k, v in value.items()) + " }"
-    text = str(value)
-    out = []
-    for char in text:
-        if char == "\\":
-            out.append("\\\\")
-        elif char == '"':
-            out.append('\\"')
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\r":
-            out.append("\\r")
-        elif char == "\t":
-            out.append("\\t")
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    return '"' + _literal_braces("".join(out)) + '"'
-
-
-def heredoc(text, marker="EOT"):
-    """A multi-line string as an HCL2 heredoc (``<<EOT ... EOT``); template sequences escaped."""
-    text = str(text)
-    if not text.endswith("\n"):
-        text += "\n"
-    lines = set(text.splitlines())
-    n = 0
-    while (marker if not n else f"{marker}{n}") in lines:
-        n += 1
-    marker = marker if not n else f"{marker}{n}"
-    return f"<<{marker}\n{_escape_template_sequences(text)}{marker}"
-
-
 def _check_static(text, what):
     if STATIC[0] in text or STATIC[1] in text:
         raise ValueError(f"{what} contains hecate's static template delimiters")
@@ -775,8 +716,8 @@ def _environment(include=None):
     env = jinja2.Environment(  # noqa: S701 - HCL, not HTML: values are quoted by the hcl filter
         loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True
     )
-    env.filters["hcl"] = hcl
-    env.filters["heredoc"] = heredoc
+    env.filters["hcl"] = hcl.expression
+    env.filters["heredoc"] = hcl.heredoc
     return env
 
 
@@ -802,7 +743,7 @@ def variables_hcl(variables):
     for name, value in sorted((variables or {}).items()):
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_-]*$", str(name)):
             raise ValueError(f"{name!r} is not a valid variable name")
-        lines.append(f"{name} = {hcl(value)}")
+        lines.append(f"{name} = {hcl.expression(value)}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 

@@ -4,7 +4,7 @@ the renderer of the Hetzner Cloud module (``salt/hecate/terraform/*.tf.j2``), an
 
 No I/O here except :func:`load_templates`; ``_modules/hecate_terraform.py`` runs the binary.
 
-Values reach HCL only through the ``hcl`` filter (a JSON string with ``${``/``%{`` escaped, so a pillar
+Values reach HCL only through the ``hcl`` filter (``hecatelib.hcl.expression``: ``${``/``%{`` made literal, so a pillar
 value can never become an interpolation or break out of its string), after the schema has refused
 CR/LF, quotes and control characters.
 """
@@ -16,6 +16,7 @@ import re
 
 import jinja2
 
+from hecatelib import hcl
 from hecatelib.api import check_token
 from hecatelib.spec import (
     AbsPath,
@@ -43,7 +44,6 @@ __all__ = [
     "environment",
     "firewall_rules",
     "gate",
-    "hcl",
     "load_templates",
     "parse_outputs",
     "render",
@@ -300,31 +300,6 @@ def settings(tree):
 
 
 # -- rendering -------------------------------------------------------------------------------------
-_JSON_ONLY_ESCAPES = re.compile(r"\\\\|\\b|\\f")  # an escaped backslash first, so "\\\\b" stays as it is
-_HCL_ESCAPES = {"\\b": "\\u0008", "\\f": "\\u000c"}
-
-
-def hcl(value):
-    """A Python value as an HCL expression: strings are JSON strings with template sequences made literal
-    (the ``{`` of ``${`` and ``%{`` written ``\\u007b``: see ``hecatelib.nomad.jobs._literal_braces``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (int, float)):
-        return json.dumps(value)
-    if isinstance(value, str):
-        # ensure_ascii=False: HCL's \uNNNN escapes are BMP only, a surrogate pair would be two broken characters;
-        # JSON's \b and \f are no HCL escapes (hclsyntax reads \n \r \t \" \\ \uNNNN \UNNNNNNNN)
-        text = _JSON_ONLY_ESCAPES.sub(lambda m: _HCL_ESCAPES.get(m.group(0), m.group(0)), json.dumps(value, ensure_ascii=False))
-        return text.replace("${", "$\\u007b").replace("%{", "%\\u007b")
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(hcl(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{hcl(str(k))} = {hcl(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} as HCL")
-
-
 def firewall_rules(tree, firewall=None):
     """The inbound rules the edge needs, derived from the pillar: HTTP(S) (+ HTTP/3), the nginx stream
     proxies, coturn, SSH from ``ssh_sources`` only, ICMP, then the pillar's own ``rules``."""
@@ -475,7 +450,7 @@ def _environment():
     env = jinja2.Environment(  # noqa: S701 - HCL output, every value goes through the hcl filter
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True
     )
-    env.filters["hcl"] = hcl
+    env.filters["hcl"] = hcl.expression
     return env
 
 
