@@ -44,6 +44,7 @@ try:
 
     hecate_fresh.drop_stale()
     from hecatelib import api
+    from hecatelib.dns import hetzner
     from hecatelib.dns import zones as dns_zones
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
@@ -164,8 +165,8 @@ def check_config():
     """
     token = _config("token")
     api.check_token(token, "hecate:dns:token")
-    endpoint = _config("endpoint", dns_zones.API_ENDPOINT)
-    problem = dns_zones.endpoint_problem(endpoint, _config("allow_insecure_endpoint", False))
+    endpoint = _config("endpoint", hetzner.API_ENDPOINT)
+    problem = api.endpoint_problem(endpoint, _config("allow_insecure_endpoint", False), "hecate:dns:allow_insecure_endpoint")
     if problem:
         raise CommandExecutionError(f"hecate:dns:endpoint {problem}")
     return {"endpoint": endpoint, "token": "set"}
@@ -261,7 +262,7 @@ def _pages(path, item_key, params=None):
     client = _client()
     out, page = [], 1
     while page:
-        body = client.get(path, params={**(params or {}), "page": page, "per_page": dns_zones.PAGE_SIZE}) or {}
+        body = client.get(path, params={**(params or {}), "page": page, "per_page": hetzner.PAGE_SIZE}) or {}
         out.extend(body.get(item_key) or [])
         pagination = (body.get("meta") or {}).get("pagination") or {}
         next_page = pagination.get("next_page")
@@ -376,7 +377,7 @@ def _backoff(client, retry):
 def _wait_running(zone, budget):
     """After a 423 ``locked``: wait for the zone's running actions (``GET /zones/<zone>/actions?status=running``,
     one page). Returns how many there were."""
-    body = _client().get(f"zones/{_q(zone)}/actions", params={"status": "running", "per_page": dns_zones.PAGE_SIZE}) or {}
+    body = _client().get(f"zones/{_q(zone)}/actions", params={"status": "running", "per_page": hetzner.PAGE_SIZE}) or {}
     ids = [a["id"] for a in body.get("actions") or []]
     if ids:
         wait_actions(ids, timeout=max(budget, 0.001))
@@ -657,7 +658,7 @@ def delete_rrset(zone, name, type, wait=True):
         salt-call hetzner_dns.delete_rrset example.org old A
     """
     zone, rel, rtype = _rrset_key(zone, name, type)
-    if dns_zones.is_hetzners({"name": rel, "type": rtype}):
+    if dns_zones.is_providers({"name": rel, "type": rtype}):
         raise SaltInvocationError(f"{rel} {rtype} belongs to Hetzner (SOA / apex NS); refusing to delete it")
 
     def verify():

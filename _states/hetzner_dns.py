@@ -1,7 +1,8 @@
 """Hetzner Cloud DNS states: one RRSet (``rrset_present`` / ``rrset_absent``) and a whole zone's worth of
 hecate's RRSets (``rrsets_managed``).
 
-``rrsets_managed`` is the one the ``hecate.dns`` SLS uses. For a zone it:
+``rrsets_managed`` is the one the ``hecate.dns`` SLS uses: the neutral record-set engine
+(``hecatelib.dns.converge``) through the Hetzner ``ZoneApi`` (``hecatelib.dns.hetzner``). For a zone it:
 
 1. validates the whole ``hecate`` pillar (or the explicit ``rrsets`` list) and the token/endpoint
    configuration, before any request;
@@ -39,6 +40,8 @@ try:
     hecate_fresh.drop_stale()
     from hecatelib import salt_state
     from hecatelib.dns import zones as dns_zones
+    from hecatelib.dns.converge import converge
+    from hecatelib.dns.hetzner import HetznerZones
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
 else:
@@ -160,7 +163,7 @@ def rrset_absent(name, zone, type, **kwargs):
         rtype = str(type).upper()
         if rtype not in dns_zones.TYPES:
             raise ValueError(f"unknown record type {type!r}")
-        if dns_zones.is_hetzners({"name": rel, "type": rtype}):
+        if dns_zones.is_providers({"name": rel, "type": rtype}):
             raise ValueError("SOA and the apex NS set belong to Hetzner; hecate never deletes them")
         __salt__["hetzner_dns.check_config"]()
         current = __salt__["hetzner_dns.rrset"](zone_name, rel, rtype)
@@ -263,97 +266,7 @@ def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None, awai
         lines = "\n".join(f"  {path}: {reason}" for path, reason in problems)
         return salt_state.ret(name, False, comment=f"refusing to touch zone {zone}; invalid input:\n{lines}")
     prune = pillar_prune if prune is None else bool(prune)
-    try:
-        __salt__["hetzner_dns.check_config"]()
-        actual = __salt__["hetzner_dns.rrsets"](zone)
-    except (CommandExecutionError, SaltInvocationError) as exc:
-        return salt_state.ret(name, False, comment=f"zone {zone}: {exc}")
-
-    plan = dns_zones.plan(desired, actual, zone, labels, prune=prune)
-    changes = dns_zones.describe(plan, zone)
-    writes = dns_zones.write_count(plan)
-    failures = [f"{_key(dns_zones.absolute_name(f['name'], zone), f['type'])}: {f['reason']}" for f in plan["failures"]]
-    summary = (
-        f"{len(plan['create'])} to create, {dns_zones.updates_line(plan)}{len(plan['delete'])} to delete, {plan['unchanged']} unchanged"
+    outcome = converge(
+        HetznerZones(__salt__), zone, desired, labels, prune, salt_state.test(__opts__), (CommandExecutionError, SaltInvocationError)
     )
-    if salt_state.test(__opts__):
-        comment = f"zone {zone}: " + (f"would write: {summary}" if writes else "nothing to write" if failures else "in the desired state")
-        if failures:
-            return salt_state.ret(name, False, changes, comment + "\nwould fail:\n  " + "\n  ".join(failures))
-        return salt_state.ret(name, None if writes else True, changes, comment)
-    if not writes:
-        if failures:
-            return salt_state.ret(name, False, {}, f"zone {zone}: nothing written\nfailures:\n  " + "\n  ".join(failures))
-        return salt_state.ret(name, True, {}, f"zone {zone}: in the desired state ({plan['unchanged']} record sets)")
-
-    applied, errors = _apply(zone, plan)
-    applied_changes = {k: v for k, v in changes.items() if k in applied}
-    failures.extend(errors)
-    comment = f"zone {zone}: {summary}"
-    if failures:
-        return salt_state.ret(name, False, applied_changes, comment + "\nfailures:\n  " + "\n  ".join(failures))
-    return salt_state.ret(name, True, applied_changes, comment)
-
-
-def _apply(zone, plan):
-    """Send the plan's writes; wait for their actions in batches. Returns (applied change keys, errors).
-
-    Deletes that make room for a desired set (A -> CNAME) go first and are waited for; everything else is
-    sent in one go and waited for together."""
-    applied, errors, pending = set(), [], []  # pending: (change key, action)
-
-    def label(item):
-        return _key(dns_zones.absolute_name(item["name"], zone), item["type"])
-
-    def send(item, call, *args, **kwargs):
-        try:
-            result = __salt__[f"hetzner_dns.{call}"](zone, item["name"], item["type"], *args, **kwargs)
-        except (CommandExecutionError, SaltInvocationError) as exc:
-            errors.append(f"{label(item)}: {call}: {exc}")
-            return
-        action = result.get("action") if isinstance(result, dict) else None
-        pending.append((label(item), action))
-
-    def settle():
-        actions = [a for _, a in pending if a]
-        try:
-            final = {a["id"]: a for a in actions}
-            ids = [a["id"] for a in actions if a.get("status") == "running"]
-            if ids:
-                final.update({a["id"]: a for a in __salt__["hetzner_dns.wait_actions"](ids)})
-        except CommandExecutionError as exc:
-            errors.append(str(exc))
-            pending.clear()
-            return
-        for change_key, action in pending:
-            outcome = final.get(action["id"]) if action else None
-            if outcome and outcome.get("status") == "error":
-                errors.append(f"{change_key}: action {outcome['id']} ({outcome.get('command')}) failed: {outcome.get('error')}")
-            else:
-                applied.add(change_key)
-        pending.clear()
-
-    replacing = [d for d in plan["delete"] if d["why"].startswith("replaced by")]
-    for item in replacing:
-        send(item, "delete_rrset", wait=False)
-    if replacing:
-        settle()
-    for item in plan["delete"]:
-        if item not in replacing:
-            send(item, "delete_rrset", wait=False)
-    for item in plan["create"]:
-        send(item, "create_rrset", item["records"], ttl=item["ttl"], labels=plan["labels"], wait=False)
-    for item in plan["set_records"]:
-        send(item, "set_records", item["new"], wait=False)
-    for item in plan["change_ttl"]:
-        send(item, "change_ttl", item["new"], wait=False)
-    for item in plan["set_labels"]:
-        try:
-            __salt__["hetzner_dns.set_labels"](zone, item["name"], item["type"], item["new"])
-            pending.append((label(item), None))
-        except (CommandExecutionError, SaltInvocationError) as exc:
-            errors.append(f"{label(item)}: set_labels: {exc}")
-    settle()
-    # A change key is applied only when every write for it went through.
-    failed_keys = {e.split(":", 1)[0] for e in errors}
-    return applied - failed_keys, errors
+    return salt_state.ret(name, outcome["result"], outcome["changes"], outcome["comment"])

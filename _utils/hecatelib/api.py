@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import time
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 import requests
 from salt.exceptions import CommandExecutionError
@@ -213,15 +213,26 @@ def is_loopback(host):
         return False
 
 
-def check_endpoint(scheme, host, allow_insecure, what):
-    """The one endpoint rule: a token travels over https, or plain http to loopback, or plain http anywhere
-    only where the pillar says ``allow_insecure_endpoint: true`` (a lab, a local emulator)."""
-    if scheme == "https":
-        return
-    if scheme != "http":
-        raise CommandExecutionError(f"{what}: scheme must be http or https, got {scheme!r}")
-    if not (is_loopback(host) or allow_insecure):
-        raise CommandExecutionError(
-            f"{what}: refusing plain http to {host} (the token would travel unencrypted); use https, or set "
-            "allow_insecure_endpoint: true for a lab"
-        )
+_URL = re.compile(r"^(https?)://([^/?#\s]+)(/[^?#\s]*)?$")
+
+
+def endpoint_problem(url, allow_insecure=False, setting="allow_insecure_endpoint", local_agent=False):
+    """Why ``url`` may not receive a token, or None: the one endpoint rule of every API hecate calls. HTTPS;
+    plain HTTP only where the pillar says ``allow_insecure_endpoint: true`` (``setting`` names that key in the
+    reason: a lab, a local emulator), or, for a ``local_agent`` (Consul and Vault, normally an agent on this
+    host), to loopback."""
+    match = _URL.match(str(url or ""))
+    if not match:
+        return f"{url!r} is not a URL (http(s)://host[:port][/path])"
+    if match.group(1) == "https" or allow_insecure is True:
+        return None
+    if local_agent and is_loopback(urlsplit(url).hostname or ""):
+        return None
+    return f"{url!r} is not HTTPS: the token would travel in clear text; set {setting}: true only for a lab or a local emulator"
+
+
+def check_endpoint(url, allow_insecure=False, setting="allow_insecure_endpoint", local_agent=False):
+    """:func:`endpoint_problem`, raised as a ``CommandExecutionError``."""
+    problem = endpoint_problem(url, allow_insecure, setting, local_agent)
+    if problem:
+        raise CommandExecutionError(problem)

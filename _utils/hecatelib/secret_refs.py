@@ -28,7 +28,6 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import requests
 from salt.exceptions import CommandExecutionError
@@ -148,8 +147,7 @@ def vault_client(cfg):
     url = cfg.get("url") or os.environ.get("VAULT_ADDR")
     if not url:
         raise CommandExecutionError(f"no Vault configured: set {CONFIG_KEY}:vault:url in the master config")
-    parts = urlsplit(url)
-    check_endpoint(parts.scheme, parts.hostname or "", cfg.get("allow_insecure_endpoint"), f"{CONFIG_KEY}:vault:url")
+    check_endpoint(url, cfg.get("allow_insecure_endpoint"), f"{CONFIG_KEY}:vault:allow_insecure_endpoint", local_agent=True)
     token = read_token(cfg, "VAULT_TOKEN", f"{CONFIG_KEY}:vault")
     if not token:
         raise CommandExecutionError(f"no Vault token: set {CONFIG_KEY}:vault:token or token_file in the master config")

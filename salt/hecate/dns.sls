@@ -1,6 +1,7 @@
-# Public names in Hetzner Cloud DNS from pillar hecate:dns and the routes' domains: one
-# hetzner_dns.rrsets_managed per managed zone (read once, write only what differs, prune only
-# hecate-labelled sets when hecate:dns:prune is true). Without a hecate:dns zone the stage is off.
+# Public names from pillar hecate:dns and the routes' domains, in the zones of hecate:dns:provider
+# (default hetzner: Hetzner Cloud DNS): one <provider>_dns.rrsets_managed per managed zone (read once,
+# write only what differs, prune only hecate-labelled sets when hecate:dns:prune is true). Without a
+# hecate:dns zone the stage is off.
 # Run: salt-call state.apply hecate.dns [test=True]
 # A deploy's expand step passes pillar hecate_prune=False (create and update only); its contract step,
 # after the routes switched and verified, applies it again with hecate:dns:prune (hecatelib.engine.stages).
@@ -8,6 +9,7 @@
 # (hecate_edge_ipv4/ipv6, read-only); otherwise hecate:dns:targets.
 {%- set dns = (pillar.get('hecate') or {}).get('dns') or {} %}
 {%- set prune = pillar.get('hecate_prune') %}
+{%- set provider = dns.get('provider') or 'hetzner' %}
 {%- set targets = {} %}
 {%- if (pillar.get('hecate') or {}).get('terraform') and 'hecate_terraform.dns_targets' in salt %}
 {%-   set outputs = salt['hecate_terraform.dns_targets']() %}
@@ -24,7 +26,7 @@
 {%- if zones %}
 {%- for zone in zones %}
 hecate_dns_{{ zone }}:
-  hetzner_dns.rrsets_managed:
+  {{ provider }}_dns.rrsets_managed:
     - name: {{ zone | yaml_dquote }}
 {%-   if targets %}
     - targets: {{ targets | json }}

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 
+from hecatelib.dns import hetzner
 from hecatelib.dns import zones as dns_zones
 from hecatelib.dns.zones import chunk_txt, normalise_value, parse_txt, relative_name, txt_value
 from hecatelib.spec import PillarError
@@ -290,7 +291,7 @@ def _record(**fields):
         ({"records": [_record(name="a.*.cybermonkey.dev")]}, "hecate:dns:records[0]:name", "wildcard"),
         ({"records": [_record(name="a b.cybermonkey.dev")]}, "hecate:dns:records[0]:name", "invalid label"),
         ({"records": [_record(type="SPF")]}, "hecate:dns:records[0]:type", "must be one of"),
-        ({"records": [_record(type="SOA", values=["x"])]}, "hecate:dns:records[0]:type", "SOA belongs to Hetzner"),
+        ({"records": [_record(type="SOA", values=["x"])]}, "hecate:dns:records[0]:type", "SOA belongs to the DNS provider"),
         ({"records": [_record(name="cybermonkey.dev", type="NS", values=["ns1.example.net"])]}, "hecate:dns:records[0]", "apex NS"),
         ({"records": [_record(name="cybermonkey.dev", type="CNAME", values=["x.example.net"])]}, "hecate:dns:records[0]", "apex"),
         ({"records": [_record(type="CNAME", values=["a.example.net", "b.example.net"])]}, "hecate:dns:records[0]", "exactly one value"),
@@ -475,7 +476,7 @@ def test_describe_is_readable():
 
 
 def test_read_requests_is_pages_of_fifty():
-    assert [dns_zones.read_requests(n) for n in (0, 2, 50, 51, 1000)] == [1, 1, 1, 2, 20]
+    assert [hetzner.read_requests(n) for n in (0, 2, 50, 51, 1000)] == [1, 1, 1, 2, 20]
 
 
 def test_desired_from_list_validates():

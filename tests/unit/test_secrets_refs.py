@@ -72,7 +72,7 @@ def test_missing_configuration_is_reported_per_key_path(monkeypatch):
 
 
 def test_plain_http_to_a_remote_vault_is_refused():
-    with pytest.raises(secret_refs.CommandExecutionError, match="refusing plain http"):
+    with pytest.raises(secret_refs.CommandExecutionError, match="is not HTTPS: the token would travel in clear text"):
         secret_refs.vault_client({"url": "http://vault.example.org:8200", "token": "t0ken"})
     client = secret_refs.vault_client({"url": "http://vault.example.org:8200", "token": "t0ken", "allow_insecure_endpoint": True})
     assert client.url == "http://vault.example.org:8200"

@@ -111,7 +111,7 @@ def client(cfg):
     host = host or "127.0.0.1"
     scheme = scheme or "http"
     port = int(port or (8501 if scheme == "https" else 8500))  # Consul's default HTTP / HTTPS ports
-    check_endpoint(scheme, host, cfg.get("allow_insecure_endpoint"), "consul address")
+    check_endpoint(f"{scheme}://{host}:{port}", cfg.get("allow_insecure_endpoint"), "consul: allow_insecure_endpoint", local_agent=True)
     token = read_token(cfg, "CONSUL_HTTP_TOKEN", "consul")
     kwargs = {
         "host": host,

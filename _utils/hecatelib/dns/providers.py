@@ -1,9 +1,10 @@
 """Which API holds a zone: the DNS providers hecate can converge through, chosen by ``hecate:dns:provider``.
 
-The record-set engine (``hecatelib.dns.zones``: names, values, the compiled zone and the plan) is neutral;
-a provider is the execution module that talks to its API (read a zone's record sets, create, update, delete,
-poll) and the state module of the same name whose ``rrsets_managed`` converges one zone through it, plus what
-the provider itself owns in a zone (never touched). Hetzner Cloud DNS is the first (``hetzner_dns``)."""
+The record-set engine is neutral: names, values, the compiled zone and the plan (``hecatelib.dns.zones``),
+and the converge loop (``hecatelib.dns.converge``). A provider brings its API client (an execution module),
+a ``ZoneApi`` over it (``hecatelib.dns.<provider>``) and a state module of the same name whose
+``rrsets_managed`` hands the engine that ``ZoneApi``; here it is named for the SLS, the drift, health and
+backup hooks. Hetzner Cloud DNS is the first (``hetzner_dns``)."""
 
 from dataclasses import dataclass
 
@@ -13,14 +14,18 @@ from hecatelib.dns import zones as dns_zones
 @dataclass(frozen=True)
 class Provider:
     name: str  # the value of hecate:dns:provider
-    module: str  # its execution and state module (``<module>.rrsets``, ``<module>.rrsets_managed``)
-    reserved: object  # rrset -> bool: a record set the provider owns in every zone (SOA, apex NS)
+    reserved: object = dns_zones.is_providers  # rrset -> bool: a record set the provider owns in every zone
+
+    @property
+    def module(self):
+        """Its execution and state module, ``<name>_dns`` (``salt/hecate/dns.sls`` names it the same way)."""
+        return f"{self.name}_dns"
 
     def function(self, fun):
         return f"{self.module}.{fun}"
 
 
-HETZNER = Provider("hetzner", "hetzner_dns", dns_zones.is_hetzners)
+HETZNER = Provider("hetzner")
 PROVIDERS = {p.name: p for p in (HETZNER,)}
 DEFAULT = HETZNER.name
 

@@ -17,14 +17,13 @@ No I/O here. Three layers, each usable on its own:
 """
 
 import ipaddress
-import math
 import re
 
 import dns.exception
 import dns.name
 import dns.rdata
 
-from hecatelib import spec
+from hecatelib import api, spec
 from hecatelib.spec import (
     Bool,
     Const,
@@ -53,12 +52,10 @@ __all__ = [
     "relative_name",
 ]
 
-API_ENDPOINT = "https://api.hetzner.cloud/v1"
 TYPES = ("A", "AAAA", "CAA", "CNAME", "DS", "HINFO", "HTTPS", "MX", "NS", "PTR", "RP", "SOA", "SRV", "SVCB", "TLSA", "TXT")
 PILLAR_TYPES = tuple(t for t in TYPES if t != "SOA")
 TTL_MIN, TTL_MAX = 60, 2**31 - 1
-PAGE_SIZE = 50  # the Cloud API's maximum per_page
-MAX_RECORDS = 50  # set_records / add_records / remove_records take at most 50 records
+MAX_RECORDS = 50  # values per record set (Hetzner's set_records takes at most 50)
 TXT_CHUNK = 255  # bytes per TXT character-string
 DEFAULT_TTL = 300
 MANAGED_BY = "managed-by"
@@ -409,9 +406,9 @@ def rrset_problems(rel, rtype, values, ttl):
     if rtype not in TYPES:
         problems.append(f"unknown record type {rtype!r}; one of {', '.join(PILLAR_TYPES)}")
     elif rtype == "SOA":
-        problems.append("SOA belongs to Hetzner; hecate never writes it")
+        problems.append("SOA belongs to the DNS provider; hecate never writes it")
     elif rtype == "NS" and rel == "@":
-        problems.append("the apex NS set belongs to Hetzner; hecate never touches it")
+        problems.append("the apex NS set belongs to the DNS provider; hecate never touches it")
     if rtype == "CNAME" and rel == "@":
         problems.append("a CNAME cannot be at the zone apex (it would sit next to SOA and NS)")
     if rtype == "CNAME" and len(values) > 1:
@@ -474,7 +471,7 @@ class RecordType(Str):
         if isinstance(value, str):
             value = value.strip().upper()
             if value == "SOA":
-                report.error(path, "SOA belongs to Hetzner; hecate never writes it")
+                report.error(path, "SOA belongs to the DNS provider; hecate never writes it")
                 return value
         return super().__call__(value, path, report)
 
@@ -543,12 +540,15 @@ ROUTE_DNS_SCHEMA = Either(
     Map({"ttl": Ttl(), "cname": DnsName(wildcard=False, what="CNAME target")}),
 )
 
+PROVIDER_NAMES = ("hetzner",)
 TARGETS_SCHEMA = Map({"ipv4": ListOf(Address(4), unique=True), "ipv6": ListOf(Address(6), unique=True)})
 
 PILLAR_SCHEMA = Map(
     {
         "zone": Field(ZoneName(), doc="the managed zone (or zones: [...])"),
         "zones": ListOf(ZoneName(), unique=True),
+        # which API holds the zones (hecatelib.dns.providers: PROVIDER_NAMES is checked against it in a test)
+        "provider": Field(Str(choices=list(PROVIDER_NAMES)), default="hetzner"),
         "token": Secret(),
         "endpoint": Endpoint(),
         "allow_insecure_endpoint": Field(Bool(), default=False),
@@ -563,19 +563,6 @@ PILLAR_SCHEMA = Map(
 )
 
 _EXPLICIT = ("token", "records", "endpoint", "targets")
-
-
-def endpoint_problem(endpoint, allow_insecure=False):
-    """Why ``endpoint`` may not be used, or None. Plain HTTP only with ``allow_insecure_endpoint: true``."""
-    match = _URL.match(str(endpoint or ""))
-    if not match:
-        return f"{endpoint!r} is not a URL like https://api.hetzner.cloud/v1"
-    if match.group(1) != "https" and allow_insecure is not True:
-        return (
-            f"{endpoint!r} is not HTTPS: the token would travel in clear text; set "
-            "hecate:dns:allow_insecure_endpoint: true only for a local emulator"
-        )
-    return None
 
 
 def managed_zones(dns):
@@ -624,7 +611,7 @@ def check_pillar(tree, report):
         return
     dns["zones"] = zones
     if dns.get("endpoint"):
-        problem = endpoint_problem(dns["endpoint"], dns.get("allow_insecure_endpoint"))
+        problem = api.endpoint_problem(dns["endpoint"], dns.get("allow_insecure_endpoint"), "hecate:dns:allow_insecure_endpoint")
         if problem:
             report.error("hecate:dns:endpoint", problem)
     for i, zone in enumerate(zones):
@@ -837,8 +824,8 @@ def actual_records(rrset, zone):
     return sorted(out)
 
 
-def is_hetzners(rrset):
-    """SOA and the apex NS set: never written, never pruned."""
+def is_providers(rrset):
+    """SOA and the apex NS set: the provider's own in every zone; never written, never pruned."""
     return rrset["type"] == "SOA" or (rrset["type"] == "NS" and rrset["name"] == "@")
 
 
@@ -847,7 +834,7 @@ def is_ours(rrset, labels):
     return all(current.get(k) == v for k, v in labels.items())
 
 
-def plan(desired, actual, zone, labels, prune=False):
+def plan(desired, actual, zone, labels, prune=False, reserved=None):
     """The minimum writes that take ``actual`` (the API's RRSets of ``zone``) to ``desired``.
 
     Returns a dict of lists: ``create`` (rrset dicts), ``set_records`` / ``change_ttl`` / ``set_labels``
@@ -858,9 +845,11 @@ def plan(desired, actual, zone, labels, prune=False):
 
     Labels matter only for pruning, so a desired set that exists without them (a zone hecate did not
     create) is *adopted* (``set_labels``: one PUT each) only with ``prune``; without it, first contact with
-    such a zone costs its reads and nothing else.
+    such a zone costs its reads and nothing else. ``reserved(rrset)``: what the provider owns in the zone
+    (default: SOA and the apex NS set).
     """
     zone = to_ascii(zone)
+    reserved = reserved or is_providers
     result = {"create": [], "set_records": [], "change_ttl": [], "set_labels": [], "delete": [], "failures": []}
     result["unchanged"] = 0
     result["labels"] = dict(labels)
@@ -879,8 +868,8 @@ def plan(desired, actual, zone, labels, prune=False):
     def delete(r, why):
         if (r["name"], r["type"]) in deleting:
             return True
-        if is_hetzners(r):
-            fail(r["name"], r["type"], "belongs to Hetzner (SOA / apex NS); hecate never deletes it")
+        if reserved(r):
+            fail(r["name"], r["type"], "belongs to the DNS provider (SOA / apex NS); hecate never deletes it")
             return False
         if protected(r):
             fail(r["name"], r["type"], f"is change-protected; cannot delete it ({why})")
@@ -891,7 +880,7 @@ def plan(desired, actual, zone, labels, prune=False):
 
     for (name, rtype), want in sorted(desired.items()):
         blockers = [
-            r for r in by_name.get(name, []) if r["type"] != rtype and (rtype == "CNAME" or r["type"] == "CNAME") and not is_hetzners(r)
+            r for r in by_name.get(name, []) if r["type"] != rtype and (rtype == "CNAME" or r["type"] == "CNAME") and not reserved(r)
         ]
         foreign = [r for r in blockers if not is_ours(r, labels)]
         if foreign:  # leave everything at this name alone, ours included: half a replacement helps no one
@@ -929,7 +918,7 @@ def plan(desired, actual, zone, labels, prune=False):
     if prune:
         for r in actual:
             key_ = (r["name"], r["type"])
-            if key_ in desired or key_ in deleting or is_hetzners(r) or not is_ours(r, labels):
+            if key_ in desired or key_ in deleting or reserved(r) or not is_ours(r, labels):
                 continue
             delete(r, "no longer in the pillar (prune)")
     return result
@@ -967,8 +956,3 @@ def describe(result, zone):
     for item in result["delete"]:
         slot(item["name"], item["type"]).update({"old": {"records": item["records"], "ttl": item["ttl"]}, "new": None, "why": item["why"]})
     return changes
-
-
-def read_requests(count):
-    """Requests to read a zone of ``count`` RRSets: ``ceil(count / 50)``, at least one."""
-    return max(1, math.ceil(count / PAGE_SIZE))
