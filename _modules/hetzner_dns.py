@@ -175,13 +175,8 @@ def check_config():
 def _client():
     config = check_config()
     token = _config("token")
-    cache_key = (config["endpoint"], hash(token))
-    cached = __context__.get(CONTEXT_KEY)
-    if cached and cached[0] == cache_key:
-        return cached[1]
-    client = HetznerClient(config["endpoint"], token, timeout=float(_config("timeout", 15)), max_wait=float(_config("max_wait", 120)))
-    __context__[CONTEXT_KEY] = (cache_key, client)
-    return client
+    settings = {"base_url": config["endpoint"], "timeout": float(_config("timeout", 15)), "max_wait": float(_config("max_wait", 120))}
+    return api.client_for(__context__, CONTEXT_KEY, settings, token, lambda: HetznerClient(token=token, **settings))
 
 
 def _q(part):

@@ -101,25 +101,21 @@ def _config():
 def _client(cfg=None):
     cfg = cfg or _config()
     address = cfg["address"]
-    if not address.startswith("https://") and not cfg["allow_insecure_endpoint"]:
-        raise SaltInvocationError(
-            f"hecate:nomad:address {address!r} is not https: the token would travel in clear "
-            "(set hecate:nomad:allow_insecure_endpoint: true only for a local lab)"
-        )
+    problem = api.endpoint_problem(address, cfg["allow_insecure_endpoint"], "hecate:nomad:allow_insecure_endpoint")
+    if problem:
+        raise SaltInvocationError(f"hecate:nomad:address {problem}")
     token = __salt__["config.get"]("hecate:nomad:token", None)
     if token:
         api.check_token(token, "hecate:nomad:token")
-    # One client (one HTTP session, its connections kept alive) per settings and token, as the other modules do.
-    cache_key = (repr(sorted((k, v) for k, v in cfg.items() if k != "token")), hash(token))
-    cached = __context__.get(CONTEXT_KEY)
-    if cached and cached[0] == cache_key:
-        return cached[1]
-    verify = cfg.get("ca_file") or cfg["tls_verify"]
-    client = NomadClient(address, token, cfg["namespace"], cfg["region"], verify=verify, timeout=cfg["request_timeout"])
-    if cfg.get("client_cert"):
-        client.session.cert = (cfg["client_cert"], cfg.get("client_key")) if cfg.get("client_key") else cfg["client_cert"]
-    __context__[CONTEXT_KEY] = (cache_key, client)
-    return client
+
+    def build():
+        verify = cfg.get("ca_file") or cfg["tls_verify"]
+        client = NomadClient(address, token, cfg["namespace"], cfg["region"], verify=verify, timeout=cfg["request_timeout"])
+        if cfg.get("client_cert"):
+            client.session.cert = (cfg["client_cert"], cfg.get("client_key")) if cfg.get("client_key") else cfg["client_cert"]
+        return client
+
+    return api.client_for(__context__, CONTEXT_KEY, {k: v for k, v in cfg.items() if k != "token"}, token, build)
 
 
 def _q(value):

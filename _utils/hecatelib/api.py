@@ -236,3 +236,16 @@ def check_endpoint(url, allow_insecure=False, setting="allow_insecure_endpoint",
     problem = endpoint_problem(url, allow_insecure, setting, local_agent)
     if problem:
         raise CommandExecutionError(problem)
+
+
+def client_for(context, key, settings, token, build):
+    """The one way a loader module keeps its API client: one per settings and token in ``__context__``
+    (``key``), so the calls of one state run share one HTTP session and its kept-alive connections, and a
+    changed setting or token gets a new client. ``build()`` makes it."""
+    cache_key = (repr(sorted((k, repr(v)) for k, v in settings.items())), hash(token))
+    cached = context.get(key)
+    if cached and cached[0] == cache_key:
+        return cached[1]
+    client = build()
+    context[key] = (cache_key, client)
+    return client

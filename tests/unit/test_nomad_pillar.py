@@ -58,7 +58,7 @@ def test_a_full_section_validates_and_normalises_durations():
         ({"promote": {"mode": "yolo"}}, "hecate:nomad:promote:mode", "must be one of auto, after, manual"),
         ({"promote": {"healthy_seconds": -1}}, "hecate:nomad:promote:healthy_seconds", "seconds >= 0"),
         ({"address": "nomad:4646"}, "hecate:nomad:address", "URL"),
-        ({"address": "http://10.0.0.1:4646"}, "hecate:nomad:address", "plain http"),
+        ({"address": "http://10.0.0.1:4646"}, "hecate:nomad:address", "is not HTTPS"),
         ({"jobs": {"redis": {"update": {"canary": 1}}}}, "hecate:nomad:jobs:redis:update:canary", "cannot run canaries"),
         (
             {"jobs": {"authentik": {"deploy_timeout": 60}}},

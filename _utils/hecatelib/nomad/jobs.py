@@ -20,7 +20,7 @@ import re
 
 import jinja2
 
-from hecatelib import hcl
+from hecatelib import api, hcl
 from hecatelib.caddy import config as caddy_config
 from hecatelib.nomad import nginx
 from hecatelib.spec import Bool, Duration, Field, Int, ListOf, Map, MapOf, Report, Secret, Str, index, key, parse_duration, secret_values
@@ -220,10 +220,13 @@ def check_pillar(tree, report):
     """Checks spanning keys of the validated tree (``tree["nomad"]`` already through the schema)."""
     nomad = tree.get("nomad") or {}
     path = "hecate:nomad"
-    address = nomad.get("address") or ""
-    if address.startswith("http://") and not nomad.get("allow_insecure_endpoint"):
-        report.error(f"{path}:address", "is plain http: the token would travel in clear; use https:// "
-                     "(or allow_insecure_endpoint: true for a local lab)")  # fmt: skip
+    problem = (
+        api.endpoint_problem(nomad["address"], nomad.get("allow_insecure_endpoint"), f"{path}:allow_insecure_endpoint")
+        if nomad.get("address")
+        else None
+    )
+    if problem:
+        report.error(f"{path}:address", problem)
     jobs = nomad.get("jobs") or {}
     ids = {}
     global_deadlines = []
