@@ -73,6 +73,39 @@ def test_hand_edit_fires_once_and_a_run_heals_it(beacon, caddy, local_tree, back
     assert (status, backend_of(body)) == (200, "grafana") and plain["grafana"].hits
 
 
+def test_the_same_drift_after_a_repair_is_reported_again(beacon, caddy):
+    """Issue 27: the beacon remembered the last drift it reported and forgot it only when one of its reads
+    found none. A repair by ``state.apply hecate.routes`` followed by the same hand edit before the next read
+    left the same fingerprint: no second event, ever. A write by hecate is a new start."""
+    grafana = f"{caddy_config.ROUTE_PREFIX}grafana"
+
+    def delete_grafana():  # a hand edit through the admin API
+        live = json.loads(caddy.config_bytes())
+        server = live["apps"]["http"]["servers"][caddy_config.SERVER]
+        server["routes"] = [r for r in server["routes"] if r.get("@id") != grafana]
+        caddy.load(live)
+
+    def apply_routes():
+        [result] = beacon.loaders.modules.state.apply("hecate.routes")
+        assert result.result is True, result.comment
+        return result
+
+    apply_routes()
+    delete_grafana()
+    beacon([{"interval": 60}])
+    assert [list(data["drift"]["removed"]) for _, data in beacon.events] == [[grafana]]
+
+    assert grafana in apply_routes().changes["added"]  # the repair, then the same edit within one interval
+    delete_grafana()
+    beacon([{"interval": 60}])
+    beacon([{"interval": 60}])  # still reported once per occurrence
+    assert [list(data["drift"]["removed"]) for _, data in beacon.events] == [[grafana], [grafana]]
+
+    assert apply_routes().changes["added"]  # a repair with no read in between and no edit after it: nothing
+    beacon([{"interval": 60}])
+    assert len(beacon.events) == 2
+
+
 def _caddy_task(tree):
     """The caddy task of the reverse-proxy job rendered from ``tree``, as Nomad's parser reads it."""
     job = hcl_to_job(render(tree, "reverse-proxy"))
