@@ -1,10 +1,11 @@
 """Beacon: tell the master when this edge's Caddy drifts from what hecate last applied.
 
 One ``GET /config/`` per interval, no write. When hecate's part of the live config differs from what
-``caddy.routes_managed`` last applied (kept in the minion's cache, see ``hecate_drift``), it fires
+``caddy.routes_managed`` last applied (kept in the minion's cache, see ``hecatelib.caddy.drift``), it fires
 ``hecate/drift/<minion>/caddy`` on the master's event bus with the differences (routes added, removed,
 changed by id; ``count``). The same drift is reported once, not every interval; a changed drift is
-reported again. The reactor ``salt/reactor/hecate_drift.sls`` acts on it (alert or heal).
+reported again, and so is the same drift after hecate wrote (a heal or a deploy repaired it and it came
+back). The reactor ``salt/reactor/hecate_drift.sls`` acts on it (alert or heal).
 
 Certificates change slowly: at most once an hour (:data:`CERT_CHECK_SECONDS`) the beacon also asks
 ``caddy.certs`` (one TLS handshake per host, no admin request) and fires ``hecate/certs/<minion>/expiring``
@@ -19,6 +20,8 @@ re-apply renews a certificate (Caddy does, or whoever rotates the custom one in 
     beacons:
       hecate_drift:
         - interval: 60
+        - enabled: True
+        - disable_during_state_run: True   # no report of a half-applied run
 """
 
 import json
@@ -81,8 +84,10 @@ def beacon(config):
     except (CommandExecutionError, SaltInvocationError) as exc:
         drift = {"error": f"Caddy's admin API did not answer: {exc}"}
     else:
-        drift = _helpers()["drift"].compare(applied, live)
-    fingerprint = json.dumps(drift, sort_keys=True)
+        drift = _helpers()["drift"].compare(applied["part"], live)
+    # with the token of hecate's last write: the same drift after a heal or a deploy is a new drift (the
+    # state runs in another process, so the file is where the two meet)
+    fingerprint = json.dumps([applied["written"], drift], sort_keys=True)
     if fingerprint == _LAST.get(minion):
         return []
     _LAST[minion] = fingerprint
