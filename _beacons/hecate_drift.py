@@ -113,9 +113,7 @@ def _check_certificates(minion):
         _CERTS[minion] = (now, reported)
         return
     alerts = [
-        {k: c.get(k) for k in ("domain", "certificate", "not_after", "days_left", "managed")}
-        for c in found
-        if _helpers()["certs"].alert(c)
+        {k: c.get(k) for k in ("domain", "certificate", "not_after", "days_left", "managed")} for c in found if _helpers()["certs"].alert(c)
     ]
     fingerprint = json.dumps(sorted((a["domain"] or "", a["certificate"] or "", a["not_after"]) for a in alerts))
     _CERTS[minion] = (now, fingerprint)

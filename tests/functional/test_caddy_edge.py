@@ -148,9 +148,13 @@ def test_the_beacon_sleeps_while_a_hand_run_state_runs(make_beacon, local_tree, 
     minion = {k: opts[k] for k in ("id", "root_dir", "cachedir", "pki_dir", "sock_dir", "log_file")}
     (roots / "minion").write_text(yaml.safe_dump({**minion, "file_client": "local", "file_roots": {"base": [str(roots)]}}))
     salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
-    held = subprocess.Popen([salt_call, "--local", "-c", str(roots), "state.apply", "hold"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    held = subprocess.Popen(
+        [salt_call, "--local", "-c", str(roots), "state.apply", "hold"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
-        until("salt-call's state run listed as running", lambda: [j for j in salt.utils.minion.running(opts) if j["fun"] == "state.apply"], 60)
+        until(
+            "salt-call's state run listed as running", lambda: [j for j in salt.utils.minion.running(opts) if j["fun"] == "state.apply"], 60
+        )
         _hand_edit_grafana(caddy)
         caddy.mark()
         before = len(caddy.admin_requests())
