@@ -1319,7 +1319,7 @@ def health(tgt=None, tgt_type=None, controller=None, minion=None, only=None, tim
     allocations (``nomad_job.status``/``allocations``) and DNS record sets against the pillar's targets
     (``hetzner_dns.rrsets``). A backend that is not configured shows as such; one that fails shows its
     error; neither hides the others. Tables by default; ``--out=json`` for scripts. Exits 1 when
-    anything is unhealthy.
+    anything is unhealthy, and a ``salt.runner`` step of it in an orchestration fails then.
 
     tgt, tgt_type
         The edge minions (default ``hecate:deployment:targets:edge``, grain ``roles:hecate-proxy``).
@@ -1345,8 +1345,11 @@ def health(tgt=None, tgt_type=None, controller=None, minion=None, only=None, tim
     finally:
         call.close()
     if report["retcode"]:
-        __context__["retcode"] = 1
-    return {"data": report, "outputter": "table"}
+        __context__["retcode"] = 1  # a salt.runner step's result (SyncClientMixin.low, salt/client/mixins.py)
+    # not {"data": ..., "outputter": ...}: Salt judges such "data" as state returns, and a report is not one
+    # (an orchestration step always failed); an "outputter" key beside the report still picks salt-run's table
+    # (print_async_event, same file)
+    return {**report, "outputter": "table"}
 
 
 @_outcome
