@@ -64,9 +64,7 @@ def test_health_json_and_table(routed, salt_run_cli):
     assert [cell.strip() for cell in header.strip().strip("|").split("|")] == ["Domain", "Edge", "Ok", "Reason", "Service", "Status"]
 
 
-def test_health_as_an_orchestration_step_succeeds_when_healthy_and_fails_when_not(
-    routed, salt_run_cli, salt_call_cli, integration_dir
-):
+def test_health_as_an_orchestration_step_succeeds_when_healthy_and_fails_when_not(routed, salt_run_cli, salt_call_cli, integration_dir):
     """Issue 27: hecate.health returned ``{"data": report, "outputter": "table"}``, and Salt judges a runner's
     ``data`` as state returns (``check_result`` in ``SyncClientMixin.low``, salt/client/mixins.py): a
     ``salt.runner`` step of it always failed, healthy or not. Now the runner's retcode decides."""
