@@ -269,16 +269,22 @@ def test_nomad_job_rolled_back_without_a_version_under_watch_is_refused_and_neve
     deploy = {"nomad_job.present": [{"name": "web"}, {"hcl": web_job()}, {"variables": {"image": "web:2"}}]}
 
     def with_rollback(requisite):
-        rollback = {"nomad_job.rolled_back": [{"name": "web"}, {requisite: [{"nomad_job": "deploy-web"}]}]}
-        return yaml.safe_dump({"deploy-web": deploy, "rollback-web": rollback}, sort_keys=False)
+        rollback = {"nomad_job.rolled_back": [{"name": "web"}]}
+        if requisite == "watch_in":  # on the watched state; Salt turns it into the rollback's watch
+            sls = {"deploy-web": {"nomad_job.present": [*deploy["nomad_job.present"], {"watch_in": [{"nomad_job": "rollback-web"}]}]}}
+        else:
+            sls = {"deploy-web": deploy}
+            rollback["nomad_job.rolled_back"].append({requisite: [{"nomad_job": "deploy-web"}]})
+        return yaml.safe_dump({**sls, "rollback-web": rollback}, sort_keys=False)
 
     before = len(nomad.writes)
-    for _ in range(2):
-        watched = run_sls(loaders, sls_root, "rbwatch", with_rollback("watch"))
-        assert (watched["deploy-web"].result, watched["deploy-web"].changes) == (True, {})
-        refused = watched["rollback-web"]
-        assert (refused.result, refused.changes) == (False, {}), refused.comment
-        assert "onfail" in refused.comment and "version" in refused.comment
+    for requisite in ("watch", "watch_in", "listen"):
+        for _ in range(2):
+            watched = run_sls(loaders, sls_root, f"rb{requisite}", with_rollback(requisite))
+            assert (watched["deploy-web"].result, watched["deploy-web"].changes) == (True, {})
+            refused = watched["rollback-web"]
+            assert (refused.result, refused.changes) == (False, {}), (requisite, refused.comment)
+            assert "onfail" in refused.comment and "version" in refused.comment
     assert nomad.writes[before:] == [] and nomad.job("web")["Version"] == 1  # no flip, not one write
 
     for requisite in ("onfail", "onchanges"):
