@@ -1,10 +1,11 @@
 """Beacon: tell the master when this edge's Caddy drifts from what hecate last applied.
 
 One ``GET /config/`` per interval, no write. When hecate's part of the live config differs from what
-``caddy.routes_managed`` last applied (kept in the minion's cache, see ``hecate_drift``), it fires
+``caddy.routes_managed`` last applied (kept in the minion's cache, see ``hecatelib.caddy.drift``), it fires
 ``hecate/drift/<minion>/caddy`` on the master's event bus with the differences (routes added, removed,
 changed by id; ``count``). The same drift is reported once, not every interval; a changed drift is
-reported again. The reactor ``salt/reactor/hecate_drift.sls`` acts on it (alert or heal).
+reported again, and so is the same drift after hecate wrote (a heal or a deploy repaired it and it came
+back). The reactor ``salt/reactor/hecate_drift.sls`` acts on it (alert or heal).
 
 Certificates change slowly: at most once an hour (:data:`CERT_CHECK_SECONDS`) the beacon also asks
 ``caddy.certs`` (one TLS handshake per host, no admin request) and fires ``hecate/certs/<minion>/expiring``
@@ -19,10 +20,13 @@ re-apply renews a certificate (Caddy does, or whoever rotates the custom one in 
     beacons:
       hecate_drift:
         - interval: 60
+        - enabled: True
+        - disable_during_state_run: True   # no report of a half-applied run
 """
 
 import json
 import logging
+import sys
 import time
 
 import salt.loader
@@ -35,15 +39,26 @@ __virtualname__ = "hecate_drift"
 _LAST = {}  # minion id -> the drift last reported (a beacon module lives as long as the minion)
 _CERTS = {}  # minion id -> (monotonic time of the last certificate check, the alerts last reported)
 CERT_CHECK_SECONDS = 3600
-_UTILS = {}
+_HELPERS = {}
 
 
-def _utils():
-    """hecate's utils through Salt's utils loader: Salt loads beacons with no utils directory on sys.path
-    (modules and states get one), so a plain ``import hecate_drift`` here finds this very file."""
-    if "loader" not in _UTILS:
-        _UTILS["loader"] = salt.loader.utils(__opts__)
-    return _UTILS["loader"]
+def _helpers():
+    """hecate's helpers (``hecatelib``). Salt puts its utils directories on ``sys.path`` while it loads
+    modules, states, runners and pillars (``LazyLoader.__populate_sys_path``), not beacons: the beacon
+    does the same for its one import, then takes them off again."""
+    if not _HELPERS:
+        dirs = [d for d in salt.loader.utils(__opts__).module_dirs if d not in sys.path]
+        sys.path.extend(dirs)
+        try:
+            import hecate_fresh  # pylint: disable=import-outside-toplevel
+
+            hecate_fresh.drop_stale()
+            from hecatelib.caddy import certs, drift  # pylint: disable=import-outside-toplevel
+        finally:
+            for directory in dirs:
+                sys.path.remove(directory)
+        _HELPERS.update(certs=certs, drift=drift)
+    return _HELPERS
 
 
 def __virtual__():
@@ -60,7 +75,7 @@ def validate(config):
 def beacon(config):
     """Compare Caddy's live config with the last applied one; fire an event when it drifted."""
     minion = __opts__["id"]
-    applied = _utils()["hecate_drift.load_applied"](__opts__["cachedir"])
+    applied = _helpers()["drift"].load_applied(__opts__["cachedir"])
     if applied is None:  # hecate never applied routes on this minion: nothing to compare with
         return []
     _check_certificates(minion)
@@ -69,8 +84,10 @@ def beacon(config):
     except (CommandExecutionError, SaltInvocationError) as exc:
         drift = {"error": f"Caddy's admin API did not answer: {exc}"}
     else:
-        drift = _utils()["hecate_drift.compare"](applied, live)
-    fingerprint = json.dumps(drift, sort_keys=True)
+        drift = _helpers()["drift"].compare(applied["part"], live)
+    # with the token of hecate's last write: the same drift after a heal or a deploy is a new drift (the
+    # state runs in another process, so the file is where the two meet)
+    fingerprint = json.dumps([applied["written"], drift], sort_keys=True)
     if fingerprint == _LAST.get(minion):
         return []
     _LAST[minion] = fingerprint
@@ -96,9 +113,7 @@ def _check_certificates(minion):
         _CERTS[minion] = (now, reported)
         return
     alerts = [
-        {k: c.get(k) for k in ("domain", "certificate", "not_after", "days_left", "managed")}
-        for c in found
-        if _utils()["hecatelib.caddy.certs.alert"](c)
+        {k: c.get(k) for k in ("domain", "certificate", "not_after", "days_left", "managed")} for c in found if _helpers()["certs"].alert(c)
     ]
     fingerprint = json.dumps(sorted((a["domain"] or "", a["certificate"] or "", a["not_after"]) for a in alerts))
     _CERTS[minion] = (now, fingerprint)

@@ -343,12 +343,29 @@ def absent(name, purge=False):
     return ret
 
 
+ROLLED_BACK_UNDER_WATCH = (
+    "rolled_back without a version under watch/listen would revert on every state run (Salt calls a watching "
+    "state each time, then mod_watch), flipping the job between two specs: use onfail or onchanges, or give version"
+)
+
+
+def _runs_on_every_state_run():
+    """Whether the state engine runs this state with ``watch``/``watch_any``/``listen`` (``watch_in`` lands as
+    ``watch``): Salt calls such a state on every run, whatever its requisites did (``call_chunk`` in
+    salt/state.py), unlike ``onfail``/``onchanges``. ``__low__`` is the chunk the engine injects for the call;
+    a direct call has none."""
+    low = globals().get("__low__") or {}
+    return any(low.get(requisite) for requisite in ("watch", "watch_any", "listen"))
+
+
 def rolled_back(name, version=None, promote=None, healthy_seconds=None, deploy_timeout=None, wait=True):
     """Revert a job to a named version, or to its previous stable version, and watch the deployment.
 
     With ``version`` the state is idempotent: nothing happens when the job already runs that version's
     spec. Without it, it reverts to the newest stable version older than the current one whose spec
-    differs (an action: use it as ``onfail``/``watch`` reaction, or give ``version``).
+    differs: an action, for ``onfail`` or ``onchanges`` only. Without ``version`` under ``watch`` (or
+    ``listen``) it is refused: Salt calls a watching state on every run, so each highstate would flip the
+    job between two specs.
 
     name
         The job ID.
@@ -356,6 +373,8 @@ def rolled_back(name, version=None, promote=None, healthy_seconds=None, deploy_t
         The version to return to (an integer); default the previous stable version.
     """
     ret = salt_state.ret(name)
+    if version is None and _runs_on_every_state_run():
+        return salt_state.fail(ret, f"nothing was changed: {ROLLED_BACK_UNDER_WATCH}")
     try:
         current = __salt__["nomad_job.inspect"](name)
         if current is None:
@@ -395,6 +414,6 @@ def rolled_back(name, version=None, promote=None, healthy_seconds=None, deploy_t
 
 
 def mod_watch(name, sfun=None, **kwargs):
-    """``watch``: re-converge ``present``, perform ``rolled_back``, re-check ``absent``; with the state's
-    own arguments only."""
+    """``watch``: re-converge ``present``, re-check ``rolled_back`` (with a ``version``; refused without one),
+    re-check ``absent``; with the state's own arguments only."""
     return salt_state.mod_watch({"present": present, "rolled_back": rolled_back, "absent": absent}, name, sfun, kwargs)

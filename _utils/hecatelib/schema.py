@@ -15,6 +15,7 @@ from hecatelib import consul
 from hecatelib.authentik import objects as authentik_objects
 from hecatelib.backends import BACKENDS
 from hecatelib.caddy import certs as caddy_certs
+from hecatelib.caddy import config as caddy_config
 from hecatelib.caddy import re2
 from hecatelib.dns import zones as dns_zones
 from hecatelib.spec import (  # parse_backend, route_backends, route_service: re-exported, they live in hecatelib.spec
@@ -486,8 +487,25 @@ def _check_caddy(tree, report):
             )
         if "consul" in schemes and len(route_backends(route)) > 1:
             report.error(key(where, "backends"), "a consul:// backend already yields every instance; give it alone")
+        if route.get("health"):
+            _check_health_upstreams(tree, route, where, schemes, report)
     _check_host_overlaps(caddy["routes"], report)
     caddy_certs.check_pillar(tree, report)
+
+
+def _check_health_upstreams(tree, route, where, schemes, report):
+    """``health`` configures Caddy's active health checks, which run for static upstreams only
+    (``doActiveHealthCheckForAllHosts`` walks ``h.Upstreams``; "Active health checks do not run for dynamic
+    upstreams", caddy's modules/caddyhttp/reverseproxy/healthchecks.go). A route Caddy reaches through
+    Consul (``dynamic_upstreams``) would keep the key and probe nothing: refused. Consul's DNS answers only
+    instances whose checks pass (``Filter`` in consul's agent/dns.go), so the check belongs to the service."""
+    why = "Caddy runs no active health checks for dynamic upstreams (reverseproxy/healthchecks.go); Consul's DNS "
+    why += "answers only instances whose checks pass: give the service a check in Consul (its Nomad job's check)"
+    if "consul" in schemes:
+        report.error(key(where, "health"), f"a consul:// backend: {why}")
+    elif caddy_config.nomad_service(route, tree):
+        consul = caddy_config.nomad_service(route, tree)["consul"]
+        report.error(key(where, "health"), f"with reverse_proxy:caddy:consul_dns set, this route goes to Consul service {consul}: {why}")
 
 
 def _check_host_overlaps(routes, report):

@@ -38,7 +38,8 @@ def local_tree(caddy, backends, caddy_ports):
 @pytest.fixture
 def make_beacon(make_loaders):
     """Factory: ``make_beacon(tree)`` -> the hecate_drift beacon of a minion whose pillar is ``tree``;
-    ``run.events`` records what it fires, ``run.loaders`` are that minion's modules and states."""
+    ``run.events`` records what it fires, ``run.loaders`` are that minion's modules and states,
+    ``run.functions`` the ``__salt__`` it gets (for ``salt.beacons.Beacon``)."""
     import salt.loader
 
     from tests.conftest import REPO
@@ -52,7 +53,7 @@ def make_beacon(make_loaders):
             "event.send": lambda tag, data: events.append((tag, data)) or True,
         }
         run = salt.loader.beacons(loaders.opts, functions)["hecate_drift.beacon"]
-        run.events, run.loaders = events, loaders
+        run.events, run.loaders, run.functions = events, loaders, functions
         return run
 
     return make

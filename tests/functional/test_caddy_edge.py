@@ -1,23 +1,28 @@
 """The edge between Salt runs, against a real Caddy: the drift beacon, a restart, certificates.
 
 - drift: after a good run, the beacon costs one GET per interval and fires nothing; a hand edit through
-  the admin API fires ``hecate/drift/<minion>/caddy`` once, naming the route; the next run heals it.
+  the admin API fires ``hecate/drift/<minion>/caddy`` once, naming the route; the next run heals it; the
+  same edit after that repair is reported again; while a state run is in progress the beacon sleeps.
 - restart: Caddy started the way hecate's Nomad job starts it (``caddy run --resume --config <bootstrap>``)
   serves every route again after a kill -9, with no Salt run in between.
 """
 
+import copy
 import json
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
+import yaml
 
 from hecatelib.caddy import config as caddy_config
 from tests.emulators.nomad import hcl_to_job
 from tests.support.caddy import Caddy, caddy_binary
 from tests.support.http import backend_of, get
 from tests.support.pillars import local_seed_tree
+from tests.support.stack import until
 from tests.unit.test_nomad_templates import render
 
 
@@ -71,6 +76,103 @@ def test_hand_edit_fires_once_and_a_run_heals_it(beacon, caddy, local_tree, back
     domain = next(r["domain"] for r in local_tree["reverse_proxy"]["caddy"]["routes"] if r["service"] == "grafana")
     status, _, body = get(port, domain)
     assert (status, backend_of(body)) == (200, "grafana") and plain["grafana"].hits
+
+
+def test_the_same_drift_after_a_repair_is_reported_again(beacon, caddy):
+    """Issue 27: the beacon remembered the last drift it reported and forgot it only when one of its reads
+    found none. A repair by ``state.apply hecate.routes`` followed by the same hand edit before the next read
+    left the same fingerprint: no second event, ever. A write by hecate is a new start."""
+    grafana = f"{caddy_config.ROUTE_PREFIX}grafana"
+
+    def delete_grafana():  # a hand edit through the admin API
+        live = json.loads(caddy.config_bytes())
+        server = live["apps"]["http"]["servers"][caddy_config.SERVER]
+        server["routes"] = [r for r in server["routes"] if r.get("@id") != grafana]
+        caddy.load(live)
+
+    def apply_routes():
+        [result] = beacon.loaders.modules.state.apply("hecate.routes")
+        assert result.result is True, result.comment
+        return result
+
+    apply_routes()
+    delete_grafana()
+    beacon([{"interval": 60}])
+    assert [list(data["drift"]["removed"]) for _, data in beacon.events] == [[grafana]]
+
+    assert grafana in apply_routes().changes["added"]  # the repair, then the same edit within one interval
+    delete_grafana()
+    beacon([{"interval": 60}])
+    beacon([{"interval": 60}])  # still reported once per occurrence
+    assert [list(data["drift"]["removed"]) for _, data in beacon.events] == [[grafana], [grafana]]
+
+    assert apply_routes().changes["added"]  # a repair with no read in between and no edit after it: nothing
+    beacon([{"interval": 60}])
+    assert len(beacon.events) == 2
+
+
+def _beacon_config(loaders):
+    """``hecate_drift``'s entry as ``state.apply hecate.drift`` installs it: the arguments beacon.present gets
+    but ``name`` and ``save``, one mapping each (``beacon_data`` in salt/states/beacon.py ``present``)."""
+    from salt.state import STATE_INTERNAL_KEYWORDS
+
+    [state] = loaders.modules.state.show_sls("hecate.drift").values()
+    args = {k: v for arg in state["beacon"] if isinstance(arg, dict) for k, v in arg.items() if k not in STATE_INTERNAL_KEYWORDS}
+    return {args.pop("name"): [{k: v} for k, v in sorted(args.items()) if k != "save"]}
+
+
+def test_the_beacon_sleeps_while_a_hand_run_state_runs(make_beacon, local_tree, caddy, short_tmp):
+    """Issue 27: drift.sls set ``enable`` (Salt's key is ``enabled``) and no ``disable_during_state_run``, so
+    the beacon could report a half-applied ``state.apply``. Salt's own beacon loop (``Beacon.process``) runs
+    it here while ``salt-call state.apply`` runs on the same minion (its job file in ``<cachedir>/proc``,
+    which ``salt.utils.minion.running`` reads)."""
+    import salt.beacons
+    import salt.utils.minion
+
+    tree = json.loads(json.dumps(local_tree))
+    tree["reconcile"] = {"interval": 2}
+    run = make_beacon(tree)
+    opts = run.loaders.opts
+    config = _beacon_config(run.loaders)
+    assert config == {"hecate_drift": [{"disable_during_state_run": True}, {"enabled": True}, {"interval": 2}]}
+    assert converge(run.loaders).result is True
+    beacons = salt.beacons.Beacon(opts, run.functions)
+
+    def ticks():  # the interval is counted in loop_interval ticks (1 s): two ticks, one beacon run
+        for _ in range(2):
+            beacons.process(copy.deepcopy(config), {})
+
+    roots = short_tmp / f"hold{os.getpid()}"
+    roots.mkdir()
+    (roots / "hold.sls").write_text(f"hold:\n  cmd.run:\n    - name: while [ ! -e {roots}/release ]; do sleep 0.05; done\n")
+    minion = {k: opts[k] for k in ("id", "root_dir", "cachedir", "pki_dir", "sock_dir", "log_file")}
+    (roots / "minion").write_text(yaml.safe_dump({**minion, "file_client": "local", "file_roots": {"base": [str(roots)]}}))
+    salt_call = os.path.join(os.path.dirname(sys.executable), "salt-call")
+    held = subprocess.Popen(
+        [salt_call, "--local", "-c", str(roots), "state.apply", "hold"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        until(
+            "salt-call's state run listed as running", lambda: [j for j in salt.utils.minion.running(opts) if j["fun"] == "state.apply"], 60
+        )
+        _hand_edit_grafana(caddy)
+        caddy.mark()
+        before = len(caddy.admin_requests())
+        ticks()
+        ticks()
+        assert run.events == [] and caddy.admin_requests()[before:] == []  # not one read during the state run
+    finally:
+        (roots / "release").touch()
+        assert held.wait(60) == 0, held.stderr.read()[-2000:]
+    ticks()
+    assert [tag for tag, _ in run.events] == [f"hecate/drift/{opts['id']}/caddy"]
+
+
+def _hand_edit_grafana(caddy):
+    live = json.loads(caddy.config_bytes())
+    routes = live["apps"]["http"]["servers"][caddy_config.SERVER]["routes"]
+    next(r for r in routes if r["@id"] == f"{caddy_config.ROUTE_PREFIX}grafana")["match"][0]["host"] = ["hijacked.example.net"]
+    caddy.load(live)
 
 
 def _caddy_task(tree):

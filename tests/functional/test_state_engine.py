@@ -253,3 +253,42 @@ def test_nomad_job_rolled_back_refuses_a_bad_argument_before_reverting(make_load
     refused = loaders.states.nomad_job.rolled_back(name="web", promote="sometimes")
     assert refused.result is False and "promote must be one of" in refused.comment
     assert nomad.writes[before:] == [] and nomad.job("web")["Version"] == 1
+
+
+def test_nomad_job_rolled_back_without_a_version_under_watch_is_refused_and_never_flips(make_loaders, sls_root, nomad):  # noqa: F811
+    """Issue 27: Salt calls a watching state on every run (watch = require + mod_watch: ``call_chunk`` in
+    salt/state.py runs the state, then mod_watch when it changed nothing), and ``rolled_back`` without a
+    version reverts to the previous stable spec each time: every highstate flipped the job between two specs.
+    Under ``watch`` it is refused now, with nothing written; ``onfail``/``onchanges`` (the documented forms) run
+    it only when their requisite failed/changed."""
+    from tests.functional.test_nomad_job import deploy_web, nomad_pillar, web_job
+
+    loaders = engine(make_loaders, sls_root, nomad_pillar(nomad))
+    for image in ("web:1", "web:2"):  # two stable versions with different specs
+        assert deploy_web(loaders, image).result is True
+    deploy = {"nomad_job.present": [{"name": "web"}, {"hcl": web_job()}, {"variables": {"image": "web:2"}}]}
+
+    def with_rollback(requisite):
+        rollback = {"nomad_job.rolled_back": [{"name": "web"}]}
+        if requisite == "watch_in":  # on the watched state; Salt turns it into the rollback's watch
+            sls = {"deploy-web": {"nomad_job.present": [*deploy["nomad_job.present"], {"watch_in": [{"nomad_job": "rollback-web"}]}]}}
+        else:
+            sls = {"deploy-web": deploy}
+            rollback["nomad_job.rolled_back"].append({requisite: [{"nomad_job": "deploy-web"}]})
+        return yaml.safe_dump({**sls, "rollback-web": rollback}, sort_keys=False)
+
+    before = len(nomad.writes)
+    for requisite in ("watch", "watch_in", "listen"):
+        for _ in range(2):
+            watched = run_sls(loaders, sls_root, f"rb{requisite}", with_rollback(requisite))
+            assert (watched["deploy-web"].result, watched["deploy-web"].changes) == (True, {})
+            refused = watched["rollback-web"]
+            assert (refused.result, refused.changes) == (False, {}), (requisite, refused.comment)
+            assert "onfail" in refused.comment and "version" in refused.comment
+    assert nomad.writes[before:] == [] and nomad.job("web")["Version"] == 1  # no flip, not one write
+
+    for requisite in ("onfail", "onchanges"):
+        for _ in range(2):
+            result = run_sls(loaders, sls_root, f"rb{requisite}", with_rollback(requisite))
+            assert result["rollback-web"].result is True and result["rollback-web"].changes == {}, result["rollback-web"].comment
+    assert nomad.writes[before:] == [] and nomad.job("web")["Version"] == 1

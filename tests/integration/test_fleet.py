@@ -229,6 +229,12 @@ def test_the_live_reactor_alerts_or_heals_what_the_beacon_reports(
             f"(waiting for the beacon {detected - edited:.1f} s, event + reactor + heal run {healed - detected:.1f} s); "
             f"idle: {gap:.1f} s between two GETs, no write"
         )
+
+        # the same edit after the heal is a new drift (issue 27): reported and healed again, by a new run
+        _hand_edit(fleet_caddies[healing], "cloud.cybermonkey.dev", "elsewhere.example.net")
+        until(f"{healing} healed again", lambda: _serves(trees[healing]) == (200, "nextcloud"), 3 * INTERVAL + 60)
+        again = until("the second heal recorded", lambda: (found := heal_recorded()) and found["run"] != report["run"] and found, 60)
+        assert fleet.run("hecate.show", again["run"], minion=healing).data["status"] == "success"
     finally:
         removed = salt.run("state.single", "beacon.absent", "hecate_drift", "save=True", minion_tgt="fleet-edge-[23]")
         fleet_pillar.write(fleet_trees)

@@ -1,7 +1,9 @@
 """The pillar from git, as operators keep it: a master whose pillar is a local git repository
 (git_pillar with GitPython), a commit, ``salt-run git_pillar.update``, and the edge serves the new route."""
 
+import base64
 import copy
+import hashlib
 import subprocess
 import time
 
@@ -19,11 +21,11 @@ pytestmark = pytest.mark.integration
 class PillarRepo:
     """A git repository holding top.sls + hecate.sls; :meth:`commit` writes a tree and commits it."""
 
-    def __init__(self, path):
+    def __init__(self, path, top="base:\n  '*':\n    - hecate\n"):
         self.path = path
         path.mkdir(parents=True)
         self.git("init", "-q", "-b", "main")
-        (path / "top.sls").write_text("base:\n  '*':\n    - hecate\n")
+        (path / "top.sls").write_text(top)
 
     def git(self, *args):
         env = {"GIT_AUTHOR_NAME": "ops", "GIT_AUTHOR_EMAIL": "ops@example.org", "GIT_COMMITTER_NAME": "ops",
@@ -58,8 +60,27 @@ def pillar_repo(integration_dir, git_tree):
     return repo
 
 
+def remote_dir(remote):
+    """The directory git_pillar keeps ``remote``'s working copy in: a hash of it (``GitProvider.__init__``,
+    salt/utils/gitfs.py: base64 of the sha256 of the remote's id, ``/`` as ``_``)."""
+    return base64.b64encode(hashlib.sha256(remote.encode()).digest()).decode().replace("/", "_")
+
+
 @pytest.fixture(scope="module")
-def git_master(salt_factories, pillar_repo, vault, consul, integration_dir):
+def site_repo(integration_dir, pillar_repo):
+    """A second git_pillar remote with pillar of its own (no ``hecate`` key), whose working copy sorts before
+    the hecate pillar's: the order in which the master's cache lists them is not the configured one."""
+    hecate_dir = remote_dir(f"main file://{pillar_repo.path}")
+    path = next(p for n in range(64) if remote_dir(f"main file://{(p := integration_dir / f'site-git-{n}')}") < hecate_dir)
+    repo = PillarRepo(path, top="base:\n  '*':\n    - site\n")
+    (path / "site.sls").write_text("site: {owner: ops}\n")
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "the site's own pillar")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def git_master(salt_factories, pillar_repo, site_repo, vault, consul, integration_dir):
     overrides = master_overrides(
         vault,
         consul,  # the deploy lock and records (emulated Consul)
@@ -67,7 +88,8 @@ def git_master(salt_factories, pillar_repo, vault, consul, integration_dir):
         pillar_roots={"base": []},
         git_pillar_provider="gitpython",
         git_pillar_base="main",  # the branch that is the base environment
-        ext_pillar=[{"git": [f"main file://{pillar_repo.path}"]}, {"hecate": {}}],
+        # two remotes, as sites keep them: hecate's pillar listed first, another one beside it
+        ext_pillar=[{"git": [f"main file://{pillar_repo.path}", f"main file://{site_repo.path}"]}, {"hecate": {}}],
     )
     factory = salt_factories.salt_master_daemon("hecate-git-master", overrides=overrides)
     with factory.started():
@@ -172,3 +194,20 @@ def test_follow_deploys_each_new_commit_once_and_skips_an_invalid_one(git_master
         assert backend_of(get(port, "followed.cybermonkey.dev")[2]) == "grafana"  # the edge keeps serving
     finally:
         pillar_repo.commit(git_tree, "back to the start")
+
+
+def test_with_two_remotes_the_record_names_the_hecate_pillars_commit(git_master, git_call, pillar_repo, site_repo):
+    """Issue 27: the recorded commit was the first working copy in the master's cache that is a git checkout;
+    with two remotes that was the other remote's whenever its hash sorted first (as ``site_repo``'s does)."""
+    run = git_master.salt_run_cli(timeout=300)
+    assert run.run("saltutil.sync_all").returncode == 0  # (nothing new after the follow test's sync)
+    assert run.run("git_pillar.update").returncode == 0
+    deployed = run.run("hecate.deploy", minion="hecate-git-edge")
+    assert deployed.returncode == 0 and deployed.data["status"] == "success", deployed.data
+    recorded = run.run("hecate.show", deployed.data["id"]).data["pillar"]
+    hecate, site = (f"main file://{repo.path}" for repo in (pillar_repo, site_repo))
+    head = pillar_repo.git("rev-parse", "HEAD")
+    assert recorded["commit"] == head, recorded  # (today's code: the site remote's commit)
+    assert (recorded["source"], recorded["dirty"]) == (hecate, False), recorded
+    named = {s["source"]: s["commit"] for s in recorded["sources"]}
+    assert named == {hecate: head, site: site_repo.git("rev-parse", "HEAD")}, recorded

@@ -64,6 +64,25 @@ def test_health_json_and_table(routed, salt_run_cli):
     assert [cell.strip() for cell in header.strip().strip("|").split("|")] == ["Domain", "Edge", "Ok", "Reason", "Service", "Status"]
 
 
+def test_health_as_an_orchestration_step_succeeds_when_healthy_and_fails_when_not(routed, salt_run_cli, salt_call_cli, integration_dir):
+    """Issue 27: hecate.health returned ``{"data": report, "outputter": "table"}``, and Salt judges a runner's
+    ``data`` as state returns (``check_result`` in ``SyncClientMixin.low``, salt/client/mixins.py): a
+    ``salt.runner`` step of it always failed, healthy or not. Now the runner's retcode decides."""
+    (integration_dir / "roots" / "hecate_health_step.sls").write_text("health:\n  salt.runner:\n    - name: hecate.health\n")
+
+    def step():
+        result = salt_run_cli.run("state.orchestrate", "hecate_health_step")
+        [state] = result.data["data"][next(iter(result.data["data"]))].values()
+        return result.returncode, state["result"], state["changes"]["return"]["summary"][0]["healthy"]
+
+    assert step() == (0, True, True)
+    assert salt_call_cli.run("caddy.delete", "hecate_route_grafana").returncode == 0
+    try:
+        assert step() == (1, False, False)
+    finally:
+        assert salt_call_cli.run("state.apply", "hecate.routes").returncode == 0
+
+
 def test_health_names_the_route_that_stopped_answering(routed, salt_run_cli, salt_call_cli):
     deleted = salt_call_cli.run("caddy.delete", "hecate_route_grafana")
     assert deleted.returncode == 0
@@ -76,7 +95,7 @@ def test_health_names_the_route_that_stopped_answering(routed, salt_run_cli, sal
     bad = [r for r in report["routes"] if not r["ok"]]
     assert [(r["domain"], r["reason"]) for r in bad] == [("observe.cybermonkey.dev", "not routed (answered by the catch-all)")]
     assert report["summary"][0]["routes"] == "7/8 answering"
-    assert list(report) == ["routes", "summary", "retcode"]
+    assert list(report) == ["routes", "summary", "retcode", "outputter"]  # outputter: salt-run's table when no --out
 
 
 def test_backup_then_restore_puts_caddy_back_and_a_tampered_backup_changes_nothing(

@@ -110,3 +110,35 @@ def test_the_consul_names_are_the_ones_the_rendered_jobs_register(job, route):
 def test_the_helen_bridge_still_forwards_to_helens_pillar_backend():
     """Caddy -> helen-bridge -> helen: the bridge's upstream stays the route's pillar backend (no loop)."""
     assert nomad_jobs.job_context(with_consul_dns(), "helen-bridge")["upstream"] == "100.65.138.128:8009"
+
+
+def _refusals(raw):
+    with pytest.raises(schema.PillarError) as caught:
+        schema.validate(raw)
+    return [line for line in str(caught.value).splitlines() if ":health" in line]
+
+
+def test_health_on_a_route_caddy_reaches_through_consul_is_refused_with_its_key_path():
+    """Issue 27: Caddy runs active health checks for static upstreams only (``doActiveHealthCheckForAllHosts``
+    walks ``h.Upstreams`` in caddy's reverseproxy/healthchecks.go: "Active health checks do not run for dynamic
+    upstreams"), so ``health`` on a route compiled to ``dynamic_upstreams`` did nothing, silently."""
+    health = {"uri": "/health", "interval": "10s"}
+    raw = copy.deepcopy(seed_tree())
+    routes = raw["reverse_proxy"]["caddy"]["routes"]
+    routes[1].update(backend="consul://nextcloud", health=health)
+    [line] = _refusals(raw)
+    assert line.strip().startswith(f"hecate:reverse_proxy:caddy:routes[1]({routes[1]['domain']}):health:"), line
+    assert "consul://" in line and "no active health checks" in line and "Consul" in line
+
+    raw = copy.deepcopy(seed_tree())  # authentik and helen go through Consul once consul_dns is set
+    raw["reverse_proxy"]["caddy"]["consul_dns"] = CONSUL_DNS
+    routes = raw["reverse_proxy"]["caddy"]["routes"]
+    for route in routes:
+        route["health"] = health
+    refused = _refusals(raw)
+    services = {by["service"]: by["domain"] for by in routes if by.get("service") in ("authentik", "helen")}
+    assert len(refused) == 2 and all("consul_dns" in line for line in refused), refused
+    assert sorted(line.split("(")[1].split(")")[0] for line in refused) == sorted(services.values())
+
+    del raw["reverse_proxy"]["caddy"]["consul_dns"]  # static upstreams: Caddy probes them; accepted
+    assert all(r["health"]["uri"] == "/health" for r in schema.validate(raw)["reverse_proxy"]["caddy"]["routes"])

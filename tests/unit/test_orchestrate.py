@@ -153,7 +153,7 @@ def test_the_pillar_commit_is_named_when_the_pillar_is_a_git_checkout(tmp_path):
     subprocess.run([*git, "commit", "-qm", "pillar"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     opts["pillar_roots"]["base"].append(str(repo))
-    assert run.pillar_commit(opts) == {"commit": head, "dirty": False, "path": str(repo)}
+    assert run.pillar_commit(opts) == {"commit": head, "dirty": False, "path": str(repo), "source": str(repo)}
     (repo / "hecate.sls").write_text("hecate: {global: {}}\n")
     assert run.pillar_commit(opts)["dirty"] is True
 

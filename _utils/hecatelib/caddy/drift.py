@@ -12,6 +12,7 @@ other owners of the same Caddy never count as drift.
 
 import json
 import os
+import uuid
 
 from hecatelib.caddy import config as caddy_config
 
@@ -66,21 +67,26 @@ def applied_path(cachedir):
 
 
 def record_applied(cachedir, config):
-    """Keep hecate's part of ``config`` (what Caddy serves after a good run) for the drift beacon.
+    """Keep hecate's part of ``config`` (what Caddy serves after a good run) for the drift beacon, with a
+    new ``written`` token: the beacon remembers a reported drift together with the token it was measured
+    against, so the same drift after this write (a heal, a deploy) is a new drift, reported again.
     Written to a temp file then renamed, mode 0600: a crash never leaves half a file."""
     path = applied_path(cachedir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    record = {"part": owned_part(config), "written": uuid.uuid4().hex}
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(owned_part(config), sort_keys=True))  # dumps: C encoder, dump() is pure Python
+        handle.write(json.dumps(record, sort_keys=True))  # dumps: C encoder, dump() is pure Python
     os.replace(tmp, path)
 
 
 def load_applied(cachedir):
-    """What :func:`record_applied` kept, or None before hecate's first good run on this minion."""
+    """What :func:`record_applied` kept, ``{"part", "written"}``, or None before hecate's first good run on
+    this minion. A file from before the token (hecate's part alone) reads with ``written: None``."""
     try:
         with open(applied_path(cachedir), encoding="utf-8") as handle:
-            return json.load(handle)
+            record = json.load(handle)
     except FileNotFoundError:
         return None
+    return record if "part" in record else {"part": record, "written": None}

@@ -10,6 +10,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -151,17 +152,42 @@ def operator(opts=None):
 
 
 def pillar_commit(opts):
-    """The git commit of the pillar: ``git rev-parse HEAD`` of the first pillar root that is a git
-    checkout, else of git_pillar's working copies in the master's cache. None when neither is git.
-    ``{"commit", "dirty", "path"}``: ``dirty`` when the checkout has uncommitted changes."""
-    roots = [root for roots in (opts.get("pillar_roots") or {}).values() for root in roots]
-    # git_pillar's working copies: <cachedir>/git_pillar/<remote hash>/<branch dir>
-    roots += sorted(glob.glob(os.path.join(opts.get("cachedir", ""), "git_pillar", "*", "*")))
-    for root in roots:
-        commit = _git(root, "rev-parse", "HEAD")
+    """The git commit of the pillar: of the pillar root or git_pillar remote that holds the ``hecate`` key
+    (an ``.sls`` with a line ``hecate:``), else of the first that is a git checkout; pillar roots come first.
+    None when none is git. ``{"commit", "dirty", "path", "source"}`` (``source``: the pillar root, or the
+    git_pillar remote as configured); ``dirty`` when the checkout has uncommitted changes. With several
+    checkouts, ``sources`` names each with its commit."""
+    roots = [(root, root) for roots in (opts.get("pillar_roots") or {}).values() for root in roots]
+    found = []
+    for source, path in roots + _git_pillar_checkouts(opts):
+        commit = _git(path, "rev-parse", "HEAD")
         if commit:
-            return {"commit": commit, "dirty": bool(_git(root, "status", "--porcelain")), "path": root}
-    return None
+            found.append({"commit": commit, "dirty": bool(_git(path, "status", "--porcelain")), "path": path, "source": source})
+    if not found:
+        return None
+    # several git_pillar remotes: their working copies sort by a hash of the remote, not by their order
+    chosen = next((f for f in found if _git(f["path"], "grep", "-l", "-E", "^hecate:", "--", "*.sls")), found[0])
+    if len(found) > 1:
+        chosen = {**chosen, "sources": [{k: f[k] for k in ("source", "commit", "dirty")} for f in found]}
+    return chosen
+
+
+def _git_pillar_checkouts(opts):
+    """git_pillar's working copies, ``[(remote, path)]``: ``<cachedir>/git_pillar/<hash>/<dir>``, each hash named
+    in ``remote_map.txt`` (``<hash> = <remote>``; ``write_remote_map`` in salt/utils/gitfs.py). A password in
+    a remote's URL is left out of the name."""
+    root = os.path.join(opts.get("cachedir", ""), "git_pillar")
+    names = {}
+    try:
+        with open(os.path.join(root, "remote_map.txt"), encoding="utf-8") as handle:
+            for line in handle:
+                digest, sep, remote = line.rstrip("\n").partition(" = ")
+                if sep and not line.startswith("#"):
+                    names[digest] = re.sub(r"://[^/@\s]*@", "://", remote)
+    except OSError:
+        pass
+    paths = sorted(glob.glob(os.path.join(root, "*", "*")))
+    return [(names[path.split(os.sep)[-2]], path) for path in paths if path.split(os.sep)[-2] in names]
 
 
 def _git(root, *args):
