@@ -29,6 +29,7 @@ try:
     from hecatelib import salt_state, schema
     from hecatelib.caddy import certs as caddy_certs
     from hecatelib.caddy import config as caddy_config
+    from hecatelib.caddy import drift as caddy_drift
     from hecatelib.caddy import probe as caddy_probe
     from hecatelib.spec import Report
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
@@ -194,7 +195,10 @@ def snapshot(path=None, keep=None):
         folder = os.path.join(__opts__["cachedir"], "hecate", "snapshots")
         os.makedirs(folder, mode=0o700, exist_ok=True)
         path = os.path.join(folder, f"{keep}.json")
-        _write_private(path, json.dumps(snap, sort_keys=True))
+        # what the drift beacon compares with, as it was: a restore puts it back with the config (else the
+        # beacon would call the restored config drift, and a heal would re-apply the run that was undone)
+        applied = caddy_drift.load_applied(__opts__["cachedir"])
+        _write_private(path, json.dumps({**snap, "applied": applied["part"] if applied else None}, sort_keys=True))
         kept = sorted((os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".json")), key=os.path.getmtime)
         for old in kept[:-10]:
             os.remove(old)
@@ -438,7 +442,10 @@ def restore(snap, expect=None, timeout=None):
     snap = _read_snapshot(snap)
     target = _with_admin(snap["config"] or {})
     if expect is None:
-        return _restore_write("POST", "/load", target, None, timeout)
+        restored = _restore_write("POST", "/load", target, None, timeout)
+        if "applied" in snap:  # a run's snapshot: the drift beacon's baseline goes back with the config
+            caddy_drift.record_applied(__opts__["cachedir"], None, part=snap["applied"])
+        return restored
     expect = _with_admin(expect)
     live = snapshot()
     if live["config"] == target:

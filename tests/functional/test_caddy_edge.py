@@ -121,6 +121,22 @@ def _beacon_config(loaders):
     return {args.pop("name"): [{k: v} for k, v in sorted(args.items()) if k != "save"]}
 
 
+def test_an_undone_run_is_no_drift(beacon, local_tree, caddy):
+    """A deploy whose later step failed is undone on the edge: its snapshot (``caddy.snapshot keep=<run>``)
+    is loaded back. The beacon's baseline goes back with it: the restored config is not drift, so a heal
+    never re-applies the run that was undone. (Before: one drift event naming the restored route.)"""
+    state, caddy_module = beacon.loaders.modules.state, beacon.loaders.modules.caddy
+    assert state.apply("hecate.routes")[0].result is True
+    kept = caddy_module.snapshot(keep="run-1")  # what the engine reads before the run's first write
+    changed = copy.deepcopy(local_tree)
+    changed["reverse_proxy"]["caddy"]["routes"] = changed["reverse_proxy"]["caddy"]["routes"][1:]
+    [run] = state.apply("hecate.routes", pillar={"hecate": changed})  # the run's routes step (a recorded tree)
+    assert run.result is True and run.changes["removed"]
+    assert caddy_module.restore(kept["path"]) is True  # its undo
+    beacon([{"interval": 60}])
+    assert beacon.events == []
+
+
 def test_the_beacon_sleeps_while_a_hand_run_state_runs(make_beacon, local_tree, caddy, short_tmp):
     """Issue 27: drift.sls set ``enable`` (Salt's key is ``enabled``) and no ``disable_during_state_run``, so
     the beacon could report a half-applied ``state.apply``. Salt's own beacon loop (``Beacon.process``) runs

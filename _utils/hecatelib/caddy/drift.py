@@ -10,6 +10,7 @@ Pure apart from the two file helpers; only hecate's own keys are compared (see `
 other owners of the same Caddy never count as drift.
 """
 
+import contextlib
 import json
 import os
 import uuid
@@ -66,16 +67,21 @@ def applied_path(cachedir):
     return os.path.join(cachedir, APPLIED_FILE)
 
 
-def record_applied(cachedir, config):
-    """Keep hecate's part of ``config`` (what Caddy serves after a good run) for the drift beacon, with a
-    new ``written`` token: the beacon remembers a reported drift together with the token it was measured
-    against, so the same drift after this write (a heal, a deploy) is a new drift, reported again.
-    Written to a temp file then renamed, mode 0600: a crash never leaves half a file."""
+def record_applied(cachedir, config, part=None):
+    """Keep hecate's part of ``config`` (what Caddy serves after a good run; or ``part`` itself, as
+    :func:`load_applied` gave it) for the drift beacon, with a new ``written`` token: the beacon remembers a
+    reported drift together with the token it was measured against, so the same drift after this write (a
+    heal, a deploy) is a new drift, reported again. ``config`` None and ``part`` None: forget it (no good run
+    to compare with). Written to a temp file then renamed, mode 0600: a crash never leaves half a file."""
     path = applied_path(cachedir)
+    if config is None and part is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    record = {"part": owned_part(config), "written": uuid.uuid4().hex}
+    record = {"part": owned_part(config) if part is None else part, "written": uuid.uuid4().hex}
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(json.dumps(record, sort_keys=True))  # dumps: C encoder, dump() is pure Python
     os.replace(tmp, path)
