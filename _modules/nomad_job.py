@@ -94,15 +94,15 @@ def _config():
     raw = __salt__["config.get"]("hecate:nomad", {}) or {}
     try:
         return nomad_jobs.settings({"nomad": raw})
-    except PillarError as exc:
-        raise SaltInvocationError(str(exc)) from None
+    except PillarError as exc:  # configuration, not the call: one line on salt-call, no usage block
+        raise CommandExecutionError(str(exc)) from None
 
 
 def _client(cfg=None):
     cfg = cfg or _config()
     address = cfg["address"]
     if not address.startswith("https://") and not cfg["allow_insecure_endpoint"]:
-        raise SaltInvocationError(
+        raise CommandExecutionError(
             f"hecate:nomad:address {address!r} is not https: the token would travel in clear "
             "(set hecate:nomad:allow_insecure_endpoint: true only for a local lab)"
         )
