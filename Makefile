@@ -56,4 +56,4 @@ bench: $(STAMP)
 	TMPDIR=/tmp $(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .cache
