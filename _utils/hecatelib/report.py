@@ -97,16 +97,14 @@ def stage_bars(runs):
             seconds = _number(stage.get("seconds"))
             state = "skipped" if stage.get("skipped") else "ok" if stage.get("ok") else "failed"
             width = max(0.5, 100 * seconds / longest)
-            label = (
-                f"{name}: skipped (its dry run found nothing to change)" if state == "skipped" else f"{name}: {state}, {_seconds(seconds)}"
-            )
+            label = f"{name}: skipped" if state == "skipped" else f"{name}: {state}, {_seconds(seconds)}"
             parts.append(f'<span class="seg {state}" style="width:{width:.2f}%" title="{esc(label)}"></span>')
             legend.append(f'<li class="{state}">{esc(label)}</li>')
         rows.append(
             f'<div class="timing"><div class="who">{_outcome(record.get("status"))} <code>{esc(record.get("id"))}</code></div>'
             f'<div class="bar">{"".join(parts)}</div><ul class="legend">{"".join(legend)}</ul></div>'
         )
-    return "".join(rows)
+    return '<p class="note">A skipped stage\'s dry run found nothing to change.</p>' + "".join(rows)
 
 
 def _number(value):
@@ -227,6 +225,7 @@ tr.run.failed td{background:#fff5f4} tr.alert td{background:#fff5f4}
 .seg.ok{background:#2da44e}.seg.failed{background:#cf222e}.seg.skipped{background:#8c959f}
 .legend{list-style:none;margin:.2em 0;padding:0;font-size:.85em;color:#57606a}.legend li{display:inline;margin-right:1.2em}
 .legend li.failed{color:#a40e26;font-weight:600}
+.note{color:#57606a;font-size:.85em}
 .chart text{font-size:9px;fill:#57606a}.drift-bar{fill:#bf8700}
 """
 
