@@ -1,4 +1,4 @@
-# hecate: every entry point sets up what it needs from nothing (a venv in .venv, Debian's nginx).
+# hecate: every entry point sets up what it needs from nothing (a venv in .venv, Debian's nginx and chromium).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -23,6 +23,11 @@ $(STAMP): setup.cfg pyproject.toml requirements-test.txt
 	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light libnginx-mod-stream >/dev/null; }; \
 	  else echo "nginx is missing: install Debian's nginx-light and libnginx-mod-stream for the nginx -t tests" >&2; exit 1; fi; \
 	  systemctl stop nginx >/dev/null 2>&1 || service nginx stop >/dev/null 2>&1 || true; }  # the tests need the binary, not Debian's daemon on :80
+	@command -v chromium >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	  else echo "chromium is missing: install Debian's chromium for the browser test of hecate.report" >&2; exit 1; fi; }
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -56,4 +61,4 @@ bench: $(STAMP)
 	TMPDIR=/tmp $(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .cache

@@ -107,7 +107,7 @@ def _check_certificates(minion):
     if checked is not None and now - checked < CERT_CHECK_SECONDS:
         return
     try:
-        found = __salt__["caddy.certs"]()
+        found = __salt__["caddy.certs"]()["certificates"]
     except (CommandExecutionError, SaltInvocationError) as exc:
         log.warning("hecate: reading the certificates Caddy serves on %s failed: %s", minion, exc)
         _CERTS[minion] = (now, reported)

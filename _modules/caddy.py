@@ -94,8 +94,8 @@ def admin_address():
         address = f"127.0.0.1:{port}"
     report = Report()
     schema.AdminAddress()(address, "hecate:reverse_proxy:caddy:admin", report)
-    if report.errors:
-        raise SaltInvocationError("; ".join(f"{p}: {r}" for p, r in report.errors))
+    if report.errors:  # the configuration is wrong, not the call: one line, no usage block
+        raise CommandExecutionError("; ".join(f"{p}: {r}" for p, r in report.errors))
     return address
 
 
@@ -148,12 +148,22 @@ def _request(method, path, body=None, headers=None, content_type="application/js
 
 
 def _tree():
-    """The validated ``hecate`` pillar tree (raises SaltInvocationError naming every bad key)."""
+    """The validated ``hecate`` pillar tree. An invalid pillar raises CommandExecutionError naming every bad
+    key: ``salt-call`` prints it as one error, where a SaltInvocationError (a TypeError) would be shown as
+    "Passed invalid arguments" followed by the function's usage (salt/cli/caller.py)."""
     try:
         # From pillar, validated once per run (a probe per host used to re-validate it every time).
         return salt_state.tree(__pillar__, __opts__, __context__)
     except schema.PillarError as exc:
-        raise SaltInvocationError(str(exc)) from exc
+        raise CommandExecutionError(str(exc)) from exc
+
+
+def _certificates(tree):
+    """The pillar's custom certificates; a certificate that cannot be read is a pillar error."""
+    try:
+        return caddy_certs.certificates(tree)
+    except caddy_certs.CertError as exc:
+        raise CommandExecutionError(str(exc)) from exc
 
 
 def config(path=""):
@@ -265,7 +275,9 @@ def route(route_id):
 
 
 def upstreams():
-    """Upstream health as Caddy sees it: address, active requests, recent failures.
+    """Upstream health as Caddy sees it: address, active requests, recent failures, and the pillar
+    services that use each address (``services``, as ``hecate.health`` shows them; empty for an upstream
+    no pillar route names). Returns ``{"upstreams": [...], "comment": ...}``.
 
     CLI Example:
 
@@ -273,7 +285,14 @@ def upstreams():
 
         salt-call caddy.upstreams
     """
-    return _request("GET", "/reverse_proxy/upstreams")[2] or []
+    uses = caddy_config.upstream_services(_tree())
+    found = [{**u, "services": uses.get(u.get("address"), [])} for u in _request("GET", "/reverse_proxy/upstreams")[2] or []]
+    if not found:
+        comment = "no upstreams: Caddy proxies to nothing (no route loaded)"
+    else:
+        failing = [u["address"] for u in found if u.get("fails")]
+        comment = f"{len(found)} upstream(s), " + (f"recent failures at {', '.join(failing)}" if failing else "no recent failures")
+    return {"upstreams": found, "comment": comment}
 
 
 def adapt(source, adapter="caddyfile"):
@@ -496,11 +515,14 @@ def _desired(live, tree):
     try:
         return caddy_config.desired_config(live, tree)
     except caddy_certs.CertError as exc:
-        raise SaltInvocationError(str(exc)) from exc
+        raise CommandExecutionError(str(exc)) from exc
 
 
 def plan():
-    """What ``caddy.routes_managed`` would change, without changing it: one GET.
+    """What ``caddy.routes_managed`` would change, without changing it: one GET. Returns
+    ``{"changes": ..., "comment": ...}``: ``changes`` is the state's diff (routes ``added``, ``removed``,
+    ``renamed``, ``changed``; ``certificates``; ``server``), empty when Caddy already serves the pillar;
+    ``comment`` says it in one line ("no changes").
 
     CLI Example:
 
@@ -511,7 +533,8 @@ def plan():
     tree = _tree()
     live = snapshot()["config"]
     desired = _desired(live, tree)
-    return caddy_config.diff(live, desired) if desired != live else {}
+    changes = caddy_config.diff(live, desired) if desired != live else {}
+    return {"changes": changes, "comment": caddy_config.diff_line(changes)}
 
 
 def _local_ca():
@@ -527,10 +550,7 @@ def _probe_all(domains=None, path="/", timeout=None):
     # company CA is in no trust store here; the probe proves Caddy serves exactly the pillar's certificate)
     trusted = [_local_ca() if caddy["tls"]["mode"] == "internal" else None]
     if caddy["tls"]["mode"] != "off":
-        try:
-            trusted += [c.certificate_pem.decode() for c in caddy_certs.certificates(tree)]
-        except caddy_certs.CertError as exc:
-            raise SaltInvocationError(str(exc)) from exc
+        trusted += [c.certificate_pem.decode() for c in _certificates(tree)]
     ca = "".join(pem for pem in trusted if pem) or None
     prober = caddy_probe.Prober(caddy, ca=ca, timeout=timeout)
     return prober.run(caddy_probe.targets(tree, domains), path)
@@ -538,7 +558,9 @@ def _probe_all(domains=None, path="/", timeout=None):
 
 def check(domains=None):
     """Request every pillar route (or ``domains``) through this Caddy as :py:func:`probe` does, in
-    parallel; return the results that are not ok (an empty list means every route answers).
+    parallel. Returns ``{"failed": [...], "checked": n, "comment": ...}``: ``failed`` holds the results
+    that are not ok (empty when every route answers); ``comment`` says it in one line ("nothing to
+    check" when there is no route).
 
     CLI Example:
 
@@ -547,7 +569,15 @@ def check(domains=None):
         salt-call caddy.check
         salt-call caddy.check '[grafana.example.org]'
     """
-    return [result for result in _probe_all(domains) if not result["ok"]]
+    results = _probe_all(domains)
+    failed = [result for result in results if not result["ok"]]
+    if not results:
+        comment = "nothing to check: " + ("no domains given" if domains is not None else "the pillar has no routes")
+    elif failed:
+        comment = f"{len(failed)} of {len(results)} route(s) fail: " + ", ".join(f["domain"] for f in failed[:10])
+    else:
+        comment = f"all {len(results)} route(s) answer"
+    return {"failed": failed, "checked": len(results), "comment": comment}
 
 
 def probes(domains=None):
@@ -611,8 +641,9 @@ def certs(warn_days=None, timeout=5):
     ``hecate:reconcile:cert_warn_days``, 14); ``renewal_overdue`` when less than a third of its lifetime is
     left (Caddy renews before that). ``certificate`` names the pillar's custom certificate a host gets
     (``managed`` false: nobody renews it but you). Each custom certificate no route is served with is
-    listed too, from pillar (``domain`` null). A host that gets no certificate says why. Empty with
-    ``tls: off``.
+    listed too, from pillar (``domain`` null). A host that gets no certificate says why. Returns
+    ``{"certificates": [...], "comment": ...}``; with ``tls: off`` the list is empty and the comment says
+    "TLS off: no certificates".
 
     CLI Example:
 
@@ -624,12 +655,9 @@ def certs(warn_days=None, timeout=5):
     tree = _tree()
     caddy = tree["reverse_proxy"]["caddy"]
     if caddy["tls"]["mode"] == "off":
-        return []
+        return {"certificates": [], "comment": "TLS off: no certificates"}
     warn_days = tree["reconcile"]["cert_warn_days"] if warn_days is None else float(warn_days)
-    try:
-        custom = {c.fingerprint: c for c in caddy_certs.certificates(tree)}
-    except caddy_certs.CertError as exc:
-        raise SaltInvocationError(str(exc)) from exc
+    custom = {c.fingerprint: c for c in _certificates(tree)}
     port = caddy["ports"]["https"]
     now = datetime.datetime.now(datetime.timezone.utc)
     found, served = [], set()
@@ -652,4 +680,16 @@ def certs(warn_days=None, timeout=5):
         if mine.name not in served:
             fields = _cert_entry(mine.subject, mine.issuer, mine.not_before, mine.not_after, now, warn_days)
             found.append({"domain": None, "certificate": mine.name, **fields, "managed": False})
-    return found
+    return {"certificates": found, "comment": _certs_line(found, warn_days)}
+
+
+def _certs_line(found, warn_days):
+    if not found:
+        return "no routes and no custom certificates: no certificates"
+    missing = sum(1 for c in found if "error" in c)
+    alerts = sum(1 for c in found if caddy_certs.alert(c))
+    parts = [f"{len(found)} certificate(s)"]
+    if missing:
+        parts.append(f"{missing} host(s) without one")
+    parts.append(f"{alerts} ending within {warn_days:g} days without a renewal in time" if alerts else "none needs attention")
+    return ", ".join(parts)

@@ -48,12 +48,12 @@ def __virtual__():
 
 def _tree():
     raw = __salt__["config.get"]("hecate", None)
-    if raw is None:
-        raise SaltInvocationError("pillar has no 'hecate' tree")
+    if raw is None:  # configuration, not the call: CommandExecutionError is one line on salt-call, no usage block
+        raise CommandExecutionError("pillar has no 'hecate' tree")
     try:
         return schema.validate(raw)
     except PillarError as exc:
-        raise SaltInvocationError(str(exc)) from None
+        raise CommandExecutionError(str(exc)) from None
 
 
 def _client(tree):

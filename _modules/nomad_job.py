@@ -94,8 +94,8 @@ def _config():
     raw = __salt__["config.get"]("hecate:nomad", {}) or {}
     try:
         return nomad_jobs.settings({"nomad": raw})
-    except PillarError as exc:
-        raise SaltInvocationError(str(exc)) from None
+    except PillarError as exc:  # configuration, not the call: one line on salt-call, no usage block
+        raise CommandExecutionError(str(exc)) from None
 
 
 def _client(cfg=None):
@@ -103,7 +103,7 @@ def _client(cfg=None):
     address = cfg["address"]
     problem = api.endpoint_problem(address, cfg["allow_insecure_endpoint"], "hecate:nomad:allow_insecure_endpoint")
     if problem:
-        raise SaltInvocationError(f"hecate:nomad:address {problem}")
+        raise CommandExecutionError(f"hecate:nomad:address {problem}")
     token = __salt__["config.get"]("hecate:nomad:token", None)
     if token:
         api.check_token(token, "hecate:nomad:token")

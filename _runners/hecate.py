@@ -27,6 +27,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from hecatelib import backups, cli, schema
 from hecatelib import health as health_report
+from hecatelib import report as report_view
 from hecatelib.backends import BACKENDS
 from hecatelib.caddy import caddyfile
 from hecatelib.consul.records import Records
@@ -580,19 +581,23 @@ def history(limit=20, minion=None):
         salt-run hecate.history limit=5
     """
     tree = _tree(minion)
-    records = _records(tree).list(limit=limit)
-    holder = _holder(tree)[1] if any(r.get("status") == "running" for r in records) else None
+    records = _as_seen(tree, _records(tree).list(limit=limit))
     keep = ("id", "kind", "status", "recorded_at", "deployed_by", "seconds", "error", "rolled_back_to", "promoted_from")
     out = []
     for r in records:
         row = {k: r[k] for k in keep if k in r}
-        if row.get("status") == "running" and r["id"] != holder:
-            row["status"] = "interrupted"
         row["changed"] = sum(s.get("changed", 0) for s in (r.get("stages") or {}).values())
         if r.get("pillar"):
             row["commit"] = r["pillar"]["commit"][:12] + ("+dirty" if r["pillar"].get("dirty") else "")
         out.append(row)
     return out
+
+
+def _as_seen(tree, records):
+    """``records`` with a run still marked running whose lock is gone (Ctrl-C, a killed master) shown as
+    interrupted."""
+    holder = _holder(tree)[1] if any(r.get("status") == "running" for r in records) else None
+    return [{**r, "status": "interrupted"} if r.get("status") == "running" and r["id"] != holder else r for r in records]
 
 
 @_outcome
@@ -705,6 +710,38 @@ def promote(approve=False, source="staging", minion=None, wait=None):
     return summary
 
 
+@_outcome
+def report(path=None, limit=50, minion=None, timeout=30):
+    """Write one self-contained HTML page to open in a browser: the runs (outcome, duration, pillar commit,
+    operator), each run's stage timings, the drift reports kept in Consul and each certificate's expiry
+    (``caddy.certs`` on each edge). No script, nothing loaded from anywhere; every value escaped.
+
+    path
+        The file to write (default ``hecate-report-<environment>.html`` in the current directory).
+    limit
+        The newest runs to show (default 50).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run hecate.report
+        salt-run hecate.report path=/srv/www/hecate.html limit=200
+    """
+    tree = _tree(minion)
+    environment = tree["global"]["environment"]
+    runs = _as_seen(tree, _records(tree).list(limit=int(limit)))[::-1]
+    drift_reports = _records(tree, DRIFT_PREFIX).list()
+    with _engine(tree, timeout=timeout) as engine:
+        certs = health_report.collect(tree, engine.call, BACKENDS, only=["certs"])["certs"]
+    generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    page = report_view.render({"environment": environment, "generated_at": generated, "runs": runs, "drift": drift_reports, "certs": certs})
+    path = os.path.abspath(path or f"hecate-report-{environment}.html")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(page)
+    return {"path": path, "runs": len(runs), "drift_reports": len(drift_reports), "certificates": len(certs), "retcode": 0}
+
+
 # -- operate: import, health, backup, restore ----------------------------------------------------------
 # Helpers live in _utils (hecatelib.caddy.caddyfile, hecatelib.health, hecatelib.backups); the functions here are thin:
 # read the validated tree, reach the minions (edges: Caddy; the controller: authentik, DNS, Nomad), format.
@@ -757,7 +794,6 @@ def import_caddyfile(path, dest=None, caddy=None, force=False):
     }
 
 
-@_outcome
 @_outcome
 def health(tgt=None, tgt_type=None, controller=None, minion=None, only=None, timeout=30):
     """Is every route answering through every edge, and do the backends agree? Routes (``caddy.probe``

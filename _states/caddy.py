@@ -53,7 +53,7 @@ def _verify(tree, domains):
     """Request each domain through Caddy; return the failures."""
     if not tree["reverse_proxy"]["caddy"]["verify"]["enabled"]:
         return []
-    return __salt__["caddy.check"](domains)
+    return __salt__["caddy.check"](domains)["failed"]
 
 
 def _roll_back(snap, failures, written=None):

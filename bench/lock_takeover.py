@@ -61,18 +61,24 @@ def measure(lock_file=None, other_host=False):
         emulator.stop()
 
 
-def _before(commit):
+def _before(commit, directory):
     show = ["git", "show", f"{commit}:_utils/hecatelib/consul/lock.py"]
     text = subprocess.run(show, cwd=REPO, capture_output=True, text=True, check=True).stdout
-    path = pathlib.Path(tempfile.mkdtemp(prefix="hecate-lock-before-")) / "lock.py"
+    path = pathlib.Path(directory) / "lock.py"
     path.write_text(text)
     return path
 
 
 def run():
+    with tempfile.TemporaryDirectory(prefix="hecate-lock-before-") as scratch:  # removed after the measurements
+        return _run(scratch)
+
+
+def _run(scratch):
     cases = [("now", None)]
     if os.environ.get("HECATE_BENCH_LOCK_BEFORE"):
-        cases.insert(0, (f"before ({os.environ['HECATE_BENCH_LOCK_BEFORE'][:10]})", _before(os.environ["HECATE_BENCH_LOCK_BEFORE"])))
+        commit = os.environ["HECATE_BENCH_LOCK_BEFORE"]
+        cases.insert(0, (f"before ({commit[:10]})", _before(commit, scratch)))
     rows, data = [], {}
     for label, lock_file in cases:
         places = (("this host", False), ("another host", True)) if lock_file is None else (("any host (it does not look)", False),)

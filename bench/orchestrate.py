@@ -11,14 +11,15 @@ needs the rendered job, a request of the same kind) and terraform's ``plan``. Me
 that one compound ``salt demo-edge`` job; the ratio no-op / floor is the goal's figure (at most 1.5)."""
 
 import pathlib
+import shutil
 import statistics
 import sys
+import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "demo"))
 
 from stack import LocalStack
 
-RUN = pathlib.Path("/tmp/hecate-bench")
 ROUNDS = 5
 
 
@@ -45,7 +46,8 @@ def floor(stack):
 
 
 def measure(routes):
-    stack = LocalStack(RUN).start(extra_routes=max(0, routes - 7))  # the seed brings 7 (its https route left out)
+    run = tempfile.mkdtemp(prefix="hob", dir="/tmp")  # short: unix socket paths; one per run, never shared
+    stack = LocalStack(run).start(extra_routes=max(0, routes - 7))  # the seed brings 7 (its https route left out)
     try:
         first, first_s = stack.salt("salt-run", "hecate.deploy")
         assert first["status"] == "success", first
@@ -78,6 +80,7 @@ def measure(routes):
         }
     finally:
         stack.stop()
+        shutil.rmtree(run, ignore_errors=True)
 
 
 def run():

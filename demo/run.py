@@ -5,12 +5,15 @@ EMULATED (tests/emulators, clearly not the vendors): authentik, Hetzner Cloud DN
 The seed pillar, pointed at those, goes through `salt-run hecate.deploy` twice (from nothing, then a
 no-op); the deployment record and requests through the proxy are printed. `make demo-stop` stops it all.
 
-The demo's directory (configs, logs, state) is ``--dir``, else ``$HECATE_DEMO_DIR``, else
-``$TMPDIR/hecate-demo``. The pack is installed into the demo's Python (``pip install --no-deps -e``) so
+The demo's directory (configs, logs, state, the pillar as a git repository) is ``--dir``, else
+``$HECATE_DEMO_DIR``, else ``$TMPDIR/hecate-demo-<user>`` (one per user: two people on one machine do not
+share a demo). ``--stop`` stops every process the demo started and removes that directory. The pack is
+installed into the demo's Python (``pip install --no-deps -e``) so
 every README command, ``hecate-validate`` included, works in that venv.
 """
 
 import argparse
+import getpass
 import json
 import os
 import pathlib
@@ -28,7 +31,14 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def demo_dir(flag=None):
-    return pathlib.Path(flag or os.environ.get("HECATE_DEMO_DIR") or pathlib.Path(tempfile.gettempdir()) / "hecate-demo")
+    return pathlib.Path(flag or os.environ.get("HECATE_DEMO_DIR") or pathlib.Path(tempfile.gettempdir()) / f"hecate-demo-{_user()}")
+
+
+def _user():
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name for this uid (a container)
+        return str(os.getuid())
 
 
 def install_pack():
@@ -45,12 +55,13 @@ def say(text):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--stop", action="store_true")
-    parser.add_argument("--dir", help="the demo's directory (default $HECATE_DEMO_DIR, else $TMPDIR/hecate-demo)")
+    parser.add_argument("--dir", help="the demo's directory (default $HECATE_DEMO_DIR, else $TMPDIR/hecate-demo-<user>)")
     args = parser.parse_args()
     run = demo_dir(args.dir)
     if args.stop:
-        stopped = stop(run)
+        stopped = stop(run, remove=True)
         print(f"demo: stopped {', '.join(stopped)}" if stopped else "demo: nothing running")
+        print(f"demo: removed {run}" if not run.exists() else f"demo: left {run} (not a directory the demo made)")
         return
     install_pack()
     say("starting: REAL Caddy, salt-master, salt-minion, Terraform; EMULATED authentik, Hetzner DNS, Nomad, Consul, Vault")

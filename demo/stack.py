@@ -9,6 +9,7 @@ Nomad, Consul, Vault. Everything listens on 127.0.0.1; every process is recorded
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,11 +28,22 @@ from tests.support.stack import file_roots, full_tree, terraform_module  # noqa:
 BIN = pathlib.Path(sys.executable).parent
 
 
-def stop(run):
+MARKER = ".hecate-stack"  # in every directory LocalStack made: the only directories stop(remove=True) deletes
+
+
+def stop(run, remove=False):
+    """Stop every process recorded in ``<run>/pids.json`` (by process group); ``remove``: then delete the
+    directory, if LocalStack made it (it holds :data:`MARKER`). Returns the names of what was stopped."""
     pids_file = pathlib.Path(run) / "pids.json"
-    if not pids_file.exists():
-        return []
-    running = json.loads(pids_file.read_text())
+    running = json.loads(pids_file.read_text()) if pids_file.exists() else {}
+    stopped = _stop(running)
+    pids_file.unlink(missing_ok=True)
+    if remove and (pathlib.Path(run) / MARKER).exists():
+        shutil.rmtree(run, ignore_errors=True)
+    return stopped
+
+
+def _stop(running):
     for pid in running.values():
         try:
             os.killpg(pid, signal.SIGTERM)
@@ -43,7 +55,6 @@ def stop(run):
             time.sleep(0.2)
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
-    pids_file.unlink()
     return sorted(running)
 
 
@@ -59,6 +70,18 @@ def _alive(group):
 # PYTHONDONTWRITEBYTECODE=1; then every minion job and every salt-run compiles hecate's modules from
 # source again (about 45 ms of CPU per job process), which no installed Salt does.
 SALT_ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+
+
+def commit_pillar(directory):
+    """Commit the pillar directory to git (a repository of its own), as an operator's pillar is: every
+    deployment record then names its commit (``pillar.commit``, ``hecate.history``'s ``commit``)."""
+    if shutil.which("git") is None:
+        return
+    git = ["git", "-C", str(directory), "-c", "user.name=hecate demo", "-c", "user.email=demo@hecate.invalid"]
+    if not (pathlib.Path(directory) / ".git").exists():
+        subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "the demo pillar"], check=True)
 
 
 class LocalStack:
@@ -80,7 +103,8 @@ class LocalStack:
     def start(self, extra_routes=0):
         """Caddy, backends, emulators, the pillar (the seed + ``extra_routes`` generated routes), Salt."""
         stop(self.run)
-        self.run.mkdir(exist_ok=True)
+        self.run.mkdir(parents=True, exist_ok=True)
+        (self.run / MARKER).touch()
         self.caddy = Caddy(self.run / "caddy").start()
         self.pids["caddy"] = self.caddy.process.pid
         services = [r["service"] for r in seed_tree()["reverse_proxy"]["caddy"]["routes"]]
@@ -113,8 +137,8 @@ class LocalStack:
         self.salt("salt", "demo-edge", "saltutil.sync_all")
         return self
 
-    def stop(self):
-        return stop(self.run)
+    def stop(self, remove=False):
+        return stop(self.run, remove=remove)
 
     def salt(self, tool, *args):
         """Run a Salt CLI against this stack: ``(parsed JSON output, wall seconds)``."""
@@ -148,6 +172,7 @@ class LocalStack:
             path.mkdir(parents=True, exist_ok=True)
         (pillar_dir / "top.sls").write_text("base:\n  '*':\n    - hecate\n")
         (pillar_dir / "hecate.sls").write_text(yaml.safe_dump({"hecate": self.pillar}, sort_keys=False))
+        commit_pillar(pillar_dir)
         common = {"root_dir": str(self.run / "salt"), "sock_dir": str(self.run / "sock"), "user": os.environ.get("USER") or "root"}
         master = {
             **common,

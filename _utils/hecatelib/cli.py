@@ -177,11 +177,20 @@ def render_sls(path, pillar=None, grains=None):
 
 
 def _short(exc):
-    return quote(str(exc), 200).strip("'\"")
+    return _plain(str(exc), 400)
+
+
+def _plain(text, limit):
+    """``text`` as a message may show it: control characters escaped (as ``repr`` does, without its quotes:
+    a message ending in a quote keeps it), at most ``limit`` characters."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(shown)} characters)"
 
 
 def _yaml_message(exc):
-    """A YAML error as ``line L, column C: problem``; Salt's "conflicting ID" said plainly."""
+    """A YAML error as ``line L, column C: problem``, plus where the construct it was reading began when that
+    is elsewhere (an unclosed ``[`` is reported where the parser gave up, lines after it opened); Salt's
+    "conflicting ID" said plainly."""
     mark = exc.problem_mark or exc.context_mark
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
     problem = str(exc.problem or exc.context or "invalid YAML")
@@ -189,7 +198,10 @@ def _yaml_message(exc):
         problem = f"duplicate key {problem[len('found conflicting ID ') :]} (Salt refuses a key twice in one mapping)"
     elif problem.startswith("found unacceptable key"):
         problem = "a key that is a list or a mapping (keys are strings or numbers)"
-    return f"YAML: {where}{quote(problem, 200).strip(chr(39) + chr(34))}"
+    began = exc.context_mark
+    if exc.problem and exc.context and began and (began.line, began.column) != (mark.line, mark.column):
+        problem += f" ({exc.context} that began at line {began.line + 1}, column {began.column + 1})"
+    return f"YAML: {where}{_plain(problem, 300)}"
 
 
 def main(argv=None):

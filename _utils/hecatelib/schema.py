@@ -381,16 +381,56 @@ def check(tree, backends=None):
         report.error(*shape)
         return {}, report
     out = (SCHEMA if backends is None else schema_for(backends))(tree, "hecate", report)
-    if not report.errors:
-        _check_caddy(out, report)
-        _check_nginx(out, report)
-        _check_coturn(out, report)
-    if not report.errors:  # backend checks rely on the normalised caddy section (services, defaults)
-        for backend in BACKENDS if backends is None else backends:
-            if backend.check:
-                backend.check(out, report)
+    # the checks that span keys run on what validated, so one run lists every problem: a route with an error
+    # is left out of them, and a check whose section has an error elsewhere is skipped (its error is listed)
+    for cross_check, sections in ((_check_caddy, ("reverse_proxy:caddy",)), (_check_nginx, ("reverse_proxy:nginx", "reverse_proxy:caddy")),
+                                  (_check_coturn, ("reverse_proxy:coturn",))):  # fmt: skip
+        _on_what_validated(out, report, cross_check, sections)
+    for backend in BACKENDS if backends is None else backends:
+        if backend.check:  # they read the normalised caddy section and each other's: only errors in routes may remain
+            _on_what_validated(out, report, backend.check, None)
     _name_routes(tree, report)
     return out, report
+
+
+_ROUTE_INDEX = re.compile(re.escape(ROUTES) + r"\[([0-9]+)\]")
+_ROUTE_REF = re.compile(r"(?<![A-Za-z_])(routes\[)([0-9]+)(\])")
+
+
+def _related(path, section):
+    """Is ``path`` inside ``section``, or one of its parents (``hecate:reverse_proxy`` for its caddy)?"""
+    return path == section or path.startswith(section + ":") or section.startswith(path + ":")
+
+
+def _on_what_validated(out, report, cross_check, sections):
+    """Run ``cross_check(out, report)`` on the routes that have no error so far, unless a key it reads outside
+    the routes has one (``sections``: the ``hecate:``-relative sections it reads; None: every section). The
+    routes list is narrowed in place for the call; the problems it finds name each route by its index in the
+    pillar (``routes[3]``, ``also at routes[0]``)."""
+    outside = [path for path, _ in report.errors if not _ROUTE_INDEX.match(path)]
+    if any(sections is None or any(_related(path, f"hecate:{s}") for s in sections) for path in outside):
+        return
+    broken = {int(m.group(1)) for path, _ in report.errors if (m := _ROUTE_INDEX.match(path))}
+    caddy = out.get("reverse_proxy", {}).get("caddy", {})
+    routes = caddy.get("routes")
+    if not broken or not isinstance(routes, list):
+        cross_check(out, report)
+        return
+    kept = [i for i in range(len(routes)) if i not in broken]
+    found = Report(report.root)
+    caddy["routes"] = [routes[i] for i in kept]
+    try:
+        cross_check(out, found)
+    finally:
+        caddy["routes"] = routes
+
+    def pillar_index(text):
+        return _ROUTE_REF.sub(
+            lambda m: f"{m.group(1)}{kept[int(m.group(2))] if int(m.group(2)) < len(kept) else m.group(2)}{m.group(3)}", text
+        )
+
+    report.errors.extend((pillar_index(path), pillar_index(reason)) for path, reason in found.errors)
+    report.warnings.extend((pillar_index(path), pillar_index(reason)) for path, reason in found.warnings)
 
 
 def validate(tree, backends=None):

@@ -44,6 +44,8 @@ import hashlib
 import itertools
 import json
 import math
+import os
+import pathlib
 import re
 import secrets
 import threading
@@ -132,27 +134,26 @@ def _nullable_errata(spec, newer):
                 node["nullable"] = True
 
 
-def _load_spec(path):
-    """Parse the (1.7 MB) YAML document, through a JSON copy in the temp dir keyed by the file's size and
-    mtime: YAML takes ~1.3 s, JSON ~50 ms."""
-    import os
-    import tempfile
+SPEC_CACHE = pathlib.Path(__file__).resolve().parents[2] / ".cache" / "emulators"  # in the checkout: make clean removes it
 
+
+def _load_spec(path):
+    """Parse the (1.7 MB) YAML document, through a JSON copy keyed by the document's content: YAML takes ~1.3 s,
+    JSON ~50 ms. The copy lives in the checkout (:data:`SPEC_CACHE`, ignored by git, removed by ``make clean``),
+    never in the temp dir, where every clone left its own 1.4 MB copies behind."""
     import yaml
 
-    stat = os.stat(path)
-    cache = os.path.join(tempfile.gettempdir(), f"hecate-{os.path.basename(path)}-{stat.st_size}-{stat.st_mtime_ns}.json")
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    cache = SPEC_CACHE / f"{os.path.basename(path)}-{hashlib.sha256(raw).hexdigest()[:16]}.json"
     try:
-        with open(cache, encoding="utf-8") as handle:
-            return json.load(handle)
+        return json.loads(cache.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         pass
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with open(path, encoding="utf-8") as handle:
-        spec = yaml.load(handle, Loader=loader)  # noqa: S506 - a safe loader (C or Python)
-    partial = f"{cache}.{os.getpid()}"
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(spec, handle)
+    spec = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader (C or Python)
+    SPEC_CACHE.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_name(f"{cache.name}.{os.getpid()}")
+    partial.write_text(json.dumps(spec), encoding="utf-8")
     os.replace(partial, cache)  # atomic: a concurrent session reads a whole file or none
     return spec
 

@@ -89,7 +89,7 @@ def test_route_is_served_with_the_custom_certificate_and_the_key_stays_in_its_fi
     assert (status, backend_of(body)) == (200, "nextcloud")
     assert served_fingerprint(tree, CUSTOM) == fingerprint
     # ... and its own internal ones for the others (no ACME, no internal certificate for CUSTOM)
-    found = {c["domain"]: c for c in loaders.modules.caddy.certs()}
+    found = {c["domain"]: c for c in loaders.modules.caddy.certs()["certificates"]}
     assert found[CUSTOM]["certificate"] == "corp" and found[CUSTOM]["managed"] is False
     assert "hecate test company CA" in found[CUSTOM]["issuer"] and found[CUSTOM]["days_left"] > 80
     skipped = [json.loads(line) for line in caddy.log_path.read_text().splitlines() if "matching certificates are already loaded" in line]

@@ -242,7 +242,8 @@ def test_certs_lists_what_caddy_serves_with_expiry(caddy, make_loaders, backends
     tree = local_seed_tree({k: b.port for k, b in plain.items()}, secure.port, caddy_ports, caddy.admin, tls_mode="internal")
     loaders = make_loaders({"hecate": tree})
     assert converge(loaders).result is True
-    found = loaders.modules.caddy.certs()
+    shown = loaders.modules.caddy.certs()
+    found = shown["certificates"]
     domains = sorted({r["domain"] for r in tree["reverse_proxy"]["caddy"]["routes"]})
     assert [c["domain"] for c in found] == domains
     for cert in found:
@@ -250,8 +251,8 @@ def test_certs_lists_what_caddy_serves_with_expiry(caddy, make_loaders, backends
         assert "Caddy Local Authority" in cert["issuer"]
         assert 0 < cert["days_left"] < 14 and cert["expiring"] is True  # Caddy's internal CA issues 12 h certificates
         assert cert["renewal_overdue"] is False and cert["lifetime_days"] < 1  # ... and renews them: no alarm
-    assert all(c["expiring"] is False for c in loaders.modules.caddy.certs(warn_days=0))
+    assert all(c["expiring"] is False for c in loaders.modules.caddy.certs(warn_days=0)["certificates"])
 
 
-def test_certs_is_empty_without_tls(make_loaders, local_tree):
-    assert make_loaders({"hecate": local_tree}).modules.caddy.certs() == []
+def test_certs_says_so_without_tls(make_loaders, local_tree):
+    assert make_loaders({"hecate": local_tree}).modules.caddy.certs() == {"certificates": [], "comment": "TLS off: no certificates"}

@@ -100,14 +100,14 @@ def closing_tree(port):
 def test_a_connection_closed_without_response_is_retried_before_the_route_fails(make_loaders, reset, error):
     flaky = ClosesFirst(closes=2, reset=reset)
     try:
-        failures = make_loaders({"hecate": closing_tree(flaky.port)}).modules.caddy.check()
+        failures = make_loaders({"hecate": closing_tree(flaky.port)}).modules.caddy.check()["failed"]
         assert failures == [] and flaky.accepted == 3, (failures, flaky.accepted)  # two closed, the third answered
     finally:
         flaky.stop()
 
     dead = ClosesFirst(closes=None, reset=reset)
     try:
-        failures = make_loaders({"hecate": closing_tree(dead.port)}).modules.caddy.check()
+        failures = make_loaders({"hecate": closing_tree(dead.port)}).modules.caddy.check()["failed"]
         assert [f["domain"] for f in failures] == ["app.example.org"], failures
         assert error in failures[0]["reason"] and dead.accepted == 3, (failures, dead.accepted)  # bounded: three tries
     finally:
@@ -144,7 +144,7 @@ def test_check_validates_once_and_probes_in_parallel(caddy, make_loaders, local_
         assert loaders.states.caddy.routes_managed(name="routes").result is True
         del validations[:]
         started = time.perf_counter()
-        assert loaders.modules.caddy.check() == []
+        assert loaders.modules.caddy.check()["failed"] == []
         seconds = time.perf_counter() - started
         assert len(validations) == 1  # once per run, not once per probed domain
         assert seconds < 4, seconds
@@ -163,7 +163,7 @@ def test_local_ca_is_fetched_once_per_check(short_tmp, caddy, backends, make_loa
     routes = loaders.states.caddy.routes_managed(name="routes")
     assert routes.result is True, routes.comment
     before = len(caddy.admin_requests())
-    assert loaders.modules.caddy.check() == []
+    assert loaders.modules.caddy.check()["failed"] == []
     assert caddy.admin_requests()[before:] == [("GET", "/pki/ca/local")]
 
 
@@ -206,7 +206,7 @@ def test_protected_route_with_a_dead_backend_fails_the_check_and_rolls_back(cadd
     unverified["reverse_proxy"]["caddy"]["verify"] = {"enabled": False}
     unchecked = make_loaders({"hecate": unverified})
     assert unchecked.states.caddy.routes_managed(name="routes").result is True  # the dead route is live now
-    failures = unchecked.modules.caddy.check()
+    failures = unchecked.modules.caddy.check()["failed"]
     assert [f["domain"] for f in failures] == [PROTECTED] and failures[0]["status"] == 302
 
     def call(role, fun, *args, **kwargs):

@@ -11,14 +11,13 @@ from tests.support.http import backend_of, get, serve
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory):
-    import tempfile
+def proxy(short_tmp):
 
     from tests.conftest import loaders_for
     from tests.support.caddy import Backend, Caddy, free_port
     from tests.support.pillars import local_seed_tree
 
-    root = tempfile.mkdtemp(prefix="hs", dir="/tmp")
+    root = short_tmp / "security"  # short (unix socket paths) and removed with the session's temp dir
     caddy = Caddy(f"{root}/c").start()
     backend = Backend("app").start()
     ports = {"http": free_port(), "https": free_port(), "admin": free_port()}
@@ -129,14 +128,13 @@ class Outpost:
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory):
+def hostile(short_tmp):
     """A wildcard listed before a protected exact host, a profile full of placeholders, through real Caddy."""
-    import tempfile
 
     from tests.conftest import loaders_for
     from tests.support.caddy import Backend, Caddy, free_port
 
-    root = tempfile.mkdtemp(prefix="hh", dir="/tmp")
+    root = short_tmp / "hostile"
     caddy = Caddy(f"{root}/c").start()
     wild, secret, outpost = Backend("wild").start(), Backend("secret").start(), Outpost()
     ports = {"http": free_port(), "https": free_port(), "admin": free_port()}

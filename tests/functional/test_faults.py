@@ -167,14 +167,14 @@ def test_admin_api_not_answering_times_out_then_one_complete_config(edge, caddy,
     assert time.monotonic() - started < 10
 
     time.sleep(0.5)  # Caddy may still handle the request it had queued: either way, one whole config
-    desired = edge.loaders.modules["caddy.plan"]()
+    desired = edge.loaders.modules["caddy.plan"]()["changes"]
     live = json.loads(caddy.config_bytes())
     assert live == old or desired == {}, "Caddy serves neither the old nor the new config"
     for host in ("observe.cybermonkey.dev", "cloud.cybermonkey.dev", "delphi.cybermonkey.dev"):
         assert get(caddy_ports["http"], host)[0] == 200
     again = edge.converge()
     assert again["result"] is True
-    assert edge.loaders.modules["caddy.plan"]() == {}
+    assert edge.loaders.modules["caddy.plan"]() == {"changes": {}, "comment": "no changes"}
     assert backend_of(get(caddy_ports["http"], "observe.cybermonkey.dev")[2]) == "nextcloud"
 
 

@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+from salt.exceptions import CommandExecutionError
 
 from hecatelib.nomad import jobs as nomad_jobs
 from tests.conftest import assert_no_violations, loaders_for
@@ -659,7 +660,7 @@ def test_a_wrong_field_name_is_a_contract_violation(nomad):
 
 def test_plain_http_is_refused_and_unresolved_tokens_never_leave(nomad, make_loaders):
     insecure = make_loaders(nomad_pillar(nomad, allow_insecure_endpoint=False), {"__cli": "salt-call"})
-    with pytest.raises(Exception, match="is not HTTPS"):
+    with pytest.raises(CommandExecutionError, match="is not HTTPS"):  # configuration: one line on salt-call, no usage
         insecure.modules.nomad_job.status("web")
     unresolved = make_loaders(nomad_pillar(nomad, token="vault:secret/hecate/nomad#token"), {"__cli": "salt-call"})
     with pytest.raises(Exception, match="unresolved vault: reference"):

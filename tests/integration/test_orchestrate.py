@@ -15,6 +15,8 @@ import consul as consul_client
 import pytest
 
 from hecatelib.consul.lock import ConsulLock
+from hecatelib.consul.records import Records
+from tests.support import browser
 from tests.support.http import backend_of, get
 from tests.support.stack import CONSUL_TOKEN, jobs_of_run, until
 
@@ -285,7 +287,7 @@ def test_a_held_lock_stops_a_second_deploy_and_a_waiting_deploy_runs_after(fresh
 
 
 def test_a_stage_rejected_by_caddy_stops_the_run_and_keeps_the_previous_state(
-    fresh, salt_run_cli, edge_caddy, edge_tree, pillar_files, salt_call_cli
+    fresh, salt_run_cli, edge_caddy, edge_tree, pillar_files, salt_call_cli, tmp_path
 ):
     assert deploy(salt_run_cli)[0] == 0
     before = edge_caddy.config_bytes()
@@ -300,6 +302,25 @@ def test_a_stage_rejected_by_caddy_stops_the_run_and_keeps_the_previous_state(
     assert "routes" in failed["error"] and "rejected" in failed["error"]
     assert edge_caddy.config_bytes() == before
     assert [h["status"] for h in salt_run_cli.run("hecate.history").data] == ["success", "failed"]
+
+    # the report an operator opens, in a real browser: both runs, the failed one marked; a hostile string in a
+    # drift report (a minion's event carries it) shown as text, not run as markup
+    hostile = '<img src=x onerror="document.title=1">'
+    drift_reports = Records(fresh, "production", "hecate/drift")
+    kept = drift_reports.write({"time": time.time(), "minion": hostile, "backend": "caddy", "count": 1,
+                                "drift": ["changed: observe.cybermonkey.dev"], "action": "alert"})  # fmt: skip
+    page = tmp_path / "report.html"
+    try:
+        written = salt_run_cli.run("hecate.report", f"path={page}")
+    finally:
+        drift_reports.delete(kept["id"])
+    assert written.returncode == 0 and written.data["path"] == str(page) and written.data["runs"] == 2, written
+    dom = browser.dump_dom(page)
+    rows = re.findall(r'<tr class="run (\w+)">(.*?)</tr>', dom)
+    assert [status for status, _ in rows] == ["failed", "success"]  # newest first
+    assert '<span class="outcome failed">failed</span>' in rows[0][1] and "rejected" in rows[0][1]
+    assert '&lt;img src=x onerror="document.title=1"&gt;' in dom and "<img" not in dom
+    assert "<title>hecate: production</title>" in dom  # the title is the page's own: nothing ran
 
 
 def test_failed_verify_rolls_the_routes_back(fresh, salt_run_cli, edge_caddy, edge_tree, pillar_files, salt_call_cli):

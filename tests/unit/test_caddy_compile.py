@@ -10,6 +10,7 @@ import pytest
 from hecatelib import schema
 from hecatelib.authentik import objects as authentik_objects
 from hecatelib.caddy import config as caddy_config
+from hecatelib.engine import results
 from tests.support.caddy import caddy_binary
 from tests.support.pillars import seed_tree
 
@@ -128,6 +129,36 @@ def test_diff_names_what_changed(tree):
     assert list(diff["removed"]) == ["hecate_route_jenkins"]
     assert list(diff["added"]) == ["hecate_route_new"]
     assert caddy_config.changed_domains(live, desired) == ["new.cybermonkey.dev", "observe.cybermonkey.dev"]
+
+
+def test_a_changed_service_is_one_renamed_route_not_an_add_and_a_remove(tree):
+    live = caddy_config.bootstrap_config(tree)
+    renamed = copy.deepcopy(tree)
+    renamed["reverse_proxy"]["caddy"]["routes"][2]["service"] = "dashboards"  # observe.cybermonkey.dev, was grafana
+    renamed["reverse_proxy"]["caddy"]["routes"][3]["backend"] = "10.9.9.9:80"  # jenkins: a change beside it
+    diff = caddy_config.diff(live, caddy_config.desired_config(live, renamed))
+    assert diff["renamed"] == {
+        "hecate_route_dashboards": {"hosts": ["observe.cybermonkey.dev"], "old": "hecate_route_grafana", "new": "hecate_route_dashboards"}
+    }
+    assert "added" not in diff and "removed" not in diff and list(diff["changed"]) == ["hecate_route_jenkins"]
+    assert caddy_config.diff_line(diff) == "would change: 1 route(s) renamed, 1 route(s) changed"
+    lines = results.summarize({"edge-1": {"hecate_routes": diff}})
+    assert lines[0] == "renamed: observe.cybermonkey.dev (hecate_route_grafana -> hecate_route_dashboards)"
+    assert results.count_changes({"edge-1": {"hecate_routes": diff}}) == 2  # the rename is one change, not two
+
+
+def test_a_renamed_protected_route_pairs_its_outpost_route_too():
+    routes = [{"domain": "wiki.example.org", "backend": "10.0.0.5:80", "service": "wiki", "auth": {"groups": ["staff"]}}]
+    before = lab(routes)
+    after = lab([{**routes[0], "service": "kb", "backend": "10.0.0.6:80"}])
+    live = caddy_config.bootstrap_config(before)
+    diff = caddy_config.diff(live, caddy_config.desired_config(live, after))
+    assert sorted((entry["old"], entry["new"]) for entry in diff["renamed"].values()) == [
+        ("hecate_route_wiki", "hecate_route_kb"),
+        ("hecate_route_wiki.outpost", "hecate_route_kb.outpost"),
+    ]
+    assert diff["renamed"]["hecate_route_kb"]["upstreams"] == {"old": ["10.0.0.5:80"], "new": ["10.0.0.6:80"]}
+    assert "added" not in diff and "removed" not in diff
 
 
 def test_bind_restricts_the_listeners(tree):

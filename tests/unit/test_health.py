@@ -75,7 +75,7 @@ def test_a_programming_error_in_a_caller_is_not_a_failed_answer(tree):
 def _certs(found):
     def call(role, fun, *args, **kwargs):
         assert (role, fun, kwargs) == ("edge", "caddy.certs", {"warn_days": 14})
-        return {"edge-1": {"ok": True, "ret": found}}
+        return {"edge-1": {"ok": True, "ret": {"certificates": found, "comment": "-"}}}
 
     return call
 

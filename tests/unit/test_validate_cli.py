@@ -140,3 +140,36 @@ def test_importing_the_cli_first_leaves_salts_yaml_whole():
     code = "import hecatelib.cli, salt.utils.yaml; print(salt.utils.yaml.safe_load('a: 1'))"
     done = subprocess.run([sys.executable, "-c", code], cwd=CLI.parent.parent, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "{'a': 1}", done.stderr[-500:]
+
+
+ONE_PASS = """hecate:
+  reverse_proxy:
+    caddy:
+      routes:
+        - {domain: app.example.org, backend: "10.0.0.5:80", service: app}
+        - {domain: bad.example.org, backend: "10.0.0.6:99999", service: bad}
+        - {domain: app.example.org, backend: "10.0.0.7:80", service: app2}
+        - {domain: secret.example.org, backend: "10.0.0.8:80", service: secret, auth: {groups: [admins]}}
+"""
+
+
+def test_one_run_lists_field_errors_and_the_checks_across_routes(tmp_path):
+    """A CI run lists every problem at once: a route's bad field, a duplicate domain between two other routes
+    (named by their pillar index past the broken one) and a protected route with no authentik."""
+    code, out, _, _, _ = validate_text(tmp_path, ONE_PASS)
+    assert code == 1
+    routes = "error: hecate:reverse_proxy:caddy:routes"
+    assert f"{routes}[1](bad.example.org):backend: '10.0.0.6:99999': port 99999 is out of range 1..65535" in out
+    assert f"{routes}[2](app.example.org):domain: duplicate domain 'app.example.org' (also at routes[0])" in out
+    assert f"{routes}[3](secret.example.org):auth: needs authentik" in out
+    assert out.strip().endswith("3 problem(s): nothing would be deployed"), out
+
+
+def test_an_unclosed_bracket_names_where_it_opened_and_keeps_the_quote(tmp_path):
+    text = "hecate:\n  reverse_proxy:\n    caddy:\n      routes:\n        - domain: app.example.org\n" \
+           '          backends: ["10.0.0.5:80", "10.0.0.6:80"\n          service: app\n'  # fmt: skip
+    code, _, err, _, _ = validate_text(tmp_path, text)
+    assert code == 2
+    assert (
+        "YAML: line 7, column 11: did not find expected ',' or ']' (while parsing a flow sequence that began at line 6, column 21)" in err
+    )

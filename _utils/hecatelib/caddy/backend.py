@@ -2,9 +2,8 @@
 config from before the run, loaded back), the verify step (every route through every edge), the health
 sections (routes, certificates, upstreams) and its part of a backup (each edge's config)."""
 
-from hecatelib import backups, health, spec
+from hecatelib import backups, health
 from hecatelib.caddy import certs as caddy_certs
-from hecatelib.caddy import config as caddy_config
 from hecatelib.engine.backend import EDGE, SWITCH, Backend, Outcome, Read, Stage, answered, failures, first_ok
 
 
@@ -35,23 +34,20 @@ def verify(tree, call):
     out = []
     domains = [route["domain"] for route in tree["reverse_proxy"]["caddy"]["routes"]]
     for minion, answer in call(EDGE, "caddy.check", domains).items():
-        if not answer["ok"] or not isinstance(answer["ret"], list):
+        failed = _listed(answer, "failed")
+        if failed is None:
             out.append(f"{minion}: {answer['ret']}")
             continue
-        out.extend(f"{probe['domain']} via {minion}: {probe['reason']}" for probe in answer["ret"])
+        out.extend(f"{probe['domain']} via {minion}: {probe['reason']}" for probe in failed)
     return out
 
 
-def _dials(tree):
-    """Upstream address (as Caddy lists it) -> services that use it."""
-    out = {}
-    for route in tree["reverse_proxy"]["caddy"]["routes"]:
-        for backend in caddy_config.route_upstreams(route, tree):  # as Caddy dials it (consul_dns: the job's service)
-            parsed = spec.parse_backend(backend)
-            if parsed["scheme"] == "consul":
-                continue
-            out.setdefault(caddy_config.dial(parsed), []).append(route["service"])
-    return out
+def _listed(answer, name):
+    """The list ``name`` of a ``{name: [...], "comment": ...}`` answer (caddy.check, certs, upstreams), or None
+    when the minion answered something else (an error)."""
+    ret = answer.get("ret") if answer.get("ok") else None
+    found = ret.get(name) if isinstance(ret, dict) else None
+    return found if isinstance(found, list) else None
 
 
 def routes_section(tree, call):
@@ -85,10 +81,11 @@ def certs_section(tree, call):
     rows = []
     warn_days = tree["reconcile"]["cert_warn_days"]
     for minion, answer in sorted(health.answers(call, "edge", "caddy.certs", warn_days=warn_days).items()):
-        if not answer.get("ok") or not isinstance(answer.get("ret"), list):
+        found = _listed(answer, "certificates")
+        if found is None:
             rows.append({"edge": minion, "domain": "-", "days_left": None, "ok": False, "detail": str(answer.get("ret"))[:300]})
             continue
-        for cert in answer["ret"]:
+        for cert in found:
             late = caddy_certs.alert(cert)
             renewer = "Caddy" if cert.get("managed", True) else "nobody (a custom certificate: rotate it in pillar)"
             detail = cert.get("error") or (f"ends in {cert.get('days_left')} days and was not renewed by {renewer}" if late else "")
@@ -99,21 +96,22 @@ def certs_section(tree, call):
 
 
 def upstreams_section(tree, call):
-    dials = _dials(tree)
+    """Caddy's view of each upstream on each edge (``caddy.upstreams``), with the services that use it."""
     rows = []
     answers = health.answers(call, "edge", "caddy.upstreams")
     for minion, answer in sorted(answers.items()):
-        if not answer.get("ok") or not isinstance(answer.get("ret"), list):
+        found = _listed(answer, "upstreams")
+        if found is None:
             rows.append({"edge": minion, "address": "-", "services": "", "requests": None, "fails": None, "ok": False,
                          "detail": str(answer.get("ret"))[:300]})  # fmt: skip
             continue
-        for upstream in answer["ret"]:
+        for upstream in found:
             address = upstream.get("address", "")
             fails = upstream.get("fails") or 0
             rows.append({
                 "edge": minion,
                 "address": address,
-                "services": ", ".join(dials.get(address, [])) or "(not in pillar)",
+                "services": ", ".join(upstream.get("services") or []) or "(not in pillar)",
                 "requests": upstream.get("num_requests", 0),
                 "fails": fails,
                 "ok": fails == 0,

@@ -467,22 +467,25 @@ def _backend_proxy(route):
 
 
 def diff(current, desired):
-    """What changes between two full configs, for humans: routes added/removed/changed + other owned keys."""
+    """What changes between two full configs, for humans: routes added, removed, renamed or changed, plus
+    the other owned keys. A route whose ``service`` (its ``@id``) changed while its hosts stayed is one
+    ``renamed`` entry (``{"hosts", "old": <old id>, "new": <new id>}``), not an add and a remove."""
     before, after = owned_routes(current), owned_routes(desired)
     changes = {}
-    added = {i: route_summary(after[i]) for i in sorted(after.keys() - before.keys())}
-    removed = {i: route_summary(before[i]) for i in sorted(before.keys() - after.keys())}
+    gone, new = sorted(before.keys() - after.keys()), sorted(after.keys() - before.keys())
+    renamed = _renames({i: before[i] for i in gone}, {i: after[i] for i in new})
+    gone = [i for i in gone if i not in renamed]
+    new = [i for i in new if i not in {r["new"] for r in renamed.values()}]
+    added = {i: route_summary(after[i]) for i in new}
+    removed = {i: route_summary(before[i]) for i in gone}
     changed = {}
     for i in sorted(after.keys() & before.keys()):
         if after[i] != before[i]:
-            old, new = route_summary(before[i]), route_summary(after[i])
-            changed[i] = {"old": old, "new": new} if old != new else "settings (headers, profile, TLS, health)"
-    if added:
-        changes["added"] = added
-    if removed:
-        changes["removed"] = removed
-    if changed:
-        changes["changed"] = changed
+            old, new_summary = route_summary(before[i]), route_summary(after[i])
+            changed[i] = {"old": old, "new": new_summary} if old != new_summary else "settings (headers, profile, TLS, health)"
+    for verb, found in (("added", added), ("removed", removed), ("renamed", {r["new"]: r for r in renamed.values()}), ("changed", changed)):
+        if found:
+            changes[verb] = found
     certificates = certificate_changes(current, desired)
     if certificates:
         changes["certificates"] = certificates
@@ -490,6 +493,50 @@ def diff(current, desired):
     if rest_before != rest_after:  # certificates count here too: hecate.reconcile counts routes and server
         changes["server"] = SERVER_SETTINGS
     return changes
+
+
+def _renames(gone, new):
+    """Old id -> ``{"hosts", "old", "new"}`` for each removed route whose hosts a new route serves (the same
+    kind of route: a protected route's ``.outpost`` route pairs with the new ``.outpost`` route)."""
+
+    def identity(rid, route):
+        return tuple(sorted(route_summary(route)["hosts"])), rid.endswith(".outpost")
+
+    by_identity = {}
+    for rid, route in new.items():
+        by_identity.setdefault(identity(rid, route), []).append(rid)
+    renamed = {}
+    for rid, route in gone.items():
+        hosts, outpost = identity(rid, route)
+        candidates = by_identity.get((hosts, outpost)) or []
+        if hosts and len(candidates) == 1:
+            entry = {"hosts": list(hosts), "old": rid, "new": candidates.pop()}
+            old_summary, new_summary = route_summary(route), route_summary(new[entry["new"]])
+            if old_summary != new_summary:
+                entry["upstreams"] = {"old": old_summary["upstreams"], "new": new_summary["upstreams"]}
+            renamed[rid] = entry
+    return renamed
+
+
+def diff_line(changes):
+    """:func:`diff`'s result in one line: ``no changes``, or ``would change: 1 added, 1 renamed, server``."""
+    if not changes:
+        return "no changes"
+    parts = [f"{len(changes[k])} route(s) {k}" for k in ("added", "removed", "renamed", "changed") if changes.get(k)]
+    parts += [k for k in ("certificates", "server") if changes.get(k)]
+    return "would change: " + ", ".join(parts)
+
+
+def upstream_services(tree):
+    """Upstream address as Caddy lists it (``/reverse_proxy/upstreams``) -> the pillar services that dial it
+    (``consul://`` backends are resolved by Caddy at request time: not listed)."""
+    out = {}
+    for route in tree["reverse_proxy"]["caddy"]["routes"]:
+        for backend in route_upstreams(route, tree):  # as Caddy dials it (consul_dns: the job's service)
+            parsed = spec.parse_backend(backend)
+            if parsed["scheme"] != "consul":
+                out.setdefault(dial(parsed), []).append(route["service"])
+    return out
 
 
 def _certificate_files(config):

@@ -59,7 +59,7 @@ def compare(applied, live):
     changes = caddy_config.diff(_as_config(applied), _as_config(now))
     if not changes:  # hecate's keys differ in a way the route diff does not name
         changes = {"server": caddy_config.SERVER_SETTINGS}
-    count = sum(len(changes.get(k, {})) for k in ("added", "removed", "changed")) + ("server" in changes)
+    count = sum(len(changes.get(k, {})) for k in ("added", "removed", "renamed", "changed")) + ("server" in changes)
     return {**changes, "count": count}
 
 

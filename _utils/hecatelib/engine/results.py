@@ -109,9 +109,13 @@ def _is_object(value):
 
 
 def _label(key, value):
-    """A route by its hosts (what the operator knows it by), anything else by its name."""
+    """A route by its hosts (what the operator knows it by), a renamed one with its old and new id
+    (``wiki.example.org (hecate_route_wiki -> hecate_route_kb)``), anything else by its name."""
     if isinstance(value, dict):
         for side in (value, value.get("new"), value.get("old")):
             if isinstance(side, dict) and side.get("hosts"):
-                return ", ".join(map(str, side["hosts"]))
+                hosts = ", ".join(map(str, side["hosts"]))
+                if side is value and isinstance(value.get("old"), str) and isinstance(value.get("new"), str):
+                    return f"{hosts} ({value['old']} -> {value['new']})"
+                return hosts
     return str(key)
