@@ -16,7 +16,7 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    from hecatelib import api, schema, secret_refs
+    from hecatelib import api, paths, schema, secret_refs
     from hecatelib.consul import lock as consul_lock
     from hecatelib.consul import services as consul_services
     from hecatelib.spec import PillarError
@@ -50,7 +50,7 @@ def _tree():
     if raw is None:
         raise SaltInvocationError("pillar has no 'hecate' tree")
     try:
-        return schema.validate(raw)
+        return schema.validate(raw, root_prefix=paths.prefix(__opts__))
     except PillarError as exc:
         raise SaltInvocationError(str(exc)) from None
 

@@ -28,7 +28,7 @@ import salt.utils.event
 import salt.utils.minions
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from hecatelib import backups, cli, schema, secret_refs
+from hecatelib import backups, cli, paths, schema, secret_refs
 from hecatelib import health as health_report
 from hecatelib.caddy import caddyfile
 from hecatelib.consul import lock as consul_lock
@@ -91,7 +91,7 @@ def _tree(minion=None):
     if pillar.get("_errors"):
         raise SaltInvocationError("the pillar did not render: " + "; ".join(_explain(str(e)) for e in pillar["_errors"]))
     try:
-        return schema.validate(pillar.get("hecate"))
+        return schema.validate(pillar.get("hecate"), root_prefix=paths.prefix(__opts__))
     except schema.PillarError as exc:
         raise SaltInvocationError(str(exc)) from exc
 
@@ -273,7 +273,7 @@ def validate(minion=None, saltenv=None):
     warnings = []
     routes = 0
     if not errors:
-        tree, report = schema.check(pillar.get("hecate"))
+        tree, report = schema.check(pillar.get("hecate"), root_prefix=paths.prefix(__opts__))
         errors, warnings = report.errors, report.warnings
         routes = len(tree.get("reverse_proxy", {}).get("caddy", {}).get("routes", [])) if not errors else 0
     return {
@@ -479,7 +479,7 @@ def _records(tree):
 def _effective(tree, run):
     """The tree the run deploys: the pillar's, or a recorded one over it (rollback, promote)."""
     recorded = run.get("recorded")
-    return schema.validate(runs.overlay(tree, recorded)) if recorded else tree
+    return schema.validate(runs.overlay(tree, recorded), root_prefix=paths.prefix(__opts__)) if recorded else tree
 
 
 def _recorded(effective):

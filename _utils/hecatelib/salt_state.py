@@ -57,7 +57,7 @@ import logging
 
 from salt.state import STATE_INTERNAL_KEYWORDS
 
-from hecatelib import schema
+from hecatelib import paths, schema
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def tree(pillar, opts, context):
     cached = context.get(CACHE_KEY)
     if cached and cached[0] == key:
         return cached[1]
-    validated = schema.validate(raw)  # builds a new tree; pillar stays as it was
+    validated = schema.validate(raw, root_prefix=paths.prefix(opts))  # builds a new tree; pillar stays as it was
     context[CACHE_KEY] = (key, validated)
     return validated
 

@@ -10,6 +10,7 @@ schema next to their compiler (``hecate_<backend>.PILLAR_SCHEMA`` / ``check_pill
 
 import re
 
+from hecatelib import paths
 from hecatelib.authentik import objects as authentik_objects
 from hecatelib.caddy import certs as caddy_certs
 from hecatelib.caddy import re2
@@ -140,20 +141,33 @@ class AdminAddress(Str):
             report.error(path, "must not contain { or } (Caddy would read them as a placeholder)")
             return value
         if value.startswith("unix/"):
-            if not re.fullmatch(r"unix//[A-Za-z0-9._@+-][A-Za-z0-9._@+/-]*", value):
-                report.error(path, "a unix socket must be written unix//absolute/path (letters, digits, . _ - + @ /)")
+            if not re.fullmatch(r"unix//[A-Za-z0-9._@+-][A-Za-z0-9._@+/-]*", value) or not paths.well_formed(value[len("unix/") :]):
+                report.error(
+                    path, "a unix socket must be written unix//absolute/path (letters, digits, . _ - + @ /; no ., .. or hidden parts)"
+                )
             return value
         host, _, port = value.rpartition(":")
         host = host.strip("[]")
         if host in WILDCARD:
-            reason = (
-                "listens on every interface; Caddy's admin API has no authentication: use unix//run/caddy/admin.sock or 127.0.0.1:<port>"
-            )
+            reason = "listens on every interface; Caddy's admin API has no authentication: use a unix socket or 127.0.0.1:<port>"
             report.error(path, f"{quote(value)} {reason}")
         elif not is_loopback(host):
             report.error(path, f"{quote(value)} is not loopback; use a unix socket or 127.0.0.1:<port>")
         elif not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
             report.error(path, f"{quote(value)}: port must be 1..65535")
+        return value
+
+
+class Owner(Str):
+    """``tls.owner``: a user name that is not a shared account (``hecatelib.paths.check_owner_name``; the
+    edge checks the uid too)."""
+
+    def __init__(self):
+        super().__init__(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", what="user name")
+
+    def __call__(self, value, path, report):
+        value = super().__call__(value, path, report)
+        paths.check_owner_name(value, path, report)
         return value
 
 
@@ -235,12 +249,9 @@ CADDY = Map(
                         ),
                         key_spec=Str(pattern=NAME, what="certificate name"),
                     ),
-                    # where the edge keeps them for Caddy (mode 0700, files 0600); Caddy must read the same path
-                    "dir": Field(
-                        Str(pattern=r"^(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$", what="absolute directory path (no . or .. parts)"),
-                        default=caddy_certs.DEFAULT_DIR,
-                    ),
-                    "owner": Str(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", what="user name"),  # a Caddy that does not run as root
+                    # where the edge keeps them for Caddy (below /etc/hecate, mode 0700, files 0600); Caddy reads the same path
+                    "dir": Field(paths.HostPath("absolute directory path"), default=caddy_certs.DEFAULT_DIR),
+                    "owner": Owner(),  # a Caddy that does not run as root: its dedicated system account
                 }
             ),
             default=dict,
@@ -363,11 +374,12 @@ SCHEMA = Map(
 )
 
 
-def check(tree):
+def check(tree, root_prefix=""):
     """Validate ``tree`` (the value of pillar ``hecate``). Returns ``(normalised, report)``; never raises.
 
     Every error names its key path; a route's path carries its domain when that is a valid name:
-    ``hecate:reverse_proxy:caddy:routes[6](app.example.org):backend``."""
+    ``hecate:reverse_proxy:caddy:routes[6](app.example.org):backend``. Host paths must lie below hecate's
+    roots (``hecatelib.paths``), relocated under ``root_prefix`` (the ``hecate_root_prefix`` option) in tests."""
     report = Report("hecate")
     if tree is None:
         report.error("hecate", "missing: the pillar has no 'hecate' key")
@@ -381,6 +393,7 @@ def check(tree):
         _check_caddy(out, report)
         _check_nginx(out, report)
         _check_coturn(out, report)
+        paths.check_pillar(out, report, root_prefix)
     if not report.errors:  # backend checks rely on the normalised caddy section (services, defaults)
         for backend in (authentik_objects, dns_zones, nomad_jobs, terraform_render):
             backend.check_pillar(out, report)
@@ -388,9 +401,9 @@ def check(tree):
     return out, report
 
 
-def validate(tree):
+def validate(tree, root_prefix=""):
     """Return the normalised ``hecate`` tree, or raise ``PillarError`` naming every bad key path."""
-    out, report = check(tree)
+    out, report = check(tree, root_prefix)
     report.raise_if_errors()
     return out
 

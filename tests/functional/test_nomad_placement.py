@@ -19,7 +19,7 @@ from tests.support.pillars import seed_tree
 
 TOKEN = "nomad-placement-token"
 TEMPLATES = terraform_render.load_templates(REPO / "salt" / "hecate" / "terraform")
-TF = {"workdir": "/srv/terraform/hecate-production", "token": "vault:secret/hecate/hetzner#token"}
+TF = {"workdir": "/var/lib/hecate/terraform/production", "token": "vault:secret/hecate/hetzner#token"}
 
 
 def terraform_servers(raw):
