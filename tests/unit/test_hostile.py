@@ -91,7 +91,10 @@ def alias_bomb(levels=9, fanout=9, where="global:\n  domain"):
 @pytest.mark.fault
 @pytest.mark.parametrize(
     ("where", "path"),
-    [("global:\n  domain", "hecate:global:domain"), ("terraform:\n    workdir: /var/lib/hecate/tf\n    vars:\n      x", "hecate:terraform:vars:x")],
+    [
+        ("global:\n  domain", "hecate:global:domain"),
+        ("terraform:\n    workdir: /var/lib/hecate/tf\n    vars:\n      x", "hecate:terraform:vars:x"),
+    ],
     ids=["global.domain", "terraform.vars"],
 )
 def test_alias_bomb_is_refused_fast_with_a_short_message(where, path):
