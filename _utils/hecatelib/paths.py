@@ -54,10 +54,10 @@ OVERFLOW_UID = 65534  # nobody
 
 
 class UnsafePath(OSError):
-    """A path hecate will not use: ``what`` (the pillar key) and the reason; nothing was changed."""
+    """A path hecate will not use: ``what`` (the pillar key) and the reason."""
 
     def __init__(self, what, reason):
-        super().__init__(f"{what}: {reason}; nothing was changed")
+        super().__init__(f"{what}: {reason}")
         self.what, self.reason = what, reason
 
 
@@ -208,10 +208,15 @@ def _open_dir(name, what, shown, dir_fd=None):
     except FileNotFoundError:
         return None
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            kind = "a symbolic link" if exc.errno == errno.ELOOP else "not a directory"
-            raise UnsafePath(what, f"{shown} is {kind}: hecate does not follow links below its roots") from None
-        raise
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+    try:  # Linux answers ENOTDIR for a link opened O_NOFOLLOW | O_DIRECTORY: say which it is
+        link = stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        link = False
+    if link:
+        raise UnsafePath(what, f"{shown} is a symbolic link: hecate follows no link below its roots")
+    raise UnsafePath(what, f"{shown} is not a directory")
 
 
 def _check_dir(fd, what, shown, owners):

@@ -11,6 +11,7 @@ import tempfile
 
 ROOT = pathlib.Path(tempfile.mkdtemp(prefix="hh", dir="/tmp"))
 PREFIX = str(ROOT)  # schema.check(tree, root_prefix=PREFIX): validate as the test minions do
+ROOTS = [ROOT / "etc/hecate", ROOT / "var/lib/hecate", ROOT / "run/hecate"]  # hecatelib.paths.ROOTS on this host
 for _system_dir in ("etc", "var/lib", "run"):
     (ROOT / _system_dir).mkdir(parents=True, exist_ok=True)
 atexit.register(shutil.rmtree, ROOT, ignore_errors=True)
@@ -26,8 +27,8 @@ def opts():
 def below(kind, name, make=True):
     """A fresh path ``name-<n>`` below root ``kind`` (``etc``, ``lib``, ``run``): a directory made as an operator
     would (0755, owned by the test's user), or with ``make=False`` only its name (hecate makes it)."""
-    top = {"etc": "etc/hecate", "lib": "var/lib/hecate", "run": "run/hecate"}[kind]
-    path = ROOT / top / f"{name}-{next(_numbers)}"
+    top = dict(zip(("etc", "lib", "run"), ROOTS, strict=True))[kind]
+    path = top / f"{name}-{next(_numbers)}"
     if make:
         path.mkdir(parents=True)
     else:
