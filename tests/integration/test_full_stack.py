@@ -14,7 +14,7 @@ import pytest
 from hecatelib import schema
 from hecatelib.engine import stages as engine_stages
 from tests.support.http import backend_of, get
-from tests.support.stack import CONSUL_TOKEN, EDGE_IP, ZONE, full_tree, jobs_of_run, start_backends, terraform_module
+from tests.support.stack import CONSUL_TOKEN, EDGE_IP, ZONE, full_tree, jobs_of_run, start_backends
 
 pytestmark = pytest.mark.integration
 
@@ -27,11 +27,6 @@ def emulators():
     for emulator in started.values():
         emulator.stop()
         assert not emulator.violations, f"{emulator.name}: {emulator.violations}"
-
-
-@pytest.fixture(scope="module")
-def terraform_dir(integration_dir):
-    return terraform_module(integration_dir / "tf")
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import time
 import pytest
 import yaml
 
+from tests.support import host
 from tests.support.caddy import Caddy, free_port
 from tests.support.http import backend_of, get
 from tests.support.pillars import local_seed_tree
@@ -76,7 +77,8 @@ def git_master(salt_factories, pillar_repo, vault, consul, integration_dir):
 
 @pytest.fixture(scope="module")
 def git_minion(git_master):
-    factory = git_master.salt_minion_daemon("hecate-git-edge", overrides={"grains": {"roles": ["hecate-controller", "hecate-proxy"]}})
+    overrides = {"grains": {"roles": ["hecate-controller", "hecate-proxy"]}, **host.opts()}
+    factory = git_master.salt_minion_daemon("hecate-git-edge", overrides=overrides)
     with factory.started():
         yield factory
 
