@@ -130,7 +130,11 @@ def tree(pillar, opts, context):
     cached = context.get(CACHE_KEY)
     if cached and cached[0] == key:
         return cached[1]
-    validated = schema.validate(raw, root_prefix=paths.prefix(opts))  # builds a new tree; pillar stays as it was
+    try:
+        root_prefix = paths.prefix(opts)
+    except ValueError as exc:  # the minion config's, not the pillar's: named as such
+        raise PillarError([(paths.PREFIX_OPTION, str(exc))]) from None
+    validated = schema.validate(raw, root_prefix=root_prefix)  # builds a new tree; pillar stays as it was
     context[CACHE_KEY] = (key, validated)
     return validated
 
