@@ -237,12 +237,12 @@ def _mkdir(name, dir_fd=None):
         return False
 
 
-def open_below(path, top, what, create=False, leaf_owners=()):
+def open_below(path, top, what, create=False, leaf_owners=(), check_leaf=True):
     """``(fd, created)`` for the directory ``path`` strictly below root ``top``, reached from ``top`` one component
     at a time without following a link; every directory on the way belongs to this user (the last one may
-    belong to one of ``leaf_owners``) and others cannot write to it. With ``create``, missing directories are
-    made (0755; the root too, never its parents); without it, ``(None, False)`` when one is missing. The
-    caller closes ``fd``. Raises :class:`UnsafePath`."""
+    belong to one of ``leaf_owners``; ``check_leaf=False`` leaves the last one to the caller) and others cannot
+    write to it. With ``create``, missing directories are made (0755; the root too, never its parents);
+    without it, ``(None, False)`` when one is missing. The caller closes ``fd``. Raises :class:`UnsafePath`."""
     if not below(path, top):
         raise UnsafePath(what, f"{path} is not below {top}")
     me = {os.geteuid()}
@@ -274,7 +274,8 @@ def open_below(path, top, what, create=False, leaf_owners=()):
                     created = last
             os.close(fd)
             fd = child
-            _check_dir(fd, what, shown, me | (set(leaf_owners) if last else set()))
+            if not last or check_leaf:
+                _check_dir(fd, what, shown, me | (set(leaf_owners) if last else set()))
     except BaseException:
         os.close(fd)
         raise
@@ -294,19 +295,20 @@ def inspect_private_dir(path, top, what, uid=None):
     (``fd`` open for "ok"/"fix", else None; the caller closes it). Raises :class:`UnsafePath` for a
     directory hecate may not change that is not already mode 0700 owned by ``uid`` (this user when None)."""
     owner = os.geteuid() if uid is None else uid
-    fd, _ = open_below(path, top, what, leaf_owners={owner})
+    fd, _ = open_below(path, top, what, check_leaf=False)
     if fd is None:
         return "missing", None
     info = os.fstat(fd)
-    if stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == owner:
+    mode = stat.S_IMODE(info.st_mode)
+    if mode == 0o700 and info.st_uid == owner:
         return "ok", fd
-    if _marked(fd) or (info.st_uid == os.geteuid() and not os.listdir(fd)):
-        return "fix", fd
+    if _marked(fd) or (info.st_uid == os.geteuid() and not mode & 0o022 and not os.listdir(fd)):
+        return "fix", fd  # hecate's own (a former owner's too), or empty and this user's
     os.close(fd)
     raise UnsafePath(
         what,
-        f"{path} exists, was not created by hecate and is mode {stat.S_IMODE(info.st_mode):04o} owned by uid "
-        f"{info.st_uid}: hecate changes only directories it created; make it mode 0700 owned by uid {owner}, or remove it",
+        f"{path} exists, was not created by hecate and is mode {mode:04o} owned by uid {info.st_uid}: "
+        f"hecate changes only directories it created; make it mode 0700 owned by uid {owner}, or remove it",
     )
 
 
@@ -317,7 +319,7 @@ def private_dir(path, top, what, uid=None):
     Returns ``(fd, changed)``; the caller closes ``fd``. Raises :class:`UnsafePath`."""
     state, fd = inspect_private_dir(path, top, what, uid)
     if state == "missing":
-        fd, _ = open_below(path, top, what, create=True, leaf_owners={os.geteuid() if uid is None else uid})
+        fd, _ = open_below(path, top, what, create=True)
         state = "fix"
     if state == "ok":
         return fd, False
@@ -325,8 +327,7 @@ def private_dir(path, top, what, uid=None):
         if not _marked(fd):
             write_file(fd, MARK, b"created by hecate: it may change this directory's mode and owner\n", 0o600)
         os.fchmod(fd, 0o700)
-        if uid is not None:
-            os.fchown(fd, uid, -1)
+        os.fchown(fd, os.geteuid() if uid is None else uid, -1)
     except BaseException:
         os.close(fd)
         raise

@@ -88,6 +88,18 @@ def test_only_a_directory_hecate_made_or_an_empty_one_changes_mode(host):
     assert changed is True and stat.S_IMODE(os.stat(empty).st_mode) == 0o700 and os.listdir(empty) == [paths.MARK]
 
 
+def test_a_directory_hecate_made_goes_back_to_root_when_the_owner_leaves_the_pillar(host):
+    fd, _ = paths.private_dir(f"{host.top}/tls", host.top, KEY, uid=555)  # tls.owner: the tests run as root
+    os.close(fd)
+    assert os.stat(f"{host.top}/tls").st_uid == 555
+    state, fd = paths.inspect_private_dir(f"{host.top}/tls", host.top, KEY)
+    os.close(fd)
+    assert state == "fix"  # marked: hecate's own, whoever owns it now
+    fd, changed = paths.private_dir(f"{host.top}/tls", host.top, KEY)
+    os.close(fd)
+    assert changed is True and os.stat(f"{host.top}/tls").st_uid == os.geteuid()
+
+
 def test_a_link_planted_under_the_temporary_name_is_removed_not_written_through(host):
     fd, _ = paths.private_dir(f"{host.top}/tls", host.top, KEY)
     victim = host.etc / "passwd"

@@ -330,7 +330,7 @@ def remove_files(plan):
     """Remove the files no config names any more (after a good run only). Returns the paths removed."""
     if not plan["remove"]:
         return []
-    fd, _ = paths.open_below(plan["dir"], plan["root"], DIR_KEY, leaf_owners={plan["uid"]} if plan["uid"] is not None else ())
+    fd, _ = paths.open_below(plan["dir"], plan["root"], DIR_KEY, check_leaf=False)  # the plan inspected it
     if fd is None:
         return []
     try:

@@ -588,9 +588,10 @@ def caddy_bootstrap(tree, admin_listen):
     (``unix//path`` or a loopback ``host:port``).
 
     Routes are left out so the job text does not change when a route does: a route change is one
-    admin-API reload by ``caddy.routes_managed``, never a rolling redeploy of the Caddy group. A new
-    allocation serves the catch-all until the routes stage (right after the Nomad core stage) converges
-    it; ``--resume`` keeps the last converged config across restarts in the same allocation."""
+    admin-API reload by ``caddy.routes_managed``, never a rolling redeploy of the Caddy group. ``--resume``
+    keeps the last converged config across restarts and into a replacement allocation (the ephemeral disk
+    migrates local/, see :data:`CADDY_START`); only a brand-new group serves the catch-all until the routes
+    stage (right after the Nomad core stage) converges it."""
     caddy = (tree.get("reverse_proxy") or {}).get("caddy") or {}
     if not all(k in caddy for k in ("ports", "tls", "routes", "admin")):
         raise ValueError("the reverse-proxy job renders from the validated hecate tree (hecatelib.schema.validate)")
