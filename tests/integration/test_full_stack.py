@@ -13,6 +13,7 @@ import pytest
 
 from hecatelib import schema
 from hecatelib.engine import stages as engine_stages
+from tests.support import host
 from tests.support.http import backend_of, get
 from tests.support.stack import CONSUL_TOKEN, EDGE_IP, ZONE, full_tree, jobs_of_run, start_backends
 
@@ -72,7 +73,7 @@ def test_seed_deploys_from_nothing_and_the_second_deploy_writes_nothing(
     assert first.returncode == 0, json.dumps(first.data, indent=1)
     stages = first.data["stages"]
     # every step of the registry in its order (pinned in tests/unit/test_orchestrate.py): expand, switch, verify, contract
-    assert list(stages) == [s.name for s in engine_stages.steps(schema.validate(stack))]
+    assert list(stages) == [s.name for s in engine_stages.steps(schema.validate(stack, root_prefix=host.PREFIX))]
     assert len(stages) == 10
     shown = salt_run_cli.run("hecate.show", first.data["id"]).data
     assert [line.split(":")[0] for line in shown["order"] if not line.startswith(" ")] == list(stages)  # execution order
