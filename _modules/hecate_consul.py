@@ -16,7 +16,7 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    from hecatelib import api, schema
+    from hecatelib import api, paths, schema
     from hecatelib.consul import client as consul_client
     from hecatelib.consul import services as consul_services
     from hecatelib.consul import settings as consul_settings
@@ -51,7 +51,7 @@ def _tree():
     if raw is None:  # configuration, not the call: CommandExecutionError is one line on salt-call, no usage block
         raise CommandExecutionError("pillar has no 'hecate' tree")
     try:
-        return schema.validate(raw)
+        return schema.validate(raw, root_prefix=paths.prefix(__opts__))
     except PillarError as exc:
         raise CommandExecutionError(str(exc)) from None
 

@@ -8,7 +8,7 @@ Configuration is pillar ``hecate:terraform`` (see docs/terraform.md), read from 
 
     hecate:
       terraform:
-        workdir: /srv/terraform/hecate-production
+        workdir: /var/lib/hecate/terraform/production
         token: "vault:secret/hecate/hetzner/cloud_token"   # -> TF_VAR_hcloud_token, never argv or a file
         allow_delete: false
         allow_replace: false
@@ -36,7 +36,7 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    from hecatelib import api
+    from hecatelib import api, paths
     from hecatelib.terraform import render as tf_util
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
@@ -53,6 +53,9 @@ PLANNED_FILE = ".hecate-planned.json"
 CONFIG_SUFFIXES = (".tf", ".tf.json", ".tfvars", ".tfvars.json", LOCK_FILE)
 TEMPLATE_SOURCE = "salt://hecate/terraform"
 MIN_VERSION = (1, 0)
+BINARY_OPTION = "hecate_terraform_binary"  # minion config: the terraform binary, any path
+ENV_OPTION = "hecate_terraform_env"  # minion config: host settings for terraform's environment
+WORKDIR_KEY = "hecate:terraform:workdir"
 
 
 def __virtual__():
@@ -75,7 +78,10 @@ def _opts_section():
 
 
 def _find_binary(section):
-    configured = section.get("binary")
+    """The terraform binary: ``hecate_terraform_binary`` of the minion config (any path: the host's own
+    setting), else the pillar's ``binary``, a command name looked up on the minion's PATH (the schema
+    refuses a path there: a pillar must not pick the program the minion runs as root)."""
+    configured = __opts__.get(BINARY_OPTION) or section.get("binary")
     if configured:
         if "/" in configured:
             if os.path.isfile(configured) and os.access(configured, os.X_OK):
@@ -104,9 +110,12 @@ def _settings(tree=None):
 
 
 def _workdir(section, workdir):
+    """The workdir (the ``workdir`` argument, else the pillar's): below hecate's /var/lib/hecate root
+    (hecatelib.paths), since terraform runs every .tf file it finds there."""
     path = workdir or section["workdir"]
-    if not os.path.isabs(path):
-        raise SaltInvocationError(f"workdir must be an absolute path, got {path!r}")
+    top = paths.root("lib", paths.prefix(__opts__))
+    if not paths.below(path, top):
+        raise SaltInvocationError(f"{WORKDIR_KEY}: {path!r} is not a plain path below {top} (docs/security.md)")
     return path
 
 
@@ -119,7 +128,7 @@ class _Terraform:
         if not binary:
             raise CommandExecutionError(f"hecate_terraform: {reason}")
         self.binary = binary
-        self.env = tf_util.environment(section, os.environ)
+        self.env = tf_util.environment(section, os.environ, __opts__.get(ENV_OPTION))
         self.secrets = list(tf_util.secret_environment(section).values())
         self.timeout = section.get("timeout", 1800)
         self.timings = {}
@@ -235,7 +244,7 @@ def _render(tree, section, path, source, test):
             continue
         changed.append(name)
         if not test:
-            os.makedirs(path, mode=0o700, exist_ok=True)
+            _make_workdir(path)
             _write(target, content, mode)
     removed = []
     if section.get("render", True):
@@ -280,13 +289,23 @@ def _read(path):
         return None
 
 
+def _make_workdir(path):
+    """Make the workdir (0700; its missing parents 0755) from hecate's root down, following no link."""
+    fd, created = paths.open_below(path, paths.root("lib", paths.prefix(__opts__)), WORKDIR_KEY, create=True)
+    try:
+        if created:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
 def _write(path, content, mode):
-    temporary = f"{path}.hecate-tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(content)
-    os.chmod(temporary, mode)
-    os.replace(temporary, path)
+    """Write ``path`` through a temporary file created exclusively, never through a link (hecatelib.paths)."""
+    fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        paths.write_file(fd, os.path.basename(path), content.encode("utf-8"), mode)
+    finally:
+        os.close(fd)
 
 
 def init(workdir=None):
@@ -566,7 +585,8 @@ def _fingerprint(runner, section, path):
         state = runner.json(["state", "pull"], cwd=path)
         add("state", json.dumps([state.get("lineage"), state.get("serial")]).encode())
     secrets = tf_util.secret_environment(section)
-    configured = {str(k) for k in section.get("env") or {}}  # hecate:terraform:env holds no secrets
+    # hecate:terraform:env and the minion's hecate_terraform_env hold no secrets
+    configured = {str(k) for k in {**(__opts__.get(ENV_OPTION) or {}), **(section.get("env") or {})}}
     settings = {k: v for k, v in runner.env.items() if (k.startswith("TF_") or k in configured) and k not in secrets}
     add("env", json.dumps([settings, sorted(secrets)], sort_keys=True).encode())
     binary = os.stat(runner.binary)

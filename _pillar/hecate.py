@@ -21,7 +21,7 @@ import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 hecate_fresh.drop_stale()
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from hecatelib import schema, secret_refs
+from hecatelib import paths, schema, secret_refs
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def ext_pillar(minion_id, pillar, **kwargs):
     if tree is None:
         return {}
     try:
-        validated = schema.validate(secret_refs.resolve(tree, __opts__))
+        validated = schema.validate(secret_refs.resolve(tree, __opts__), root_prefix=paths.prefix(__opts__))
     except (schema.PillarError, CommandExecutionError, SaltInvocationError) as exc:
         log.error("hecate ext_pillar: the hecate pillar of %s is refused: %s", minion_id, exc)
         return {"_errors": [f"hecate: {exc}"]}

@@ -25,7 +25,7 @@ import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 hecate_fresh.drop_stale()
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from hecatelib import backups, cli, schema
+from hecatelib import backups, cli, paths, schema
 from hecatelib import health as health_report
 from hecatelib import report as report_view
 from hecatelib.backends import BACKENDS
@@ -90,7 +90,7 @@ def _tree(minion=None):
     if pillar.get("_errors"):
         raise SaltInvocationError("the pillar did not render: " + "; ".join(_explain(str(e)) for e in pillar["_errors"]))
     try:
-        return schema.validate(pillar.get("hecate"))
+        return schema.validate(pillar.get("hecate"), root_prefix=paths.prefix(__opts__))
     except schema.PillarError as exc:
         raise SaltInvocationError(str(exc)) from exc
 
@@ -166,7 +166,7 @@ def validate(minion=None, saltenv=None):
     warnings = []
     routes = 0
     if not errors:
-        tree, report = schema.check(pillar.get("hecate"))
+        tree, report = schema.check(pillar.get("hecate"), root_prefix=paths.prefix(__opts__))
         errors, warnings = report.errors, report.warnings
         routes = len(tree.get("reverse_proxy", {}).get("caddy", {}).get("routes", [])) if not errors else 0
     return {

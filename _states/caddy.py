@@ -23,7 +23,7 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    from hecatelib import salt_state, schema
+    from hecatelib import paths, salt_state, schema
     from hecatelib.caddy import certs as caddy_certs
     from hecatelib.caddy import config as caddy_config
     from hecatelib.caddy import drift as caddy_drift
@@ -98,8 +98,8 @@ def routes_managed(name):
     ret = salt_state.ret(name)
     try:
         tree = _tree()
-        files = caddy_certs.plan_files(tree)  # reads only; holds the keys: never in a return or a log
-    except (salt_state.PillarError, caddy_certs.CertError, OSError) as exc:
+        files = caddy_certs.plan_files(tree, paths.prefix(__opts__))  # reads only; holds the keys: never in a return or a log
+    except (salt_state.PillarError, caddy_certs.CertError, OSError, ValueError) as exc:
         return salt_state.fail(ret, f"nothing was changed: {exc}")
     count = len(tree["reverse_proxy"]["caddy"]["routes"])
     file_changes = _file_changes(files)
@@ -171,7 +171,7 @@ def _single_route(name, route_args):
     tree = copy.deepcopy(_tree())
     route = {"service": name, **route_args}
     tree["reverse_proxy"]["caddy"]["routes"] = [route]
-    tree = schema.validate(tree)  # the route gets the same checks and defaults as pillar routes
+    tree = schema.validate(tree, root_prefix=paths.prefix(__opts__))  # the same checks and defaults as pillar routes
     return tree, caddy_config.compile_route(tree["reverse_proxy"]["caddy"]["routes"][0], tree)
 
 

@@ -105,7 +105,10 @@ class LocalStack:
         stop(self.run)
         self.run.mkdir(parents=True, exist_ok=True)
         (self.run / MARKER).touch()
-        self.caddy = Caddy(self.run / "caddy").start()
+        # hecate's roots are below the run directory (hecate_root_prefix): the admin socket lies below its /run/hecate
+        (self.run / "run" / "hecate" / "caddy").mkdir(parents=True, exist_ok=True)
+        (self.run / "etc").mkdir(exist_ok=True)
+        self.caddy = Caddy(self.run / "caddy", admin=f"unix/{self.run}/run/hecate/caddy/admin.sock").start()
         self.pids["caddy"] = self.caddy.process.pid
         services = [r["service"] for r in seed_tree()["reverse_proxy"]["caddy"]["routes"]]
         backend_ports = {s: free_port() for s in services}
@@ -125,7 +128,8 @@ class LocalStack:
         tree["reverse_proxy"]["coturn"]["static_auth_secret"] = "vault:secret/hecate/coturn#auth_secret"
         tree["authentik"]["secret_key"] = "consul:hecate/authentik/secret_key"
         stand_ins = {name: types.SimpleNamespace(**self.emulated[name]) for name in ("authentik", "hetzner", "nomad")}
-        self.pillar = full_tree(tree, stand_ins, terraform_module(self.run / "tf"))
+        self.terraform = terraform_module(self.run / "tf", self.run / "var" / "lib" / "hecate" / "work")
+        self.pillar = full_tree(tree, stand_ins, self.terraform)
         self._write_salt_config({"publish": free_port(), "ret": free_port()})
         # both daemons share one sock_dir (under root_dir): made here, or the one that loses the race to
         # create it exits ("Failed to create directory path ... File exists"; seen starting the minion)
@@ -173,7 +177,12 @@ class LocalStack:
         (pillar_dir / "top.sls").write_text("base:\n  '*':\n    - hecate\n")
         (pillar_dir / "hecate.sls").write_text(yaml.safe_dump({"hecate": self.pillar}, sort_keys=False))
         commit_pillar(pillar_dir)
-        common = {"root_dir": str(self.run / "salt"), "sock_dir": str(self.run / "sock"), "user": os.environ.get("USER") or "root"}
+        common = {
+            "root_dir": str(self.run / "salt"),
+            "sock_dir": str(self.run / "sock"),
+            "user": os.environ.get("USER") or "root",
+            "hecate_root_prefix": str(self.run),  # hecate's roots: <run>/etc/hecate, <run>/var/lib/hecate, <run>/run/hecate
+        }
         master = {
             **common,
             "interface": "127.0.0.1",
@@ -194,6 +203,7 @@ class LocalStack:
             "publish_port": ports["publish"],
             "grains": {"roles": ["hecate-controller", "hecate-proxy"]},
             "log_file": str(self.run / "minion.log"),
+            **self.terraform["minion"],  # the terraform binary and its CLI config: host settings
         }
         (conf / "master").write_text(yaml.safe_dump(master))
         (conf / "minion").write_text(yaml.safe_dump(minion))

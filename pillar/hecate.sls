@@ -16,7 +16,7 @@ hecate:
         http: 80
         https: 443
         admin: 2019
-      admin: unix//run/caddy/admin.sock        # NEW: default 127.0.0.1:<ports.admin>; never 0.0.0.0
+      admin: unix//run/hecate/caddy/admin.sock        # NEW: default 127.0.0.1:<ports.admin>; never 0.0.0.0
       tls:                                     # NEW: acme | internal | off
         mode: acme
         email: ops@cybermonkey.dev

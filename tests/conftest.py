@@ -99,8 +99,11 @@ def short_tmp():
 
 
 def minion_opts_for(root, pillar=None, extra=None):
-    """Minion opts that load hecate's modules straight from the repo (the file_roots way of shipping)."""
+    """Minion opts that load hecate's modules straight from the repo (the file_roots way of shipping), with
+    hecate's roots on the scratch host (tests.support.host: ``hecate_root_prefix``)."""
     import salt.config
+
+    from tests.support import host
 
     root = pathlib.Path(root)
     for sub in ("cache", "pki", "logs", "run", "extmods"):
@@ -124,6 +127,7 @@ def minion_opts_for(root, pillar=None, extra=None):
             "pillar": pillar or {},
             "log_file": str(root / "logs" / "minion.log"),
             "features": {"enable_slsvars_fixes": True},
+            **host.opts(),
         }
     )
     opts.update(extra or {})

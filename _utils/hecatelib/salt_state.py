@@ -57,7 +57,7 @@ import logging
 
 from salt.state import STATE_INTERNAL_KEYWORDS
 
-from hecatelib import schema
+from hecatelib import paths, schema
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,11 @@ def tree(pillar, opts, context):
     cached = context.get(CACHE_KEY)
     if cached and cached[0] == key:
         return cached[1]
-    validated = schema.validate(raw)  # builds a new tree; pillar stays as it was
+    try:
+        root_prefix = paths.prefix(opts)
+    except ValueError as exc:  # the minion config's, not the pillar's: named as such
+        raise PillarError([(paths.PREFIX_OPTION, str(exc))]) from None
+    validated = schema.validate(raw, root_prefix=root_prefix)  # builds a new tree; pillar stays as it was
     context[CACHE_KEY] = (key, validated)
     return validated
 

@@ -11,7 +11,7 @@ next to its compiler).
 
 import re
 
-from hecatelib import consul
+from hecatelib import consul, paths
 from hecatelib.authentik import objects as authentik_objects
 from hecatelib.backends import BACKENDS
 from hecatelib.caddy import certs as caddy_certs
@@ -143,20 +143,33 @@ class AdminAddress(Str):
             report.error(path, "must not contain { or } (Caddy would read them as a placeholder)")
             return value
         if value.startswith("unix/"):
-            if not re.fullmatch(r"unix//[A-Za-z0-9._@+-][A-Za-z0-9._@+/-]*", value):
-                report.error(path, "a unix socket must be written unix//absolute/path (letters, digits, . _ - + @ /)")
+            if not re.fullmatch(r"unix//[A-Za-z0-9._@+-][A-Za-z0-9._@+/-]*", value) or not paths.well_formed(value[len("unix/") :]):
+                report.error(
+                    path, "a unix socket must be written unix//absolute/path (letters, digits, . _ - + @ /; no ., .. or hidden parts)"
+                )
             return value
         host, _, port = value.rpartition(":")
         host = host.strip("[]")
         if host in WILDCARD:
-            reason = (
-                "listens on every interface; Caddy's admin API has no authentication: use unix//run/caddy/admin.sock or 127.0.0.1:<port>"
-            )
+            reason = "listens on every interface; Caddy's admin API has no authentication: use a unix socket or 127.0.0.1:<port>"
             report.error(path, f"{quote(value)} {reason}")
         elif not is_loopback(host):
             report.error(path, f"{quote(value)} is not loopback; use a unix socket or 127.0.0.1:<port>")
         elif not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
             report.error(path, f"{quote(value)}: port must be 1..65535")
+        return value
+
+
+class Owner(Str):
+    """``tls.owner``: a user name that is not a shared account (``hecatelib.paths.check_owner_name``; the
+    edge checks the uid too)."""
+
+    def __init__(self):
+        super().__init__(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", what="user name")
+
+    def __call__(self, value, path, report):
+        value = super().__call__(value, path, report)
+        paths.check_owner_name(value, path, report)
         return value
 
 
@@ -238,12 +251,9 @@ CADDY = Map(
                         ),
                         key_spec=Str(pattern=NAME, what="certificate name"),
                     ),
-                    # where the edge keeps them for Caddy (mode 0700, files 0600); Caddy must read the same path
-                    "dir": Field(
-                        Str(pattern=r"^(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$", what="absolute directory path (no . or .. parts)"),
-                        default=caddy_certs.DEFAULT_DIR,
-                    ),
-                    "owner": Str(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", what="user name"),  # a Caddy that does not run as root
+                    # where the edge keeps them for Caddy (below /etc/hecate, mode 0700, files 0600); Caddy reads the same path
+                    "dir": Field(paths.HostPath("absolute directory path"), default=caddy_certs.DEFAULT_DIR),
+                    "owner": Owner(),  # a Caddy that does not run as root: its dedicated system account
                 }
             ),
             default=dict,
@@ -366,12 +376,13 @@ def schema_for(backends):
 SCHEMA = schema_for(BACKENDS)
 
 
-def check(tree, backends=None):
+def check(tree, backends=None, root_prefix=""):
     """Validate ``tree`` (the value of pillar ``hecate``). Returns ``(normalised, report)``; never raises.
     ``backends``: whose sections and checks make the contract (default: hecate's, ``hecatelib.backends``).
 
     Every error names its key path; a route's path carries its domain when that is a valid name:
-    ``hecate:reverse_proxy:caddy:routes[6](app.example.org):backend``."""
+    ``hecate:reverse_proxy:caddy:routes[6](app.example.org):backend``. Host paths must lie below hecate's
+    roots (``hecatelib.paths``), relocated under ``root_prefix`` (the ``hecate_root_prefix`` option) in tests."""
     report = Report("hecate")
     if tree is None:
         report.error("hecate", "missing: the pillar has no 'hecate' key")
@@ -386,6 +397,7 @@ def check(tree, backends=None):
     for cross_check, sections in ((_check_caddy, ("reverse_proxy:caddy",)), (_check_nginx, ("reverse_proxy:nginx", "reverse_proxy:caddy")),
                                   (_check_coturn, ("reverse_proxy:coturn",))):  # fmt: skip
         _on_what_validated(out, report, cross_check, sections)
+    _on_what_validated(out, report, lambda tree, found: paths.check_pillar(tree, found, root_prefix), None)
     for backend in BACKENDS if backends is None else backends:
         if backend.check:  # they read the normalised caddy section and each other's: only errors in routes may remain
             _on_what_validated(out, report, backend.check, None)
@@ -433,9 +445,9 @@ def _on_what_validated(out, report, cross_check, sections):
     report.warnings.extend((pillar_index(path), pillar_index(reason)) for path, reason in found.warnings)
 
 
-def validate(tree, backends=None):
+def validate(tree, backends=None, root_prefix=""):
     """Return the normalised ``hecate`` tree, or raise ``PillarError`` naming every bad key path."""
-    out, report = check(tree, backends)
+    out, report = check(tree, backends, root_prefix)
     report.raise_if_errors()
     return out
 

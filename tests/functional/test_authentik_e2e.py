@@ -14,6 +14,7 @@ from hecatelib.authentik import objects as authentik_objects
 from hecatelib.caddy import config as caddy_config
 from tests.conftest import assert_no_violations
 from tests.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
+from tests.support import host
 from tests.support.caddy import caddy_binary
 from tests.support.http import backend_of, get
 
@@ -140,7 +141,7 @@ def test_every_outpost_form_passes_caddy_validate(tmp_path, local_tree):
         tree["authentik"].update({"url": "https://hera.cybermonkey.dev", **settings})
         for route in tree["reverse_proxy"]["caddy"]["routes"][1:3]:
             route["auth"] = {"groups": ["ops"]}
-        tree = authentik_objects.validate_tree(schema.validate(tree))
+        tree = authentik_objects.validate_tree(schema.validate(tree, root_prefix=host.PREFIX))
         config = caddy_config.desired_config({}, tree)
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(config))

@@ -19,6 +19,7 @@ from tests.conftest import assert_no_violations, loaders_for
 from tests.emulators.authentik import AuthentikEmulator
 from tests.emulators.hetzner import HetznerDNS
 from tests.emulators.nomad import start_nomad
+from tests.support import host
 from tests.support.http import backend_of, get
 
 ZONE = "cybermonkey.dev"
@@ -77,7 +78,7 @@ def stack(servers, caddy, local_tree, short_tmp, request):
                              outpost={"upstream": f"127.0.0.1:{authentik.port}"})  # fmt: skip
     tree["nomad"] = {"address": nomad.url, "token": NOMAD_TOKEN, "allow_insecure_endpoint": True, "blocking_wait": 1}
     tree["reverse_proxy"]["caddy"]["routes"][3]["auth"] = {"groups": ["bk-admins"]}  # jenkins: forward_auth via the emulator
-    schema.validate(tree)
+    schema.validate(tree, root_prefix=host.PREFIX)
     loaders = loaders_for(short_tmp / f"bk{abs(hash(request.node.nodeid)) % 10**6}", {"hecate": tree},
                                       extra={"__cli": "salt-call"})  # fmt: skip
     protected = loaders.states.authentik.protected_routes(name="protect")

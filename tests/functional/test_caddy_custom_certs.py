@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from hecatelib import schema, spec
+from hecatelib import paths, schema, spec
+from tests.support import host
 from tests.support.caddy import free_port
 from tests.support.certs import CA, leaked
 from tests.support.http import backend_of, get
@@ -30,8 +31,9 @@ def ca():
 
 
 @pytest.fixture
-def cert_dir(short_tmp, request):
-    return short_tmp / f"tls{abs(hash(request.node.nodeid)) % 10**6}"
+def cert_dir():
+    """The certificate directory, below the scratch host's /etc/hecate; hecate makes it."""
+    return host.below("etc", "tls", make=False)
 
 
 @pytest.fixture
@@ -74,7 +76,12 @@ def served_fingerprint(tree, host):
 
 
 def files_of(cert_dir):
-    return {p.name: (stat.S_IMODE(p.stat().st_mode), p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(cert_dir.iterdir())}
+    """The certificate files (not hecate's mark that it made the directory) with mode, inode, mtime."""
+    return {
+        p.name: (stat.S_IMODE(p.stat().st_mode), p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in sorted(cert_dir.iterdir())
+        if p.name != paths.MARK
+    }
 
 
 def test_route_is_served_with_the_custom_certificate_and_the_key_stays_in_its_file(make_loaders, tree, caddy, ca, issued, cert_dir, caplog):
@@ -96,7 +103,7 @@ def test_route_is_served_with_the_custom_certificate_and_the_key_stays_in_its_fi
     assert [entry["domain"] for entry in skipped] == [CUSTOM]  # Caddy's automatic HTTPS leaves the loaded one alone
     assert found["observe.cybermonkey.dev"]["managed"] is True and "Caddy Local Authority" in found["observe.cybermonkey.dev"]["issuer"]
 
-    assert stat.S_IMODE(cert_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(cert_dir.stat().st_mode) == 0o700 and (cert_dir / paths.MARK).is_file()  # made and marked by hecate
     names = {f"corp-{fingerprint[:16]}.crt", f"corp-{fingerprint[:16]}.key"}
     assert {name: mode for name, (mode, *_) in files_of(cert_dir).items()} == dict.fromkeys(names, 0o600)
     assert (cert_dir / f"corp-{fingerprint[:16]}.key").read_text() == key.strip() + "\n"
@@ -182,15 +189,15 @@ def test_a_bad_key_is_refused_naming_its_path_and_nothing_is_written(make_loader
 
 def test_validation_shows_expiry_and_refuses_a_bad_certificate(tree, ca):
     cert, key, _ = ca.issue([CUSTOM], days=3)
-    _, report = schema.check(with_cert(tree, cert, key))
+    _, report = schema.check(with_cert(tree, cert, key), root_prefix=host.PREFIX)
     assert report.errors == []
     assert any(p.endswith("corp:certificate") and "in 3.0 days" in r for p, r in report.warnings), report.warnings
-    _, report = schema.check(with_cert(tree, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----", key))
+    _, report = schema.check(with_cert(tree, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----", key), root_prefix=host.PREFIX)
     assert report.errors == [("hecate:reverse_proxy:caddy:tls:certificates:corp:certificate", "is not a PEM certificate Caddy can load")]
     off = with_cert(tree, cert, key)
     off["reverse_proxy"]["caddy"]["tls"]["mode"] = "off"
-    assert [p for p, _ in schema.check(off)[1].errors] == ["hecate:reverse_proxy:caddy:tls:certificates"]
-    stripped = spec.without_secrets(schema.validate(tree), schema.SCHEMA)  # what records keep
+    assert [p for p, _ in schema.check(off, root_prefix=host.PREFIX)[1].errors] == ["hecate:reverse_proxy:caddy:tls:certificates"]
+    stripped = spec.without_secrets(schema.validate(tree, root_prefix=host.PREFIX), schema.SCHEMA)  # what records keep
     assert stripped["reverse_proxy"]["caddy"]["tls"]["certificates"]["corp"].keys() == {"certificate"}
 
 
@@ -202,7 +209,7 @@ def test_a_failed_write_keeps_the_previous_files_and_config(make_loaders, tree, 
     moved = with_cert(tree, *ca.issue([CUSTOM])[:2])
     moved["reverse_proxy"]["caddy"]["tls"]["dir"] = str(blocked)
     result = converge(make_loaders({"hecate": moved}))
-    assert result.result is False and "Caddy's config was not sent" in result.comment, result.comment
+    assert result.result is False and "nothing was changed" in result.comment and "not a directory" in result.comment, result.comment
     assert caddy.config_bytes() == config and files_of(cert_dir) == before
     assert served_fingerprint(tree, CUSTOM) == issued[2]
 

@@ -14,6 +14,7 @@ import pytest
 
 from hecatelib import schema
 from hecatelib.caddy import backend as caddy_backend
+from tests.support import host
 from tests.support.caddy import free_port
 from tests.support.http import serve
 from tests.support.pillars import local_seed_tree
@@ -119,9 +120,9 @@ def validations(monkeypatch):
     calls = []
     real = schema.validate
 
-    def counting(tree):
+    def counting(tree, **kwargs):
         calls.append(1)
-        return real(tree)
+        return real(tree, **kwargs)
 
     monkeypatch.setattr(schema, "validate", counting)
     return calls
@@ -212,6 +213,6 @@ def test_protected_route_with_a_dead_backend_fails_the_check_and_rolls_back(cadd
     def call(role, fun, *args, **kwargs):
         return {"edge-1": {"ok": True, "ret": unchecked.modules[fun](*args, **kwargs)}}
 
-    rows = caddy_backend.routes_section(schema.validate(copy.deepcopy(dead)), call)
+    rows = caddy_backend.routes_section(schema.validate(copy.deepcopy(dead), root_prefix=host.PREFIX), call)
     assert [r["domain"] for r in rows if not r["ok"]] == [PROTECTED]
     assert len(rows) == len(dead["reverse_proxy"]["caddy"]["routes"])

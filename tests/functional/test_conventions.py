@@ -6,8 +6,10 @@ import pytest
 from tests.conftest import assert_no_violations
 from tests.emulators.nomad import start_nomad
 from tests.functional.test_nomad_job import TOKEN, nomad_pillar
+from tests.functional.test_terraform import host_opts as terraform_host
 from tests.functional.test_terraform import pillar_for as terraform_pillar
 from tests.functional.test_terraform import tf_env  # noqa: F401 - the fixture, shared
+from tests.support import host
 from tests.support.stack import NULL_MODULE
 
 
@@ -29,12 +31,13 @@ def test_nomad_job_builds_its_client_once(make_loaders, nomad):
     assert [r.path for r in nomad.requests] == ["/v1/job/absent-job"] * 2
 
 
-def test_hecate_terraform_reads_the_pillar_not_a_minion_config_key(make_loaders, tmp_path, tf_env):  # noqa: F811
+def test_hecate_terraform_reads_the_pillar_not_a_minion_config_key(make_loaders, tf_env):  # noqa: F811
     """Issue 15: ``config.get("hecate")`` answered with the minion config's ``hecate`` key, so the module
     said ``pillar hecate:terraform is not set`` with the pillar right there."""
-    (tmp_path / "main.tf").write_text(NULL_MODULE)
-    pillar = terraform_pillar(tmp_path, tf_env, nodes={"edge-1": "192.0.2.10"})
-    loaders = make_loaders(pillar, {"hecate": {"dns": {"token": "a-token-kept-in-the-minion-config"}}})
+    workdir = host.below("lib", "conventions")
+    (workdir / "main.tf").write_text(NULL_MODULE)
+    pillar = terraform_pillar(workdir, nodes={"edge-1": "192.0.2.10"})
+    loaders = make_loaders(pillar, {"hecate": {"dns": {"token": "a-token-kept-in-the-minion-config"}}, **terraform_host(tf_env)})
     planned = loaders.modules.hecate_terraform.run(test=True)
     assert planned["test"] is True and planned["changes"] is True
     assert planned["summary"]["create"] == ['null_resource.edge["edge-1"]']

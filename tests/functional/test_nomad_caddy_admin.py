@@ -12,6 +12,7 @@ import pytest
 
 from hecatelib import schema
 from tests.emulators.nomad import hcl_to_job
+from tests.support import host
 from tests.support.caddy import Caddy, free_port
 from tests.support.pillars import seed_tree
 from tests.unit.test_nomad_templates import render, task
@@ -24,15 +25,14 @@ def job_bootstrap(tree):
 
 
 @pytest.mark.parametrize("kind", ["loopback", "unix"])
-def test_the_routes_stage_reaches_the_admin_api_the_job_opens(kind, short_tmp, make_loaders):
+def test_the_routes_stage_reaches_the_admin_api_the_job_opens(kind, make_loaders):
     raw = copy.deepcopy(seed_tree())
-    workdir = short_tmp / f"adm-{kind}"
-    workdir.mkdir(exist_ok=True)
+    workdir = host.below("run", f"adm-{kind}")  # a unix socket's directory lies below /run/hecate
     admin = f"127.0.0.1:{free_port()}" if kind == "loopback" else f"unix/{workdir}/admin.sock"
     caddy_cfg = raw["reverse_proxy"]["caddy"]
     caddy_cfg.update(admin=admin, tls={"mode": "off"}, bind=["127.0.0.1"])
     caddy_cfg["ports"] = {"http": free_port(), "https": free_port(), "admin": 2019}
-    tree = schema.validate(raw)
+    tree = schema.validate(raw, root_prefix=host.PREFIX)
     caddy_task, bootstrap = job_bootstrap(tree)
     assert bootstrap["admin"]["listen"] == admin  # the job's Caddy listens where the pillar says
     server = Caddy(workdir, admin=admin).start(config=bootstrap)

@@ -15,16 +15,17 @@ from hecatelib.nomad import jobs as nomad_jobs
 from hecatelib.terraform import render as terraform_render
 from tests.conftest import REPO, assert_no_violations
 from tests.emulators.nomad import hcl_to_job, start_nomad
+from tests.support import host
 from tests.support.pillars import seed_tree
 
 TOKEN = "nomad-placement-token"
 TEMPLATES = terraform_render.load_templates(REPO / "salt" / "hecate" / "terraform")
-TF = {"workdir": "/srv/terraform/hecate-production", "token": "vault:secret/hecate/hetzner#token"}
+TF = {"workdir": str(host.below("lib", "terraform", make=False)), "token": "vault:secret/hecate/hetzner#token"}
 
 
 def terraform_servers(raw):
     """The server names of the terraform module rendered from this pillar (hecate_servers.tf locals)."""
-    tree = schema.validate(copy.deepcopy(raw))
+    tree = schema.validate(copy.deepcopy(raw), root_prefix=host.PREFIX)
     tree["terraform"] = terraform_render.settings(tree)
     servers = hcl2.loads(terraform_render.render(tree, TEMPLATES)["hecate_servers.tf"])["locals"][0]
     return [name.strip('"') for table in ("hecate_edge_nodes", "hecate_role_nodes") for name in servers[table]]
@@ -123,15 +124,15 @@ def test_count_above_the_edge_nodes_is_refused_by_validation():
     raw = seed_with_terraform()
     raw["nomad"] = {"jobs": {"reverse-proxy": {"count": 3}}}
     with pytest.raises(Exception, match=r"hecate:nomad:jobs:reverse-proxy:count.*need as many edge nodes; terraform creates 2"):
-        schema.validate(raw)
+        schema.validate(raw, root_prefix=host.PREFIX)
     raw["terraform"]["hcloud"] = {"nodes": {"edge": {"count": 3}}}
-    assert nomad_jobs.job_settings(schema.validate(raw), "reverse-proxy")["count"] == 3
+    assert nomad_jobs.job_settings(schema.validate(raw, root_prefix=host.PREFIX), "reverse-proxy")["count"] == 3
 
 
 def test_edge_nodes_with_names_of_your_own_are_matched_exactly():
     raw = seed_with_terraform()
     raw["terraform"]["hcloud"] = {"edge_nodes": [{"name": "fra.edge-a"}, {"name": "fra.edge-b"}]}
-    tree = schema.validate(raw)
+    tree = schema.validate(raw, root_prefix=host.PREFIX)
     (constraint,) = nomad_jobs.job_settings(tree, "reverse-proxy")["constraints"]
     assert constraint["value"] == r"^(fra\.edge-a|fra\.edge-b)$"
     assert nomad_jobs.job_settings(tree, "helen-bridge")["constraints"][0]["value"] == "fra.edge-a"

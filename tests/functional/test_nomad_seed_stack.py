@@ -15,6 +15,7 @@ from tests.conftest import assert_no_violations
 from tests.emulators.consul import ConsulEmulator
 from tests.emulators.nomad import start_nomad
 from tests.functional.test_hecate_consul import SEED_SERVICES
+from tests.support import host
 from tests.support.caddy import Backend, Caddy, free_port
 from tests.support.http import backend_of, get
 from tests.support.pillars import local_seed_tree, seed_tree
@@ -45,9 +46,9 @@ def test_the_seed_stack_deploys_places_every_job_and_serves_every_route(stack, m
     tree = local_seed_tree({k: b.port for k, b in stack["plain"].items()}, stack["secure"].port, ports, admin)
     tree["nomad"] = {"address": nomad.url, "token": NOMAD_TOKEN, "allow_insecure_endpoint": True, "blocking_wait": 1}
     tree["consul"] = {"address": agent.url, "token": CONSUL_TOKEN, "external_services": copy.deepcopy(SEED_SERVICES)}
-    workdir = short_tmp / "seed-tf"
-    tree["terraform"] = {"workdir": str(workdir), "binary": str(terraform_binary()), "token": "hcloud-token-seed-stack"}
-    loaders = make_loaders({"hecate": tree}, {"__cli": "salt-call"})
+    workdir = host.below("lib", "seed-tf", make=False)
+    tree["terraform"] = {"workdir": str(workdir), "token": "hcloud-token-seed-stack"}
+    loaders = make_loaders({"hecate": tree}, {"__cli": "salt-call", "hecate_terraform_binary": str(terraform_binary())})
 
     # terraform stage (rendering; the hcloud provider is not reachable offline): the servers it creates
     rendered = loaders.modules.hecate_terraform.render()

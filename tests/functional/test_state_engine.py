@@ -9,8 +9,10 @@ from hecatelib import schema
 from tests.conftest import REPO, assert_no_violations
 from tests.functional.test_conventions import nomad  # noqa: F401 - the fixture, shared
 from tests.functional.test_hetzner_dns import dns_pillar
+from tests.functional.test_terraform import host_opts as terraform_host
 from tests.functional.test_terraform import pillar_for as terraform_pillar
 from tests.functional.test_terraform import tf_env  # noqa: F401 - the fixture, shared
+from tests.support import host
 from tests.support.stack import NULL_MODULE
 
 
@@ -21,9 +23,9 @@ def sls_root(short_tmp, request):
     return root
 
 
-def engine(make_loaders, sls_root, pillar):
+def engine(make_loaders, sls_root, pillar, extra=None):
     """Loaders whose file_roots also serve this test's own sls files."""
-    return make_loaders(pillar, {"file_roots": {"base": [str(REPO / "salt"), str(sls_root)]}})
+    return make_loaders(pillar, {"file_roots": {"base": [str(REPO / "salt"), str(sls_root)]}, **(extra or {})})
 
 
 def run_sls(loaders, sls_root, name, text, **kwargs):
@@ -73,7 +75,7 @@ def validations(monkeypatch):
     """Every whole-tree validation in this process (the loader imports the same hecatelib.schema)."""
     calls = []
     real = schema.validate
-    monkeypatch.setattr(schema, "validate", lambda tree: calls.append(1) or real(tree))
+    monkeypatch.setattr(schema, "validate", lambda tree, **kwargs: calls.append(1) or real(tree, **kwargs))
     return calls
 
 
@@ -122,10 +124,9 @@ def test_hetzner_dns_rrsets_managed_with_require_and_watch(make_loaders, sls_roo
 
 # -- hecate_terraform ------------------------------------------------------------------------------------
 def test_hecate_terraform_applied_with_require_and_watch(make_loaders, sls_root, tf_env):  # noqa: F811
-    workdir = sls_root / "tf"
-    workdir.mkdir()
+    workdir = host.below("lib", "tf")
     (workdir / "main.tf").write_text(NULL_MODULE)
-    loaders = engine(make_loaders, sls_root, terraform_pillar(workdir, tf_env, nodes={"edge-1": "192.0.2.10"}))
+    loaders = engine(make_loaders, sls_root, terraform_pillar(workdir, nodes={"edge-1": "192.0.2.10"}), terraform_host(tf_env))
     state_file = workdir / "terraform.tfstate"
     first, second, _ = run_twice(loaders, sls_root, "tfw", "hecate_terraform.applied", lambda: [])
     assert first.changes["outputs"] and "applied the plan" in first.comment

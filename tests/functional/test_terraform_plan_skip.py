@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from tests.functional.test_terraform import TERRAFORM, pillar_for, set_nodes, tf_env, workdir  # noqa: F401 (fixtures)
+from tests.functional.test_terraform import TERRAFORM, host_opts, pillar_for, set_nodes, tf_env, workdir  # noqa: F401 (fixtures)
 
 
 def recorder(tmp_path):
@@ -26,7 +26,7 @@ def recorder(tmp_path):
 def test_a_second_no_op_run_does_not_plan_and_refresh_forces_it(make_loaders, workdir, tf_env, tmp_path):  # noqa: F811
     wrapper, commands = recorder(tmp_path)
     set_nodes(workdir, {"edge-1": "192.0.2.10"})  # a user-managed variables file: an input hecate does not render
-    module = make_loaders(pillar_for(workdir, tf_env, binary=wrapper)).modules.hecate_terraform
+    module = make_loaders(pillar_for(workdir), host_opts(tf_env, wrapper)).modules.hecate_terraform
 
     assert module.run()["applied"] is True  # init, plan, show, apply (the outputs: read from the local state)
     noop = module.run()  # the state changed with the apply: planned once more, found nothing, recorded
@@ -64,7 +64,7 @@ def test_a_dry_run_that_finds_nothing_to_do_lets_the_next_run_skip_its_plan(make
     plan on every deploy for ever."""
     wrapper, commands = recorder(tmp_path)
     set_nodes(workdir, {"edge-1": "192.0.2.10"})
-    module = make_loaders(pillar_for(workdir, tf_env, binary=wrapper)).modules.hecate_terraform
+    module = make_loaders(pillar_for(workdir), host_opts(tf_env, wrapper)).modules.hecate_terraform
     assert module.run()["applied"] is True
     applied = len(commands())
     first = module.run(test=True)  # the apply changed the state: plans (in a scratch copy), finds nothing
@@ -83,7 +83,7 @@ def test_outputs_are_read_from_the_local_state_as_terraform_output_gives_them(ma
     unless asked, and no Terraform process. Without a local state Terraform is asked."""
     wrapper, commands = recorder(tmp_path)
     set_nodes(workdir, {"edge-1": "192.0.2.10"})
-    module = make_loaders(pillar_for(workdir, tf_env, binary=wrapper)).modules.hecate_terraform
+    module = make_loaders(pillar_for(workdir), host_opts(tf_env, wrapper)).modules.hecate_terraform
     assert module.run()["applied"] is True
     before = len(commands())
     printed = subprocess.run([str(TERRAFORM), "output", "-json"], cwd=workdir, env={**os.environ, **tf_env}, capture_output=True, text=True)

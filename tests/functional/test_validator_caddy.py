@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from hecatelib import schema, spec
 from hecatelib.caddy import config as caddy_config
 from hecatelib.caddy import re2
+from tests.support import host
 from tests.support.caddy import Backend, Caddy, free_port
 from tests.support.http import get
 
@@ -237,7 +238,7 @@ def test_fuzz_validator_and_compiler_against_real_caddy(edge):
     @given(pillars(caddy, backend, ports))
     def property_(hecate):
         STATS["examples"] += 1
-        tree, report = schema.check(hecate)  # never raises: hypothesis fails the test if it does
+        tree, report = schema.check(hecate, root_prefix=host.PREFIX)  # never raises: hypothesis fails the test if it does
         for path, reason in report.errors + report.warnings:
             assert isinstance(path, str) and path.startswith("hecate") and isinstance(reason, str) and reason
             assert len(path) + len(reason) < 1000

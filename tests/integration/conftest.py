@@ -8,9 +8,10 @@ import tempfile
 import pytest
 import yaml
 
+from tests.support import host
 from tests.support.caddy import Backend, Caddy, free_port
 from tests.support.pillars import local_seed_tree, seed_tree
-from tests.support.stack import master_overrides, start_secret_stores
+from tests.support.stack import master_overrides, start_secret_stores, terraform_module
 
 
 @pytest.fixture(scope="package")
@@ -93,9 +94,17 @@ def salt_master(salt_factories, pillar_files, vault, consul, integration_dir):
 
 
 @pytest.fixture(scope="package")
-def salt_minion(salt_master):
-    # One minion plays both roles of the seed's orchestrate.sls: controller and edge.
-    factory = salt_master.salt_minion_daemon("hecate-edge", overrides={"grains": {"roles": ["hecate-controller", "hecate-proxy"]}})
+def terraform_dir(integration_dir):
+    """The controller's null module (below the scratch host's /var/lib/hecate) and its minion-config settings."""
+    return terraform_module(integration_dir / "tf", host.below("lib", "work", make=False))
+
+
+@pytest.fixture(scope="package")
+def salt_minion(salt_master, terraform_dir):
+    # One minion plays both roles of the seed's orchestrate.sls: controller and edge; hecate's roots on the
+    # scratch host; terraform's binary and CLI config are host settings of the controller.
+    overrides = {"grains": {"roles": ["hecate-controller", "hecate-proxy"]}, **host.opts(), **terraform_dir["minion"]}
+    factory = salt_master.salt_minion_daemon("hecate-edge", overrides=overrides)
     with factory.started():
         yield factory
 

@@ -10,6 +10,7 @@ import time
 import pytest
 import yaml
 
+from tests.support import host
 from tests.support.caddy import Caddy, free_port
 from tests.support.http import backend_of, get
 from tests.support.pillars import local_seed_tree
@@ -79,7 +80,7 @@ def fleet_master(salt_factories, fleet_pillar, vault, consul, integration_dir):
 def fleet(fleet_master):
     # loop_interval 1 s, Salt's default: Salt runs beacons once a second but counts their interval in
     # loop_interval ticks, so salt-factories' 0.05 s would stretch a 10 s beacon interval to 200 s
-    minions = [fleet_master.salt_minion_daemon(edge, overrides={"loop_interval": 1}) for edge in EDGES]
+    minions = [fleet_master.salt_minion_daemon(edge, overrides={"loop_interval": 1, **host.opts()}) for edge in EDGES]
     try:
         all_at_once(lambda minion: minion.start(), minions)
         synced = fleet_master.salt_cli(timeout=120).run("saltutil.sync_all", minion_tgt="fleet-edge-*")

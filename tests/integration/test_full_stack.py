@@ -14,8 +14,9 @@ import pytest
 from hecatelib import schema
 from hecatelib.backends import BACKENDS
 from hecatelib.engine import stages as engine_stages
+from tests.support import host
 from tests.support.http import backend_of, get
-from tests.support.stack import CONSUL_TOKEN, EDGE_IP, ZONE, full_tree, jobs_of_run, start_backends, terraform_module
+from tests.support.stack import CONSUL_TOKEN, EDGE_IP, ZONE, full_tree, jobs_of_run, start_backends
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +29,6 @@ def emulators():
     for emulator in started.values():
         emulator.stop()
         assert not emulator.violations, f"{emulator.name}: {emulator.violations}"
-
-
-@pytest.fixture(scope="module")
-def terraform_dir(integration_dir):
-    return terraform_module(integration_dir / "tf")
 
 
 @pytest.fixture
@@ -78,7 +74,7 @@ def test_seed_deploys_from_nothing_and_the_second_deploy_writes_nothing(
     assert first.returncode == 0, json.dumps(first.data, indent=1)
     stages = first.data["stages"]
     # every step of the registry in its order (pinned in tests/unit/test_orchestrate.py): expand, switch, verify, contract
-    assert list(stages) == [s.name for s in engine_stages.steps(schema.validate(stack), BACKENDS)]
+    assert list(stages) == [s.name for s in engine_stages.steps(schema.validate(stack, root_prefix=host.PREFIX), BACKENDS)]
     assert len(stages) == 10
     shown = salt_run_cli.run("hecate.show", first.data["id"]).data
     assert [line.split(":")[0] for line in shown["order"] if not line.startswith(" ")] == list(stages)  # execution order

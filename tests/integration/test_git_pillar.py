@@ -10,6 +10,7 @@ import time
 import pytest
 import yaml
 
+from tests.support import host
 from tests.support.caddy import Caddy, free_port
 from tests.support.http import backend_of, get
 from tests.support.pillars import local_seed_tree
@@ -98,7 +99,8 @@ def git_master(salt_factories, pillar_repo, site_repo, vault, consul, integratio
 
 @pytest.fixture(scope="module")
 def git_minion(git_master):
-    factory = git_master.salt_minion_daemon("hecate-git-edge", overrides={"grains": {"roles": ["hecate-controller", "hecate-proxy"]}})
+    overrides = {"grains": {"roles": ["hecate-controller", "hecate-proxy"]}, **host.opts()}
+    factory = git_master.salt_minion_daemon("hecate-git-edge", overrides=overrides)
     with factory.started():
         yield factory
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, SEED
+from tests.support import host
 from tests.support.http import backend_of, get
 from tests.support.stack import CONSUL_TOKEN, VAULT_TOKEN
 
@@ -54,6 +55,7 @@ def masterless(integration_dir, edge_tree, vault, consul):
         "pillar_roots": {"base": [str(pillar)]},
         "log_file": str(root / "salt.log"),
         "user": os.environ.get("USER") or "root",
+        **host.opts(),  # hecate's roots on the scratch host, where edge_caddy's admin socket is
     }
     (conf / "minion").write_text(yaml.safe_dump({**common, "id": "edge-pip", "file_client": "local"}))
     secrets = {
@@ -220,6 +222,7 @@ def test_salt_call_state_apply_with_watch(installed, integration_dir, edge_tree,
         "pillar_roots": {"base": [str(pillar)]},
         "log_file": str(root / "salt.log"),
         "user": os.environ.get("USER") or "root",
+        **host.opts(),
     }
     (conf / "minion").write_text(yaml.safe_dump(minion))
     results = []

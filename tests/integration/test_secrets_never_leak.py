@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from tests.support import host
 from tests.support.certs import CA, key_fragments
 from tests.support.stack import AUTHENTIK_KEY, CONSUL_TOKEN, COTURN_SECRET, VAULT_TOKEN, until
 
@@ -56,7 +57,7 @@ def job_cache_since(cachedir, started):
 def secret_pillar(synced, pillar_files, edge_tree, salt_call_cli, vault):
     vault.put("secret", "hecate/leakprobe", {"db": DB_PASSWORD, "dns": DNS_TOKEN, "authentik": AUTHENTIK_TOKEN, "tls": TLS_KEY})
     tree = json.loads(json.dumps(edge_tree))
-    tls_dir = pillar_files.root.parent / "leakprobe-tls"
+    tls_dir = host.below("etc", "leakprobe-tls", make=False)
     certificates = {"corp": {"certificate": TLS_CERT, "key": "vault:secret/hecate/leakprobe#tls"}}
     tree["reverse_proxy"]["caddy"]["tls"] = {"mode": "internal", "dir": str(tls_dir), "certificates": certificates}
     tree["authentik"]["database"]["password"] = "vault:secret/hecate/leakprobe#db"

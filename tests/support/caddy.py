@@ -17,6 +17,7 @@ import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.support import host
 from tests.support.http import serve
 
 READS = {"GET", "HEAD", "OPTIONS"}
@@ -74,12 +75,13 @@ def free_port():
 
 
 class Caddy:
-    """``Caddy(workdir).start()``: Caddy with nothing but an admin endpoint on a unix socket."""
+    """``Caddy(workdir).start()``: Caddy with nothing but an admin endpoint on a unix socket, in a directory of
+    its own below the scratch host's /run/hecate (tests.support.host), where a pillar's admin socket must be."""
 
     def __init__(self, workdir, admin=None):
         self.workdir = pathlib.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.admin = admin or f"unix/{self.workdir}/admin.sock"
+        self.admin = admin or f"unix/{host.below('run', self.workdir.name)}/admin.sock"
         self.log_path = self.workdir / "caddy.log"
         self.process = None
 

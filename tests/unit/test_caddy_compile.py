@@ -329,8 +329,8 @@ def test_consul_dns_is_validated():
     [("127.0.0.1:2019", "127.0.0.1:2019", True), ("localhost:2019", "127.0.0.1:2019", True),
      ("[::1]:2019", "127.0.0.1:2019", True), ("127.0.0.2:2019", "127.0.0.1:2019", True),
      ("0.0.0.0:2019", "127.0.0.1:2019", True), ("10.0.0.5:2019", "127.0.0.1:2019", False),
-     ("127.0.0.1:2020", "127.0.0.1:2019", False), ("unix//run/caddy/admin.sock", "unix//run/caddy/admin.sock", True),
-     ("unix//run/other.sock", "unix//run/caddy/admin.sock", False)],
+     ("127.0.0.1:2020", "127.0.0.1:2019", False), ("unix//run/hecate/caddy/admin.sock", "unix//run/hecate/caddy/admin.sock", True),
+     ("unix//run/other.sock", "unix//run/hecate/caddy/admin.sock", False)],
 )  # fmt: skip
 def test_admin_dials_finds_routes_to_the_admin_endpoint(dial, admin, hit):
     config = {"apps": {"http": {"servers": {"x": {"routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": dial}]}]}]}}}}}

@@ -31,7 +31,7 @@ def issued(ca):
 
 def with_certs(certificates, mode="internal"):
     raw = copy.deepcopy(seed_tree())
-    raw["reverse_proxy"]["caddy"]["tls"] = {"mode": mode, "dir": "/srv/tls", "certificates": certificates}
+    raw["reverse_proxy"]["caddy"]["tls"] = {"mode": mode, "dir": "/etc/hecate/certs", "certificates": certificates}
     return raw
 
 
@@ -44,7 +44,7 @@ def tree(issued):
 def test_caddy_loads_files_by_path_and_the_key_is_not_in_the_config(tree, issued):
     _, key, fingerprint = issued
     config = caddy_config.desired_config({}, tree)
-    stem = f"/srv/tls/wild-{fingerprint[:16]}"
+    stem = f"/etc/hecate/certs/wild-{fingerprint[:16]}"
     assert config["apps"]["tls"]["certificates"]["load_files"] == [
         {"@id": "hecate_cert_wild", "certificate": f"{stem}.crt", "key": f"{stem}.key", "format": "pem"}
     ]
@@ -79,7 +79,7 @@ def test_a_rotation_is_one_named_change_and_drift_and_the_job_text_stay_put(tree
     assert caddy_drift.compare(caddy_drift.owned_part(before), after)["certificates"]["rotated"]
     assert render(rotated, "reverse-proxy") == render(tree, "reverse-proxy")  # a reload, never a redeploy
     caddy = task(parsed(tree, "reverse-proxy"), "proxy-stack", "caddy")
-    assert caddy["Config"]["volumes"] == ["/srv/tls:/srv/tls:ro"]
+    assert caddy["Config"]["volumes"] == ["/etc/hecate/certs:/etc/hecate/certs:ro"]
 
 
 def test_a_drift_cache_from_before_custom_certificates_still_matches():
@@ -139,23 +139,36 @@ def test_a_route_not_covered_and_a_certificate_ending_soon_are_warnings(ca):
     assert "covers none of the routes' domains (its names: intranet.corp.example)" in reasons[f"{CERTS}:corp"]
 
 
-def test_files_are_written_once_with_their_owner_and_an_unknown_owner_is_refused(tmp_path, issued):
-    import pwd
+def test_files_are_written_once_with_their_owner_and_an_owner_that_is_no_system_account_is_refused(tmp_path, issued, monkeypatch):
+    import types
 
     cert, key, fingerprint = issued
-    me = pwd.getpwuid(os.getuid()).pw_name
+    # a passwd of our own: the edge minion runs as root, which may give a file to any uid
+    users = {"caddy": 555, "alice": 1000, "nobody2": 65534, "toor": 0}
+    monkeypatch.setattr(caddy_certs.pwd, "getpwnam", lambda name: types.SimpleNamespace(pw_uid=users[name]))
+    prefix = str(tmp_path)
+    (tmp_path / "etc").mkdir()  # the host's /etc: hecate makes its root, /etc/hecate, never the root's parents
     raw = with_certs({"wild": {"certificate": cert, "key": key}})
-    raw["reverse_proxy"]["caddy"]["tls"].update(dir=str(tmp_path / "tls"), owner=me)
-    tree = schema.validate(raw)
-    plan = caddy_certs.plan_files(tree)
+    raw["reverse_proxy"]["caddy"]["tls"].update(dir=f"{prefix}/etc/hecate/tls", owner="caddy")
+    tree = schema.validate(raw, root_prefix=prefix)
+    plan = caddy_certs.plan_files(tree, prefix)
     assert "BEGIN" not in repr(caddy_certs.certificates(tree, with_key=True))  # a parsed key never prints
     assert sorted(os.path.basename(p) for p in caddy_certs.write_files(plan)) == [
         f"wild-{fingerprint[:16]}.crt",
         f"wild-{fingerprint[:16]}.key",
     ]
-    assert {(p.stat().st_uid, p.stat().st_mode & 0o777) for p in (tmp_path / "tls").iterdir()} == {(os.getuid(), 0o600)}
-    again = caddy_certs.plan_files(tree)
+    directory = tmp_path / "etc" / "hecate" / "tls"
+    assert {(p.stat().st_uid, p.stat().st_mode & 0o777) for p in directory.glob("wild-*")} == {(555, 0o600)}
+    assert (directory.stat().st_uid, directory.stat().st_mode & 0o777) == (555, 0o700)
+    assert (tmp_path / "etc" / "hecate").stat().st_mode & 0o777 == 0o755  # the root: made, never changed
+    again = caddy_certs.plan_files(tree, prefix)
     assert (again["write"], again["remove"], again["fix_dir"]) == ([], [], False)
-    tree["reverse_proxy"]["caddy"]["tls"]["owner"] = "no-such-user-hecate"
-    with pytest.raises(caddy_certs.CertError, match="hecate:reverse_proxy:caddy:tls:owner: no user"):
-        caddy_certs.plan_files(tree)
+    for name, reason in [
+        ("no-such-user-hecate", "no user"),
+        ("alice", "a person's login"),
+        ("toor", "root or a base-system account"),
+        ("nobody2", "nobody"),
+    ]:
+        tree["reverse_proxy"]["caddy"]["tls"]["owner"] = name
+        with pytest.raises(caddy_certs.CertError, match=f"hecate:reverse_proxy:caddy:tls:owner: .*{reason}"):
+            caddy_certs.plan_files(tree, prefix)

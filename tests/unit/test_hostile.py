@@ -91,7 +91,10 @@ def alias_bomb(levels=9, fanout=9, where="global:\n  domain"):
 @pytest.mark.fault
 @pytest.mark.parametrize(
     ("where", "path"),
-    [("global:\n  domain", "hecate:global:domain"), ("terraform:\n    workdir: /srv/tf\n    vars:\n      x", "hecate:terraform:vars:x")],
+    [
+        ("global:\n  domain", "hecate:global:domain"),
+        ("terraform:\n    workdir: /var/lib/hecate/tf\n    vars:\n      x", "hecate:terraform:vars:x"),
+    ],
     ids=["global.domain", "terraform.vars"],
 )
 def test_alias_bomb_is_refused_fast_with_a_short_message(where, path):
@@ -109,7 +112,7 @@ def test_alias_bomb_is_refused_fast_with_a_short_message(where, path):
 
 def test_tree_shapes_yaml_cannot_make_are_refused_cleanly():
     tree = copy.deepcopy(seed_tree())
-    tree["terraform"] = {"workdir": "/srv/tf", "vars": {"x": {("tuple", "key"): 1}}}
+    tree["terraform"] = {"workdir": "/var/lib/hecate/tf", "vars": {"x": {("tuple", "key"): 1}}}
     _, report = schema.check(tree)
     assert report.errors == [("hecate:terraform:vars:x", "has a key of type tuple: keys are strings or numbers")]
 

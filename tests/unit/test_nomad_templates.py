@@ -78,9 +78,10 @@ def test_reverse_proxy_groups_and_counts(tree):
 def test_caddy_starts_from_the_compiled_bootstrap_with_resume(tree):
     job = parsed(tree, "reverse-proxy")
     caddy = task(job, "proxy-stack", "caddy")
-    assert caddy["Config"]["command"] == "caddy"
-    assert caddy["Config"]["args"] == ["run", "--resume", "--config", "/local/caddy.json"]
-    (template,) = caddy["Templates"]
+    assert (caddy["Config"]["command"], caddy["Config"]["args"]) == ("/bin/sh", ["/local/caddy-start.sh"])
+    template, start = caddy["Templates"]
+    assert start["DestPath"] == "local/caddy-start.sh" and start["EmbeddedTmpl"] == nomad_jobs.CADDY_START  # HCL keeps it byte for byte
+    assert 'exec caddy run --resume --config "${NOMAD_TASK_DIR:-/local}/caddy.json"' in start["EmbeddedTmpl"]
     assert template["DestPath"] == "local/caddy.json" and template["ChangeMode"] == "noop"
     assert (template["LeftDelim"], template["RightDelim"]) == nomad_jobs.STATIC  # literal: no consul-template
     skeleton = copy.deepcopy(tree)
@@ -99,10 +100,10 @@ def test_a_route_change_does_not_change_the_caddy_job(tree):
 
 def test_a_unix_admin_address_in_pillar_is_the_jobs_socket_mounted_from_the_host(tree):
     changed = copy.deepcopy(tree)
-    changed["reverse_proxy"]["caddy"]["admin"] = "unix//run/caddy/admin.sock"
+    changed["reverse_proxy"]["caddy"]["admin"] = "unix//run/hecate/caddy/admin.sock"
     caddy = task(parsed(changed, "reverse-proxy"), "proxy-stack", "caddy")
-    assert json.loads(caddy["Templates"][0]["EmbeddedTmpl"])["admin"]["listen"] == "unix//run/caddy/admin.sock"
-    assert caddy["Config"]["volumes"] == ["/run/caddy:/run/caddy"]
+    assert json.loads(caddy["Templates"][0]["EmbeddedTmpl"])["admin"]["listen"] == "unix//run/hecate/caddy/admin.sock"
+    assert caddy["Config"]["volumes"] == ["/run/hecate/caddy:/run/hecate/caddy"]
     assert group(parsed(changed, "reverse-proxy"), "proxy-stack")["Networks"][0]["Mode"] == "bridge"
     assert caddy["Services"][0]["Checks"][0]["Type"] == "tcp"  # Consul cannot reach a unix socket
 
@@ -139,8 +140,9 @@ def test_none_of_the_seeds_caddy_defects_survive(tree):
 def test_caddy_admin_socket_comes_from_pillar(tree):
     changed = copy.deepcopy(tree)
     changed["nomad"] = {"jobs": {"reverse-proxy": {"admin_socket": "/alloc/run/caddy.sock"}}}
-    (template,) = task(parsed(changed, "reverse-proxy"), "proxy-stack", "caddy")["Templates"]
-    assert json.loads(template["EmbeddedTmpl"])["admin"]["listen"] == "unix//alloc/run/caddy.sock"
+    caddy = task(parsed(changed, "reverse-proxy"), "proxy-stack", "caddy")
+    assert json.loads(caddy["Templates"][0]["EmbeddedTmpl"])["admin"]["listen"] == "unix//alloc/run/caddy.sock"
+    assert "volumes" not in caddy["Config"]  # inside the allocation: nothing of the host is mounted
 
 
 def test_nginx_stream_config_comes_from_tcp_proxies_and_passes_nginx_t(tree, tmp_path):
@@ -152,7 +154,7 @@ def test_nginx_stream_config_comes_from_tcp_proxies_and_passes_nginx_t(tree, tmp
     assert stream_task["Config"]["network_mode"] == "host"  # the group shares the host's network (loopback admin)
     labels = [p["port_label"] for p in nomad_jobs.job_context(tree, "reverse-proxy")["tcp_proxies"]]
     unix = copy.deepcopy(tree)
-    unix["reverse_proxy"]["caddy"]["admin"] = "unix//run/caddy/admin.sock"
+    unix["reverse_proxy"]["caddy"]["admin"] = "unix//run/hecate/caddy/admin.sock"
     assert task(parsed(unix, "reverse-proxy"), "proxy-stack", "nginx-stream")["Config"]["ports"] == labels
     # the job's file, as nginx reads it (Debian has no "nginx" user: the main context is the test's)
     body = template["EmbeddedTmpl"][template["EmbeddedTmpl"].index("stream {") :]
@@ -233,7 +235,7 @@ def test_a_secret_is_known_by_its_schema_type_not_its_key_name(tree):
     regex missed ``db_pw``); ``nomad.client_key`` is a file path, not a secret (the regex refused it)."""
     raw = copy.deepcopy(seed_tree())
     raw["terraform"] = {
-        "workdir": "/srv/hecate/terraform",
+        "workdir": "/var/lib/hecate/terraform",
         "token": "vault:secret/hecate/hetzner#token",
         "secret_vars": {"db_pw": "pw-LEAK-123456"},
     }

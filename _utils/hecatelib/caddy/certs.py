@@ -2,9 +2,10 @@
 
 Each entry names a PEM certificate (chain, leaf first) and its PEM private key, literally or as a
 ``vault:``/``consul:`` reference that the ext_pillar resolves on the master. They reach Caddy as files on
-the edge (``tls.dir``, mode 0700; each file 0600), written before the config that names them, and Caddy
-loads them with ``tls.certificates.load_files``: the key never enters Caddy's JSON config, which flows
-into snapshots, the run file on the master, the drift cache and Caddy's autosave.
+the edge (``tls.dir``, below ``/etc/hecate``, mode 0700; each file 0600; see ``hecatelib.paths``), written
+before the config that names them, and Caddy loads them with ``tls.certificates.load_files``: the key never
+enters Caddy's JSON config, which flows into snapshots, the run file on the master, the drift cache and
+Caddy's autosave.
 
 File names carry the certificate's SHA-256 fingerprint (public): a rotation writes new files beside
 the old ones and changes the config, so Caddy reloads and loads the new pair, while a rollback to the
@@ -26,11 +27,13 @@ import hashlib
 import os
 import pwd
 import re
+import stat
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from hecatelib import paths
 from hecatelib.spec import Secret, Str, key
 
 CERTIFICATES = "hecate:reverse_proxy:caddy:tls:certificates"
@@ -251,84 +254,86 @@ def load_files(tree, directory=None):
 
 
 # -- files on the edge ------------------------------------------------------------------------------------
+# Only below hecate's /etc/hecate root, reached without following a link (hecatelib.paths); the directory's
+# mode and owner change only when hecate created it.
+DIR_KEY = "hecate:reverse_proxy:caddy:tls:dir"
+OWNER_KEY = "hecate:reverse_proxy:caddy:tls:owner"
+
+
 def _owner(tree):
-    """The uid to give the files (``tls.owner``), or None to leave them to the writing user (root)."""
+    """The uid to give the files (``tls.owner``), or None to leave them to the writing user (root). The owner
+    must be a system account (:func:`hecatelib.paths.check_owner_uid`): it can read the private keys."""
     owner = settings(tree).get("owner")
     if not owner:
         return None
     try:
-        return pwd.getpwnam(owner).pw_uid
+        uid = pwd.getpwnam(owner).pw_uid
     except KeyError:
-        raise CertError("hecate:reverse_proxy:caddy:tls:owner", f"no user {owner!r} on this machine") from None
+        raise CertError(OWNER_KEY, f"no user {owner!r} on this machine") from None
+    reason = paths.check_owner_uid(owner, uid)
+    if reason:
+        raise CertError(OWNER_KEY, f"{reason}; name the dedicated system account Caddy runs as")
+    return uid
 
 
-def plan_files(tree):
+def plan_files(tree, root_prefix=""):
     """What the edge's certificate directory needs: ``{"write": [(path, data)], "remove": [path], "dir": str,
-    "fix_dir": bool, "uid": int|None}``. Reads only. ``data`` holds the key: never log or return it."""
+    "root": str, "fix_dir": bool, "uid": int|None}``. Reads only; raises :class:`hecatelib.paths.UnsafePath`
+    (an OSError) for a directory hecate may not use. ``data`` holds the key: never log or return it."""
     directory = settings(tree).get("dir") or DEFAULT_DIR
+    top = paths.root("etc", root_prefix)
     uid = _owner(tree)
     wanted = {}
     for cert in certificates(tree, with_key=True):
         crt, pem_key = cert.paths(directory)
         wanted[crt], wanted[pem_key] = cert.certificate_pem, cert.key_pem
-    write = [(path, data) for path, data in wanted.items() if not _same(path, data, uid)]
-    present = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
-    remove = [os.path.join(directory, n) for n in present if _FILE.match(n) and os.path.join(directory, n) not in wanted]
-    fix_dir = bool(wanted) and (not os.path.isdir(directory) or not _dir_ok(directory, uid))
-    return {"write": write, "remove": remove, "dir": directory, "fix_dir": fix_dir, "uid": uid}
-
-
-def _same(path, data, uid):
+    plan = {"write": [], "remove": [], "dir": directory, "root": top, "fix_dir": False, "uid": uid}
+    if not paths.below(directory, top):
+        if wanted:  # the validator refuses it; never write there anyway
+            raise paths.UnsafePath(DIR_KEY, f"{directory} is not below {top}")
+        return plan  # no certificates: nothing of hecate's can be there
+    state, fd = paths.inspect_private_dir(directory, top, DIR_KEY, uid)
     try:
-        info = os.stat(path)
-        with open(path, "rb") as handle:
-            return handle.read() == data and info.st_mode & 0o777 == 0o600 and (uid is None or info.st_uid == uid)
-    except OSError:
-        return False
+        present = sorted(os.listdir(fd)) if fd is not None else []
+        plan["write"] = [(path, data) for path, data in wanted.items() if fd is None or not _same(fd, path, data, uid)]
+    finally:
+        if fd is not None:
+            os.close(fd)
+    plan["remove"] = [os.path.join(directory, n) for n in present if _FILE.match(n) and os.path.join(directory, n) not in wanted]
+    plan["fix_dir"] = bool(wanted) and state != "ok"
+    return plan
 
 
-def _dir_ok(directory, uid):
-    info = os.stat(directory)
-    return info.st_mode & 0o777 == 0o700 and (uid is None or info.st_uid == uid)
+def _same(dir_fd, path, data, uid):
+    content, info = paths.read_file(dir_fd, os.path.basename(path))
+    return content == data and stat.S_IMODE(info.st_mode) == 0o600 and (uid is None or info.st_uid == uid)
 
 
 def write_files(plan):
-    """Write ``plan["write"]`` (temp file in the same directory, 0600, fsync, rename): a failure leaves every
-    file as it was. Returns the paths written. Raises OSError; the message names a path, never content."""
-    directory, uid = plan["dir"], plan["uid"]
-    if plan["fix_dir"]:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        os.chmod(directory, 0o700)
-        if uid is not None:
-            os.chown(directory, uid, -1)
+    """Write ``plan["write"]`` (hecatelib.paths.write_file: a temporary file created exclusively, 0600, fsync,
+    rename): a failure leaves every file as it was. Returns the paths written. Raises OSError; the message
+    names a path, never content."""
+    if not plan["write"] and not plan["fix_dir"]:
+        return []
+    fd, _ = paths.private_dir(plan["dir"], plan["root"], DIR_KEY, plan["uid"])
     written = []
-    for path, data in plan["write"]:
-        tmp = f"{path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), 0o600)  # O_CREAT's mode does not apply to a leftover temp file
-                if uid is not None:
-                    os.fchown(handle.fileno(), uid, -1)
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except OSError:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        written.append(path)
+    try:
+        for path, data in plan["write"]:
+            paths.write_file(fd, os.path.basename(path), data, 0o600, plan["uid"])
+            written.append(path)
+    finally:
+        os.close(fd)
     return written
 
 
 def remove_files(plan):
     """Remove the files no config names any more (after a good run only). Returns the paths removed."""
-    removed = []
-    for path in plan["remove"]:
-        try:
-            os.unlink(path)
-            removed.append(path)
-        except FileNotFoundError:
-            pass
-    return removed
+    if not plan["remove"]:
+        return []
+    fd, _ = paths.open_below(plan["dir"], plan["root"], DIR_KEY, check_leaf=False)  # the plan inspected it
+    if fd is None:
+        return []
+    try:
+        return [path for path in plan["remove"] if paths.remove_file(fd, os.path.basename(path))]
+    finally:
+        os.close(fd)

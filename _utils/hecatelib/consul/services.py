@@ -25,7 +25,7 @@ import re
 
 from hecatelib.spec import Duration, Field, Hostname, Int, ListOf, Map, MapOf, Str, index, key
 
-__all__ = ["MARKER", "SERVICES", "SPEC_META", "compile_services", "plan"]
+__all__ = ["MARKER", "RESERVED", "SERVICES", "SPEC_META", "compile_services", "plan"]
 
 MARKER = "hecate-managed"
 SPEC_META = "hecate-spec"
@@ -33,6 +33,20 @@ _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 # agent/structs ValidateServiceMetadata: keys of at most 128 of [A-Za-z0-9_-], not "consul-"-prefixed
 _META_KEY = r"^(?!consul-)(?!hecate-)[A-Za-z0-9_-]{1,128}$"
 _TAG = r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,127}$"
+# Names an external service may not take: an instance registered under one of them joins the answers for the
+# stack's own service (Consul indexes service names lower-cased: servicesTableSchema, index "service",
+# StringFieldIndex{Field: "ServiceName", Lowercase: true} in agent/consul/state/catalog_schema.go), so Caddy's forward_auth could ask
+# another server who the user is, authentik could hand its database password to another PostgreSQL, or the
+# deploy could send its Nomad or Vault token elsewhere. The services hecate's Nomad jobs register
+# (salt/hecate/nomad/*.nomad.j2; tests/unit/test_consul_services.py renders every job and checks this list
+# covers them), and the cluster's own (nomad.service.consul is hecate:nomad:address's default).
+RESERVED = frozenset(
+    {
+        "authentik-server", "authentik-worker", "helen-bridge", "postgres-authentik", "redis-authentik",
+        "caddy", "nginx-stream", "coturn",
+        "consul", "nomad", "nomad-client", "vault",
+    }
+)  # fmt: skip
 
 CHECK = Map(
     {
@@ -73,6 +87,13 @@ class ServiceList(ListOf):
             if service.get("id") in seen:
                 report.error(key(where, "id"), f"{service['id']!r} is also external_services[{seen[service['id']]}]")
             seen.setdefault(service.get("id"), i)
+            name = service.get("name")
+            if isinstance(name, str) and name.lower() in RESERVED:
+                report.error(
+                    key(where, "name"),
+                    f"{name!r} is a name of the stack's own services ({', '.join(sorted(RESERVED))}): an instance "
+                    "registered under it would receive their traffic (docs/security.md)",
+                )
             check = service.get("check")
             if check is not None and ("tcp" in check) == ("http" in check):
                 report.error(key(where, "check"), "give exactly one of tcp or http")

@@ -43,6 +43,7 @@ class Seams:
     say: object = None
     operator: str = "unknown"
     commit: object = None  # () -> the pillar's git commit ({"commit", "dirty", "path"}) or None
+    root_prefix: str = ""  # hecate's host roots relocated (hecatelib.paths; tests), for validating a recorded tree
 
 
 @dataclasses.dataclass
@@ -76,7 +77,7 @@ class Engine:
     # -- what a run deploys -----------------------------------------------------------------------------
     def effective(self, run):
         """The tree the run deploys: the pillar's, or a recorded one over it (rollback, promote)."""
-        return schema.validate(overlay(self.tree, run.recorded), self.backends) if run.recorded else self.tree
+        return schema.validate(overlay(self.tree, run.recorded), self.backends, self.seams.root_prefix) if run.recorded else self.tree
 
     def steps(self, tree, only=None, verify=None):
         return stages.steps(tree, self.backends, only, verify)

@@ -8,7 +8,7 @@ import logging
 import salt.utils.event
 
 import hecate_fresh
-from hecatelib import consul
+from hecatelib import consul, paths
 from hecatelib.consul.lock import ConsulLock
 from hecatelib.consul.records import Records
 from hecatelib.engine.engine import Seams
@@ -129,6 +129,7 @@ def seams(opts, tree, say=None, tgt=None, tgt_type=None, controller=None, timeou
         say=say,
         operator=operator(opts),
         commit=lambda: pillar_commit(opts),  # a git call: only a run that begins asks
+        root_prefix=paths.prefix(opts),
     )
 
 

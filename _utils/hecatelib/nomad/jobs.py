@@ -20,7 +20,7 @@ import re
 
 import jinja2
 
-from hecatelib import api, hcl
+from hecatelib import api, hcl, paths
 from hecatelib.caddy import config as caddy_config
 from hecatelib.nomad import nginx
 from hecatelib.spec import Bool, Duration, Field, Int, ListOf, Map, MapOf, Report, Secret, Str, index, key, parse_duration, secret_values
@@ -161,9 +161,7 @@ JOB = Map(
         "promote": Map({"mode": Str(choices=list(PROMOTE_MODES)), "healthy_seconds": Seconds(0)}),
         "deploy_timeout": Seconds(1),
         "host_volume": Str(pattern=NAME, what="Nomad host volume name"),
-        "admin_socket": Str(
-            pattern=r"^/[A-Za-z0-9_./-]+\.sock$", what="absolute socket path (under /alloc, or a host path that is mounted)"
-        ),
+        "admin_socket": paths.HostPath("absolute socket path (under /alloc, or below /run/hecate: its directory is mounted)"),
         "upstream": Str(pattern=r"^[A-Za-z0-9.\[\]:-]+:[0-9]+$", what="host:port"),
         "listen_port": Int(1, 65535),
         "maxmemory": Str(pattern=r"^[0-9]+(kb|mb|gb)$", what="redis size like 512mb"),
@@ -495,15 +493,57 @@ def _admin_socket(rp):
     return admin[len("unix/") :] if admin.startswith("unix//") else None
 
 
+# The Caddy task's command: ``caddy run --resume --config /local/caddy.json``, on an autosave this node can load.
+# Caddy resumes $XDG_CONFIG_HOME/caddy/autosave.json whenever it exists and then ignores --config
+# (cmd/commandfuncs.go, cmdRun), and exits 1 when a tls load_files file is missing ("loading certificates:
+# open ...", modules/caddytls/tls.go Provision over fileloader.go). local/ (so the autosave) is carried into
+# the next allocation (ephemeral_disk sticky + migrate), also onto a node without the certificate files, or
+# without their mount after a deploy removed the last certificate. Then the autosave is resumed without its
+# certificate files: every route serves (a host they covered gets Caddy's automatic certificate) until the
+# routes stage writes them and loads them again; if Caddy still refuses it, Caddy starts from the bootstrap.
+CADDY_START = r"""#!/bin/sh
+# hecate (hecatelib.nomad.jobs.CADDY_START): caddy run --resume, on an autosave this node can load
+autosave="${XDG_CONFIG_HOME}/caddy/autosave.json"
+if [ -f "$autosave" ] && ! why=$(caddy validate --config "$autosave" 2>&1); then
+  echo "hecate: the autosave does not load here ($(printf '%s' "$why" | tail -n 1)); resuming it without its certificate files" >&2
+  sed 's/"load_files":\[[^]]*\]/"load_files":[]/' "$autosave" >"$autosave.tmp"
+  if caddy validate --config "$autosave.tmp" >/dev/null 2>&1; then
+    mv -f "$autosave.tmp" "$autosave"
+  else
+    echo "hecate: it still does not load; starting from the bootstrap (the autosave is kept as autosave.json.unloadable)" >&2
+    rm -f "$autosave.tmp"
+    mv -f "$autosave" "$autosave.unloadable"
+  fi
+fi
+exec caddy run --resume --config "${NOMAD_TASK_DIR:-/local}/caddy.json"
+"""
+
+
+def _host_mounts(caddy, socket):
+    """The host directories the Caddy task mounts: the admin socket's (read-write; not for a socket inside the
+    allocation) and, with custom certificates, ``tls.dir`` (read-only; the edge minion writes the files there,
+    hecatelib.caddy.certs). Only directories below hecate's roots (the validator's rule, hecatelib.paths):
+    never a system directory, whatever tree reaches the renderer."""
+    mounts = {
+        "admin_dir": socket.rsplit("/", 1)[0] if socket and not paths.below(socket, paths.ALLOC) else None,
+        "tls_dir": caddy["tls"].get("dir") if (caddy.get("tls") or {}).get("certificates") else None,
+    }
+    for what, directory in mounts.items():
+        if directory is not None and not paths.under_some_root(directory):
+            raise ValueError(f"the reverse-proxy job would mount {directory!r} ({what}): hecate mounts only directories below its roots")
+    return mounts
+
+
 def caddy_bootstrap(tree, admin_listen):
     """The bootstrap config for new Caddy instances: the routes compiler's own bootstrap
     (``hecatelib.caddy.config.bootstrap_config``) WITHOUT the routes, with the admin endpoint on ``admin_listen``
     (``unix//path`` or a loopback ``host:port``).
 
     Routes are left out so the job text does not change when a route does: a route change is one
-    admin-API reload by ``caddy.routes_managed``, never a rolling redeploy of the Caddy group. A new
-    allocation serves the catch-all until the routes stage (right after the Nomad core stage) converges
-    it; ``--resume`` keeps the last converged config across restarts in the same allocation."""
+    admin-API reload by ``caddy.routes_managed``, never a rolling redeploy of the Caddy group. ``--resume``
+    keeps the last converged config across restarts and into a replacement allocation (the ephemeral disk
+    migrates local/, see :data:`CADDY_START`); only a brand-new group serves the catch-all until the routes
+    stage (right after the Nomad core stage) converges it."""
     caddy = (tree.get("reverse_proxy") or {}).get("caddy") or {}
     if not all(k in caddy for k in ("ports", "tls", "routes", "admin")):
         raise ValueError("the reverse-proxy job renders from the validated hecate tree (hecatelib.schema.validate)")
@@ -639,9 +679,8 @@ def job_context(tree, name):
             static_ports=[("http", ports["http"]), ("https", ports["https"])] + [(p["port_label"], p["listen_port"]) for p in proxies],
             caddy_bootstrap=_check_static(caddy_bootstrap(tree, admin_listen), "caddy bootstrap"),
             admin_socket=socket,
-            admin_dir=socket.rsplit("/", 1)[0] if socket and not socket.startswith("/alloc/") else None,
-            # custom certificates: the edge minion writes them there (hecatelib.caddy.certs), Caddy reads the same path
-            tls_dir=caddy["tls"].get("dir") if (caddy.get("tls") or {}).get("certificates") else None,
+            caddy_start=CADDY_START,
+            **_host_mounts(caddy, socket),
             # loopback admin: the group runs in the host's network namespace so that 127.0.0.1 is the
             # edge minion's, and Nomad checks the admin API's /config/ as the seed did
             host_network=socket is None,

@@ -18,8 +18,8 @@ import jinja2
 
 from hecatelib import hcl
 from hecatelib.api import check_token
+from hecatelib.paths import HostPath
 from hecatelib.spec import (
-    AbsPath,
     Anything,
     Bool,
     Duration,
@@ -75,6 +75,18 @@ NETWORK_ZONES = {
 }
 _NAME = r"^[a-z0-9]([a-z0-9_-]{0,62})$"
 _ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+# What a pillar may put into terraform's environment (it runs as root on the controller): Terraform's input
+# variables and workspace, registry timeouts; and, as secrets, credentials by their name (a backend's
+# CONSUL_HTTP_TOKEN, AWS_SECRET_ACCESS_KEY, TF_TOKEN_<host>). Everything else (PATH, HOME, LD_PRELOAD,
+# TF_CLI_CONFIG_FILE, TF_CLI_ARGS*, TF_PLUGIN_CACHE_DIR, TF_DATA_DIR, TF_REATTACH_PROVIDERS, TF_LOG_PATH,
+# SSL_CERT_FILE, proxies, endpoints) picks the program, what it loads, where it writes or where a token goes:
+# a host setting, in the minion config's hecate_terraform_env.
+_PILLAR_ENV = r"^(TF_VAR_[A-Za-z0-9_]+|TF_WORKSPACE|TF_REGISTRY_CLIENT_TIMEOUT|TF_REGISTRY_DISCOVERY_RETRY)$"
+_PILLAR_SECRET_ENV = (
+    r"^(TF_VAR_[A-Za-z0-9_]+|TF_TOKEN_[A-Za-z0-9_]+"
+    r"|[A-Z][A-Z0-9_]*_(TOKEN|PASSWORD|SECRET|SECRET_ACCESS_KEY|ACCESS_KEY_ID|ACCESS_KEY|CLIENT_SECRET))$"
+)
+_HOST_SETTING = "a host setting: put it into the minion config's hecate_terraform_env (docs/security.md)"
 _VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 _LABEL_KEY = re.compile(r"^([a-z0-9A-Z]((?:[\-_.]|[a-z0-9A-Z]){0,61}[a-z0-9A-Z])?/)?[a-z0-9A-Z]((?:[\-_.]|[a-z0-9A-Z]){0,61}[a-z0-9A-Z])?$")
 _LABEL_VALUE = re.compile(r"^(([a-z0-9A-Z]((?:[\-_.]|[a-z0-9A-Z]){0,61}[a-z0-9A-Z])?)?)$")
@@ -97,6 +109,21 @@ class Cidr(Str):
             else:
                 if self.version and net.version != self.version:
                     report.error(path, f"must be an IPv{self.version} network")
+        return value
+
+
+class EnvName(Str):
+    """An environment variable name a pillar may set for terraform: ``allowed``, else a host setting."""
+
+    def __init__(self, allowed, what):
+        super().__init__(pattern=_ENV_NAME, what="environment variable name")
+        self.allowed, self.allowed_what = re.compile(allowed), what
+
+    def __call__(self, value, path, report):
+        before = len(report.errors)
+        value = super().__call__(value, path, report)
+        if len(report.errors) == before and isinstance(value, str) and not self.allowed.match(value):
+            report.error(path, f"{value[:60]!r} is not {self.allowed_what}: {_HOST_SETTING}")
         return value
 
 
@@ -214,8 +241,12 @@ HCLOUD = Map(
 
 PILLAR_SCHEMA = Map(
     {
-        "workdir": Field(AbsPath(), required=True),
-        "binary": Str(pattern=r"^[A-Za-z0-9_./-]+$", what="path to the terraform binary"),
+        "workdir": Field(HostPath("absolute directory path"), required=True),  # below /var/lib/hecate (hecatelib.paths)
+        # a command on the minion's PATH; a path is the minion config's hecate_terraform_binary
+        "binary": Str(
+            pattern=r"^(terraform|tofu)[A-Za-z0-9._-]{0,40}$",
+            what="command name (terraform or tofu; a path goes into the minion config's hecate_terraform_binary)",
+        ),
         "render": Field(Bool(), default=True),
         "lockfile": Field(Str(choices=["auto", "readonly", "update"]), default="auto"),
         "lock_file_source": Str(pattern=r"^salt://[A-Za-z0-9_./-]+$", what="salt:// URL of a committed lock file"),
@@ -225,9 +256,11 @@ PILLAR_SCHEMA = Map(
         "allow_replace": Field(Bool(), default=False),
         "token": Secret(),  # the Hetzner Cloud API token -> TF_VAR_hcloud_token
         "secret_vars": MapOf(Secret(), key_spec=Str(pattern=_VAR_NAME, what="variable name")),
-        "secret_env": MapOf(Secret(), key_spec=Str(pattern=_ENV_NAME, what="environment variable name")),
+        "secret_env": MapOf(
+            Secret(), key_spec=EnvName(_PILLAR_SECRET_ENV, "a credential's name (..._TOKEN, ..._PASSWORD, ..._SECRET, ...)")
+        ),
         "vars": MapOf(Anything(), key_spec=Str(pattern=_VAR_NAME, what="variable name")),
-        "env": MapOf(Str(), key_spec=Str(pattern=_ENV_NAME, what="environment variable name")),
+        "env": MapOf(Str(), key_spec=EnvName(_PILLAR_ENV, "TF_VAR_*, TF_WORKSPACE or a TF_REGISTRY_* timeout")),
         "hcloud": Field(HCLOUD, default=dict),
     }
 )
@@ -494,11 +527,13 @@ def secret_environment(section):
     return {k: str(v) for k, v in out.items()}
 
 
-def environment(section, base):
+def environment(section, base, host=None):
     """The environment of every terraform run: ``base`` (the caller's) without ``TF_LOG*`` (debug logs
-    print variable values), automation settings, ``hecate:terraform:env``, then the secrets."""
+    print variable values), automation settings, ``host`` (the minion config's ``hecate_terraform_env``:
+    host settings such as TF_CLI_CONFIG_FILE or a proxy), ``hecate:terraform:env``, then the secrets."""
     env = {k: v for k, v in dict(base).items() if not k.startswith("TF_LOG")}
     env.update({"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1"})
+    env.update({str(k): str(v) for k, v in (host or {}).items()})
     env.update({k: str(v) for k, v in (section.get("env") or {}).items()})
     env.update(secret_environment(section))
     return env
