@@ -201,7 +201,7 @@ def read_token(cfg, env_name, what):
                 return handle.read().strip()
         except OSError as exc:
             raise CommandExecutionError(f"{what} token_file {cfg['token_file']}: {exc.strerror}") from None
-    return os.environ.get(env_name) or None
+    return (os.environ.get(env_name) if env_name else None) or None
 
 
 def is_loopback(host):

@@ -547,6 +547,22 @@ def test_consul_settings_merge_pillar_over_master_config():
     assert consul_settings(None, opts)["lock"]["key"] == "hecate/locks/production"
 
 
+def test_a_pillar_that_moves_consul_never_gets_the_masters_token(monkeypatch):
+    """Pillar comes from pull requests: ``hecate:consul:address`` pointing elsewhere (or loosening TLS) must not
+    send the master's token (or $CONSUL_HTTP_TOKEN) there. Before: the master's token went to the pillar's host."""
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "env-token-SECRET")
+    opts = {"hecate_ext_pillar": {"consul": {"host": "127.0.0.1", "port": 8500, "token": "master-token-SECRET"}}}
+    kept = consul_settings({"consul": {"lock": {"ttl": 60}}}, opts)  # the master's endpoint, the master's token
+    assert kept["token"] == "master-token-SECRET" and consul_client(kept).token == "master-token-SECRET"
+    for moved in ({"address": "https://attacker.example.net:8501"}, {"verify": False}, {"allow_insecure_endpoint": True}):
+        got = consul_settings({"consul": moved}, opts)
+        assert "token" not in got, moved
+        if "address" in moved:
+            assert consul_client(got).token is None  # nor the environment's
+    own = consul_settings({"consul": {"address": "https://consul.example.org:8501", "token": "pillar-token"}}, opts)
+    assert consul_client(own).token == "pillar-token"
+
+
 def test_the_last_success_of_a_long_history_costs_a_key_listing_and_a_read_or_two(emu):
     """Every deploy asks for the previous success; records hold whole trees, so the whole history must
     not be read for it."""
