@@ -12,6 +12,7 @@ and hooks: ``hecatelib.backends``. See docs/orchestration.md, docs/architecture.
 """
 
 import contextlib
+import datetime
 import functools
 import json
 import logging
@@ -832,14 +833,18 @@ def health(tgt=None, tgt_type=None, controller=None, minion=None, only=None, tim
 
 
 @_outcome
-def backup(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=None, timeout=60):
+def backup(dir=None, tgt=None, tgt_type=None, controller=None, minion=None, only=None, timeout=60, force=False):
     """Save what hecate manages into a new directory on the master: each edge's Caddy config
     (``caddy.snapshot``), the authentik objects hecate owns, the DNS zones' record sets, the Nomad jobs'
     versions and specs; plus ``manifest.json`` and ``SHA256SUMS``. Sections that are not configured
     are recorded as such in the manifest. Exits 1 if a configured section could not be read.
 
     dir
-        A directory that does not exist yet (or is empty); created mode 0700, files 0600.
+        A directory that does not exist yet (or is empty); created mode 0700, files 0600. Without it, the
+        scheduled backup of ``hecate:backup``: only when ``enabled`` and when ``schedule`` (cron, UTC) fired
+        since the newest one (``force=True``: now), into ``/var/lib/hecate/backups/<UTC time>``, of the
+        ``targets``; then backups older than ``retention_days`` are removed (the newest is always kept). A
+        master schedule runs it often (docs/operate.md); it writes only when one is due.
 
     CLI Example:
 
@@ -847,16 +852,34 @@ def backup(dir, tgt=None, tgt_type=None, controller=None, minion=None, only=None
 
         salt-run hecate.backup dir=/var/backups/hecate/$(date +%F)
         salt-run hecate.backup dir=/var/backups/hecate/now only='[caddy]' tgt=edge-1
+        salt-run hecate.backup               # the scheduled backup, when hecate:backup says one is due
     """
     tree = _tree(minion)
+    settings = tree.get("backup") or {}
+    now = datetime.datetime.now(datetime.timezone.utc)
+    scheduled = dir is None
+    if scheduled:
+        root = os.path.join(paths.root("lib", paths.prefix(__opts__)), "backups")
+        if not settings.get("enabled"):
+            return {"status": "off", "why": "hecate:backup:enabled is not true (give dir= for a backup now)", "retcode": 0}
+        last = (backups.taken(root) or [(None, None)])[-1][0]
+        if not force and not backups.due(settings.get("schedule") or "0 3 * * *", last, now):
+            return {"status": "not due", "last": last.strftime(backups.STAMP), "schedule": settings.get("schedule"), "retcode": 0}
+        dir = os.path.join(root, now.strftime(backups.STAMP))
+        only = only or backups.chosen(tree, BACKENDS)
     with _engine(tree, tgt=tgt, tgt_type=tgt_type, controller=controller, timeout=timeout) as engine:
         sections, files = backups.collect(tree, engine.call, BACKENDS, only=[only] if isinstance(only, str) else only)
     try:
+        if scheduled:
+            os.makedirs(os.path.dirname(dir), mode=0o700, exist_ok=True)
         manifest = backups.write(dir, sections, files, environment=tree["global"].get("environment"))
     except (OSError, backups.BackupError) as exc:
         return {"error": str(exc), "retcode": 1}
     failed = sorted(n for n, s in sections.items() if s.get("state") == "failed")
-    return {"dir": dir, "files": len(manifest["files"]), "sections": sections, "failed": failed, "retcode": 1 if failed else 0}
+    out = {"dir": dir, "files": len(manifest["files"]), "sections": sections, "failed": failed, "retcode": 1 if failed else 0}
+    if scheduled and settings.get("retention_days") and not failed:
+        out["expired"] = backups.expire(os.path.dirname(dir), settings["retention_days"], now)
+    return out
 
 
 @_outcome

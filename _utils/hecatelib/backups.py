@@ -30,7 +30,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 
+import croniter
 from salt.exceptions import SaltException
 
 from hecatelib.spec import PillarError
@@ -54,6 +56,62 @@ SECTION_ERRORS = (BackupError, SaltException, PillarError, OSError, json.JSONDec
 
 def file_name(text):
     return _SAFE.sub("_", str(text)) or "_"
+
+
+# -- hecate:backup: the scheduled backups ----------------------------------------------------------------
+# The seed names what it backs up by its own words; they are hecate's sections (what hecate manages: Caddy's
+# config, authentik's objects), not the data of the services behind them (a database dump is the database's
+# own job: hecate does not take one, and says so).
+TARGETS = {
+    "caddy_data": "caddy",  # Caddy's config (its certificates are Caddy's storage, renewed, not restored)
+    "authentik_database": "authentik",  # the objects hecate owns in authentik
+    "nginx_configs": "nomad",  # the stream proxy's config is part of the reverse-proxy job's spec
+}
+STAMP = "%Y%m%dT%H%M%SZ"  # a scheduled backup's directory name, in UTC
+
+
+def check_pillar(tree, report, backends=()):
+    """``hecate:backup:targets`` name backends (or the seed's words for them); a target hecate cannot save is
+    a warning, not an error (the seed's pillar validates unchanged)."""
+    known = {b.name for b in parts(backends)}
+    for i, target in enumerate((tree.get("backup") or {}).get("targets") or []):
+        if TARGETS.get(target, target) not in known:
+            report.warn(f"hecate:backup:targets[{i}]", f"{target!r} is not something hecate backs up (it saves {', '.join(sorted(known))})")
+
+
+def chosen(tree, backends):
+    """The backends ``hecate:backup:targets`` selects (all of them when it names none)."""
+    targets = {TARGETS.get(t, t) for t in (tree.get("backup") or {}).get("targets") or []}
+    return [b.name for b in parts(backends) if not targets or b.name in targets]
+
+
+def taken(root):
+    """The scheduled backups under ``root``, oldest first: ``[(moment, path)]`` of the directories named by
+    :data:`STAMP` that hold a manifest (nothing else there is ever touched)."""
+    out = []
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        try:
+            moment = datetime.datetime.strptime(name, STAMP).replace(tzinfo=datetime.timezone.utc)
+        except ValueError:
+            continue
+        if os.path.isfile(os.path.join(root, name, MANIFEST)):
+            out.append((moment, os.path.join(root, name)))
+    return out
+
+
+def due(schedule, last, now):
+    """Is a backup due: the first time ``schedule`` (cron) fires after ``last`` is not after ``now``?"""
+    if last is None:
+        return True
+    return croniter.croniter(schedule, last).get_next(datetime.datetime) <= now
+
+
+def expire(root, retention_days, now):
+    """Remove the scheduled backups older than ``retention_days``, the newest always kept. Returns their paths."""
+    old = [path for moment, path in taken(root)[:-1] if now - moment > datetime.timedelta(days=retention_days)]
+    for path in old:
+        shutil.rmtree(path)
+    return old
 
 
 def parts(backends):
