@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import SEED
+from tests.support import host
 from tests.support.http import backend_of, get
 
 pytestmark = pytest.mark.integration
@@ -96,6 +97,19 @@ def test_health_names_the_route_that_stopped_answering(routed, salt_run_cli, sal
     assert [(r["domain"], r["reason"]) for r in bad] == [("observe.cybermonkey.dev", "not routed (answered by the catch-all)")]
     assert report["summary"][0]["routes"] == "7/8 answering"
     assert list(report) == ["routes", "summary", "retcode", "outputter"]  # outputter: salt-run's table when no --out
+
+
+def test_the_scheduled_backup_follows_hecate_backup(routed, salt_run_cli):
+    """``salt-run hecate.backup`` without ``dir`` (a master schedule calls it) writes when the pillar's schedule
+    is due, of its targets (the seed's words: caddy_data, authentik_database, nginx_configs), under hecate's
+    lib root; a second call the same day writes nothing."""
+    root = host.ROOT / "var/lib/hecate/backups"
+    first = salt_run_cli.run("hecate.backup")
+    assert first.returncode == 0, first
+    assert first.data["dir"].startswith(str(root)) and first.data["sections"]["caddy"]["state"] == "saved"
+    assert first.data["sections"]["dns"] == {"state": "skipped", "note": "not selected (only=...)"}  # not a target
+    again = salt_run_cli.run("hecate.backup")
+    assert again.returncode == 0 and again.data["status"] == "not due" and len(list(root.iterdir())) == 1
 
 
 def test_backup_then_restore_puts_caddy_back_and_a_tampered_backup_changes_nothing(

@@ -19,7 +19,7 @@ def test_the_seeds_targets_are_hecates_sections_and_a_stranger_is_a_warning():
     tree = schema.validate(seed_tree())
     assert tree["backup"]["targets"] == ["caddy_data", "authentik_database", "nginx_configs"]
     assert backups.chosen(tree, BACKENDS) == ["nomad", "authentik", "caddy"]
-    tree_, report = schema.check({**seed_tree(), "backup": {"targets": ["caddy", "mail_spool"]}})
+    _, report = schema.check({**seed_tree(), "backup": {"targets": ["caddy", "mail_spool"]}})
     assert not report.errors and [w for w in report.warnings if w[0].startswith("hecate:backup")] == [
         ("hecate:backup:targets[1]", "'mail_spool' is not something hecate backs up (it saves authentik, caddy, dns, nomad)")
     ]
