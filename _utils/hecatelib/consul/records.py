@@ -62,6 +62,29 @@ def is_blob(value):
     return isinstance(value, dict) and set(value) == {"$blob", "bytes"}
 
 
+def shown_status(record, holder):
+    """The one status an operator is shown for a record, wherever it is shown (``hecate.history``,
+    ``hecate.show``): ``running`` only while its run holds the deploy lock (``holder``: the run id in the
+    lock now, or None). A record left ``running`` without the lock is ``interrupted`` (Ctrl-C, ``kill -9``,
+    a crashed master), before the next run that takes the lock marks it so (:meth:`Records.mark_interrupted`)."""
+    status = record.get("status")
+    return "interrupted" if status == "running" and record.get("id") != holder else status
+
+
+def left_in_place(record):
+    """Whether a run that did not succeed may have left changes live: not when its undo finished without a
+    problem, nor when it changed nothing; yes when it changed something and was not fully undone, and when
+    its record cannot say (a run killed before it recorded its steps: still ``running``, or marked
+    interrupted by the run that took the lock over)."""
+    rollback = record.get("rollback")
+    if isinstance(rollback, dict) and not rollback.get("problems"):
+        return False
+    stages = record.get("stages") or {}
+    if not stages:
+        return record.get("status") == "running" or bool(record.get("interrupted_by"))
+    return any(stage.get("changed") for stage in stages.values() if isinstance(stage, dict))
+
+
 class Records:
     """The records of one environment: ``Records(client, "production")``; ``prefix`` for drift reports."""
 
