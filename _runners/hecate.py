@@ -92,11 +92,19 @@ def _tree(minion=None):
     """The validated ``hecate`` tree as ``minion`` (default: the master itself) gets it."""
     pillar = __salt__["pillar.show_pillar"](minion or __opts__["id"]) or {}
     if pillar.get("_errors"):
-        raise SaltInvocationError("the pillar did not render: " + "; ".join(_explain(str(e)) for e in pillar["_errors"]))
+        raise SaltInvocationError("the pillar did not render: " + "; ".join(_one_line(_explain(str(e))) for e in pillar["_errors"]))
     try:
         return schema.validate(pillar.get("hecate"))
     except schema.PillarError as exc:
-        raise SaltInvocationError(str(exc)) from exc
+        raise SaltInvocationError(_one_line(str(exc))) from exc
+
+
+def _one_line(text):
+    """A refusal is one line: ``invalid pillar (2 problems): a: why; b: why`` (PillarError lists one per line)."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {'; '.join(lines[1:])}"
+    return "; ".join(lines)
 
 
 def _run_tree(run, minion=None):
@@ -558,7 +566,7 @@ def drift(history=None, minion=None):
         salt-run hecate.drift
         salt-run hecate.drift history=24h
     """
-    tree = _tree(minion)
+    tree = _settings(minion)[0] if history else _tree(minion)  # the kept reports are records: readable while the pillar is broken
     if history:
         text = str(history).strip()
         if len(text) < 2 or text[-1] not in _WINDOW or not text[:-1].isdigit():

@@ -11,28 +11,13 @@ import subprocess
 import threading
 import time
 
-import consul as consul_client
 import pytest
 
 from hecatelib.consul.lock import ConsulLock
 from tests.support.http import backend_of, get
-from tests.support.stack import CONSUL_TOKEN, jobs_of_run, until
+from tests.support.stack import jobs_of_run, until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def fresh(synced, edge_caddy, pillar_files, edge_tree, salt_call_cli, consul):
-    """Caddy back to nothing, the seed pillar, no deployment records."""
-    edge_caddy.reset()
-    client = consul_client.Consul(host="127.0.0.1", port=consul.port, token=CONSUL_TOKEN)
-    client.kv.delete("hecate/deployments/", recurse=True)
-    consul.reset_counts()
-    pillar_files.write(edge_tree)
-    salt_call_cli.run("saltutil.refresh_pillar", wait=True)
-    yield client
-    pillar_files.write(edge_tree)
-    salt_call_cli.run("saltutil.refresh_pillar", wait=True)
 
 
 def deploy(salt_run_cli, *args):
