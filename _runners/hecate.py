@@ -31,7 +31,7 @@ from hecatelib import backups, cli, schema
 from hecatelib import health as health_report
 from hecatelib.backends import BACKENDS
 from hecatelib.caddy import caddyfile
-from hecatelib.consul.records import Records, left_in_place, shown_status
+from hecatelib.consul.records import Records, rollback_choice, shown_status
 from hecatelib.engine import master, results
 from hecatelib.engine import stages as engine_stages
 from hecatelib.engine.engine import Engine
@@ -753,33 +753,19 @@ def show(id, tree=False, minion=None):
 
 
 def _rollback_target(records, id):
-    """``(target, note)``: the record to return to, and why the operator should confirm first (or None).
-
-    ``id`` names it. Else it follows from what is live, as the records say: the tree of the last success,
-    unless a run after it may have left changes in place (failed and not fully undone, or killed): then
-    live is partly that run's, and the target is the last success itself. When live is the last success's
-    tree, the target is the newest success whose tree differs (a no-op deploy is no point to return to),
-    which undoes the last success; when runs after it failed and were undone, the operator most likely
-    meant to undo those, which already happened: the ``note`` names what a rollback would undo instead."""
+    """``(target, note)``: the record to return to (``id``, or :func:`hecatelib.consul.records.rollback_choice`)
+    and, when the operator should confirm first, what a rollback would undo (else None)."""
     if id is not None:
         found = records.read(id, full=True)
         if not found or found.get("status") != "success":
             raise SaltInvocationError(f"deployment {id} is unknown or was not successful")
         return found, None
     everything = records.list()
-    successes = [r for r in everything if r.get("status") == "success"]
-    if not successes:
-        raise SaltInvocationError("no successful deployment recorded: nothing to roll back to")
-    last = successes[-1]
-    after = everything[everything.index(last) + 1 :]
-    if any(left_in_place(r) for r in after):
-        return records.read(last["id"], full=True), None
-    target = next((r for r in reversed(successes[:-1]) if r.get("tree_digest") != last.get("tree_digest")), None)
-    if target is None:
-        raise SaltInvocationError("every successful deployment recorded deploys what is live now: nothing to roll back to")
-    if not after:
+    target, undone = rollback_choice(everything)
+    if not undone:
         return records.read(target["id"], full=True), None
-    runs = ", ".join(f"{r['id']} ({r.get('kind')}, {r.get('status')})" for r in after)
+    last = [r for r in everything if r.get("status") == "success"][-1]
+    runs = ", ".join(f"{r['id']} ({r.get('kind')}, {r.get('status')})" for r in undone)
     changed = [f"{name} {stage.get('changed')}" for name, stage in (last.get("stages") or {}).items() if stage.get("changed")]
     note = (
         f"the run(s) after the last success left nothing changed ({runs}: undone, or nothing applied), so what is live "

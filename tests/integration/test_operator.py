@@ -57,13 +57,29 @@ class Terminal:
         return pathlib.Path(self.out_path).read_text()
 
 
+@pytest.fixture
+def terminal(tmp_path):
+    """Start salt-run processes as :class:`Terminal`; one a failed test left running is killed (by its PID)."""
+    started = []
+
+    def start(cmdline):
+        started.append(Terminal(cmdline, tmp_path / f"stdout-{len(started)}.txt"))
+        return started[-1]
+
+    yield start
+    for run in started:
+        if run.alive():
+            run.process.kill()
+            run.process.wait(timeout=30)
+
+
 def without_out(cmdline):
     """salt-factories adds ``--out=json``: the operator's default outputter instead."""
     return [arg for arg in cmdline if not arg.startswith("--out")]
 
 
 def test_progress_reaches_the_terminal_while_a_run_waits_and_works(
-    fresh, salt_run_cli, salt_call_cli, salt_minion, salt_master, event_listener, tmp_path
+    fresh, salt_run_cli, salt_call_cli, salt_minion, salt_master, event_listener, tmp_path, terminal
 ):
     """Before: the runner's lines went to the master log only; nothing on the terminal until the end.
     The run cannot end while the test holds the lock, then while an operator's state run holds the
@@ -75,7 +91,7 @@ def test_progress_reaches_the_terminal_while_a_run_waits_and_works(
     operator = salt_minion.salt_call_cli(timeout=120)
     other = threading.Thread(target=lambda: operator.run("state.single", "cmd.run", hold))
     since = time.time()
-    run = Terminal(salt_run_cli.cmdline("hecate.deploy"), tmp_path / "out.json")
+    run = terminal(salt_run_cli.cmdline("hecate.deploy"))
     try:
         waiting = until("a line saying the run waits for the lock", lambda: run.line("waiting for the deploy lock"), 60)
         assert run.alive(), run.lines
@@ -106,16 +122,16 @@ def test_progress_reaches_the_terminal_while_a_run_waits_and_works(
 
 
 def test_rollback_with_out_json_is_one_document_and_says_its_target_on_the_terminal(
-    fresh, salt_run_cli, edge_tree, edge_backends, pillar_files, salt_call_cli, tmp_path
+    fresh, salt_run_cli, edge_tree, edge_backends, pillar_files, salt_call_cli, terminal
 ):
     """Before: ``hecate.rollback --out=json`` printed a progress event document, then the result."""
     assert deploy(salt_run_cli)[0] == 0
     use(pillar_files, salt_call_cli, moved_cloud(edge_tree, edge_backends))
     assert deploy(salt_run_cli)[0] == 0
-    run = Terminal(salt_run_cli.cmdline("hecate.rollback"), tmp_path / "out.json")
+    run = terminal(salt_run_cli.cmdline("hecate.rollback"))
     result = json.loads(run.wait())
     assert result["status"] == "success" and run.line(f"rolling back to {result['rolled_back_to']}"), (result, run.lines)
-    as_yaml = Terminal([*without_out(salt_run_cli.cmdline("hecate.deploy")), "--out=yaml"], tmp_path / "out.yaml")
+    as_yaml = terminal([*without_out(salt_run_cli.cmdline("hecate.deploy")), "--out=yaml"])
     (document,) = yaml.safe_load_all(as_yaml.wait())  # --out=yaml: one document too
     assert document["status"] == "success" and as_yaml.line("routes: applying hecate.routes"), (document, as_yaml.lines)
 
@@ -128,18 +144,18 @@ def moved_cloud(edge_tree, edge_backends):
     return changed
 
 
-def orchestrate(salt_run_cli, tmp_path, *args):
+def orchestrate(salt_run_cli, terminal, *args):
     """``state.orchestrate hecate.orchestrate`` as an operator runs it: the highstate outputter on stdout."""
-    run = Terminal(without_out(salt_run_cli.cmdline("state.orchestrate", "hecate.orchestrate", *args)), tmp_path / "orchestrate.txt")
+    run = terminal(without_out(salt_run_cli.cmdline("state.orchestrate", "hecate.orchestrate", *args)))
     return run, run.wait()
 
 
-def test_state_orchestrate_output_is_sized_to_what_changed(fresh, salt_run_cli, edge_tree, tmp_path):
+def test_state_orchestrate_output_is_sized_to_what_changed(fresh, salt_run_cli, edge_tree, terminal):
     """Before: every salt.runner step printed its runner's return as changes; a no-op ended ``changed=4`` in
     ~90 lines (``changed=12``, 474 lines, with every backend on); test=True had other states (salt.state)."""
     holder = ConsulLock(fresh, LOCK, ttl=15, timeout=0, info={"deployment": "manual-test"})
     holder.acquire()
-    first = Terminal(without_out(salt_run_cli.cmdline("state.orchestrate", "hecate.orchestrate")), tmp_path / "first.txt")
+    first = terminal(without_out(salt_run_cli.cmdline("state.orchestrate", "hecate.orchestrate")))
     try:
         until("a line saying the orchestration waits for the lock", lambda: first.line("waiting for the deploy lock"), 60)
         assert first.alive()
@@ -151,7 +167,7 @@ def test_state_orchestrate_output_is_sized_to_what_changed(fresh, salt_run_cli, 
     assert re.search(rf"ID: hecate_routes\n.*\n.*\n\s+Comment: {routes} changed", out), out
     assert first.line("routes: applying hecate.routes") and first.line("verify: every route answered"), first.lines
 
-    noop, out = orchestrate(salt_run_cli, tmp_path)
+    noop, out = orchestrate(salt_run_cli, terminal)
     assert noop.process.returncode == 0 and "Succeeded: 5\n" in out and "changed=" not in out, out
     assert len(out.splitlines()) <= 50, out  # 8 lines a step, and the summary
     assert "Comment: skipped: its dry run found nothing to change" in out

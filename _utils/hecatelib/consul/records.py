@@ -85,6 +85,29 @@ def left_in_place(record):
     return any(stage.get("changed") for stage in stages.values() if isinstance(stage, dict))
 
 
+def rollback_choice(records):
+    """What ``hecate.rollback`` without ``id`` returns to, from the records oldest first: ``(target, undone)``.
+
+    Live, as the records say, is the last success's tree, unless a run after it may have left changes in
+    place (:func:`left_in_place`): then live is partly that run's, and the target is the last success
+    itself. Otherwise the target is the newest success whose tree differs from the last success's (a no-op
+    deploy is no point to return to), which undoes the last success. ``undone`` lists the runs after the
+    last success when there are any (they failed and left nothing: live is already the last success's
+    tree, so the operator most likely meant to undo them, which already happened): confirm first.
+    Raises ValueError when there is nothing to return to."""
+    successes = [r for r in records if r.get("status") == "success"]
+    if not successes:
+        raise ValueError("no successful deployment recorded: nothing to roll back to")
+    last = successes[-1]
+    after = records[records.index(last) + 1 :]
+    if any(left_in_place(r) for r in after):
+        return last, []
+    target = next((r for r in reversed(successes[:-1]) if r.get("tree_digest") != last.get("tree_digest")), None)
+    if target is None:
+        raise ValueError("every successful deployment recorded deploys what is live now: nothing to roll back to")
+    return target, after
+
+
 class Records:
     """The records of one environment: ``Records(client, "production")``; ``prefix`` for drift reports."""
 
