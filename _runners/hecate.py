@@ -316,7 +316,7 @@ class _CtrlC:
         if self.hit:
             raise KeyboardInterrupt
         self.hit = True
-        log.warning("hecate: Ctrl-C: stopping after the current step (again to stop now)")
+        _progress("Ctrl-C: stopping after the current step (again to stop now)")
 
     def __exit__(self, *exc):
         if self.previous is not None:
@@ -702,7 +702,8 @@ def follow(minion=None):
 @_outcome
 def history(limit=20, minion=None):
     """Deployment records of this environment, oldest first, with their change counts. A run still
-    marked running whose lock is gone (Ctrl-C, a killed master) shows as interrupted.
+    marked running whose lock is gone (Ctrl-C, a killed master) shows as interrupted (the same rule as
+    :py:func:`show`). Works while the pillar does not validate (the settings of the last successful run).
 
     CLI Example:
 
@@ -729,7 +730,8 @@ def history(limit=20, minion=None):
 @_outcome
 def show(id, tree=False, minion=None):
     """One deployment record: its stages in execution order with what each changed, the rollback, the
-    pillar commit and operator; ``tree=True`` adds the deployed (secret-free) pillar tree.
+    pillar commit and operator; ``tree=True`` adds the deployed (secret-free) pillar tree. Its status is
+    shown as :py:func:`history` shows it; it works while the pillar does not validate.
 
     CLI Example:
 

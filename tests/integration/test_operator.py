@@ -171,6 +171,8 @@ def test_state_orchestrate_output_is_sized_to_what_changed(fresh, salt_run_cli, 
     assert noop.process.returncode == 0 and "Succeeded: 5\n" in out and "changed=" not in out, out
     assert len(out.splitlines()) <= 50, out  # 8 lines a step, and the summary
     assert "Comment: skipped: its dry run found nothing to change" in out
+    quiet, out = orchestrate(salt_run_cli, terminal, "--state-verbose=False")  # only what changed or failed
+    assert quiet.process.returncode == 0 and "Succeeded: 5\n" in out and len(out.splitlines()) <= 10, out
 
     shape = salt_run_cli.run("state.orchestrate", "hecate.orchestrate", test=True)
     real = salt_run_cli.run("state.orchestrate", "hecate.orchestrate")

@@ -358,6 +358,8 @@ def test_ctrl_c_is_one_line_releases_the_lock_and_records_the_run_as_interrupted
     # unclosed Runner): not a traceback of the run; everything else counts.
     err = re.sub(r"Exception ignored in: <function BaseEventLoop.__del__.*?AttributeError: [^\n]*\n", "", err, flags=re.S)
     err = "\n".join(line for line in err.splitlines() if not line.startswith("unclosed Runner <salt.runner.Runner"))
+    assert "hecate: Ctrl-C: stopping after the current step (again to stop now)" in err, err  # said at once, on the terminal
+    err = re.sub(r"^\[\d\d:\d\d:\d\d\] hecate: .*\n?", "", err, flags=re.M)  # the run's progress lines
     assert "Traceback" not in out + err and len(err.strip().splitlines()) <= 2, err
     assert "interrupted" in out
     assert lock_holder(fresh) is None

@@ -54,6 +54,12 @@ def test_after_a_failure_left_in_place_a_rollback_returns_to_the_last_success():
     assert rollback_choice(records) == (records[1], [])
 
 
+def test_a_failed_rollback_is_retried_without_a_question():
+    failed = {"id": "c", "kind": "rollback", "status": "failed", "stages": {"routes": {"changed": 1}}, "rolled_back_to": "a"}
+    records = [success("a", "A"), success("b", "B"), failed]
+    assert rollback_choice(records) == (records[0], [])
+
+
 def test_nothing_to_roll_back_to_is_said():
     with pytest.raises(ValueError, match="nothing to roll back to"):
         rollback_choice([{"id": "a", "status": "failed"}])

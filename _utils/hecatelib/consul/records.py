@@ -93,13 +93,16 @@ def rollback_choice(records):
     itself. Otherwise the target is the newest success whose tree differs from the last success's (a no-op
     deploy is no point to return to), which undoes the last success. ``undone`` lists the runs after the
     last success when there are any (they failed and left nothing: live is already the last success's
-    tree, so the operator most likely meant to undo them, which already happened): confirm first.
+    tree, so the operator most likely meant to undo them, which already happened): confirm first. Runs of
+    kind ``rollback`` after the last success are left out: a rollback again is their retry.
     Raises ValueError when there is nothing to return to."""
     successes = [r for r in records if r.get("status") == "success"]
     if not successes:
         raise ValueError("no successful deployment recorded: nothing to roll back to")
     last = successes[-1]
-    after = records[records.index(last) + 1 :]
+    # a rollback that did not succeed only tried to return to an earlier record: running it again is
+    # what it meant, so it neither makes live another tree nor needs a confirmation
+    after = [r for r in records[records.index(last) + 1 :] if r.get("kind") != "rollback"]
     if any(left_in_place(r) for r in after):
         return last, []
     target = next((r for r in reversed(successes[:-1]) if r.get("tree_digest") != last.get("tree_digest")), None)
