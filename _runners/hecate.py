@@ -19,6 +19,8 @@ import logging
 import os
 import re
 import signal
+import sys
+import threading
 import time
 
 import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
@@ -31,11 +33,11 @@ from hecatelib import health as health_report
 from hecatelib import report as report_view
 from hecatelib.backends import BACKENDS
 from hecatelib.caddy import caddyfile
-from hecatelib.consul.records import Records
+from hecatelib.consul.records import Records, rollback_choice, shown_status
 from hecatelib.engine import master, results
 from hecatelib.engine import stages as engine_stages
 from hecatelib.engine.engine import Engine
-from hecatelib.engine.run import Run, new_run_id, pillar_commit
+from hecatelib.engine.run import Run, new_run_id, pillar_commit, recorded_tree
 
 try:
     import consul  # noqa: F401 - py-consul: deploy's lock and records (hecatelib.consul)
@@ -52,6 +54,9 @@ __virtualname__ = "hecate"
 # use the pillar ``hecate.stages`` rendered the run from (one consistent pillar per run, compiled once, not
 # once per step). A step in another process compiles it again.
 _TREES = hecate_fresh.kept("run_trees")
+# The dry run of each ``state.orchestrate ... test=True`` run, by run id: ``hecate.begin test=True`` makes it
+# (one round of jobs for every stage), each step's ``hecate.stage test=True`` reports its stage's part.
+_PLANS = hecate_fresh.kept("run_plans")
 
 
 def __virtual__():
@@ -89,11 +94,19 @@ def _tree(minion=None):
     """The validated ``hecate`` tree as ``minion`` (default: the master itself) gets it."""
     pillar = __salt__["pillar.show_pillar"](minion or __opts__["id"]) or {}
     if pillar.get("_errors"):
-        raise SaltInvocationError("the pillar did not render: " + "; ".join(_explain(str(e)) for e in pillar["_errors"]))
+        raise SaltInvocationError("the pillar did not render: " + "; ".join(_one_line(_explain(str(e))) for e in pillar["_errors"]))
     try:
         return schema.validate(pillar.get("hecate"), root_prefix=paths.prefix(__opts__))
     except schema.PillarError as exc:
-        raise SaltInvocationError(str(exc)) from exc
+        raise SaltInvocationError(_one_line(str(exc))) from exc
+
+
+def _one_line(text):
+    """A refusal is one line: ``invalid pillar (2 problems): a: why; b: why`` (PillarError lists one per line)."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {'; '.join(lines[1:])}"
+    return "; ".join(lines)
 
 
 def _run_tree(run, minion=None):
@@ -120,30 +133,87 @@ def _explain(error):
     return error
 
 
-def _say(message):
-    """A line the operator sees while the runner works (``salt-run`` prints progress events)."""
-    try:
-        __jid_event__.fire_event({"message": message}, "progress")
-    except NameError:  # called outside salt-run (tests through the loader)
-        log.info("hecate: %s", message)
-
-
-def _log(line):
+def _progress(line):
+    """A line the operator sees as it happens (the engine's ``say`` seam): on ``salt-run``'s stderr, so that
+    stdout stays the one result document (``--out=json``/``--out=yaml`` included), and in the master log.
+    Salt prints a runner's ``__jid_event__`` progress events with the result's outputter on stdout (one
+    JSON document per event before the result: salt/client/mixins.py ``print_async_event``), so none is
+    fired. Only in the main thread, where ``salt-run`` runs a runner (``state.orchestrate``'s steps too);
+    the reactor runs runners in a thread pool of the master and says nothing on its stderr."""
     log.info("hecate: %s", line)
+    if threading.current_thread() is threading.main_thread() and not __opts__.get("quiet") and sys.stderr:
+        try:
+            sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] hecate: {line}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):  # a closed or broken terminal never stops a run
+            pass
 
 
 @contextlib.contextmanager
-def _engine(tree, **targets):
-    """The engine over this master's seams (minions, event bus, Consul), closed afterwards."""
-    seams = master.seams(__opts__, tree, say=_log, **targets)
+def _engine(tree, broken=None, **targets):
+    """The engine over this master's seams (minions, event bus, Consul), closed afterwards. ``broken``: the
+    live pillar's problem while it does not validate (see :func:`_settings`): the state runs skip Salt's
+    refusal of a pillar with errors, and there is no verify step (its probes read the minions' pillar)."""
+    seams = master.seams(__opts__, tree, say=_progress, force=bool(broken), **targets)
     try:
-        yield Engine(tree, seams, BACKENDS)
+        yield Engine(tree, seams, BACKENDS, verify=False if broken else None)
     finally:
         master.close(seams)
 
 
 def _records(tree, prefix=None):
     return master.records(tree, __opts__, prefix)
+
+
+# -- while the pillar does not validate ----------------------------------------------------------------
+
+
+def _last_good_path(minion=None):
+    return os.path.join(__opts__["cachedir"], "hecate", "last_good", f"{minion or __opts__['id']}.json")
+
+
+def _remember(tree, minion=None):
+    """After a successful run: where its records are (the environment and the secret-free ``hecate:consul``
+    section), for the verbs that work from the records while the pillar does not validate (:func:`_settings`)."""
+    path = _last_good_path(minion)
+    kept = {"global": {"environment": tree["global"]["environment"]}, "consul": recorded_tree(tree).get("consul") or {}}
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(kept, handle)
+        os.replace(path + ".tmp", path)
+    except OSError as exc:  # never fails the run that succeeded
+        log.warning("hecate: could not keep the last good settings in %s: %s", path, exc)
+
+
+def _settings(minion=None):
+    """``(tree, problem)``: the validated live pillar and None; or, while the pillar does not validate, the
+    tree of the last successful deployment and the pillar's problem. Then the records are found where this
+    master's last successful run left them (:func:`_remember`), Consul is reached with the master's
+    ``hecate_ext_pillar:consul`` (the token) over that run's ``hecate:consul`` (address, lock and record
+    settings), and everything else (targets, deployment settings) is the last success's recorded tree
+    (secret-free). For the verbs that work from the records: history, show, rollback, reconcile."""
+    try:
+        return _tree(minion), None
+    except SaltInvocationError as exc:
+        problem = str(exc)
+    try:
+        with open(_last_good_path(minion) if os.path.exists(_last_good_path(minion)) else _last_good_path(), encoding="utf-8") as handle:
+            where = json.load(handle)
+    except (OSError, ValueError):
+        raise SaltInvocationError(f"{problem} (and no successful run of this master says where the records are)") from None
+    records = _records(where)
+    last = records.last_success()
+    found = records.read(last["id"], full=("tree",)) if last else None
+    if not found or not found.get("tree"):
+        raise SaltInvocationError(f"{problem} (and {records.environment} has no successful deployment to take settings from)")
+    try:
+        tree = schema.validate(found["tree"])
+    except schema.PillarError as exc:
+        raise SaltInvocationError(f"{problem} (and the last successful deployment's tree does not validate either: {exc})") from exc
+    _progress(f"the pillar does not validate ({problem}): working from the records, with the settings of the last success {last['id']}")
+    return tree, problem
 
 
 # -- validate, plan, status --------------------------------------------------------------------------
@@ -248,7 +318,7 @@ class _CtrlC:
         if self.hit:
             raise KeyboardInterrupt
         self.hit = True
-        log.warning("hecate: Ctrl-C: stopping after the current step (again to stop now)")
+        _progress("Ctrl-C: stopping after the current step (again to stop now)")
 
     def __exit__(self, *exc):
         if self.previous is not None:
@@ -256,12 +326,16 @@ class _CtrlC:
         return False
 
 
-def _drive(tree, kind, **kwargs):
+def _drive(tree, kind, minion=None, broken=None, **kwargs):
     """One whole run in this process (the engine's ``drive``), Ctrl-C acted on between steps. The handler
     comes before the lock: a first Ctrl-C anywhere only sets the flag, acted on at the next step boundary,
-    so it is never raised inside (and lost in) a library call while the run begins."""
-    with _CtrlC() as ctrl_c, _engine(tree) as engine:
-        return engine.drive(kind, stop=lambda: ctrl_c.hit, **kwargs)
+    so it is never raised inside (and lost in) a library call while the run begins. ``broken``: see
+    :func:`_engine`. A success is remembered for :func:`_settings`."""
+    with _CtrlC() as ctrl_c, _engine(tree, broken=broken) as engine:
+        summary = engine.drive(kind, stop=lambda: ctrl_c.hit, **kwargs)
+    if summary.get("status") == "success" and not broken:
+        _remember(tree, minion)
+    return summary
 
 
 @_outcome
@@ -285,7 +359,7 @@ def deploy(test=False, only=None, minion=None, wait=None):
     """
     if test:
         return plan(only=only, minion=minion)
-    return _drive(_tree(minion), "deploy", only=only, wait=wait)
+    return _drive(_tree(minion), "deploy", minion=minion, only=only, wait=wait)
 
 
 @_outcome
@@ -308,16 +382,15 @@ def stages(minion=None):
             entry.update(sls=step.stage.sls, tgt=tgt, tgt_type=tgt_type)
         out.append(entry)
     run = new_run_id()
-    while len(_TREES) >= 8:  # runs rendered but never begun (test=True) must not pile up
-        _TREES.pop(next(iter(_TREES)))
-    _TREES[run] = tree
+    _keep(_TREES, run, tree)
     return {"run": run, "stages": out, "retcode": 0}
 
 
 @_outcome
-def begin(run, kind="orchestrate", wait=None, minion=None):
+def begin(run, kind="orchestrate", wait=None, minion=None, test=False):
     """Step 1 of ``state.orchestrate hecate.orchestrate``: take the deploy lock, record run ``run`` as
-    running, snapshot what a rollback needs.
+    running, make the dry run of every stage (``would_change``), snapshot what a rollback needs.
+    ``test=True``: the dry run only (no lock, no record), kept for the run's steps with ``test=True``.
 
     CLI Example:
 
@@ -326,9 +399,23 @@ def begin(run, kind="orchestrate", wait=None, minion=None):
         salt-run hecate.begin run=20261202T101500Z-1a2b3c
     """
     with _engine(_run_tree(run, minion)) as engine:
+        if test:
+            planned = engine.plan()
+            _keep(_PLANS, run, planned)
+            steps_ = [s.name for s in engine.steps(engine.tree)]
+            would = {name: s["would_change"] for name, s in planned.items() if s["would_change"]}
+            return {"id": run, "test": True, "steps": steps_, "would_change": would, "retcode": 0}
         began = engine.begin(kind, run_id=run, wait=wait)
-        engine.preview(began)
-    return {"id": began.id, "status": "running", "steps": began.steps, "retcode": 0}
+        would = engine.preview(began)
+    return {"id": began.id, "status": "running", "steps": began.steps, "would_change": would, "retcode": 0}
+
+
+def _keep(store, run, value):
+    """Keep ``value`` for run ``run`` in a process-wide store of at most 8 runs (runs rendered or planned
+    but never finished must not pile up)."""
+    while len(store) >= 8:
+        store.pop(next(iter(store)))
+    store[run] = value
 
 
 def _load(engine, run_id):
@@ -338,10 +425,29 @@ def _load(engine, run_id):
     return run
 
 
+def _planned_step(run, step):
+    """A step of a ``test=True`` orchestration: its stage's part of the dry run ``begin`` made."""
+    planned = _PLANS.get(run)
+    if planned is None:
+        raise SaltInvocationError(f"run {run} has no dry run on this master (its begin step with test=True)")
+    answer = {"id": run, "step": step, "test": True, "ok": True, "changed": 0, "changes": [], "problems": [], "retcode": 0}
+    if step == "verify":
+        return {**answer, "note": "would request every route through every edge"}
+    if step.endswith("_contract"):
+        stage_ = step.removesuffix("_contract")
+        return {**answer, "note": f"would remove what {stage_} no longer has (its removals are in the hecate_{stage_} step's changes)"}
+    if step not in planned:
+        raise SaltInvocationError(f"run {run} has no step {step!r}; its steps are: {', '.join(planned)}")
+    entry = planned[step]
+    answer.update(ok=entry["ok"], changed=entry["would_change"], changes=entry["changes"], problems=entry["problems"])
+    return {**answer, "retcode": 0 if entry["ok"] else 1}
+
+
 @_outcome
-def stage(run, step, minion=None):
+def stage(run, step, minion=None, test=False):
     """Apply one step of run ``run`` (a stage, ``verify`` or a ``<stage>_contract``) under its lock.
     Exits 1 when the step failed: ``orchestrate.sls``'s ``onfail`` requisites then roll back.
+    ``test=True``: what the step would change, from the dry run of ``hecate.begin test=True``.
 
     CLI Example:
 
@@ -349,15 +455,18 @@ def stage(run, step, minion=None):
 
         salt-run hecate.stage run=20261202T101500Z-1a2b3c step=routes
     """
+    if test:
+        return _planned_step(run, step)
     with _engine(_run_tree(run, minion)) as engine:
         result = engine.step(_load(engine, run), step)
     return {"id": run, "step": step, **result, "retcode": 0 if result["ok"] else 1}
 
 
 @_outcome
-def undo(run, minion=None):
+def undo(run, minion=None, test=False):
     """Roll back every stage run ``run`` applied (``orchestrate.sls`` calls it ``onfail``), under its
     lock, each backend's revert checked. Nothing when ``hecate:deployment:auto_rollback`` is false.
+    ``test=True`` (a step's dry run failed): says so, changes nothing.
 
     CLI Example:
 
@@ -365,6 +474,8 @@ def undo(run, minion=None):
 
         salt-run hecate.undo run=20261202T101500Z-1a2b3c
     """
+    if test:
+        return {"id": run, "test": True, "rollback": "would roll back every stage the run applied", "retcode": 0}
     tree = _run_tree(run, minion)
     if not tree["deployment"]["auto_rollback"]:
         return {"id": run, "rollback": "off (hecate:deployment:auto_rollback is false)", "retcode": 0}
@@ -377,9 +488,10 @@ def undo(run, minion=None):
 
 
 @_outcome
-def finish(run, minion=None):
+def finish(run, minion=None, test=False):
     """The last step of every ``state.orchestrate`` run, whatever happened before: write the run's record
-    (success, or failed with the stage and reason) and release the lock.
+    (success, or failed with the stage and reason) and release the lock. ``test=True``: forgets the
+    run's dry run.
 
     CLI Example:
 
@@ -388,13 +500,19 @@ def finish(run, minion=None):
         salt-run hecate.finish run=20261202T101500Z-1a2b3c
     """
     try:
+        if test:
+            return {"id": run, "test": True, "status": "test", "retcode": 0}
         with _engine(_run_tree(run, minion)) as engine:
             began = engine.seams.runs.load(run)
             if began is None:
                 return {"id": run, "status": "not started", "error": f"run {run} did not begin (see its begin step)", "retcode": 1}
-            return engine.finish(began)
+            summary = engine.finish(began)
+        if summary["status"] == "success":
+            _remember(engine.tree, minion)
+        return summary
     finally:
         _TREES.pop(run, None)
+        _PLANS.pop(run, None)
 
 
 @_outcome
@@ -450,7 +568,7 @@ def drift(history=None, minion=None):
         salt-run hecate.drift
         salt-run hecate.drift history=24h
     """
-    tree = _tree(minion)
+    tree = _settings(minion)[0] if history else _tree(minion)  # the kept reports are records: readable while the pillar is broken
     if history:
         text = str(history).strip()
         if len(text) < 2 or text[-1] not in _WINDOW or not text[:-1].isdigit():
@@ -483,6 +601,19 @@ def _holder(tree):
         return entry, None
 
 
+def _alert(tree, report):
+    """A drift not healed: kept in the drift history and fired as ``hecate/alert/drift``."""
+    _keep_drift(tree, report)
+    with master.EventBus(__opts__) as bus:
+        bus("alert/drift", report)
+    return {**report, "retcode": 1}
+
+
+def _running_holder(tree, records):
+    """The run id in the deploy lock now, asked only when one of ``records`` says ``running``."""
+    return _holder(tree)[1] if any(r.get("status") == "running" for r in records) else None
+
+
 @_outcome
 def reconcile(minion, backend="caddy", wait=0):
     """Act on a drift report (the reactor ``salt/reactor/hecate_drift.sls`` calls it for each
@@ -499,7 +630,7 @@ def reconcile(minion, backend="caddy", wait=0):
     """
     if not _MINION_ID.fullmatch(str(minion)):  # it becomes a Salt target: one id, never a glob from an event
         raise SaltInvocationError(f"minion={str(minion)[:80]!r}: one minion id (letters, digits, '.', '_', '-')")
-    tree = _tree(minion)  # the drifted edge's own pillar (its Caddy, its ports)
+    tree, broken = _settings(minion)  # the drifted edge's own pillar (its Caddy, its ports)
     settings = tree["reconcile"]
     try:
         owner = engine_stages.backend_of(BACKENDS, backend)
@@ -512,6 +643,9 @@ def reconcile(minion, backend="caddy", wait=0):
     if entry is not None:  # a run is changing things: Salt would refuse its next stage beside our dry run
         return {**report, "action": f"none (the deploy lock is held by {holder or 'a session that is not a hecate run'}; "
                 "its own dry run saw this edge)", "retcode": 0}  # fmt: skip
+    if broken:  # nothing to heal towards, and no dry run to count with: the drift is recorded and alerted
+        report.update(count=None, action=f"alert (not healed: the pillar does not validate: {broken})")
+        return _alert(tree, report)
     # a dry run of the stage, on that minion alone for an edge stage: state.apply compiles the pillar afresh
     # (after a git_pillar update a minion's in-memory pillar is the old commit's: caddy.plan there would
     # count the new commit's routes as drift)
@@ -526,11 +660,9 @@ def reconcile(minion, backend="caddy", wait=0):
     if settings["policy"] != "heal" or count > settings["max_changes"]:
         why = "policy alert" if settings["policy"] != "heal" else f"{count} changes > max_changes {settings['max_changes']}"
         report["action"] = f"alert ({why})"
-        _keep_drift(tree, report)
-        with master.EventBus(__opts__) as bus:
-            bus("alert/drift", report)
-        return {**report, "retcode": 1}
-    healed = _drive(tree, "heal", only=[stage_], wait=wait, extra={"drift": {"minion": minion, "backend": backend, "count": count}})
+        return _alert(tree, report)
+    drifted = {"drift": {"minion": minion, "backend": backend, "count": count}}
+    healed = _drive(tree, "heal", minion=minion, only=[stage_], wait=wait, extra=drifted)
     report.update(action="healed" if healed.get("status") == "success" else f"heal {healed.get('status')}", run=healed.get("id"))
     _keep_drift(tree, report)
     return {**report, "heal": healed, "retcode": healed.get("retcode", 1)}
@@ -563,7 +695,7 @@ def follow(minion=None):
     deployed = (last.get("pillar") or {}).get("commit") if last else None
     if commit and commit == deployed:
         return {"status": "up to date", "commit": commit, "retcode": 0}
-    return {"commit": commit, **_drive(tree, "deploy", wait=0, extra={"follow": tree["reconcile"]["follow_branch"]})}
+    return {"commit": commit, **_drive(tree, "deploy", minion=minion, wait=0, extra={"follow": tree["reconcile"]["follow_branch"]})}
 
 
 # -- records: history, show, rollback, promote --------------------------------------------------------
@@ -572,7 +704,8 @@ def follow(minion=None):
 @_outcome
 def history(limit=20, minion=None):
     """Deployment records of this environment, oldest first, with their change counts. A run still
-    marked running whose lock is gone (Ctrl-C, a killed master) shows as interrupted.
+    marked running whose lock is gone (Ctrl-C, a killed master) shows as interrupted (the same rule as
+    :py:func:`show`). Works while the pillar does not validate (the settings of the last successful run).
 
     CLI Example:
 
@@ -581,7 +714,7 @@ def history(limit=20, minion=None):
         salt-run hecate.history
         salt-run hecate.history limit=5
     """
-    tree = _tree(minion)
+    tree, _ = _settings(minion)
     records = _as_seen(tree, _records(tree).list(limit=limit))
     keep = ("id", "kind", "status", "recorded_at", "deployed_by", "seconds", "error", "rolled_back_to", "promoted_from")
     out = []
@@ -595,16 +728,16 @@ def history(limit=20, minion=None):
 
 
 def _as_seen(tree, records):
-    """``records`` with a run still marked running whose lock is gone (Ctrl-C, a killed master) shown as
-    interrupted."""
-    holder = _holder(tree)[1] if any(r.get("status") == "running" for r in records) else None
-    return [{**r, "status": "interrupted"} if r.get("status") == "running" and r["id"] != holder else r for r in records]
+    """``records`` with the status every view shows (:func:`hecatelib.consul.records.shown_status`)."""
+    holder = _running_holder(tree, records)
+    return [{**r, "status": shown_status(r, holder)} for r in records]
 
 
 @_outcome
 def show(id, tree=False, minion=None):
     """One deployment record: its stages in execution order with what each changed, the rollback, the
-    pillar commit and operator; ``tree=True`` adds the deployed (secret-free) pillar tree.
+    pillar commit and operator; ``tree=True`` adds the deployed (secret-free) pillar tree. Its status is
+    shown as :py:func:`history` shows it; it works while the pillar does not validate.
 
     CLI Example:
 
@@ -612,10 +745,12 @@ def show(id, tree=False, minion=None):
 
         salt-run hecate.show 20261202T101500Z-1a2b3c
     """
-    records = _records(_tree(minion))
+    settings, _ = _settings(minion)
+    records = _records(settings)
     found = records.read(id, full=True if tree else ("state",))
     if not found:
         return {"error": f"no deployment record {id} in {records.environment}", "retcode": 1}
+    found["status"] = shown_status(found, _running_holder(settings, [found]))
     found.pop("_modify_index", None)
     found.pop("tree_digest", None)
     if not tree:
@@ -626,30 +761,39 @@ def show(id, tree=False, minion=None):
 
 
 def _rollback_target(records, id):
-    """The record to return to: ``id``, or the newest success whose tree differs from the newest
-    success's (a no-op deploy after a change is not a point to return to)."""
+    """``(target, note)``: the record to return to (``id``, or :func:`hecatelib.consul.records.rollback_choice`)
+    and, when the operator should confirm first, what a rollback would undo (else None)."""
     if id is not None:
         found = records.read(id, full=True)
         if not found or found.get("status") != "success":
             raise SaltInvocationError(f"deployment {id} is unknown or was not successful")
-        return found
-    successes = records.list(status="success")
-    if not successes:
-        raise SaltInvocationError("no successful deployment recorded: nothing to roll back to")
-    live = successes[-1].get("tree_digest")
-    for candidate in reversed(successes[:-1]):
-        if candidate.get("tree_digest") != live:
-            return records.read(candidate["id"], full=True)
-    raise SaltInvocationError("every successful deployment recorded deploys what is live now: nothing to roll back to")
+        return found, None
+    everything = records.list()
+    target, undone = rollback_choice(everything)
+    if not undone:
+        return records.read(target["id"], full=True), None
+    last = [r for r in everything if r.get("status") == "success"][-1]
+    runs = ", ".join(f"{r['id']} ({r.get('kind')}, {r.get('status')})" for r in undone)
+    changed = [f"{name} {stage.get('changed')}" for name, stage in (last.get("stages") or {}).items() if stage.get("changed")]
+    note = (
+        f"the run(s) after the last success left nothing changed ({runs}: undone, or nothing applied), so what is live "
+        f"is the last success {last['id']} ({last.get('deployed_by')}); a rollback now would undo it "
+        f"({', '.join(changed) or 'no change counted'}) and return to {target['id']}. To do that: "
+        f"salt-run hecate.rollback confirm=True (or id={target['id']})"
+    )
+    return records.read(target["id"], full=True), note
 
 
 @_outcome
-def rollback(id=None, test=False, minion=None, wait=None):
-    """Return to a previous successful deployment: by default the newest one whose desired state differs
-    from what is live now (shown before acting). Caddy, authentik and DNS are converged to its recorded
-    tree (expand, switch, contract, as a deploy), Nomad jobs reverted to its recorded versions, each
-    revert checked; all under the deploy lock, recorded as kind ``rollback``. ``test=True`` shows what
-    would change and writes nothing.
+def rollback(id=None, test=False, confirm=False, minion=None, wait=None):
+    """Return to a previous successful deployment: ``id``, or by default the one before what is live now
+    (shown before acting; docs/orchestration.md says what "live" is). When the runs after the last
+    success failed and were undone (live is already the last success's tree), it names the success it
+    would undo and acts only with ``confirm=True`` (or ``id=``). Caddy, authentik and DNS are converged
+    to the target's recorded tree (expand, switch, contract, as a deploy), Nomad jobs reverted to its
+    recorded versions, each revert checked; all under the deploy lock, recorded as kind ``rollback``.
+    ``test=True`` shows what would change and writes nothing. Works while the pillar does not validate,
+    with the settings of the last successful run (docs/orchestration.md).
 
     CLI Example:
 
@@ -657,12 +801,18 @@ def rollback(id=None, test=False, minion=None, wait=None):
 
         salt-run hecate.rollback test=True
         salt-run hecate.rollback
+        salt-run hecate.rollback confirm=True
         salt-run hecate.rollback id=20261127T101500Z-1a2b3c
     """
-    tree = _tree(minion)
-    target = _rollback_target(_records(tree), id)
-    _say(f"rolling back to {target['id']} ({target.get('recorded_at')}, by {target.get('deployed_by')})")
-    with _engine(tree) as engine:
+    tree, broken = _settings(minion)
+    target, note = _rollback_target(_records(tree), id)
+    if note and not confirm and not test:
+        return {"status": "not started", "error": f"not rolled back: {note}", "target": target["id"], "retcode": 1}
+    _progress(f"rolling back to {target['id']} ({target.get('recorded_at')}, by {target.get('deployed_by')})")
+    if broken:
+        _progress("the state runs skip Salt's pillar check (force=True) and get the target's recorded tree; no verify step "
+                  "(its probes read the minions' own pillar): the routes state checks every host it changes")  # fmt: skip
+    with _engine(tree, broken=broken) as engine:
         effective = engine.effective(Run(id=target["id"], kind="rollback", recorded=target["tree"]))
         only = [s.name for b, s in engine_stages.choose(effective, BACKENDS) if b.rolls_back]
         restore_to = {name: state for name, state in (target.get("state") or {}).items() if state}
@@ -676,10 +826,11 @@ def rollback(id=None, test=False, minion=None, wait=None):
                 if backend.restore and restore_to.get(backend.name):
                     outcome = backend.restore(engine.context(Run(id=target["id"], kind="rollback"), test=True), restore_to[backend.name])
                     restores += outcome.done + outcome.problems
-            return {"target": target["id"], "stages": planned, "restores": restores, "test": True, "retcode": 0}
-    summary = _drive(
-        tree, "rollback", only=only, wait=wait, recorded=target["tree"], restore_to=restore_to, extra={"rolled_back_to": target["id"]}
-    )
+            answer = {"target": target["id"], "stages": planned, "restores": restores, "test": True, "retcode": 0}
+            return {**answer, "confirm": note} if note and not confirm else answer
+    extra = {"rolled_back_to": target["id"], **({"pillar_problem": broken[:500]} if broken else {})}
+    summary = _drive(tree, "rollback", minion=minion, broken=broken, only=only, wait=wait, recorded=target["tree"],
+                     restore_to=restore_to, extra=extra)  # fmt: skip
     summary["rolled_back_to"] = target["id"]
     return summary
 

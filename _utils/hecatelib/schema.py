@@ -398,7 +398,9 @@ def check(tree, backends=None, root_prefix=""):
                                   (_check_coturn, ("reverse_proxy:coturn",))):  # fmt: skip
         _on_what_validated(out, report, cross_check, sections)
     _on_what_validated(out, report, lambda tree, found: paths.check_pillar(tree, found, root_prefix), None)
-    backups.check_pillar(out, report, BACKENDS if backends is None else backends)
+    _on_what_validated(
+        out, report, lambda tree, found: backups.check_pillar(tree, found, BACKENDS if backends is None else backends), ("backup",)
+    )
     for backend in BACKENDS if backends is None else backends:
         if backend.check:  # they read the normalised caddy section and each other's: only errors in routes may remain
             _on_what_validated(out, report, backend.check, None)

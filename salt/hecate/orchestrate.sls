@@ -12,58 +12,46 @@
 #   finish     always, last: the record (success, or failed with the stage and reason), the lock released
 # Which steps run and where comes from the pillar: salt-run hecate.stages shows the list.
 #
-# test=True: Salt does not run runner steps in test mode, so a dry run applies every stage's SLS with
-# test=True on its minions instead: every diff, no lock, no record, no write anywhere.
+# Each step is a hecate_run state (_states/hecate_run.py): its changes are what the step changed, none when
+# it changed nothing, so a no-op run reports changed=0 (salt.runner reports every runner return as changes).
+# test=True runs the same steps as dry runs: begin makes one dry run of every stage (no lock, no record),
+# each step shows its stage's part of it (result None where it would change something).
 {%- set planned = salt['saltutil.runner']('hecate.stages') %}
 {%- if planned.get('retcode') %}
 
 hecate_refused:
   test.fail_without_changes:
     - name: {{ planned.get('error', 'the pillar is invalid') | yaml_dquote }}
-{%- elif opts.get('test') %}
-{%- for stage in planned.stages if stage.sls is defined and stage.phase != 'contract' %}
-
-hecate_{{ stage.name }}:
-  salt.state:
-    - tgt: {{ stage.tgt | yaml_dquote }}
-    - tgt_type: {{ stage.tgt_type }}
-    - sls:
-      - {{ stage.sls }}
-{%- endfor %}
 {%- else %}
 {%- set run = planned.run %}
 
 hecate_begin:
-  salt.runner:
-    - name: hecate.begin
+  hecate_run.begin:
     - run: {{ run }}
 {%- set ns = namespace(previous='hecate_begin') %}
 {%- for stage in planned.stages %}
 
 hecate_{{ stage.name }}:
-  salt.runner:
-    - name: hecate.stage
+  hecate_run.step:
     - run: {{ run }}
     - step: {{ stage.name }}
     - require:
-      - salt: {{ ns.previous }}
+      - hecate_run: {{ ns.previous }}
 {%- set ns.previous = 'hecate_' ~ stage.name %}
 {%- endfor %}
 
 hecate_undo:
-  salt.runner:
-    - name: hecate.undo
+  hecate_run.undo:
     - run: {{ run }}
     - require:
-      - salt: hecate_begin
+      - hecate_run: hecate_begin
     - onfail:
 {%- for stage in planned.stages %}
-      - salt: hecate_{{ stage.name }}
+      - hecate_run: hecate_{{ stage.name }}
 {%- endfor %}
 
 hecate_finish:
-  salt.runner:
-    - name: hecate.finish
+  hecate_run.finish:
     - run: {{ run }}
     - order: last
 {%- endif %}

@@ -5,13 +5,14 @@ import pathlib
 import shutil
 import tempfile
 
+import consul as consul_client
 import pytest
 import yaml
 
 from tests.support import host
 from tests.support.caddy import Backend, Caddy, free_port
 from tests.support.pillars import local_seed_tree, seed_tree
-from tests.support.stack import master_overrides, start_secret_stores, terraform_module
+from tests.support.stack import CONSUL_TOKEN, master_overrides, start_secret_stores, terraform_module
 
 
 @pytest.fixture(scope="package")
@@ -132,3 +133,17 @@ def synced(salt_call_cli, salt_run_cli):
     refreshed = salt_call_cli.run("saltutil.refresh_pillar", wait=True)
     assert refreshed.returncode == 0
     return True
+
+
+@pytest.fixture
+def fresh(synced, edge_caddy, pillar_files, edge_tree, salt_call_cli, consul):
+    """Caddy back to nothing, the seed pillar, no deployment records; the Consul client."""
+    edge_caddy.reset()
+    client = consul_client.Consul(host="127.0.0.1", port=consul.port, token=CONSUL_TOKEN)
+    client.kv.delete("hecate/deployments/", recurse=True)
+    consul.reset_counts()
+    pillar_files.write(edge_tree)
+    salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+    yield client
+    pillar_files.write(edge_tree)
+    salt_call_cli.run("saltutil.refresh_pillar", wait=True)

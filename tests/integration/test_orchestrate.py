@@ -11,30 +11,15 @@ import subprocess
 import threading
 import time
 
-import consul as consul_client
 import pytest
 
 from hecatelib.consul.lock import ConsulLock
 from hecatelib.consul.records import Records
 from tests.support import browser
 from tests.support.http import backend_of, get
-from tests.support.stack import CONSUL_TOKEN, jobs_of_run, until
+from tests.support.stack import jobs_of_run, until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def fresh(synced, edge_caddy, pillar_files, edge_tree, salt_call_cli, consul):
-    """Caddy back to nothing, the seed pillar, no deployment records."""
-    edge_caddy.reset()
-    client = consul_client.Consul(host="127.0.0.1", port=consul.port, token=CONSUL_TOKEN)
-    client.kv.delete("hecate/deployments/", recurse=True)
-    consul.reset_counts()
-    pillar_files.write(edge_tree)
-    salt_call_cli.run("saltutil.refresh_pillar", wait=True)
-    yield client
-    pillar_files.write(edge_tree)
-    salt_call_cli.run("saltutil.refresh_pillar", wait=True)
 
 
 def deploy(salt_run_cli, *args):
@@ -394,6 +379,8 @@ def test_ctrl_c_is_one_line_releases_the_lock_and_records_the_run_as_interrupted
     # unclosed Runner): not a traceback of the run; everything else counts.
     err = re.sub(r"Exception ignored in: <function BaseEventLoop.__del__.*?AttributeError: [^\n]*\n", "", err, flags=re.S)
     err = "\n".join(line for line in err.splitlines() if not line.startswith("unclosed Runner <salt.runner.Runner"))
+    assert "hecate: Ctrl-C: stopping after the current step (again to stop now)" in err, err  # said at once, on the terminal
+    err = re.sub(r"^\[\d\d:\d\d:\d\d\] hecate: .*\n?", "", err, flags=re.M)  # the run's progress lines
     assert "Traceback" not in out + err and len(err.strip().splitlines()) <= 2, err
     assert "interrupted" in out
     assert lock_holder(fresh) is None

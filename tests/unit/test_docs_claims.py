@@ -22,6 +22,7 @@ LOADER_MODULES = {
     "hecate_terraform": ["_modules/hecate_terraform.py", "_states/hecate_terraform.py"],
     "hecate_consul": ["_modules/hecate_consul.py", "_states/hecate_consul.py"],
     "hecate": ["_runners/hecate.py", "_pillar/hecate.py"],
+    "hecate_run": ["_states/hecate_run.py"],
 }
 FUNCTION = re.compile(rf"^(?:salt(?:-call|-run)?\s+(?:\S+\s+)?)?({'|'.join(LOADER_MODULES)})\.([a-z_]+)\b(?![./])")
 PILLAR = re.compile(r"^hecate:[A-Za-z0-9_:\[\]<>.{},-]+$")

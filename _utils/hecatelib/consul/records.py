@@ -62,6 +62,55 @@ def is_blob(value):
     return isinstance(value, dict) and set(value) == {"$blob", "bytes"}
 
 
+def shown_status(record, holder):
+    """The one status an operator is shown for a record, wherever it is shown (``hecate.history``,
+    ``hecate.show``): ``running`` only while its run holds the deploy lock (``holder``: the run id in the
+    lock now, or None). A record left ``running`` without the lock is ``interrupted`` (Ctrl-C, ``kill -9``,
+    a crashed master), before the next run that takes the lock marks it so (:meth:`Records.mark_interrupted`)."""
+    status = record.get("status")
+    return "interrupted" if status == "running" and record.get("id") != holder else status
+
+
+def left_in_place(record):
+    """Whether a run that did not succeed may have left changes live: not when its undo finished without a
+    problem, nor when it changed nothing; yes when it changed something and was not fully undone, and when
+    its record cannot say (a run killed before it recorded its steps: still ``running``, or marked
+    interrupted by the run that took the lock over)."""
+    rollback = record.get("rollback")
+    if isinstance(rollback, dict) and not rollback.get("problems"):
+        return False
+    stages = record.get("stages") or {}
+    if not stages:
+        return record.get("status") == "running" or bool(record.get("interrupted_by"))
+    return any(stage.get("changed") for stage in stages.values() if isinstance(stage, dict))
+
+
+def rollback_choice(records):
+    """What ``hecate.rollback`` without ``id`` returns to, from the records oldest first: ``(target, undone)``.
+
+    Live, as the records say, is the last success's tree, unless a run after it may have left changes in
+    place (:func:`left_in_place`): then live is partly that run's, and the target is the last success
+    itself. Otherwise the target is the newest success whose tree differs from the last success's (a no-op
+    deploy is no point to return to), which undoes the last success. ``undone`` lists the runs after the
+    last success when there are any (they failed and left nothing: live is already the last success's
+    tree, so the operator most likely meant to undo them, which already happened): confirm first. Runs of
+    kind ``rollback`` after the last success are left out: a rollback again is their retry.
+    Raises ValueError when there is nothing to return to."""
+    successes = [r for r in records if r.get("status") == "success"]
+    if not successes:
+        raise ValueError("no successful deployment recorded: nothing to roll back to")
+    last = successes[-1]
+    # a rollback that did not succeed only tried to return to an earlier record: running it again is
+    # what it meant, so it neither makes live another tree nor needs a confirmation
+    after = [r for r in records[records.index(last) + 1 :] if r.get("kind") != "rollback"]
+    if any(left_in_place(r) for r in after):
+        return last, []
+    target = next((r for r in reversed(successes[:-1]) if r.get("tree_digest") != last.get("tree_digest")), None)
+    if target is None:
+        raise ValueError("every successful deployment recorded deploys what is live now: nothing to roll back to")
+    return target, after
+
+
 class Records:
     """The records of one environment: ``Records(client, "production")``; ``prefix`` for drift reports."""
 

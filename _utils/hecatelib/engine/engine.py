@@ -31,6 +31,8 @@ from hecatelib.engine.run import Run, digest, new_run_id, overlay, recorded_tree
 from hecatelib.errors import LockLost, RecordError
 
 SKIPPED = "skipped: its dry run found nothing to change"
+# what a ``<kind>/<id>/waiting`` event tells of the lock's holder (its lock value: no secret in it)
+WAITING_FIELDS = ("deployment", "kind", "holder", "host", "pid", "acquired_at", "alive", "state", "waited")
 
 
 @dataclasses.dataclass
@@ -59,11 +61,12 @@ class Context:
 
 
 class Engine:
-    def __init__(self, tree, seams, backends):
+    def __init__(self, tree, seams, backends, verify=None):
         self.tree = tree
         self.seams = seams
         self.call = seams.call
         self.backends = tuple(backends)
+        self.verify_step = verify  # None: the tree's hecate:deployment:verify; False: no verify step
 
     # -- progress ---------------------------------------------------------------------------------------
     def emit(self, tag, data):
@@ -80,7 +83,7 @@ class Engine:
         return schema.validate(overlay(self.tree, run.recorded), self.backends, self.seams.root_prefix) if run.recorded else self.tree
 
     def steps(self, tree, only=None, verify=None):
-        return stages.steps(tree, self.backends, only, verify)
+        return stages.steps(tree, self.backends, only, self.verify_step if verify is None else verify)
 
     def stage_pillar(self, step, recorded=None):
         """The pillar override a step's ``state.apply`` gets: a recorded tree (rollback, promote) over the
@@ -119,6 +122,8 @@ class Engine:
         # the first runs; two read-only dry runs cannot disturb each other (nor a real run: they write nothing)
         kwargs = {"test": True, "concurrent": True, **({"pillar": {"hecate": recorded}} if recorded else {})}
         jobs = [(target, "state.apply", [",".join(s.sls for _, s in group)], kwargs) for target, group in groups.items()]
+        names = [s.name for group in groups.values() for _, s in group]
+        self.say(f"dry run of {', '.join(names) or 'no stage'}: {len(jobs)} state.apply test=True job(s)")
         started = time.monotonic()
         answers = {target: answer for (target, _, _, _), answer in zip(jobs, self.call.many(jobs), strict=True)}
         seconds = round(time.monotonic() - started, 2)
@@ -142,7 +147,9 @@ class Engine:
                 if not answer:
                     problems = [self.no_minion(stage)]
                 out[stage.name] = {"ok": ok, "changes": changes, "problems": problems, "seconds": seconds}
-        return {name: out[name] for name in stages.stage_names(self.backends) if name in out}
+        ordered = {name: out[name] for name in stages.stage_names(self.backends) if name in out}
+        self.say(_dry_run_line(ordered, seconds))
+        return ordered
 
     def plan(self, only=None):
         """Every enabled stage's dry run, as the operator reads it; verify is left out (it sends requests,
@@ -168,10 +175,15 @@ class Engine:
 
     def verify(self, tree):
         """Every route requested through every edge: the failures (the switch backends' ``verify`` hook)."""
-        failures = []
+        self.say("verify: requesting every route through every edge")
+        started, failures = time.monotonic(), []
         for backend in self.backends:
             if backend.verify and backend.is_enabled(tree):
                 failures += backend.verify(tree, self.call)
+        seconds = round(time.monotonic() - started, 2)
+        self.say(f"verify: {len(failures)} failure(s) ({seconds:g} s)" if failures else f"verify: every route answered ({seconds:g} s)")
+        for failure in failures:
+            self.say(f"  {failure}")
         return failures
 
     # -- reads for undo and for the record ----------------------------------------------------------------
@@ -217,7 +229,7 @@ class Engine:
         run = Run(id=run_id or new_run_id(), kind=kind, only=only, recorded=recorded, restore_to=restore_to, extra=extra or {})
         effective = self.effective(run)
         run.steps = [s.name for s in self.steps(effective, only)]  # refuses an unknown stage before the lock
-        lock = self.seams.locks.take(run, wait=wait, on_wait=lambda holder: self.say(waiting_line(holder)))
+        lock = self.seams.locks.take(run, wait=wait, on_wait=lambda holder: self.waiting(run, holder))
         try:
             run.session, run.lock_key = lock.session, lock.key
             run.dead_holder = lock.dead_holder
@@ -244,6 +256,11 @@ class Engine:
             raise
         return run
 
+    def waiting(self, run, holder):
+        """While another run holds the deploy lock: a line for the operator, an event for the bus."""
+        self.emit(f"{run.kind}/{run.id}/waiting", {k: holder[k] for k in WAITING_FIELDS if k in holder})
+        self.say(waiting_line(holder))
+
     def mark_interrupted(self, run):
         """The lock's previous holder died holding it: its record, still ``running``, says interrupted."""
         deployment = (run.dead_holder or {}).get("deployment")
@@ -260,17 +277,19 @@ class Engine:
         anything are skipped: the leading expand steps whose dry run found nothing to change (so nothing
         they feed changed either), and their contract steps. When no stage would change anything the whole
         run is skipped: no write, no probe, and nothing for undo to read. Otherwise a second round reads
-        what undo needs."""
+        what undo needs. Returns what each stage's dry run would change: ``{stage: count}``."""
         effective = self.effective(run)
         dry = self.dry_run(effective, run.only, run.recorded)
         unchanged = {name for name, stage in dry.items() if stage["ok"] and not stage["changes"]}
         run.skip = stages.skippable(self.steps(effective, run.only), unchanged)
         if set(run.steps) - set(run.skip):
-            self.say("changes: " + ", ".join(f"{n} {results.count_changes(s['changes'])}" for n, s in dry.items() if s["changes"]))
+            if run.skip:
+                self.say(f"skipping {', '.join(run.skip)}: their dry run found nothing to change")
             run.before = self.undo_reads(effective, run)
         elif run.steps:
-            self.say("nothing to change")
+            self.say("nothing to change: every step is skipped")
         self.seams.runs.save(run)
+        return {name: results.count_changes(stage["changes"]) for name, stage in dry.items() if stage["changes"]}
 
     def check_lock(self, run):
         self.seams.locks.check(run)
@@ -288,12 +307,14 @@ class Engine:
             self.emit(f"{tag}/done", {"stage": name, **result})
             return result
         self.emit(f"{tag}/start", {"stage": name})
-        self.say(f"{name}: {'verifying every route' if step.phase == VERIFY else 'applying ' + step.stage.sls}")
+        if step.phase != VERIFY:  # verify says its own lines
+            self.say(f"{name}: applying {step.stage.sls}")
         try:
             self.check_lock(run)
             if step.phase == VERIFY:
+                started = time.monotonic()
                 failures = self.verify(effective)
-                outcome = {"ok": not failures, "changes": {}, "problems": failures, "seconds": 0}
+                outcome = {"ok": not failures, "changes": {}, "problems": failures, "seconds": round(time.monotonic() - started, 2)}
             elif step.stage.role == "edge":
                 run.applied.append(name)
                 outcome = self.roll_out(effective, step, run)
@@ -500,6 +521,14 @@ def waiting_line(holder):
     since = f", holding it since {holder['acquired_at']}" if holder.get("acquired_at") else ""
     where = f" on {where}" if where else ""
     return f"waiting for the deploy lock ({holder.get('waited', 0):g} s): held by {who}{where}{since}; {alive}"
+
+
+def _dry_run_line(dry, seconds):
+    """A dry run's outcome in one line: what each stage would change, and the stages that failed."""
+    changing = [f"{name} {results.count_changes(stage['changes'])}" for name, stage in dry.items() if stage["changes"]]
+    line = f"dry run done ({seconds:g} s): " + ("would change " + ", ".join(changing) if changing else "nothing would change")
+    failed = [f"{name}: {'; '.join(stage['problems'])}" for name, stage in dry.items() if not stage["ok"]]
+    return line + ("; FAILED " + " | ".join(failed) if failed else "")
 
 
 def _result_line(name, result):

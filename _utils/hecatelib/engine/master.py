@@ -117,11 +117,11 @@ class EventBus:
         return False
 
 
-def seams(opts, tree, say=None, tgt=None, tgt_type=None, controller=None, timeout=None):
-    """Every seam the engine needs, for this pillar on this master."""
+def seams(opts, tree, say=None, tgt=None, tgt_type=None, controller=None, timeout=None, force=False):
+    """Every seam the engine needs, for this pillar on this master (``force``: see :class:`Minions`)."""
     settings, client = consul_client(tree, opts)
     return Seams(
-        call=Minions(opts, tree, tgt=tgt, tgt_type=tgt_type, controller=controller, timeout=timeout),
+        call=Minions(opts, tree, tgt=tgt, tgt_type=tgt_type, controller=controller, timeout=timeout, say=say, force=force),
         records=Records(client, settings["environment"], settings["deployments"]["prefix"]),
         locks=ConsulLocks(client, settings),
         runs=run_files(opts),

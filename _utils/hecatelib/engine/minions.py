@@ -14,8 +14,12 @@ class Minions:
     overridden by ``tgt``/``controller``), or ``minion:<id>``. ``ok`` is False when the function failed or
     the minion did not answer within ``timeout`` (default ``hecate:deployment:stage_timeout``)."""
 
-    def __init__(self, opts, tree, tgt=None, tgt_type=None, controller=None, timeout=None):
+    def __init__(self, opts, tree, tgt=None, tgt_type=None, controller=None, timeout=None, say=None, force=False):
         self.opts = opts
+        self.say = say or (lambda line: None)  # progress for the operator (the engine's say seam)
+        # force: every state run skips Salt's refusal of a pillar with errors (state.apply force=True): a
+        # rollback while the live pillar does not validate, whose state runs get the recorded tree instead
+        self.state_kwargs = {"force": True} if force else {}
         targets = tree["deployment"]["targets"]
         self.roles = {
             "edge": (tgt, tgt_type or "glob") if tgt else (targets["edge"], targets["tgt_type"]),
@@ -57,12 +61,17 @@ class Minions:
         ("is running as PID"): a dry run of hecate.plan, status or a reconcile begun before the lock, an
         operator's highstate. A refused run applied nothing, so those minions are asked again once the
         other run ended, for up to :data:`BUSY_WAIT` seconds, instead of failing the stage."""
+        kwargs = {**kwargs, **self.state_kwargs}
         answers = self(target, "state.apply", sls, **kwargs)
         deadline = time.monotonic() + BUSY_WAIT
+        said = None
         while True:
             busy = sorted(minion for minion, answer in answers.items() if refused_as_busy(answer))
             if not busy or time.monotonic() > deadline:
                 return answers
+            if busy != said:
+                self.say(f"{sls}: another state run is under way on {', '.join(busy)}; asking again when it ends (up to {BUSY_WAIT} s)")
+                said = busy
             time.sleep(0.5)
             answers.update(self("minions:" + ",".join(busy), "state.apply", sls, **kwargs))
 
@@ -76,6 +85,7 @@ class Minions:
         published = []
         for target, fun, args, kwargs in jobs:
             tgt, tgt_type = self._target(target)
+            kwargs = {**kwargs, **self.state_kwargs} if fun == "state.apply" else kwargs
             pub = self.client.run_job(tgt, fun, list(args), tgt_type=tgt_type, kwarg=kwargs or None, timeout=self.timeout, listen=True)
             published.append((pub, tgt, tgt_type))
         out = []
