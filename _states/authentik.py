@@ -306,14 +306,15 @@ def policy_binding_present(name, application, group=None, policy=None, binding_o
         label = f"{application} <- {field} {group or policy}"
         policy_pk = pk if field == "policy" else None
         mine = current["pk"] if current else None
-        if binding_order is not None and authentik_objects.order_taken(bindings, binding_order, policy_pk, mine):
+        wanted = {"order": binding_order, "negate": bool(negate), "enabled": bool(enabled)}
+        taken = {b.get("order") for b in bindings}
+        writes = current is None or authentik_objects.differs(current, wanted)
+        if writes and binding_order is not None and authentik_objects.order_taken(bindings, binding_order, policy_pk, mine):
             raise CommandExecutionError(
                 f"binding_order {binding_order} is taken by another {'binding of this policy' if policy_pk else 'group or user binding'} "
                 f"of {application}: authentik refuses to change either binding then (unique policy, target, order)"
             )
-        wanted = {"order": binding_order, "negate": bool(negate), "enabled": bool(enabled)}
-        taken = {b.get("order") for b in bindings}
-        if current is not None and binding_order is None and authentik_objects.differs(current, wanted):
+        if writes and current is not None and binding_order is None:
             if authentik_objects.order_taken(bindings, current.get("order"), policy_pk, mine):
                 wanted["order"] = authentik_objects.free_order(taken)
         order = authentik_objects.free_order(taken) if binding_order is None else binding_order

@@ -212,7 +212,9 @@ def _strict(schema):
 
 class StrictRequestChecker(OpenAPIRequestChecker):
     """OpenAPI 3.0 request checks (nullable, Draft 7), strict: closed bodies, known query parameters with
-    well-formed values, UUID formats. Prepared validators are cached per operation."""
+    well-formed values, UUID formats. Stricter than authentik itself, which ignores unknown body fields
+    (DRF serializers drop them) and unknown query parameters (django-filter ignores them): hecate must not
+    send what the server would silently drop. Prepared validators are cached per operation."""
 
     def __init__(self, spec):
         super().__init__(spec, draft=jsonschema.Draft7Validator, nullable=True)

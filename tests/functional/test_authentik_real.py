@@ -107,10 +107,10 @@ def test_group_changes_converge_in_one_run(real):
             hecate["reverse_proxy"]["caddy"]["routes"][0]["auth"] = {"groups": [pre + g for g in after]} if after else True
             result, reads, writes = converge(real, hecate)
             assert result.result is True, f"{what}: {result.comment}"
-            again, _, rewrites = converge(real, hecate)
+            again, rereads, rewrites = converge(real, hecate)
             assert (again.result, again.changes, rewrites) == (True, {}, 0), f"{what}: {again.comment}"
             assert real.admin.bound(slug) == (sorted(pre + g for g in after), 0), what
-            report[what] = {"reads": reads, "writes": writes}
+            report[what] = {"change": (reads, writes), "re-run": (rereads, rewrites)}
         print("\ngroup changes on the real server:", json.dumps(report))
     finally:
         cleanup(real, pre)

@@ -464,6 +464,29 @@ def test_a_repair_moves_a_binding_off_an_order_another_kept_binding_holds(ak):
     assert converge(ak, hecate)[1] == []
 
 
+def test_policy_binding_present_takes_a_free_order(ak):
+    """Without binding_order a new binding takes an order no binding of the application holds (it used to
+    take 0, a duplicate authentik accepts on POST and then refuses to PATCH); a binding_order another group
+    binding holds is refused before any write; a repair moves a binding off a shared order."""
+    ak.mod.group_create("s15-a")
+    ak.mod.group_create("s15-b")
+    ak.mod.application_create("s15-app")
+    taken = ak.mod.policy_binding_create("s15-app", group="s15-a", order=0)
+    created = ak.states.policy_binding_present(name="s15-b", application="s15-app", group="s15-b")
+    assert created.result is True, created.comment
+    mine = next(b for b in ak.bindings.values() if b["group"] == ak.group_by_name("s15-b")["pk"])
+    assert mine["order"] == 1
+    before = len(ak.writes)
+    refused = ak.states.policy_binding_present(name="s15-b", application="s15-app", group="s15-b", binding_order=0)
+    assert refused.result is False and "binding_order 0 is taken" in refused.comment and len(ak.writes) == before
+    mine["order"], mine["enabled"] = taken["order"], False  # drift: disabled, on a's order
+    repaired = ak.states.policy_binding_present(name="s15-b", application="s15-app", group="s15-b")
+    assert repaired.result is True, repaired.comment
+    assert mine["enabled"] and mine["order"] == 1
+    again = ak.states.policy_binding_present(name="s15-b", application="s15-app", group="s15-b")
+    assert (again.result, again.changes) == (True, {})
+
+
 def lifecycle(ak, token, prefix):
     """create, re-run, change groups, repair drift, remove a route, prune groups; a failed state raises
     AssertionError with its comment."""
