@@ -16,7 +16,8 @@ need ``invalidation_flow`` from 2024.10 on), and groups are read and written wit
 or ``parent`` (before) transparently: this module always shows a ``parents`` list.
 
 A 403 from authentik means the token is invalid, expired or lacks the permission (authentik answers 403,
-not 401, to a bad token); the error says so.
+not 401, to a bad token); the error says which, and names the permissions the refused call needs. A 405
+with an empty body is authentik failing on a write (its error page answers GET only); the error says so.
 """
 
 import dataclasses
@@ -84,6 +85,9 @@ APPLICATION_FIELDS = (
     "group",
 )
 BINDING_FIELDS = ("policy", "group", "user", "target", "negate", "enabled", "order", "timeout", "failure_result")
+# DRF's PermissionDenied (rest_framework/exceptions.py), which authentik answers when the token is valid
+# but its user lacks a permission; a bad token gets "Token invalid/expired" instead
+NOT_PERMITTED = "You do not have permission to perform this action."
 
 
 def __virtual__():
@@ -104,12 +108,27 @@ if not IMPORT_ERROR:
             except ValueError:  # redact, then cut: a cut first could leave part of a token
                 body = api.excerpt(response.text, self.secrets, 500)
             status = response.status_code
+            needed = _permissions_for(method, path)
             if status == 403:
                 detail = body.get("detail") if isinstance(body, dict) else body
+                if detail == NOT_PERMITTED and needed:
+                    text = (
+                        f"HTTP 403 ({detail}): the API token's user lacks a permission this call needs: "
+                        f"{' and '.join(needed)}. Give one of the user's roles these global permissions (docs/authentik.md "
+                        "lists every permission hecate needs) or use a superuser's token"
+                    )
+                else:
+                    text = (
+                        f"HTTP 403 ({detail}): authentik refused the API token: it is invalid or expired, or its user "
+                        "lacks the permission for this call. Create a token with intent API (Directory > Tokens) and "
+                        "put it in pillar hecate:authentik:token"
+                    )
+            elif status == 405 and not body:
+                # authentik/root/urls.py handler500 is a GET-only TemplateView: a write that fails inside
+                # authentik gets that view's 405, with no body, instead of a 500
                 text = (
-                    f"HTTP 403 ({detail}): authentik refused the API token: it is invalid or expired, or its user "
-                    "lacks the permission for this call. Create a token with intent API (Directory > Tokens) and "
-                    "put it in pillar hecate:authentik:token"
+                    "HTTP 405 with an empty body: authentik failed on this request (an internal server error: "
+                    "authentik's error page answers GET only, so a failed write reads as 405); its server log has the traceback"
                 )
             elif status == 400 and isinstance(body, dict):
                 fields = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in sorted(body.items()))
@@ -135,6 +154,24 @@ if not IMPORT_ERROR:
                 if following <= page:
                     raise api.ApiError(self._say("GET", path, f"pagination went from page {page} to {following}"))
                 page = following
+
+
+def _permissions_for(method, path):
+    """The global permissions authentik checks for a call on one of ``RESOURCES`` (authentik/root/settings.py
+    REST_FRAMEWORK defaults): view on every read of the model, list or object, and on every write to one
+    object (authentik/rbac/filters.py ObjectFilter), add/change/delete by method (authentik/rbac/permissions.py
+    ObjectPermissions, DRF's DjangoObjectPermissions.perms_map). [] when the path is none of them."""
+    path = path.split("?")[0].strip("/")
+    for res in RESOURCES.values():
+        endpoint = res.endpoint.strip("/")
+        if res.model is None or not (path == endpoint or path.startswith(endpoint + "/")):
+            continue
+        app_label, model = res.model.split(".")
+        verb = {"POST": "add", "PATCH": "change", "PUT": "change", "DELETE": "delete"}.get(method)
+        if path == endpoint:
+            return [f"{app_label}.{verb or 'view'}_{model}"]
+        return [f"{app_label}.view_{model}"] + ([f"{app_label}.{verb}_{model}"] if verb else [])
+    return []
 
 
 def _cfg(name, default=None):
@@ -261,7 +298,8 @@ class Resource:
     ``lookup_field``), so no lookup is needed; ``pk``: ``uuid`` or ``int``; ``fields``: what may be written;
     ``refs``: written fields naming other objects (kind to resolve names or slugs to pks with);
     ``always``: fields the vendor's ``validate()`` reads from the request itself, so every PATCH carries
-    them (DRF validates a partial update's fields alone); ``read``: query parameters for every read."""
+    them (DRF validates a partial update's fields alone); ``read``: query parameters for every read;
+    ``model``: authentik's ``app_label.model`` behind the endpoint, whose permissions a token needs."""
 
     label: str
     endpoint: str
@@ -273,6 +311,7 @@ class Resource:
     refs: dict = dataclasses.field(default_factory=dict)
     always: tuple = ()
     read: dict = dataclasses.field(default_factory=dict)
+    model: str = None
 
     def is_pk(self, ref):
         if self.pk == "int":
@@ -281,7 +320,7 @@ class Resource:
 
 
 RESOURCES = {
-    "flow": Resource("flow", "flows/instances/", key="slug", by_path=True),
+    "flow": Resource("flow", "flows/instances/", key="slug", by_path=True, model="authentik_flows.flow"),
     "group": Resource(
         "group",
         "core/groups/",
@@ -289,10 +328,16 @@ RESOURCES = {
         fields=("name", "is_superuser", "attributes", "users", "roles", "parents"),
         refs={"parents": "group"},
         read={"include_users": "false"},
+        model="authentik_core.group",
     ),
     "expression_policy": Resource(
-        "expression policy", "policies/expression/", key_filter="name", fields=("name", "expression", "execution_logging")
+        "expression policy",
+        "policies/expression/",
+        key_filter="name",
+        fields=("name", "expression", "execution_logging"),
+        model="authentik_policies_expression.expressionpolicy",
     ),
+    "scope_mapping": Resource("scope mapping", "propertymappings/provider/scope/", model="authentik_providers_oauth2.scopemapping"),
     # authentik/providers/proxy/api.py ProxyProviderSerializer.validate: a request without mode is a
     # mode=proxy request, which needs internal_host
     "proxy_provider": Resource(
@@ -303,9 +348,16 @@ RESOURCES = {
         fields=PROVIDER_FIELDS,
         refs={"authorization_flow": "flow", "invalidation_flow": "flow", "authentication_flow": "flow"},
         always=("mode", "internal_host"),
+        model="authentik_providers_proxy.proxyprovider",
     ),
     "application": Resource(
-        "application", "core/applications/", key="slug", by_path=True, fields=APPLICATION_FIELDS, refs={"provider": "proxy_provider"}
+        "application",
+        "core/applications/",
+        key="slug",
+        by_path=True,
+        fields=APPLICATION_FIELDS,
+        refs={"provider": "proxy_provider"},
+        model="authentik_core.application",
     ),
     # authentik/policies/api/bindings.py PolicyBindingSerializer.validate: target and exactly one of
     # policy/user/group, read from the request
@@ -316,10 +368,13 @@ RESOURCES = {
         fields=BINDING_FIELDS,
         refs={"group": "group", "policy": "expression_policy"},
         always=("target", "policy", "group", "user"),
+        model="authentik_policies.policybinding",
     ),
-    "outpost": Resource("outpost", "outposts/instances/", key_filter="name__iexact", fields=("name", "providers")),
+    "outpost": Resource(
+        "outpost", "outposts/instances/", key_filter="name__iexact", fields=("name", "providers"), model="authentik_outposts.outpost"
+    ),
     "token": Resource("token", "core/tokens/", key="identifier", by_path=True),
-    "blueprint": Resource("blueprint instance", "managed/blueprints/", key_filter="name"),
+    "blueprint": Resource("blueprint instance", "managed/blueprints/", key_filter="name", model="authentik_blueprints.blueprintinstance"),
 }
 
 
@@ -621,7 +676,7 @@ def scope_mappings(managed=None):
 
         salt-call authentik.scope_mappings managed=goauthentik.io/providers/proxy/scope-proxy
     """
-    return _client().list("propertymappings/provider/scope/", {"managed": managed} if managed else {})
+    return _list("scope_mapping", {"managed": managed} if managed else {})
 
 
 def _mapping_pks(values):

@@ -2,9 +2,10 @@
 
 ``protected_routes`` is the one hecate's state tree uses (``salt/hecate/authentik.sls``): it derives every
 object from the pillar routes that have ``auth:`` and converges authentik in one pass: read once, plan
-(pure, ``hecatelib.authentik.objects.plan``), then write in dependency order (groups -> providers -> applications ->
-outpost -> bindings), pruning what hecate owns in reverse (bindings -> outpost -> applications ->
-providers [-> groups with ``prune_groups``]). A second run sends no write; ``test=True`` sends none.
+(pure, ``hecatelib.authentik.objects.plan``), then write in dependency order (groups -> providers ->
+applications -> outpost -> bindings: new ones, then the ones to drop, then repairs), pruning what hecate
+owns in reverse (bindings -> outpost -> applications -> providers [-> groups with ``prune_groups``]). A
+second run sends no write; ``test=True`` sends none.
 
 The single-object states (``group_present``, ``proxy_provider_present``, ``application_present``,
 ``policy_binding_present``, ``outpost_providers_present`` and their ``_absent``) address objects by
@@ -286,27 +287,44 @@ def _find_binding(application, group, policy):
             raise _Missing(f"there is no expression policy named {policy!r}")
         field, pk = "policy", found["pk"]
     bindings = __salt__["authentik.policy_bindings"](targets=[app["pk"]])
-    return app, field, pk, next((b for b in bindings if b.get(field) == pk), None)
+    return app, field, pk, next((b for b in bindings if b.get(field) == pk), None), bindings
 
 
 def policy_binding_present(name, application, group=None, policy=None, binding_order=None, negate=False, enabled=True):
     """A binding of a group (by name) or an expression policy (by name) to the application with slug
-    ``application``. The pair is the key; ``binding_order`` (authentik's ``order``; Salt reserves
-    ``order`` for state ordering), ``negate`` and ``enabled`` are compared."""
+    ``application``. The pair is the key; ``negate`` and ``enabled`` are compared, and ``binding_order``
+    (authentik's ``order``; Salt reserves ``order`` for state ordering) when given.
+
+    Without ``binding_order`` a new binding takes an order no binding of the application holds, and an
+    existing one keeps its own, moving to a free one only when it must be changed and shares its order:
+    authentik refuses to PATCH a group or user binding whose order another one has
+    (``hecatelib.authentik.objects.plan_bindings``). A ``binding_order`` taken that way is refused before
+    any write."""
     ret = salt_state.ret(name)
     try:
-        app, field, pk, current = _find_binding(application, group, policy)
+        app, field, pk, current, bindings = _find_binding(application, group, policy)
         label = f"{application} <- {field} {group or policy}"
+        policy_pk = pk if field == "policy" else None
+        mine = current["pk"] if current else None
         wanted = {"order": binding_order, "negate": bool(negate), "enabled": bool(enabled)}
+        taken = {b.get("order") for b in bindings}
+        writes = current is None or authentik_objects.differs(current, wanted)
+        if writes and binding_order is not None and authentik_objects.order_taken(bindings, binding_order, policy_pk, mine):
+            raise CommandExecutionError(
+                f"binding_order {binding_order} is taken by another {'binding of this policy' if policy_pk else 'group or user binding'} "
+                f"of {application}: authentik refuses to change either binding then (unique policy, target, order)"
+            )
+        if writes and current is not None and binding_order is None:
+            if authentik_objects.order_taken(bindings, current.get("order"), policy_pk, mine):
+                wanted["order"] = authentik_objects.free_order(taken)
+        order = authentik_objects.free_order(taken) if binding_order is None else binding_order
         return _converge(
             ret,
             "policy binding",
             label,
             current,
             wanted,
-            lambda: __salt__["authentik.policy_binding_create"](
-                app["pk"], **{field: pk}, order=binding_order or 0, negate=negate, enabled=enabled
-            ),
+            lambda: __salt__["authentik.policy_binding_create"](app["pk"], **{field: pk}, order=order, negate=negate, enabled=enabled),
             lambda changed: __salt__["authentik.policy_binding_update"](current["pk"], current=current, **changed),
         )
     except (CommandExecutionError, SaltInvocationError) as exc:
@@ -320,7 +338,7 @@ def policy_binding_absent(name, application, group=None, policy=None):
         if __salt__["authentik.application"](application) is None:
             ret["comment"] = f"application {application} is absent, so is the binding"
             return ret
-        _, field, _, current = _find_binding(application, group, policy)
+        _, field, _, current, _ = _find_binding(application, group, policy)
         label = f"{application} <- {field} {group or policy}"
         return _absent(ret, "policy binding", label, current, lambda: __salt__["authentik.policy_binding_delete"](current["pk"]))
     except (CommandExecutionError, SaltInvocationError) as exc:
@@ -455,12 +473,12 @@ def _execute(actions, snapshot, desired, done):
         group = snapshot["groups"][item["group"]]
         salt["authentik.policy_binding_create"](app["pk"], group=group["pk"], order=item["order"])
         mark("bindings", "created", f"{item['application']} <- group {item['group']}")
-    for item in actions["bindings_update"]:
-        salt["authentik.policy_binding_update"](item["pk"], current=item["current"], **{k: v["new"] for k, v in item["diff"].items()})
-        mark("bindings", "updated", f"{item['application']} <- group {item['group']}")
     for item in actions["bindings_delete"]:
         salt["authentik.policy_binding_delete"](item["pk"])
         mark("bindings", "deleted", f"{item['application']} <- {item['what']}")
+    for item in actions["bindings_update"]:
+        salt["authentik.policy_binding_update"](item["pk"], current=item["current"], **{k: v["new"] for k, v in item["diff"].items()})
+        mark("bindings", "updated", f"{item['application']} <- group {item['group']}")
     for slug in actions["applications_delete"]:
         salt["authentik.application_delete"](slug)
         mark("applications", "deleted", slug)

@@ -13,9 +13,16 @@ blueprint instances. Behaviour follows authentik where hecate depends on it:
   unless ``superuser_full_list=true`` and the user is a superuser; ``GET /core/applications/<slug>/``
   always answers.
 - 400 with DRF field errors (``{"field": ["message"]}``) for unique names/slugs, unknown references,
-  a provider already used by another application, ``mode: proxy`` without ``internal_host``.
-- Proxy providers get the managed scope mappings added on create and update (``set_oauth_defaults``):
-  the server adds its own entries to ``property_mappings``.
+  a provider already used by another application, ``mode: proxy`` without ``internal_host``, a slug
+  over 50 characters before 2025.12, a binding PATCH colliding on (policy, target, order) (DRF's
+  ``UniqueTogetherValidator``, NULL quirk included), a binding list filtered by a target that does not
+  exist.
+- A server-side crash on a write answers 405 with an empty body (authentik's ``handler500`` is a
+  GET-only view), as the real server does; a crash on a read answers 500.
+- Proxy providers get exactly the 5 managed scope mappings authentik adds on create and update
+  (``set_oauth_defaults``): the server adds its own entries to ``property_mappings``.
+- Token permissions: a token acts as its user; a superuser may do everything, any other user only what
+  its global permissions allow (``add_user(..., permissions=[...])``), answered with authentik's 403.
 - Deleting a provider removes it from outposts and unsets applications' ``provider``; deleting an
   application or group deletes its policy bindings (database cascades).
 - Version-dependent: groups have ``parent`` before 2025.12 and ``parents`` from 2025.12 on;
@@ -23,7 +30,10 @@ blueprint instances. Behaviour follows authentik where hecate depends on it:
 
 Every ``/api/v3/`` request is checked against the authentik OpenAPI document of ``spec_version``
 (2025.6.1 or 2026.5.6), strictly: unknown body fields, unknown query parameters and malformed query
-values (integers, booleans, UUIDs) are violations, as are bodies the schema rejects.
+values (integers, booleans, UUIDs) are violations, as are bodies the schema rejects. This is stricter
+than the real server, which ignores unknown fields and query parameters (DRF drops body fields a
+serializer does not declare; django-filter ignores parameters its FilterSet does not name): a request
+hecate sends with a misspelt field would "work" there and change nothing, so the emulator fails it.
 
 The embedded outpost (same server, like authentik's own port 9000) answers
 ``/outpost.goauthentik.io/auth/caddy``: it finds the proxy provider for the request's host among the
@@ -76,12 +86,41 @@ AK_HEADERS = (
     "X-Authentik-Meta-App",
     "X-Authentik-Meta-Version",
 )
+# the managed scope mappings of a fresh install: blueprints/system/providers-oauth2.yaml and
+# providers-proxy.yaml (managed id, name, scope_name; entitlements from 2025.2 on)
 MANAGED_SCOPES = (
     ("goauthentik.io/providers/oauth2/scope-openid", "authentik default OAuth Mapping: OpenID 'openid'", "openid"),
     ("goauthentik.io/providers/oauth2/scope-email", "authentik default OAuth Mapping: OpenID 'email'", "email"),
     ("goauthentik.io/providers/oauth2/scope-profile", "authentik default OAuth Mapping: OpenID 'profile'", "profile"),
+    ("goauthentik.io/providers/oauth2/scope-entitlements", "authentik default OAuth Mapping: Application Entitlements", "entitlements"),
+    ("goauthentik.io/providers/oauth2/scope-offline_access", "authentik default OAuth Mapping: OpenID 'offline_access'", "offline_access"),
+    ("goauthentik.io/providers/oauth2/scope-authentik_api", "authentik default OAuth Mapping: authentik API access", "goauthentik.io/api"),
     ("goauthentik.io/providers/proxy/scope-proxy", "authentik default OAuth Mapping: Proxy outpost", "ak_proxy"),
 )
+# authentik/providers/proxy/models.py ProxyProvider.set_oauth_defaults: the mappings every proxy provider
+# gets on each create and update (ProxyProviderSerializer.create/update call it)
+PROXY_SCOPES = (
+    "goauthentik.io/providers/oauth2/scope-openid",
+    "goauthentik.io/providers/oauth2/scope-profile",
+    "goauthentik.io/providers/oauth2/scope-email",
+    "goauthentik.io/providers/oauth2/scope-entitlements",
+    "goauthentik.io/providers/proxy/scope-proxy",
+)
+# DRF's PermissionDenied as authentik answers it (rest_framework/exceptions.py default_detail)
+NOT_PERMITTED = {"detail": "You do not have permission to perform this action."}
+# the model behind each endpoint (app_label.model_name), for permission checks
+PERMISSION_MODELS = (
+    ("/flows/instances/", "authentik_flows.flow"),
+    ("/core/groups/", "authentik_core.group"),
+    ("/policies/expression/", "authentik_policies_expression.expressionpolicy"),
+    ("/providers/proxy/", "authentik_providers_proxy.proxyprovider"),
+    ("/core/applications/", "authentik_core.application"),
+    ("/policies/bindings/", "authentik_policies.policybinding"),
+    ("/outposts/instances/", "authentik_outposts.outpost"),
+    ("/propertymappings/provider/scope/", "authentik_providers_oauth2.scopemapping"),
+    ("/managed/blueprints/", "authentik_blueprints.blueprintinstance"),
+)
+SLUG_MAX_UNTIL = (2025, 12)  # Application.slug: SlugField (50) up to 2025.10, a TextField from 2025.12
 DEFAULT_FLOWS = (
     ("default-authentication-flow", "Welcome to authentik!", "authentication"),
     ("default-invalidation-flow", "Default Invalidation Flow", "invalidation"),
@@ -174,7 +213,9 @@ def _strict(schema):
 
 class StrictRequestChecker(OpenAPIRequestChecker):
     """OpenAPI 3.0 request checks (nullable, Draft 7), strict: closed bodies, known query parameters with
-    well-formed values, UUID formats. Prepared validators are cached per operation."""
+    well-formed values, UUID formats. Stricter than authentik itself, which ignores unknown body fields
+    (DRF serializers drop them) and unknown query parameters (django-filter ignores them): hecate must not
+    send what the server would silently drop. Prepared validators are cached per operation."""
 
     def __init__(self, spec):
         super().__init__(spec, draft=jsonschema.Draft7Validator, nullable=True)
@@ -309,6 +350,8 @@ class AuthentikEmulator(Emulator):
             pk = str(uuid.uuid4())
             self.flows[pk] = {"pk": pk, "slug": slug, "name": title, "title": title, "designation": designation}
         for managed, name, scope in MANAGED_SCOPES:
+            if managed.endswith("scope-entitlements") and version_tuple(self.version) < (2025, 2):
+                continue
             pk = str(uuid.uuid4())
             self.scopes[pk] = {"pk": pk, "managed": managed, "name": name, "scope_name": scope}
         admins = self._new_group("authentik Admins", is_superuser=True)
@@ -367,10 +410,12 @@ class AuthentikEmulator(Emulator):
         return group
 
     # -- test helpers ------------------------------------------------------------------------------------
-    def add_user(self, username, groups=(), superuser=False):
-        """Create a user and put it in the named groups (which must exist). Returns the user dict."""
+    def add_user(self, username, groups=(), superuser=False, permissions=()):
+        """Create a user and put it in the named groups (which must exist). ``permissions``: the global
+        permissions (``app_label.codename``) its roles give it; a superuser has them all. Returns the user."""
         pk = next(self._ids)
         user = {"pk": pk, "username": username, "name": username.title(), "email": f"{username}@example.org", "is_superuser": superuser}
+        user["permissions"] = set(permissions)
         user["uid"] = hashlib.sha256(username.encode()).hexdigest()
         self.users[pk] = user
         for name in groups:
@@ -520,7 +565,39 @@ class AuthentikEmulator(Emulator):
         if token is None or (token["expiring"] and token["expires"] and token["expires"] < _iso_now_offset()):
             return Response(403, {"detail": "Token invalid/expired"})
         request.user = token["user"]
+        missing = self.missing_permissions(request)
+        if missing:
+            return Response(403, NOT_PERMITTED)
         return None
+
+    def required_permissions(self, request):
+        """The global permissions a request needs, as authentik's defaults decide
+        (authentik/root/settings.py REST_FRAMEWORK): authentik/rbac/filters.py ObjectFilter raises
+        PermissionDenied on any list or detail of a model the user may not view (object permissions are
+        not modelled), and authentik/rbac/permissions.py ObjectPermissions (DRF's DjangoObjectPermissions
+        perms_map) needs add_ for a POST, change_ for PATCH/PUT, delete_ for DELETE, on top of view_ for
+        an object. Exceptions: the version and the token's own user (IsAuthenticated), the application
+        list (authentik/core/api/applications.py ApplicationViewSet.list filters by policy instead)."""
+        path = request.path[len(API) :]
+        model = next((m for prefix, m in PERMISSION_MODELS if path.startswith(prefix)), None)
+        if model is None:
+            return []
+        app_label, name = model.split(".")
+        detail = path.rstrip("/").count("/") > next(p for p, m in PERMISSION_MODELS if m == model).rstrip("/").count("/")
+        if not detail and request.method == "GET" and name == "application":
+            return []
+        if not detail and request.method == "POST":
+            return [f"{app_label}.add_{name}"]
+        verb = {"PATCH": "change", "PUT": "change", "DELETE": "delete", "POST": "add"}.get(request.method)
+        # a detail write reads the object first (get_object runs ObjectFilter); blueprints' apply is a POST
+        # on the detail (authentik/blueprints/api.py apply: @permission_required view, then the object's POST)
+        return [f"{app_label}.view_{name}"] + ([f"{app_label}.{verb}_{name}"] if verb else [])
+
+    def missing_permissions(self, request):
+        user = self.users[request.user]
+        if self._is_superuser(user):
+            return []
+        return [p for p in self.required_permissions(request) if p not in user["permissions"]]
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _page(self, request, items):
@@ -553,6 +630,16 @@ class AuthentikEmulator(Emulator):
     @staticmethod
     def _not_found(what):
         return Response(404, {"detail": f"No {what} matches the given query."})
+
+    @staticmethod
+    def _crash(request):
+        """A server error as authentik answers it: authentik/root/urls.py sets handler500 to
+        authentik/core/views/error.py ServerErrorView, a TemplateView (GET only). Django calls it with
+        the failed request, so a failed POST/PATCH/PUT/DELETE gets the view's 405 with an empty body;
+        a failed GET gets the 500 page."""
+        if request.method == "GET":
+            return Response(500, "<html>Server Error</html>", {"Content-Type": "text/html"})
+        return Response(405, None, {"Content-Type": "text/html"})
 
     @staticmethod
     def _field_errors(errors):
@@ -945,10 +1032,12 @@ class AuthentikEmulator(Emulator):
         return errors
 
     def _oauth_defaults(self, provider):
-        """authentik's ProxyProvider.set_oauth_defaults(): the managed scopes are always added."""
+        """authentik/providers/proxy/models.py ProxyProvider.set_oauth_defaults(), called by
+        ProxyProviderSerializer.create and .update (providers/proxy/api.py): the managed scopes in
+        PROXY_SCOPES are added on every write, so a PATCH taking one off is undone."""
         mappings = list(provider["property_mappings"])
-        for pk in self.scopes:
-            if pk not in mappings:
+        for pk, scope in self.scopes.items():
+            if scope["managed"] in PROXY_SCOPES and pk not in mappings:
                 mappings.append(pk)
         provider["property_mappings"] = mappings
 
@@ -1028,20 +1117,23 @@ class AuthentikEmulator(Emulator):
         return out
 
     def user_passes(self, user_pk, app):
-        """authentik's policy engine for an application, for group and user bindings (``any`` / ``all``)."""
+        """authentik/policies/engine.py PolicyEngine for an application: the enabled group and user
+        bindings make one result together (compute_static_bindings: passing when any of them passes,
+        whatever the mode and the order), then ``policy_engine_mode`` (``any`` / ``all``) combines it
+        with each policy's result. No binding: passing."""
         bindings = [b for b in self.bindings.values() if b["target"] == app["pk"] and b["enabled"]]
         if not bindings:
             return True
-        results = []
+        static, results = [], []
         for binding in bindings:
-            if binding["group"]:
-                group = self.groups.get(binding["group"])
-                passed = bool(group) and user_pk in group["users"]
-            elif binding["user"] is not None:
-                passed = binding["user"] == user_pk
+            if binding["policy"] is None:
+                group = self.groups.get(binding["group"]) if binding["group"] else None
+                member = bool(group) and user_pk in group["users"] if binding["group"] else binding["user"] == user_pk
+                static.append(member != binding["negate"])
             else:
-                passed = False  # expression policies are not evaluated by the emulator: fail closed
-            results.append(passed != binding["negate"])
+                results.append(False)  # expression policies are not evaluated by the emulator: fail closed
+        if static:
+            results.append(any(static))
         return all(results) if app["policy_engine_mode"] == "all" else any(results)
 
     def list_applications(self, request):
@@ -1069,6 +1161,10 @@ class AuthentikEmulator(Emulator):
             other = self.application_by_slug(body["slug"])
             if other is not None and (current is None or other["pk"] != current["pk"]):
                 errors["slug"] = ["Application with this slug already exists."]
+            # authentik/core/models.py Application.slug: a SlugField (max_length 50) up to 2025.10, a
+            # TextField with validate_slug from 2025.12
+            elif version_tuple(self.version) < SLUG_MAX_UNTIL and len(body["slug"]) > 50:
+                errors["slug"] = ["Ensure this field has no more than 50 characters."]
         provider = body.get("provider")
         if provider is not None:
             if provider not in self.providers:
@@ -1153,10 +1249,33 @@ class AuthentikEmulator(Emulator):
     def _targets(self):
         return set(self.applications) | set(self.flows)
 
-    def _binding_errors(self, body):
+    def _binding_collides(self, body, current):
+        """authentik/policies/models.py PolicyBinding.Meta.unique_together = ("policy", "target", "order")
+        becomes DRF's UniqueTogetherValidator on PolicyBindingSerializer (rest_framework/validators.py,
+        DRF 3.16). On an update it fills the fields not sent from the instance and filters with them, so
+        ``policy=None`` is ``policy IS NULL``: every group or user binding of a target collides with any
+        other on the same order. It skips the check only when no field changed, and ``target`` always
+        counts as changed when sent (the serializer's field returns the Application subclass, the
+        instance holds the base PolicyBindingModel, and Django's Model.__eq__ compares concrete models).
+        A create is not checked that way (policy None is in the checked values: the validator skips), so
+        duplicates can be made with POST; the database's unique index sees NULLs as distinct."""
+        merged = {f: body.get(f, current[f]) for f in ("policy", "target", "order")}
+        changed = [merged[f] for f in ("policy", "order") if merged[f] != current[f]]
+        if "target" in body:
+            changed.append(merged["target"])
+        if not changed or None in changed:
+            return False
+        return any(
+            other["pk"] != current["pk"] and all(other[f] == merged[f] for f in ("policy", "target", "order"))
+            for other in self.bindings.values()
+        )
+
+    def _binding_errors(self, body, current=None):
         """authentik/policies/api/bindings.py PolicyBindingSerializer, on the fields sent only (partial on
         PATCH). Returns (status, errors): field errors first (DRF runs validate() only when they pass)."""
         errors = {}
+        if current is None:  # required on create: target (declared required=True), order (no model default)
+            errors.update({f: ["This field is required."] for f in ("target", "order") if f not in body})
         if "target" in body and body["target"] not in self._targets():
             errors["target"] = [f'Invalid pk "{body["target"]}" - object does not exist.']
         for field, known in (("group", self.groups), ("policy", self.policies), ("user", self.users)):
@@ -1164,11 +1283,15 @@ class AuthentikEmulator(Emulator):
                 errors[field] = [f'Invalid pk "{body[field]}" - object does not exist.']
         if errors:
             return 400, errors
+        # DRF's Serializer.run_validation runs the serializer's validators (the unique-together one below)
+        # before validate()
+        if current is not None and self._binding_collides(body, current):
+            return 400, {"non_field_errors": ["The fields policy, target, order must make a unique set."]}
         # PolicyBindingSerializer.validate, since application entitlements (older releases read only
         # policy/group/user): target = attrs.get("target"), then target.supported_policy_binding_targets():
-        # a PATCH without target is an AttributeError (500)
+        # a PATCH without target is an AttributeError: a server error
         if "target" not in body:
-            return 500, {"detail": "'NoneType' object has no attribute 'supported_policy_binding_targets'"}
+            return 500, None
         # ... then exactly one of the supported fields (authentik/policies/models.py
         # PolicyBindingModel.supported_policy_binding_targets: policy, user, group) set *in the request*
         count = sum(1 for f in ("policy", "user", "group") if body.get(f))
@@ -1180,10 +1303,18 @@ class AuthentikEmulator(Emulator):
 
     def list_bindings(self, request):
         items = list(self.bindings.values())
+        # authentik/policies/api/bindings.py PolicyBindingFilter: target (a ModelChoiceFilter of the
+        # binding's FK) and target_in (ModelMultipleChoiceFilter) refuse a target that does not exist with
+        # django-filter's 400 (the choice field's invalid_choice message)
         if request.arg("target"):
+            if request.arg("target") not in self._targets():
+                return Response(400, {"target": ["Select a valid choice. That choice is not one of the available choices."]})
             items = [b for b in items if b["target"] == request.arg("target")]
         if "target_in" in request.query:
             wanted = set(request.query["target_in"])
+            for target in request.query["target_in"]:
+                if target not in self._targets():
+                    return Response(400, {"target_in": [f"Select a valid choice. {target} is not one of the available choices."]})
             items = [b for b in items if b["target"] in wanted]
         if request.arg("policy"):
             items = [b for b in items if b["policy"] == request.arg("policy")]
@@ -1211,7 +1342,9 @@ class AuthentikEmulator(Emulator):
         if binding is None:
             return self._not_found("PolicyBinding")
         body = request.body or {}
-        status, errors = self._binding_errors(body)
+        status, errors = self._binding_errors(body, binding)
+        if status == 500:
+            return self._crash(request)
         if errors:
             return Response(status, errors)
         binding.update(body)

@@ -60,7 +60,8 @@ def test_binding_patch_must_carry_target_and_one_subject(ak):
     app = ak.call("POST", "core/applications/", {"name": "em-a", "slug": "em-a"}).json()
     binding = ak.call("POST", "policies/bindings/", {"target": app["pk"], "group": group["pk"], "order": 0}).json()
     path = f"policies/bindings/{binding['pk']}/"
-    assert ak.call("PATCH", path, {"order": 3}).status_code == 500  # target is None: AttributeError
+    crashed = ak.call("PATCH", path, {"order": 3})  # target is None: AttributeError, a server error on a write
+    assert (crashed.status_code, crashed.content) == (405, b"")
     answer = ak.call("PATCH", path, {"order": 3, "target": app["pk"]})
     assert answer.status_code == 400 and answer.json() == {"non_field_errors": ["One of 'policy', 'user', 'group' must be set."]}
     answer = ak.call("PATCH", path, {"order": 3, "target": app["pk"], "group": group["pk"], "user": ak.user_by_name("akadmin")["pk"]})
@@ -104,3 +105,98 @@ def test_group_cannot_be_its_own_parent(ak):
     value = [group["pk"]] if field == "parents" else group["pk"]
     answer = ak.call("PATCH", f"core/groups/{group['pk']}/", {field: value})
     assert answer.status_code == 400 and answer.json() == {field: ["Cannot set group as parent of itself."]}
+
+
+def test_binding_unique_together_with_drf_null_quirk(ak):
+    # authentik/policies/models.py PolicyBinding.Meta.unique_together ("policy", "target", "order"), checked
+    # by DRF's UniqueTogetherValidator (rest_framework/validators.py): on update the unsent fields come
+    # from the instance and policy=None filters as IS NULL; target always counts as changed; a POST is not
+    # checked (policy None skips it). Measured on authentik 2025.12.4 with the same bodies.
+    a, b, c = (ak.call("POST", "core/groups/", {"name": f"em-u{n}"}).json()["pk"] for n in "abc")
+    app = ak.call("POST", "core/applications/", {"name": "em-u", "slug": "em-u"}).json()["pk"]
+    first = ak.call("POST", "policies/bindings/", {"target": app, "group": a, "order": 0}).json()
+    second = ak.call("POST", "policies/bindings/", {"target": app, "group": b, "order": 1}).json()
+    duplicate = ak.call("POST", "policies/bindings/", {"target": app, "group": c, "order": 0})
+    assert duplicate.status_code == 201  # POST: a second group binding at order 0 is accepted
+    unique = {"non_field_errors": ["The fields policy, target, order must make a unique set."]}
+    moved = ak.call("PATCH", f"policies/bindings/{first['pk']}/", {"order": 1, "target": app, "group": a})
+    assert (moved.status_code, moved.json()) == (400, unique)  # order 1 is b's (a group binding: policy NULL)
+    alone = ak.call("PATCH", f"policies/bindings/{second['pk']}/", {"enabled": True, "target": app, "group": b})
+    assert alone.status_code == 200  # its own order, nobody else's
+    shared = ak.call("PATCH", f"policies/bindings/{first['pk']}/", {"enabled": True, "target": app, "group": a})
+    assert (shared.status_code, shared.json()) == (400, unique)  # order unchanged, but target "changed" and c shares 0
+    to_free = ak.call("PATCH", f"policies/bindings/{first['pk']}/", {"order": 7, "target": app, "group": a})
+    assert to_free.status_code == 200 and ak.bindings[first["pk"]]["order"] == 7
+    # the unique check runs before validate(): a colliding PATCH without target is a 400, not the crash
+    collide = ak.call("PATCH", f"policies/bindings/{second['pk']}/", {"order": 0, "group": b})
+    assert (collide.status_code, collide.json()) == (400, unique)
+
+
+def test_bindings_of_a_target_that_does_not_exist(ak):
+    # authentik/policies/api/bindings.py PolicyBindingFilter: target / target_in are model choice filters
+    gone = "11111111-1111-1111-1111-111111111111"
+    answer = ak.call("GET", f"policies/bindings/?target={gone}")
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {"target": ["Select a valid choice. That choice is not one of the available choices."]},
+    )
+    answer = ak.call("GET", f"policies/bindings/?target_in={gone}")
+    assert answer.status_code == 400
+    assert answer.json() == {"target_in": [f"Select a valid choice. {gone} is not one of the available choices."]}
+
+
+def test_proxy_providers_get_exactly_the_five_managed_scope_mappings(ak):
+    # authentik/providers/proxy/models.py ProxyProvider.set_oauth_defaults, on every create and update
+    # (providers/proxy/api.py ProxyProviderSerializer.create/update)
+    managed = {s["pk"]: s["managed"] for s in ak.scopes.values()}
+    proxy_scopes = {
+        "goauthentik.io/providers/oauth2/scope-openid",
+        "goauthentik.io/providers/oauth2/scope-profile",
+        "goauthentik.io/providers/oauth2/scope-email",
+        "goauthentik.io/providers/oauth2/scope-entitlements",
+        "goauthentik.io/providers/proxy/scope-proxy",
+    }
+    created = provider(ak, "em-p5")
+    assert {managed[pk] for pk in created["property_mappings"]} == proxy_scopes
+    assert len(managed) == 7  # offline_access and authentik_api exist but are not added
+    fewer = [pk for pk in created["property_mappings"] if managed[pk] != "goauthentik.io/providers/oauth2/scope-email"]
+    answer = ak.call("PATCH", f"providers/proxy/{created['pk']}/", {"property_mappings": fewer, "mode": "forward_single"})
+    assert {managed[pk] for pk in answer.json()["property_mappings"]} == proxy_scopes  # the PATCH is undone
+
+
+@pytest.mark.parametrize(("version", "status"), [("2025.10.4", 400), ("2025.12.4", 201)])
+def test_application_slug_length_by_version(version, status):
+    # authentik/core/models.py Application.slug: SlugField (max_length 50) up to 2025.10, TextField from 2025.12
+    with AuthentikEmulator(SPEC_VERSIONS[-1], version=version) as emu:
+        answer = requests.post(
+            f"{emu.url}/api/v3/core/applications/",
+            json={"name": "long", "slug": "s" * 51},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        )
+        assert answer.status_code == status
+        if status == 400:
+            assert answer.json() == {"slug": ["Ensure this field has no more than 50 characters."]}
+    assert_no_violations(emu)
+
+
+def test_token_permissions(ak):
+    # authentik/rbac/filters.py ObjectFilter (view, on lists and objects), authentik/rbac/permissions.py
+    # ObjectPermissions (add/change/delete); a superuser has every permission
+    robot = ak.add_user("em-perm-robot", permissions=["authentik_core.view_group", "authentik_core.add_group"])
+    ak.add_token("em-perm", "em-perm-key", user=robot["pk"])
+    call = lambda method, path, body=None: requests.request(  # noqa: E731
+        method, f"{ak.url}/api/v3/{path}", json=body, headers={"Authorization": "Bearer em-perm-key"}, timeout=10
+    )
+    denied = {"detail": "You do not have permission to perform this action."}
+    assert call("GET", "core/groups/").status_code == 200
+    created = call("POST", "core/groups/", {"name": "em-perm-g"})
+    assert created.status_code == 201
+    answer = call("PATCH", f"core/groups/{created.json()['pk']}/", {"attributes": {}})
+    assert (answer.status_code, answer.json()) == (403, denied)
+    answer = call("GET", "flows/instances/default-provider-invalidation-flow/")
+    assert (answer.status_code, answer.json()) == (403, denied)
+    assert call("GET", "core/applications/").status_code == 200  # the list filters by policy, not permission
+    assert call("GET", "core/users/me/").status_code == 200
+    robot["permissions"].add("authentik_core.change_group")
+    assert call("PATCH", f"core/groups/{created.json()['pk']}/", {"attributes": {}}).status_code == 200

@@ -82,8 +82,8 @@ def test_proxy_provider_lifecycle_and_server_added_mappings(ak):
     body = next(r.body for r in reversed(ak.writes) if r.path.endswith("/providers/proxy/"))
     assert body["mode"] == "forward_single"  # always sent: authentik's default is proxy
     assert created["invalidation_flow"] == ak.flow_by_slug("default-provider-invalidation-flow")["pk"]
-    managed = {m["pk"] for m in ak.mod.scope_mappings()}
-    assert managed <= set(created["property_mappings"])  # the server adds its own
+    added = {m["managed"] for m in ak.mod.scope_mappings() if m["pk"] in created["property_mappings"]}
+    assert len(added) == 5 and "goauthentik.io/providers/proxy/scope-proxy" in added  # the server adds its own
     updated = ak.mod.proxy_provider_update("mod-prov", external_host="https://prov2.example.org", cookie_domain="example.org")
     assert updated["external_host"] == "https://prov2.example.org"
     patch = ak.writes[-1]
@@ -219,3 +219,44 @@ def test_refusals_before_any_request(make_loaders):
     mod = make_loaders({"hecate": {"authentik": {"url": "https://127.0.0.1:9", "token": "vault:secret/hecate/ak#token"}}}).modules.authentik
     with pytest.raises(Exception, match="unresolved vault: reference"):
         mod.version()
+
+
+def test_a_server_error_on_a_write_says_what_the_405_means(ak):
+    """authentik answers a write that fails inside it with 405 and no body (its handler500 is a GET-only
+    view): the emulator's binding PATCH without target is such a crash, as on authentik 2025.12.4."""
+    group = ak.mod.group_create("mod-crash")
+    ak.mod.application_create("mod-crash")
+    binding = ak.mod.policy_binding_create("mod-crash", group=group["pk"], order=0)
+    client = ak.loaders.context["hecatelib.authentik.objects"]["client"][1]
+    with pytest.raises(Exception) as info:
+        client.json("PATCH", f"policies/bindings/{binding['pk']}/", json={"order": 1})
+    text = str(info.value)
+    assert "HTTP 405 with an empty body: authentik failed on this request" in text and "server log" in text
+
+
+def test_a_missing_permission_is_named(ak):
+    """A token whose user lacks a permission gets authentik's 403 "You do not have permission to perform
+    this action."; the error names what the call needs (authentik/rbac/filters.py ObjectFilter: view on
+    every read and on a write to one object; authentik/rbac/permissions.py ObjectPermissions: add/change/delete)."""
+    robot = ak.add_user("mod-robot", permissions=["authentik_core.view_group"])
+    token = next(t for t in ak.tokens.values() if t["key"] == TOKEN)
+    admin, token["user"] = token["user"], robot["pk"]
+    try:
+        assert ak.mod.groups() is not None
+        with pytest.raises(Exception) as created:
+            ak.mod.group_create("mod-denied")
+        with pytest.raises(Exception) as read:
+            ak.mod.flow("default-provider-invalidation-flow")
+    finally:
+        token["user"] = admin
+    group = ak.mod.group_create("mod-denied-2")
+    token["user"] = robot["pk"]
+    try:
+        with pytest.raises(Exception) as changed:
+            ak.mod.group_update(group["pk"], attributes={"a": 1})
+    finally:
+        token["user"] = admin
+    assert "You do not have permission to perform this action." in str(created.value)
+    assert "lacks a permission this call needs: authentik_core.add_group." in str(created.value)
+    assert "needs: authentik_flows.view_flow." in str(read.value)
+    assert "needs: authentik_core.view_group and authentik_core.change_group." in str(changed.value)

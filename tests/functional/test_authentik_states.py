@@ -8,8 +8,10 @@ import copy
 import pytest
 import yaml
 
+from hecatelib.authentik.objects import TOKEN_PERMISSIONS
 from tests.conftest import SEED, assert_no_violations, loaders_for
 from tests.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
+from tests.support import authentik_scenarios as scenarios
 
 TOKEN = "ak-emulator-token"
 
@@ -322,7 +324,7 @@ def test_seed_and_one_protected_app_converge_from_nothing(ak):
 
 
 def test_token_user_without_superuser_looks_applications_up_by_slug(ak):
-    robot = ak.add_user("deploy-robot")
+    robot = ak.add_user("deploy-robot", permissions=TOKEN_PERMISSIONS)
     token = next(t for t in ak.tokens.values() if t["key"] == TOKEN)
     admin, token["user"] = token["user"], robot["pk"]  # the pillar's token now belongs to a plain user
     try:
@@ -366,25 +368,170 @@ def test_provider_changes_are_accepted(ak):
     assert single["cookie_domain"] == "example.org" and mapping in single["property_mappings"]
 
 
-def test_reordering_and_changing_a_routes_groups(ak):
-    """Binding PATCHes carry target and group, or authentik refuses them."""
-    hecate = tree(ak, [route("s9app", ["s9-a", "s9-b"])], "s9-")
+@pytest.fixture(scope="module")
+def engine(ak, short_tmp):
+    """A loader whose file_roots hold scenarios.SLS: protected_routes under the state engine (state.sls,
+    with a requisite), as salt-call state.apply runs it."""
+    roots = short_tmp / f"ake{ak.spec_version}"
+    roots.mkdir()
+    (roots / "protect.sls").write_text(scenarios.SLS)
+    loaders = loaders_for(short_tmp / f"akl{ak.spec_version}", {}, extra={"file_roots": {"base": [str(roots)]}})
+    yield loaders
+    loaders.reset_state()
+
+
+def apply(ak, engine, hecate, test=False):
+    """state.sls protect with ``hecate`` as the pillar; returns (the protect state's result, writes)."""
+    engine.opts["pillar"]["hecate"] = hecate
+    before = len(ak.writes)
+    ret = {r.id: r for r in engine.modules.state.sls("protect", test=test)}
+    assert ret["authentik_ready"].result is True
+    return ret["protect"], ak.writes[before:]
+
+
+def bound(ak, slug):
+    """(group names bound enabled and not negated, how many other bindings) of application ``slug``."""
+    app = ak.application_by_slug(slug)
+    bindings = [b for b in ak.bindings.values() if b["target"] == app["pk"]]
+    plain = [b for b in bindings if b["group"] and b["enabled"] and not b["negate"] and b["policy"] is None and b["user"] is None]
+    return sorted(ak.groups[b["group"]]["name"] for b in plain), len(bindings) - len(plain)
+
+
+def test_group_changes_converge_in_one_run(ak, engine):
+    """Issue 21: authentik refuses a binding PATCH whose order another group or user binding of the
+    application holds (unique_together with DRF's NULL quirk), which hecate's numbering 0..n-1 hit on
+    every reorder, change and drop. Now each change converges in one run (under the state engine), the
+    re-run sends nothing, and a reorder sends nothing at all: the order decides nothing for group bindings."""
+    writes_of = {}
+    for n, (what, before, after) in enumerate(scenarios.GROUP_CHANGES):
+        hecate = scenarios.tree(ak.url, TOKEN, [scenarios.route(f"s9r{n}", [f"s9-{g}" for g in before])], "s9-")
+        assert apply(ak, engine, hecate)[0].result is True
+        hecate["reverse_proxy"]["caddy"]["routes"][0]["auth"] = {"groups": [f"s9-{g}" for g in after]} if after else True
+        result, writes = apply(ak, engine, hecate)
+        assert result.result is True, f"{what}: {result.comment}"
+        again, rewrites = apply(ak, engine, hecate)
+        assert (again.result, again.changes, rewrites) == (True, {}, []), what
+        assert bound(ak, f"s9-s9r{n}") == (sorted(f"s9-{g}" for g in after), 0), what
+        writes_of[what] = sorted(w.method for w in writes if "/policies/bindings/" in w.path)
+    assert writes_of == {
+        "reorder": [],
+        "change": ["DELETE", "POST"],  # c created at a free order, then a deleted: b keeps its order
+        "append": ["POST"],
+        "drop the first": ["DELETE"],
+        "replace all": ["DELETE", "DELETE", "POST"],
+        "to any signed-in user": ["DELETE", "DELETE"],
+    }
+
+
+def test_drift_repair_whatever_orders_hand_made_bindings_hold(ak):
+    """Hand-made bindings holding the order of a binding hecate must repair (a disabled one): a user's,
+    another group's, and a duplicate of hecate's other group (a POST is not checked for duplicates). The
+    new binding is created first (the application never passes through zero bindings, which authentik
+    reads as "everyone may enter"), the foreign ones and the spare duplicate deleted, then the repair
+    PATCHed onto a free order (the kept duplicate holds its old one)."""
+    hecate = scenarios.tree(ak.url, TOKEN, [scenarios.route("s12app", ["s12-a", "s12-b"])], "s12-")
     assert converge(ak, hecate)[0].result is True
-    app = ak.application_by_slug("s9-s9app")
-
-    def bound():
-        rows = sorted((b["order"], ak.groups[b["group"]]["name"]) for b in ak.bindings.values() if b["target"] == app["pk"])
-        return [name for _, name in rows]
-
-    hecate["reverse_proxy"]["caddy"]["routes"][0]["auth"]["groups"] = ["s9-b", "s9-a"]
+    app = ak.application_by_slug("s12-s12app")
+    first, second = sorted((b for b in ak.bindings.values() if b["target"] == app["pk"]), key=lambda b: b["order"])
+    first["enabled"], shared = False, first["order"]
+    other = ak.mod.group_create("s12-hand")
+    robot = ak.add_user("s12-robot")
+    for subject in ({"group": other["pk"]}, {"user": robot["pk"]}, {"group": second["group"]}):
+        ak.mod.policy_binding_create(app["pk"], order=first["order"], **subject)
+    hecate["reverse_proxy"]["caddy"]["routes"][0]["auth"]["groups"].append("s12-c")
     result, writes = converge(ak, hecate)
     assert result.result is True, result.comment
-    assert bound() == ["s9-b", "s9-a"] and {w.method for w in writes} == {"PATCH"} and len(writes) == 2
-    hecate["reverse_proxy"]["caddy"]["routes"][0]["auth"]["groups"] = ["s9-c", "s9-b"]
-    result, writes = converge(ak, hecate)
-    assert result.result is True, result.comment
-    assert bound() == ["s9-c", "s9-b"]
+    assert [w.method for w in writes if "/policies/bindings/" in w.path] == ["POST", "DELETE", "DELETE", "DELETE", "PATCH"]
+    assert first["enabled"] and first["order"] != shared  # the kept duplicate of b holds the shared order
+    assert bound(ak, "s12-s12app") == (["s12-a", "s12-b", "s12-c"], 0)
+    orders = sorted(b["order"] for b in ak.bindings.values() if b["target"] == app["pk"])
+    assert len(set(orders)) == 3  # distinct: every binding can be PATCHed again
     assert converge(ak, hecate)[1] == []
+
+
+def test_a_repair_moves_a_binding_off_an_order_another_kept_binding_holds(ak):
+    """Two of hecate's bindings on one order (made by hand with POST) and the second one disabled: its
+    PATCH takes a free order, or authentik would refuse it."""
+    hecate = scenarios.tree(ak.url, TOKEN, [scenarios.route("s13app", ["s13-a", "s13-b"])], "s13-")
+    assert converge(ak, hecate)[0].result is True
+    app = ak.application_by_slug("s13-s13app")
+    ours = sorted((b for b in ak.bindings.values() if b["target"] == app["pk"]), key=lambda b: b["order"])
+    ours[1]["order"], ours[1]["enabled"] = ours[0]["order"], False
+    result, writes = converge(ak, hecate)
+    assert result.result is True, result.comment
+    assert [(w.method, set(w.body)) for w in writes] == [("PATCH", {"enabled", "order", "target", "group"})]
+    assert ours[1]["enabled"] and ours[1]["order"] != ours[0]["order"]
+    assert converge(ak, hecate)[1] == []
+
+
+def test_policy_binding_present_takes_a_free_order(ak):
+    """Without binding_order a new binding takes an order no binding of the application holds (it used to
+    take 0, a duplicate authentik accepts on POST and then refuses to PATCH); a binding_order another group
+    binding holds is refused before any write; a repair moves a binding off a shared order."""
+    ak.mod.group_create("s15-a")
+    ak.mod.group_create("s15-b")
+    ak.mod.application_create("s15-app")
+    taken = ak.mod.policy_binding_create("s15-app", group="s15-a", order=0)
+    created = ak.states.policy_binding_present(name="s15-b", application="s15-app", group="s15-b")
+    assert created.result is True, created.comment
+    mine = next(b for b in ak.bindings.values() if b["group"] == ak.group_by_name("s15-b")["pk"])
+    assert mine["order"] == 1
+    before = len(ak.writes)
+    refused = ak.states.policy_binding_present(name="s15-b", application="s15-app", group="s15-b", binding_order=0)
+    assert refused.result is False and "binding_order 0 is taken" in refused.comment and len(ak.writes) == before
+    mine["order"], mine["enabled"] = taken["order"], False  # drift: disabled, on a's order
+    repaired = ak.states.policy_binding_present(name="s15-b", application="s15-app", group="s15-b")
+    assert repaired.result is True, repaired.comment
+    assert mine["enabled"] and mine["order"] == 1
+    again = ak.states.policy_binding_present(name="s15-b", application="s15-app", group="s15-b")
+    assert (again.result, again.changes) == (True, {})
+
+
+def lifecycle(ak, token, prefix):
+    """create, re-run, change groups, repair drift, remove a route, prune groups; a failed state raises
+    AssertionError with its comment."""
+
+    def step(hecate, zero=False):
+        result, writes = converge(ak, hecate)
+        if result.result is not True:
+            raise AssertionError(result.comment)
+        assert not zero or writes == []
+
+    routes = [scenarios.route(f"{prefix}r", [f"{prefix}team"]), scenarios.route(f"{prefix}open")]
+    hecate = scenarios.tree(ak.url, token, routes, prefix)
+    step(hecate)
+    step(hecate, zero=True)
+    routes[0]["auth"] = {"groups": [f"{prefix}crew"]}  # one binding created, one deleted
+    step(hecate)
+    slug = f"{prefix}{prefix}r"
+    app = ak.application_by_slug(slug)
+    ak.provider_by_name(slug)["external_host"] = "https://moved.example.org"
+    app["policy_engine_mode"] = "all"
+    next(b for b in ak.bindings.values() if b["target"] == app["pk"])["enabled"] = False
+    ak.embedded_outpost()["providers"].remove(ak.provider_by_name(slug)["pk"])
+    step(hecate)
+    step(hecate, zero=True)
+    hecate["reverse_proxy"]["caddy"]["routes"] = routes[:1]
+    step(hecate)
+    step(scenarios.tree(ak.url, token, [], prefix, prune_groups=True))
+
+
+def test_least_privilege_token_through_the_lifecycle(ak):
+    """A token whose user holds exactly TOKEN_PERMISSIONS (measured on authentik 2025.12.4: each dropped
+    in turn breaks a step) goes through the lifecycle; without any one of them the first failing call
+    names it."""
+    robot = ak.add_user("s14-robot", permissions=TOKEN_PERMISSIONS)
+    ak.add_token("s14-robot", "s14-robot-key", user=robot["pk"])
+    lifecycle(ak, "s14-robot-key", "s14-")
+    for permission in TOKEN_PERMISSIONS:
+        robot["permissions"].discard(permission)
+        try:
+            with pytest.raises(AssertionError) as failed:
+                lifecycle(ak, "s14-robot-key", "s14-")
+        finally:
+            robot["permissions"].add(permission)
+            assert converge(ak, scenarios.tree(ak.url, TOKEN, [], "s14-", prune_groups=True))[0].result is True
+        assert permission in str(failed.value).partition("lacks a permission this call needs: ")[2], str(failed.value)
 
 
 def test_removing_the_last_route_from_a_non_embedded_outpost(ak):

@@ -117,6 +117,23 @@ def test_slug_length_is_checked():
     assert "slug" in errors["hecate:reverse_proxy:caddy:routes[0](app.example.org):auth"]
 
 
+@pytest.mark.parametrize(
+    ("version", "limited"), [(None, True), ("2025.10.4", True), ("latest", True), ("2025.12.4", False), ("2026.5.6", False)]
+)
+def test_slug_length_limit_follows_the_authentik_version(version, limited):
+    """authentik/core/models.py Application.slug (and Flow.slug): a SlugField of 50 characters up to
+    2025.10, a TextField from 2025.12; no version (or a tag that is none): the limit holds."""
+    route = {**APP, "service": "s" * 60}
+    flows = {"authorization": "f" * 55}
+    tree = lab([route], flows=flows, **({"version": version} if version else {}))
+    if limited:
+        errors = errors_of(tree)
+        assert "at most 50" in errors["hecate:reverse_proxy:caddy:routes[0](app.example.org):auth"]
+        assert "at most 50" in errors["hecate:authentik:flows:authorization"]
+    else:
+        assert ha.desired_objects(validate(tree))["applications"]["hecate-" + "s" * 60]
+
+
 def test_auth_true_means_any_signed_in_user_and_false_means_open():
     tree = validate(lab([{**APP, "auth": True}, {"domain": "open.example.org", "backend": "10.0.0.7:80", "auth": False}]))
     assert tree["reverse_proxy"]["caddy"]["routes"][0]["auth"] == {"groups": []}
@@ -295,6 +312,30 @@ def test_plan_bindings_are_exactly_the_pillar_groups():
     ]
 
 
+def test_plan_bindings_own_groups_not_orders():
+    """A reorder sends nothing (the order decides nothing for group bindings: authentik's
+    PolicyEngine.compute_static_bindings); new bindings take an order nobody holds; a repaired binding
+    leaves an order another kept binding shares (authentik refuses that PATCH otherwise)."""
+    desired = ha.desired_objects(validate(lab([{**APP, "auth": {"groups": ["ops", "admins"]}}])))
+    snap = snapshot_for(desired)  # ops at 0, admins at 1 (snapshot_for numbers them in pillar order)
+    desired["bindings"]["hecate-app"] = ["admins", "ops"]
+    assert ha.plan_changes(ha.plan(desired, snap)) == {}
+
+    desired["bindings"]["hecate-app"] = ["ops", "crew"]
+    snap["groups"]["crew"] = {"pk": "g-crew", "name": "crew"}
+    actions = ha.plan(desired, snap)
+    assert actions["bindings_create"] == [{"application": "hecate-app", "group": "crew", "order": 2}]  # 0 and 1 taken
+    assert [a["what"] for a in actions["bindings_delete"]] == ["group admins"] and actions["bindings_update"] == []
+
+    bindings = snap["bindings"]["a-hecate-app"]
+    admins, ops = sorted(bindings, key=lambda b: b["pk"])
+    ops["order"], ops["enabled"] = admins["order"], False  # a hand-made POST left both on order 1
+    desired["bindings"]["hecate-app"] = ["admins", "ops"]
+    actions = ha.plan(desired, snap)
+    assert [a["diff"] for a in actions["bindings_update"]] == [{"enabled": {"old": False, "new": True}, "order": {"old": 1, "new": 0}}]
+    assert ha.ACTION_ORDER.index("bindings_create") < ha.ACTION_ORDER.index("bindings_delete") < ha.ACTION_ORDER.index("bindings_update")
+
+
 def test_plan_never_empties_a_non_embedded_outpost():
     desired = ha.desired_objects(validate(lab([APP])))
     snap = snapshot_for(desired)
@@ -307,3 +348,19 @@ def test_plan_never_empties_a_non_embedded_outpost():
     assert ha.plan(nothing, snap)["outpost_remove"] == ["hecate-app"]
     snap["outpost"] = {"pk": "o", "providers": [1, 99]}  # somebody else's provider stays: the PATCH is fine
     assert ha.plan(nothing, snap)["outpost_remove"] == ["hecate-app"]
+
+
+def test_docs_list_the_token_permissions_and_the_real_server_variables():
+    """docs/authentik.md's permission table is TOKEN_PERMISSIONS, in order; docs/development.md names the
+    environment variables the opt-in real-server tests read."""
+    import re
+
+    from tests.conftest import REPO
+
+    page = (REPO / "docs" / "authentik.md").read_text()
+    assert re.findall(r"^\| `(authentik_\w+\.\w+)` \|", page, re.M) == list(ha.TOKEN_PERMISSIONS)
+    source = (REPO / "tests" / "functional" / "test_authentik_real.py").read_text()
+    variables = re.findall(r'os\.environ\.get\("(\w+)"', source)
+    development = (REPO / "docs" / "development.md").read_text()
+    assert variables == ["HECATE_AUTHENTIK_REAL_URL", "HECATE_AUTHENTIK_REAL_TOKEN"]
+    assert all(f"`{v}`" in development and f"`{v}`" in page for v in variables)

@@ -10,7 +10,8 @@ Ownership. hecate marks what it creates and only ever prunes what carries its ma
 - applications have the slug ``<name_prefix><service>`` *and* ``meta_publisher: hecate``;
 - groups hecate had to create carry ``attributes: {hecate_managed: <name_prefix>}`` (pruned only with
   ``prune_groups: true``: deleting a group drops its members);
-- policy bindings on an owned application are hecate's: the pillar is the access list.
+- policy bindings on an owned application are hecate's: the pillar is the access list. hecate owns which
+  groups are bound (enabled, not negated), not the bindings' ``order``: see :func:`plan_bindings`.
 
 Routes in ``forward_domain`` mode share one provider and one application per cookie domain
 (``<name_prefix>domain-<cookie domain with dashes>``), as authentik's domain-level forward auth works.
@@ -48,7 +49,8 @@ DEFAULT_FLOWS = {
     "invalidation": "default-provider-invalidation-flow",
 }
 SLUG = r"^[-a-zA-Z0-9_]+$"
-SLUG_MAX = 50  # authentik <= 2025.x limits slugs to 50 characters
+SLUG_MAX = 50  # Application.slug is a SlugField (max_length 50) up to authentik 2025.10 (core/models.py)
+SLUG_UNLIMITED_FROM = (2025, 12)  # ... and a TextField from 2025.12 on
 
 
 class Url(Str):
@@ -99,7 +101,7 @@ class Upstream(Str):
 
 
 GROUP_NAME = Str(max_len=150, what="group name")
-FLOW_SLUG = Str(pattern=SLUG, max_len=SLUG_MAX, what="flow slug")
+FLOW_SLUG = Str(pattern=SLUG, max_len=200, what="flow slug")  # checked per version in check_pillar
 
 PILLAR_SCHEMA = Map(
     {
@@ -246,6 +248,15 @@ def _scheme(tree):
     return "http" if tls in ("off", False) else "https"
 
 
+def slug_max(version):
+    """The longest application (and flow) slug authentik ``version`` (``hecate:authentik:version``, an
+    image tag) accepts: 50 before 2025.12, no limit from 2025.12 on; 50 when the tag is no version."""
+    parts = re.match(r"^v?(\d+)\.(\d+)", str(version or ""))
+    if parts and (int(parts[1]), int(parts[2])) >= SLUG_UNLIMITED_FROM:
+        return None
+    return SLUG_MAX
+
+
 def validate_tree(tree):
     """Apply :data:`PILLAR_SCHEMA`, :data:`ROUTE_AUTH_SCHEMA` and :func:`check_pillar` to a tree that
     ``hecatelib.schema`` already validated (idempotent: a tree normalised once comes back unchanged).
@@ -267,6 +278,10 @@ def check_pillar(tree, report):
     """Checks spanning keys, added to ``report`` with key paths. ``tree`` is the normalised hecate tree."""
     ak = section(tree)
     base = "hecate:authentik"
+    longest = slug_max(ak.get("version"))
+    for role, slug in ak["flows"].items():
+        if longest and isinstance(slug, str) and len(slug) > longest:
+            report.error(key(key(base, "flows"), role), f"a flow slug has at most {longest} characters before authentik 2025.12")
     for name in ("url", "endpoint"):
         value = ak.get(name)
         if isinstance(value, str) and value.startswith("http://") and not ak["allow_insecure_endpoint"]:
@@ -306,8 +321,14 @@ def check_pillar(tree, report):
             name = domain_object_name(cookie, prefix)
         else:
             name = f"{prefix}{_service(route)}"
-        if len(name) > SLUG_MAX or not re.match(SLUG, name):
-            report.error(where, f"the authentik application slug {name!r} would be invalid (at most {SLUG_MAX} of a-z 0-9 - _)")
+        if not re.match(SLUG, name):
+            report.error(where, f"the authentik application slug {name!r} would be invalid (a-z 0-9 - _ only)")
+        elif longest and len(name) > longest:
+            report.error(
+                where,
+                f"the authentik application slug {name!r} would be {len(name)} characters: authentik before 2025.12 "
+                f"takes at most {longest} (hecate:authentik:version is {ak.get('version') or 'not set'})",
+            )
 
 
 def domain_object_name(cookie_domain, prefix):
@@ -428,10 +449,8 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
          "bindings": {app_pk: [binding, ...]}}
 
     Provider ``property_mappings`` and the outpost's ``providers`` are compared as sets (authentik adds
-    its own entries). Returns ``{"groups_create", "providers_create", "providers_update",
-    "applications_create", "applications_update", "outpost_add", "outpost_remove", "bindings_create",
-    "bindings_update", "bindings_delete", "applications_delete", "providers_delete", "groups_delete"}``;
-    each a list in execution order. Updates carry the declared fields that differ (``diff``) and the
+    its own entries). Returns a list per :data:`ACTION_ORDER` name, each in execution order (bindings:
+    :func:`plan_bindings`). Updates carry the declared fields that differ (``diff``) and the
     object as read (``current``: authentik validates some fields from every PATCH, which the client
     takes from it). A non-embedded outpost is never emptied: authentik refuses an empty provider list
     there, and deleting the providers takes them off it anyway.
@@ -494,26 +513,8 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
     for slug, groups in desired["bindings"].items():
         app = snapshot["applications"].get(slug)
         existing = list(snapshot["bindings"].get(app["pk"], [])) if app else []
-        by_group = {}
-        for binding in existing:
-            if binding.get("group") and binding.get("policy") is None and binding.get("user") is None:
-                by_group.setdefault(binding["group"], []).append(binding)
-        keep = set()
-        for order, group_name in enumerate(groups):
-            group = snapshot["groups"].get(group_name)
-            found = by_group.get(group["pk"], []) if group else []
-            if not found:
-                actions["bindings_create"].append({"application": slug, "group": group_name, "order": order})
-                continue
-            binding = found[0]
-            keep.add(binding["pk"])
-            diff = differs(binding, {"order": order, "enabled": True, "negate": False})
-            if diff:
-                item = {"application": slug, "group": group_name, "pk": binding["pk"], "diff": diff, "current": binding}
-                actions["bindings_update"].append(item)
-        for binding in existing:
-            if binding["pk"] not in keep:
-                actions["bindings_delete"].append({"application": slug, "pk": binding["pk"], "what": _binding_label(binding, snapshot)})
+        for verb, items in plan_bindings(slug, groups, existing, snapshot).items():
+            actions[f"bindings_{verb}"].extend(items)
 
     if prune:
         for slug, app in sorted(snapshot["applications"].items()):
@@ -527,6 +528,83 @@ def plan(desired, snapshot, prune=True, prune_groups=False):
     return actions
 
 
+def free_order(taken):
+    """The lowest order (0, 1, ...) not in ``taken``."""
+    order = 0
+    while order in taken:
+        order += 1
+    return order
+
+
+def plan_bindings(slug, groups, existing, snapshot):
+    """The binding actions that leave application ``slug`` bound to exactly ``groups`` (names), each
+    enabled and not negated; ``existing`` holds its bindings as read. Returns ``{"create", "delete",
+    "update"}``, in the order they must run.
+
+    hecate owns which groups are bound, not the bindings' ``order``. For group (and user) bindings the
+    order decides nothing: authentik's PolicyEngine.compute_static_bindings (policies/engine.py) folds
+    them into one result, passing when any of them passes, before ``policy_engine_mode`` (``any`` as
+    hecate sets it, or ``all``) combines that result with the policies'; the order only sorts policy
+    results. So reordering ``auth.groups`` sends nothing, and a binding keeps the order it has.
+
+    Orders still matter to authentik's API: a PATCH is refused when another group or user binding of the
+    application has the same order (PolicyBinding's unique_together (policy, target, order) checked by
+    DRF's UniqueTogetherValidator with ``policy IS NULL``; a POST is not checked). Hence:
+
+    - new bindings take orders no binding of the application holds, and are created first: the
+      application never passes through zero bindings, which authentik reads as "everyone may enter";
+    - then the bindings the pillar does not name (another group, a user, a policy, a duplicate) go;
+    - then the kept bindings are repaired (``enabled``, ``negate``), a binding whose order another kept
+      one shares moving to a free order in the same PATCH.
+    """
+    by_group, kept, keep = {}, {}, set()
+    for binding in existing:
+        if binding.get("group") and binding.get("policy") is None and binding.get("user") is None:
+            by_group.setdefault(binding["group"], []).append(binding)
+    out = {"create": [], "delete": [], "update": []}
+    for group_name in groups:
+        group = snapshot["groups"].get(group_name)
+        found = by_group.get(group["pk"], []) if group else []
+        if found:  # a duplicate: keep the one needing no repair, else the first by order
+            best = min(found, key=lambda b: (bool(_binding_repair(b)), b.get("order", 0)))
+            kept[group_name] = best
+            keep.add(best["pk"])
+    taken = {b.get("order") for b in existing}
+    for group_name in groups:
+        if group_name not in kept:
+            order = free_order(taken)
+            taken.add(order)
+            out["create"].append({"application": slug, "group": group_name, "order": order})
+    for binding in existing:
+        if binding["pk"] not in keep:
+            out["delete"].append({"application": slug, "pk": binding["pk"], "what": _binding_label(binding, snapshot)})
+    sharing = {}
+    for binding in kept.values():
+        sharing[binding.get("order")] = sharing.get(binding.get("order"), 0) + 1
+    for group_name, binding in kept.items():
+        diff = _binding_repair(binding)
+        if not diff:
+            continue
+        if sharing[binding.get("order")] > 1:
+            sharing[binding.get("order")] -= 1
+            order = free_order(taken)
+            taken.add(order)
+            diff["order"] = {"old": binding.get("order"), "new": order}
+        out["update"].append({"application": slug, "group": group_name, "pk": binding["pk"], "diff": diff, "current": binding})
+    return out
+
+
+def order_taken(bindings, order, policy=None, pk=None):
+    """Whether another of ``bindings`` (of one target) than ``pk`` holds ``order`` with the same ``policy``
+    (None for a group or user binding): authentik then refuses to PATCH the binding at that order (see
+    :func:`plan_bindings`)."""
+    return any(b["pk"] != pk and b.get("order") == order and b.get("policy") == policy for b in bindings)
+
+
+def _binding_repair(binding):
+    return differs(binding, {"enabled": True, "negate": False})
+
+
 ACTION_ORDER = (
     "groups_create",
     "providers_create",
@@ -536,8 +614,8 @@ ACTION_ORDER = (
     "outpost_add",
     "outpost_remove",
     "bindings_create",
-    "bindings_update",
     "bindings_delete",
+    "bindings_update",
     "applications_delete",
     "providers_delete",
     "groups_delete",
@@ -575,3 +653,30 @@ def plan_changes(actions):
     put("providers", "deleted", list(actions["providers_delete"]))
     put("groups", "deleted", list(actions["groups_delete"]))
     return changes
+
+
+# The global permissions the API token's user needs for protected_routes when it is not a superuser, and
+# what needs each. Measured on authentik 2025.12.4 (tests/functional/test_authentik_real.py
+# test_least_privilege_token): the lifecycle passes with exactly these, and fails without any one of them.
+# Not needed: authentik_core.change_group (hecate never changes a group). A read of one object and a write
+# to one object need view_ too (authentik/rbac/filters.py ObjectFilter runs first).
+TOKEN_PERMISSIONS = {
+    "authentik_flows.view_flow": "every run: the two flows, read by slug",
+    "authentik_core.view_group": "every run: the group list",
+    "authentik_core.add_group": "a group named in auth.groups that does not exist yet",
+    "authentik_core.delete_group": "prune_groups: true only",
+    "authentik_providers_proxy.view_proxyprovider": "every run: the provider list",
+    "authentik_providers_proxy.add_proxyprovider": "a new protected route",
+    "authentik_providers_proxy.change_proxyprovider": "a changed domain or flow, drift",
+    "authentik_providers_proxy.delete_proxyprovider": "a route that lost auth: (prune)",
+    "authentik_core.view_application": "every run: hecate's applications, read by slug (the list hides them from a non-superuser)",
+    "authentik_core.add_application": "a new protected route",
+    "authentik_core.change_application": "a changed name or URL, drift",
+    "authentik_core.delete_application": "a route that lost auth: (prune)",
+    "authentik_outposts.view_outpost": "every run: the outpost",
+    "authentik_outposts.change_outpost": "a provider added to or taken off the outpost",
+    "authentik_policies.view_policybinding": "every run with an application: its bindings",
+    "authentik_policies.add_policybinding": "a group added to a route",
+    "authentik_policies.change_policybinding": "drift: a disabled or negated binding",
+    "authentik_policies.delete_policybinding": "a group dropped from a route, a binding added by hand",
+}
