@@ -22,7 +22,6 @@ with an empty body is authentik failing on a write (its error page answers GET o
 
 import dataclasses
 import datetime
-import hashlib
 import logging
 import re
 import time
@@ -43,6 +42,7 @@ else:
 log = logging.getLogger(__name__)
 
 __virtualname__ = "authentik"
+CONTEXT_KEY = "authentik.client"
 
 MIN_VERSION = (2024, 10)
 PARENTS_VERSION = (2025, 12)
@@ -179,29 +179,25 @@ def _cfg(name, default=None):
 
 
 def _client():
-    """The API client for the configured authentik, version-checked (both cached in ``__context__``)."""
+    """The API client for the configured authentik (one per settings and token: ``api.client_for``), its
+    server version checked every ``VERSION_TTL`` seconds."""
     url = _cfg("endpoint") or _cfg("url")
     if not url:
         raise CommandExecutionError("authentik: hecate:authentik:url is not set (pillar or minion config)")
     url = str(url).rstrip("/")
-    if not url.startswith("https://"):
-        if not (url.startswith("http://") and _cfg("allow_insecure_endpoint", False) is True):
-            raise CommandExecutionError(
-                f"authentik: refusing the non-HTTPS endpoint {url} (set hecate:authentik:allow_insecure_endpoint: true "
-                "for a lab or a test emulator only)"
-            )
+    problem = api.endpoint_problem(url, _cfg("allow_insecure_endpoint", False) is True, "hecate:authentik:allow_insecure_endpoint")
+    if problem:
+        raise CommandExecutionError(f"authentik: hecate:authentik:url {problem}")
     token = api.check_token(_cfg("token"), "hecate:authentik:token")
     verify = _cfg("ca_bundle") or True
-    fingerprint = (url, hashlib.sha256(str(token).encode()).hexdigest(), str(verify))
-    cache = __context__.setdefault("hecatelib.authentik.objects", {})
-    entry = cache.get("client")
-    if entry is None or entry[0] != fingerprint:
+
+    def build():
         client = AuthentikClient(url + "/api/v3", "authentik", token=token, verify=verify)
-        client.root = url
-        entry = (fingerprint, client, None, 0.0)
-        cache["client"] = entry
-    fingerprint, client, version, checked = entry
-    if version is None or time.monotonic() - checked > VERSION_TTL:
+        client.root, client.version, client.version_info, client.checked = url, None, None, 0.0
+        return client
+
+    client = api.client_for(__context__, CONTEXT_KEY, {"url": url, "verify": verify}, token, build)
+    if client.version is None or time.monotonic() - client.checked > VERSION_TTL:
         info = client.get("admin/version/") or {}
         version = _parse_version(info.get("version_current"))
         if version < MIN_VERSION:
@@ -209,9 +205,7 @@ def _client():
                 f"authentik {info.get('version_current')} is too old: hecate needs 2024.10 or newer "
                 "(proxy providers need invalidation_flow since 2024.10)"
             )
-        cache["client"] = (fingerprint, client, version, time.monotonic())
-        cache["version_info"] = info
-    client.version = version
+        client.version, client.version_info, client.checked = version, info, time.monotonic()
     return client
 
 
@@ -246,7 +240,7 @@ def version():
         salt-call authentik.version
     """
     client = _client()
-    info = dict(__context__["hecatelib.authentik.objects"].get("version_info") or client.get("admin/version/"))
+    info = dict(client.version_info or client.get("admin/version/"))
     info["supported"] = client.version >= MIN_VERSION
     info["groups_have_parents"] = client.version >= PARENTS_VERSION
     return info

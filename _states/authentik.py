@@ -532,7 +532,8 @@ def protected_routes(name, prune=None):
         ret.update(changes=changes, comment=f"authentik converged: {count} protected application(s)")
         return ret
     except (CommandExecutionError, SaltInvocationError, KeyError) as exc:
-        return _fail(ret, f"authentik: {exc} (done before the failure: {done or 'nothing'})", done)
+        why = str(exc).removeprefix("authentik: ")  # the module's errors already say whose they are
+        return _fail(ret, f"authentik: {why} (done before the failure: {done or 'nothing'})", done)
 
 
 def mod_watch(name, sfun=None, **kwargs):
