@@ -209,7 +209,7 @@ def _settings(minion=None):
     if not found or not found.get("tree"):
         raise SaltInvocationError(f"{problem} (and {records.environment} has no successful deployment to take settings from)")
     try:
-        tree = schema.validate(found["tree"])
+        tree = schema.validate(found["tree"], root_prefix=paths.prefix(__opts__))
     except schema.PillarError as exc:
         raise SaltInvocationError(f"{problem} (and the last successful deployment's tree does not validate either: {exc})") from exc
     _progress(f"the pillar does not validate ({problem}): working from the records, with the settings of the last success {last['id']}")

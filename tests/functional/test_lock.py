@@ -552,7 +552,8 @@ def test_a_pillar_that_moves_consul_never_gets_the_masters_token(monkeypatch):
     send the master's token (or $CONSUL_HTTP_TOKEN) there. Before: the master's token went to the pillar's host."""
     monkeypatch.setenv("CONSUL_HTTP_TOKEN", "env-token-SECRET")
     opts = {"hecate_ext_pillar": {"consul": {"host": "127.0.0.1", "port": 8500, "token": "master-token-SECRET"}}}
-    kept = consul_settings({"consul": {"lock": {"ttl": 60}}}, opts)  # the master's endpoint, the master's token
+    # the master's endpoint (the schema's defaults filled in), the master's token
+    kept = consul_settings({"consul": {"lock": {"ttl": 60}, "allow_insecure_endpoint": False}}, opts)
     assert kept["token"] == "master-token-SECRET" and consul_client(kept).token == "master-token-SECRET"
     for moved in ({"address": "https://attacker.example.net:8501"}, {"verify": False}, {"allow_insecure_endpoint": True}):
         got = consul_settings({"consul": moved}, opts)

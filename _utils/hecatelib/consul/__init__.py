@@ -16,7 +16,6 @@ DEFAULT_WAIT = 600  # seconds a second deploy waits for the lock
 DEFAULT_LOCK_DELAY = 0  # seconds; Consul's default is 15: why 0, see hecatelib.consul.lock
 DEFAULT_TIMEOUT = 10  # seconds per request
 LOCK_KEY = "hecate/locks/{environment}"
-ENDPOINT_KEYS = ("address", "verify", "allow_insecure_endpoint")  # pillar keys that change where a token goes
 RECORD_PREFIX = "hecate/deployments"
 CONSUL_DEFAULT_WAIT = 300.0  # seconds Consul holds a blocking query that names no wait
 _GO_DURATION = re.compile(r"([\d.]+)(ns|us|µs|ms|s|m|h)")
@@ -63,7 +62,8 @@ def settings(hecate=None, opts=None):
     out = {**base, **{k: v for k, v in section.items() if k not in ("lock", "deployments") and v is not None}}
     # the master's token goes only where the master's config sends it: a pillar (pull requests) that moves
     # the endpoint or loosens its TLS brings its own token, or none, never the master's (nor $CONSUL_HTTP_TOKEN)
-    if any(section.get(k) is not None for k in ENDPOINT_KEYS) and section.get("token") is None:
+    moved = section.get("address") or section.get("verify") is not None or section.get("allow_insecure_endpoint") is True
+    if moved and section.get("token") is None:
         out.pop("token", None)
         out.pop("token_file", None)
         out["ambient_token"] = False
