@@ -120,20 +120,26 @@ def _explain(error):
 
 def _say(message):
     """A line the operator sees while the runner works (``salt-run`` prints progress events)."""
+    log.info("hecate: %s", message)
     try:
         __jid_event__.fire_event({"message": message}, "progress")
     except NameError:  # called outside salt-run (tests through the loader)
-        log.info("hecate: %s", message)
+        pass
 
 
-def _log(line):
-    log.info("hecate: %s", line)
+def _progress(line):
+    """The engine's ``say``: the master log, and the operator's terminal (a ``salt-run`` progress event) when
+    the output is for a person; ``--out=json`` (a program reads it) stays one document."""
+    if __opts__.get("output") in (None, "nested", "highstate"):
+        _say(line)
+    else:
+        log.info("hecate: %s", line)
 
 
 @contextlib.contextmanager
 def _engine(tree, **targets):
     """The engine over this master's seams (minions, event bus, Consul), closed afterwards."""
-    seams = master.seams(__opts__, tree, say=_log, **targets)
+    seams = master.seams(__opts__, tree, say=_progress, **targets)
     try:
         yield Engine(tree, seams, BACKENDS)
     finally:

@@ -124,11 +124,12 @@ def test_seed_zone_converges_from_nothing_then_second_run_sends_zero_writes(hetz
     second = converge(salt_loaders, pillar)
     assert second.result is True and second.changes == {}, second.comment
     assert hetzner.writes == []
-    assert len(hetzner.requests) == 1  # 18 sets: one page
+    assert len(hetzner.requests) == 2  # the SOA serial moved (the first run wrote): the serial, then 18 sets in one page
 
     hetzner.reset_counts()
     dry = converge(salt_loaders, pillar, test=True)
     assert dry.result is True and dry.changes == {} and hetzner.writes == []
+    assert [r.path for r in hetzner.requests] == ["/v1/zones/cybermonkey.dev/rrsets/@/SOA"]  # unchanged since: the serial only
 
 
 def test_test_mode_shows_the_diff_and_writes_nothing(hetzner, salt_loaders):
@@ -137,7 +138,7 @@ def test_test_mode_shows_the_diff_and_writes_nothing(hetzner, salt_loaders):
     assert set(dry.changes) == {f"{d} {t}" for d in SEED_DOMAINS for t in ("A", "AAAA")}
     assert dry.changes["hera.cybermonkey.dev A"] == {"old": None, "new": {"records": [V4], "ttl": 300}}
     assert "would write: 16 to create" in dry.comment
-    assert hetzner.writes == [] and len(hetzner.requests) == 1
+    assert hetzner.writes == [] and len(hetzner.requests) == 2  # the SOA serial, one page
 
 
 def test_changed_target_and_ttl_cost_one_write_per_difference(hetzner, salt_loaders):
@@ -217,7 +218,7 @@ def test_removed_route_is_pruned_only_when_labelled_and_prune_is_on(hetzner, sal
 def test_first_contact_with_a_1000_set_zone_costs_only_reads_without_prune(hetzner, salt_loaders):
     # A zone hecate did not create: 1000 sets (the seed's 16 route sets + 984 extra records), all already
     # right, none labelled. Labels matter only for pruning: without prune, first contact costs the reads
-    # (21 pages of 50 for 1002 sets); with prune the plan shows the adoption and its cost first.
+    # (the SOA serial, 21 pages of 50 for 1002 sets); with prune the plan shows the adoption and its cost first.
     extra = []
     for i in range(1000 - len(seed_sets())):
         name, address = f"h{i:04d}", f"10.1.{i // 250}.{i % 250 + 1}"
@@ -228,7 +229,7 @@ def test_first_contact_with_a_1000_set_zone_costs_only_reads_without_prune(hetzn
     hetzner.reset_counts()
     result = converge(salt_loaders, dns_pillar(hetzner, records=extra))
     assert result.result is True and result.changes == {}, result.comment
-    assert (len(hetzner.requests), len(hetzner.writes)) == (21, 0)
+    assert (len(hetzner.requests), len(hetzner.writes)) == (22, 0)
     assert ours(hetzner) == set()
 
     hetzner.reset_counts()
@@ -236,16 +237,19 @@ def test_first_contact_with_a_1000_set_zone_costs_only_reads_without_prune(hetzn
     assert dry.result is None and len(dry.changes) == 1000
     assert "would write: 0 to create, 0 to update, 1000 to adopt (1000 label writes, for prune), 0 to delete" in dry.comment
     assert dry.changes["hera.cybermonkey.dev A"] == {"labels": {"old": {}, "new": OURS}}
-    assert (len(hetzner.requests), len(hetzner.writes)) == (21, 0)
+    assert (len(hetzner.requests), len(hetzner.writes)) == (22, 0)
 
     hetzner.reset_counts()
     adopted = converge(salt_loaders, dns_pillar(hetzner, records=extra, prune=True))
     assert adopted.result is True and len(adopted.changes) == 1000, adopted.comment
-    assert (len(hetzner.requests), len(hetzner.writes)) == (1021, 1000)
+    assert (len(hetzner.requests), len(hetzner.writes)) == (1022, 1000)
     assert {w.method for w in hetzner.writes} == {"PUT"} and len(ours(hetzner)) == 1000
     hetzner.reset_counts()
     again = converge(salt_loaders, dns_pillar(hetzner, records=extra, prune=True))
-    assert again.result is True and again.changes == {} and (len(hetzner.requests), len(hetzner.writes)) == (21, 0)
+    assert again.result is True and again.changes == {} and (len(hetzner.requests), len(hetzner.writes)) == (22, 0)
+    hetzner.reset_counts()
+    steady = converge(salt_loaders, dns_pillar(hetzner, records=extra, prune=True))  # found as desired at this serial
+    assert steady.result is True and (len(hetzner.requests), len(hetzner.writes)) == (1, 0)
 
 
 def test_protected_set_is_reported_as_failure_and_the_rest_converges(hetzner, salt_loaders):
@@ -297,14 +301,14 @@ def test_429_storm_is_waited_out(hetzner, salt_loaders):
 
 @pytest.mark.fault
 def test_rate_limit_headers_pace_the_client(hetzner, salt_loaders):
-    # A bucket of 6 that refills 25/s, for 18 requests: a client that ignores RateLimit-Remaining runs into
+    # A bucket of 6 that refills 25/s, for 19 requests: a client that ignores RateLimit-Remaining runs into
     # a string of 429s; one that honours it waits for a request to come back and is never refused.
     hetzner.reset(rate_limit=6, refill_per_second=25)
     hetzner.add_zone(ZONE)
     result = converge(salt_loaders, dns_pillar(hetzner))
     assert result.result is True, result.comment
     assert seed_sets() <= set(hetzner.records(ZONE))
-    assert len(hetzner.requests) == 18
+    assert len(hetzner.requests) == 19  # the SOA serial, one page, 16 creates, one poll
     assert hetzner.rate_limited == 0
 
 

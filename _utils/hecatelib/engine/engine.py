@@ -140,7 +140,8 @@ class Engine:
                 ok, changes, problems = results.read_state_returns(split[stage.name])
                 if not answer:
                     problems = [self.no_minion(stage)]
-                out[stage.name] = {"ok": ok, "changes": changes, "problems": problems, "seconds": seconds}
+                out[stage.name] = {"ok": ok, "changes": changes, "problems": problems, "seconds": seconds,
+                                   "warnings": results.warnings(split[stage.name])}  # fmt: skip
         return {name: out[name] for name in stages.stage_names(self.backends) if name in out}
 
     def plan(self, only=None):
@@ -152,6 +153,7 @@ class Engine:
                 "would_change": results.count_changes(dry["changes"]),
                 "changes": results.summarize(dry["changes"]),
                 "problems": dry["problems"],
+                **({"warnings": dry["warnings"]} if dry.get("warnings") else {}),
                 "raw": dry["changes"],
             }
             for name, dry in self.dry_run(self.tree, only).items()
@@ -266,6 +268,9 @@ class Engine:
         run.skip = stages.skippable(self.steps(effective, run.only), unchanged)
         if set(run.steps) - set(run.skip):
             self.say("changes: " + ", ".join(f"{n} {results.count_changes(s['changes'])}" for n, s in dry.items() if s["changes"]))
+            for name, stage in dry.items():  # before the writes: e.g. how long a rate limit will make them wait
+                for line in stage.get("warnings") or ():
+                    self.say(f"{name}: {line}")
             run.before = self.undo_reads(effective, run)
         elif run.steps:
             self.say("nothing to change")
