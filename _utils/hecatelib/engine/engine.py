@@ -63,6 +63,7 @@ class Engine:
         self.seams = seams
         self.call = seams.call
         self.backends = tuple(backends)
+        self._effective = self._recorded = (None, None)  # (what it was made from, the tree): once per run
 
     # -- progress ---------------------------------------------------------------------------------------
     def emit(self, tag, data):
@@ -76,7 +77,17 @@ class Engine:
     # -- what a run deploys -----------------------------------------------------------------------------
     def effective(self, run):
         """The tree the run deploys: the pillar's, or a recorded one over it (rollback, promote)."""
-        return schema.validate(overlay(self.tree, run.recorded), self.backends) if run.recorded else self.tree
+        if not run.recorded:
+            return self.tree
+        if self._effective[0] is not run.recorded:
+            self._effective = (run.recorded, schema.validate(overlay(self.tree, run.recorded), self.backends))
+        return self._effective[1]
+
+    def recorded(self, effective):
+        """``effective`` as the run's record keeps it (begin compares its digest, finish stores it)."""
+        if self._recorded[0] is not effective:
+            self._recorded = (effective, recorded_tree(effective))
+        return self._recorded[1]
 
     def steps(self, tree, only=None, verify=None):
         return stages.steps(tree, self.backends, only, verify)
@@ -227,7 +238,7 @@ class Engine:
             run.previous = last["id"] if last else None
             # a run that writes nothing deploys what the last success deployed when their trees are equal:
             # what a rollback returns to is then that record's, so a no-op need not read it (see finish)
-            if last is not None and last.get("tree_digest") == digest(recorded_tree(effective)):
+            if last is not None and last.get("tree_digest") == digest(self.recorded(effective)):
                 run.carried = self.seams.records.read(last["id"], full=("state",)).get("state") or {}
             record = {
                 "kind": kind,
@@ -426,7 +437,7 @@ class Engine:
             "seconds": round(time.time() - run.started, 2),
             "stages": run.results,
             "order": list(run.results),  # records are stored with sorted keys: the execution order
-            "tree": recorded_tree(effective),
+            "tree": self.recorded(effective),
         }
         if run.rollback is not None:
             changes["rollback"] = run.rollback

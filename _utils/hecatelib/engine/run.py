@@ -129,8 +129,8 @@ def strip_secrets(tree, spec=None):
 
 
 def recorded_tree(tree):
-    """A run's tree as its record stores it (secrets left out, as JSON has it)."""
-    return json.loads(json.dumps(strip_secrets(tree)))
+    """A run's tree as its record stores it (secrets left out, as JSON has it): a copy, through JSON."""
+    return json.loads(json.dumps(without_secrets(tree, schema.SCHEMA)))
 
 
 def overlay(live, recorded):
