@@ -118,28 +118,23 @@ def _explain(error):
     return error
 
 
-def _say(message):
-    """A line the operator sees while the runner works (``salt-run`` prints progress events)."""
-    log.info("hecate: %s", message)
+def _say(line):
+    """A line the operator sees while the runner works (the engine's ``say``): always in the master log, and
+    on the terminal (a ``salt-run`` progress event) when the output is for a person; ``--out=json`` (a
+    program reads it) stays one document."""
+    log.info("hecate: %s", line)
+    if __opts__.get("output") not in (None, "nested", "highstate"):
+        return
     try:
-        __jid_event__.fire_event({"message": message}, "progress")
+        __jid_event__.fire_event({"message": line}, "progress")
     except NameError:  # called outside salt-run (tests through the loader)
         pass
-
-
-def _progress(line):
-    """The engine's ``say``: the master log, and the operator's terminal (a ``salt-run`` progress event) when
-    the output is for a person; ``--out=json`` (a program reads it) stays one document."""
-    if __opts__.get("output") in (None, "nested", "highstate"):
-        _say(line)
-    else:
-        log.info("hecate: %s", line)
 
 
 @contextlib.contextmanager
 def _engine(tree, **targets):
     """The engine over this master's seams (minions, event bus, Consul), closed afterwards."""
-    seams = master.seams(__opts__, tree, say=_progress, **targets)
+    seams = master.seams(__opts__, tree, say=_say, **targets)
     try:
         yield Engine(tree, seams, BACKENDS)
     finally:
@@ -541,17 +536,19 @@ def reconcile(minion, backend="caddy", wait=0):
 
 
 @_outcome
-def follow(minion=None):
+def follow(minion=None, wait=0):
     """Deploy the newest commit of the pillar's git branch (``hecate:reconcile:follow_branch``), for a
-    master schedule: ``git_pillar.update``, then a deploy if the commit differs from the last successful
-    deployment's. Never two at once (the deploy lock, not waited for); a commit whose pillar is invalid
-    is skipped with an event ``hecate/follow/skipped`` saying why.
+    master schedule or the push reactor (``salt/reactor/hecate_push.sls``): ``git_pillar.update``, then a
+    deploy if the commit differs from the last successful deployment's. Never two at once (the deploy
+    lock, waited for up to ``wait`` seconds: the schedule does not wait, a push waits for the deploy before
+    it); a commit whose pillar is invalid is skipped with an event ``hecate/follow/skipped`` saying why.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run hecate.follow
+        salt-run hecate.follow wait=120
     """
     __salt__["git_pillar.update"]()
     try:
@@ -567,7 +564,7 @@ def follow(minion=None):
     deployed = (last.get("pillar") or {}).get("commit") if last else None
     if commit and commit == deployed:
         return {"status": "up to date", "commit": commit, "retcode": 0}
-    return {"commit": commit, **_drive(tree, "deploy", wait=0, extra={"follow": tree["reconcile"]["follow_branch"]})}
+    return {"commit": commit, **_drive(tree, "deploy", wait=wait, extra={"follow": tree["reconcile"]["follow_branch"]})}
 
 
 # -- records: history, show, rollback, promote --------------------------------------------------------
