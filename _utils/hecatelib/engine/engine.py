@@ -307,8 +307,9 @@ class Engine:
         try:
             self.check_lock(run)
             if step.phase == VERIFY:
+                started = time.monotonic()
                 failures = self.verify(effective)
-                outcome = {"ok": not failures, "changes": {}, "problems": failures, "seconds": 0}
+                outcome = {"ok": not failures, "changes": {}, "problems": failures, "seconds": round(time.monotonic() - started, 2)}
             elif step.stage.role == "edge":
                 run.applied.append(name)
                 outcome = self.roll_out(effective, step, run)
