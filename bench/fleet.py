@@ -14,6 +14,7 @@ Goals: 10 edges at batch 5 at most 3x one edge (canary + 2 batches); a no-op on 
 failing canary touches one edge and sends 0 admin writes elsewhere."""
 
 import copy
+import importlib.util
 import os
 import pathlib
 import statistics
@@ -28,6 +29,16 @@ from tests.support.http import backend_of, get
 from tests.support.stack import until
 
 RUN = pathlib.Path("/tmp/hecate-bench-fl")
+
+
+def _sibling(name):
+    spec = importlib.util.spec_from_file_location(f"hecate_bench_{name}", pathlib.Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cpu_seconds = _sibling("scale").cpu_seconds
 EDGES = 10
 BATCH = 5
 ROUNDS = 3
@@ -89,6 +100,14 @@ def run():
             turn(EDGES, "grafana")  # every edge moves
             turn(1, "nextcloud")  # the canary alone moves back
             deploy(stack, moved(trees[EDGES], backends["nextcloud"]), "every edge alike again")  # not measured
+        cpu = {}
+        for n in (1, EDGES):  # where a no-op's time goes: CPU seconds of the CLI, the master, the controller, the edges
+            before = cpu_seconds(stack)
+            deploy(stack, moved(trees[n], backends["nextcloud"]), f"a no-op on {n} edge(s)")
+            after = cpu_seconds(stack)
+            used = {name: after[name] - before[name] for name in after}
+            cpu[n] = {"cli": used["cli"], "master": used["salt-master"], "controller": used["salt-minion"],
+                      "edges": sum(v for k, v in used.items() if k.startswith("salt-minion-"))}  # fmt: skip
         served = {edge: answers(stack, edge) for edge in edges}
         before = {edge: len(stack.edges[edge]["caddy"].mutations()) for edge in edges}
         stack.write_pillar(moved(trees[EDGES], "127.0.0.1:9"))  # nothing listens: the canary's own check fails
@@ -97,7 +116,7 @@ def run():
         failed_s = round(time.monotonic() - started, 1)
         if failed.get("status") != "failed":
             raise RuntimeError(f"bench: the failing change did not fail: {str(failed)[:1500]}")
-        writes = {edge: len(stack.edges[edge]["caddy"].mutations()) - before[edge] for edge in edges}
+        writes = {edge: stack.edges[edge]["caddy"].mutations()[before[edge] :] for edge in edges}
         touched = [edge for edge, count in writes.items() if count]
         still = sum(answers(stack, edge) == served[edge] for edge in edges)
     finally:
@@ -120,13 +139,15 @@ def run():
         f"x{ratio('change'):.2f} the deploy, x{ratio('change_routes'):.2f} its routes step (goal <= 3); "
         f"no-op {ten} vs 1 edge: x{ratio('noop'):.2f} (goal <= 1.5)",
         f"a change failing on the canary ({failed_s} s, recorded failed): edges with admin writes: {', '.join(touched) or 'none'} "
-        f"({sum(writes.values())} writes: the canary's change and its restore); admin writes on the other {ten - len(touched)} edges: "
-        f"{sum(c for e, c in writes.items() if e not in touched)}; edges serving as before: {still}/{ten}",
+        f"({'; '.join(' '.join(w) for e in touched for w in writes[e])}); admin writes on the other {ten - len(touched)} edges: "
+        f"{sum(len(w) for e, w in writes.items() if e not in touched)}; edges serving as before: {still}/{ten}",
+        "a no-op's CPU seconds (where its time goes; every process shares this machine's cores): "
+        + "; ".join(f"{n} edge(s): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu[n].items()) for n in (one, ten)),
         f"medians of {ROUNDS} turns, 1 and {ten} edges in rotation; one master, {ten} edge minions and {ten} Caddys on this "
         f"machine (nproc {os.cpu_count()}); load (1 min) when it began: {started_load}, at the end: {round(os.getloadavg()[0], 1)}",
     ]
     return {"title": f"{EDGES} edges: rollout in batches, no-op, failing canary (real master + {EDGES} minions, {EDGES} Caddys)",
-            "text": "\n".join(lines), "data": {"results": results, "writes": writes, "failed_s": failed_s}}  # fmt: skip
+            "text": "\n".join(lines), "data": {"results": results, "writes": writes, "failed_s": failed_s, "cpu": cpu}}  # fmt: skip
 
 
 if __name__ == "__main__":

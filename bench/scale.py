@@ -114,6 +114,11 @@ def ok(out, what):
     return out
 
 
+def steps(out):
+    """``name seconds`` of each step a run applied (skipped ones left out), from its summary."""
+    return ", ".join(f"{name} {step['seconds']}" for name, step in (out.get("stages") or {}).items() if not step.get("skipped"))
+
+
 def serving(stack, domain, backend):
     status, _, body = get(stack.ports["http"], domain)
     return status == 200 and backend_of(body) == backend
@@ -170,6 +175,7 @@ def measure(n):
             "change_dns": change_dns,
             "rollback_s": round(rollback_s, 1),
             "rollback_dns": back_dns,
+            "steps": {"first deploy": steps(first), "one-route change": steps(change), "rollback": steps(back)},
             "noop_cpu": cpu,
             "noop_cpu_wall": round(wall, 2),
             "peak_mib": peaks.stop(),
@@ -211,6 +217,7 @@ def run():
         f"peak RSS {large['routes']} vs {small['routes']} routes (x{ratio:g} routes): "
         + ", ".join(f"{g} x{v:.1f}" for g, v in growth.items()),
         "where a no-op's time goes, CPU seconds by process (its wall time in brackets): " + "; ".join(map(cpu_line, rows)),
+        *[f"{large['routes']} routes, {what}, seconds of each step it applied: {line}" for what, line in large["steps"].items()],
         f"load (1 min) when it began: {started_load}; no-op, floor: medians of {ROUNDS} turns taken in rotation; one-route change and "
         "rollback: until the route answers from its new (old) backend; DNS: requests the Hetzner emulator counted (hecate:dns:wildcard on)",
     ]

@@ -146,7 +146,8 @@ class LocalStack:
 
     def salt(self, tool, *args):
         """Run a Salt CLI against this stack: ``(parsed JSON output, wall seconds)``."""
-        cmd = [str(BIN / tool), "-c", str(self.run / "conf"), "--out=json", *args]
+        static = ["--static"] if tool == "salt" else []  # every minion's return in one JSON document
+        cmd = [str(BIN / tool), "-c", str(self.run / "conf"), "--out=json", *static, *args]
         started = time.monotonic()
         result = subprocess.run(cmd, capture_output=True, text=True, env=SALT_ENV)
         seconds = time.monotonic() - started
