@@ -23,9 +23,10 @@ re-apply renews a certificate (Caddy does, or whoever rotates the custom one in 
 
 import json
 import logging
+import os
+import sys
 import time
 
-import salt.loader
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
@@ -35,15 +36,21 @@ __virtualname__ = "hecate_drift"
 _LAST = {}  # minion id -> the drift last reported (a beacon module lives as long as the minion)
 _CERTS = {}  # minion id -> (monotonic time of the last certificate check, the alerts last reported)
 CERT_CHECK_SECONDS = 3600
-_UTILS = {}
 
 
-def _utils():
-    """hecate's utils through Salt's utils loader: Salt loads beacons with no utils directory on sys.path
-    (modules and states get one), so a plain ``import hecate_drift`` here finds this very file."""
-    if "loader" not in _UTILS:
-        _UTILS["loader"] = salt.loader.utils(__opts__)
-    return _UTILS["loader"]
+def _helpers():
+    """``hecatelib.caddy``'s ``drift`` and ``certs``, as synced now. Salt loads beacons with no utils directory
+    on sys.path (modules and states get one), and its utils loader does not load a package's modules: the
+    synced utils directory goes on sys.path, then the package is imported as the modules import it."""
+    utils = os.path.join(__opts__["extension_modules"], "utils")
+    if os.path.isdir(utils) and utils not in sys.path:
+        sys.path.insert(0, utils)
+    import hecate_fresh  # only importable once the path above is set
+
+    hecate_fresh.drop_stale()
+    from hecatelib.caddy import certs, drift
+
+    return drift, certs
 
 
 def __virtual__():
@@ -60,7 +67,8 @@ def validate(config):
 def beacon(config):
     """Compare Caddy's live config with the last applied one; fire an event when it drifted."""
     minion = __opts__["id"]
-    applied = _utils()["hecate_drift.load_applied"](__opts__["cachedir"])
+    drift_helpers, _ = _helpers()
+    applied = drift_helpers.load_applied(__opts__["cachedir"])
     if applied is None:  # hecate never applied routes on this minion: nothing to compare with
         return []
     _check_certificates(minion)
@@ -69,7 +77,7 @@ def beacon(config):
     except (CommandExecutionError, SaltInvocationError) as exc:
         drift = {"error": f"Caddy's admin API did not answer: {exc}"}
     else:
-        drift = _utils()["hecate_drift.compare"](applied, live)
+        drift = drift_helpers.compare(applied, live)
     fingerprint = json.dumps(drift, sort_keys=True)
     if fingerprint == _LAST.get(minion):
         return []
@@ -95,11 +103,8 @@ def _check_certificates(minion):
         log.warning("hecate: reading the certificates Caddy serves on %s failed: %s", minion, exc)
         _CERTS[minion] = (now, reported)
         return
-    alerts = [
-        {k: c.get(k) for k in ("domain", "certificate", "not_after", "days_left", "managed")}
-        for c in found
-        if _utils()["hecatelib.caddy.certs.alert"](c)
-    ]
+    _, certs = _helpers()
+    alerts = [{k: c.get(k) for k in ("domain", "certificate", "not_after", "days_left", "managed")} for c in found if certs.alert(c)]
     fingerprint = json.dumps(sorted((a["domain"] or "", a["certificate"] or "", a["not_after"]) for a in alerts))
     _CERTS[minion] = (now, fingerprint)
     if not alerts or fingerprint == reported:

@@ -25,7 +25,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from hecatelib import schema
 from hecatelib.engine import results, stages
-from hecatelib.engine.backend import CONTRACT, EXPAND, VERIFY, Outcome
+from hecatelib.engine.backend import CONTRACT, EXPAND, SWITCH, VERIFY, Outcome
 from hecatelib.engine.fleet import roll_out
 from hecatelib.engine.run import Run, digest, new_run_id, overlay, recorded_tree
 from hecatelib.errors import LockLost, RecordError
@@ -178,12 +178,15 @@ class Engine:
             entry.pop("raw", None)
         return planned
 
-    def verify(self, tree):
-        """Every route requested through every edge: the failures (the switch backends' ``verify`` hook)."""
+    def verify(self, tree, run=None):
+        """Every route requested through every edge: the failures (the switch backends' ``verify`` hook). In a
+        run where only the switch changed something, the hook gets the switch's changes and checks what they
+        touched (the rest serves as before: its config, backends and auth did not change); else everything."""
+        switched = run.switched if run is not None and not run.widened else None
         failures = []
         for backend in self.backends:
             if backend.verify and backend.is_enabled(tree):
-                failures += backend.verify(tree, self.call)
+                failures += backend.verify(tree, self.call, switched)
         return failures
 
     # -- reads for undo and for the record ----------------------------------------------------------------
@@ -308,7 +311,7 @@ class Engine:
             self.check_lock(run)
             if step.phase == VERIFY:
                 started = time.monotonic()
-                failures = self.verify(effective)
+                failures = self.verify(effective, run)
                 outcome = {"ok": not failures, "changes": {}, "problems": failures, "seconds": round(time.monotonic() - started, 2)}
             elif step.stage.role == "edge":
                 run.applied.append(name)
@@ -318,6 +321,10 @@ class Engine:
                 outcome = self.apply(step.stage, pillar=self.stage_pillar(step, run.recorded))
         except (CommandExecutionError, SaltInvocationError) as exc:
             outcome = {"ok": False, "changes": {}, "problems": [str(exc)], "seconds": 0}
+        if step.phase == SWITCH:
+            run.switched = {**(run.switched or {}), **outcome["changes"]}
+        elif step.phase != VERIFY and (outcome["changes"] or not outcome["ok"]):
+            run.widened = True
         result = run.result(
             name,
             outcome["ok"],
