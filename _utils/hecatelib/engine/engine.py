@@ -322,7 +322,8 @@ class Engine:
         except (CommandExecutionError, SaltInvocationError) as exc:
             outcome = {"ok": False, "changes": {}, "problems": [str(exc)], "seconds": 0}
         if step.phase == SWITCH:
-            run.switched = {**(run.switched or {}), **outcome["changes"]}
+            switched = run.switched or {}
+            run.switched = {**switched, **{m: {**switched.get(m, {}), **states} for m, states in outcome["changes"].items()}}
         elif step.phase != VERIFY and (outcome["changes"] or not outcome["ok"]):
             run.widened = True
         result = run.result(
