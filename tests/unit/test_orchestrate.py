@@ -1,11 +1,13 @@
 """The orchestration's pure parts: the backends' run order and phases (expand, switch, contract), reading state returns, secret-free records, overlays."""
 
 import copy
+import importlib.util
 import json
 import os
 import pathlib
 import re
 import subprocess
+import types
 
 import pytest
 import yaml
@@ -243,3 +245,17 @@ def test_a_run_skips_only_steps_that_cannot_change_anything(tree):
     # a failed or changing authentik dry run: the steps before it are left out, authentik and after run
     assert engine_stages.skippable(steps, every - {"authentik"}) == ["terraform", "nomad_stateful", "nomad_core",
                                                                        "nomad_authentik", "nomad_apps"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("output", "shown"), [(None, True), ("nested", True), ("json", False), ("yaml", False)])
+def test_the_engines_lines_reach_the_terminal_unless_a_program_reads_the_output(output, shown):
+    """The runner's ``say`` (the engine's progress lines: a DNS pacing wait, a lock held) is a ``salt-run``
+    progress event for a person; with ``--out=json`` it stays in the log, so the output is one document."""
+    spec = importlib.util.spec_from_file_location("hecate_runner_under_test", REPO / "_runners" / "hecate.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    fired = []
+    runner.__opts__ = {"output": output}
+    runner.__jid_event__ = types.SimpleNamespace(fire_event=lambda data, tag: fired.append((tag, data)))
+    runner._say("dns: zone example.org: pacing: 5000 writes ...")
+    assert fired == ([("progress", {"message": "dns: zone example.org: pacing: 5000 writes ..."})] if shown else [])
