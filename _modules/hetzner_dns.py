@@ -711,7 +711,7 @@ def wait_actions(ids, timeout=None, interval=0.1):
 
 def rate_limit():
     """The Cloud API's rate limit as its last answer to this process said it (``RateLimit-Limit``,
-    ``RateLimit-Remaining``, ``RateLimit-Reset`` as unix seconds), without a request; None before one.
+    ``RateLimit-Remaining``, ``RateLimit-Reset`` as unix seconds), without a request; each None before the first.
 
     CLI Example:
 
