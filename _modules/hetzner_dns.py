@@ -704,6 +704,20 @@ def wait_actions(ids, timeout=None, interval=0.1):
     return [done[i] for i in dict.fromkeys(int(i) for i in ids)]
 
 
+def rate_limit():
+    """The Cloud API's rate limit as its last answer to this process said it (``RateLimit-Limit``,
+    ``RateLimit-Remaining``, ``RateLimit-Reset`` as unix seconds), without a request; each None before the first.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call hetzner_dns.rate_limit
+    """
+    client = _client()
+    return {"limit": client.limit, "remaining": client.remaining, "reset": client.reset}
+
+
 def txt_value(text):
     """Show how a TXT text is written: quoted chunks of at most 255 bytes (UTF-8), escaped.
 

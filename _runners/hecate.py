@@ -669,17 +669,19 @@ def reconcile(minion, backend="caddy", wait=0):
 
 
 @_outcome
-def follow(minion=None):
+def follow(minion=None, wait=0):
     """Deploy the newest commit of the pillar's git branch (``hecate:reconcile:follow_branch``), for a
-    master schedule: ``git_pillar.update``, then a deploy if the commit differs from the last successful
-    deployment's. Never two at once (the deploy lock, not waited for); a commit whose pillar is invalid
-    is skipped with an event ``hecate/follow/skipped`` saying why.
+    master schedule or the push reactor (``salt/reactor/hecate_push.sls``): ``git_pillar.update``, then a
+    deploy if the commit differs from the last successful deployment's. Never two at once (the deploy
+    lock, waited for up to ``wait`` seconds: the schedule does not wait, a push waits for the deploy before
+    it); a commit whose pillar is invalid is skipped with an event ``hecate/follow/skipped`` saying why.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run hecate.follow
+        salt-run hecate.follow wait=120
     """
     __salt__["git_pillar.update"]()
     try:
@@ -695,7 +697,7 @@ def follow(minion=None):
     deployed = (last.get("pillar") or {}).get("commit") if last else None
     if commit and commit == deployed:
         return {"status": "up to date", "commit": commit, "retcode": 0}
-    return {"commit": commit, **_drive(tree, "deploy", minion=minion, wait=0, extra={"follow": tree["reconcile"]["follow_branch"]})}
+    return {"commit": commit, **_drive(tree, "deploy", minion=minion, wait=wait, extra={"follow": tree["reconcile"]["follow_branch"]})}
 
 
 # -- records: history, show, rollback, promote --------------------------------------------------------

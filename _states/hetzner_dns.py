@@ -6,11 +6,15 @@ hecate's RRSets (``rrsets_managed``).
 
 1. validates the whole ``hecate`` pillar (or the explicit ``rrsets`` list) and the token/endpoint
    configuration, before any request;
-2. reads the zone once: ``ceil(N/50)`` requests for N RRSets;
-3. diffs on normalised values (IPv6 compressed, host names absolute, TXT chunks re-quoted...);
-4. writes the minimum: one request per RRSet that differs (create, set_records, change_ttl, labels),
+2. reads the zone's SOA serial (one request); when it has not moved since a converge on this minion found
+   the zone as the same desired sets want it, that is all (a no-op); otherwise reads the zone once:
+   ``ceil(N/50)`` requests for N RRSets;
+3. with ``hecate:dns:wildcard``, lets one ``*`` set answer for the routes DNS would answer from it;
+4. diffs on normalised values (IPv6 compressed, host names absolute, TXT chunks re-quoted...);
+5. writes the minimum: one request per RRSet that differs (create, set_records, change_ttl, labels),
    deletes only sets labelled as hecate's (and only with ``prune``), never SOA or the apex NS set;
-5. waits for all actions together, 50 per poll.
+   when the rate limit will make them wait, the return's ``warnings`` say how long;
+6. waits for all actions together, 50 per poll.
 
 A change-protected set that differs is reported as a failure (the rest still converges). ``test=True``
 shows the diff and sends no write; its result is ``None`` only when something would change.
@@ -31,6 +35,7 @@ shows the diff and sends no write; its result is ``None`` only when something wo
 """
 
 import logging
+import os
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -40,7 +45,7 @@ try:
     hecate_fresh.drop_stale()
     from hecatelib import salt_state
     from hecatelib.dns import zones as dns_zones
-    from hecatelib.dns.converge import converge
+    from hecatelib.dns.converge import Converged, converge
     from hecatelib.dns.hetzner import HetznerZones
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
@@ -201,20 +206,20 @@ def _wait(actions):
 
 def _desired_from_pillar(zone, targets):
     """Validate the whole ``hecate`` pillar tree, compile this zone's desired RRSets.
-    Returns ``(desired, labels, prune, problems)``."""
+    Returns ``(desired, labels, prune, wildcard, problems)``."""
     try:
         tree = salt_state.tree(__pillar__, __opts__, __context__)
     except salt_state.PillarError as exc:
-        return None, None, None, exc.errors
+        return None, None, None, False, exc.errors
     if not dns_zones.enabled(tree):
-        return None, None, None, [("hecate:dns", "not configured (no zone): nothing to converge")]
+        return None, None, None, False, [("hecate:dns", "not configured (no zone): nothing to converge")]
     if zone not in dns_zones.managed_zones(tree["dns"]):
-        return None, None, None, [("hecate:dns:zones", f"{zone} is not a managed zone ({', '.join(tree['dns']['zones'])})")]
+        return None, None, None, False, [("hecate:dns:zones", f"{zone} is not a managed zone ({', '.join(tree['dns']['zones'])})")]
     report = dns_zones.Report("hecate")
     compiled = dns_zones.compile_zones(tree, targets=targets, report=report)
     if report.errors:
-        return None, None, None, report.errors
-    return compiled[zone], dns_zones.owner_labels(tree), bool(tree["dns"].get("prune")), []
+        return None, None, None, False, report.errors
+    return compiled[zone], dns_zones.owner_labels(tree), bool(tree["dns"].get("prune")), bool(tree["dns"].get("wildcard")), []
 
 
 def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None, awaiting_targets=False, **kwargs):
@@ -249,8 +254,9 @@ def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None, awai
         zone = dns_zones.to_ascii(str(name))
     except ValueError as exc:
         return salt_state.ret(name, False, comment=f"zone {exc}")
+    wildcard = False
     if rrsets is None:
-        desired, labels, pillar_prune, problems = _desired_from_pillar(zone, targets)
+        desired, labels, pillar_prune, wildcard, problems = _desired_from_pillar(zone, targets)
         if owner:
             labels = dns_zones.owner_labels(owner=owner)
     else:
@@ -266,7 +272,10 @@ def rrsets_managed(name, rrsets=None, targets=None, prune=None, owner=None, awai
         lines = "\n".join(f"  {path}: {reason}" for path, reason in problems)
         return salt_state.ret(name, False, comment=f"refusing to touch zone {zone}; invalid input:\n{lines}")
     prune = pillar_prune if prune is None else bool(prune)
-    outcome = converge(
-        HetznerZones(__salt__), zone, desired, labels, prune, salt_state.test(__opts__), (CommandExecutionError, SaltInvocationError)
-    )
-    return salt_state.ret(name, outcome["result"], outcome["changes"], outcome["comment"])
+    seen = Converged(os.path.join(__opts__["cachedir"], "hecate", "dns-converged.json"))
+    errors = (CommandExecutionError, SaltInvocationError)
+    outcome = converge(HetznerZones(__salt__), zone, desired, labels, prune, salt_state.test(__opts__), errors, seen, wildcard)
+    ret = salt_state.ret(name, outcome["result"], outcome["changes"], outcome["comment"])
+    if outcome.get("warnings"):
+        ret["warnings"] = outcome["warnings"]
+    return ret

@@ -5,7 +5,8 @@
 Next to each no-op figure: its floor (issue 13), what a no-op deploy cannot avoid: one Salt CLI start and
 one job on the minion (all stages run there, so they can share it) that makes only the reads a no-op needs:
 one Caddy ``GET /config/`` per edge compared with the pillar there (``caddy.plan``: the config itself need
-not cross Salt), the DNS zone's pages, authentik's reads of what hecate owns (flows,
+not cross Salt), one DNS request (a zone that did not move since the last converge is not read: its SOA
+serial tells; here ``hetzner_dns.zone``, one GET), authentik's reads of what hecate owns (flows,
 groups, providers, applications, outposts, bindings), one Nomad read per job (``nomad_job.status``: a plan
 needs the rendered job, a request of the same kind) and terraform's ``plan``. Measured as the wall time of
 that one compound ``salt demo-edge`` job; the ratio no-op / floor is the goal's figure (at most 1.5)."""
@@ -26,7 +27,7 @@ ROUNDS = 5
 def floor_reads(stack):
     """The compound job of the floor: ``(functions, args)`` for ``salt <minion> f1,f2,... a1,a2,...``."""
     pillar = stack.pillar
-    calls = [("caddy.plan", ""), ("hetzner_dns.rrsets", pillar["dns"]["zone"])]  # plan: the one GET, compared on the edge
+    calls = [("caddy.plan", ""), ("hetzner_dns.zone", pillar["dns"]["zone"])]  # plan: the one GET, compared on the edge
     calls += [(f"authentik.{name}", "") for name in ("flows", "groups", "proxy_providers", "applications", "outposts", "policy_bindings")]
     calls += [("nomad_job.status", f"hecate-{job}") for job in ("postgresql", "redis", "reverse-proxy", "authentik", "helen-bridge")]
     workdir = pillar["terraform"]["workdir"]

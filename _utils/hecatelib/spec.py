@@ -287,13 +287,29 @@ def without_secrets(tree, spec):
     return _walk_secrets(tree, spec, "hecate", [])
 
 
+@functools.cache
+def _holds_secret(spec):
+    """Does ``spec`` type a :class:`Secret` anywhere :func:`_walk_secrets` looks (a route holds none: 5000
+    routes are not walked value by value)."""
+    if isinstance(spec, Secret):
+        return True
+    if isinstance(spec, Map):
+        return any(_holds_secret(field.spec) for field in spec.fields.values())
+    if isinstance(spec, MapOf):
+        return _holds_secret(spec.value_spec)
+    return isinstance(spec, ListOf) and _holds_secret(spec.spec)
+
+
 def _walk_secrets(value, spec, path, found):
     """``value`` rebuilt without its secrets (``_SECRET`` when ``value`` is one); each string secret is
-    appended to ``found`` as ``(path, value)``. Secrets sit under Map, MapOf and ListOf only."""
+    appended to ``found`` as ``(path, value)``. Secrets sit under Map, MapOf and ListOf only; a part whose
+    spec holds none is kept as it is."""
     if isinstance(spec, Secret):
         if isinstance(value, str):
             found.append((path, value))
         return _SECRET
+    if not _holds_secret(spec):
+        return value
     if isinstance(spec, Map) and isinstance(value, dict):
         out = {}
         for name, item in value.items():
@@ -402,6 +418,13 @@ _DOTS = re.compile("[.\u3002\uff0e\uff61]")  # the label separators UTS 46 maps 
 
 
 def to_ascii(name):
+    """The A-label form of ``name`` (:func:`_to_ascii`), remembered: a pillar of 5000 routes asks for each
+    domain several times (validation, DNS, Caddy), in every process that validates it."""
+    return _to_ascii(name if isinstance(name, str) else str(name))
+
+
+@functools.lru_cache(maxsize=65536)
+def _to_ascii(name):
     """``name`` as DNS and HTTP carry it: lower-case, one trailing dot dropped, each international label
     as its A-label by IDNA 2008 with the UTS 46 mapping, non-transitional (the ``idna`` package):
     ``Straße.example`` -> ``xn--strae-oqa.example``, ``βόλος.com`` keeps its final sigma. This is the one

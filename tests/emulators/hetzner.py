@@ -4,7 +4,8 @@ Real state: zones (created with their SOA and apex NS sets), RRSets with labels 
 actions that stay ``running`` for ``action_polls - 1`` polls and then succeed. Pagination (``per_page`` at
 most 50, ``meta.pagination``), rate limiting with the real ``RateLimit-Limit/Remaining/Reset`` headers (a
 bucket that refills gradually, as the Cloud API's does) and 429, 409 on a duplicate create, 423 on a
-protected set, 423 ``locked`` on an RRSet while an action on it is still running. Faults: ``inject()`` from the base class (429/5xx/delays), :meth:`HetznerDNS.slow_reply`
+protected set, 423 ``locked`` on an RRSet while an action on it is still running, and a SOA serial that moves
+on every change of the zone's records (see :meth:`HetznerDNS._touch`). Faults: ``inject()`` from the base class (429/5xx/delays), :meth:`HetznerDNS.slow_reply`
 (the write is applied, its reply arrives late: a "lost" reply) and ``fail_actions`` (the next actions end in
 ``error`` and their change is not applied), :meth:`HetznerDNS.inject_error` (an API error with its code,
 e.g. 409 ``conflict``).
@@ -36,6 +37,9 @@ RRSET_COMMANDS = {
     "change_ttl": "change_rrset_ttl",
     "change_protection": "change_rrset_protection",
 }
+# Zone ids are never reused, across resets too: the Cloud API's ids are unique for good, and hecate tells a
+# zone deleted and created again from the one it converged by the id next to the SOA serial.
+_ZONE_IDS = itertools.count(1)
 _NAME = re.compile(r"^(\*|[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$")
 
 
@@ -148,9 +152,10 @@ class HetznerDNS(Emulator):
                                            ("action_polls", action_polls)) if v is not None})  # fmt: skip
         with self.lock:
             self.zones = {}  # id -> zone dict (API shape, record_count computed on read)
+            self.serials = {}  # zone id -> the SOA serial (YYYYMMDDnn), moved by every change (_touch)
             self.rrsets = {}  # zone id -> {(name, type): rrset dict}
             self.actions = {}  # id -> action dict, plus "_polls_left"
-            self.ids = itertools.count(1)
+            self.ids = _ZONE_IDS
             self.action_ids = itertools.count(1)
             self.action_polls = settings["action_polls"]
             self.fail_actions = 0  # the next N actions end in error (their change is not applied)
@@ -192,8 +197,8 @@ class HetznerDNS(Emulator):
             }
             self.zones[zone_id] = zone
             self.rrsets[zone_id] = {}
-            soa = f"{NAMESERVERS[0]} dns.hetzner.com. 2026010101 86400 10800 3600000 3600"
-            self._put(zone_id, "@", "SOA", [soa], None)
+            self.serials[zone_id] = 0
+            self._put(zone_id, "@", "SOA", [], None)
             self._put(zone_id, "@", "NS", NAMESERVERS, None)
             return zone
 
@@ -230,7 +235,26 @@ class HetznerDNS(Emulator):
         return [r for r in self.writes if regex.search(r.path)]
 
     # -- state ---------------------------------------------------------------------------------
+    def _touch(self, zone_id):
+        """A change of the zone's records (a set created, deleted, its records or TTL changed): the SOA serial
+        moves. The Cloud API's zone docs (specs/hetzner, tag Zones, "SOA Serial"): "For zones in primary mode,
+        Hetzner automatically increases the SOA record serial number. As convention, a YYYYMMDDnn format with
+        incrementing nn is used." terraform-provider-hcloud zeroes it before saving state for that reason
+        (internal/zonerrset/resource.go, OverrideRecordsSOASerial: "this value is automatically incremented by
+        the API", its example 2025102142). Labels and protection are the API's metadata, not zone data: they
+        leave it alone here (hecate's no-op check never relies on them moving it)."""
+        today = int(datetime.now(timezone.utc).strftime("%Y%m%d00"))
+        self.serials[zone_id] = max(today, self.serials[zone_id] + 1)
+        soa = self.rrsets[zone_id].get(("@", "SOA"))
+        if soa is not None:
+            soa["records"] = [{"value": self._soa_value(zone_id)}]
+
+    def _soa_value(self, zone_id):
+        return f"{NAMESERVERS[0]} dns.hetzner.com. {self.serials[zone_id]} 86400 10800 3600000 3600"
+
     def _put(self, zone_id, name, rtype, values, ttl, labels=None, protected=False):
+        if rtype == "SOA":
+            values = [self._soa_value(zone_id)]
         rrset = {
             "id": f"{name}/{rtype}",
             "name": name,
@@ -242,6 +266,7 @@ class HetznerDNS(Emulator):
             "zone": zone_id,
         }
         self.rrsets[zone_id][(name, rtype)] = rrset
+        self._touch(zone_id)
         return rrset
 
     def _find_zone(self, key):
@@ -449,6 +474,7 @@ class HetznerDNS(Emulator):
         }
         if not fail:
             sets[(name, rtype)] = rrset
+            self._touch(zone["id"])
         return Response(201, {"rrset": rrset, "action": self._action("create_rrset", zone["id"], fail, (name, rtype))})
 
     def get_rrset(self, request):
@@ -478,6 +504,7 @@ class HetznerDNS(Emulator):
         fail = self._take_failure()
         if not fail:
             del self.rrsets[zone["id"]][key]
+            self._touch(zone["id"])
         return Response(201, {"action": self._action("delete_rrset", zone["id"], fail, key)})
 
     def rrset_action(self, request):
@@ -530,6 +557,8 @@ class HetznerDNS(Emulator):
                 rrset["ttl"] = body["ttl"]
             elif command == "change_protection":
                 rrset["protection"]["change"] = bool(body["change"])
+            if command not in ("change_protection", "update_records"):  # metadata and comments: not zone data
+                self._touch(zone["id"])
         return Response(201, {"action": self._action(RRSET_COMMANDS[command], zone["id"], fail, key)})
 
     def list_zone_actions(self, request):

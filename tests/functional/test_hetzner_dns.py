@@ -124,11 +124,12 @@ def test_seed_zone_converges_from_nothing_then_second_run_sends_zero_writes(hetz
     second = converge(salt_loaders, pillar)
     assert second.result is True and second.changes == {}, second.comment
     assert hetzner.writes == []
-    assert len(hetzner.requests) == 1  # 18 sets: one page
+    assert len(hetzner.requests) == 2  # the SOA serial moved (the first run wrote): the serial, then 18 sets in one page
 
     hetzner.reset_counts()
     dry = converge(salt_loaders, pillar, test=True)
     assert dry.result is True and dry.changes == {} and hetzner.writes == []
+    assert [r.path for r in hetzner.requests] == ["/v1/zones/cybermonkey.dev/rrsets/@/SOA"]  # unchanged since: the serial only
 
 
 def test_test_mode_shows_the_diff_and_writes_nothing(hetzner, salt_loaders):
@@ -137,7 +138,7 @@ def test_test_mode_shows_the_diff_and_writes_nothing(hetzner, salt_loaders):
     assert set(dry.changes) == {f"{d} {t}" for d in SEED_DOMAINS for t in ("A", "AAAA")}
     assert dry.changes["hera.cybermonkey.dev A"] == {"old": None, "new": {"records": [V4], "ttl": 300}}
     assert "would write: 16 to create" in dry.comment
-    assert hetzner.writes == [] and len(hetzner.requests) == 1
+    assert hetzner.writes == [] and len(hetzner.requests) == 2  # the SOA serial, one page
 
 
 def test_changed_target_and_ttl_cost_one_write_per_difference(hetzner, salt_loaders):
@@ -217,7 +218,7 @@ def test_removed_route_is_pruned_only_when_labelled_and_prune_is_on(hetzner, sal
 def test_first_contact_with_a_1000_set_zone_costs_only_reads_without_prune(hetzner, salt_loaders):
     # A zone hecate did not create: 1000 sets (the seed's 16 route sets + 984 extra records), all already
     # right, none labelled. Labels matter only for pruning: without prune, first contact costs the reads
-    # (21 pages of 50 for 1002 sets); with prune the plan shows the adoption and its cost first.
+    # (the SOA serial, 21 pages of 50 for 1002 sets); with prune the plan shows the adoption and its cost first.
     extra = []
     for i in range(1000 - len(seed_sets())):
         name, address = f"h{i:04d}", f"10.1.{i // 250}.{i % 250 + 1}"
@@ -228,7 +229,7 @@ def test_first_contact_with_a_1000_set_zone_costs_only_reads_without_prune(hetzn
     hetzner.reset_counts()
     result = converge(salt_loaders, dns_pillar(hetzner, records=extra))
     assert result.result is True and result.changes == {}, result.comment
-    assert (len(hetzner.requests), len(hetzner.writes)) == (21, 0)
+    assert (len(hetzner.requests), len(hetzner.writes)) == (22, 0)
     assert ours(hetzner) == set()
 
     hetzner.reset_counts()
@@ -236,16 +237,19 @@ def test_first_contact_with_a_1000_set_zone_costs_only_reads_without_prune(hetzn
     assert dry.result is None and len(dry.changes) == 1000
     assert "would write: 0 to create, 0 to update, 1000 to adopt (1000 label writes, for prune), 0 to delete" in dry.comment
     assert dry.changes["hera.cybermonkey.dev A"] == {"labels": {"old": {}, "new": OURS}}
-    assert (len(hetzner.requests), len(hetzner.writes)) == (21, 0)
+    assert (len(hetzner.requests), len(hetzner.writes)) == (22, 0)
 
     hetzner.reset_counts()
     adopted = converge(salt_loaders, dns_pillar(hetzner, records=extra, prune=True))
     assert adopted.result is True and len(adopted.changes) == 1000, adopted.comment
-    assert (len(hetzner.requests), len(hetzner.writes)) == (1021, 1000)
+    assert (len(hetzner.requests), len(hetzner.writes)) == (1022, 1000)
     assert {w.method for w in hetzner.writes} == {"PUT"} and len(ours(hetzner)) == 1000
     hetzner.reset_counts()
     again = converge(salt_loaders, dns_pillar(hetzner, records=extra, prune=True))
-    assert again.result is True and again.changes == {} and (len(hetzner.requests), len(hetzner.writes)) == (21, 0)
+    assert again.result is True and again.changes == {} and (len(hetzner.requests), len(hetzner.writes)) == (22, 0)
+    hetzner.reset_counts()
+    steady = converge(salt_loaders, dns_pillar(hetzner, records=extra, prune=True))  # found as desired at this serial
+    assert steady.result is True and (len(hetzner.requests), len(hetzner.writes)) == (1, 0)
 
 
 def test_protected_set_is_reported_as_failure_and_the_rest_converges(hetzner, salt_loaders):
@@ -295,16 +299,88 @@ def test_429_storm_is_waited_out(hetzner, salt_loaders):
     assert len({(w.body["name"], w.body["type"]) for w in creates}) == 16
 
 
+def test_a_no_op_reads_the_soa_serial_alone_until_the_zone_moves(hetzner, salt_loaders):
+    # A zone of 1000 sets. The first run writes (the serial moves), the second reads it in full (22 requests)
+    # and finds nothing to do: from then on a no-op is one request, dry run or not, until the zone moves or
+    # the pillar does. The Cloud API increases the SOA serial on every change (the emulator as its docs say).
+    extra = [{"name": f"h{i:04d}.{ZONE}", "type": "A", "values": [f"10.1.{i // 250}.{i % 250 + 1}"]} for i in range(984)]
+    pillar = dns_pillar(hetzner, records=extra)
+    assert converge(salt_loaders, pillar).result is True
+    hetzner.reset_counts()
+    assert converge(salt_loaders, pillar).changes == {} and (len(hetzner.requests), len(hetzner.writes)) == (22, 0)
+    for test in (False, True):
+        hetzner.reset_counts()
+        quiet = converge(salt_loaders, pillar, test=test)
+        assert quiet.result is True and quiet.changes == {} and "unchanged since it was read in full" in quiet.comment
+        assert [r.path for r in hetzner.requests] == [f"/v1/zones/{ZONE}/rrsets/@/SOA"]
+
+    hetzner.put_rrset(ZONE, "h0001", "A", ["10.9.9.9"], ttl=300)  # a hand edit: the serial moves
+    hetzner.reset_counts()
+    repaired = converge(salt_loaders, pillar)
+    assert list(repaired.changes) == [f"h0001.{ZONE} A"] and (len(hetzner.requests), len(hetzner.writes)) == (24, 1)
+    assert hetzner.records(ZONE)[("h0001", "A")] == (["10.1.0.2"], 300)
+    hetzner.reset_counts()
+    assert converge(salt_loaders, pillar).changes == {} and len(hetzner.requests) == 22  # its own write moved it
+    hetzner.reset_counts()
+    assert converge(salt_loaders, dns_pillar(hetzner, records=extra, ttl=600), test=True).result is None  # another pillar
+    assert len(hetzner.requests) == 22
+
+
+def test_a_zone_created_again_at_the_same_serial_is_read_in_full(hetzner, salt_loaders):
+    pillar = dns_pillar(hetzner)
+    for _ in range(2):
+        assert converge(salt_loaders, pillar).result is True
+    old = hetzner._find_zone(ZONE)
+    serial = hetzner.serials[old["id"]]
+    hetzner.reset()  # deleted and created again, empty, with the very serial the last converge saw
+    new = hetzner.add_zone(ZONE)
+    hetzner.serials[new["id"]] = serial - 1
+    hetzner._touch(new["id"])
+    assert new["id"] != old["id"] and hetzner.serials[new["id"]] == serial
+    redone = converge(salt_loaders, pillar)
+    assert redone.result is True and len(redone.changes) == 16 and seed_sets() <= set(hetzner.records(ZONE))
+
+
+@pytest.mark.parametrize("routes", [10, 1000, 5000])
+def test_a_first_deploy_with_the_wildcard_costs_seven_requests_at_any_route_count(hetzner, salt_loaders, routes):
+    # every route resolves to the edge addresses: one *.zone set per type answers them all
+    tree = copy.deepcopy(seed_tree())
+    backend = tree["reverse_proxy"]["caddy"]["routes"][0]["backend"]
+    tree["reverse_proxy"]["caddy"]["routes"] += [
+        {"domain": f"app{i}.{ZONE}", "backend": backend, "service": f"app{i}"} for i in range(routes - len(SEED_DOMAINS))
+    ]
+    pillar = dns_pillar(hetzner, tree, wildcard=True)
+    first = converge(salt_loaders, pillar)
+    assert first.result is True and set(first.changes) == {f"*.{ZONE} A", f"*.{ZONE} AAAA", f"{ZONE} A", f"{ZONE} AAAA"}
+    assert f"{routes - 1} routes answered by *.{ZONE}" in first.comment  # the apex keeps its own sets
+    assert len(hetzner.requests) == 7  # the SOA serial, one page, 4 creates, one poll of their actions
+    assert sorted(hetzner.records(ZONE)) == [("*", "A"), ("*", "AAAA"), ("@", "A"), ("@", "AAAA"), ("@", "NS"), ("@", "SOA")]
+    hetzner.reset_counts()
+    assert converge(salt_loaders, pillar).changes == {} and len(hetzner.requests) == 2
+
+
+def test_writes_the_rate_limit_will_make_wait_are_said_before_they_are_sent(hetzner, salt_loaders):
+    hetzner.reset(rate_limit=10, refill_per_second=0.5)
+    hetzner.add_zone(ZONE)
+    dry = converge(salt_loaders, dns_pillar(hetzner), test=True)
+    ret = dry.full_return  # the state's return as Salt keeps it, warnings included
+    assert ret["result"] is None and hetzner.writes == []
+    (line,) = ret["warnings"]
+    prefix = f"zone {ZONE}: pacing: 16 writes need about 17 requests and the Cloud API's rate limit has 8 of 10 left: about "
+    assert line.startswith(prefix) and line.endswith(" s of waiting (hecate:dns:wildcard lets routes share one set)"), line
+    assert 16 <= int(line[len(prefix) :].split()[0]) <= 20  # 9 requests more than are left, one back every 2 s
+
+
 @pytest.mark.fault
 def test_rate_limit_headers_pace_the_client(hetzner, salt_loaders):
-    # A bucket of 6 that refills 25/s, for 18 requests: a client that ignores RateLimit-Remaining runs into
+    # A bucket of 6 that refills 25/s, for 19 requests: a client that ignores RateLimit-Remaining runs into
     # a string of 429s; one that honours it waits for a request to come back and is never refused.
     hetzner.reset(rate_limit=6, refill_per_second=25)
     hetzner.add_zone(ZONE)
     result = converge(salt_loaders, dns_pillar(hetzner))
     assert result.result is True, result.comment
     assert seed_sets() <= set(hetzner.records(ZONE))
-    assert len(hetzner.requests) == 18
+    assert len(hetzner.requests) == 19  # the SOA serial, one page, 16 creates, one poll
     assert hetzner.rate_limited == 0
 
 

@@ -240,3 +240,38 @@ def test_the_live_reactor_alerts_or_heals_what_the_beacon_reports(
         removed = salt.run("state.single", "beacon.absent", "hecate_drift", "save=True", minion_tgt="fleet-edge-[23]")
         fleet_pillar.write(fleet_trees)
         assert removed.returncode == 0, removed
+
+
+def test_a_change_rolls_out_canary_then_batches_each_one_salt_job_and_a_no_op_is_one_round(
+    fleet_master, fleet, fleet_caddies, fleet_trees, fleet_pillar, event_listener
+):
+    """bench/fleet.py with 3 edges at batch 2: the canary alone, then the other two in one batch; each batch is
+    one Salt job published to a list of minions (Salt's targeting and returns do the fan-out). A no-op deploy
+    then reaches every edge in one dry-run job and sends no admin write."""
+    assert fleet.run("hecate.deploy", minion=EDGES[0]).data["status"] == "success"
+    moved = copy.deepcopy(fleet_trees)
+    for tree in moved.values():
+        cloud = next(r for r in tree["reverse_proxy"]["caddy"]["routes"] if r["domain"] == "cloud.cybermonkey.dev")
+        cloud["backend"] = next(r["backend"] for r in tree["reverse_proxy"]["caddy"]["routes"] if r["service"] == "grafana")
+    fleet_pillar.write(moved)
+    try:
+        since = time.time()
+        changed = fleet.run("hecate.deploy", minion=EDGES[0])
+        assert changed.returncode == 0 and changed.data["status"] == "success", changed.data
+        for edge in EDGES:
+            assert _serves(moved[edge]) == (200, "grafana"), edge
+        published = event_listener.get_events([(fleet_master.id, "salt/job/*/new")], after_time=since)
+        applies = sorted((e.data for e in published if e.data["fun"] == "state.apply"), key=lambda d: d["jid"])
+        rollout = [d["tgt"] for d in applies if d["tgt_type"] == "list" and "hecate.routes" in str(d["arg"][0]).split(",")]
+        assert rollout == [EDGES[0], ",".join(EDGES[1:])], rollout  # the dry run before it targets the role (a glob)
+
+        writes = {edge: len(caddy.mutations()) for edge, caddy in fleet_caddies.items()}
+        since = time.time()
+        noop = fleet.run("hecate.deploy", minion=EDGES[0])
+        assert noop.returncode == 0 and noop.data["stages"]["routes"].get("skipped"), noop.data
+        published = event_listener.get_events([(fleet_master.id, "salt/job/*/new")], after_time=since)
+        dry = [e.data for e in published if e.data["fun"] == "state.apply" and "hecate.routes" in str(e.data["arg"][0]).split(",")]
+        assert len(dry) == 1 and sorted(dry[0]["minions"]) == list(EDGES), dry  # every edge in one job
+        assert {edge: len(caddy.mutations()) for edge, caddy in fleet_caddies.items()} == writes
+    finally:
+        fleet_pillar.write(fleet_trees)

@@ -1,10 +1,13 @@
 """The pillar from git, as operators keep it: a master whose pillar is a local git repository
-(git_pillar with GitPython), a commit, ``salt-run git_pillar.update``, and the edge serves the new route."""
+(git_pillar with GitPython), a commit, ``salt-run git_pillar.update``, and the edge serves the new route;
+``hecate.follow`` by hand, and on a push through a git hook, the event bus and the reactor."""
 
 import base64
 import copy
 import hashlib
+import pathlib
 import subprocess
+import sys
 import time
 
 import pytest
@@ -14,8 +17,9 @@ from tests.support import host
 from tests.support.caddy import Caddy, free_port
 from tests.support.http import backend_of, get
 from tests.support.pillars import local_seed_tree
-from tests.support.stack import master_overrides
+from tests.support.stack import master_overrides, until
 
+BIN = pathlib.Path(sys.executable).parent
 pytestmark = pytest.mark.integration
 
 
@@ -91,6 +95,7 @@ def git_master(salt_factories, pillar_repo, site_repo, vault, consul, integratio
         git_pillar_base="main",  # the branch that is the base environment
         # two remotes, as sites keep them: hecate's pillar listed first, another one beside it
         ext_pillar=[{"git": [f"main file://{pillar_repo.path}", f"main file://{site_repo.path}"]}, {"hecate": {}}],
+        reactor=[{"hecate/push": ["salt://reactor/hecate_push.sls"]}],  # as docs/reconcile.md enables it
     )
     factory = salt_factories.salt_master_daemon("hecate-git-master", overrides=overrides)
     with factory.started():
@@ -213,3 +218,53 @@ def test_with_two_remotes_the_record_names_the_hecate_pillars_commit(git_master,
     assert (recorded["source"], recorded["dirty"]) == (hecate, False), recorded
     named = {s["source"]: s["commit"] for s in recorded["sources"]}
     assert named == {hecate: head, site: site_repo.git("rev-parse", "HEAD")}, recorded
+
+
+def test_a_push_reaches_the_edge_through_the_reactor_and_an_invalid_one_never_does(
+    git_master, git_call, git_tree, pillar_repo, edge_backends, event_listener
+):
+    """A git hook fires ``hecate/push`` (``salt-run event.send``, as docs/reconcile.md installs it); the reactor
+    runs hecate.follow: the pushed route serves with nobody calling a runner. A pushed commit whose pillar is
+    invalid is skipped (``hecate/follow/skipped``) and the edge keeps serving what it served."""
+    run = git_master.salt_run_cli(timeout=300)
+    assert run.run("saltutil.sync_all").returncode == 0  # the runner (synced already when the follow test ran first)
+    hook = pillar_repo.path / ".git" / "hooks" / "post-commit"  # the remote is this repository: a commit is the push
+    hook.write_text(f"#!/bin/sh\nexec {BIN / 'salt-run'} -c {git_master.config_dir} event.send hecate/push >/dev/null 2>&1\n")
+    hook.chmod(0o755)
+    plain, _ = edge_backends
+    port = git_tree["reverse_proxy"]["caddy"]["ports"]["http"]
+    pushed = copy.deepcopy(git_tree)
+    pushed["reconcile"] = {"follow_branch": "main"}
+    pushed["reverse_proxy"]["caddy"]["routes"].append(
+        {"domain": "pushed.cybermonkey.dev", "backend": f"127.0.0.1:{plain['grafana'].port}", "service": "pushed"}
+    )
+    try:
+        started = time.monotonic()
+        head = pillar_repo.commit(pushed, "a pushed route")
+        until("the pushed route serving", lambda: _backend(port, "pushed.cybermonkey.dev") == "grafana", 120)
+        print(f"push to traffic through the reactor: {time.monotonic() - started:.1f} s")
+        last = run.run("hecate.history", limit=1, minion="hecate-git-edge").data[-1]
+        assert (last["status"], last["commit"]) == ("success", head[:12]), last
+
+        bad = copy.deepcopy(pushed)
+        bad["reverse_proxy"]["caddy"]["routes"][0]["backend"] = "ftp://nowhere"
+        since = time.time()
+        pillar_repo.commit(bad, "a typo, pushed")
+        skipped = event_listener.wait_for_events([(git_master.id, "hecate/follow/skipped")], timeout=120, after_time=since)
+        assert skipped.found_all_events, "no hecate/follow/skipped after an invalid push"
+        (event,) = skipped.matches
+        assert "routes[0]" in event.data["reason"] and "backend" in event.data["reason"], event.data
+        assert _backend(port, "pushed.cybermonkey.dev") == "grafana"  # the edge keeps serving
+        assert not event_listener.get_events([(git_master.id, "hecate/deploy/*/start")], after_time=since)  # no run began
+    finally:
+        hook.unlink()
+        pillar_repo.commit(git_tree, "back to the start")
+
+
+def _backend(port, domain):
+    """Which backend answers ``domain`` through the edge, or None (nothing listening yet: Caddy's bootstrap)."""
+    try:
+        status, _, body = get(port, domain)
+    except OSError:
+        return None
+    return backend_of(body) if status == 200 else None

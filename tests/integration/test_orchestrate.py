@@ -385,3 +385,37 @@ def test_ctrl_c_is_one_line_releases_the_lock_and_records_the_run_as_interrupted
     assert "interrupted" in out
     assert lock_holder(fresh) is None
     assert [h["status"] for h in salt_run_cli.run("hecate.history").data] == ["interrupted"]
+
+
+def test_500_routes_deploy_no_op_change_one_and_roll_back_at_one_reload_each(
+    fresh, salt_run_cli, edge_tree, pillar_files, salt_call_cli, edge_backends, edge_caddy
+):
+    """bench/scale.py at 500 routes instead of 5000, counted instead of timed: the first deploy is one reload,
+    a no-op deploy sends Caddy no write, a one-route change and its rollback are one reload each, and the
+    record keeps every route (a tree of any size: records are blobs)."""
+    plain, _ = edge_backends
+    many = copy.deepcopy(edge_tree)
+    many["reverse_proxy"]["caddy"]["routes"] += [
+        {"domain": f"app{i}.cybermonkey.dev", "backend": f"127.0.0.1:{plain['grafana'].port}", "service": f"app{i}"}
+        for i in range(500 - len(edge_tree["reverse_proxy"]["caddy"]["routes"]))
+    ]
+    use(pillar_files, salt_call_cli, many)
+    http = edge_tree["reverse_proxy"]["caddy"]["ports"]["http"]
+    code, first = deploy(salt_run_cli)
+    assert code == 0 and first["stages"]["routes"]["changed"] >= 500, first
+    assert len(edge_caddy.new_mutations()) == 1
+    code, noop = deploy(salt_run_cli)
+    assert code == 0 and noop["stages"]["routes"].get("skipped") and len(edge_caddy.new_mutations()) == 1, noop
+
+    moved = copy.deepcopy(many)
+    last = moved["reverse_proxy"]["caddy"]["routes"][-1]
+    last["backend"] = f"127.0.0.1:{plain['jenkins'].port}"
+    use(pillar_files, salt_call_cli, moved)
+    code, change = deploy(salt_run_cli)
+    assert code == 0 and change["stages"]["routes"]["changed"] == 1 and len(edge_caddy.new_mutations()) == 2, change
+    assert backend_of(get(http, last["domain"])[2]) == "jenkins"
+    back = salt_run_cli.run("hecate.rollback")  # to the newest success before the change: the no-op's (the first's tree)
+    assert back.returncode == 0 and back.data["rolled_back_to"] == noop["id"], back.data
+    assert len(edge_caddy.new_mutations()) == 3 and backend_of(get(http, last["domain"])[2]) == "grafana"
+    recorded = salt_run_cli.run("hecate.show", first["id"], tree=True).data["tree"]
+    assert len(recorded["reverse_proxy"]["caddy"]["routes"]) == 500

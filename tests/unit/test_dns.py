@@ -242,6 +242,7 @@ def test_route_dns_options_and_extra_records():
         "name": "@",
         "type": "MX",
         "ttl": 3600,
+        "shared": False,
         "records": ["10 mail.cybermonkey.dev."],
         "path": None,
     }
@@ -511,3 +512,73 @@ def test_whole_schema_reports_dns_problems_with_key_paths():
     _, report = schema.check(tree)
     assert ("hecate:dns:records[2]:ttl", "30 is out of range 60..2147483647") in report.errors
     assert "hecate:reverse_proxy:caddy:routes[5](s3api.cybermonkey.dev):dns" in paths(report.errors)
+
+
+# -- wildcard (hecate:dns:wildcard) ---------------------------------------------------------------------
+
+
+def _routes_tree(names, **dns):
+    tree = dns_tree(wildcard=True, **dns)
+    helen = tree["reverse_proxy"]["caddy"]["routes"][0]["backend"]
+    tree["reverse_proxy"]["caddy"]["routes"] = [{"domain": f"{n}.{ZONE}", "backend": helen, "service": n.replace(".", "-")} for n in names]
+    tree, report = dns_zones.check(tree)
+    assert report.errors == []
+    return tree
+
+
+def _fold(tree, actual=()):
+    return dns_zones.fold_wildcard(dns_zones.compile_zones(tree)[ZONE], [*HETZNER, *actual], LABELS)
+
+
+def test_wildcard_answers_for_routes_at_the_targets_one_label_below_the_zone():
+    desired, folded = _fold(_routes_tree([f"app{i}" for i in range(5000)]))
+    assert len(folded) == 5000
+    assert desired == {
+        ("*", "A"): {"name": "*", "type": "A", "ttl": 300, "records": V4, "path": "hecate:dns:wildcard", "shared": False},
+        ("*", "AAAA"): {"name": "*", "type": "AAAA", "ttl": 300, "records": V6, "path": "hecate:dns:wildcard", "shared": False},
+    }
+
+
+def test_wildcard_leaves_their_own_sets_where_dns_would_not_answer_from_it():
+    # RFC 4592 2.2: a wildcard answers only names that do not exist, right below the name holding it
+    tree = _routes_tree(
+        ["plain", "deep.lab", "own-ttl", "cname", "txt", "ent", "here-before", "foreign", "@"][:-1],
+        records=[
+            {"name": f"txt.{ZONE}", "type": "TXT", "values": ["v=spf1 -all"]},  # another type at the name
+            {"name": f"_acme-challenge.ent.{ZONE}", "type": "TXT", "values": ["token"]},  # ent: an empty non-terminal
+        ],
+    )
+    routes = {r["service"]: r for r in tree["reverse_proxy"]["caddy"]["routes"]}
+    routes["own-ttl"]["dns"] = {"ttl": 60}
+    routes["cname"]["dns"] = {"cname": "edge.example.net"}
+    actual = [api("here-before", "A", V4), api("x.foreign", "TXT", ['"kept by someone"'], labels={})]
+    desired, folded = _fold(tree, actual)
+    assert folded == ["plain"]
+    explicit = {name for name, _ in desired}
+    assert explicit == {"*", "deep.lab", "own-ttl", "cname", "txt", "_acme-challenge.ent", "ent", "here-before", "foreign"}
+
+
+def test_a_wildcard_set_hecate_does_not_own_turns_folding_off():
+    tree = _routes_tree(["a", "b"])
+    desired, folded = _fold(tree, [api("*", "A", ["192.0.2.99"], labels={})])
+    assert folded == [] and {name for name, _ in desired} == {"a", "b"}
+    desired, folded = _fold(tree, [api("*", "A", ["192.0.2.99"])])  # hecate's own: its values follow the targets
+    assert folded == ["a", "b"] and desired[("*", "A")]["records"] == V4
+
+
+def test_wildcard_and_a_record_at_the_zone_wildcard_are_refused_together():
+    tree = dns_tree(wildcard=True, records=[{"name": f"*.{ZONE}", "type": "A", "values": ["192.0.2.5"]}])
+    assert ("hecate:dns:records[0]", "*.cybermonkey.dev is hecate's own with hecate:dns:wildcard on; drop this record or the wildcard") in (
+        errors_of(tree)
+    )
+    assert errors_of(dns_tree(records=[{"name": f"*.{ZONE}", "type": "A", "values": ["192.0.2.5"]}])) == []
+
+
+def test_pacing_line_says_how_long_the_rate_limit_makes_the_writes_wait():
+    assert hetzner.pacing_line(100, 3600, 3000, 1_000_600, 1_000_000) is None  # 102 requests fit in 3000
+    full = hetzner.pacing_line(5000, 3600, 3600, 1_000_000, 1_000_000)  # a full bucket refills 3600 an hour
+    assert full.startswith("pacing: 5000 writes need about 5100 requests and the Cloud API's rate limit has 3600 of 3600 left")
+    assert "about 25 min of waiting" in full  # 1500 requests at one a second
+    # empty, refilling one request every (reset - now) / (limit - remaining) = 3600 / 3600 = 1 s
+    assert "about 40 s of waiting" in hetzner.pacing_line(39, 3600, 0, 1_003_600, 1_000_000)
+    assert "about 7 s of waiting" in hetzner.pacing_line(39, 3600, 0, 1_000_600, 1_000_000)  # full again in 10 minutes

@@ -217,3 +217,20 @@ def test_runs_survive_between_runner_calls_as_typed_objects(tmp_path):
     again = files.load(run.id)
     assert again == run and isinstance(again, Run)
     assert copy.deepcopy(again).before == {"lamps": {"hall": "red"}}
+
+
+def test_what_a_dry_run_warns_of_is_shown_in_the_plan_and_said_before_the_first_write(world, tmp_path):
+    def lamps_with_warnings(world, tree, test, pillar):  # a state that knows its writes will wait (a rate limit)
+        out = lamps_state(world, tree, test, pillar)
+        out["toy_|-lamps"]["warnings"] = ["pacing: 2 writes wait about 5 s"] if out["toy_|-lamps"]["changes"] else []
+        return out
+
+    tree = pillar(a="red", b="blue")
+    minions = fake.Minions(world, {"toy.lamps": lamps_with_warnings}, FUNCTIONS, tree)
+    engine = Engine(tree, fake.seams(minions, tmp_path, world["kv"], world["locks"]), [TOY])
+    assert engine.plan()["lamps"]["warnings"] == ["pacing: 2 writes wait about 5 s"]
+    said = []
+    engine.seams.say = lambda line: said.append((line, world["writes"]))  # each line with the writes made by then
+    assert engine.drive("deploy")["status"] == "success" and world["writes"] == 2
+    assert ("lamps: pacing: 2 writes wait about 5 s", 0) in said
+    assert "warnings" not in engine.plan()["lamps"]  # nothing left to write: nothing to warn of

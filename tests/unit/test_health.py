@@ -61,6 +61,23 @@ def test_a_zone_that_matches_the_pillar_is_healthy(tree):
     assert report["retcode"] == 0
 
 
+def test_routes_the_wildcard_answers_are_healthy_when_it_is(tree):
+    wild = schema.validate({**copy.deepcopy(tree), "dns": {**tree["dns"], "wildcard": True}})
+    seed = [{"name": "*", "type": "A", "ttl": 300, "records": [{"value": "203.0.113.7"}], "labels": {}}]
+    seed += [{"name": "@", "type": "A", "ttl": 300, "records": [{"value": "203.0.113.7"}], "labels": {}}]
+    ours = [{**r, "labels": dns_zones.owner_labels(wild)} for r in seed]
+    report = health_report.collect(wild, caller(ours), BACKENDS, only=["dns"])
+    rows = {row["name"]: row["state"] for row in report["dns"]}
+    assert rows["*.cybermonkey.dev"] == "ok" and rows["cloud.cybermonkey.dev"] == "wildcard" and rows["cybermonkey.dev"] == "ok"
+    assert report["retcode"] == 0
+    wrong = [{**ours[0], "records": [{"value": "192.0.2.1"}]}, ours[1]]
+    rows = {row["name"]: row["state"] for row in health_report.collect(wild, caller(wrong), BACKENDS, only=["dns"])["dns"]}
+    assert rows["*.cybermonkey.dev"] == "differs" and rows["cloud.cybermonkey.dev"] == "wildcard not ok"
+    # a wildcard someone else keeps answers nothing of hecate's: every route shows its own (missing) set
+    rows = {row["name"]: row["state"] for row in health_report.collect(wild, caller(seed), BACKENDS, only=["dns"])["dns"]}
+    assert rows["cloud.cybermonkey.dev"] == "missing" and "*.cybermonkey.dev" not in rows
+
+
 def test_a_programming_error_keeps_its_traceback(tree):
     """An answer of the wrong shape (a record set without ``name``) is hecate's bug, not an outage."""
     with pytest.raises(KeyError, match="name"):

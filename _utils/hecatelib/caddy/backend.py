@@ -4,6 +4,7 @@ sections (routes, certificates, upstreams) and its part of a backup (each edge's
 
 from hecatelib import backups, health
 from hecatelib.caddy import certs as caddy_certs
+from hecatelib.caddy import config as caddy_config
 from hecatelib.engine.backend import EDGE, SWITCH, Backend, Outcome, Read, Stage, answered, failures, first_ok
 
 
@@ -29,10 +30,34 @@ def undo(ctx, snapshots, only=None):
     return outcome
 
 
-def verify(tree, call):
-    """Every pillar route requested through every edge (one ``caddy.check`` per edge); the failures."""
-    out = []
+def switched_domains(tree, switched):
+    """The domains the routes stage's changes (``{minion: {state: changes}}``, ``caddy.routes_managed``'s)
+    added or changed, or None when they reach further (server settings, certificates: every route) or name a
+    route the pillar does not have."""
+    by_id = {caddy_config.route_id(route): route["domain"] for route in tree["reverse_proxy"]["caddy"]["routes"]}
+    found = set()
+    for states in switched.values():
+        for diff in states.values():
+            if not isinstance(diff, dict) or set(diff) - {"added", "changed", "removed"}:
+                return None
+            for route_id in [*(diff.get("added") or {}), *(diff.get("changed") or {})]:
+                domain = by_id.get(route_id.removesuffix(caddy_config.OUTPOST_SUFFIX))
+                if domain is None:
+                    return None
+                found.add(domain)
+    return sorted(found)
+
+
+def verify(tree, call, switched=None):
+    """The pillar routes requested through every edge (one ``caddy.check`` per edge): every route, or only
+    those the switch added or changed when it was all the run changed; the failures."""
     domains = [route["domain"] for route in tree["reverse_proxy"]["caddy"]["routes"]]
+    narrowed = switched_domains(tree, switched) if switched is not None else None
+    if narrowed is not None:
+        domains = [domain for domain in domains if domain in narrowed]
+    if not domains:
+        return []
+    out = []
     for minion, answer in call(EDGE, "caddy.check", domains).items():
         failed = _listed(answer, "failed")
         if failed is None:

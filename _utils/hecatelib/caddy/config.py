@@ -34,6 +34,7 @@ from hecatelib.caddy import certs as caddy_certs
 SERVER = "hecate"
 SERVER_ID = "hecate_server"
 ROUTE_PREFIX = "hecate_route_"
+OUTPOST_SUFFIX = ".outpost"  # the @id of a protected route's outpost route: its own plus this
 CATCH_ALL_ID = "hecate_catch_all"
 STRIP_ID = "hecate_strip_auth_headers"
 TLS_POLICY_ID = "hecate_tls"
@@ -276,7 +277,7 @@ def outpost_route(route, tree):
     proxy = _proxy_to(_outpost_upstream(tree), caddy_settings(tree))
     return [
         {
-            "@id": f"{route_id(route)}.outpost",
+            "@id": f"{route_id(route)}{OUTPOST_SUFFIX}",
             "match": [{"host": [route["domain"]], "path": [authentik_objects.OUTPOST_PATH]}],
             "handle": [{"handler": "subroute", "routes": [{"handle": [proxy]}]}],
             "terminal": True,

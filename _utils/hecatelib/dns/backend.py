@@ -42,6 +42,9 @@ def dns_section(tree, call):
                          "state": "error: " + failures(answers, read)})  # fmt: skip
             continue
         index = {(r["name"], r["type"]): r for r in actual}
+        folded = []
+        if dns.get("wildcard"):  # the routes *.<zone> answers: one row for the wildcard, one per route below it
+            wanted, folded = dns_zones.fold_wildcard(wanted, actual, dns_zones.owner_labels(tree))
         for (name, rtype), want in sorted(wanted.items()):
             have = index.get((name, rtype))
             have_records = dns_zones.actual_records(have, zone) if have else []
@@ -55,6 +58,11 @@ def dns_section(tree, call):
                 state = "ok"
             rows.append({"zone": zone, "name": dns_zones.absolute_name(name, zone), "type": rtype, "want": " ".join(want["records"]),
                          "have": " ".join(have_records) if have else "-", "ok": state == "ok", "state": state})  # fmt: skip
+        wildcard = [r for r in rows if r["zone"] == zone and r["name"] == f"{dns_zones.WILDCARD}.{zone}"]
+        for name in folded:
+            ok = bool(wildcard) and all(r["ok"] for r in wildcard)
+            rows.append({"zone": zone, "name": dns_zones.absolute_name(name, zone), "type": "-", "want": f"{dns_zones.WILDCARD}.{zone}",
+                         "have": f"{dns_zones.WILDCARD}.{zone}", "ok": ok, "state": "wildcard" if ok else "wildcard not ok"})  # fmt: skip
         if not wanted:
             rows.append({"zone": zone, "name": "-", "type": "-", "want": "", "have": "", "ok": True,
                          "state": "no record sets implied (no targets: set hecate:dns:targets)"})  # fmt: skip

@@ -7,9 +7,20 @@ once). hecate owns the record sets that carry its labels (``managed-by: hecate``
 those are pruned, never what the provider itself owns in a zone (SOA, the apex NS set).
 
 ``converge`` is what a provider's ``rrsets_managed`` state calls; it answers Salt's ``{result, changes,
-comment}`` (without ``name``). ``test=True`` sends no write and its result is ``None`` only when something
-would change.
+comment}`` (without ``name``), plus ``warnings`` when the provider's rate limit will make the writes wait.
+``test=True`` sends no write and its result is ``None`` only when something would change.
+
+A no-op costs one cheap read when the provider can say whether a zone changed (:meth:`ZoneApi.version`, the
+Hetzner SOA serial): :class:`Converged` keeps, on the minion, the version at which a converge last found the
+zone as desired, keyed by zone and a digest of everything the plan depends on (the desired sets, labels,
+prune, wildcard); the same digest at the same version is the same plan (nothing to write), so the zone is
+read in full only when it moved or the pillar did.
 """
+
+import hashlib
+import json
+import os
+import tempfile
 
 from hecatelib import spec
 from hecatelib.dns import zones as dns_zones
@@ -28,6 +39,16 @@ class ZoneApi:
 
     def check(self):
         """Refuse before any request when the provider is not configured (token, endpoint)."""
+
+    def version(self, zone):
+        """A value that moves whenever the zone's record sets change, read in one cheap request (JSON-able),
+        or None when the provider cannot tell: then every converge reads the whole zone."""
+        return None
+
+    def pacing(self, writes):
+        """A line saying how long the provider's rate limit will make ``writes`` writes (and settling them)
+        wait, from what its last answers said; None when they fit."""
+        return None
 
     def rrsets(self, zone):
         raise NotImplementedError
@@ -52,25 +73,77 @@ class ZoneApi:
         return [None for _ in pending]
 
 
-def converge(api, zone, desired, labels, prune=False, test=False, errors=(Exception,)):
+class Converged:
+    """What converges saw on this minion: ``{zone: {"digest", "version"}}`` in one JSON file (0600), the
+    version at which the zone last matched the desired sets of that digest."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def _load(self):
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                seen = json.load(handle)
+            return seen if isinstance(seen, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def get(self, zone):
+        return self._load().get(zone)
+
+    def put(self, zone, entry):
+        seen = self._load()
+        if seen.get(zone) == entry:
+            return
+        seen[zone] = entry
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".converged-")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(seen, handle, sort_keys=True)
+        os.replace(tmp, self.path)
+
+
+def digest(desired, labels, prune, wildcard):
+    """What a plan depends on besides the zone itself, as one value."""
+    sets = sorted((name, rtype, v["records"], v["ttl"], bool(v.get("shared"))) for (name, rtype), v in desired.items())
+    return hashlib.sha256(json.dumps([sets, labels, bool(prune), bool(wildcard)], sort_keys=True).encode()).hexdigest()
+
+
+def converge(api, zone, desired, labels, prune=False, test=False, errors=(Exception,), seen=None, wildcard=False):
     """Take ``zone`` to ``desired`` (``{(name, type): {"records", "ttl"}}``) through ``api``. ``errors``: what
-    a provider call may raise that is reported, not raised (Salt's errors, from the state)."""
+    a provider call may raise that is reported, not raised (Salt's errors, from the state). ``seen``: a
+    :class:`Converged` (a no-op reads only the zone's version); ``wildcard``: fold the routes a ``*`` set
+    answers into it (:func:`hecatelib.dns.zones.fold_wildcard`)."""
+    key = digest(desired, labels, prune, wildcard)
     try:
         api.check()
+        version = api.version(zone) if seen is not None else None
+        if version is not None and seen.get(zone) == {"digest": key, "version": version}:
+            return {"result": True, "changes": {}, "comment": f"zone {zone}: in the desired state (unchanged since it was read in full)"}
         actual = api.rrsets(zone)
     except errors as exc:
         return {"result": False, "changes": {}, "comment": f"zone {zone}: {exc}"}
+    folded = []
+    if wildcard:
+        desired, folded = dns_zones.fold_wildcard(desired, actual, labels)
     plan = dns_zones.plan(desired, actual, zone, labels, prune=prune, reserved=api.reserved)
     changes = dns_zones.describe(plan, zone)
     writes = dns_zones.write_count(plan)
     failures = [f"{_key(item, zone)}: {item['reason']}" for item in plan["failures"]]
     summary = f"{len(plan['create'])} to create, {dns_zones.updates_line(plan)}{len(plan['delete'])} to delete"
     summary += f", {plan['unchanged']} unchanged"
+    if folded:
+        summary += f"; {len(folded)} routes answered by {dns_zones.WILDCARD}.{zone}"
+    if not writes and not failures and version is not None:
+        seen.put(zone, {"digest": key, "version": version})
+    pacing = api.pacing(writes) if writes else None
+    out = {"warnings": [f"zone {zone}: {pacing}"]} if pacing else {}
     if test:
         comment = f"zone {zone}: " + (f"would write: {summary}" if writes else "nothing to write" if failures else "in the desired state")
         if failures:
-            return {"result": False, "changes": changes, "comment": comment + "\nwould fail:\n  " + "\n  ".join(failures)}
-        return {"result": None if writes else True, "changes": changes, "comment": comment}
+            return {**out, "result": False, "changes": changes, "comment": comment + "\nwould fail:\n  " + "\n  ".join(failures)}
+        return {**out, "result": None if writes else True, "changes": changes, "comment": comment}
     if not writes:
         if failures:
             return {"result": False, "changes": {}, "comment": f"zone {zone}: nothing written\nfailures:\n  " + "\n  ".join(failures)}
@@ -78,10 +151,10 @@ def converge(api, zone, desired, labels, prune=False, test=False, errors=(Except
     applied, problems = apply(api, zone, plan, errors)
     failures.extend(problems)
     applied_changes = {k: v for k, v in changes.items() if k in applied}
-    comment = f"zone {zone}: {summary}"
+    comment = f"zone {zone}: {summary}" + (f" ({pacing})" if pacing else "")
     if failures:
-        return {"result": False, "changes": applied_changes, "comment": comment + "\nfailures:\n  " + "\n  ".join(failures)}
-    return {"result": True, "changes": applied_changes, "comment": comment}
+        return {**out, "result": False, "changes": applied_changes, "comment": comment + "\nfailures:\n  " + "\n  ".join(failures)}
+    return {**out, "result": True, "changes": applied_changes, "comment": comment}
 
 
 def _key(item, zone):

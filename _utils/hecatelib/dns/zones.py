@@ -10,6 +10,9 @@ No I/O here. Three layers, each usable on its own:
   :func:`check_pillar` (the checks that span keys); :func:`compile_zones` derives every managed zone's
   desired RRSets from the validated ``hecate`` tree: each route domain inside a managed zone gets A/AAAA
   to the edge targets (or its own CNAME), plus the extra records of ``hecate:dns:records``.
+- **wildcard**: with ``hecate:dns:wildcard``, :func:`fold_wildcard` lets one ``*`` set per type answer for
+  the routes that resolve to the edge targets, wherever DNS would answer them from it (RFC 4592), so a
+  zone of thousands of routes holds a handful of sets;
 - **diff**: :func:`plan` compares desired RRSets with what one read of the zone returned and lists the
   minimum writes (create, set_records, change_ttl, labels, delete), the failures (change-protected sets,
   conflicts with sets hecate does not own) and nothing else. SOA and the apex NS set are never touched;
@@ -47,6 +50,7 @@ __all__ = [
     "check",
     "check_pillar",
     "compile_zones",
+    "fold_wildcard",
     "normalise_value",
     "plan",
     "relative_name",
@@ -556,6 +560,8 @@ PILLAR_SCHEMA = Map(
         "ttl": Field(Ttl(), default=DEFAULT_TTL),
         "records": ListOf(RECORD_SCHEMA),
         "prune": Field(Bool(), default=False),
+        # routes resolving to the targets share *.<zone> (fold_wildcard): a few sets, not one per route
+        "wildcard": Field(Bool(), default=False),
         "owner": LabelValue(),
         "timeout": Field(Int(1, 300, "integer number of seconds"), default=15),
         "max_wait": Field(Int(1, 3600, "integer number of seconds"), default=120),
@@ -678,7 +684,7 @@ def compile_zones(tree, targets=None, report=None, require_targets=True):
     desired = {zone: {} for zone in zones}
     claimed = {}  # (zone, name, type) -> key path that defined it
 
-    def add(zone, rel, rtype, values, ttl, path, value_path):
+    def add(zone, rel, rtype, values, ttl, path, value_path, shared=False):
         try:
             records = normalise_records(rtype, values)
         except ValueError as exc:
@@ -686,9 +692,10 @@ def compile_zones(tree, targets=None, report=None, require_targets=True):
             return
         for problem in rrset_problems(rel, rtype, records, ttl):
             report.error(path, f"{absolute_name(rel, zone)} {rtype}: {problem}")
-        entry = {"name": rel, "type": rtype, "ttl": ttl, "records": records, "path": path}
+        entry = {"name": rel, "type": rtype, "ttl": ttl, "records": records, "path": path, "shared": shared}
         old = desired[zone].get((rel, rtype))
         if old is not None:
+            old["shared"] = False  # defined twice (a route and a record): it keeps a set of its own
             if (old["records"], old["ttl"]) != (records, ttl):
                 report.error(
                     path,
@@ -725,10 +732,11 @@ def compile_zones(tree, targets=None, report=None, require_targets=True):
         if not ipv4 and not ipv6:
             missing_targets.append(domain)
             continue
+        shared = ttl == default_ttl  # the edge targets at the zone's TTL: what a wildcard set answers
         if ipv4:
-            add(zone, rel, "A", ipv4, ttl, key(where, "domain"), "hecate:dns:targets:ipv4")
+            add(zone, rel, "A", ipv4, ttl, key(where, "domain"), "hecate:dns:targets:ipv4", shared)
         if ipv6:
-            add(zone, rel, "AAAA", ipv6, ttl, key(where, "domain"), "hecate:dns:targets:ipv6")
+            add(zone, rel, "AAAA", ipv6, ttl, key(where, "domain"), "hecate:dns:targets:ipv6", shared)
     if missing_targets and require_targets:
         report.error(
             "hecate:dns:targets",
@@ -750,6 +758,9 @@ def compile_zones(tree, targets=None, report=None, require_targets=True):
         add(zone, rel, str(record["type"]).upper(), values, record.get("ttl") or default_ttl, where, key(where, "values"))
 
     for zone, rrsets in desired.items():
+        if dns.get("wildcard") and any(rel == WILDCARD for rel, _ in rrsets):
+            path = next(r["path"] for (rel, _), r in rrsets.items() if rel == WILDCARD)
+            report.error(path, f"{WILDCARD}.{zone} is hecate's own with hecate:dns:wildcard on; drop this record or the wildcard")
         by_name = {}
         for rel, rtype in rrsets:
             by_name.setdefault(rel, []).append(rtype)
@@ -807,6 +818,48 @@ def desired_from_list(rrsets, zone, default_ttl=None):
         if "CNAME" in types and len(types) > 1:
             report.error("rrsets", f"{absolute_name(rel, zone)}: a CNAME stands alone, not next to {sorted(types - {'CNAME'})}")
     return out, report.errors
+
+
+# -- wildcard ----------------------------------------------------------------------------------------
+
+WILDCARD = "*"
+
+
+def occupied_names(names):
+    """Every name that exists in a zone holding sets at ``names`` (relative): the names and, label by label,
+    every name above them inside the zone (empty non-terminals exist too, RFC 4592 2.2.2)."""
+    out = set()
+    for name in names:
+        if name == "@":
+            continue
+        labels = name.split(".")
+        out.update(".".join(labels[i:]) for i in range(len(labels)))
+    return out
+
+
+def fold_wildcard(desired, actual, labels):
+    """``(desired, folded)``: the route sets one ``*`` set per type answers as well, folded into it.
+
+    A wildcard answers a query only for a name that does not exist in the zone and sits right below the
+    name that holds it (RFC 4592 2.2 and 3.3.1: the closest encloser's ``*``). So a route's A/AAAA set
+    (the edge targets at the zone's TTL: ``shared``) folds into ``*`` only when its name is one label below
+    the zone and nothing else exists at it or below it, in the desired sets or in the zone now (``actual``:
+    a set someone else keeps there, or the route's own set from before the wildcard, which then stays as it
+    is). Everything else keeps its own set. A ``*`` set in the zone that hecate does not own (``labels``)
+    stays its owner's: nothing folds. ``folded``: the names answered by the wildcard."""
+    if any(r["name"] == WILDCARD and not is_ours(r, labels) for r in actual):
+        return desired, []
+    alone = {name for name, _ in desired if "." not in name and name not in ("@", WILDCARD)}
+    alone -= {name for (name, _), v in desired.items() if not v.get("shared")}  # every set at the name shared
+    staying = [r["name"] for r in actual] + [name for name, _ in desired if name not in alone]
+    folds = alone - occupied_names(staying)
+    if not folds:
+        return desired, []
+    out = {k: v for k, v in desired.items() if k[0] not in folds}
+    for (name, rtype), entry in sorted(desired.items()):
+        if name in folds and (WILDCARD, rtype) not in out:
+            out[(WILDCARD, rtype)] = {**entry, "name": WILDCARD, "path": "hecate:dns:wildcard", "shared": False}
+    return out, sorted(folds)
 
 
 # -- diff --------------------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ whose ``backend.py`` builds one :class:`Backend`. Every hook is optional except 
 - return to a recorded success (``hecate.rollback``): ``rolls_back`` says whether its stages converge from
   the recorded tree; ``record(tree)`` names the reads whose answers (``recorded(tree, answers)``) a record
   keeps so a rollback can return to it, and ``restore(ctx, recorded)`` returns there;
-- ``verify(tree, call)``: the failures of the verify step that follows the switch (every route through every
-  edge);
+- ``verify(tree, call, switched=None)``: the failures of the verify step that follows the switch (every route
+  through every edge); ``switched``: the switch steps' changes (``{minion: {state: changes}}``) when nothing
+  else in the run changed, so the backend may check only what they touched (None: check everything);
 - ``drift``: its drift is read on the master (``hecate.drift``, a dry run of its stages);
 - ``notes(tree, planned)``: lines ``hecate.plan`` adds to the backend's entry;
 - ``health``: named sections ``(name, function(tree, call) -> rows)`` of ``hecate.health``;
@@ -76,7 +77,7 @@ class Backend:
     record: object = None  # tree -> [Read], read when a run succeeded
     recorded: object = None  # (tree, [answers]) -> data the record keeps
     restore: object = None  # (Context, recorded data) -> Outcome
-    verify: object = None  # (tree, call) -> [failure line]: the verify step after the switch
+    verify: object = None  # (tree, call, switched=None) -> [failure line]: the verify step after the switch
     drift: bool = False
     notes: object = None  # (tree, planned) -> [line]
     health: tuple = ()  # ((section, function(tree, call) -> rows), ...)

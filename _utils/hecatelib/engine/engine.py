@@ -25,7 +25,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from hecatelib import schema
 from hecatelib.engine import results, stages
-from hecatelib.engine.backend import CONTRACT, EXPAND, VERIFY, Outcome
+from hecatelib.engine.backend import CONTRACT, EXPAND, SWITCH, VERIFY, Outcome
 from hecatelib.engine.fleet import roll_out
 from hecatelib.engine.run import Run, digest, new_run_id, overlay, recorded_tree
 from hecatelib.errors import LockLost, RecordError
@@ -67,6 +67,7 @@ class Engine:
         self.call = seams.call
         self.backends = tuple(backends)
         self.verify_step = verify  # None: the tree's hecate:deployment:verify; False: no verify step
+        self._effective = self._recorded = (None, None)  # (what it was made from, the tree): once per run
 
     # -- progress ---------------------------------------------------------------------------------------
     def emit(self, tag, data):
@@ -80,7 +81,17 @@ class Engine:
     # -- what a run deploys -----------------------------------------------------------------------------
     def effective(self, run):
         """The tree the run deploys: the pillar's, or a recorded one over it (rollback, promote)."""
-        return schema.validate(overlay(self.tree, run.recorded), self.backends, self.seams.root_prefix) if run.recorded else self.tree
+        if not run.recorded:
+            return self.tree
+        if self._effective[0] is not run.recorded:
+            self._effective = (run.recorded, schema.validate(overlay(self.tree, run.recorded), self.backends, self.seams.root_prefix))
+        return self._effective[1]
+
+    def recorded(self, effective):
+        """``effective`` as the run's record keeps it (begin compares its digest, finish stores it)."""
+        if self._recorded[0] is not effective:
+            self._recorded = (effective, recorded_tree(effective))
+        return self._recorded[1]
 
     def steps(self, tree, only=None, verify=None):
         return stages.steps(tree, self.backends, only, self.verify_step if verify is None else verify)
@@ -146,7 +157,8 @@ class Engine:
                 ok, changes, problems = results.read_state_returns(split[stage.name])
                 if not answer:
                     problems = [self.no_minion(stage)]
-                out[stage.name] = {"ok": ok, "changes": changes, "problems": problems, "seconds": seconds}
+                out[stage.name] = {"ok": ok, "changes": changes, "problems": problems, "seconds": seconds,
+                                   "warnings": results.warnings(split[stage.name])}  # fmt: skip
         ordered = {name: out[name] for name in stages.stage_names(self.backends) if name in out}
         self.say(_dry_run_line(ordered, seconds))
         return ordered
@@ -160,6 +172,7 @@ class Engine:
                 "would_change": results.count_changes(dry["changes"]),
                 "changes": results.summarize(dry["changes"]),
                 "problems": dry["problems"],
+                **({"warnings": dry["warnings"]} if dry.get("warnings") else {}),
                 "raw": dry["changes"],
             }
             for name, dry in self.dry_run(self.tree, only).items()
@@ -173,13 +186,16 @@ class Engine:
             entry.pop("raw", None)
         return planned
 
-    def verify(self, tree):
-        """Every route requested through every edge: the failures (the switch backends' ``verify`` hook)."""
-        self.say("verify: requesting every route through every edge")
+    def verify(self, tree, run=None):
+        """Every route requested through every edge: the failures (the switch backends' ``verify`` hook). In a
+        run where only the switch changed something, the hook gets the switch's changes and checks what they
+        touched (the rest serves as before: its config, backends and auth did not change); else everything."""
+        switched = run.switched if run is not None and not run.widened else None
+        self.say("verify: requesting " + ("the routes this run changed" if switched else "every route") + " through every edge")
         started, failures = time.monotonic(), []
         for backend in self.backends:
             if backend.verify and backend.is_enabled(tree):
-                failures += backend.verify(tree, self.call)
+                failures += backend.verify(tree, self.call, switched)
         seconds = round(time.monotonic() - started, 2)
         self.say(f"verify: {len(failures)} failure(s) ({seconds:g} s)" if failures else f"verify: every route answered ({seconds:g} s)")
         for failure in failures:
@@ -238,7 +254,7 @@ class Engine:
             run.previous = last["id"] if last else None
             # a run that writes nothing deploys what the last success deployed when their trees are equal:
             # what a rollback returns to is then that record's, so a no-op need not read it (see finish)
-            if last is not None and last.get("tree_digest") == digest(recorded_tree(effective)):
+            if last is not None and last.get("tree_digest") == digest(self.recorded(effective)):
                 run.carried = self.seams.records.read(last["id"], full=("state",)).get("state") or {}
             record = {
                 "kind": kind,
@@ -285,6 +301,9 @@ class Engine:
         if set(run.steps) - set(run.skip):
             if run.skip:
                 self.say(f"skipping {', '.join(run.skip)}: their dry run found nothing to change")
+            for name, stage in dry.items():  # before the writes: e.g. how long a rate limit will make them wait
+                for line in stage.get("warnings") or ():
+                    self.say(f"{name}: {line}")
             run.before = self.undo_reads(effective, run)
         elif run.steps:
             self.say("nothing to change: every step is skipped")
@@ -313,7 +332,7 @@ class Engine:
             self.check_lock(run)
             if step.phase == VERIFY:
                 started = time.monotonic()
-                failures = self.verify(effective)
+                failures = self.verify(effective, run)
                 outcome = {"ok": not failures, "changes": {}, "problems": failures, "seconds": round(time.monotonic() - started, 2)}
             elif step.stage.role == "edge":
                 run.applied.append(name)
@@ -323,6 +342,11 @@ class Engine:
                 outcome = self.apply(step.stage, pillar=self.stage_pillar(step, run.recorded))
         except (CommandExecutionError, SaltInvocationError) as exc:
             outcome = {"ok": False, "changes": {}, "problems": [str(exc)], "seconds": 0}
+        if step.phase == SWITCH:
+            switched = run.switched or {}
+            run.switched = {**switched, **{m: {**switched.get(m, {}), **states} for m, states in outcome["changes"].items()}}
+        elif step.phase != VERIFY and (outcome["changes"] or not outcome["ok"]):
+            run.widened = True
         result = run.result(
             name,
             outcome["ok"],
@@ -443,7 +467,7 @@ class Engine:
             "seconds": round(time.time() - run.started, 2),
             "stages": run.results,
             "order": list(run.results),  # records are stored with sorted keys: the execution order
-            "tree": recorded_tree(effective),
+            "tree": self.recorded(effective),
         }
         if run.rollback is not None:
             changes["rollback"] = run.rollback

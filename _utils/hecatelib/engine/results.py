@@ -27,6 +27,19 @@ def read_state_returns(returns):
     return ok, changes, problems
 
 
+def warnings(returns):
+    """The ``warnings`` lines of every state in ``returns`` (as :func:`read_state_returns` takes them), once
+    each: what a state says the operator should know before it runs (a DNS rate limit it will wait for)."""
+    lines = []
+    for _, answer in sorted((returns or {}).items()):
+        ret = answer.get("ret") if isinstance(answer, dict) and "ret" in answer else answer
+        for state in ret.values() if isinstance(ret, dict) else ():
+            for line in (state.get("warnings") or []) if isinstance(state, dict) else ():
+                if isinstance(line, str) and line not in lines:
+                    lines.append(line)
+    return lines
+
+
 def count_changes(changes):
     """How many things changed (routes, authentik objects, record sets), not how many states did:
     ``{minion: {state: changes}}`` from :func:`read_state_returns`."""

@@ -56,6 +56,8 @@ class Run:
     results: dict = dataclasses.field(default_factory=dict)  # step -> {ok, seconds, changed, changes, problems, skipped}
     applied: list = dataclasses.field(default_factory=list)  # steps that wrote (or may have)
     edges: dict = dataclasses.field(default_factory=dict)  # minion -> rollout status of the edge stage
+    switched: dict = None  # the switch steps' changes, {minion: {state: changes}}: what verify may narrow to
+    widened: bool = False  # a step besides the switch changed something: verify checks everything
     failure: str = None  # the first failure, one line
     rollback: dict = None  # what undo did: {done, problems}
     dead_holder: dict = None  # the lock's previous holder, dead when this run took the lock
@@ -130,8 +132,8 @@ def strip_secrets(tree, spec=None):
 
 
 def recorded_tree(tree):
-    """A run's tree as its record stores it (secrets left out, as JSON has it)."""
-    return json.loads(json.dumps(strip_secrets(tree)))
+    """A run's tree as its record stores it (secrets left out, as JSON has it): a copy, through JSON."""
+    return json.loads(json.dumps(without_secrets(tree, schema.SCHEMA)))
 
 
 def overlay(live, recorded):
