@@ -26,7 +26,7 @@ try:
     hecate_fresh.drop_stale()
     from cryptography import x509
 
-    from hecatelib import salt_state, schema
+    from hecatelib import paths, salt_state, schema
     from hecatelib.caddy import certs as caddy_certs
     from hecatelib.caddy import config as caddy_config
     from hecatelib.caddy import drift as caddy_drift
@@ -208,22 +208,14 @@ def snapshot(path=None, keep=None):
         # what the drift beacon compares with, as it was: a restore puts it back with the config (else the
         # beacon would call the restored config drift, and a heal would re-apply the run that was undone)
         applied = caddy_drift.load_applied(__opts__["cachedir"])
-        _write_private(path, json.dumps({**snap, "applied": applied["part"] if applied else None}, sort_keys=True))
+        paths.write_private(path, json.dumps({**snap, "applied": applied["part"] if applied else None}, sort_keys=True))
         kept = sorted((os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".json")), key=os.path.getmtime)
         for old in kept[:-10]:
             os.remove(old)
         return {"path": path, "etag": etag}
     if path:
-        _write_private(path, json.dumps(snap, indent=2, sort_keys=True))
+        paths.write_private(path, json.dumps(snap, indent=2, sort_keys=True))
     return snap
-
-
-def _write_private(path, text):
-    """Write ``text`` to ``path`` (mode 0600) through a temp file: a crash never leaves half a snapshot."""
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(path + ".tmp", path)
 
 
 def routes(server=None):

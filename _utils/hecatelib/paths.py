@@ -25,6 +25,7 @@ makes them ``/scratch/etc/hecate``, ``/scratch/var/lib/hecate``, ``/scratch/run/
 literal and must lie below the relocated roots. Production leaves it unset.
 """
 
+import contextlib
 import errno
 import os
 import re
@@ -369,6 +370,21 @@ def write_file(dir_fd, name, data, mode, uid=None):
             os.unlink(tmp, dir_fd=dir_fd)
         except OSError:
             pass
+        raise
+
+
+def write_private(path, text):
+    """Write ``text`` to ``path`` (mode 0600) through ``<path>.tmp`` and a rename: a crash never leaves half a
+    file. For hecate's own files below directories only its user writes (cachedir, snapshots, records)."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
 
 

@@ -243,4 +243,3 @@ def test_a_run_skips_only_steps_that_cannot_change_anything(tree):
     # a failed or changing authentik dry run: the steps before it are left out, authentik and after run
     assert engine_stages.skippable(steps, every - {"authentik"}) == ["terraform", "nomad_stateful", "nomad_core",
                                                                        "nomad_authentik", "nomad_apps"]  # fmt: skip
-

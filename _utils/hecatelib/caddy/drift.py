@@ -15,6 +15,7 @@ import json
 import os
 import uuid
 
+from hecatelib import paths
 from hecatelib.caddy import config as caddy_config
 
 APPLIED_FILE = os.path.join("hecate", "caddy-applied.json")
@@ -79,12 +80,8 @@ def record_applied(cachedir, config, part=None):
             os.remove(path)
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     record = {"part": owned_part(config) if part is None else part, "written": uuid.uuid4().hex}
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True))  # dumps: C encoder, dump() is pure Python
-    os.replace(tmp, path)
+    paths.write_private(path, json.dumps(record, sort_keys=True))  # dumps: C encoder, dump() is pure Python
 
 
 def load_applied(cachedir):

@@ -20,9 +20,8 @@ read in full only when it moved or the pillar did.
 import hashlib
 import json
 import os
-import tempfile
 
-from hecatelib import spec
+from hecatelib import paths, spec
 from hecatelib.dns import zones as dns_zones
 
 
@@ -98,10 +97,7 @@ class Converged:
         seen[zone] = entry
         directory = os.path.dirname(self.path)
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".converged-")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(seen, handle, sort_keys=True)
-        os.replace(tmp, self.path)
+        paths.write_private(self.path, json.dumps(seen, sort_keys=True))
 
 
 def digest(desired, labels, prune, wildcard):

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 
-from hecatelib import schema
+from hecatelib import paths, schema
 from hecatelib.spec import without_secrets
 
 
@@ -101,10 +101,7 @@ class RunFiles:
     def save(self, run):
         path = self.path(run.id)
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(run.to_json())
-        os.replace(path + ".tmp", path)
+        paths.write_private(path, run.to_json())
 
     def load(self, run_id):
         """The run, or None when it never began here (or already finished)."""
