@@ -185,8 +185,8 @@ def _git_pillar_checkouts(opts):
                     names[digest] = re.sub(r"://[^/@\s]*@", "://", remote)
     except OSError:
         pass
-    paths = sorted(glob.glob(os.path.join(root, "*", "*")))
-    return [(names[path.split(os.sep)[-2]], path) for path in paths if path.split(os.sep)[-2] in names]
+    checkouts = sorted(glob.glob(os.path.join(root, "*", "*")))
+    return [(names[path.split(os.sep)[-2]], path) for path in checkouts if path.split(os.sep)[-2] in names]
 
 
 def _git(root, *args):
