@@ -46,10 +46,10 @@ for _path in (REPO / "_utils", REPO):
 import yaml  # noqa: E402
 from saltfactories.utils.functional import Loaders  # noqa: E402
 
+from devstack.caddy import Backend, Caddy, free_port  # noqa: E402
 from hecatelib import schema  # noqa: E402
 from hecatelib.caddy import config as caddy_config  # noqa: E402
 from tests.conftest import minion_opts_for  # noqa: E402
-from tests.support.caddy import Backend, Caddy, free_port  # noqa: E402
 
 SIZES = (10, 100, 1000)
 CHANGES = (1, 50)

@@ -32,10 +32,10 @@ for path in (REPO / "_utils", REPO):
 
 from saltfactories.utils.functional import Loaders  # noqa: E402
 
+from devstack.emulators.hetzner import HetznerDNS  # noqa: E402
+from devstack.pillars import seed_tree  # noqa: E402
 from hecatelib.dns import hetzner  # noqa: E402
 from tests.conftest import minion_opts_for  # noqa: E402
-from tests.emulators.hetzner import HetznerDNS  # noqa: E402
-from tests.support.pillars import seed_tree  # noqa: E402
 
 ZONE = "bench.example.org"
 SIZES = (10, 100, 1000)

@@ -2,7 +2,7 @@
 
 A real process (tests/support/lock_holder.py) takes the deploy lock against the Consul emulator, which ends
 a session as Consul's servers do (2 x its TTL after the last renewal, then its lock-delay; see
-tests/emulators/consul.py), running in real time. Once it holds the lock it is killed with SIGKILL and
+devstack/emulators/consul.py), running in real time. Once it holds the lock it is killed with SIGKILL and
 reaped; the clock runs from the kill until this process's ``acquire()`` with the lock's defaults returns.
 Both processes use each lock's own defaults (TTL, lock-delay). Cases:
 
@@ -28,8 +28,8 @@ for _path in (REPO / "_utils", REPO):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from devstack.emulators.consul import ConsulEmulator  # noqa: E402
 from hecatelib.consul import client as consul_client  # noqa: E402
-from tests.emulators.consul import ConsulEmulator  # noqa: E402
 from tests.support import lock_holder  # noqa: E402
 
 TOKEN = "bench-consul-token"

@@ -32,12 +32,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "demo"))
 import yaml
 from stack import LocalStack
 
+from devstack.caddy import caddy_binary
+from devstack.http import backend_of, get
+from devstack.stack import until
 from tests.functional.test_caddy_edge import _caddy_task
 from tests.integration.test_fleet import _hand_edit
 from tests.integration.test_git_pillar import PillarRepo
-from tests.support.caddy import caddy_binary
-from tests.support.http import backend_of, get
-from tests.support.stack import until
 
 RUN = pathlib.Path("/tmp/hecate-bench-rc")  # its own: bench/orchestrate.py stops what runs in /tmp/hecate-bench
 INTERVAL = 10  # seconds: a realistic beacon interval (hecate:reconcile:interval allows 2 and up)

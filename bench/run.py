@@ -83,7 +83,7 @@ def machine():
         uname = subprocess.run(["uname", "-a"], capture_output=True, text=True, check=True).stdout.strip()
     caddy = "?"
     with contextlib.suppress(Exception):
-        from tests.support.caddy import caddy_binary
+        from devstack.caddy import caddy_binary
 
         caddy = subprocess.run([caddy_binary(), "version"], capture_output=True, text=True, check=True).stdout.split()[0]
     return {"uname": uname, "nproc": os.cpu_count(), "python": platform.python_version(), "caddy": caddy}

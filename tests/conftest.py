@@ -5,22 +5,18 @@ in-process against real Caddy or the emulators), tests/integration (a real salt-
 salt-minion from pytest-salt-factories).
 """
 
-import os
 import pathlib
 import sys
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "tests" / "fixtures"  # copies of ../shared: the seed, vendor specs, reference configs
+FIXTURES = REPO / "tests" / "fixtures"  # the hostile corpora, reference configs (the seed and specs: devstack/fixtures)
 UTILS = REPO / "_utils"
 if str(UTILS) not in sys.path:
     sys.path.insert(0, str(UTILS))  # tests import the shared helpers as Salt's loader does
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-
-SPECS = pathlib.Path(os.environ.get("HECATE_SPECS", FIXTURES / "specs"))
-SEED = FIXTURES / "seed"
 
 
 def pytest_configure(config):
@@ -100,10 +96,10 @@ def short_tmp():
 
 def minion_opts_for(root, pillar=None, extra=None):
     """Minion opts that load hecate's modules straight from the repo (the file_roots way of shipping), with
-    hecate's roots on the scratch host (tests.support.host: ``hecate_root_prefix``)."""
+    hecate's roots on the scratch host (devstack.host: ``hecate_root_prefix``)."""
     import salt.config
 
-    from tests.support import host
+    from devstack import host
 
     root = pathlib.Path(root)
     for sub in ("cache", "pki", "logs", "run", "extmods"):

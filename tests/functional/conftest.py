@@ -1,7 +1,7 @@
 import pytest
 
-from tests.support.caddy import Backend, Caddy, free_port
-from tests.support.pillars import local_seed_tree, seed_tree
+from devstack.caddy import Backend, Caddy, free_port
+from devstack.pillars import local_seed_tree, seed_tree
 
 
 @pytest.fixture

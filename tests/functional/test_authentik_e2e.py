@@ -9,14 +9,14 @@ import subprocess
 import pytest
 import requests
 
+from devstack import host
+from devstack.caddy import caddy_binary
+from devstack.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
+from devstack.http import backend_of, get
 from hecatelib import schema
 from hecatelib.authentik import objects as authentik_objects
 from hecatelib.caddy import config as caddy_config
 from tests.conftest import assert_no_violations
-from tests.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
-from tests.support import host
-from tests.support.caddy import caddy_binary
-from tests.support.http import backend_of, get
 
 TOKEN = "ak-emulator-token"
 APP = "observe.cybermonkey.dev"  # the seed's grafana route, protected here

@@ -5,8 +5,8 @@ own answers match the OpenAPI document. Each case names the vendor function it m
 import pytest
 import requests
 
+from devstack.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
 from tests.conftest import assert_no_violations
-from tests.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
 
 TOKEN = "ak-emulator-token"
 

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from salt.exceptions import CommandExecutionError
 
-from tests.support.http import serve
+from devstack.http import serve
 
 TOKEN = "hEcAtE-s3cr3t-T0ken-4f2a9c"
 CUT = 500  # what _modules/authentik.py keeps of a non-JSON error body

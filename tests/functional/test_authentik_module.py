@@ -3,8 +3,8 @@
 
 import pytest
 
+from devstack.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
 from tests.conftest import assert_no_violations, loaders_for
-from tests.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
 
 TOKEN = "ak-emulator-token"
 

@@ -8,9 +8,10 @@ import copy
 import pytest
 import yaml
 
+from devstack import SEED
+from devstack.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
 from hecatelib.authentik.objects import TOKEN_PERMISSIONS
-from tests.conftest import SEED, assert_no_violations, loaders_for
-from tests.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
+from tests.conftest import assert_no_violations, loaders_for
 from tests.support import authentik_scenarios as scenarios
 
 TOKEN = "ak-emulator-token"

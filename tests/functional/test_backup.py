@@ -12,15 +12,15 @@ import shutil
 
 import pytest
 
+from devstack import host
+from devstack.emulators.authentik import AuthentikEmulator
+from devstack.emulators.hetzner import HetznerDNS
+from devstack.emulators.nomad import start_nomad
+from devstack.http import backend_of, get
 from hecatelib import backups, schema
 from hecatelib import health as health_report
 from hecatelib.backends import BACKENDS
 from tests.conftest import assert_no_violations, loaders_for
-from tests.emulators.authentik import AuthentikEmulator
-from tests.emulators.hetzner import HetznerDNS
-from tests.emulators.nomad import start_nomad
-from tests.support import host
-from tests.support.http import backend_of, get
 
 ZONE = "cybermonkey.dev"
 AK_TOKEN = "ak-backup-token"

@@ -14,12 +14,12 @@ import sys
 
 import pytest
 
+from devstack import host
+from devstack.caddy import free_port
+from devstack.http import backend_of, get
+from devstack.pillars import local_seed_tree
 from hecatelib import paths, schema, spec
-from tests.support import host
-from tests.support.caddy import free_port
 from tests.support.certs import CA, leaked
-from tests.support.http import backend_of, get
-from tests.support.pillars import local_seed_tree
 
 CUSTOM = "cloud.cybermonkey.dev"  # the seed route the company certificate covers
 KEY_PATH = "hecate:reverse_proxy:caddy:tls:certificates:corp:key"

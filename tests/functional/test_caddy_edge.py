@@ -30,14 +30,14 @@ import pytest
 import yaml
 from cryptography import x509
 
+from devstack import host
+from devstack.caddy import caddy_binary, free_port
+from devstack.emulators.nomad import hcl_to_job
+from devstack.http import backend_of, get
+from devstack.pillars import local_seed_tree
+from devstack.stack import until
 from hecatelib.caddy import config as caddy_config
-from tests.emulators.nomad import hcl_to_job
-from tests.support import host
-from tests.support.caddy import caddy_binary, free_port
 from tests.support.certs import CA
-from tests.support.http import backend_of, get
-from tests.support.pillars import local_seed_tree
-from tests.support.stack import until
 from tests.unit.test_nomad_templates import render
 
 

@@ -11,9 +11,9 @@ import copy
 import time
 from urllib.parse import unquote
 
-from tests.support.caddy import Backend, free_port
-from tests.support.http import backend_of, get
-from tests.support.stack import until
+from devstack.caddy import Backend, free_port
+from devstack.http import backend_of, get
+from devstack.stack import until
 
 URI = "/health{env.HOME}?probe={env.HOME}"
 

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
+from devstack.caddy import Backend
+from devstack.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
+from devstack.http import backend_of, get
 from tests.conftest import assert_no_violations
-from tests.emulators.authentik import SPEC_VERSIONS, AuthentikEmulator
-from tests.support.caddy import Backend
 from tests.support.consul_dns import SRV, A, ConsulDns
-from tests.support.http import backend_of, get
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from devstack import host
+from devstack.caddy import free_port
+from devstack.http import serve
+from devstack.pillars import local_seed_tree
 from hecatelib import schema
 from hecatelib.caddy import backend as caddy_backend
-from tests.support import host
-from tests.support.caddy import free_port
-from tests.support.http import serve
-from tests.support.pillars import local_seed_tree
 
 PROTECTED = "observe.cybermonkey.dev"  # the seed's grafana route
 

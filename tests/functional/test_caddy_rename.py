@@ -4,8 +4,8 @@ not an added and a removed one, and the host keeps answering."""
 
 import copy
 
+from devstack.http import backend_of, get
 from hecatelib.engine import results
-from tests.support.http import backend_of, get
 
 
 def test_a_changed_service_shows_as_one_renamed_route(make_loaders, local_tree):

@@ -9,8 +9,8 @@ import stat
 
 import pytest
 
+from devstack.http import backend_of, get, serve
 from tests.support.consul_dns import ConsulDns
-from tests.support.http import backend_of, get, serve
 
 
 def converge(loaders, test=False):

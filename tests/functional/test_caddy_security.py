@@ -7,15 +7,15 @@ import json
 import pytest
 from salt.exceptions import SaltInvocationError
 
-from tests.support.http import backend_of, get, serve
+from devstack.http import backend_of, get, serve
 
 
 @pytest.fixture(scope="module")
 def proxy(short_tmp):
 
+    from devstack.caddy import Backend, Caddy, free_port
+    from devstack.pillars import local_seed_tree
     from tests.conftest import loaders_for
-    from tests.support.caddy import Backend, Caddy, free_port
-    from tests.support.pillars import local_seed_tree
 
     root = short_tmp / "security"  # short (unix socket paths) and removed with the session's temp dir
     caddy = Caddy(f"{root}/c").start()
@@ -131,8 +131,8 @@ class Outpost:
 def hostile(short_tmp):
     """A wildcard listed before a protected exact host, a profile full of placeholders, through real Caddy."""
 
+    from devstack.caddy import Backend, Caddy, free_port
     from tests.conftest import loaders_for
-    from tests.support.caddy import Backend, Caddy, free_port
 
     root = short_tmp / "hostile"
     caddy = Caddy(f"{root}/c").start()
@@ -219,7 +219,7 @@ def test_client_sent_authentik_headers_are_stripped_on_unprotected_routes(hostil
 # -- the admin API is never written off loopback or behind a route -------------------------------------------
 @pytest.fixture
 def admin_caddy(short_tmp):
-    from tests.support.caddy import Caddy
+    from devstack.caddy import Caddy
 
     server = Caddy(short_tmp / "ac").start()
     yield server
@@ -259,7 +259,7 @@ def test_write_paths_refuse_remote_admin_and_routes_to_the_admin_socket(admin_ca
 
 
 def test_a_pillar_route_to_the_admin_port_is_never_served(short_tmp, make_loaders):
-    from tests.support.caddy import Caddy, free_port
+    from devstack.caddy import Caddy, free_port
 
     admin = f"127.0.0.1:{free_port()}"
     caddy = Caddy(short_tmp / "tc", admin=admin).start()

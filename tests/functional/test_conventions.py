@@ -3,14 +3,14 @@ the ``hecate`` tree comes from pillar, whatever the minion config holds."""
 
 import pytest
 
+from devstack import host
+from devstack.emulators.nomad import start_nomad
+from devstack.stack import NULL_MODULE
 from tests.conftest import assert_no_violations
-from tests.emulators.nomad import start_nomad
 from tests.functional.test_nomad_job import TOKEN, nomad_pillar
 from tests.functional.test_terraform import host_opts as terraform_host
 from tests.functional.test_terraform import pillar_for as terraform_pillar
 from tests.functional.test_terraform import tf_env  # noqa: F401 - the fixture, shared
-from tests.support import host
-from tests.support.stack import NULL_MODULE
 
 
 @pytest.fixture

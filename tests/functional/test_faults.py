@@ -28,11 +28,11 @@ import time
 import pytest
 import salt.loader
 
+from devstack.caddy import caddy_binary
+from devstack.emulators.authentik import AuthentikEmulator
+from devstack.emulators.hetzner import HetznerDNS
+from devstack.http import backend_of, get
 from tests.conftest import assert_no_violations, loaders_for
-from tests.emulators.authentik import AuthentikEmulator
-from tests.emulators.hetzner import HetznerDNS
-from tests.support.caddy import caddy_binary
-from tests.support.http import backend_of, get
 
 pytestmark = pytest.mark.fault
 

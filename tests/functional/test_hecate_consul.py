@@ -8,10 +8,10 @@ import copy
 import consul
 import pytest
 
+from devstack.emulators.consul import ConsulEmulator
+from devstack.pillars import seed_tree
 from hecatelib.consul import services as consul_services
 from tests.conftest import assert_no_violations, loaders_for
-from tests.emulators.consul import ConsulEmulator
-from tests.support.pillars import seed_tree
 
 TOKEN = "consul-agent-token-0123"
 # the two services of the seed's script, as pillar

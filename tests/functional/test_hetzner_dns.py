@@ -16,9 +16,9 @@ import pytest
 import requests
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+from devstack.emulators.hetzner import HetznerDNS
+from devstack.pillars import seed_tree
 from tests.conftest import assert_no_violations, loaders_for
-from tests.emulators.hetzner import HetznerDNS
-from tests.support.pillars import seed_tree
 
 ZONE = "cybermonkey.dev"
 V4, V6 = "203.0.113.7", "2001:db8::7"

@@ -1,6 +1,6 @@
 """Issue 25 through the state engine: a pillar path is never a way into the host.
 
-``state.sls hecate.routes`` with the real Caddy on the scratch host (tests.support.host: the minion's
+``state.sls hecate.routes`` with the real Caddy on the scratch host (devstack.host: the minion's
 ``hecate_root_prefix``, never the real /etc), one hostile pillar after another: a system directory as the
 certificate directory (with ``owner: nobody``), hecate's root itself, ``..``, a symbolic link as the directory,
 on the way to it or under a temporary file's name, a directory hecate did not create, an admin socket in a
@@ -16,11 +16,11 @@ import stat
 
 import pytest
 
-from tests.support import host
-from tests.support.caddy import free_port
+from devstack import host
+from devstack.caddy import free_port
+from devstack.http import get
+from devstack.pillars import local_seed_tree
 from tests.support.certs import CA
-from tests.support.http import get
-from tests.support.pillars import local_seed_tree
 from tests.unit.test_nomad_templates import parsed, task
 
 CUSTOM = "cloud.cybermonkey.dev"

@@ -9,8 +9,8 @@ from urllib.parse import quote
 
 import pytest
 
+from devstack.http import serve
 from hecatelib import api
-from tests.support.http import serve
 
 TOKEN = "hEcAtE-s3cr3t-T0ken-4f2a9c"
 

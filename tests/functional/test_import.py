@@ -7,11 +7,11 @@ import re
 
 import pytest
 
+from devstack import SEED
+from devstack.caddy import Backend
+from devstack.http import backend_of, get
 from hecatelib import schema
 from hecatelib.caddy import caddyfile
-from tests.conftest import SEED
-from tests.support.caddy import Backend
-from tests.support.http import backend_of, get
 
 CADDYFILE = SEED / "Caddyfile"
 

@@ -10,6 +10,7 @@ import time
 import consul
 import pytest
 
+from devstack.emulators.consul import Consul17, ConsulEmulator
 from hecatelib.consul import TimeoutSession
 from hecatelib.consul import client as consul_client
 from hecatelib.consul import lock as consul_lock
@@ -18,7 +19,6 @@ from hecatelib.consul.lock import ConsulLock, LockError, LockLost, LockTimeout
 from hecatelib.consul.records import Records
 from hecatelib.errors import RecordError
 from tests.conftest import assert_no_violations
-from tests.emulators.consul import Consul17, ConsulEmulator
 from tests.support import lock_holder
 from tests.support.lock_holder import OTHER_HOST
 

@@ -9,7 +9,7 @@ import consul.exceptions
 import pytest
 import requests
 
-from tests.emulators.consul import ConsulEmulator
+from devstack.emulators.consul import ConsulEmulator
 
 TOKEN = "root-token"
 

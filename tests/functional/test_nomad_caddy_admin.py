@@ -10,11 +10,11 @@ import urllib.request
 
 import pytest
 
+from devstack import host
+from devstack.caddy import Caddy, free_port
+from devstack.emulators.nomad import hcl_to_job
+from devstack.pillars import seed_tree
 from hecatelib import schema
-from tests.emulators.nomad import hcl_to_job
-from tests.support import host
-from tests.support.caddy import Caddy, free_port
-from tests.support.pillars import seed_tree
 from tests.unit.test_nomad_templates import render, task
 
 

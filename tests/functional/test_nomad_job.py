@@ -9,10 +9,10 @@ import time
 import pytest
 from salt.exceptions import CommandExecutionError
 
+from devstack.emulators.nomad import start_nomad
+from devstack.pillars import seed_tree
 from hecatelib.nomad import jobs as nomad_jobs
 from tests.conftest import assert_no_violations, loaders_for
-from tests.emulators.nomad import start_nomad
-from tests.support.pillars import seed_tree
 
 TOKEN = "nomad-acl-0123456789"
 STAGE_ORDER = ["postgresql", "redis", "reverse-proxy", "authentik", "helen-bridge"]

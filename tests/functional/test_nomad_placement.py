@@ -10,13 +10,13 @@ import hcl2
 import pytest
 import requests
 
+from devstack import host
+from devstack.emulators.nomad import hcl_to_job, start_nomad
+from devstack.pillars import seed_tree
 from hecatelib import schema
 from hecatelib.nomad import jobs as nomad_jobs
 from hecatelib.terraform import render as terraform_render
 from tests.conftest import REPO, assert_no_violations
-from tests.emulators.nomad import hcl_to_job, start_nomad
-from tests.support import host
-from tests.support.pillars import seed_tree
 
 TOKEN = "nomad-placement-token"
 TEMPLATES = terraform_render.load_templates(REPO / "salt" / "hecate" / "terraform")

@@ -11,15 +11,15 @@ import json
 import hcl2
 import pytest
 
+from devstack import host
+from devstack.caddy import Backend, Caddy, free_port
+from devstack.emulators.consul import ConsulEmulator
+from devstack.emulators.nomad import start_nomad
+from devstack.http import backend_of, get
+from devstack.pillars import local_seed_tree, seed_tree
+from devstack.stack import CONSUL_TOKEN, NOMAD_TOKEN, terraform_binary
 from tests.conftest import assert_no_violations
-from tests.emulators.consul import ConsulEmulator
-from tests.emulators.nomad import start_nomad
 from tests.functional.test_hecate_consul import SEED_SERVICES
-from tests.support import host
-from tests.support.caddy import Backend, Caddy, free_port
-from tests.support.http import backend_of, get
-from tests.support.pillars import local_seed_tree, seed_tree
-from tests.support.stack import CONSUL_TOKEN, NOMAD_TOKEN, terraform_binary
 
 ROLES = {"hecate-postgresql": "db", "hecate-redis": "db", "hecate-reverse-proxy": "edge", "hecate-authentik": "app",
          "hecate-helen-bridge": "edge"}  # fmt: skip

@@ -9,9 +9,9 @@ import time
 import pytest
 import requests
 
+from devstack.emulators.nomad import STATUS_DESCRIPTIONS, hcl_to_job, start_nomad
+from devstack.pillars import seed_tree
 from tests.conftest import assert_no_violations
-from tests.emulators.nomad import STATUS_DESCRIPTIONS, hcl_to_job, start_nomad
-from tests.support.pillars import seed_tree
 
 SCOPED = "nomad-token-scoped-to-edge"
 EVERYWHERE = "nomad-token-management"

@@ -4,8 +4,8 @@ failed route with a reason that says so, never a traceback and never "no answer"
 import socket
 import threading
 
+from devstack.caddy import free_port
 from hecatelib.caddy import probe as caddy_probe
-from tests.support.caddy import free_port
 
 HEADERS = 150  # http.client._MAXHEADERS is 100
 

@@ -6,11 +6,11 @@ import time
 import consul
 import pytest
 
+from devstack.emulators.consul import Consul17, ConsulEmulator
+from devstack.emulators.vault import ROOT, VaultEmulator
 from hecatelib import secret_refs
 from hecatelib.secret_refs import SecretError, resolve
 from tests.conftest import assert_no_violations
-from tests.emulators.consul import Consul17, ConsulEmulator
-from tests.emulators.vault import ROOT, VaultEmulator
 
 VAULT_TOKEN = "hvs.root-token-for-tests"
 CONSUL_TOKEN = "consul-master-token"

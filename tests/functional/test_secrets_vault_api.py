@@ -6,7 +6,7 @@ import hvac.exceptions
 import pytest
 import requests
 
-from tests.emulators.vault import ROOT, VaultEmulator
+from devstack.emulators.vault import ROOT, VaultEmulator
 
 TOKEN = "hvs.root"
 

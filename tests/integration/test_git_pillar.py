@@ -13,11 +13,11 @@ import time
 import pytest
 import yaml
 
-from tests.support import host
-from tests.support.caddy import Caddy, free_port
-from tests.support.http import backend_of, get
-from tests.support.pillars import local_seed_tree
-from tests.support.stack import master_overrides, until
+from devstack import host
+from devstack.caddy import Caddy, free_port
+from devstack.http import backend_of, get
+from devstack.pillars import local_seed_tree
+from devstack.stack import master_overrides, until
 
 BIN = pathlib.Path(sys.executable).parent
 pytestmark = pytest.mark.integration

@@ -5,8 +5,8 @@ import copy
 
 import pytest
 
+from devstack.emulators.hetzner import HetznerDNS
 from tests.conftest import assert_no_violations
-from tests.emulators.hetzner import HetznerDNS
 
 pytestmark = pytest.mark.integration
 

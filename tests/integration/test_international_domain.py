@@ -8,11 +8,11 @@ import copy
 import consul as consul_client
 import pytest
 
-from tests.emulators.authentik import AuthentikEmulator
-from tests.emulators.hetzner import HetznerDNS
-from tests.support.caddy import Backend
-from tests.support.http import backend_of, get
-from tests.support.stack import AK_TOKEN, CONSUL_TOKEN, EDGE_IP, HZ_TOKEN
+from devstack.caddy import Backend
+from devstack.emulators.authentik import AuthentikEmulator
+from devstack.emulators.hetzner import HetznerDNS
+from devstack.http import backend_of, get
+from devstack.stack import AK_TOKEN, CONSUL_TOKEN, EDGE_IP, HZ_TOKEN
 
 pytestmark = pytest.mark.integration
 

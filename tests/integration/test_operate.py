@@ -9,9 +9,8 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import SEED
-from tests.support import host
-from tests.support.http import backend_of, get
+from devstack import SEED, host
+from devstack.http import backend_of, get
 
 pytestmark = pytest.mark.integration
 

@@ -15,11 +15,11 @@ import time
 import pytest
 import yaml
 
+from devstack.http import backend_of, get
+from devstack.stack import until
 from hecatelib.consul.lock import ConsulLock
 from hecatelib.consul.records import Records
 from tests.integration.test_orchestrate import deploy, lock_holder, running, use
-from tests.support.http import backend_of, get
-from tests.support.stack import until
 
 pytestmark = pytest.mark.integration
 

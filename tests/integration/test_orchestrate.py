@@ -13,11 +13,11 @@ import time
 
 import pytest
 
+from devstack.http import backend_of, get
+from devstack.stack import jobs_of_run, until
 from hecatelib.consul.lock import ConsulLock
 from hecatelib.consul.records import Records
 from tests.support import browser
-from tests.support.http import backend_of, get
-from tests.support.stack import jobs_of_run, until
 
 pytestmark = pytest.mark.integration
 

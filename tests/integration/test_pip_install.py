@@ -12,10 +12,10 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import REPO, SEED
-from tests.support import host
-from tests.support.http import backend_of, get
-from tests.support.stack import CONSUL_TOKEN, VAULT_TOKEN
+from devstack import SEED, host
+from devstack.http import backend_of, get
+from devstack.stack import CONSUL_TOKEN, VAULT_TOKEN
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
 BIN = pathlib.Path(sys.executable).parent

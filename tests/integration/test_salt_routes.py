@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from tests.support.http import backend_of, get
+from devstack.http import backend_of, get
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from tests.support import host
+from devstack import host
+from devstack.stack import AUTHENTIK_KEY, CONSUL_TOKEN, COTURN_SECRET, VAULT_TOKEN, until
 from tests.support.certs import CA, key_fragments
-from tests.support.stack import AUTHENTIK_KEY, CONSUL_TOKEN, COTURN_SECRET, VAULT_TOKEN, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 

@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 import requests
 
-from tests.emulators.base import Emulator, Response
+from devstack.emulators.base import Emulator, Response
 
 HOP_HEADERS = ("authorization", "content-type", "accept")  # what a client of a JSON API needs passed on
 

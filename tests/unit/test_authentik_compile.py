@@ -7,10 +7,11 @@ import jinja2
 import pytest
 import yaml
 
+from devstack import SEED
 from hecatelib import schema
 from hecatelib.authentik import objects as ha
 from hecatelib.spec import PillarError
-from tests.conftest import FIXTURES, SEED
+from tests.conftest import FIXTURES
 
 REFERENCE = FIXTURES / "reference" / "caddy"
 

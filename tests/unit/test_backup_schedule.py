@@ -4,9 +4,9 @@ and its retention removes old backups, never the newest, never anything that is 
 
 import datetime
 
+from devstack.pillars import seed_tree
 from hecatelib import backups, schema
 from hecatelib.backends import BACKENDS
-from tests.support.pillars import seed_tree
 
 UTC = datetime.timezone.utc
 

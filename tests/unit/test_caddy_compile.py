@@ -7,12 +7,12 @@ import time
 
 import pytest
 
+from devstack.caddy import caddy_binary
+from devstack.pillars import seed_tree
 from hecatelib import schema
 from hecatelib.authentik import objects as authentik_objects
 from hecatelib.caddy import config as caddy_config
 from hecatelib.engine import results
-from tests.support.caddy import caddy_binary
-from tests.support.pillars import seed_tree
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ import copy
 
 import pytest
 
+from devstack.pillars import seed_tree
 from hecatelib import schema
 from hecatelib.caddy import config as caddy_config
 from hecatelib.nomad import jobs as nomad_jobs
-from tests.support.pillars import seed_tree
 from tests.unit.test_caddy_compile import by_service, caddy_adapt, proxy_of
 from tests.unit.test_nomad_templates import parsed
 

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
+from devstack.pillars import seed_tree
 from hecatelib import schema, spec
 from hecatelib.caddy import certs as caddy_certs
 from hecatelib.caddy import config as caddy_config
 from hecatelib.caddy import drift as caddy_drift
 from tests.support.certs import CA, leaked
-from tests.support.pillars import seed_tree
 from tests.unit.test_nomad_templates import parsed, render, task
 
 CERTS = "hecate:reverse_proxy:caddy:tls:certificates"

@@ -4,11 +4,11 @@ import copy
 
 import pytest
 
+from devstack.pillars import seed_tree
 from hecatelib.dns import hetzner
 from hecatelib.dns import zones as dns_zones
 from hecatelib.dns.zones import chunk_txt, normalise_value, parse_txt, relative_name, txt_value
 from hecatelib.spec import PillarError
-from tests.support.pillars import seed_tree
 
 ZONE = "cybermonkey.dev"
 V4, V6 = ["203.0.113.7"], ["2001:db8::7"]

@@ -5,10 +5,10 @@ import copy
 
 import pytest
 
+from devstack.pillars import seed_tree
 from hecatelib import schema
 from hecatelib.dns import zones as dns_zones
 from hecatelib.spec import PillarError
-from tests.support.pillars import seed_tree
 
 
 def errors_of(**dns):

@@ -27,7 +27,7 @@ LOADER_MODULES = {
 FUNCTION = re.compile(rf"^(?:salt(?:-call|-run)?\s+(?:\S+\s+)?)?({'|'.join(LOADER_MODULES)})\.([a-z_]+)\b(?![./])")
 PILLAR = re.compile(r"^hecate:[A-Za-z0-9_:\[\]<>.{},-]+$")
 PYTHON = re.compile(r"^(hecatelib(?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
-FILE = re.compile(r"^(?:_modules|_states|_runners|_pillar|_beacons|_utils|salt|pillar|tests|bench|demo|docs)/[\w./-]+$")
+FILE = re.compile(r"^(?:_modules|_states|_runners|_pillar|_beacons|_utils|salt|pillar|tests|devstack|bench|demo|docs)/[\w./-]+$")
 NOT_FILES = {"salt/hecate/nomad/<job>.nomad.j2", "salt/netapi/hook/hecate/push"}  # a pattern; an event tag
 
 

@@ -7,11 +7,11 @@ import pytest
 import requests
 from salt.exceptions import CommandExecutionError, SaltClientError
 
+from devstack.pillars import seed_tree
 from hecatelib import health as health_report
 from hecatelib import schema
 from hecatelib.backends import BACKENDS
 from hecatelib.dns import zones as dns_zones
-from tests.support.pillars import seed_tree
 
 ZONE = "cybermonkey.dev"
 

@@ -9,8 +9,8 @@ import time
 import pytest
 import yaml
 
+from devstack.pillars import seed_tree
 from hecatelib import cli, schema
-from tests.support.pillars import seed_tree
 
 CORPUS = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "hostile_pillars.yaml"
 CASES = yaml.safe_load(CORPUS.read_text(encoding="utf-8"))

@@ -7,13 +7,13 @@ import re
 
 import pytest
 
+from devstack.pillars import seed_tree
 from hecatelib import schema, spec
 from hecatelib.authentik import objects as authentik_objects
 from hecatelib.caddy import config as caddy_config
 from hecatelib.caddy import probe as caddy_probe
 from hecatelib.dns import zones as dns_zones
 from hecatelib.spec import PillarError
-from tests.support.pillars import seed_tree
 
 ZONE = "cybermonkey.dev"
 STRASSE = "stra\u00dfe.cybermonkey.dev"

@@ -5,10 +5,10 @@ import re
 
 import pytest
 
+from devstack.pillars import seed_tree
 from hecatelib import schema
 from hecatelib.caddy import caddyfile
 from hecatelib.caddy import config as caddy_config
-from tests.support.pillars import seed_tree
 
 SECURITY = [
     {"match": [{"header": {"Cf-Worker": ["*"], "Cf-Ray": ["*"]}}], "handle": [{"handler": "static_response", "status_code": 404}]},

@@ -43,7 +43,7 @@ def test_every_temp_directory_is_removed_by_the_function_that_made_it():
 
 
 def test_the_authentik_emulator_caches_its_specs_in_the_checkout(tmp_path, monkeypatch):
-    from tests.emulators import authentik
+    from devstack.emulators import authentik
 
     empty = tmp_path / "tmp"
     empty.mkdir()

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
+from devstack.pillars import seed_tree
 from hecatelib.nomad import nginx
-from tests.support.pillars import seed_tree
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 STREAM_MODULE = pathlib.Path("/usr/lib/nginx/modules/ngx_stream_module.so")  # Debian builds stream as a module

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
+from devstack.pillars import seed_tree
 from hecatelib.nomad import jobs as nomad_jobs
 from hecatelib.spec import Report
-from tests.support.pillars import seed_tree
 
 
 def errors(nomad):

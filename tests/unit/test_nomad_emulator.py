@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from tests.emulators.nomad import hcl_to_job, start_nomad
+from devstack.emulators.nomad import hcl_to_job, start_nomad
 
 JOB = """
 job "web" {

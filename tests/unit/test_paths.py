@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devstack.pillars import seed_tree
 from hecatelib import paths, schema
 from hecatelib.consul import services as consul_services
 from hecatelib.nomad import jobs as nomad_jobs
-from tests.support.pillars import seed_tree
 from tests.unit.test_nomad_templates import parsed, render
 
 KEY = "hecate:reverse_proxy:caddy:tls:dir"

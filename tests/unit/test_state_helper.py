@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
+from devstack.pillars import seed_tree
 from hecatelib import salt_state, schema
-from tests.support.pillars import seed_tree
 
 
 def test_virtual_names_the_missing_execution_module():

@@ -8,11 +8,11 @@ import json
 import hcl2
 import pytest
 
+from devstack.pillars import seed_tree
 from hecatelib import consul, hcl
 from hecatelib.spec import PillarError, Report
 from hecatelib.terraform import render as tf
 from tests.conftest import REPO
-from tests.support.pillars import seed_tree
 
 TEMPLATES = tf.load_templates(REPO / "salt" / "hecate" / "terraform")
 

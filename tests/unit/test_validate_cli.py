@@ -138,7 +138,7 @@ def test_errors_exit_1_with_key_paths(tmp_path):
 
 def test_importing_the_cli_first_leaves_salts_yaml_whole():
     """Salt's config loading (salt-master, salt-call) needs salt.utils.yaml.safe_load after hecatelib.cli was
-    imported first, as tests/support/pillars.py does (importing salt.utils.yamlloader first broke it)."""
+    imported first, as devstack/pillars.py does (importing salt.utils.yamlloader first broke it)."""
     code = "import hecatelib.cli, salt.utils.yaml; print(salt.utils.yaml.safe_load('a: 1'))"
     done = subprocess.run([sys.executable, "-c", code], cwd=CLI.parent.parent, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "{'a': 1}", done.stderr[-500:]

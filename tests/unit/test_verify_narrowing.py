@@ -7,6 +7,7 @@ import copy
 
 import pytest
 
+from devstack.pillars import seed_tree
 from hecatelib import schema
 from hecatelib.caddy import backend as caddy_backend
 from hecatelib.caddy import config as caddy_config
@@ -14,7 +15,6 @@ from hecatelib.engine.backend import CONTROLLER, EDGE, EXPAND, SWITCH, Backend, 
 from hecatelib.engine.engine import Engine
 from hecatelib.spec import MapOf, Str
 from tests.support import engine as fake
-from tests.support.pillars import seed_tree
 
 
 def toy_state(section, sls):

@@ -65,7 +65,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import jsonschema
 
-from tests.emulators.base import Emulator, OpenAPIRequestChecker, Response, _openapi30_to_jsonschema
+from devstack.emulators.base import Emulator, OpenAPIRequestChecker, Response, _openapi30_to_jsonschema
 
 SPEC_VERSIONS = ("2025.6.1", "2026.5.6")
 EMBEDDED = "goauthentik.io/outposts/embedded"
@@ -144,7 +144,7 @@ _CHECKERS_LOCK = threading.Lock()
 
 
 def spec_path(version):
-    from tests.conftest import SPECS
+    from devstack import SPECS
 
     return str(SPECS / "authentik" / f"authentik-{version}-schema.yml")
 

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import jsonschema
 import yaml
 
-from tests.support.http import serve
+from devstack.http import serve
 
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 

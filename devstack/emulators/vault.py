@@ -21,7 +21,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from tests.emulators.base import READ_METHODS, Emulator, Response
+from devstack.emulators.base import READ_METHODS, Emulator, Response
 
 ROOT = {"policies": ["root"]}
 _DURATION = re.compile(r"^(\d+(ns|us|µs|ms|s|m|h))+$|^\d+$")

@@ -30,8 +30,6 @@ import fnmatch
 import heapq
 import itertools
 import json
-import os
-import pathlib
 import re
 import threading
 import time
@@ -40,7 +38,8 @@ import uuid
 import hcl2
 from hcl2.utils import SerializationOptions
 
-from tests.emulators.base import Emulator, Response
+from devstack import SPECS
+from devstack.emulators.base import Emulator, Response
 
 NS = 1_000_000_000
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -1698,9 +1697,7 @@ class NomadEmulator(Emulator):
         }
 
 
-# hecate's subset of Nomad's API; HECATE_SPECS points the tests at another copy of the specs, as in tests/conftest.py
-DEPLOY_SPEC = pathlib.Path(os.environ.get("HECATE_SPECS", pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "specs"))
-DEPLOY_SPEC = DEPLOY_SPEC / "nomad" / "nomad-deploy-subset.json"
+DEPLOY_SPEC = SPECS / "nomad" / "nomad-deploy-subset.json"  # hecate's subset of Nomad's API
 
 
 def start_nomad(**auth):

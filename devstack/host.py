@@ -1,5 +1,5 @@
 """A scratch host for hecate's roots in tests, never the real /etc: ``ROOT`` is ``hecate_root_prefix`` for every
-minion and master the tests configure (tests/conftest.py ``minion_opts_for``, tests/support/stack.py), so the
+minion and master the tests configure (tests/conftest.py ``minion_opts_for``, devstack/stack.py), so the
 roots are ``ROOT/etc/hecate``, ``ROOT/var/lib/hecate`` and ``ROOT/run/hecate`` (hecatelib.paths). One per test
 process; removed at exit. Unix socket paths stay short (under 108 bytes): ROOT lives in /tmp."""
 

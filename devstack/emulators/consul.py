@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 import consul
 
-from tests.emulators.base import Emulator, Response
+from devstack.emulators.base import Emulator, Response
 
 MAX_VALUE = 512 * 1024  # Consul's default kv_max_value_size
 MAX_WAIT = 600.0  # Consul caps a blocking query's wait at 10 minutes

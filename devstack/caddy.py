@@ -17,8 +17,8 @@ import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.support import host
-from tests.support.http import serve
+from devstack import host
+from devstack.http import serve
 
 READS = {"GET", "HEAD", "OPTIONS"}
 
@@ -76,7 +76,7 @@ def free_port():
 
 class Caddy:
     """``Caddy(workdir).start()``: Caddy with nothing but an admin endpoint on a unix socket, in a directory of
-    its own below the scratch host's /run/hecate (tests.support.host), where a pillar's admin socket must be."""
+    its own below the scratch host's /run/hecate (devstack.host), where a pillar's admin socket must be."""
 
     def __init__(self, workdir, admin=None):
         self.workdir = pathlib.Path(workdir)

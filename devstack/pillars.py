@@ -1,11 +1,11 @@
-"""Pillars for tests: the user's seed pillar rendered as Salt would, and variants pointed at local backends."""
+"""Pillars for the local stack: the user's seed pillar rendered as Salt would, and variants pointed at local backends."""
 
 import copy
-import pathlib
 
+from devstack import SEED as SEED_DIR
 from hecatelib import cli
 
-SEED = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "seed" / "hecate.sls"
+SEED = SEED_DIR / "hecate.sls"
 
 
 def seed_tree():

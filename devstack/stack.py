@@ -8,15 +8,14 @@ import os
 import pathlib
 import time
 
-from tests.emulators.authentik import AuthentikEmulator
-from tests.emulators.consul import ConsulEmulator
-from tests.emulators.hetzner import HetznerDNS
-from tests.emulators.nomad import start_nomad
-from tests.emulators.vault import VaultEmulator
-from tests.support import host
+from devstack import host
+from devstack.emulators.authentik import AuthentikEmulator
+from devstack.emulators.consul import ConsulEmulator
+from devstack.emulators.hetzner import HetznerDNS
+from devstack.emulators.nomad import start_nomad
+from devstack.emulators.vault import VaultEmulator
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-SPECS = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "specs"
+REPO = pathlib.Path(__file__).resolve().parents[1]
 AK_TOKEN = "ak-emulator-token"
 HZ_TOKEN = "hetzner-test-token"
 NOMAD_TOKEN = "nomad-acl-integration"

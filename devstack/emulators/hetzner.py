@@ -26,7 +26,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from tests.emulators.base import Emulator, OpenAPIRequestChecker, Response
+from devstack.emulators.base import Emulator, OpenAPIRequestChecker, Response
 
 NAMESERVERS = ["hydrogen.ns.hetzner.com.", "oxygen.ns.hetzner.com.", "helium.ns.hetzner.de."]
 RRSET_COMMANDS = {
@@ -44,9 +44,9 @@ _NAME = re.compile(r"^(\*|[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_](?
 
 
 def spec_path(specs_dir=None):
-    """The Hetzner OpenAPI document: ``<specs>/hetzner/*.json`` (tests/fixtures/specs, or ``HECATE_SPECS``)."""
+    """The Hetzner OpenAPI document: ``<specs>/hetzner/*.json`` (devstack/fixtures/specs, or ``HECATE_SPECS``)."""
     if specs_dir is None:
-        from tests.conftest import SPECS
+        from devstack import SPECS
 
         specs_dir = SPECS
     directory = pathlib.Path(specs_dir) / "hetzner"
