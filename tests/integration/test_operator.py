@@ -121,6 +121,39 @@ def test_progress_reaches_the_terminal_while_a_run_waits_and_works(
     assert waited.data["deployment"] == "manual-test" and waited.data["alive"] is True and waited.data["pid"] == os.getpid()
 
 
+def test_a_deploy_killed_while_it_works_never_blocks_the_next_one(fresh, salt_run_cli, salt_minion, salt_call_cli, tmp_path, terminal):
+    """The brief's "a killed deploy blocks the next one silently for 45 s": ``kill -9`` of ``salt-run`` while its
+    routes step waits for the minion; the next deploy takes the dead run's lock at once (same host, its pid
+    gone), says so, records the killed run interrupted and deploys. Before: it waited out the session's TTL."""
+    release = tmp_path / "release"
+    hold = f"name=for i in $(seq 1200); do [ -e {release} ] && exit 0; sleep 0.1; done; exit 1"
+    operator = salt_minion.salt_call_cli(timeout=120)
+    other = threading.Thread(target=lambda: operator.run("state.single", "cmd.run", hold))
+    other.start()
+    try:
+        until("the operator's state run under way", lambda: running(salt_call_cli, "state.single"), 60)
+        killed = terminal(without_out(salt_run_cli.cmdline("hecate.deploy")))
+        until("the run waiting for the minion", lambda: killed.line("another state run is under way on hecate-edge"), 120)
+        killed_id = re.search(r"deploy (\S+): \d+ steps", killed.line("steps (")).group(1)
+        killed.process.kill()  # SIGKILL: no finally, no release; the lock's session lives on in Consul
+        killed.process.wait(timeout=30)
+    finally:
+        release.touch()
+        other.join()
+    assert fresh.kv.get(LOCK)[1] is not None  # the dead run still holds the lock
+    started = time.monotonic()
+    after = terminal(salt_run_cli.cmdline("hecate.deploy"))
+    took_over = until("the next run taking the lock over", lambda: after.line("died holding the deploy lock"), 60)
+    assert time.monotonic() - started < 15, after.lines  # salt-run's start-up and the takeover: not the TTL
+    assert killed_id in took_over and "recorded as interrupted" in took_over, took_over
+    result = json.loads(after.wait())
+    print("the next deploy's terminal:", *after.lines, sep="\n  ")  # what an operator sees (pytest -s)
+    assert after.process.returncode == 0 and result["status"] == "success", (result, after.lines)
+    history = {run["id"]: run["status"] for run in salt_run_cli.run("hecate.history").data}
+    assert history[killed_id] == "interrupted" and history[result["id"]] == "success", history
+    assert salt_run_cli.run("hecate.show", killed_id).data["status"] == "interrupted"
+
+
 def test_rollback_with_out_json_is_one_document_and_says_its_target_on_the_terminal(
     fresh, salt_run_cli, edge_tree, edge_backends, pillar_files, salt_call_cli, terminal
 ):
