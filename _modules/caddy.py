@@ -31,9 +31,11 @@ try:
     from hecatelib.caddy import config as caddy_config
     from hecatelib.caddy import drift as caddy_drift
     from hecatelib.caddy import probe as caddy_probe
+    from hecatelib.errors import ApiError, Conflict, OutcomeUnknown
     from hecatelib.spec import Report
 except ImportError as exc:  # pragma: no cover - hecate's _utils not synced, or a library missing
     IMPORT_ERROR = f"cannot import {exc.name}"
+    ApiError = Conflict = OutcomeUnknown = CommandExecutionError  # the classes below still define; __virtual__ says why not
 else:
     IMPORT_ERROR = None
 
@@ -51,19 +53,13 @@ def __virtual__():
     return __virtualname__
 
 
-class AdminError(CommandExecutionError):
+class AdminError(ApiError):
     """Caddy's admin API refused a request; ``status`` is the HTTP status (0: no answer)."""
 
     sent = False  # with status 0: the request went out, so Caddy may have applied it
-    outcome_unknown = False  # a write whose effect could not be established
-
-    def __init__(self, message, status=0, body=None):
-        super().__init__(message)
-        self.status = status
-        self.body = body
 
 
-class EtagMismatch(AdminError):
+class EtagMismatch(AdminError, Conflict):
     """412: the config changed since it was read (someone else wrote). Re-read and retry."""
 
 
@@ -415,7 +411,7 @@ def delete(route_id, etag=None):
     return True
 
 
-class Superseded(AdminError):
+class Superseded(AdminError, Conflict):
     """The live config is no longer the one this run wrote: another writer committed since. Not restored."""
 
 
@@ -441,7 +437,7 @@ def restore(snap, expect=None, timeout=None):
     timeout
         Seconds to wait for Caddy's answer once the write is sent (default 30). When no answer comes,
         the config is read again: the snapshot live means restored; anything else is reported as an
-        unknown outcome (``outcome_unknown``), never as a failed restore.
+        unknown outcome (``hecatelib.errors.OutcomeUnknown``), never as a failed restore.
 
     CLI Example:
 
@@ -486,9 +482,7 @@ def _restore_write(method, path, target, etag, timeout):
                 return True
         except AdminError:
             pass
-    unknown = AdminError(f"outcome unknown: Caddy did not answer the restore ({failure}) and its config is not the snapshot now", 0)
-    unknown.outcome_unknown = True
-    raise unknown
+    raise OutcomeUnknown(f"outcome unknown: Caddy did not answer the restore ({failure}) and its config is not the snapshot now")
 
 
 def compile():  # the verb operators look for; shadows a builtin only inside this module

@@ -23,7 +23,7 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    from hecatelib import paths, salt_state, schema
+    from hecatelib import errors, paths, salt_state, schema
     from hecatelib.caddy import certs as caddy_certs
     from hecatelib.caddy import config as caddy_config
     from hecatelib.caddy import drift as caddy_drift
@@ -63,9 +63,9 @@ def _roll_back(snap, failures, written=None):
         __salt__["caddy.restore"](snap, expect=written)
         outcome = "restored the config from before this run"
     except CommandExecutionError as exc:
-        if getattr(exc, "status", None) == 412:  # caddy.Superseded: another run committed after ours; its config stays
+        if isinstance(exc, errors.Conflict):  # caddy.Superseded: another run committed after ours; its config stays
             outcome = f"NOT restored: {exc}"
-        elif getattr(exc, "outcome_unknown", False):
+        elif isinstance(exc, errors.OutcomeUnknown):
             outcome = f"restoring the previous config: {exc}"
         else:
             outcome = f"AND restoring the previous config failed: {exc}"
@@ -127,12 +127,11 @@ def routes_managed(name):
                 __salt__["caddy.apply"](desired, snap["etag"])
                 break
             except CommandExecutionError as exc:
-                status = getattr(exc, "status", None)
-                if status == 0:  # no answer: Caddy may still apply the request it got
+                if isinstance(exc, errors.ApiError) and exc.status == 0:  # no answer: Caddy may still apply the request it got
                     return salt_state.fail(
                         ret, f"Caddy's admin API did not answer: whether it applied the change is unknown; re-run: {exc}"
                     )
-                if status != 412:
+                if not isinstance(exc, errors.Conflict):
                     return salt_state.fail(ret, f"Caddy rejected the new config and keeps serving the previous one: {exc}")
         else:
             return salt_state.fail(ret, f"Caddy's config changed under us {ETAG_RETRIES} times in a row (another writer?); nothing applied")

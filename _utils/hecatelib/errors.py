@@ -19,6 +19,10 @@ class Conflict(ApiError):
     """A check-and-set write lost: someone else wrote since we read (Caddy's 412, Nomad's modify index)."""
 
 
+class OutcomeUnknown(ApiError):
+    """A write went out and no answer came back, and a read could not tell whether it took effect."""
+
+
 class LockError(CommandExecutionError):
     """The deploy lock could not be taken or kept."""
 
