@@ -679,35 +679,56 @@ def compile_zones(tree, targets=None, report=None, require_targets=True):
     zones = managed_zones(dns)
     if not zones:
         return {}
-    default_ttl = dns.get("ttl") or DEFAULT_TTL
-    ipv4, ipv6 = _targets(dns, targets, report)
-    desired = {zone: {} for zone in zones}
-    claimed = {}  # (zone, name, type) -> key path that defined it
+    desired = _DesiredSets(zones, dns.get("ttl") or DEFAULT_TTL, report)
+    _route_sets(desired, _routes(tree), _targets(dns, targets, report), require_targets)
+    _record_sets(desired, dns.get("records") or [])
+    for zone, rrsets in desired.sets.items():
+        _check_zone_sets(zone, rrsets, bool(dns.get("wildcard")), report)
+    if own_report:
+        report.raise_if_errors()
+    return desired.sets
 
-    def add(zone, rel, rtype, values, ttl, path, value_path, shared=False):
+
+class _DesiredSets:
+    """The RRSets being compiled, ``sets = {zone: {(name, type): rrset}}``; a set defined twice must agree."""
+
+    def __init__(self, zones, default_ttl, report):
+        self.zones, self.default_ttl, self.report = zones, default_ttl, report
+        self.sets = {zone: {} for zone in zones}
+
+    def zone_of(self, name, path, hint=""):
+        """The managed zone ``name`` is in, or None with the problem said at ``path``."""
+        zone = zone_for(name, self.zones)
+        if zone is None:
+            self.report.error(path, f"{name} is outside every managed DNS zone ({', '.join(self.zones)}){hint}")
+        return zone
+
+    def add(self, zone, rel, rtype, values, ttl, path, value_path, shared=False):
         try:
             records = normalise_records(rtype, values)
         except ValueError as exc:
-            report.error(value_path, str(exc))
+            self.report.error(value_path, str(exc))
             return
         for problem in rrset_problems(rel, rtype, records, ttl):
-            report.error(path, f"{absolute_name(rel, zone)} {rtype}: {problem}")
-        entry = {"name": rel, "type": rtype, "ttl": ttl, "records": records, "path": path, "shared": shared}
-        old = desired[zone].get((rel, rtype))
-        if old is not None:
-            old["shared"] = False  # defined twice (a route and a record): it keeps a set of its own
-            if (old["records"], old["ttl"]) != (records, ttl):
-                report.error(
-                    path,
-                    f"{absolute_name(rel, zone)} {rtype} is also defined at {old['path']} with different "
-                    f"values or TTL ({old['records']} ttl {old['ttl']} vs {records} ttl {ttl})",
-                )
+            self.report.error(path, f"{absolute_name(rel, zone)} {rtype}: {problem}")
+        old = self.sets[zone].get((rel, rtype))
+        if old is None:
+            self.sets[zone][(rel, rtype)] = {"name": rel, "type": rtype, "ttl": ttl, "records": records, "path": path, "shared": shared}
             return
-        desired[zone][(rel, rtype)] = entry
-        claimed[(zone, rel, rtype)] = path
+        old["shared"] = False  # defined twice (a route and a record): it keeps a set of its own
+        if (old["records"], old["ttl"]) != (records, ttl):
+            self.report.error(
+                path,
+                f"{absolute_name(rel, zone)} {rtype} is also defined at {old['path']} with different "
+                f"values or TTL ({old['records']} ttl {old['ttl']} vs {records} ttl {ttl})",
+            )
 
+
+def _route_sets(desired, routes, targets, require_targets):
+    """Each route's set: a CNAME when its ``dns: {cname}`` says so, else A/AAAA to the edge addresses."""
+    ipv4, ipv6 = targets
     missing_targets = []
-    for i, route in enumerate(_routes(tree)):
+    for i, route in enumerate(routes):
         if not isinstance(route, dict) or not isinstance(route.get("domain"), str):
             continue
         where = index("hecate:reverse_proxy:caddy:routes", i)
@@ -716,65 +737,60 @@ def compile_zones(tree, targets=None, report=None, require_targets=True):
             continue
         options = options if isinstance(options, dict) else {}
         domain = to_ascii(route["domain"])
-        zone = zone_for(domain, zones)
+        zone = desired.zone_of(domain, key(where, "domain"), "; add its zone to hecate:dns:zones or set dns: false on this route")
         if zone is None:
-            report.error(
-                key(where, "domain"),
-                f"{domain} is outside every managed DNS zone ({', '.join(zones)}); "
-                "add its zone to hecate:dns:zones or set dns: false on this route",
-            )
             continue
         rel = relative_name(domain, zone)
-        ttl = options.get("ttl") or default_ttl
+        ttl = options.get("ttl") or desired.default_ttl
         if options.get("cname"):
-            add(zone, rel, "CNAME", [options["cname"]], ttl, key(where, "dns"), key(where, "dns:cname"))
+            desired.add(zone, rel, "CNAME", [options["cname"]], ttl, key(where, "dns"), key(where, "dns:cname"))
             continue
         if not ipv4 and not ipv6:
             missing_targets.append(domain)
             continue
-        shared = ttl == default_ttl  # the edge targets at the zone's TTL: what a wildcard set answers
-        if ipv4:
-            add(zone, rel, "A", ipv4, ttl, key(where, "domain"), "hecate:dns:targets:ipv4", shared)
-        if ipv6:
-            add(zone, rel, "AAAA", ipv6, ttl, key(where, "domain"), "hecate:dns:targets:ipv6", shared)
+        shared = ttl == desired.default_ttl  # the edge targets at the zone's TTL: what a wildcard set answers
+        for rtype, values, source in (("A", ipv4, "ipv4"), ("AAAA", ipv6, "ipv6")):
+            if values:
+                desired.add(zone, rel, rtype, values, ttl, key(where, "domain"), f"hecate:dns:targets:{source}", shared)
     if missing_targets and require_targets:
-        report.error(
+        desired.report.error(
             "hecate:dns:targets",
             f"no ipv4/ipv6 edge address for {', '.join(missing_targets)}: set hecate:dns:targets or pass targets (terraform outputs)",
         )
 
-    for j, record in enumerate(dns.get("records") or []):
+
+def _record_sets(desired, records):
+    """``hecate:dns:records``: sets hecate manages beside the routes'."""
+    for j, record in enumerate(records):
         where = index("hecate:dns:records", j)
         if not isinstance(record, dict) or not record.get("name") or not record.get("type"):
             continue
         name = to_ascii(record["name"])
-        zone = zone_for(name, zones)
+        zone = desired.zone_of(name, key(where, "name"))
         if zone is None:
-            report.error(key(where, "name"), f"{name} is outside every managed DNS zone ({', '.join(zones)})")
             continue
-        rel = relative_name(name, zone)
         values = record.get("values")
         values = [values] if isinstance(values, str) else list(values or [])
-        add(zone, rel, str(record["type"]).upper(), values, record.get("ttl") or default_ttl, where, key(where, "values"))
+        ttl = record.get("ttl") or desired.default_ttl
+        desired.add(zone, relative_name(name, zone), str(record["type"]).upper(), values, ttl, where, key(where, "values"))
 
-    for zone, rrsets in desired.items():
-        if dns.get("wildcard") and any(rel == WILDCARD for rel, _ in rrsets):
-            path = next(r["path"] for (rel, _), r in rrsets.items() if rel == WILDCARD)
-            report.error(path, f"{WILDCARD}.{zone} is hecate's own with hecate:dns:wildcard on; drop this record or the wildcard")
-        by_name = {}
-        for rel, rtype in rrsets:
-            by_name.setdefault(rel, []).append(rtype)
-        for rel, types in by_name.items():
-            if "CNAME" in types and len(types) > 1:
-                others = sorted(t for t in types if t != "CNAME")
-                report.error(
-                    rrsets[(rel, "CNAME")]["path"],
-                    f"{absolute_name(rel, zone)} has a CNAME and also {', '.join(others)} "
-                    f"(from {', '.join(rrsets[(rel, t)]['path'] for t in others)}): a CNAME stands alone",
-                )
-    if own_report:
-        report.raise_if_errors()
-    return desired
+
+def _check_zone_sets(zone, rrsets, wildcard, report):
+    """Rules across a zone's sets: the wildcard is hecate's own when on; a CNAME stands alone."""
+    if wildcard and any(rel == WILDCARD for rel, _ in rrsets):
+        path = next(r["path"] for (rel, _), r in rrsets.items() if rel == WILDCARD)
+        report.error(path, f"{WILDCARD}.{zone} is hecate's own with hecate:dns:wildcard on; drop this record or the wildcard")
+    by_name = {}
+    for rel, rtype in rrsets:
+        by_name.setdefault(rel, []).append(rtype)
+    for rel, types in by_name.items():
+        if "CNAME" in types and len(types) > 1:
+            others = sorted(t for t in types if t != "CNAME")
+            report.error(
+                rrsets[(rel, "CNAME")]["path"],
+                f"{absolute_name(rel, zone)} has a CNAME and also {', '.join(others)} "
+                f"(from {', '.join(rrsets[(rel, t)]['path'] for t in others)}): a CNAME stands alone",
+            )
 
 
 def desired_from_list(rrsets, zone, default_ttl=None):
