@@ -643,7 +643,7 @@ def job_context(tree, name):
     """Everything one job template needs, from the validated ``hecate`` tree. Pure."""
     nomad = settings(tree)
     job = job_settings(tree, name)
-    update = dict(job["update"])
+    deployment = tree.get("deployment") or {}
     ctx = {
         "name": name,
         "job_id": job["id"],
@@ -651,92 +651,105 @@ def job_context(tree, name):
         "region": nomad["region"],
         "datacenters": job["datacenters"],
         "count": job["count"],
-        "update": update,
+        "update": dict(job["update"]),
         "constraints": job["constraints"],
         "vault": nomad["vault"],
         "secrets": nomad["secrets"],
         "job": job,
         "hecate": tree,
         "static_delimiters": STATIC,
-        "check_interval": f"{int((tree.get('deployment') or {}).get('health_check_interval', 30))}s",
-        "check_timeout": f"{int((tree.get('deployment') or {}).get('health_check_timeout', 5))}s",
+        "check_interval": f"{int(deployment.get('health_check_interval', 30))}s",
+        "check_timeout": f"{int(deployment.get('health_check_timeout', 5))}s",
     }
-    rp = tree.get("reverse_proxy") or {}
-    if name == "reverse-proxy":
-        caddy = rp.get("caddy") or {}
-        ports = {"http": 80, "https": 443, **(caddy.get("ports") or {})}
-        socket = job.get("admin_socket")
-        admin_listen = f"unix/{socket}" if socket else caddy.get("admin") or f"127.0.0.1:{ports.get('admin', 2019)}"
-        proxies = nginx.normalize_proxies((rp.get("nginx") or {}).get("tcp_proxies") or [])
-        for proxy in proxies:
-            proxy["port_label"] = f"stream_{proxy['upstream']}"
-        stream = nginx.render_stream(proxies)
-        coturn = rp.get("coturn") or None
-        tasks = ["caddy"] + (["nginx-stream"] if proxies else []) + (["coturn"] if coturn else [])
-        ctx.update(
-            images=job["images"],
-            caddy_ports={"http": ports["http"], "https": ports["https"]},
-            static_ports=[("http", ports["http"]), ("https", ports["https"])] + [(p["port_label"], p["listen_port"]) for p in proxies],
-            caddy_bootstrap=_check_static(caddy_bootstrap(tree, admin_listen), "caddy bootstrap"),
-            admin_socket=socket,
-            caddy_start=CADDY_START,
-            **_host_mounts(caddy, socket),
-            # loopback admin: the group runs in the host's network namespace so that 127.0.0.1 is the
-            # edge minion's, and Nomad checks the admin API's /config/ as the seed did
-            host_network=socket is None,
-            admin_check_url=None if socket else f"http://{caddy['admin']}/config/",
-            tcp_proxies=proxies,
-            nginx_conf=_check_static(nginx.render_main(stream, user="nginx", pid="/tmp/nginx.pid"), "nginx.conf")  # noqa: S108
-            if proxies
-            else "",
-            coturn=coturn,
-            coturn_ports={"listening": 3478, "tls_listening": 5349, **((coturn or {}).get("ports") or {})},
-            coturn_conf=coturn_config(coturn, nomad["secrets"]["coturn_static_auth_secret"]) if coturn else "",
-            resources=task_resources(tree, name, tasks, job),
-            disk=job.get("disk") or (tree.get("resources") or {}).get("reverse_proxy", {}).get("disk") or 1024,
-        )
-    elif name == "authentik":
-        ports = {"http": 9000, "https": 9443, **((tree.get("authentik") or {}).get("ports") or {})}
-        ctx.update(
-            images=job["images"],
-            authentik_ports=ports,
-            authentik_env=authentik_env(tree, nomad["secrets"]),
-            resources=task_resources(tree, name, ["server", "worker"], job),
-            # hecate:resources:authentik:disk sizes the group's disk (media and templates in alloc/data)
-            disk=job.get("disk") or (tree.get("resources") or {}).get("authentik", {}).get("disk") or 1024,
-            domain=_authentik_domain(tree),
-        )
-    elif name == "postgresql":
-        ctx.update(
-            image=job.get("image") or f"postgres:{job['version']}",
-            postgres_env=postgres_env(tree, nomad["secrets"]),
-            host_volume=job["host_volume"],
-            resources=task_resources(tree, name, ["postgres"], job),
-        )
-    elif name == "redis":
-        ctx.update(
-            image=job.get("image") or f"redis:{job['version']}",
-            host_volume=job["host_volume"],
-            maxmemory=job["maxmemory"],
-            resources=task_resources(tree, name, ["redis"], job),
-        )
-    elif name == "helen-bridge":
-        upstream = job.get("upstream") or helen_upstream(tree) or "127.0.0.1:8009"
-        ctx.update(
-            images=job["images"],
-            listen_port=job["listen_port"],
-            upstream=upstream,
-            bridge_conf=_check_static(
-                nginx.render_main(
-                    nginx.render_http_proxy(upstream, job["listen_port"], "helen.internal"),
-                    user="nginx",
-                    pid="/tmp/nginx.pid",  # noqa: S108 - inside the container
-                ),
-                "helen-bridge nginx.conf",
-            ),
-            resources=task_resources(tree, name, ["tailscale-proxy"], job),
-        )
+    own = _JOB_CONTEXTS.get(name)
+    if own:
+        ctx.update(own(tree, job, nomad["secrets"]))
     return ctx
+
+
+def _reverse_proxy_context(tree, job, secrets):
+    rp = tree.get("reverse_proxy") or {}
+    caddy = rp.get("caddy") or {}
+    ports = {"http": 80, "https": 443, **(caddy.get("ports") or {})}
+    socket = job.get("admin_socket")
+    admin_listen = f"unix/{socket}" if socket else caddy.get("admin") or f"127.0.0.1:{ports.get('admin', 2019)}"
+    proxies = nginx.normalize_proxies((rp.get("nginx") or {}).get("tcp_proxies") or [])
+    for proxy in proxies:
+        proxy["port_label"] = f"stream_{proxy['upstream']}"
+    coturn = rp.get("coturn") or None
+    tasks = ["caddy"] + (["nginx-stream"] if proxies else []) + (["coturn"] if coturn else [])
+    nginx_conf = nginx.render_main(nginx.render_stream(proxies), user="nginx", pid="/tmp/nginx.pid")  # noqa: S108 - in the container
+    return dict(
+        images=job["images"],
+        caddy_ports={"http": ports["http"], "https": ports["https"]},
+        static_ports=[("http", ports["http"]), ("https", ports["https"])] + [(p["port_label"], p["listen_port"]) for p in proxies],
+        caddy_bootstrap=_check_static(caddy_bootstrap(tree, admin_listen), "caddy bootstrap"),
+        admin_socket=socket,
+        caddy_start=CADDY_START,
+        **_host_mounts(caddy, socket),
+        # loopback admin: the group runs in the host's network namespace so that 127.0.0.1 is the
+        # edge minion's, and Nomad checks the admin API's /config/ as the seed did
+        host_network=socket is None,
+        admin_check_url=None if socket else f"http://{caddy['admin']}/config/",
+        tcp_proxies=proxies,
+        nginx_conf=_check_static(nginx_conf, "nginx.conf") if proxies else "",
+        coturn=coturn,
+        coturn_ports={"listening": 3478, "tls_listening": 5349, **((coturn or {}).get("ports") or {})},
+        coturn_conf=coturn_config(coturn, secrets["coturn_static_auth_secret"]) if coturn else "",
+        resources=task_resources(tree, "reverse-proxy", tasks, job),
+        disk=job.get("disk") or (tree.get("resources") or {}).get("reverse_proxy", {}).get("disk") or 1024,
+    )
+
+
+def _authentik_context(tree, job, secrets):
+    return dict(
+        images=job["images"],
+        authentik_ports={"http": 9000, "https": 9443, **((tree.get("authentik") or {}).get("ports") or {})},
+        authentik_env=authentik_env(tree, secrets),
+        resources=task_resources(tree, "authentik", ["server", "worker"], job),
+        # hecate:resources:authentik:disk sizes the group's disk (media and templates in alloc/data)
+        disk=job.get("disk") or (tree.get("resources") or {}).get("authentik", {}).get("disk") or 1024,
+        domain=_authentik_domain(tree),
+    )
+
+
+def _postgresql_context(tree, job, secrets):
+    return dict(
+        image=job.get("image") or f"postgres:{job['version']}",
+        postgres_env=postgres_env(tree, secrets),
+        host_volume=job["host_volume"],
+        resources=task_resources(tree, "postgresql", ["postgres"], job),
+    )
+
+
+def _redis_context(tree, job, secrets):
+    return dict(
+        image=job.get("image") or f"redis:{job['version']}",
+        host_volume=job["host_volume"],
+        maxmemory=job["maxmemory"],
+        resources=task_resources(tree, "redis", ["redis"], job),
+    )
+
+
+def _helen_bridge_context(tree, job, secrets):
+    upstream = job.get("upstream") or helen_upstream(tree) or "127.0.0.1:8009"
+    conf = nginx.render_main(nginx.render_http_proxy(upstream, job["listen_port"], "helen.internal"), user="nginx", pid="/tmp/nginx.pid")  # noqa: S108 - in the container
+    return dict(
+        images=job["images"],
+        listen_port=job["listen_port"],
+        upstream=upstream,
+        bridge_conf=_check_static(conf, "helen-bridge nginx.conf"),
+        resources=task_resources(tree, "helen-bridge", ["tailscale-proxy"], job),
+    )
+
+
+_JOB_CONTEXTS = {  # what a job's own template needs besides the common part
+    "reverse-proxy": _reverse_proxy_context,
+    "authentik": _authentik_context,
+    "postgresql": _postgresql_context,
+    "redis": _redis_context,
+    "helen-bridge": _helen_bridge_context,
+}
 
 
 def _authentik_domain(tree):
