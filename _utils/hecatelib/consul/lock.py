@@ -272,7 +272,8 @@ class ConsulLock:
                         dead = {**previous, "how": "its session ended without releasing the lock (not renewed in time, or destroyed)"}
                     if dead:
                         who = dead.get("deployment") or dead.get("holder")
-                        log.warning("hecate: took the Consul lock %s over from %s (%s)", self.key, who, dead["how"])
+                        # info: the caller says it (Acquired.dead); a warning would print it twice on salt-run's terminal
+                        log.info("hecate: took the Consul lock %s over from %s (%s)", self.key, who, dead["how"])
                     log.info("hecate: took the Consul lock %s (session %s)", self.key, self.session)
                     return Acquired(round(time.monotonic() - started, 3), dead)
                 if self.lost.is_set():
