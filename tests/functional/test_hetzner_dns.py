@@ -368,7 +368,8 @@ def test_writes_the_rate_limit_will_make_wait_are_said_before_they_are_sent(hetz
     (line,) = ret["warnings"]
     prefix = f"zone {ZONE}: pacing: 16 writes need about 17 requests and the Cloud API's rate limit has 8 of 10 left: about "
     assert line.startswith(prefix) and line.endswith(" s of waiting (hecate:dns:wildcard lets routes share one set)"), line
-    assert 16 <= int(line[len(prefix) :].split()[0]) <= 20  # 9 requests more than are left, one back every 2 s
+    # 9 requests more than are left, one back every 2 s; Reset is whole seconds (rounded up): up to 2.5 s each
+    assert 16 <= int(line[len(prefix) :].split()[0]) <= 23
 
 
 @pytest.mark.fault

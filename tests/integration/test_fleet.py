@@ -207,7 +207,7 @@ def test_the_live_reactor_alerts_or_heals_what_the_beacon_reports(
         reads = until(f"two beacon reads on {healing}", lambda: len(logs[healing].new()) >= 2 and logs[healing].new()[:2], 3 * INTERVAL)
         assert [(method, uri) for _, method, uri in reads] == [("GET", "/config/")] * 2  # nothing drifted: reads only
         gap = reads[1][0] - reads[0][0]
-        assert 0.9 * INTERVAL <= gap <= 1.5 * INTERVAL, gap  # one GET per interval
+        assert 0.6 * INTERVAL <= gap <= 1.5 * INTERVAL, gap  # one GET per interval (a late read under load shortens the next gap)
 
         edited = time.time()
         _hand_edit(fleet_caddies[healing], "cloud.cybermonkey.dev", "elsewhere.example.net")
