@@ -299,14 +299,7 @@ def current_versions(names):
 
         salt-call nomad_job.current_versions '[hecate-redis, hecate-authentik]'
     """
-    client = _client()
-    if isinstance(names, str):
-        names = [n.strip() for n in names.strip("[]").split(",") if n.strip()]
-    out = {}
-    for name in names:
-        job = _or_none(lambda name=name: client.get(f"/v1/job/{_q(name)}", params=client.params()))
-        out[name] = job.get("Version") if isinstance(job, dict) else None
-    return out
+    return {name: job.get("Version") if job else None for name, job in _jobs(names).items()}
 
 
 def current_specs(names):
@@ -321,13 +314,20 @@ def current_specs(names):
 
         salt-call nomad_job.current_specs '[hecate-redis, hecate-authentik]'
     """
+    jobs = _jobs(names)
+    return {name: {"version": job.get("Version"), "spec": nomad_jobs.recorded_spec(job)} if job else None for name, job in jobs.items()}
+
+
+def _jobs(names):
+    """``{name: the job as Nomad returns it, or None}``: one ``GET /v1/job/:id`` each (``names`` a list, or
+    ``[a, b]`` as the CLI passes it)."""
     client = _client()
     if isinstance(names, str):
         names = [n.strip() for n in names.strip("[]").split(",") if n.strip()]
     out = {}
     for name in names:
         job = _or_none(lambda name=name: client.get(f"/v1/job/{_q(name)}", params=client.params()))
-        out[name] = {"version": job.get("Version"), "spec": nomad_jobs.recorded_spec(job)} if isinstance(job, dict) else None
+        out[name] = job if isinstance(job, dict) else None
     return out
 
 
