@@ -73,12 +73,14 @@ def repo():
 def salt_factories_config():
     """A root of its own for the Salt daemons of this session (of each xdist worker): saltfactories'
     default puts them in ``$TMPDIR/<daemon id>``, shared by parallel workers and concurrent runs. Short,
-    for the daemons' unix sockets."""
+    for the daemons' unix sockets. ``slow_stop`` off: salt-factories' default SIGTERMs each daemon process
+    and waits for it to exit (for coverage data, which the suite does not collect), about 8 s per master;
+    a SIGKILL of the daemons at the end of their scope loses nothing a test asserts."""
     import shutil
     import tempfile
 
     root = pathlib.Path(tempfile.mkdtemp(prefix="hsf", dir="/tmp"))
-    yield {"root_dir": root}
+    yield {"root_dir": root, "slow_stop": False}
     shutil.rmtree(root, ignore_errors=True)
 
 

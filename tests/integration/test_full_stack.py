@@ -38,15 +38,13 @@ def stack_tree(edge_tree, emulators, terraform_dir):
 
 
 @pytest.fixture
-def stack(synced, stack_tree, pillar_files, salt_call_cli, edge_caddy, consul):
-    """A fresh start for each test: Caddy empty, no records, the full pillar."""
+def stack(synced, stack_tree, pillar_files, salt_call_cli, edge_caddy, consul, edge_tree):
+    """A fresh start for each test: Caddy empty, no records, the full pillar; the seed's again after it."""
     edge_caddy.reset()
     consul_client.Consul(host="127.0.0.1", port=consul.port, token=CONSUL_TOKEN).kv.delete("hecate/deployments/", recurse=True)
-    pillar_files.write(stack_tree)
-    salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+    pillar_files.load(stack_tree, salt_call_cli)
     yield stack_tree
-    pillar_files.write(stack_tree)
-    salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+    pillar_files.load(edge_tree, salt_call_cli)
 
 
 def nomad_job(emulators, job_id="hecate-reverse-proxy"):
@@ -63,8 +61,7 @@ def writes(emulators):
 
 
 def use(pillar_files, salt_call_cli, tree):
-    pillar_files.write(tree)
-    salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+    pillar_files.load(tree, salt_call_cli)
 
 
 def test_seed_deploys_from_nothing_and_the_second_deploy_writes_nothing(

@@ -58,5 +58,4 @@ def test_state_apply_dns_converges_the_seed_zone_then_writes_nothing(synced, sal
         assert {(r["name"], r["type"]) for r in view.data} >= {("@", "A"), ("delphi", "AAAA")}
         assert hetzner.token not in str(view.data)
     finally:
-        pillar_files.write(edge_tree)
-        salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+        pillar_files.load(edge_tree, salt_call_cli)

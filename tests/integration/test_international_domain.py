@@ -91,5 +91,4 @@ def test_strasse_example_deploys_with_its_a_label_everywhere(
         shown = salt_run_cli.run("hecate.show", run.data["id"]).data["order"]
         assert any(line.startswith("  added: ") and f"{DOMAIN} ({A_LABEL})" in line for line in shown), shown
     finally:
-        pillar_files.write(edge_tree)
-        salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+        pillar_files.load(edge_tree, salt_call_cli)

@@ -19,8 +19,7 @@ pytestmark = pytest.mark.integration
 def routed(synced, edge_caddy, pillar_files, edge_tree, salt_call_cli):
     """The seed pillar applied to the edge Caddy (from nothing), once for this module: a test that breaks
     a route puts it back before it ends."""
-    pillar_files.write(edge_tree)
-    salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+    pillar_files.load(edge_tree, salt_call_cli)
     edge_caddy.reset()
     applied = salt_call_cli.run("state.apply", "hecate.routes")
     assert applied.returncode == 0, applied

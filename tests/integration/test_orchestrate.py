@@ -28,8 +28,7 @@ def deploy(salt_run_cli, *args):
 
 
 def use(pillar_files, salt_call_cli, tree):
-    pillar_files.write(tree)
-    salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+    pillar_files.load(tree, salt_call_cli)
 
 
 def lock_holder(client):

@@ -61,5 +61,4 @@ def test_salt_run_hecate_validate(synced, salt_run_cli, salt_call_cli, pillar_fi
         assert refused.returncode != 0
         assert "Pillar failed to render" in str(refused.data) or "hecate:reverse_proxy:caddy:admin" in str(refused.data)
     finally:
-        pillar_files.write(edge_tree)
-        salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+        pillar_files.load(edge_tree, salt_call_cli)

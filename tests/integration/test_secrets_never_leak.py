@@ -66,8 +66,7 @@ def secret_pillar(synced, pillar_files, edge_tree, salt_call_cli, vault):
                    "allow_insecure_endpoint": True, "targets": {"ipv4": ["203.0.113.7"]}, "timeout": 2, "max_wait": 2}  # fmt: skip
     pillar_files.write(tree)
     yield tree
-    pillar_files.write(edge_tree)
-    salt_call_cli.run("saltutil.refresh_pillar", wait=True)
+    pillar_files.load(edge_tree, salt_call_cli)
 
 
 def test_no_secret_in_logs_events_returns_or_output(
