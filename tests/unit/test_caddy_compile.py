@@ -341,9 +341,9 @@ def test_five_thousand_routes_compile_well_under_a_second(tree):
     tree["reverse_proxy"]["caddy"]["routes"] = [
         {**tree["reverse_proxy"]["caddy"]["routes"][2], "domain": f"app{i}.example.org", "service": f"app{i}"} for i in range(5000)
     ]
-    start = time.perf_counter()
+    start = time.process_time()  # CPU seconds: a loaded machine's wait for a core is not the compiler's
     config = caddy_config.bootstrap_config(tree)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     routes = caddy_config.owned_routes(config)
     assert len(routes) == 5000
     first, last = (routes[f"hecate_route_app{i}"]["handle"][0]["routes"] for i in (0, 4999))
