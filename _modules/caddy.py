@@ -26,7 +26,7 @@ try:
     hecate_fresh.drop_stale()
     from cryptography import x509
 
-    from hecatelib import paths, salt_state, schema
+    from hecatelib import bulk, paths, salt_state, schema
     from hecatelib.caddy import certs as caddy_certs
     from hecatelib.caddy import config as caddy_config
     from hecatelib.caddy import drift as caddy_drift
@@ -137,7 +137,8 @@ def _request(method, path, body=None, headers=None, content_type="application/js
         conn.close()
     text = raw.decode("utf-8", "replace")
     try:
-        parsed = json.loads(text) if text.strip() else None
+        with bulk.gc_paused():  # GET /config/ of 5000 routes: 8 MB of JSON (hecatelib.bulk)
+            parsed = json.loads(text) if text.strip() else None
     except ValueError:
         parsed = text
     if response.status >= 400:
@@ -524,8 +525,9 @@ def plan():
     """
     tree = _tree()
     live = snapshot()["config"]
-    desired = _desired(live, tree)
-    changes = caddy_config.diff(live, desired) if desired != live else {}
+    with bulk.gc_paused():  # the live config and the desired one: thousands of routes each (hecatelib.bulk)
+        desired = _desired(live, tree)
+        changes = caddy_config.diff(live, desired) if desired != live else {}
     return {"changes": changes, "comment": caddy_config.diff_line(changes)}
 
 

@@ -28,7 +28,7 @@ import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 hecate_fresh.drop_stale()
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from hecatelib import backups, cli, paths, schema
+from hecatelib import backups, bulk, cli, paths, schema
 from hecatelib import health as health_report
 from hecatelib import report as report_view
 from hecatelib.backends import BACKENDS
@@ -92,7 +92,8 @@ def _outcome(func):
 
 def _tree(minion=None):
     """The validated ``hecate`` tree as ``minion`` (default: the master itself) gets it."""
-    pillar = __salt__["pillar.show_pillar"](minion or __opts__["id"]) or {}
+    with bulk.gc_paused():  # rendering and checking a pillar of thousands of routes (hecatelib.bulk)
+        pillar = __salt__["pillar.show_pillar"](minion or __opts__["id"]) or {}
     if pillar.get("_errors"):
         raise SaltInvocationError("the pillar did not render: " + "; ".join(_one_line(_explain(str(e))) for e in pillar["_errors"]))
     try:

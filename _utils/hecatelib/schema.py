@@ -11,7 +11,7 @@ next to its compiler).
 
 import re
 
-from hecatelib import backups, consul, paths
+from hecatelib import backups, bulk, consul, paths
 from hecatelib.authentik import objects as authentik_objects
 from hecatelib.backends import BACKENDS
 from hecatelib.caddy import certs as caddy_certs
@@ -383,6 +383,11 @@ def check(tree, backends=None, root_prefix=""):
     Every error names its key path; a route's path carries its domain when that is a valid name:
     ``hecate:reverse_proxy:caddy:routes[6](app.example.org):backend``. Host paths must lie below hecate's
     roots (``hecatelib.paths``), relocated under ``root_prefix`` (the ``hecate_root_prefix`` option) in tests."""
+    with bulk.gc_paused():  # a tree of thousands of routes (hecatelib.bulk)
+        return _check(tree, backends, root_prefix)
+
+
+def _check(tree, backends, root_prefix):
     report = Report("hecate")
     if tree is None:
         report.error("hecate", "missing: the pillar has no 'hecate' key")

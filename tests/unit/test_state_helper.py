@@ -92,6 +92,20 @@ def test_tree_is_validated_once_per_run_and_again_for_a_different_pillar(count_v
     assert len(second["reverse_proxy"]["caddy"]["routes"]) == 1 and len(count_validations) == 2
 
 
+def test_tree_digests_one_pillar_object_once(monkeypatch):
+    """Every state of a run asks for the tree with the same pillar object: the JSON digest of the whole tree
+    (30 ms at 5000 routes) is taken once for it, not once per state."""
+    digests = []
+    real = salt_state._digest
+    monkeypatch.setattr(salt_state, "_digest", lambda raw: digests.append(1) or real(raw))
+    context, pillar = {}, {"hecate": seed_tree()}
+    first = salt_state.tree(pillar, {}, context)
+    for _ in range(8):
+        assert salt_state.tree(pillar, {}, context) is first
+    assert len(digests) == 1
+    assert salt_state.tree({"hecate": seed_tree()}, {}, context) is first and len(digests) == 2
+
+
 def test_tree_does_not_change_the_pillar():
     pillar = {"hecate": seed_tree()}
     salt_state.tree(pillar, {}, {})
