@@ -152,8 +152,11 @@ def test_a_hand_edit_is_reported_with_alert_and_healed_with_heal(fleet, fleet_ca
         tree["reconcile"] = {"policy": "heal", "max_changes": 5}
     fleet_pillar.write(healing)
     try:
+        others = {other: len(fleet_caddies[other].admin_log()) for other in EDGES if other != edge}
         healed = fleet.run("hecate.reconcile", minion=edge)
         assert healed.returncode == 0 and healed.data["action"] == "healed", healed.data
+        # the heal runs on the drifted edge alone (its dry run, write and verify): the others are not even read
+        assert {other: len(fleet_caddies[other].admin_log()) for other in others} == others
         assert healed.data["heal"]["kind"] == "heal" and healed.data["heal"]["status"] == "success"
         assert _serves(fleet_trees[edge]) == (200, "nextcloud")
         history = fleet.run("hecate.drift", history="1h", minion=edge)

@@ -234,3 +234,22 @@ def test_what_a_dry_run_warns_of_is_shown_in_the_plan_and_said_before_the_first_
     assert engine.drive("deploy")["status"] == "success" and world["writes"] == 2
     assert ("lamps: pacing: 2 writes wait about 5 s", 0) in said
     assert "warnings" not in engine.plan()["lamps"]  # nothing left to write: nothing to warn of
+
+
+def test_a_run_given_its_callers_dry_run_makes_no_second_one(world, tmp_path):
+    """A heal takes the dry run its drift was read with (hecate.reconcile): its run publishes no second
+    ``state.apply test=True``, and still applies and records; without it, the run makes its own."""
+    tree = pillar(hall="red")
+    engine, minions = engine_for(world, tree, tmp_path)
+    dry_runs, real = [], minions.state_apply
+    minions.state_apply = lambda target, sls, **kwargs: (
+        (dry_runs.append(sls) if kwargs.get("test") else None) or real(target, sls, **kwargs)
+    )
+    read = engine.dry_run(tree, ["lamps"])
+    assert dry_runs == ["toy.lamps"] and read["lamps"]["changes"]
+    healed = engine.drive("heal", only=["lamps"], dry=read)
+    assert healed["status"] == "success" and world["lamps"] == {"hall": "red"}
+    assert dry_runs == ["toy.lamps"]  # none besides the caller's
+    world["lamps"]["hall"] = "blue"
+    assert engine.drive("heal", only=["lamps"])["status"] == "success" and world["lamps"] == {"hall": "red"}
+    assert dry_runs == ["toy.lamps", "toy.lamps"]
