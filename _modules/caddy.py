@@ -219,6 +219,9 @@ def snapshot(path=None, keep=None):
     return snap
 
 
+OWNED_PREFIXES = (caddy_config.ROUTE_PREFIX, caddy_config.GUARD_PREFIX) if IMPORT_ERROR is None else ()
+
+
 def routes(server=None):
     """List every route of every HTTP server: id, hosts, upstreams, and whether hecate owns it.
 
@@ -244,7 +247,7 @@ def routes(server=None):
                     "id": rid,
                     "hosts": summary["hosts"],
                     "upstreams": summary["upstreams"],
-                    "managed": rid.startswith(caddy_config.ROUTE_PREFIX) or rid in (caddy_config.CATCH_ALL_ID, caddy_config.STRIP_ID),
+                    "managed": rid.startswith(OWNED_PREFIXES) or rid in (caddy_config.CATCH_ALL_ID, caddy_config.STRIP_ID),
                 }
             )
     return found

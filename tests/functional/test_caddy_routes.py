@@ -141,6 +141,7 @@ def test_other_servers_are_left_alone(caddy, make_loaders, local_tree):
     assert live["apps"]["http"]["servers"]["other"] == foreign
     assert [r["@id"] for r in live["apps"]["http"]["servers"]["hecate"]["routes"]] == [
         "hecate_strip_auth_headers",
+        "hecate_guard_common",
         "hecate_route_authentik",
         "hecate_catch_all",
     ]
