@@ -96,8 +96,11 @@ def _tree(minion=None):
         pillar = __salt__["pillar.show_pillar"](minion or __opts__["id"]) or {}
     if pillar.get("_errors"):
         raise SaltInvocationError("the pillar did not render: " + "; ".join(_one_line(_explain(str(e))) for e in pillar["_errors"]))
+    tree, prefix = pillar.get("hecate"), paths.prefix(__opts__)
+    if tree is not None and schema.already_validated(pillar, schema.digest(tree), prefix):  # by the ext_pillar
+        return tree
     try:
-        return schema.validate(pillar.get("hecate"), root_prefix=paths.prefix(__opts__))
+        return schema.validate(tree, root_prefix=prefix)
     except schema.PillarError as exc:
         raise SaltInvocationError(_one_line(str(exc))) from exc
 

@@ -51,9 +51,7 @@ helpers are plain modules on ``sys.path`` and get no dunders of their own):
     is anything the function does not accept. An ``sfun`` not in ``functions`` fails, naming it.
 """
 
-import hashlib
 import inspect
-import json
 import logging
 
 from salt.state import STATE_INTERNAL_KEYWORDS
@@ -103,9 +101,8 @@ def fail(state_ret, comment, changes=None):
 
 def _digest(raw):
     # Canonical JSON: equal trees give equal keys whatever their dict order. default=str covers the odd
-    # non-JSON scalar (a date from YAML); the digest only keys the cache, it is never shown.
-    text = json.dumps(raw, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    # non-JSON scalar (a date from YAML); the digest keys the cache and matches the ext_pillar's mark.
+    return schema.digest(raw)
 
 
 def _warn_minion_config(opts, context):
@@ -138,7 +135,10 @@ def tree(pillar, opts, context):
         root_prefix = paths.prefix(opts)
     except ValueError as exc:  # the minion config's, not the pillar's: named as such
         raise PillarError([(paths.PREFIX_OPTION, str(exc))]) from None
-    validated = schema.validate(raw, root_prefix=root_prefix)  # builds a new tree; pillar stays as it was
+    if schema.already_validated(pillar, key, root_prefix):  # the ext_pillar validated this very tree
+        validated = raw
+    else:
+        validated = schema.validate(raw, root_prefix=root_prefix)  # builds a new tree; pillar stays as it was
     context[CACHE_KEY] = (raw, key, validated)
     return validated
 

@@ -296,8 +296,7 @@ def compile_route(route, tree, shared=None, guarded=True):
     caddy = caddy_settings(tree)
     name = route["profile"]
     if ("profile", name) not in shared:
-        profile = caddy["profiles"][name]
-        shared["profile", name] = (profile_routes(profile), profile_handlers(profile))
+        shared["profile", name] = (profile_routes(caddy["profiles"][name]), profile_handlers(caddy["profiles"][name]))
     inner, handlers = shared["profile", name]
     inner = list(inner) if guarded else []
     if _protected(route):
@@ -357,8 +356,10 @@ def compile_server(tree):
     port = caddy["ports"]["http"] if mode == "off" else caddy["ports"]["https"]
     outposts, guarded, routes, shared = [], {}, [], {}
     for route in sorted(caddy["routes"], key=lambda r: host_order(r["domain"])):  # stable: pillar order otherwise
-        profile = caddy["profiles"][route["profile"]]
-        if "*" in route["domain"] or not profile_routes(profile):
+        name = route["profile"]
+        if ("profile", name) not in shared:
+            shared["profile", name] = (profile_routes(caddy["profiles"][name]), profile_handlers(caddy["profiles"][name]))
+        if "*" in route["domain"] or not shared["profile", name][0]:
             routes.extend(outpost_route(route, tree))
             routes.append(compile_route(route, tree, shared))
             continue
