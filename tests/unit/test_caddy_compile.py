@@ -28,11 +28,16 @@ def proxy_of(route):
     return route["handle"][0]["routes"][-1]["handle"][-1]
 
 
-def rules_of(config, domain):
-    """The blocking rules run before ``domain``'s route: its guard route's (hecate_guard_<profile>)."""
+def guard_of(config, domain):
+    """What runs before ``domain``'s route: its guard route's routes (hecate_guard_<profile>[.auth])."""
     server = config["apps"]["http"]["servers"]["hecate"]
     (guard,) = [r for r in server["routes"] if r["@id"].startswith("hecate_guard_") and domain in r["match"][0]["host"]]
     return guard["handle"][0]["routes"]
+
+
+def rules_of(config, domain):
+    """The blocking rules run before ``domain``'s route (its guard's routes with a matcher)."""
+    return [route for route in guard_of(config, domain) if "match" in route]
 
 
 def test_same_pillar_same_json(tree):
@@ -264,8 +269,17 @@ def test_outpost_route_is_host_and_path_scoped_and_before_its_route():
     assert caddy_config.auth_handlers({"domain": "open.example.org"}, tree) == []
     server = caddy_config.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]
     ids = [r["@id"] for r in server["routes"]]
-    assert ids == ["hecate_strip_auth_headers", "hecate_route_app.outpost", "hecate_guard_common", "hecate_route_app", "hecate_catch_all"]
+    assert ids == [
+        "hecate_strip_auth_headers",
+        "hecate_route_app.outpost",
+        "hecate_guard_common.auth",
+        "hecate_route_app",
+        "hecate_catch_all",
+    ]
     kinds = [r["handle"][-1].get("handler") for r in server["routes"][3]["handle"][0]["routes"]]
+    # protected: the rules run before it, its headers and compression after its forward auth, as before
+    assert "match" in guard_of(caddy_config.bootstrap_config(tree), "app.example.org")[-1]
+    assert [h["handler"] for h in server["routes"][3]["handle"][0]["routes"][-1]["handle"]] == ["headers", "encode", "reverse_proxy"]
     assert kinds[-2:] == ["reverse_proxy", "reverse_proxy"]
 
 
@@ -281,7 +295,7 @@ def test_placeholders_in_pillar_strings_are_escaped_where_caddy_expands_them(tre
     tree["reverse_proxy"]["caddy"]["tls"]["email"] = "{env.USER}@example.org"
     config = caddy_config.bootstrap_config(tree)
     first = tree["reverse_proxy"]["caddy"]["routes"][0]
-    own = by_service(config, first["service"])["handle"][0]["routes"]
+    own = guard_of(config, first["domain"])  # its headers: with its rules, in its guard route
     assert own[-1]["handle"][0]["response"]["set"] == {"X-Env": ["a\\\\{env.HOME\\}"], "X-Leak": ["\\{file./etc/passwd\\}"]}
     inner = rules_of(config, first["domain"])
     assert inner[1]["match"] == [{"path": ["/\\{env.HOME\\}/*"]}]
@@ -315,11 +329,13 @@ def test_exact_hosts_come_before_wildcards_whatever_the_pillar_order():
     ]
     server = caddy_config.bootstrap_config(lab(routes))["apps"]["http"]["servers"]["hecate"]
     assert [r["@id"] for r in server["routes"]] == [
-        "hecate_strip_auth_headers", "hecate_route_secret.outpost", "hecate_guard_common", "hecate_route_secret", "hecate_route_b",
-        "hecate_route_any-a", "hecate_route_any", "hecate_catch_all"]  # fmt: skip
+        "hecate_strip_auth_headers", "hecate_route_secret.outpost", "hecate_guard_common.auth", "hecate_guard_common",
+        "hecate_route_secret", "hecate_route_b", "hecate_route_any-a", "hecate_route_any", "hecate_catch_all"]  # fmt: skip
     # a wildcard also matches the exact hosts: it keeps its blocking rules inside its own route
-    assert len(server["routes"][-2]["handle"][0]["routes"]) == 6 and len(server["routes"][4]["handle"][0]["routes"]) == 1
-    assert server["routes"][2]["match"] == [{"host": ["secret.example.org", "b.example.org"]}]
+    assert len(server["routes"][-2]["handle"][0]["routes"]) == 6 and len(server["routes"][5]["handle"][0]["routes"]) == 1
+    assert server["routes"][2]["match"] == [{"host": ["secret.example.org"]}] and server["routes"][3]["match"] == [
+        {"host": ["b.example.org"]}
+    ]
 
 
 def test_consul_dns_becomes_the_dynamic_upstreams_resolver(tree):
@@ -363,7 +379,8 @@ def test_five_thousand_routes_compile_well_under_a_second(tree):
     # one profile: its blocking rules once, in one guard route for the 5000 hosts (Caddy provisions every matcher
     # on every reload), each route only its own proxy
     assert json.dumps(config).count("header_regexp") == 1 and len(rules_of(config, "app4999.example.org")) == 5
-    assert {len(route["handle"][0]["routes"]) for route in routes.values()} == {1}
+    assert json.dumps(config).count('"encode"') == 1  # headers and compression once too
+    assert {json.dumps([h["handler"] for h in r["handle"][0]["routes"][-1]["handle"]]) for r in routes.values()} == {'["reverse_proxy"]'}
     assert elapsed < 1.0, f"compiling 5000 routes took {elapsed:.2f} s"  # 0.06 s idle, 0.3 s under load (0.67/1.5 before)
 
 
