@@ -4,12 +4,13 @@ health and backup/restore, with nothing else changed. The engine runs on its sea
 (tests/support/engine.py)."""
 
 import copy
+import dataclasses
 
 import pytest
 
 from hecatelib import backups, schema
 from hecatelib import health as health_report
-from hecatelib.engine.backend import CONTROLLER, EXPAND, Backend, Outcome, Read, Stage, first_ok
+from hecatelib.engine.backend import CONTROLLER, EDGE, EXPAND, Backend, Outcome, Read, Stage, first_ok
 from hecatelib.engine.engine import Engine
 from hecatelib.engine.run import Run
 from hecatelib.spec import MapOf, Str
@@ -253,3 +254,19 @@ def test_a_run_given_its_callers_dry_run_makes_no_second_one(world, tmp_path):
     world["lamps"]["hall"] = "blue"
     assert engine.drive("heal", only=["lamps"])["status"] == "success" and world["lamps"] == {"hall": "red"}
     assert dry_runs == ["toy.lamps", "toy.lamps"]
+
+
+def test_an_edge_stage_rolls_out_to_the_edges_that_answered_its_dry_run(world, tmp_path):
+    """The rollout's edges are those that answered the run's dry run moments before: no test.ping job
+    round before the first write (a test.ping is sent only when the run has no dry run of that stage)."""
+    edge_toy = dataclasses.replace(TOY, stages=(Stage("lamps", EDGE, "toy.lamps", EXPAND),))
+    tree = schema.validate({"global": {"domain": "example.org"}, "lamps": {"hall": "red"}}, [edge_toy])
+    minions = fake.Minions(world, {"toy.lamps": lamps_state}, FUNCTIONS, tree)
+    engine = Engine(tree, fake.seams(minions, tmp_path, world["kv"], world["locks"]), [edge_toy])
+    done = engine.drive("deploy", only=["lamps"])
+    assert done["status"] == "success" and world["lamps"] == {"hall": "red"}
+    assert "test.ping" not in minions.published
+    run = engine.begin("deploy", only=["lamps"])
+    world["lamps"]["hall"] = "blue"
+    assert engine.step(run, "lamps")["ok"] and "test.ping" in minions.published  # no dry run: asked who is there
+    engine.finish(run)

@@ -158,7 +158,8 @@ class Engine:
                 if not answer:
                     problems = [self.no_minion(stage)]
                 out[stage.name] = {"ok": ok, "changes": changes, "problems": problems, "seconds": seconds,
-                                   "warnings": results.warnings(split[stage.name])}  # fmt: skip
+                                   "warnings": results.warnings(split[stage.name]),
+                                   "answered": sorted(m for m, a in answer.items() if not a.get("silent"))}  # fmt: skip
         ordered = {name: out[name] for name in stages.stage_names(self.backends) if name in out}
         self.say(_dry_run_line(ordered, seconds))
         return ordered
@@ -302,6 +303,7 @@ class Engine:
         effective = self.effective(run)
         dry = dry if dry is not None else self.dry_run(effective, run.only, run.recorded)
         unchanged = {name for name, stage in dry.items() if stage["ok"] and not stage["changes"]}
+        run.answered = {name: stage["answered"] for name, stage in dry.items() if "answered" in stage}
         run.skip = stages.skippable(self.steps(effective, run.only), unchanged)
         if set(run.steps) - set(run.skip):
             if run.skip:
@@ -369,11 +371,14 @@ class Engine:
 
     def roll_out(self, tree, step, run):
         """An edge stage over the fleet (``hecatelib.engine.fleet``): one canary edge, then batches of
-        ``hecate:deployment:edge_batch``; each edge's own state verifies its routes and restores its own
+        ``hecate:deployment:edge_batch`` (the edges: those that answered the run's dry run, else a
+        ``test.ping``); each edge's own state verifies its routes and restores its own
         snapshot when they fail; a failed batch's other edges are undone and the rollout stops there, so a
         bad change never reaches the edges after it. Progress: ``<kind>/<id>/<step>/<minion>``."""
         started = time.monotonic()
-        edges = sorted(self.call(step.stage.role, "test.ping"))
+        # the edges that answered the run's dry run a moment ago (one job round less than a test.ping)
+        answered = (run.answered or {}).get(step.stage.name)
+        edges = answered if answered is not None else sorted(self.call(step.stage.role, "test.ping"))
         pillar = self.stage_pillar(step, run.recorded)
         changes, problems = {}, []
 
