@@ -126,10 +126,12 @@ def test_a_change_failing_on_the_canary_never_reaches_the_other_edges(fleet, fle
 
 
 def _hand_edit(caddy, domain, new_host):
-    """What an operator's curl to the admin API does: move ``domain``'s route to another host."""
+    """What an operator's curl to the admin API does: move ``domain``'s route (``hecate_route_*``) to another
+    host. Not the guard route its profile shares with every exact host (hecate_guard_*): that is an edit of
+    every route of the profile, which the drift counts as such."""
     config = json.loads(caddy.config_bytes())
     for route in config["apps"]["http"]["servers"]["hecate"]["routes"]:
-        for match in route.get("match", []):
+        for match in route.get("match", []) if route.get("@id", "").startswith("hecate_route_") else ():
             if domain in match.get("host", []):
                 match["host"] = [new_host]
     caddy.load(config)
