@@ -274,8 +274,12 @@ def test_a_change_rolls_out_canary_then_batches_each_one_salt_job_and_a_no_op_is
         since = time.time()
         noop = fleet.run("hecate.deploy", minion=EDGES[0])
         assert noop.returncode == 0 and noop.data["stages"]["routes"].get("skipped"), noop.data
-        published = event_listener.get_events([(fleet_master.id, "salt/job/*/new")], after_time=since)
-        dry = [e.data for e in published if e.data["fun"] == "state.apply" and "hecate.routes" in str(e.data["arg"][0]).split(",")]
+
+        def dry_runs():  # the listener gets the master's events a moment after the run returned: wait for them
+            published = event_listener.get_events([(fleet_master.id, "salt/job/*/new")], after_time=since)
+            return [e.data for e in published if e.data["fun"] == "state.apply" and "hecate.routes" in str(e.data["arg"][0]).split(",")]
+
+        dry = until("the no-op's dry-run job on the bus", dry_runs, 30)
         assert len(dry) == 1 and sorted(dry[0]["minions"]) == list(EDGES), dry  # every edge in one job
         assert {edge: len(caddy.mutations()) for edge, caddy in fleet_caddies.items()} == writes
     finally:
