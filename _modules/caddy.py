@@ -26,7 +26,7 @@ try:
     hecate_fresh.drop_stale()
     from cryptography import x509
 
-    from hecatelib import paths, salt_state, schema
+    from hecatelib import bulk, paths, salt_state, schema
     from hecatelib.caddy import certs as caddy_certs
     from hecatelib.caddy import config as caddy_config
     from hecatelib.caddy import drift as caddy_drift
@@ -106,6 +106,23 @@ def _request(method, path, body=None, headers=None, content_type="application/js
     """One admin request. Returns ``(status, headers, parsed body)``; raises AdminError on >= 400
     (``status`` 0: no answer; ``sent`` says whether the request went out, so may have been applied).
     ``timeout``: seconds to wait for the answer once the request is sent (default: the connection's)."""
+    status, answer_headers, raw = _exchange(method, path, body, headers, content_type, timeout)
+    text = raw.decode("utf-8", "replace")
+    try:
+        with bulk.gc_paused():  # GET /config/ of 5000 routes: 8 MB of JSON (hecatelib.bulk)
+            parsed = json.loads(text) if text.strip() else None
+    except ValueError:
+        parsed = text
+    if status >= 400:
+        message = parsed.get("error") if isinstance(parsed, dict) else text
+        error = EtagMismatch if status == 412 else AdminError
+        raise error(f"Caddy refused {method} {path}: HTTP {status}: {message}", status, parsed)
+    return status, answer_headers, parsed
+
+
+def _exchange(method, path, body=None, headers=None, content_type="application/json", timeout=None):
+    """One admin request and its answer as Caddy sent it: ``(status, headers, body bytes)``; raises
+    AdminError when there is no answer (see :func:`_request`)."""
     address = admin_address()
     payload = None
     if body is not None:
@@ -131,16 +148,7 @@ def _request(method, path, body=None, headers=None, content_type="application/js
         raise error from exc
     finally:
         conn.close()
-    text = raw.decode("utf-8", "replace")
-    try:
-        parsed = json.loads(text) if text.strip() else None
-    except ValueError:
-        parsed = text
-    if response.status >= 400:
-        message = parsed.get("error") if isinstance(parsed, dict) else text
-        error = EtagMismatch if response.status == 412 else AdminError
-        raise error(f"Caddy refused {method} {path}: HTTP {response.status}: {message}", response.status, parsed)
-    return response.status, answer_headers, parsed
+    return response.status, answer_headers, raw
 
 
 def _tree():
@@ -192,26 +200,40 @@ def snapshot(path=None, keep=None):
         salt-call caddy.snapshot
         salt-call caddy.snapshot path=/var/backups/caddy-before.json
     """
-    _, headers, body = _request("GET", "/config/")
-    etag = next((v for k, v in headers.items() if k.lower() == "etag"), None)
-    snap = {"config": body, "etag": etag}
     if keep is not None:
         if not str(keep) or not all(c.isalnum() or c in "-_." for c in str(keep)) or str(keep).startswith("."):
             raise SaltInvocationError(f"keep={str(keep)[:80]!r}: a name of letters, digits, '-', '_' and '.'")
-        folder = os.path.join(__opts__["cachedir"], "hecate", "snapshots")
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        path = os.path.join(folder, f"{keep}.json")
-        # what the drift beacon compares with, as it was: a restore puts it back with the config (else the
-        # beacon would call the restored config drift, and a heal would re-apply the run that was undone)
-        applied = caddy_drift.load_applied(__opts__["cachedir"])
-        paths.write_private(path, json.dumps({**snap, "applied": applied["part"] if applied else None}, sort_keys=True))
-        kept = sorted((os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".json")), key=os.path.getmtime)
-        for old in kept[:-10]:
-            os.remove(old)
-        return {"path": path, "etag": etag}
+        return _keep_snapshot(str(keep))
+    _, headers, body = _request("GET", "/config/")
+    etag = next((v for k, v in headers.items() if k.lower() == "etag"), None)
+    snap = {"config": body, "etag": etag}
     if path:
         paths.write_private(path, json.dumps(snap, indent=2, sort_keys=True))
     return snap
+
+
+OWNED_PREFIXES = (caddy_config.ROUTE_PREFIX, caddy_config.GUARD_PREFIX) if IMPORT_ERROR is None else ()
+
+
+def _keep_snapshot(keep):
+    """``snapshot(keep=...)``: Caddy's config written as Caddy sent it, never decoded here (at 5000 routes,
+    decoding its 8 MB and encoding it again cost more CPU than the request)."""
+    status, headers, raw = _exchange("GET", "/config/")
+    if status >= 400:
+        raise AdminError(f"Caddy refused GET /config/: HTTP {status}: {raw[:300].decode('utf-8', 'replace')}", status)
+    etag = next((v for k, v in headers.items() if k.lower() == "etag"), None)
+    folder = os.path.join(__opts__["cachedir"], "hecate", "snapshots")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    path = os.path.join(folder, f"{keep}.json")
+    # what the drift beacon compares with, as it was: a restore puts it back with the config (else the
+    # beacon would call the restored config drift, and a heal would re-apply the run that was undone)
+    applied = caddy_drift.load_applied(__opts__["cachedir"])
+    fields = json.dumps({"applied": applied["part"] if applied else None, "etag": etag})
+    paths.write_private(path, '{"config": ' + (raw.decode("utf-8").strip() or "null") + ", " + fields[1:])
+    kept = sorted((os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".json")), key=os.path.getmtime)
+    for old in kept[:-10]:
+        os.remove(old)
+    return {"path": path, "etag": etag}
 
 
 def routes(server=None):
@@ -239,7 +261,7 @@ def routes(server=None):
                     "id": rid,
                     "hosts": summary["hosts"],
                     "upstreams": summary["upstreams"],
-                    "managed": rid.startswith(caddy_config.ROUTE_PREFIX) or rid in (caddy_config.CATCH_ALL_ID, caddy_config.STRIP_ID),
+                    "managed": rid.startswith(OWNED_PREFIXES) or rid in (caddy_config.CATCH_ALL_ID, caddy_config.STRIP_ID),
                 }
             )
     return found
@@ -518,8 +540,9 @@ def plan():
     """
     tree = _tree()
     live = snapshot()["config"]
-    desired = _desired(live, tree)
-    changes = caddy_config.diff(live, desired) if desired != live else {}
+    with bulk.gc_paused():  # the live config and the desired one: thousands of routes each (hecatelib.bulk)
+        desired = _desired(live, tree)
+        changes = caddy_config.diff(live, desired) if desired != live else {}
     return {"changes": changes, "comment": caddy_config.diff_line(changes)}
 
 

@@ -28,7 +28,7 @@ import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 hecate_fresh.drop_stale()
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from hecatelib import backups, cli, paths, schema
+from hecatelib import backups, bulk, cli, paths, schema
 from hecatelib import health as health_report
 from hecatelib import report as report_view
 from hecatelib.backends import BACKENDS
@@ -92,11 +92,15 @@ def _outcome(func):
 
 def _tree(minion=None):
     """The validated ``hecate`` tree as ``minion`` (default: the master itself) gets it."""
-    pillar = __salt__["pillar.show_pillar"](minion or __opts__["id"]) or {}
+    with bulk.gc_paused():  # rendering and checking a pillar of thousands of routes (hecatelib.bulk)
+        pillar = __salt__["pillar.show_pillar"](minion or __opts__["id"]) or {}
     if pillar.get("_errors"):
         raise SaltInvocationError("the pillar did not render: " + "; ".join(_one_line(_explain(str(e))) for e in pillar["_errors"]))
+    tree, prefix = pillar.get("hecate"), paths.prefix(__opts__)
+    if tree is not None and schema.already_validated(pillar, schema.digest(tree), prefix):  # by the ext_pillar
+        return tree
     try:
-        return schema.validate(pillar.get("hecate"), root_prefix=paths.prefix(__opts__))
+        return schema.validate(tree, root_prefix=prefix)
     except schema.PillarError as exc:
         raise SaltInvocationError(_one_line(str(exc))) from exc
 
@@ -326,12 +330,12 @@ class _CtrlC:
         return False
 
 
-def _drive(tree, kind, minion=None, broken=None, **kwargs):
+def _drive(tree, kind, minion=None, broken=None, targets=None, **kwargs):
     """One whole run in this process (the engine's ``drive``), Ctrl-C acted on between steps. The handler
     comes before the lock: a first Ctrl-C anywhere only sets the flag, acted on at the next step boundary,
     so it is never raised inside (and lost in) a library call while the run begins. ``broken``: see
-    :func:`_engine`. A success is remembered for :func:`_settings`."""
-    with _CtrlC() as ctrl_c, _engine(tree, broken=broken) as engine:
+    :func:`_engine`; ``targets``: the engine's (``tgt``: one edge). A success is remembered for :func:`_settings`."""
+    with _CtrlC() as ctrl_c, _engine(tree, broken=broken, **(targets or {})) as engine:
         summary = engine.drive(kind, stop=lambda: ctrl_c.hit, **kwargs)
     if summary.get("status") == "success" and not broken:
         _remember(tree, minion)
@@ -648,12 +652,15 @@ def reconcile(minion, backend="caddy", wait=0):
         return _alert(tree, report)
     # a dry run of the stage, on that minion alone for an edge stage: state.apply compiles the pillar afresh
     # (after a git_pillar update a minion's in-memory pillar is the old commit's: caddy.plan there would
-    # count the new commit's routes as drift)
-    with _engine(tree, **({"tgt": minion} if edge else {})) as engine:
-        planned = engine.plan([stage_])[stage_]
+    # count the new commit's routes as drift). The heal runs on the same target and takes this dry run as its
+    # own (no second state.apply test=True): the drifted edge alone is re-applied and verified.
+    targets = {"tgt": minion} if edge else {}
+    with _engine(tree, **targets) as engine:
+        dry = engine.dry_run(tree, [stage_])
+    planned = dry[stage_]
     if not planned["ok"]:
         raise CommandExecutionError(f"{minion}: reading the drift of {stage_} failed: {'; '.join(planned['problems'])}")
-    changes, count = planned["changes"], planned["would_change"]
+    changes, count = results.summarize(planned["changes"]), results.count_changes(planned["changes"])
     report.update(count=count, drift=changes)
     if not count:
         return {**report, "action": "none (no drift now)", "retcode": 0}
@@ -662,7 +669,7 @@ def reconcile(minion, backend="caddy", wait=0):
         report["action"] = f"alert ({why})"
         return _alert(tree, report)
     drifted = {"drift": {"minion": minion, "backend": backend, "count": count}}
-    healed = _drive(tree, "heal", minion=minion, only=[stage_], wait=wait, extra=drifted)
+    healed = _drive(tree, "heal", minion=minion, targets=targets, only=[stage_], wait=wait, extra=drifted, dry=dry)
     report.update(action="healed" if healed.get("status") == "success" else f"heal {healed.get('status')}", run=healed.get("id"))
     _keep_drift(tree, report)
     return {**report, "heal": healed, "retcode": healed.get("retcode", 1)}

@@ -23,7 +23,7 @@ try:
     import hecate_fresh  # first: the helpers as synced now (see hecate_fresh)
 
     hecate_fresh.drop_stale()
-    from hecatelib import errors, paths, salt_state, schema
+    from hecatelib import bulk, errors, paths, salt_state, schema
     from hecatelib.caddy import certs as caddy_certs
     from hecatelib.caddy import config as caddy_config
     from hecatelib.caddy import drift as caddy_drift
@@ -95,6 +95,11 @@ def routes_managed(name):
     hecate's own routes; ``test=True`` returns the diff and writes nothing. Certificate files are
     written before the config that names them; files no config names are removed after a good run.
     """
+    with bulk.gc_paused():  # the live config and the desired one: thousands of routes each (hecatelib.bulk)
+        return _routes_managed(name)
+
+
+def _routes_managed(name):
     ret = salt_state.ret(name)
     try:
         tree = _tree()

@@ -35,6 +35,7 @@ from stack import LocalStack
 from devstack.caddy import caddy_binary
 from devstack.http import backend_of, get
 from devstack.stack import until
+from hecatelib.nomad.jobs import CADDY_START
 from tests.functional.test_caddy_edge import _caddy_task
 from tests.integration.test_fleet import _hand_edit
 from tests.integration.test_git_pillar import PillarRepo
@@ -131,9 +132,10 @@ def restart_to_serving(stack):
     """(b): kill -9 Caddy, start it with the Nomad job's own arguments and bootstrap, poll every route."""
     before = statuses(stack)
     task = _caddy_task(stack.pillar)
-    args = task["Config"]["args"]
-    local = args[args.index("--config") + 1]
-    template = next(t for t in task["Templates"] if t["DestPath"].lstrip("/") == local.lstrip("/"))
+    # the task runs local/caddy-start.sh, which ends in the Caddy command line (hecatelib.nomad.jobs.CADDY_START)
+    args = next(line for line in CADDY_START.splitlines() if line.startswith("exec caddy run")).split()[2:]
+    local = args[args.index("--config") + 1]  # "${NOMAD_TASK_DIR:-/local}/caddy.json": the bootstrap template's file
+    template = next(t for t in task["Templates"] if t["DestPath"].lstrip("/").endswith(local.rsplit("/", 1)[-1].strip('"')))
     bootstrap = stack.run / "caddy" / "bootstrap.json"
     bootstrap.write_text(template["EmbeddedTmpl"])
     command = [caddy_binary(), *[str(bootstrap) if a == local else a for a in args]]

@@ -9,9 +9,11 @@ own section and cross-key checks (``schema`` and ``check`` of its object in ``he
 next to its compiler).
 """
 
+import hashlib
+import json
 import re
 
-from hecatelib import backups, consul, paths
+from hecatelib import backups, bulk, consul, paths
 from hecatelib.authentik import objects as authentik_objects
 from hecatelib.backends import BACKENDS
 from hecatelib.caddy import certs as caddy_certs
@@ -383,6 +385,11 @@ def check(tree, backends=None, root_prefix=""):
     Every error names its key path; a route's path carries its domain when that is a valid name:
     ``hecate:reverse_proxy:caddy:routes[6](app.example.org):backend``. Host paths must lie below hecate's
     roots (``hecatelib.paths``), relocated under ``root_prefix`` (the ``hecate_root_prefix`` option) in tests."""
+    with bulk.gc_paused():  # a tree of thousands of routes (hecatelib.bulk)
+        return _check(tree, backends, root_prefix)
+
+
+def _check(tree, backends, root_prefix):
     report = Report("hecate")
     if tree is None:
         report.error("hecate", "missing: the pillar has no 'hecate' key")
@@ -446,6 +453,29 @@ def _on_what_validated(out, report, cross_check, sections):
 
     report.errors.extend((pillar_index(path), pillar_index(reason)) for path, reason in found.errors)
     report.warnings.extend((pillar_index(path), pillar_index(reason)) for path, reason in found.warnings)
+
+
+# The pillar key hecate's ext_pillar sets beside ``hecate`` (_pillar/hecate.py): the digest of the tree it
+# validated, and the root prefix it validated it for. A reader whose ``hecate`` has that digest (a tree
+# validated once is its own validation: validate(validate(t)) == validate(t)) need not validate it again;
+# a pillar override (a rollback's recorded tree), another source or another prefix does not match.
+VALIDATED_KEY = "hecate_validated"
+
+
+def digest(tree):
+    """The digest of a pillar tree, as :data:`VALIDATED_KEY` carries it: canonical JSON, sha256."""
+    text = json.dumps(tree, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def validated_mark(tree, root_prefix=""):
+    """What the ext_pillar puts at :data:`VALIDATED_KEY` for the tree it validated."""
+    return {"digest": digest(tree), "root_prefix": root_prefix}
+
+
+def already_validated(pillar, tree_digest, root_prefix=""):
+    """Whether ``pillar``'s ``hecate`` (of digest ``tree_digest``) is the tree hecate's ext_pillar validated."""
+    return pillar.get(VALIDATED_KEY) == {"digest": tree_digest, "root_prefix": root_prefix}
 
 
 def validate(tree, backends=None, root_prefix=""):

@@ -126,10 +126,12 @@ def test_a_change_failing_on_the_canary_never_reaches_the_other_edges(fleet, fle
 
 
 def _hand_edit(caddy, domain, new_host):
-    """What an operator's curl to the admin API does: move ``domain``'s route to another host."""
+    """What an operator's curl to the admin API does: move ``domain``'s route (``hecate_route_*``) to another
+    host. Not the guard route its profile shares with every exact host (hecate_guard_*): that is an edit of
+    every route of the profile, which the drift counts as such."""
     config = json.loads(caddy.config_bytes())
     for route in config["apps"]["http"]["servers"]["hecate"]["routes"]:
-        for match in route.get("match", []):
+        for match in route.get("match", []) if route.get("@id", "").startswith("hecate_route_") else ():
             if domain in match.get("host", []):
                 match["host"] = [new_host]
     caddy.load(config)
@@ -152,8 +154,11 @@ def test_a_hand_edit_is_reported_with_alert_and_healed_with_heal(fleet, fleet_ca
         tree["reconcile"] = {"policy": "heal", "max_changes": 5}
     fleet_pillar.write(healing)
     try:
+        others = {other: len(fleet_caddies[other].admin_log()) for other in EDGES if other != edge}
         healed = fleet.run("hecate.reconcile", minion=edge)
         assert healed.returncode == 0 and healed.data["action"] == "healed", healed.data
+        # the heal runs on the drifted edge alone (its dry run, write and verify): the others are not even read
+        assert {other: len(fleet_caddies[other].admin_log()) for other in others} == others
         assert healed.data["heal"]["kind"] == "heal" and healed.data["heal"]["status"] == "success"
         assert _serves(fleet_trees[edge]) == (200, "nextcloud")
         history = fleet.run("hecate.drift", history="1h", minion=edge)
@@ -269,8 +274,12 @@ def test_a_change_rolls_out_canary_then_batches_each_one_salt_job_and_a_no_op_is
         since = time.time()
         noop = fleet.run("hecate.deploy", minion=EDGES[0])
         assert noop.returncode == 0 and noop.data["stages"]["routes"].get("skipped"), noop.data
-        published = event_listener.get_events([(fleet_master.id, "salt/job/*/new")], after_time=since)
-        dry = [e.data for e in published if e.data["fun"] == "state.apply" and "hecate.routes" in str(e.data["arg"][0]).split(",")]
+
+        def dry_runs():  # the listener gets the master's events a moment after the run returned: wait for them
+            published = event_listener.get_events([(fleet_master.id, "salt/job/*/new")], after_time=since)
+            return [e.data for e in published if e.data["fun"] == "state.apply" and "hecate.routes" in str(e.data["arg"][0]).split(",")]
+
+        dry = until("the no-op's dry-run job on the bus", dry_runs, 30)
         assert len(dry) == 1 and sorted(dry[0]["minions"]) == list(EDGES), dry  # every edge in one job
         assert {edge: len(caddy.mutations()) for edge, caddy in fleet_caddies.items()} == writes
     finally:

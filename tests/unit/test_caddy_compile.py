@@ -28,6 +28,18 @@ def proxy_of(route):
     return route["handle"][0]["routes"][-1]["handle"][-1]
 
 
+def guard_of(config, domain):
+    """What runs before ``domain``'s route: its guard route's routes (hecate_guard_<profile>[.auth])."""
+    server = config["apps"]["http"]["servers"]["hecate"]
+    (guard,) = [r for r in server["routes"] if r["@id"].startswith("hecate_guard_") and domain in r["match"][0]["host"]]
+    return guard["handle"][0]["routes"]
+
+
+def rules_of(config, domain):
+    """The blocking rules run before ``domain``'s route (its guard's routes with a matcher)."""
+    return [route for route in guard_of(config, domain) if "match" in route]
+
+
 def test_same_pillar_same_json(tree):
     first = json.dumps(caddy_config.bootstrap_config(tree), sort_keys=True)
     again = json.dumps(caddy_config.bootstrap_config(schema.validate(seed_tree())), sort_keys=True)
@@ -38,7 +50,7 @@ def test_every_route_has_a_deterministic_id_and_the_catch_all_is_last(tree):
     server = caddy_config.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]
     ids = [r["@id"] for r in server["routes"]]
     assert ids[0] == "hecate_strip_auth_headers" and ids[-1] == "hecate_catch_all"
-    assert ids[1:-1] == [f"hecate_route_{r['service']}" for r in tree["reverse_proxy"]["caddy"]["routes"]]
+    assert ids[1:-1] == ["hecate_guard_common", *[f"hecate_route_{r['service']}" for r in tree["reverse_proxy"]["caddy"]["routes"]]]
     assert server["listen"] == [":443"]
 
 
@@ -74,8 +86,10 @@ def test_several_backends_get_a_policy_and_health_checks(tree):
 
 
 def test_each_security_rule_is_its_own_route(tree):
-    inner = by_service(caddy_config.bootstrap_config(tree), "helen")["handle"][0]["routes"]
-    matchers = [list(r["match"][0]) for r in inner[:-1]]
+    config = caddy_config.bootstrap_config(tree)
+    helen = by_service(config, "helen")
+    inner = rules_of(config, helen["match"][0]["host"][0])
+    matchers = [list(r["match"][0]) for r in inner]
     assert matchers == [["header_regexp"], ["header"], ["path"], ["path_regexp"], ["query"]]
     assert inner[0]["handle"] == [{"handler": "static_response", "abort": True}]  # closes, not "HTTP 444"
     assert len(inner[1]["match"]) == 3  # one matcher set per header: ORed, not ANDed
@@ -255,8 +269,17 @@ def test_outpost_route_is_host_and_path_scoped_and_before_its_route():
     assert caddy_config.auth_handlers({"domain": "open.example.org"}, tree) == []
     server = caddy_config.bootstrap_config(tree)["apps"]["http"]["servers"]["hecate"]
     ids = [r["@id"] for r in server["routes"]]
-    assert ids == ["hecate_strip_auth_headers", "hecate_route_app.outpost", "hecate_route_app", "hecate_catch_all"]
-    kinds = [r["handle"][-1].get("handler") for r in server["routes"][2]["handle"][0]["routes"]]
+    assert ids == [
+        "hecate_strip_auth_headers",
+        "hecate_route_app.outpost",
+        "hecate_guard_common.auth",
+        "hecate_route_app",
+        "hecate_catch_all",
+    ]
+    kinds = [r["handle"][-1].get("handler") for r in server["routes"][3]["handle"][0]["routes"]]
+    # protected: the rules run before it, its headers and compression after its forward auth, as before
+    assert "match" in guard_of(caddy_config.bootstrap_config(tree), "app.example.org")[-1]
+    assert [h["handler"] for h in server["routes"][3]["handle"][0]["routes"][-1]["handle"]] == ["headers", "encode", "reverse_proxy"]
     assert kinds[-2:] == ["reverse_proxy", "reverse_proxy"]
 
 
@@ -271,8 +294,10 @@ def test_placeholders_in_pillar_strings_are_escaped_where_caddy_expands_them(tre
     tree["reverse_proxy"]["caddy"]["routes"][0]["profile"] = "leak"
     tree["reverse_proxy"]["caddy"]["tls"]["email"] = "{env.USER}@example.org"
     config = caddy_config.bootstrap_config(tree)
-    inner = by_service(config, tree["reverse_proxy"]["caddy"]["routes"][0]["service"])["handle"][0]["routes"]
-    assert inner[-1]["handle"][0]["response"]["set"] == {"X-Env": ["a\\\\{env.HOME\\}"], "X-Leak": ["\\{file./etc/passwd\\}"]}
+    first = tree["reverse_proxy"]["caddy"]["routes"][0]
+    own = guard_of(config, first["domain"])  # its headers: with its rules, in its guard route
+    assert own[-1]["handle"][0]["response"]["set"] == {"X-Env": ["a\\\\{env.HOME\\}"], "X-Leak": ["\\{file./etc/passwd\\}"]}
+    inner = rules_of(config, first["domain"])
     assert inner[1]["match"] == [{"path": ["/\\{env.HOME\\}/*"]}]
     assert inner[2]["match"] == [{"path_regexp": {"pattern": "^/a{2,3}$"}}]  # compiled without the replacer
     assert inner[0]["match"][0]["header_regexp"]["User-Agent"]["pattern"] == "^x{2}$"
@@ -304,8 +329,13 @@ def test_exact_hosts_come_before_wildcards_whatever_the_pillar_order():
     ]
     server = caddy_config.bootstrap_config(lab(routes))["apps"]["http"]["servers"]["hecate"]
     assert [r["@id"] for r in server["routes"]] == [
-        "hecate_strip_auth_headers", "hecate_route_secret.outpost", "hecate_route_secret", "hecate_route_b", "hecate_route_any-a", "hecate_route_any",
-        "hecate_catch_all"]  # fmt: skip
+        "hecate_strip_auth_headers", "hecate_route_secret.outpost", "hecate_guard_common.auth", "hecate_guard_common",
+        "hecate_route_secret", "hecate_route_b", "hecate_route_any-a", "hecate_route_any", "hecate_catch_all"]  # fmt: skip
+    # a wildcard also matches the exact hosts: it keeps its blocking rules inside its own route
+    assert len(server["routes"][-2]["handle"][0]["routes"]) == 6 and len(server["routes"][5]["handle"][0]["routes"]) == 1
+    assert server["routes"][2]["match"] == [{"host": ["secret.example.org"]}] and server["routes"][3]["match"] == [
+        {"host": ["b.example.org"]}
+    ]
 
 
 def test_consul_dns_becomes_the_dynamic_upstreams_resolver(tree):
@@ -346,8 +376,11 @@ def test_five_thousand_routes_compile_well_under_a_second(tree):
     elapsed = time.process_time() - start
     routes = caddy_config.owned_routes(config)
     assert len(routes) == 5000
-    first, last = (routes[f"hecate_route_app{i}"]["handle"][0]["routes"] for i in (0, 4999))
-    assert first[:-1] and all(a is b for a, b in zip(first[:-1], last[:-1], strict=True))  # one profile, built once
+    # one profile: its blocking rules once, in one guard route for the 5000 hosts (Caddy provisions every matcher
+    # on every reload), each route only its own proxy
+    assert json.dumps(config).count("header_regexp") == 1 and len(rules_of(config, "app4999.example.org")) == 5
+    assert json.dumps(config).count('"encode"') == 1  # headers and compression once too
+    assert {json.dumps([h["handler"] for h in r["handle"][0]["routes"][-1]["handle"]]) for r in routes.values()} == {'["reverse_proxy"]'}
     assert elapsed < 1.0, f"compiling 5000 routes took {elapsed:.2f} s"  # 0.06 s idle, 0.3 s under load (0.67/1.5 before)
 
 
@@ -356,3 +389,24 @@ def test_an_admin_address_with_a_placeholder_is_refused():
     with pytest.raises(schema.PillarError) as info:
         schema.validate({"reverse_proxy": {"caddy": {"admin": "unix//run/{env.USER}/admin.sock"}}})
     assert "hecate:reverse_proxy:caddy:admin" in str(info.value) and "{ or }" in str(info.value)
+
+
+def test_a_change_of_blocking_rules_alone_is_a_change_of_every_route_that_runs_them():
+    """The rules live in one guard route per profile: when only they change (or a route moves to a profile
+    with other rules and the same headers), the diff and the post-write check still name each route."""
+    routes = [{"domain": f"{name}.example.org", "backend": "10.0.0.1:80", "service": name} for name in ("a", "b", "c")]
+    before = lab(routes)
+    stricter = copy.deepcopy(before)
+    stricter["reverse_proxy"]["caddy"]["profiles"]["common"]["block_paths"] = ["/secret/*"]
+    old, new = caddy_config.bootstrap_config(before), caddy_config.bootstrap_config(stricter)
+    assert caddy_config.owned_routes(old) == caddy_config.owned_routes(new)  # the routes themselves are equal
+    assert caddy_config.changed_domains(old, new) == ["a.example.org", "b.example.org", "c.example.org"]
+    assert set(caddy_config.diff(old, new)["changed"]) == {"hecate_route_a", "hecate_route_b", "hecate_route_c"}
+
+    moved = copy.deepcopy(before)
+    moved["reverse_proxy"]["caddy"]["profiles"]["lax"] = {**before["reverse_proxy"]["caddy"]["profiles"]["common"], "block_paths": []}
+    moved["reverse_proxy"]["caddy"]["routes"][1]["profile"] = "lax"
+    new = caddy_config.bootstrap_config(moved)
+    assert caddy_config.changed_domains(old, new) == ["b.example.org"]
+    assert caddy_config.diff(old, new)["changed"] == {"hecate_route_b": caddy_config.ROUTE_SETTINGS}
+    assert caddy_config.changed_domains(new, new) == [] and caddy_config.diff(new, new) == {}

@@ -4,12 +4,13 @@ health and backup/restore, with nothing else changed. The engine runs on its sea
 (tests/support/engine.py)."""
 
 import copy
+import dataclasses
 
 import pytest
 
 from hecatelib import backups, schema
 from hecatelib import health as health_report
-from hecatelib.engine.backend import CONTROLLER, EXPAND, Backend, Outcome, Read, Stage, first_ok
+from hecatelib.engine.backend import CONTROLLER, EDGE, EXPAND, Backend, Outcome, Read, Stage, first_ok
 from hecatelib.engine.engine import Engine
 from hecatelib.engine.run import Run
 from hecatelib.spec import MapOf, Str
@@ -234,3 +235,38 @@ def test_what_a_dry_run_warns_of_is_shown_in_the_plan_and_said_before_the_first_
     assert engine.drive("deploy")["status"] == "success" and world["writes"] == 2
     assert ("lamps: pacing: 2 writes wait about 5 s", 0) in said
     assert "warnings" not in engine.plan()["lamps"]  # nothing left to write: nothing to warn of
+
+
+def test_a_run_given_its_callers_dry_run_makes_no_second_one(world, tmp_path):
+    """A heal takes the dry run its drift was read with (hecate.reconcile): its run publishes no second
+    ``state.apply test=True``, and still applies and records; without it, the run makes its own."""
+    tree = pillar(hall="red")
+    engine, minions = engine_for(world, tree, tmp_path)
+    dry_runs, real = [], minions.state_apply
+    minions.state_apply = lambda target, sls, **kwargs: (
+        (dry_runs.append(sls) if kwargs.get("test") else None) or real(target, sls, **kwargs)
+    )
+    read = engine.dry_run(tree, ["lamps"])
+    assert dry_runs == ["toy.lamps"] and read["lamps"]["changes"]
+    healed = engine.drive("heal", only=["lamps"], dry=read)
+    assert healed["status"] == "success" and world["lamps"] == {"hall": "red"}
+    assert dry_runs == ["toy.lamps"]  # none besides the caller's
+    world["lamps"]["hall"] = "blue"
+    assert engine.drive("heal", only=["lamps"])["status"] == "success" and world["lamps"] == {"hall": "red"}
+    assert dry_runs == ["toy.lamps", "toy.lamps"]
+
+
+def test_an_edge_stage_rolls_out_to_the_edges_that_answered_its_dry_run(world, tmp_path):
+    """The rollout's edges are those that answered the run's dry run moments before: no test.ping job
+    round before the first write (a test.ping is sent only when the run has no dry run of that stage)."""
+    edge_toy = dataclasses.replace(TOY, stages=(Stage("lamps", EDGE, "toy.lamps", EXPAND),))
+    tree = schema.validate({"global": {"domain": "example.org"}, "lamps": {"hall": "red"}}, [edge_toy])
+    minions = fake.Minions(world, {"toy.lamps": lamps_state}, FUNCTIONS, tree)
+    engine = Engine(tree, fake.seams(minions, tmp_path, world["kv"], world["locks"]), [edge_toy])
+    done = engine.drive("deploy", only=["lamps"])
+    assert done["status"] == "success" and world["lamps"] == {"hall": "red"}
+    assert "test.ping" not in minions.published
+    run = engine.begin("deploy", only=["lamps"])
+    world["lamps"]["hall"] = "blue"
+    assert engine.step(run, "lamps")["ok"] and "test.ping" in minions.published  # no dry run: asked who is there
+    engine.finish(run)

@@ -29,6 +29,8 @@ import shutil
 import subprocess
 import sys
 
+from hecatelib.caddy.config import GUARD_PREFIX
+
 NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,62})$")
 BLOCK_STATUSES = {400, 401, 403, 404, 405, 406, 410, 418, 429, 444, 451}
 KNOWN_POLICIES = {"round_robin", "random", "least_conn", "first", "ip_hash", "uri_hash"}
@@ -364,13 +366,19 @@ class _Mapper:
             for key in sorted(k for k in server if k not in ("listen", "routes", "logs", "automatic_https")):
                 self.miss(f"server {name}", f"{key} {json.dumps(server[key], sort_keys=True)[:200]}")
             logger_names = (server.get("logs") or {}).get("logger_names") or {}
-            for route in server.get("routes") or []:
-                site = self.site(route, logger_names)
+            routes = server.get("routes") or []
+            # hecate's own guard routes: a profile's blocking rules, run before the routes of its hosts
+            guards = [r for r in routes if str(r.get("@id", "")).startswith(GUARD_PREFIX)]
+            rules = {h: g.get("handle") or [] for g in guards for m in g.get("match") or [] for h in m.get("host", [])}
+            for route in routes:
+                if route in guards:
+                    continue
+                site = self.site(route, logger_names, rules)
                 if site is not None:
                     sites.append(site)
         return sites
 
-    def site(self, route, logger_names):
+    def site(self, route, logger_names, rules=None):
         matchers = route.get("match") or []
         hosts = [h for m in matchers for h in m.get("host", [])]
         where = ", ".join(hosts) or "a route without a host"
@@ -388,7 +396,10 @@ class _Mapper:
         elif other:
             site.failed = f"the site matches more than the host ({', '.join(other)}); hecate routes by host only"
         else:
-            self.handlers(route.get("handle") or [], site)
+            for host in hosts if len(hosts) == 1 else ():
+                self.handlers((rules or {}).get(host) or [], site)
+            if not site.failed:
+                self.handlers(route.get("handle") or [], site)
         if site.failed:
             self.miss(where, f"not imported: {site.failed}")
             return None

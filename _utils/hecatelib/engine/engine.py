@@ -158,7 +158,8 @@ class Engine:
                 if not answer:
                     problems = [self.no_minion(stage)]
                 out[stage.name] = {"ok": ok, "changes": changes, "problems": problems, "seconds": seconds,
-                                   "warnings": results.warnings(split[stage.name])}  # fmt: skip
+                                   "warnings": results.warnings(split[stage.name]),
+                                   "answered": sorted(m for m, a in answer.items() if not a.get("silent"))}  # fmt: skip
         ordered = {name: out[name] for name in stages.stage_names(self.backends) if name in out}
         self.say(_dry_run_line(ordered, seconds))
         return ordered
@@ -288,15 +289,21 @@ class Engine:
         except RecordError as exc:  # not ours to fail on: the new run goes on
             self.say(f"run {deployment} died holding the deploy lock; marking it interrupted failed: {exc}")
 
-    def preview(self, run):
+    def preview(self, run, dry=None):
         """Before the first write, every stage's dry run in one round of jobs. Steps that cannot change
         anything are skipped: the leading expand steps whose dry run found nothing to change (so nothing
         they feed changed either), and their contract steps. When no stage would change anything the whole
         run is skipped: no write, no probe, and nothing for undo to read. Otherwise a second round reads
-        what undo needs. Returns what each stage's dry run would change: ``{stage: count}``."""
+        what undo needs. Returns what each stage's dry run would change: ``{stage: count}``.
+
+        ``dry``: the dry run (:meth:`dry_run`) of the run's stages that its caller made just before it took
+        the lock, used instead of a second one (a heal: the drift it read; a second dry run costs a
+        ``state.apply`` job on every target). Should the live state move in between, the step converges
+        to the pillar anyway: a dry run decides only what may be skipped."""
         effective = self.effective(run)
-        dry = self.dry_run(effective, run.only, run.recorded)
+        dry = dry if dry is not None else self.dry_run(effective, run.only, run.recorded)
         unchanged = {name for name, stage in dry.items() if stage["ok"] and not stage["changes"]}
+        run.answered = {name: stage["answered"] for name, stage in dry.items() if "answered" in stage}
         run.skip = stages.skippable(self.steps(effective, run.only), unchanged)
         if set(run.steps) - set(run.skip):
             if run.skip:
@@ -364,11 +371,14 @@ class Engine:
 
     def roll_out(self, tree, step, run):
         """An edge stage over the fleet (``hecatelib.engine.fleet``): one canary edge, then batches of
-        ``hecate:deployment:edge_batch``; each edge's own state verifies its routes and restores its own
+        ``hecate:deployment:edge_batch`` (the edges: those that answered the run's dry run, else a
+        ``test.ping``); each edge's own state verifies its routes and restores its own
         snapshot when they fail; a failed batch's other edges are undone and the rollout stops there, so a
         bad change never reaches the edges after it. Progress: ``<kind>/<id>/<step>/<minion>``."""
         started = time.monotonic()
-        edges = sorted(self.call(step.stage.role, "test.ping"))
+        # the edges that answered the run's dry run a moment ago (one job round less than a test.ping)
+        answered = (run.answered or {}).get(step.stage.name)
+        edges = answered if answered is not None else sorted(self.call(step.stage.role, "test.ping"))
         pillar = self.stage_pillar(step, run.recorded)
         changes, problems = {}, []
 
@@ -502,9 +512,10 @@ class Engine:
         self.say(f"{run.kind} {run.id}: {status}" + (f" ({summary['error']})" if summary["error"] else ""))
         return summary
 
-    def drive(self, kind, only=None, wait=None, recorded=None, restore_to=None, extra=None, stop=None):
+    def drive(self, kind, only=None, wait=None, recorded=None, restore_to=None, extra=None, stop=None, dry=None):
         """One whole run in this process: the same steps ``orchestrate.sls`` calls one by one. ``stop()``
-        says a Ctrl-C came: the step in flight finishes, then the run is recorded as interrupted."""
+        says a Ctrl-C came: the step in flight finishes, then the run is recorded as interrupted. ``dry``:
+        see :meth:`preview`."""
         stop = stop or (lambda: False)
         try:
             run = self.begin(kind, only=only, wait=wait, recorded=recorded, restore_to=restore_to, extra=extra)
@@ -512,7 +523,7 @@ class Engine:
             return {"status": "interrupted", "error": "interrupted (Ctrl-C) before the run began: nothing was changed", "retcode": 1}
         try:
             if not stop():
-                self.preview(run)
+                self.preview(run, dry)
             for name in run.steps:
                 if stop():
                     break

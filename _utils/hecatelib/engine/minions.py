@@ -45,7 +45,7 @@ class Minions:
         out = {}
         for minion, answer in (answers or {}).items():
             if not isinstance(answer, dict) or answer.get("failed") or "ret" not in answer:  # did not return in time
-                out[minion] = {"ok": False, "ret": "no answer from the minion (down, or slower than the timeout)"}
+                out[minion] = {"ok": False, "ret": "no answer from the minion (down, or slower than the timeout)", "silent": True}
             else:
                 out[minion] = {"ok": answer.get("retcode", 0) == 0, "ret": answer["ret"]}
         return out

@@ -50,6 +50,7 @@ class Run:
     lock_key: str = None
     steps: list = dataclasses.field(default_factory=list)
     skip: list = dataclasses.field(default_factory=list)  # steps whose dry run found nothing to change
+    answered: dict = None  # stage -> the minions that answered its dry run (where an edge stage rolls out)
     previous: str = None  # the last successful run's id when this one began
     carried: dict = None  # the previous success's recorded backend state, when it deployed this very tree
     before: dict = dataclasses.field(default_factory=dict)  # backend -> what undo needs, read before the first write

@@ -547,8 +547,8 @@ def caddy_bootstrap(tree, admin_listen):
     caddy = (tree.get("reverse_proxy") or {}).get("caddy") or {}
     if not all(k in caddy for k in ("ports", "tls", "routes", "admin")):
         raise ValueError("the reverse-proxy job renders from the validated hecate tree (hecatelib.schema.validate)")
-    skeleton = copy.deepcopy(tree)
-    skeleton["reverse_proxy"]["caddy"]["routes"] = []
+    # the tree without its routes, copied only along that path (a deep copy of 5000 routes cost 50 ms per job)
+    skeleton = {**tree, "reverse_proxy": {**tree["reverse_proxy"], "caddy": {**caddy, "routes": []}}}
     config = caddy_config.bootstrap_config(skeleton)
     config.setdefault("admin", {})["listen"] = admin_listen
     return json.dumps(config, sort_keys=True, separators=(",", ":"))
