@@ -44,8 +44,7 @@ def __virtual__():
 
 
 def ext_pillar(minion_id, pillar, **kwargs):
-    """Return ``{"hecate": <resolved and validated tree>, "hecate_validated": <its digest>}``, or nothing
-    when the pillar has no ``hecate``."""
+    """Return ``{"hecate": <resolved and validated tree>}``, or nothing when the pillar has no ``hecate``."""
     tree = pillar.get("hecate")
     if tree is None:
         return {}
@@ -55,5 +54,4 @@ def ext_pillar(minion_id, pillar, **kwargs):
         log.error("hecate ext_pillar: the hecate pillar of %s is refused: %s", minion_id, exc)
         return {"_errors": [f"hecate: {exc}"]}
     log.debug("hecate ext_pillar: %d route(s) valid for %s", len(validated["reverse_proxy"]["caddy"]["routes"]), minion_id)
-    # the mark says this tree was validated: the states, modules and runner that read it do not validate it again
-    return {"hecate": validated, schema.VALIDATED_KEY: schema.validated_mark(validated, paths.prefix(__opts__))}
+    return {"hecate": validated}  # a fixed point of validate: its readers validate it once per host (hecatelib.validated)

@@ -97,10 +97,8 @@ def _tree(minion=None):
     if pillar.get("_errors"):
         raise SaltInvocationError("the pillar did not render: " + "; ".join(_one_line(_explain(str(e))) for e in pillar["_errors"]))
     tree, prefix = pillar.get("hecate"), paths.prefix(__opts__)
-    if tree is not None and schema.already_validated(pillar, schema.digest(tree), prefix):  # by the ext_pillar
-        return tree
     try:
-        return schema.validate(tree, root_prefix=prefix)
+        return schema.validate_on_host(tree, __opts__["cachedir"], prefix)
     except schema.PillarError as exc:
         raise SaltInvocationError(_one_line(str(exc))) from exc
 

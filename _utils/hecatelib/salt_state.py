@@ -135,10 +135,7 @@ def tree(pillar, opts, context):
         root_prefix = paths.prefix(opts)
     except ValueError as exc:  # the minion config's, not the pillar's: named as such
         raise PillarError([(paths.PREFIX_OPTION, str(exc))]) from None
-    if schema.already_validated(pillar, key, root_prefix):  # the ext_pillar validated this very tree
-        validated = raw
-    else:
-        validated = schema.validate(raw, root_prefix=root_prefix)  # builds a new tree; pillar stays as it was
+    validated = schema.validate_on_host(raw, opts.get("cachedir"), root_prefix, key)  # a new tree, or raw when a fixed point
     context[CACHE_KEY] = (raw, key, validated)
     return validated
 

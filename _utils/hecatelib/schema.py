@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 
-from hecatelib import backups, bulk, consul, paths
+from hecatelib import backups, bulk, consul, paths, validated
 from hecatelib.authentik import objects as authentik_objects
 from hecatelib.backends import BACKENDS
 from hecatelib.caddy import certs as caddy_certs
@@ -455,27 +455,23 @@ def _on_what_validated(out, report, cross_check, sections):
     report.warnings.extend((pillar_index(path), pillar_index(reason)) for path, reason in found.warnings)
 
 
-# The pillar key hecate's ext_pillar sets beside ``hecate`` (_pillar/hecate.py): the digest of the tree it
-# validated, and the root prefix it validated it for. A reader whose ``hecate`` has that digest (a tree
-# validated once is its own validation: validate(validate(t)) == validate(t)) need not validate it again;
-# a pillar override (a rollback's recorded tree), another source or another prefix does not match.
-VALIDATED_KEY = "hecate_validated"
-
-
 def digest(tree):
-    """The digest of a pillar tree, as :data:`VALIDATED_KEY` carries it: canonical JSON, sha256."""
+    """The digest of a pillar tree: canonical JSON, sha256 (equal trees, equal digests, whatever their order)."""
     text = json.dumps(tree, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def validated_mark(tree, root_prefix=""):
-    """What the ext_pillar puts at :data:`VALIDATED_KEY` for the tree it validated."""
-    return {"digest": digest(tree), "root_prefix": root_prefix}
-
-
-def already_validated(pillar, tree_digest, root_prefix=""):
-    """Whether ``pillar``'s ``hecate`` (of digest ``tree_digest``) is the tree hecate's ext_pillar validated."""
-    return pillar.get(VALIDATED_KEY) == {"digest": tree_digest, "root_prefix": root_prefix}
+def validate_on_host(tree, cachedir, root_prefix="", tree_digest=None):
+    """:func:`validate` ``tree``, unless this host validated this very tree to itself before with the same
+    helpers and root prefix (:mod:`hecatelib.validated`): then ``tree`` as it is. The ext_pillar's output is
+    such a tree, so the runner and every state read it without a second validation."""
+    tree_digest = tree_digest or digest(tree)
+    if validated.known(cachedir, tree_digest, root_prefix):
+        return tree
+    out = validate(tree, root_prefix=root_prefix)
+    if digest(out) == tree_digest:
+        validated.remember(cachedir, tree_digest, root_prefix)
+    return out
 
 
 def validate(tree, backends=None, root_prefix=""):

@@ -118,17 +118,33 @@ def _ext_pillar_module():
     return module
 
 
-def test_a_tree_the_ext_pillar_validated_is_not_validated_again(count_validations):
-    """hecate's ext_pillar marks the tree it validated (its digest and root prefix): the states of a job
-    read it as it is. An override (a rollback's tree) or another root prefix is validated as before."""
+def test_a_tree_this_host_validated_to_itself_is_not_validated_again(count_validations, tmp_path):
+    """The ext_pillar's output validates to itself: the first reader on a host notes it (in the host's cache
+    directory), the next ones read it as it is. An override (a rollback's tree), another root prefix or
+    another host's cache directory is validated as before."""
     pillar = _ext_pillar_module().ext_pillar("edge-1", {"hecate": seed_tree()})
-    assert pillar[schema.VALIDATED_KEY] == {"digest": schema.digest(pillar["hecate"]), "root_prefix": ""}
-    assert len(count_validations) == 1  # the ext_pillar's own
-    assert salt_state.tree(pillar, {}, {}) is pillar["hecate"] and len(count_validations) == 1
+    assert set(pillar) == {"hecate"} and len(count_validations) == 1  # the ext_pillar's own
+    host = {"cachedir": str(tmp_path / "edge-1")}
+    assert salt_state.tree(pillar, host, {}) == pillar["hecate"] and len(count_validations) == 2  # noted
+    assert salt_state.tree(pillar, host, {}) is pillar["hecate"] and len(count_validations) == 2  # read as it is
     override = {**pillar, "hecate": {**pillar["hecate"], "deployment": {**pillar["hecate"]["deployment"], "verify": False}}}
-    assert salt_state.tree(override, {}, {})["deployment"]["verify"] is False and len(count_validations) == 2
-    salt_state.tree(pillar, {"hecate_root_prefix": "/tmp/elsewhere"}, {})
-    assert len(count_validations) == 3
+    assert salt_state.tree(override, host, {})["deployment"]["verify"] is False and len(count_validations) == 3
+    salt_state.tree(pillar, {**host, "hecate_root_prefix": str(tmp_path / "elsewhere")}, {})
+    salt_state.tree(pillar, {"cachedir": str(tmp_path / "edge-2")}, {})
+    assert len(count_validations) == 5
+
+
+def test_a_pillar_cannot_vouch_for_its_own_tree(tmp_path):
+    """Pillar comes from pull requests: nothing in it skips validation. A hostile tree with a mark claiming
+    it was validated (its digest, as an earlier design carried beside it) is refused all the same."""
+    hostile = seed_tree()
+    hostile["reverse_proxy"]["caddy"]["routes"][0]["backend"] = "127.0.0.1:99999"
+    mark = {"digest": schema.digest(hostile), "root_prefix": ""}
+    pillar = {"hecate": hostile, "hecate_validated": mark, "hecate_validated_by": mark}
+    for _ in range(2):
+        with pytest.raises(schema.PillarError, match=r"routes\[0\]\(hera.cybermonkey.dev\):backend"):
+            salt_state.tree(pillar, {"cachedir": str(tmp_path)}, {})
+    assert not (tmp_path / "hecate" / "validated").exists() or not list((tmp_path / "hecate" / "validated").iterdir())
 
 
 def test_tree_does_not_change_the_pillar():
