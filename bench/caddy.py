@@ -46,6 +46,7 @@ for _path in (REPO / "_utils", REPO):
 import yaml  # noqa: E402
 from saltfactories.utils.functional import Loaders  # noqa: E402
 
+from devstack import host  # noqa: E402
 from devstack.caddy import Backend, Caddy, free_port  # noqa: E402
 from hecatelib import schema  # noqa: E402
 from hecatelib.caddy import config as caddy_config  # noqa: E402
@@ -125,7 +126,7 @@ class Bench:
         """One GET per route, one PATCH per differing route (a PUT before the catch-all for a new one)."""
         self.use(tree)
         caddy = self.loaders.modules.caddy
-        valid = schema.validate(copy.deepcopy(tree))
+        valid = schema.validate(copy.deepcopy(tree), root_prefix=host.PREFIX)  # the admin socket is on the scratch host
         for route in valid["reverse_proxy"]["caddy"]["routes"]:
             compiled = caddy_config.compile_route(route, valid)
             current = caddy.route(compiled["@id"])
