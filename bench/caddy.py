@@ -375,6 +375,7 @@ def salt_call_conf(bench, n):
         "id": "bench-edge", "file_client": "local", "root_dir": str(root / "salt"), "file_roots": {"base": [str(REPO / "salt")]},
         "pillar_roots": {"base": [str(pillar_dir)]}, "module_dirs": [str(REPO / "_modules")], "states_dirs": [str(REPO / "_states")],
         "utils_dirs": [str(REPO / "_utils")], "log_file": str(root / "salt.log"), "log_level_logfile": "warning",
+        **host.opts(),  # hecate's roots on the scratch host, where the bench's Caddy has its admin socket
     }))  # fmt: skip
     return conf
 
