@@ -155,7 +155,8 @@ def _progress(line):
 def _engine(tree, broken=None, **targets):
     """The engine over this master's seams (minions, event bus, Consul), closed afterwards. ``broken``: the
     live pillar's problem while it does not validate (see :func:`_settings`): the state runs skip Salt's
-    refusal of a pillar with errors, and there is no verify step (its probes read the minions' pillar)."""
+    refusal of a pillar with errors, and there is no verify step (its probes would read the minions' broken
+    pillar); each edge's routes state still checks the routes it wrote against the tree it was given."""
     seams = master.seams(__opts__, tree, say=_progress, force=bool(broken), **targets)
     try:
         yield Engine(tree, seams, BACKENDS, verify=False if broken else None)

@@ -1231,35 +1231,20 @@ class NomadEmulator(Emulator):
         job, evaluation = self._store_version(entry, job)
         if body.get("Submission"):
             entry["submissions"][job["Version"]] = body["Submission"]
-        return self._reply(
-            {
-                "EvalID": evaluation["ID"],
-                "EvalCreateIndex": evaluation["CreateIndex"],
-                "JobModifyIndex": job["JobModifyIndex"],
-                "Warnings": "",
-                "KnownLeader": True,
-                "LastContact": 0,
-                "LastIndex": self.index,
-                "NextToken": "",
-                "RequestTime": 0,
-            }
-        )
+        return self._reply(self._job_write_response(evaluation, job["JobModifyIndex"]))
 
     def _unchanged(self, current):
         """nomad/job_endpoint.go doRegister when ``!specChanged``: nothing written, an evaluation still
         created, the reply carries the job's ModifyIndex."""
-        evaluation = self._evaluate(current, "job-register")
-        return {
-            "EvalID": evaluation["ID"],
-            "EvalCreateIndex": evaluation["CreateIndex"],
-            "JobModifyIndex": current["ModifyIndex"],
-            "Warnings": "",
-            "KnownLeader": True,
-            "LastContact": 0,
-            "LastIndex": self.index,
-            "NextToken": "",
-            "RequestTime": 0,
-        }
+        return self._job_write_response(self._evaluate(current, "job-register"), current["ModifyIndex"])
+
+    def _job_write_response(self, evaluation, modify_index, warnings=True):
+        """nomad/structs/structs.go JobRegisterResponse (``Warnings``; JobDeregisterResponse has none): the
+        evaluation the write created, the job's modify index, and the QueryMeta."""
+        out = {"EvalID": evaluation["ID"], "EvalCreateIndex": evaluation["CreateIndex"], "JobModifyIndex": modify_index}
+        if warnings:
+            out["Warnings"] = ""
+        return {**out, "KnownLeader": True, "LastContact": 0, "LastIndex": self.index, "NextToken": "", "RequestTime": 0}
 
     def _keep_tracked_versions(self, entry):
         """nomad/state/state_store.go upsertJobVersion, after inserting a version: past the limit, delete the
@@ -1635,17 +1620,7 @@ class NomadEmulator(Emulator):
         if same_spec(current, {**target, "Stable": False}):  # registered through doRegister: an equal spec is no version
             return self._unchanged(current)
         job, evaluation = self._store_version(entry, copy.deepcopy(target))
-        return {
-            "EvalID": evaluation["ID"],
-            "EvalCreateIndex": evaluation["CreateIndex"],
-            "JobModifyIndex": job["JobModifyIndex"],
-            "Warnings": "",
-            "KnownLeader": True,
-            "LastContact": 0,
-            "LastIndex": self.index,
-            "NextToken": "",
-            "RequestTime": 0,
-        }
+        return self._job_write_response(evaluation, job["JobModifyIndex"])
 
     def stable(self, request):
         body = request.body or {}
@@ -1685,16 +1660,7 @@ class NomadEmulator(Emulator):
         job = copy.deepcopy(entry["current"])
         job["Stop"] = True
         job, evaluation = self._store_version(entry, job)
-        return {
-            "EvalID": evaluation["ID"],
-            "EvalCreateIndex": evaluation["CreateIndex"],
-            "JobModifyIndex": job["JobModifyIndex"],
-            "KnownLeader": True,
-            "LastContact": 0,
-            "LastIndex": self.index,
-            "NextToken": "",
-            "RequestTime": 0,
-        }
+        return self._job_write_response(evaluation, job["JobModifyIndex"], warnings=False)
 
 
 DEPLOY_SPEC = SPECS / "nomad" / "nomad-deploy-subset.json"  # hecate's subset of Nomad's API
