@@ -216,4 +216,6 @@ def test_random_trees_never_make_the_validator_raise():
             json.dumps(caddy_config.bootstrap_config(out))
 
     property_()
-    assert counts["accepted"] >= 15 and counts["refused"] >= 300, counts  # measured: 22 and 478
+    # Floors, not counts: they only prove both ways are exercised. The split moves with the schema and between
+    # machines even derandomized (measured 12 to 22 accepted of 500).
+    assert counts["accepted"] >= 6 and counts["refused"] >= 300, counts
