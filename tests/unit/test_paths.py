@@ -211,4 +211,6 @@ def test_fuzz_every_path_key_accepted_lies_below_its_root_and_the_job_mounts_onl
 
     property_()
     print(f"\npath-key fuzz: {counts}")
-    assert counts["accepted"] >= 30 and counts["refused"] >= 300, counts  # measured: 40 and 360
+    # Floors that prove both ways are exercised (measured here: 40 and 360). Even derandomized, the split
+    # moves with the host: whether an owner exists is the host's answer, and later examples follow earlier outcomes.
+    assert counts["accepted"] >= 12 and counts["refused"] >= 250, counts
