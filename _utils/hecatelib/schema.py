@@ -21,6 +21,7 @@ from hecatelib.caddy import config as caddy_config
 from hecatelib.caddy import re2
 from hecatelib.dns import zones as dns_zones
 from hecatelib.spec import (  # parse_backend, route_backends, route_service: re-exported, they live in hecatelib.spec
+    LINK_LOCAL,
     Bool,
     Duration,
     Field,
@@ -37,6 +38,7 @@ from hecatelib.spec import (  # parse_backend, route_backends, route_service: re
     index,
     is_hostname,
     is_ip,
+    is_link_local,
     is_loopback,
     key,
     parse_backend,
@@ -615,6 +617,8 @@ def _check_nginx(tree, report):
         host, port = parse_hostport(proxy["backend"])
         if is_loopback(host) and port in _admin_endpoint(tree["reverse_proxy"]["caddy"])[0]:
             report.error(key(where, "backend"), f"port {port} on this machine is Caddy's admin API: never proxy to it")
+        if is_link_local(host):
+            report.error(key(where, "backend"), f"{quote(host)} {LINK_LOCAL}: a proxy would publish it")
         if proxy["name"] in seen_names:
             report.error(key(where, "name"), f"duplicate name {quote(proxy['name'])}")
         seen_names[proxy["name"]] = i

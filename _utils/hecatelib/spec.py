@@ -543,6 +543,25 @@ def is_loopback(host):
     return address.is_loopback or address.is_unspecified
 
 
+def is_link_local(host):
+    """Is ``host`` a link-local address (169.254.0.0/16, fe80::/10, IPv4-mapped too)? The cloud's metadata
+    service answers there (169.254.169.254 on Hetzner Cloud, AWS, GCP and Azure) with the machine's user data
+    and credentials: pillar never sends traffic or probes to it."""
+    host = host.strip("[]").lower()
+    if ":" not in host and not host[-1:].isdigit():  # a DNS name (the cheap common case)
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if getattr(address, "ipv4_mapped", None):
+        address = address.ipv4_mapped
+    return address.is_link_local
+
+
+LINK_LOCAL = "is link-local, where the cloud's metadata service answers with this machine's secrets"
+
+
 class Hostname(Str):
     """A DNS name (``wildcard``: ``*.example.org`` allowed) or, with ``ip``, an IP address too."""
 
@@ -668,6 +687,8 @@ def _parse_backend(value):
         scheme, (host, port) = "http", hostport
     if not (is_hostname(host) or is_ip(host)):
         raise ValueError(f"{shown}: {quote(host)} is not a valid host")
+    if is_link_local(host):
+        raise ValueError(f"{shown}: {quote(host)} {LINK_LOCAL}: a route would publish it")
     if port is not None and not 1 <= port <= 65535:
         raise ValueError(f"{shown}: port {port} is out of range 1..65535")
     if port is None:

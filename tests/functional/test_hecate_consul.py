@@ -116,6 +116,26 @@ def test_a_bad_service_is_refused_before_any_request(make_loaders, agent):
     assert agent.requests == []
 
 
+def test_a_check_probes_its_own_service_and_never_the_metadata_service(make_loaders, agent):
+    """A Consul check is a request Consul's agent makes and keeps the answer of (the check's output): one aimed
+    anywhere but the service it registers would read from inside the network for whoever writes pillar."""
+    bad = copy.deepcopy(SEED_SERVICES)
+    bad[0]["check"] = {"tcp": "10.0.0.9:1515"}  # another host
+    bad[1]["check"] = {"http": "http://169.254.169.254/latest/meta-data/"}  # the cloud's metadata service
+    bad.append({"id": "meta", "name": "meta", "address": "169.254.169.254", "port": 80})
+    loaders = make_loaders(pillar(agent, bad), {"__cli": "salt-call"})
+    ret = loaders.states.hecate_consul.external_services(name="external")
+    assert ret.result is False and agent.requests == []
+    assert "external_services[0]:check:tcp: probes '10.0.0.9', not the service's address '100.88.163.85'" in ret.comment
+    assert "external_services[1]:check:http: probes '169.254.169.254', not the service's address '100.65.138.128'" in ret.comment
+    assert "external_services[2]:address: '169.254.169.254' is link-local" in ret.comment
+    fine = copy.deepcopy(SEED_SERVICES)
+    fine[1]["check"] = {"http": "http://100.65.138.128:9090/health"}  # its own host, another port: a health port
+    fine[0].update(address="wazuh.example.org", check={"tcp": "WAZUH.example.org:1515"})  # a name has no case
+    ret = make_loaders(pillar(agent, fine), {"__cli": "salt-call"}).states.hecate_consul.external_services(name="external")
+    assert ret.result is True, ret.comment
+
+
 def test_the_emulator_refuses_what_consul_refuses(agent):
     client = consul.Consul(host="127.0.0.1", port=agent.port, token=TOKEN)
     with pytest.raises(consul.ConsulException, match="Interval must be > 0"):

@@ -22,8 +22,24 @@ definition, so a re-run compares one string per service instead of reading check
 import hashlib
 import json
 import re
+import urllib.parse
 
-from hecatelib.spec import Duration, Field, Hostname, Int, ListOf, Map, MapOf, Str, index, key
+from hecatelib.spec import (
+    LINK_LOCAL,
+    Duration,
+    Field,
+    Hostname,
+    Int,
+    ListOf,
+    Map,
+    MapOf,
+    Str,
+    index,
+    is_link_local,
+    key,
+    parse_hostport,
+    quote,
+)
 
 __all__ = ["MARKER", "RESERVED", "SERVICES", "SPEC_META", "compile_services", "plan"]
 
@@ -94,10 +110,35 @@ class ServiceList(ListOf):
                     f"{name!r} is a name of the stack's own services ({', '.join(sorted(RESERVED))}): an instance "
                     "registered under it would receive their traffic (docs/security.md)",
                 )
+            address = service.get("address")
+            if isinstance(address, str) and is_link_local(address):
+                report.error(key(where, "address"), f"{quote(address)} {LINK_LOCAL}")
             check = service.get("check")
             if check is not None and ("tcp" in check) == ("http" in check):
                 report.error(key(where, "check"), "give exactly one of tcp or http")
+            elif isinstance(check, dict) and isinstance(address, str):
+                _check_probes_its_service(check, address, key(where, "check"), report)
         return out
+
+
+def _check_probes_its_service(check, address, where, report):
+    """A check probes the service it registers: its host is the service's address. Consul's agent dials any
+    URL it is given and keeps the answer as the check's output, readable through Consul's API, so a check
+    aimed elsewhere would turn pillar into a way to read from inside the network (server-side request forgery)."""
+    kind = "tcp" if "tcp" in check else "http"
+    target = check.get(kind)
+    if not isinstance(target, str):
+        return
+    if kind == "tcp":
+        host = (parse_hostport(target) or (None, None))[0]
+    else:
+        try:
+            host = urllib.parse.urlsplit(target).hostname
+        except ValueError:
+            host = None
+    if host is None or host.strip("[]").lower() != address.strip("[]").lower():
+        reason = f"probes {quote(host or target)}, not the service's address {quote(address)}"
+        report.error(key(where, kind), f"{reason}: a check probes the service it registers (Consul fetches whatever it names)")
 
 
 SERVICES = ServiceList()
