@@ -525,38 +525,35 @@ def is_ip(value):
         return False
 
 
+def _address(host):
+    """``host`` as an IP address (an IPv4-mapped IPv6 one as its IPv4 address), or None for a DNS name."""
+    host = host.strip("[]").lower()
+    if ":" not in host and not host[-1:].isdigit():  # a DNS name: not an address (the cheap common case)
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return address.ipv4_mapped or address if isinstance(address, ipaddress.IPv6Address) else address
+
+
 def is_loopback(host):
     """Does dialing ``host`` reach the machine itself? 127.0.0.0/8, ::1 (also IPv4-mapped), the
     unspecified addresses (Linux connects 0.0.0.0 and :: to the local host) and ``localhost`` names
     (RFC 6761: ``*.localhost`` too)."""
-    host = host.strip("[]").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost") or host == "localhost.localdomain":
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost") or name == "localhost.localdomain":
         return True
-    if ":" not in host and not host[-1:].isdigit():  # a DNS name: not an address (the cheap common case)
-        return False
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if getattr(address, "ipv4_mapped", None):
-        address = address.ipv4_mapped
-    return address.is_loopback or address.is_unspecified
+    address = _address(name)
+    return address is not None and (address.is_loopback or address.is_unspecified)
 
 
 def is_link_local(host):
     """Is ``host`` a link-local address (169.254.0.0/16, fe80::/10, IPv4-mapped too)? The cloud's metadata
     service answers there (169.254.169.254 on Hetzner Cloud, AWS, GCP and Azure) with the machine's user data
     and credentials: pillar never sends traffic or probes to it."""
-    host = host.strip("[]").lower()
-    if ":" not in host and not host[-1:].isdigit():  # a DNS name (the cheap common case)
-        return False
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if getattr(address, "ipv4_mapped", None):
-        address = address.ipv4_mapped
-    return address.is_link_local
+    address = _address(host)
+    return address is not None and address.is_link_local
 
 
 LINK_LOCAL = "is link-local, where the cloud's metadata service answers with this machine's secrets"

@@ -22,7 +22,7 @@ definition, so a re-run compares one string per service instead of reading check
 import hashlib
 import json
 import re
-import urllib.parse
+from urllib.parse import urlsplit
 
 from hecatelib.spec import (
     LINK_LOCAL,
@@ -133,7 +133,7 @@ def _check_probes_its_service(check, address, where, report):
         host = (parse_hostport(target) or (None, None))[0]
     else:
         try:
-            host = urllib.parse.urlsplit(target).hostname
+            host = urlsplit(target).hostname
         except ValueError:
             host = None
     if host is None or host.strip("[]").lower() != address.strip("[]").lower():
